@@ -1,0 +1,3 @@
+from redkeep.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""The Application object: the one place commands send output through.
+
+Commands never print or exit directly (httpie's Environment, hatch's Application). They call
+`app.say`, `app.table`, `app.emit_json` and raise `RedkeepError`; tests pass their own streams.
+"""
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+PIPE_WIDTH = 160
+
+
+@dataclass
+class Application:
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    json_mode: bool = False
+    debug: bool = False
+
+    def __post_init__(self) -> None:
+        # Not a terminal (a pipe, a log): do not squeeze tables into 80 columns.
+        width = None if self.stdout.isatty() else PIPE_WIDTH
+        self._console = Console(file=self.stdout, highlight=False, width=width)
+
+    def say(self, text: str = "") -> None:
+        """Write a line of human output (suppressed in JSON mode, where stdout is data)."""
+        if not self.json_mode:
+            self._console.print(text, markup=False)
+
+    def warn(self, text: str) -> None:
+        """Write a warning to stderr, in every mode."""
+        print(f"redkeep: warning: {text}", file=self.stderr)
+
+    def emit_json(self, data: Any) -> None:
+        """Write one JSON document to stdout."""
+        print(json.dumps(data, indent=2, sort_keys=False, default=str), file=self.stdout)
+
+    def table(
+        self, columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
+    ) -> None:
+        """Render a table of rows (human mode only)."""
+        if self.json_mode:
+            return
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if cell is None else str(cell) for cell in row))
+        self._console.print(table)
+
+    def pairs(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
+        """Render label/value lines as a two-column table without a header (human mode only)."""
+        if self.json_mode:
+            return
+        table = Table(title=title, title_justify="left", show_header=False, show_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for label, value in rows:
+            table.add_row(label, "" if value is None else str(value))
+        self._console.print(table)

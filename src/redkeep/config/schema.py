@@ -1,0 +1,240 @@
+"""The one schema of `redkeep.yaml` (pydantic v2).
+
+It validates the file (every error with its path), generates `redkeep config sample` from the
+field descriptions, and renders `redkeep config show`. Hardened defaults live here, as data.
+Every section forbids unknown keys, so a typo is an error, not a silently ignored setting.
+"""
+
+import ipaddress
+import re
+import socket
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MEMORY_SIZE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
+KEY_PATTERN = re.compile(r"^(~|%R~|%W~|%RW~)\S*$|^allkeys$|^resetkeys$")
+CHANNEL_PATTERN = re.compile(r"^&\S*$|^allchannels$|^resetchannels$")
+COMMAND_RULE = re.compile(r"^[+-](@?[a-z0-9_.|-]+)$|^(allcommands|nocommands)$", re.IGNORECASE)
+
+
+def default_server_names() -> list[str]:
+    """Names a client may use for this host: loopback plus the machine's hostname."""
+    names = ["localhost", "127.0.0.1", "::1"]
+    hostname = socket.gethostname()
+    if hostname and hostname not in names:
+        names.append(hostname)
+    return names
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RedisSettings(Section):
+    image: str = Field("redis:7", description="Container image for docker-compose.yml.")
+    bind: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "-::1"],
+        description="Addresses redis-server listens on when run by `redkeep up` "
+        "(a leading '-' means: skip if the address is not available).",
+    )
+    tls_port: int = Field(6380, ge=1, le=65535, description="The TLS port, the only listener.")
+    maxmemory: str = Field(
+        "256mb", description="Memory limit for data (e.g. 256mb, 2gb); 0 means no limit."
+    )
+    maxmemory_policy: Literal[
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+        "noeviction",
+    ] = Field("allkeys-lru", description="What Redis evicts when maxmemory is reached.")
+    maxclients: int = Field(10000, ge=1, description="Most client connections at once.")
+    timeout: int = Field(300, ge=0, description="Close a client idle this many seconds (0: never).")
+    tcp_keepalive: int = Field(300, ge=0, description="Seconds between TCP keepalive probes.")
+    acllog_max_len: int = Field(
+        256, ge=1, description="Entries kept in ACL LOG (denied commands, failed logins)."
+    )
+    appendonly: bool = Field(True, description="Append-only file persistence, next to RDB.")
+    save: list[str] = Field(
+        default_factory=lambda: ["3600 1", "300 100", "60 10000"],
+        description="RDB snapshot points: 'SECONDS CHANGES' (save after SECONDS if CHANGES).",
+    )
+    latency_monitor_threshold: int = Field(
+        100, ge=0, description="Record events slower than this many ms in LATENCY (0: off)."
+    )
+
+    @field_validator("maxmemory")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not MEMORY_SIZE.match(value):
+            raise ValueError("expected a size such as 256mb, 2gb or 0")
+        return value.lower()
+
+    @field_validator("save")
+    @classmethod
+    def _save_points(cls, value: list[str]) -> list[str]:
+        for point in value:
+            parts = point.split()
+            if len(parts) != 2 or not all(part.isdigit() for part in parts):
+                raise ValueError(f"'{point}' is not 'SECONDS CHANGES' (e.g. '300 100')")
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_addresses(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one address")
+        for address in value:
+            try:
+                ipaddress.ip_address(address.removeprefix("-"))
+            except ValueError:
+                raise ValueError(f"'{address}' is not an IP address") from None
+        return value
+
+
+class TLSSettings(Section):
+    auth_clients: Literal["yes", "optional", "no"] = Field(
+        "yes", description="Client certificates: required (yes), checked if sent, or ignored."
+    )
+    key_type: Literal["ecdsa-p256", "rsa-3072"] = Field(
+        "ecdsa-p256", description="Key algorithm for the CA and the certificates."
+    )
+    server_names: list[str] = Field(
+        default_factory=default_server_names,
+        description="DNS names and IP addresses in the server certificate (subjectAltName).",
+    )
+    ca_days: int = Field(3650, ge=1, le=36500, description="CA certificate lifetime in days.")
+    cert_days: int = Field(
+        365, ge=1, le=3650, description="Server and client certificate lifetime in days."
+    )
+    protocols: list[Literal["TLSv1.2", "TLSv1.3"]] = Field(
+        default_factory=lambda: ["TLSv1.2", "TLSv1.3"],
+        description="TLS versions Redis accepts; older ones are not allowed.",
+    )
+    ciphers: str = Field(
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+        description="TLSv1.2 cipher list: forward secrecy and AEAD only.",
+    )
+    ciphersuites: str = Field(
+        "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        description="TLSv1.3 cipher suites.",
+    )
+
+    @field_validator("auth_clients", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        # YAML 1.1 reads a bare yes/no as a boolean.
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return value
+
+    @field_validator("server_names", "protocols")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one entry")
+        return value
+
+
+class AppUserSettings(Section):
+    keys: list[str] = Field(
+        default_factory=lambda: ["~*"],
+        description="Key patterns the app user may touch (ACL syntax, e.g. '~session:*').",
+    )
+    channels: list[str] = Field(
+        default_factory=lambda: ["&*"],
+        description="Pub/Sub channel patterns the app user may use (ACL syntax, e.g. '&events:*').",
+    )
+    commands: list[str] = Field(
+        default_factory=lambda: [
+            "-@all",
+            "+@read",
+            "+@write",
+            "+@keyspace",
+            "+@string",
+            "+@hash",
+            "+@list",
+            "+@set",
+            "+@sortedset",
+            "+@stream",
+            "+@bitmap",
+            "+@hyperloglog",
+            "+@geo",
+            "+@pubsub",
+            "+@transaction",
+            "+@connection",
+            "+@scripting",
+            "-@dangerous",
+            "-@admin",
+        ],
+        description="ACL command rules for the app user; -@dangerous -@admin always close it.",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        return _check_rules(value, KEY_PATTERN, "key pattern such as '~app:*'")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        return _check_rules(value, CHANNEL_PATTERN, "channel pattern such as '&app:*'")
+
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, value: list[str]) -> list[str]:
+        return _check_rules(value, COMMAND_RULE, "command rule such as '+@read' or '-flushall'")
+
+
+class UsersSettings(Section):
+    app: AppUserSettings = Field(
+        default_factory=AppUserSettings, description="The application's user."
+    )
+
+
+class DockerSettings(Section):
+    publish_address: str = Field(
+        "127.0.0.1",
+        description="Host address docker publishes the TLS port on (0.0.0.0: every interface).",
+    )
+
+
+class Settings(Section):
+    version: Literal[1] = Field(1, description="Version of this file's format.")
+    name: str = Field(
+        "redkeep",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Name of this deployment (compose project, certificate names).",
+    )
+    host: str = Field(
+        "localhost",
+        description="Host name applications connect to; must be one of tls.server_names.",
+    )
+    redis: RedisSettings = Field(default_factory=RedisSettings, description="The Redis server.")
+    tls: TLSSettings = Field(default_factory=TLSSettings, description="Certificates and TLS.")
+    users: UsersSettings = Field(default_factory=UsersSettings, description="ACL users.")
+    docker: DockerSettings = Field(
+        default_factory=DockerSettings, description="docker-compose.yml."
+    )
+
+    @model_validator(mode="after")
+    def _host_is_in_certificate(self) -> "Settings":
+        if self.host not in self.tls.server_names:
+            raise ValueError(
+                f"host '{self.host}' is not in tls.server_names, so TLS hostname checks "
+                "would fail; add it there"
+            )
+        return self
+
+
+def _check_rules(values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
+    for value in values:
+        if not pattern.match(value):
+            raise ValueError(f"'{value}' is not a {example}")
+    return values

@@ -1,0 +1,58 @@
+"""Exit statuses and the errors that carry them.
+
+Every failure a user can cause or meet is a `RedkeepError` with a one-line message that says
+what went wrong, where, and what to do. The CLI prints that line and exits with its status;
+a traceback is shown only with `--debug`.
+"""
+
+from enum import IntEnum, unique
+
+
+@unique
+class ExitStatus(IntEnum):
+    OK = 0
+    FAILURE = 1  # the command ran and the answer is "no": unhealthy, findings, refused
+    USAGE = 2  # bad arguments or configuration
+    UNREACHABLE = 3  # cannot connect to Redis
+    INTERRUPTED = 130
+
+
+class RedkeepError(Exception):
+    """A failure with a user-facing one-line message and an exit status."""
+
+    status = ExitStatus.FAILURE
+
+    def __init__(self, message: str, status: ExitStatus | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(RedkeepError):
+    status = ExitStatus.USAGE
+
+
+class ConfigError(RedkeepError):
+    """Invalid configuration; `problems` holds one line per problem found."""
+
+    status = ExitStatus.USAGE
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class NotAvailableYet(UsageError):
+    """A command of the contract that a later release fills in."""
+
+
+class ConnectError(RedkeepError):
+    status = ExitStatus.UNREACHABLE
+
+
+class RedisCommandError(RedkeepError):
+    """Redis answered with an error (WRONGPASS, NOAUTH, NOPERM, ...)."""

@@ -1,0 +1,41 @@
+"""Writing files so that a crash never leaves a half-written or over-readable file."""
+
+import os
+import tempfile
+from pathlib import Path
+
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+PRIVATE_DIR_MODE = 0o700
+
+
+def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE) -> None:
+    """Write `data` to `path` through a temp file in the same directory, then rename.
+
+    The temp file gets `mode` before any byte is written, so a secret is never readable by
+    others, not even for a moment; readers see the old file or the new one, never a mix.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and parents) and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(PRIVATE_DIR_MODE)
+
+
+def mode_of(path: Path) -> int:
+    """Return the permission bits of `path`."""
+    return path.stat().st_mode & 0o777

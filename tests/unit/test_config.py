@@ -1,0 +1,115 @@
+import pytest
+import yaml
+
+from redkeep.config.load import load_settings
+from redkeep.config.sample import render_sample
+from redkeep.config.schema import Settings
+from redkeep.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "redkeep.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems_of(path, environ=None):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ or {})
+    return caught.value.problems
+
+
+def test_defaults_are_hardened():
+    settings = Settings()
+    assert settings.redis.tls_port == 6380
+    assert settings.redis.maxmemory_policy == "allkeys-lru"
+    assert settings.tls.auth_clients == "yes"
+    assert settings.tls.protocols == ["TLSv1.2", "TLSv1.3"]
+    assert settings.tls.key_type == "ecdsa-p256"
+    assert {"localhost", "127.0.0.1", "::1"} <= set(settings.tls.server_names)
+    assert "-@dangerous" in settings.users.app.commands
+
+
+def test_every_error_is_reported_with_its_path(tmp_path):
+    path = write(
+        tmp_path,
+        "redis:\n  tls_port: 70000\n  maxmemory: lots\ntls:\n  auth_clients: maybe\n"
+        "  prot: 1\nusers:\n  app:\n    keys: ['app:*']\n",
+    )
+    problems = problems_of(path)
+    assert len(problems) == 5
+    text = "\n".join(problems)
+    assert "At 'redis.tls_port': Input should be less than or equal to 65535" in text
+    assert "At 'redis.maxmemory': expected a size such as 256mb" in text
+    assert "At 'tls.auth_clients': Input should be 'yes', 'optional' or 'no'" in text
+    assert "At 'tls.prot': Extra inputs are not permitted" in text
+    assert "At 'users.app.keys': 'app:*' is not a key pattern" in text
+
+
+def test_cross_field_rule_host_must_be_in_certificate(tmp_path):
+    path = write(tmp_path, "host: redis.example.com\n")
+    (problem,) = problems_of(path)
+    assert "host 'redis.example.com' is not in tls.server_names" in problem
+
+
+def test_yaml_syntax_error_names_line_and_column(tmp_path):
+    path = write(tmp_path, "redis:\n  tls_port: [1,\n")
+    with pytest.raises(ConfigError, match=r"redkeep.yaml:3:1: YAML syntax error"):
+        load_settings(path, {})
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"), {})
+
+
+def test_missing_file_says_how_to_create_one(tmp_path):
+    with pytest.raises(ConfigError, match="no such file; create one with `redkeep init`"):
+        load_settings(tmp_path / "absent.yaml", {})
+
+
+def test_environment_overrides_nested_settings(tmp_path):
+    path = write(tmp_path, "redis:\n  tls_port: 7000\n")
+    env = {
+        "REDKEEP_REDIS__TLS_PORT": "7100",
+        "REDKEEP_TLS__SERVER_NAMES": "[localhost, db.internal]",
+        "UNRELATED": "x",
+    }
+    settings = load_settings(path, env)
+    assert settings.redis.tls_port == 7100
+    assert settings.tls.server_names == ["localhost", "db.internal"]
+
+
+def test_environment_override_errors_name_the_variable(tmp_path):
+    path = write(tmp_path, "")
+    (problem,) = problems_of(path, {"REDKEEP_REDIS__TLS_PORT": "zero"})
+    assert problem.startswith("At 'redis.tls_port'")
+    assert problem.endswith("(from REDKEEP_REDIS__TLS_PORT)")
+
+
+def test_unknown_environment_override_is_an_error_not_ignored(tmp_path):
+    (problem,) = problems_of(write(tmp_path, ""), {"REDKEEP_REDIS__TLS_PROT": "1"})
+    assert "At 'redis.tls_prot': Extra inputs are not permitted" in problem
+
+
+def test_sample_documents_every_setting_and_loads_back_to_the_defaults(tmp_path):
+    sample = render_sample()
+    assert "# The TLS port, the only listener." in sample
+    data = yaml.safe_load(sample)
+    assert Settings.model_validate(data) == Settings()
+    for name in Settings.model_fields:
+        assert f"\n{name}:" in sample
+
+
+def test_sample_of_custom_settings_round_trips():
+    settings = Settings.model_validate(
+        {"redis": {"tls_port": 7001, "bind": ["127.0.0.1", "-::1"]}, "tls": {"auth_clients": "no"}}
+    )
+    assert Settings.model_validate(yaml.safe_load(render_sample(settings))) == settings
+
+
+def test_bare_yaml_yes_no_mean_the_tls_modes(tmp_path):
+    assert load_settings(write(tmp_path, "tls:\n  auth_clients: no\n"), {}).tls.auth_clients == "no"
+    assert (
+        load_settings(write(tmp_path, "tls:\n  auth_clients: yes\n"), {}).tls.auth_clients == "yes"
+    )
