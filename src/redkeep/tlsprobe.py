@@ -1,0 +1,76 @@
+"""One raw TLS handshake with a server: which certificate it serves, which version it agrees.
+
+Used to prove a rotated certificate is live, and to test which protocol versions a server
+accepts. Apart from one unauthenticated PING (see `_await_refusal`), no command is sent.
+"""
+
+import socket
+import ssl
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+
+@dataclass(frozen=True)
+class Handshake:
+    ok: bool
+    version: str = ""
+    certificate: x509.Certificate | None = None
+    error: str = ""
+
+
+def handshake(
+    host: str,
+    port: int,
+    *,
+    ca: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    server_name: str | None = None,
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    max_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+    ciphers: str | None = None,
+    verify: bool = True,
+    timeout: float = 5.0,
+) -> Handshake:
+    """Complete a TLS handshake with host:port and return what the server presented.
+
+    With TLS 1.3 a server that wants a client certificate may refuse only after the handshake,
+    so one read is attempted: a refusal then shows as an error too.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    with warnings.catch_warnings():
+        # Offering TLS 1.0/1.1 is deliberate here: it tests whether a server refuses them.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = min_version
+        context.maximum_version = max_version
+    if ciphers:
+        context.set_ciphers(ciphers)
+    if verify:
+        context.load_verify_locations(cafile=str(ca) if ca else None)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert and key:
+        context.load_cert_chain(str(cert), str(key))
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=server_name or host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            version = tls.version() or ""
+            _await_refusal(tls)
+            peer = x509.load_der_x509_certificate(der) if der else None
+            return Handshake(True, version=version, certificate=peer)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "reason", None) or str(error)
+        return Handshake(False, error=str(reason))
+
+
+def _await_refusal(tls: ssl.SSLSocket) -> None:
+    """Send PING and read the answer: a TLS 1.3 server's late refusal raises here."""
+    tls.sendall(b"*1\r\n$4\r\nPING\r\n")
+    tls.recv(64)

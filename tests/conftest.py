@@ -1,0 +1,137 @@
+"""Fixtures: real redis-server processes (plain, ACL, TLS, mutual TLS), a PKI, bundles, the CLI.
+
+Every server listens on 127.0.0.1 on a free port in a temp dir and is stopped at teardown.
+"""
+
+import contextlib
+import datetime as dt
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from redkeep.cli import run
+from redkeep.pki.files import TLSFiles, init_tls
+from tests.servers import RedisServer, free_port, require_binary, tls_lines
+
+REDKEEP = str(Path(sys.executable).with_name("redkeep"))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(monkeypatch) -> "callable":
+    """Run `redkeep ARGS` in-process; return exit code, stdout and stderr."""
+
+    def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+        with monkeypatch.context() as patch:
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            if cwd is not None:
+                patch.chdir(cwd)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = run([str(arg) for arg in args])
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return invoke
+
+
+def run_redkeep(*args: str, cwd: Path | None = None, env: dict | None = None, timeout=60):
+    """Run the installed `redkeep` console script in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [REDKEEP, *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Tests must not see the developer's REDIS_URL, REDIS_PASSWORD or REDKEEP_* settings."""
+    for name in list(os.environ):
+        if name in ("REDIS_URL", "REDIS_PASSWORD") or name.startswith("REDKEEP_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    require_binary("redis-cli")
+    return require_binary("redis-server")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> TLSFiles:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate."""
+    files = TLSFiles(tmp_path_factory.mktemp("pki") / "tls")
+    init_tls(
+        files, "test", ["localhost", "127.0.0.1"], "ecdsa-p256", 30, 30, dt.datetime.now(dt.UTC)
+    )
+    return files
+
+
+@pytest.fixture
+def redis_factory(redis_binary, tmp_path) -> Iterator["callable"]:
+    """Start redis-servers with extra config lines; all are stopped at teardown."""
+    servers: list[RedisServer] = []
+
+    def start(config: list[str] | None = None, tls: bool = False) -> RedisServer:
+        workdir = tmp_path / f"redis{len(servers)}"
+        port = 0 if tls else free_port()
+        server = RedisServer(
+            redis_binary,
+            workdir,
+            list(config or []),
+            port=port,
+            tls_port=free_port() if tls else 0,
+        )
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+ACL_USERS = [
+    "user default off",
+    "user admin on >admin-secret ~* &* +@all",
+    "user reader on >reader-secret ~* -@all +get +ping",
+]
+
+
+@pytest.fixture
+def plain_redis(redis_factory) -> RedisServer:
+    return redis_factory()
+
+
+@pytest.fixture
+def acl_redis(redis_factory) -> RedisServer:
+    return redis_factory(ACL_USERS)
+
+
+@pytest.fixture
+def tls_redis(redis_factory, pki) -> RedisServer:
+    """TLS only, client certificates not required, ACL users."""
+    return redis_factory([*ACL_USERS, *tls_lines(pki.directory, "no")], tls=True)
+
+
+@pytest.fixture
+def mtls_redis(redis_factory, pki) -> RedisServer:
+    """TLS only, client certificates required, ACL users."""
+    return redis_factory([*ACL_USERS, *tls_lines(pki.directory, "yes")], tls=True)
