@@ -1,0 +1,1 @@
+"""A small TLS PKI with `cryptography`: a CA, server and client certificates, checks."""

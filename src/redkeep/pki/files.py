@@ -1,0 +1,101 @@
+"""The TLS directory of a bundle: which file is which, and writing them safely.
+
+Layout: ca.crt ca.key server.crt server.key client.crt client.key, plus NAME.crt/NAME.key
+for each `certs issue NAME`. Keys are written 0600 and the directory is 0700.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from redkeep.errors import UsageError
+from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_private_dir
+from redkeep.pki import issue
+from redkeep.pki.inspect import load_certificate, load_private_key
+
+DEFAULT_CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.directory / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.directory / "server.key"
+
+    def client_cert(self, name: str = DEFAULT_CLIENT) -> Path:
+        return self.directory / f"{name}.crt"
+
+    def client_key(self, name: str = DEFAULT_CLIENT) -> Path:
+        return self.directory / f"{name}.key"
+
+    def complete(self) -> bool:
+        paths = [self.ca_cert, self.ca_key, self.server_cert, self.server_key]
+        return all(path.exists() for path in [*paths, self.client_cert(), self.client_key()])
+
+    def load_ca(self) -> tuple[x509.Certificate, issue.PrivateKey]:
+        if not self.ca_key.exists():
+            raise UsageError(
+                f"{self.ca_key}: CA key not found; it is needed to sign certificates "
+                "(restore it, or create a new CA with `redkeep certs init`)"
+            )
+        return load_certificate(self.ca_cert), load_private_key(self.ca_key)
+
+
+def write_pair(cert_path: Path, key_path: Path, cert, key) -> None:
+    """Write a key (0600) then its certificate (0644), each atomically."""
+    atomic_write(key_path, issue.key_pem(key), SECRET_MODE)
+    atomic_write(cert_path, issue.cert_pem(cert), PUBLIC_MODE)
+
+
+def init_tls(
+    files: TLSFiles,
+    name: str,
+    server_names: list[str],
+    key_type: issue.KeyType,
+    ca_days: int,
+    cert_days: int,
+    now: dt.datetime,
+) -> None:
+    """Create a CA, a server certificate for `server_names` and the default client certificate."""
+    ensure_private_dir(files.directory)
+    ca_cert, ca_key = issue.make_ca(f"{name} Redis CA", key_type, ca_days, now)
+    server = issue.make_server_cert(ca_cert, ca_key, server_names, key_type, cert_days, now)
+    client = issue.make_client_cert(
+        ca_cert, ca_key, f"{name}-{DEFAULT_CLIENT}", key_type, cert_days, now
+    )
+    write_pair(files.ca_cert, files.ca_key, ca_cert, ca_key)
+    write_pair(files.server_cert, files.server_key, *server)
+    write_pair(files.client_cert(), files.client_key(), *client)
+
+
+def issue_client(
+    files: TLSFiles, name: str, key_type: issue.KeyType, days: int, now: dt.datetime
+) -> tuple[Path, Path]:
+    """Issue another client certificate NAME.crt/NAME.key; refuse to overwrite one."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"certificate name '{name}': use letters, digits, '-' and '_' only")
+    if name in ("ca", "server"):
+        raise UsageError(f"certificate name '{name}' is reserved; choose another")
+    cert_path, key_path = files.client_cert(name), files.client_key(name)
+    if cert_path.exists() or key_path.exists():
+        raise UsageError(f"{cert_path} already exists; choose another name or delete it first")
+    ca_cert, ca_key = files.load_ca()
+    cert, key = issue.make_client_cert(ca_cert, ca_key, name, key_type, days, now)
+    write_pair(cert_path, key_path, cert, key)
+    return cert_path, key_path
