@@ -1,0 +1,101 @@
+"""`redkeep health` and `redkeep status`: is Redis answering, and how is it doing."""
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from redkeep.bundle import Bundle
+from redkeep.connect import Target, connect
+from redkeep.errors import RedkeepError
+from redkeep.pki.inspect import load_certificate
+from redkeep.stack.redis_server import read_pid
+
+NOT_YET = "not available yet"
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    url: str
+    detail: str
+    latency_ms: float | None = None
+
+
+def check_health(target: Target) -> Health:
+    """PING over the target's TLS and ACL settings; never raises for an unhealthy server."""
+    started = time.perf_counter()
+    try:
+        client = connect(target)
+    except RedkeepError as error:
+        return Health(False, target.display_url, error.message)
+    latency = (time.perf_counter() - started) * 1000
+    client.close()
+    return Health(True, target.display_url, "PONG", round(latency, 1))
+
+
+def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str, Any]:
+    """One screen about a bundle's Redis: health, server, clients, memory, persistence, certs."""
+    pid = read_pid(bundle.run_dir / "redis.pid")
+    health = check_health(target)
+    status: dict[str, Any] = {
+        "bundle": str(bundle.root),
+        "url": health.url,
+        "healthy": health.healthy,
+        "detail": health.detail,
+        "local_pid": pid,
+        "certificates": certificate_expiry(bundle, now),
+        "secrets": str(bundle.env_path),
+        "last_backup": NOT_YET,
+        "audit_score": NOT_YET,
+    }
+    if health.healthy:
+        status["server"] = server_summary(target)
+    return status
+
+
+def server_summary(target: Target) -> dict[str, Any]:
+    """The INFO fields an operator looks at first."""
+    client = connect(target)
+    try:
+        info = client.info("all")
+    except redis.RedisError as error:
+        return {"error": str(error).splitlines()[0]}
+    finally:
+        client.close()
+    return {
+        "version": info.get("redis_version"),
+        "uptime_seconds": info.get("uptime_in_seconds"),
+        "role": info.get("role"),
+        "connected_clients": info.get("connected_clients"),
+        "used_memory": info.get("used_memory_human"),
+        "maxmemory": info.get("maxmemory_human"),
+        "maxmemory_policy": info.get("maxmemory_policy"),
+        "keys": sum(
+            db.get("keys", 0)
+            for name, db in info.items()
+            if name.startswith("db") and isinstance(db, dict)
+        ),
+        "rdb_last_save": info.get("rdb_last_bgsave_status"),
+        "aof_enabled": bool(info.get("aof_enabled")),
+        "rejected_connections": info.get("rejected_connections"),
+    }
+
+
+def certificate_expiry(bundle: Bundle, now: dt.datetime) -> dict[str, Any]:
+    """Days left on the CA, server and client certificates of the bundle."""
+    result = {}
+    files = bundle.tls
+    for label, path in (
+        ("ca", files.ca_cert),
+        ("server", files.server_cert),
+        ("client", files.client_cert()),
+    ):
+        if not path.exists():
+            result[label] = "missing"
+            continue
+        not_after = load_certificate(path).not_valid_after_utc
+        result[label] = {"not_after": not_after.isoformat(), "days_left": (not_after - now).days}
+    return result

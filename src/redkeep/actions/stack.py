@@ -1,0 +1,129 @@
+"""`redkeep up` and `redkeep down`: run a bundle's Redis on this machine, without Docker.
+
+`up` renders run/redis.conf (the bundle's configuration with local paths), has redis-server
+check it, starts it, and waits until it answers PING over TLS as the exporter user.
+"""
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from redkeep.bundle import CONFIG_NAME, Bundle
+from redkeep.connect import connect
+from redkeep.errors import RedkeepError
+from redkeep.fsutil import ensure_private_dir
+from redkeep.render.redis_conf import local_paths, render_redis_conf
+from redkeep.stack import redis_server
+
+DEFAULT_STACK_DIR = "redkeep-stack"
+START_TIMEOUT = 30.0
+
+
+def stack_dir(directory: Path | None, cwd: Path) -> Path:
+    """DIR, else the current directory if it holds a bundle, else ./redkeep-stack."""
+    if directory is not None:
+        return directory
+    if (cwd / CONFIG_NAME).is_file():
+        return cwd
+    return cwd / DEFAULT_STACK_DIR
+
+
+@dataclass
+class Running:
+    pid: int
+    process: subprocess.Popen | None
+    conf_path: Path
+    log_path: Path
+
+
+def start_redis(bundle: Bundle, detach: bool) -> Running:
+    """Start the bundle's redis-server and return once it answers; raise if it cannot."""
+    pidfile = bundle.run_dir / "redis.pid"
+    running = redis_server.read_pid(pidfile)
+    if running is not None:
+        raise RedkeepError(
+            f"{bundle.root} is already up (redis-server pid {running}); "
+            f"stop it with `redkeep down {bundle.root}`"
+        )
+    binary = redis_server.find_redis_server()
+    version = redis_server.server_version(binary)
+    ensure_private_dir(bundle.run_dir)
+    ensure_private_dir(bundle.data_dir)
+    settings = bundle.settings
+    conf = render_redis_conf(
+        settings, local_paths(bundle.root), version[:2], settings.redis.bind, target="redkeep up"
+    )
+    conf_path = bundle.run_dir / "redis.conf"
+    conf_path.write_text(conf)
+    conf_path.chmod(0o600)
+    redis_server.check_config(binary, conf_path)
+    log_path = bundle.run_dir / "redis.log"
+    pidfile.unlink(missing_ok=True)
+    process = redis_server.start(binary, conf_path)
+    wait_until_healthy(bundle, process, log_path)
+    return Running(process.pid, None if detach else process, conf_path, log_path)
+
+
+def wait_until_healthy(
+    bundle: Bundle,
+    process: subprocess.Popen,
+    log_path: Path,
+    timeout: float = START_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll PING as the exporter until it answers; raise with the log's reason if Redis exits."""
+    target = bundle.target("exporter")
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            reason = redis_server.startup_failure(log_path)
+            raise RedkeepError(f"redis-server exited at start: {reason} (see {log_path})")
+        try:
+            connect(target).close()
+            return
+        except RedkeepError as error:
+            last_error = error.message
+        sleep(0.1)
+    process.terminate()
+    raise RedkeepError(
+        f"redis-server did not answer within {timeout:g}s: {last_error} (see {log_path})"
+    )
+
+
+def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
+    """Wait until Ctrl-C or SIGTERM, then stop redis-server cleanly; return the exit status."""
+    process = running.process
+    assert process is not None, "foreground runs hold their process"
+
+    def stop_on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        while process.poll() is None:
+            time.sleep(0.2)
+        tail = redis_server.log_tail(running.log_path, 1)
+        raise RedkeepError(f"redis-server stopped unexpectedly: {tail[-1] if tail else '?'}")
+    except KeyboardInterrupt:
+        on_stop()
+        redis_server.stop(process.pid)
+        process.wait(timeout=5)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_redis(bundle: Bundle) -> int | None:
+    """Stop the bundle's redis-server if it runs; return its pid, or None if none was running."""
+    pidfile = bundle.run_dir / "redis.pid"
+    pid = redis_server.read_pid(pidfile)
+    if pid is None:
+        return None
+    if not redis_server.stop(pid):
+        raise RedkeepError(f"redis-server pid {pid} did not stop within 30s; kill it by hand")
+    pidfile.unlink(missing_ok=True)
+    return pid

@@ -1,0 +1,113 @@
+"""A deployment bundle: the directory `redkeep init` writes and the other commands act on.
+
+Found through `--dir DIR`, or `redkeep.yaml` in the current directory (as docker compose finds
+its file). Knows where each file lives and how to reach the bundle's Redis as each role.
+"""
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from redkeep.config.load import load_settings
+from redkeep.config.schema import Settings
+from redkeep.connect import Target
+from redkeep.envfile import read_env
+from redkeep.errors import UsageError
+from redkeep.pki.files import TLSFiles
+from redkeep.render.env import PASSWORD_KEYS
+
+CONFIG_NAME = "redkeep.yaml"
+
+
+@dataclass
+class Bundle:
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / ".env"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.root / "redis"
+
+    @property
+    def acl_path(self) -> Path:
+        return self.redis_dir / "users.acl"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def tls(self) -> TLSFiles:
+        return TLSFiles(self.root / "tls")
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    def secrets(self) -> dict[str, str]:
+        """The bundle's `.env` values (read fresh: rotation changes them)."""
+        return read_env(self.env_path)
+
+    def password(self, role: str) -> str:
+        key = PASSWORD_KEYS[role]
+        value = self.secrets().get(key)
+        if not value:
+            raise UsageError(
+                f"{self.env_path}: {key} is missing; restore .env from your secret store "
+                "(or `redkeep init --force` generates the missing ones)"
+            )
+        return value
+
+    def target(self, role: str, with_password: bool = True) -> Target:
+        """How to reach this bundle's Redis as `role`: TLS, its CA, the bundle client cert."""
+        settings = self.settings
+        return Target(
+            "rediss",
+            host=settings.host,
+            port=settings.redis.tls_port,
+            username=role,
+            password=self.password(role) if with_password else None,
+            password_source=f"{self.env_path}" if with_password else "",
+            tls_ca=self.tls.ca_cert,
+            tls_cert=self.tls.client_cert(),
+            tls_key=self.tls.client_key(),
+        )
+
+
+def find_bundle(directory: Path | None, required: bool = True) -> Bundle | None:
+    """Return the bundle at `directory` or, without one, in the current directory.
+
+    Raise UsageError if `directory` holds no bundle, or if none is found and one is required.
+    """
+    if directory is not None:
+        bundle = Bundle(directory)
+        if not bundle.exists():
+            raise UsageError(
+                f"{directory}: no {CONFIG_NAME} there; create a bundle with "
+                f"`redkeep init {directory}`"
+            )
+        return bundle
+    here = Bundle(Path(os.getcwd()))
+    if here.exists():
+        return here
+    if required:
+        raise UsageError(
+            f"no {CONFIG_NAME} in the current directory; pass --dir DIR or run "
+            "`redkeep init DIR` first"
+        )
+    return None

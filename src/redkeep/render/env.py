@@ -1,0 +1,44 @@
+"""`.env` (the secrets, 0600) and `.env.example` (the same keys, no secrets)."""
+
+from redkeep.config.schema import Settings
+
+PASSWORD_KEYS = {
+    "admin": "REDIS_ADMIN_PASSWORD",
+    "app": "REDIS_APP_PASSWORD",
+    "exporter": "REDIS_EXPORTER_PASSWORD",
+    "backup": "REDIS_BACKUP_PASSWORD",
+}
+ENV_HEADER = (
+    '# Secrets of the redkeep bundle "{name}". Keep this file private (mode 0600); never '
+    "commit it.\n"
+    "# Change a password with `redkeep users rotate USER` (no downtime), not by editing here.\n"
+    "# REDIS_PASSWORD and REDIS_URL are for applications: the app user over TLS."
+)
+EXAMPLE_HEADER = (
+    "# WARNING: an example only. Never put real secrets here, and never commit a real .env.\n"
+    "# `redkeep init` writes .env with random 256-bit passwords, readable by its owner only.\n"
+    "# Applications also need the CA and a client certificate: tls/ca.crt, tls/client.crt,\n"
+    "# tls/client.key."
+)
+
+
+def app_url(settings: Settings, password: str) -> str:
+    """The URL applications use: the app user over TLS to the bundle's host and port."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"rediss://app:{password}@{host}:{settings.redis.tls_port}"
+
+
+def env_values(settings: Settings, passwords: dict[str, str]) -> dict[str, str]:
+    """The KEY=value pairs of `.env` for these passwords."""
+    values = {PASSWORD_KEYS[role]: passwords[role] for role in PASSWORD_KEYS}
+    values["REDIS_PASSWORD"] = passwords["app"]
+    values["REDIS_URL"] = app_url(settings, passwords["app"])
+    return values
+
+
+def example_values(settings: Settings) -> dict[str, str]:
+    """The same keys as `.env`, with no secret in them."""
+    values = dict.fromkeys(PASSWORD_KEYS.values(), "")
+    values["REDIS_PASSWORD"] = ""
+    values["REDIS_URL"] = app_url(settings, "<REDIS_APP_PASSWORD>")
+    return values

@@ -1,0 +1,77 @@
+"""redis.conf, for the container (docker-compose.yml) or for a local redis-server (`redkeep up`).
+
+One template, two path sets: the bundle's `redis/redis.conf` uses the container's mount
+points; `run/redis.conf` is the same configuration with this machine's paths.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from redkeep import __version__
+from redkeep.config.schema import Settings
+from redkeep.render import templates
+
+CONTAINER_BIND = ["*", "-::*"]  # inside its network namespace; the host side is compose's ports
+
+
+@dataclass(frozen=True)
+class ConfPaths:
+    tls: str
+    redis: str
+    data: str
+    log: str = ""
+    pidfile: str = ""
+
+
+CONTAINER_PATHS = ConfPaths(tls="/tls", redis="/usr/local/etc/redis", data="/data")
+
+
+def local_paths(root: Path) -> ConfPaths:
+    """Paths for a redis-server run by `redkeep up` from the bundle at `root`."""
+    root = root.resolve()
+    return ConfPaths(
+        tls=str(root / "tls"),
+        redis=str(root / "redis"),
+        data=str(root / "data"),
+        log=str(root / "run" / "redis.log"),
+        pidfile=str(root / "run" / "redis.pid"),
+    )
+
+
+def image_version(image: str) -> tuple[int, int]:
+    """Best guess of the Redis version in an image tag ('redis:7' is the 7.4 line)."""
+    tag = image.rpartition(":")[2] if ":" in image else "latest"
+    if tag == "latest":
+        return (8, 0)
+    numbers = [int(n) for n in re.findall(r"\d+", tag)[:2]]
+    if not numbers:
+        return (0, 0)
+    if len(numbers) == 1:
+        return (numbers[0], 4) if numbers[0] == 7 else (numbers[0], 0)
+    return (numbers[0], numbers[1])
+
+
+def render_redis_conf(
+    settings: Settings,
+    paths: ConfPaths,
+    server_version: tuple[int, int],
+    bind: list[str],
+    target: str,
+) -> str:
+    """Return redis.conf text for `settings` with `paths`, gated on the server's version."""
+    features = {"hide_user_data_from_log": server_version >= (7, 4)}
+    return (
+        templates()
+        .get_template("redis.conf.j2")
+        .render(
+            name=settings.name,
+            version=__version__,
+            target=target,
+            redis=settings.redis,
+            tls=settings.tls,
+            bind=bind,
+            paths=paths,
+            features=features,
+        )
+    )

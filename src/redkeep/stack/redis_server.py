@@ -1,0 +1,127 @@
+"""The redis-server binary: find it, read its version, check a config, start and stop it.
+
+The only place redkeep starts or signals redis-server processes.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from redkeep.errors import ConfigError, UsageError
+
+INSTALL_HINT = "install it: `apt-get install redis-server` (or `make setup`)"
+# redis-server exits with status 1 both for a bad file and for "nowhere to listen".
+CONFIG_OK_MARK = "Configured to not listen anywhere"
+
+
+def find_redis_server() -> str:
+    """Return the path of redis-server; raise UsageError with an install hint if missing."""
+    path = shutil.which("redis-server")
+    if path is None:
+        raise UsageError(f"redis-server not found on PATH; {INSTALL_HINT}")
+    return path
+
+
+def server_version(binary: str) -> tuple[int, int, int]:
+    """The version of a redis-server binary, from `redis-server --version`."""
+    output = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
+    ).stdout
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", output)
+    if not match:
+        raise UsageError(f"cannot read the version of {binary}: {output.strip()[:80]}")
+    return (int(match[1]), int(match[2]), int(match[3]))
+
+
+def check_config(binary: str, conf_path: Path) -> None:
+    """Let redis-server parse `conf_path` (and load its TLS files) without listening anywhere.
+
+    Raise ConfigError with redis-server's own explanation if it refuses the file.
+    """
+    result = subprocess.run(
+        [binary, str(conf_path), "--port", "0", "--tls-port", "0", "--logfile", ""],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    output = result.stdout + result.stderr
+    if CONFIG_OK_MARK in output:
+        return
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    interesting = [line for line in lines if ">>>" in line or "Bad directive" in line]
+    detail = "; ".join(interesting or lines[-3:]) or f"exit status {result.returncode}"
+    raise ConfigError(f"{conf_path}: redis-server rejects this configuration: {detail}")
+
+
+def start(binary: str, conf_path: Path) -> subprocess.Popen:
+    """Start redis-server on `conf_path`. Files it creates are private to this user (umask 077).
+
+    It runs in its own session: Ctrl-C reaches only redkeep, which then stops it in order,
+    and a detached server outlives redkeep.
+    """
+    return subprocess.Popen(
+        [binary, str(conf_path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        umask=0o077,
+        start_new_session=True,
+    )
+
+
+def read_pid(pidfile: Path) -> int | None:
+    """The PID in `pidfile` if that process is alive and is a redis-server, else None."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if is_redis_server(pid) else None
+
+
+def is_redis_server(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"redis-server" in cmdline.split(b"\0")[0]
+
+
+def stop(pid: int, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Ask redis-server `pid` to shut down (SIGTERM: it saves and exits); wait for it.
+
+    Return True if it exited within `timeout` seconds.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_redis_server(pid):
+            return True
+        sleep(0.05)
+    return False
+
+
+def startup_failure(log_path: Path) -> str:
+    """Why redis-server stopped: the warnings at the end of its log, without timestamps."""
+    messages = [line.split(" # ", 1)[1] for line in log_tail(log_path, 4) if " # " in line]
+    reason = "; ".join(messages[-2:]) or "no reason in the log"
+    if "Address already in use" in reason:
+        reason += "; choose another port with `redkeep init DIR --force --tls-port N`"
+    return reason
+
+
+def log_tail(log_path: Path, lines: int = 5) -> list[str]:
+    """The last lines of a redis log, for error messages."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]

@@ -1,0 +1,161 @@
+import yaml
+
+from redkeep.config.schema import Settings
+from redkeep.render.acl import password_hash, render_acl
+from redkeep.render.bundle import bundle_files, render_compose
+from redkeep.render.redis_conf import (
+    CONTAINER_BIND,
+    CONTAINER_PATHS,
+    image_version,
+    local_paths,
+    render_redis_conf,
+)
+
+PASSWORDS = {role: f"{role}-secret-{'x' * 40}" for role in ("admin", "app", "exporter", "backup")}
+
+
+def directives(conf: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in conf.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition(" ")
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def container_conf(settings=None) -> str:
+    settings = settings or Settings()
+    return render_redis_conf(settings, CONTAINER_PATHS, (7, 4), CONTAINER_BIND, "test")
+
+
+def test_redis_conf_is_tls_only_and_hardened():
+    conf = directives(container_conf())
+    expected = {
+        "port": "0",
+        "tls-port": "6380",
+        "tls-protocols": '"TLSv1.2 TLSv1.3"',
+        "tls-auth-clients": "yes",
+        "tls-replication": "yes",
+        "protected-mode": "yes",
+        "enable-debug-command": "no",
+        "enable-module-command": "no",
+        "enable-protected-configs": "no",
+        "maxmemory": "256mb",
+        "maxmemory-policy": "allkeys-lru",
+        "timeout": "300",
+        "tcp-keepalive": "300",
+        "acllog-max-len": "256",
+        "appendonly": "yes",
+        "aclfile": "/usr/local/etc/redis/users.acl",
+        "tls-cert-file": "/tls/server.crt",
+    }
+    for name, value in expected.items():
+        assert conf[name] == [value], name
+    assert conf["save"] == ["3600 1", "300 100", "60 10000"]
+    assert "requirepass" not in conf
+    assert "rename-command" not in conf
+
+
+def test_every_setting_has_a_comment_saying_why():
+    lines = container_conf().splitlines()
+    for index, line in enumerate(lines):
+        if line and not line.startswith("#"):
+            block_start = index
+            while (
+                block_start > 0
+                and lines[block_start - 1]
+                and not lines[block_start - 1].startswith("#")
+            ):
+                block_start -= 1
+            assert block_start > 0 and lines[block_start - 1].startswith("#"), line
+
+
+def test_version_gated_directive_only_for_new_servers():
+    settings = Settings()
+    new = render_redis_conf(settings, CONTAINER_PATHS, (7, 4), CONTAINER_BIND, "t")
+    old = render_redis_conf(settings, CONTAINER_PATHS, (7, 0), CONTAINER_BIND, "t")
+    assert "hide-user-data-from-log yes" in new
+    assert "hide-user-data-from-log" not in old
+
+
+def test_image_version_guess():
+    assert image_version("redis:7") == (7, 4)
+    assert image_version("redis:7.2.5-alpine") == (7, 2)
+    assert image_version("redis") == (8, 0)
+    assert image_version("registry/redis:8.2") == (8, 2)
+
+
+def test_local_paths_with_spaces_are_quoted(tmp_path):
+    root = tmp_path / "my stack"
+    conf = render_redis_conf(Settings(), local_paths(root), (7, 0), ["127.0.0.1"], "t")
+    assert f'aclfile "{root.resolve()}/redis/users.acl"' in conf
+    assert "bind 127.0.0.1" in conf
+
+
+def test_acl_file_switches_default_off_and_stores_only_hashes():
+    acl = render_acl(Settings(), PASSWORDS)
+    lines = acl.splitlines()
+    assert lines[0] == "user default off resetpass resetkeys resetchannels -@all"
+    for password in PASSWORDS.values():
+        assert password not in acl
+    for role, password in PASSWORDS.items():
+        (line,) = [line for line in lines if line.startswith(f"user {role} ")]
+        assert f"#{password_hash(password)}" in line
+        assert " on " in line
+    app = next(line for line in lines if line.startswith("user app "))
+    assert app.endswith("-@dangerous -@admin")
+    exporter = next(line for line in lines if line.startswith("user exporter "))
+    assert "+info" in exporter and "+get" not in exporter and "~" not in exporter
+
+
+def test_password_hash_is_what_redis_stores():
+    # From ACL LIST of a user created with >adminpw on Redis 7.0.15.
+    expected = "5fcf82bc15aef42cd3ec93e6d4b51c04df110cf77ee715f62f3f172ff8ed9de9"
+    assert password_hash("adminpw") == expected
+
+
+def test_app_key_and_channel_patterns_come_from_config():
+    settings = Settings.model_validate(
+        {"users": {"app": {"keys": ["~session:*", "%R~config:*"], "channels": ["&events:*"]}}}
+    )
+    app = next(line for line in render_acl(settings, PASSWORDS).splitlines() if "user app" in line)
+    assert "resetkeys ~session:* %R~config:* resetchannels &events:*" in app
+
+
+def test_compose_publishes_only_the_tls_port_and_keeps_secrets_out():
+    compose_text = render_compose(Settings(), 1000, 1000)
+    compose = yaml.safe_load(compose_text)
+    redis = compose["services"]["redis"]
+    assert redis["image"] == "redis:7"
+    assert redis["ports"] == ["127.0.0.1:6380:6380"]
+    assert redis["user"] == "1000:1000"
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_EXPORTER_PASSWORD")
+    test = redis["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert "--tls" in test[1] and "--user exporter" in test[1] and "grep -q PONG" in test[1]
+    assert "-a " not in test[1] and "--pass" not in test[1]
+    assert "6379" not in compose_text
+
+
+def test_bundle_files_modes_and_order():
+    files = bundle_files(Settings(), PASSWORDS, 1000, 1000)
+    assert files[-1].path == "redkeep.yaml"
+    modes = {item.path: item.mode for item in files}
+    assert modes[".env"] == 0o600 and modes["redis/users.acl"] == 0o600
+    env = next(item.content for item in files if item.path == ".env")
+    assert f"REDIS_APP_PASSWORD={PASSWORDS['app']}" in env
+    assert f"REDIS_URL=rediss://app:{PASSWORDS['app']}@localhost:6380" in env
+    example = next(item.content for item in files if item.path == ".env.example")
+    assert example.startswith("# WARNING")
+    for password in PASSWORDS.values():
+        assert password not in example
+    env_keys = {line.split("=")[0] for line in env.splitlines() if "=" in line and line[0] != "#"}
+    example_keys = {
+        line.split("=")[0] for line in example.splitlines() if "=" in line and line[0] != "#"
+    }
+    assert env_keys == example_keys
+    for item in files:
+        if item.path not in (".env",):
+            for password in PASSWORDS.values():
+                assert password not in item.content, item.path
+    assert all(not item.path.startswith("/") for item in files)
