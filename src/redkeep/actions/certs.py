@@ -1,0 +1,154 @@
+"""`redkeep certs`: create, issue, show, verify, and rotate the served certificate live."""
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from redkeep.bundle import Bundle
+from redkeep.config.schema import Settings
+from redkeep.connect import Target, explain_command_error
+from redkeep.errors import RedkeepError, UsageError
+from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
+from redkeep.pki import issue
+from redkeep.pki.files import TLSFiles, init_tls, write_pair
+from redkeep.pki.inspect import (
+    CertInfo,
+    describe,
+    key_matches,
+    load_certificate,
+    load_private_key,
+    verify_certificate,
+)
+from redkeep.tlsprobe import handshake
+
+
+def init_certificates(files: TLSFiles, settings: Settings, force: bool, now: dt.datetime) -> None:
+    """Create a new CA, server and client certificate in `files.directory`.
+
+    Raise UsageError if a CA key is there already and `force` is not set: replacing a CA
+    makes every certificate it issued untrusted.
+    """
+    if files.ca_key.exists() and not force:
+        raise UsageError(
+            f"{files.ca_key} exists; a new CA would invalidate every certificate it issued. "
+            "Pass --force to replace it anyway"
+        )
+    tls = settings.tls
+    init_tls(files, settings.name, tls.server_names, tls.key_type, tls.ca_days, tls.cert_days, now)
+
+
+def certificate_files(files: TLSFiles, paths: list[Path]) -> list[Path]:
+    """The certificates to look at: `paths`, or every *.crt of the TLS directory."""
+    if paths:
+        return paths
+    found = sorted(files.directory.glob("*.crt"))
+    if not found:
+        raise UsageError(
+            f"{files.directory}: no certificates; create them with `redkeep certs init`"
+        )
+    return found
+
+
+def show(paths: list[Path], now: dt.datetime) -> list[CertInfo]:
+    return [describe(load_certificate(path), str(path), now) for path in paths]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    path: str
+    ok: bool
+    problems: list[str]
+
+
+def verify(paths: list[Path], ca_path: Path, now: dt.datetime) -> list[Verdict]:
+    """Check each certificate against the CA, and against its key file when one is beside it."""
+    ca = load_certificate(ca_path)
+    verdicts = []
+    for path in paths:
+        cert = load_certificate(path)
+        problems = verify_certificate(cert, ca, now)
+        key_path = path.with_suffix(".key")
+        if key_path.exists() and not key_matches(cert, load_private_key(key_path)):
+            problems.append(f"{key_path.name} is not the key of this certificate")
+        verdicts.append(Verdict(str(path), not problems, problems))
+    return verdicts
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    old_serial: str
+    new_serial: str
+    served_serial: str
+    not_after: str
+    paths: tuple[str, str]
+
+
+def rotate_server(
+    bundle: Bundle, client: redis.Redis, target: Target, now: dt.datetime
+) -> RotationReport:
+    """Issue a new server certificate from the bundle's CA and make the running Redis use it.
+
+    The new pair replaces server.crt/server.key; `CONFIG SET tls-cert-file tls-key-file` with
+    the paths Redis already uses makes it re-read them (Redis 6.2+, 7.0.1+): no restart, no
+    dropped client. If Redis refuses, the old pair is put back and re-applied.
+    """
+    files = bundle.tls
+    settings = bundle.settings
+    ca_cert, ca_key = files.load_ca()
+    old_cert = load_certificate(files.server_cert)
+    old_key_pem = files.server_key.read_bytes()
+    cert, key = issue.make_server_cert(
+        ca_cert,
+        ca_key,
+        settings.tls.server_names,
+        settings.tls.key_type,
+        settings.tls.cert_days,
+        now,
+    )
+    paths = _served_paths(client, target)
+    write_pair(files.server_cert, files.server_key, cert, key)
+    try:
+        _config_set(client, target, paths)
+    except RedkeepError:
+        atomic_write(files.server_key, old_key_pem, SECRET_MODE)
+        atomic_write(files.server_cert, issue.cert_pem(old_cert), PUBLIC_MODE)
+        _config_set(client, target, paths)
+        raise
+    probe = handshake(
+        target.host, target.port, ca=target.tls_ca, cert=target.tls_cert, key=target.tls_key
+    )
+    served = format(probe.certificate.serial_number, "x") if probe.certificate else "unknown"
+    return RotationReport(
+        old_serial=format(old_cert.serial_number, "x"),
+        new_serial=format(cert.serial_number, "x"),
+        served_serial=served,
+        not_after=cert.not_valid_after_utc.isoformat(),
+        paths=paths,
+    )
+
+
+def _served_paths(client: redis.Redis, target: Target) -> tuple[str, str]:
+    try:
+        config = client.config_get("tls-cert-file", "tls-key-file")
+    except redis.RedisError as error:
+        raise explain_command_error(error, target, "CONFIG GET") from None
+    cert_path, key_path = config.get("tls-cert-file", ""), config.get("tls-key-file", "")
+    if not cert_path or not key_path:
+        raise RedkeepError(f"{target.where} serves no TLS certificate (tls-cert-file is empty)")
+    if os.path.basename(cert_path) != "server.crt" or os.path.basename(key_path) != "server.key":
+        raise RedkeepError(
+            f"{target.where} reads {cert_path} and {key_path}, not the bundle's server.crt and "
+            "server.key; point redis.conf at the bundle's tls/ directory"
+        )
+    return cert_path, key_path
+
+
+def _config_set(client: redis.Redis, target: Target, paths: tuple[str, str]) -> None:
+    # One CONFIG SET for both, so Redis applies them together or not at all.
+    try:
+        client.execute_command("CONFIG", "SET", "tls-cert-file", paths[0], "tls-key-file", paths[1])
+    except redis.RedisError as error:
+        raise explain_command_error(error, target, "CONFIG SET tls-cert-file") from None

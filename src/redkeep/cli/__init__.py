@@ -1,0 +1,76 @@
+"""The `redkeep` command: the root group, error handling and exit statuses.
+
+Each command group lives in its own module; commands parse arguments, call an action and
+render its result through the Application. Errors become one line on stderr and an exit
+status (0 ok, 1 failure, 2 usage or configuration, 3 cannot connect); `--debug` adds the
+traceback.
+"""
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from redkeep import __version__
+from redkeep.app import Application
+from redkeep.cli import certs, config, health, pending, stack, users
+from redkeep.errors import ConfigError, ExitStatus, RedkeepError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="redkeep")
+@click.option("--debug", is_flag=True, help="Show a traceback when something fails.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Make Redis production-ready and keep it that way.
+
+    Start with `redkeep up`: it creates a hardened bundle (ACL users, TLS, generated secrets)
+    in ./redkeep-stack and runs it. Every command has --help.
+    """
+    ctx.obj = Application(debug=debug)
+
+
+for module in (stack, health, certs, users, config, pending):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI and exit with its status; print errors as one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(run(args))
+
+
+def run(args: list[str]) -> int:
+    """Run the CLI with `args` and return the exit status (never raises, never exits)."""
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="redkeep", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return ExitStatus.USAGE
+    except (click.Abort, KeyboardInterrupt):
+        print("redkeep: interrupted", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+    except RedkeepError as error:
+        if debug:
+            traceback.print_exc()
+        report(error)
+        return error.status
+    except Exception as error:  # the last line of defence: one line, no traceback by default
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for a traceback)"
+        print(f"redkeep: error: {type(error).__name__}: {error}{hint}", file=sys.stderr)
+        return ExitStatus.FAILURE
+    return int(result) if isinstance(result, int) else ExitStatus.OK
+
+
+def report(error: RedkeepError) -> None:
+    print(f"redkeep: error: {error.message}", file=sys.stderr)
+    if isinstance(error, ConfigError):
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)

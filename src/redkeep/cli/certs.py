@@ -1,0 +1,147 @@
+"""`redkeep certs`: init, issue, show, verify, rotate."""
+
+import datetime as dt
+from pathlib import Path
+
+import click
+
+from redkeep.actions import certs as actions
+from redkeep.app import Application
+from redkeep.bundle import find_bundle
+from redkeep.cli.options import connection_options, dir_option, json_option, target_for
+from redkeep.config.load import load_settings
+from redkeep.connect import ConnectionOptions, connect
+from redkeep.errors import ExitStatus, RedkeepError
+from redkeep.pki.files import TLSFiles, issue_client
+
+PathArg = click.Path(path_type=Path)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@click.group(name="certs")
+def certs_group() -> None:
+    """The TLS PKI: a CA, server and client certificates, live rotation."""
+
+
+@certs_group.command(name="init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--force", is_flag=True, help="Replace an existing CA (invalidates its certificates)."
+)
+@click.pass_obj
+def init_command(app: Application, directory: Path, force: bool) -> None:
+    """Create a CA, a server and a client certificate in DIRECTORY/tls/ (keys 0600).
+
+    Server names, key type and lifetimes come from DIRECTORY/redkeep.yaml when present.
+    """
+    config = directory / "redkeep.yaml"
+    settings = load_settings(config if config.exists() else None)
+    files = TLSFiles(directory / "tls")
+    actions.init_certificates(files, settings, force, _now())
+    app.say(
+        f"created {files.directory}/: ca.crt ca.key server.crt server.key client.crt client.key"
+    )
+    app.say(f"server names: {', '.join(settings.tls.server_names)}; key: {settings.tls.key_type}")
+
+
+@certs_group.command()
+@click.argument("name")
+@dir_option
+@click.option("--days", type=click.IntRange(1, 3650), help="Lifetime (default: tls.cert_days).")
+@click.pass_obj
+def issue(app: Application, name: str, directory: Path | None, days: int | None) -> None:
+    """Issue another client certificate NAME.crt / NAME.key from the bundle's CA."""
+    bundle = find_bundle(directory)
+    tls = bundle.settings.tls
+    cert, key = issue_client(bundle.tls, name, tls.key_type, days or tls.cert_days, _now())
+    app.say(f"issued {cert} and {key} (mode 0600)")
+
+
+@certs_group.command()
+@click.argument("files", nargs=-1, type=PathArg)
+@dir_option
+@json_option
+@click.pass_obj
+def show(app: Application, files: tuple[Path, ...], directory: Path | None, as_json: bool) -> None:
+    """Subject, names, issuer, expiry and days left of FILES (default: the bundle's)."""
+    app.json_mode = as_json
+    paths = list(files) or actions.certificate_files(find_bundle(directory).tls, [])
+    infos = actions.show(paths, _now())
+    if as_json:
+        app.emit_json([info.as_dict() for info in infos])
+        return
+    rows = [
+        (
+            Path(info.path).name,
+            info.subject,
+            ", ".join(info.names) or "-",
+            info.issuer,
+            info.not_after.strftime("%Y-%m-%d"),
+            info.days_left,
+            info.key,
+        )
+        for info in infos
+    ]
+    app.table(("file", "subject", "names", "issuer", "expires", "days left", "key"), rows)
+
+
+@certs_group.command()
+@click.argument("files", nargs=-1, type=PathArg)
+@click.option(
+    "--ca", "ca_path", type=PathArg, help="CA certificate (default: the bundle's ca.crt)."
+)
+@dir_option
+@json_option
+@click.pass_obj
+def verify(
+    app: Application,
+    files: tuple[Path, ...],
+    ca_path: Path | None,
+    directory: Path | None,
+    as_json: bool,
+) -> int:
+    """Check chain, validity dates and key match; same verdicts as `openssl verify`.
+
+    Exit 1 if any certificate fails.
+    """
+    app.json_mode = as_json
+    bundle = None if (files and ca_path) else find_bundle(directory)
+    paths = list(files) or actions.certificate_files(bundle.tls, [])
+    verdicts = actions.verify(paths, ca_path or bundle.tls.ca_cert, _now())
+    if as_json:
+        app.emit_json([verdict.__dict__ for verdict in verdicts])
+    for verdict in verdicts:
+        app.say(
+            f"{verdict.path}: " + ("OK" if verdict.ok else "FAILED: " + "; ".join(verdict.problems))
+        )
+    return ExitStatus.OK if all(verdict.ok for verdict in verdicts) else ExitStatus.FAILURE
+
+
+@certs_group.command()
+@connection_options
+@dir_option
+@click.pass_obj
+def rotate(app: Application, connection: ConnectionOptions, directory: Path | None) -> None:
+    """Issue a new server certificate and apply it to the running Redis (no restart).
+
+    Uses CONFIG SET tls-cert-file/tls-key-file as the bundle's admin; connected clients stay.
+    """
+    bundle = find_bundle(directory)
+    target = target_for(connection, bundle, "admin", prefer_bundle=True)
+    client = connect(target)
+    try:
+        report = actions.rotate_server(bundle, client, target, _now())
+    finally:
+        client.close()
+    app.say(f"new server certificate serial {report.new_serial}, valid until {report.not_after}")
+    if report.served_serial != report.new_serial:
+        raise RedkeepError(
+            f"{target.where} still serves serial {report.served_serial}; check its log"
+        )
+    app.say(f"{target.where} now serves it (was serial {report.old_serial}); no restart")
+
+
+COMMANDS = [certs_group]

@@ -1,0 +1,43 @@
+"""`redkeep health`: exit 0 when Redis answers PING over the configured TLS and ACL, else 1."""
+
+from pathlib import Path
+
+import click
+
+from redkeep.actions.health import check_health
+from redkeep.app import Application
+from redkeep.cli.options import (
+    connection_options,
+    dir_option,
+    json_option,
+    optional_bundle,
+    target_for,
+)
+from redkeep.connect import ConnectionOptions
+from redkeep.errors import ExitStatus
+
+
+@click.command()
+@connection_options
+@dir_option
+@json_option
+@click.pass_obj
+def health(
+    app: Application, connection: ConnectionOptions, directory: Path | None, as_json: bool
+) -> int:
+    """Exit 0 if Redis answers PING, else 1 with the reason (fit for a container healthcheck).
+
+    Inside a bundle it logs in as the bundle's least-privileged `exporter` user.
+    """
+    app.json_mode = as_json
+    result = check_health(target_for(connection, optional_bundle(directory), "exporter"))
+    if as_json:
+        app.emit_json(result.__dict__)
+    elif result.healthy:
+        app.say(f"healthy: PONG from {result.url} in {result.latency_ms} ms")
+    else:
+        app.stderr.write(f"unhealthy: {result.detail}\n")
+    return ExitStatus.OK if result.healthy else ExitStatus.FAILURE
+
+
+COMMANDS = [health]

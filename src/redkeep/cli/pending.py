@@ -1,0 +1,28 @@
+"""Command groups of the contract that later releases fill: they say so and exit 2."""
+
+import click
+
+from redkeep.errors import NotAvailableYet
+
+PLANNED = {
+    "backup": "RDB/AOF backups with compression, encryption, S3, retention and restore drills",
+    "exporter": "the Prometheus exporter compatible with redis_exporter",
+    "proxy": "the network security proxy (TLS, allowlist, rate limits, command policy)",
+    "render": "rendering alternative artifacts such as the nginx stream config",
+    "audit": "the security audit of a live Redis",
+}
+
+
+def _placeholder(name: str, what: str) -> click.Command:
+    @click.command(
+        name=name,
+        help=f"{what[0].upper()}{what[1:]}. Not available yet in this release.",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+    def command() -> None:
+        raise NotAvailableYet(f"`redkeep {name}` ({what}) is not available yet in this release")
+
+    return command
+
+
+COMMANDS = [_placeholder(name, what) for name, what in PLANNED.items()]
