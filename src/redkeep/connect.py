@@ -6,6 +6,7 @@ the bundle's `.env`. TLS files come from the options, else from the bundle. Secr
 part of a message: URLs are shown with the password masked.
 """
 
+import contextlib
 import errno
 import socket
 import ssl
@@ -255,6 +256,16 @@ def connect(target: Target) -> redis.Redis:
         client.close()
         raise explain_failure(error, target) from None
     return client
+
+
+@contextlib.contextmanager
+def session(target: Target) -> Iterator[redis.Redis]:
+    """A connected client for the duration of a `with` block; closed afterwards."""
+    client = connect(target)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def explain_failure(error: BaseException, target: Target) -> ConnectError | RedisCommandError:

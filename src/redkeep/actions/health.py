@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from redkeep.bundle import Bundle
-from redkeep.connect import Target, connect
+from redkeep.connect import Target, connect, session
 from redkeep.errors import RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.stack.redis_server import read_pid
@@ -58,13 +58,11 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
 
 def server_summary(target: Target) -> dict[str, Any]:
     """The INFO fields an operator looks at first."""
-    client = connect(target)
-    try:
-        info = client.info("all")
-    except redis.RedisError as error:
-        return {"error": str(error).splitlines()[0]}
-    finally:
-        client.close()
+    with session(target) as client:
+        try:
+            info = client.info("all")
+        except redis.RedisError as error:
+            return {"error": str(error).splitlines()[0]}
     return {
         "version": info.get("redis_version"),
         "uptime_seconds": info.get("uptime_in_seconds"),

@@ -10,7 +10,7 @@ from redkeep.app import Application
 from redkeep.bundle import find_bundle
 from redkeep.cli.options import connection_options, dir_option, json_option, target_for
 from redkeep.config.load import load_settings
-from redkeep.connect import ConnectionOptions, connect
+from redkeep.connect import ConnectionOptions, session
 from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.files import TLSFiles, issue_client
 
@@ -131,11 +131,8 @@ def rotate(app: Application, connection: ConnectionOptions, directory: Path | No
     """
     bundle = find_bundle(directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
-    client = connect(target)
-    try:
+    with session(target) as client:
         report = actions.rotate_server(bundle, client, target, _now())
-    finally:
-        client.close()
     app.say(f"new server certificate serial {report.new_serial}, valid until {report.not_after}")
     if report.served_serial != report.new_serial:
         raise RedkeepError(

@@ -67,7 +67,9 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
         app.say(f"running in the background; stop it with `redkeep down {root}`")
         return ExitStatus.OK
     app.say("running; press Ctrl-C to stop")
-    return run_foreground(running, on_stop=lambda: app.say("stopping redis-server ..."))
+    status = run_foreground(running, on_stop=lambda: app.say("stopping redis-server ..."))
+    app.say("stopped")
+    return status
 
 
 def show_running(app: Application, bundle: Bundle, pid: int) -> None:

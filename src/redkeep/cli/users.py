@@ -14,7 +14,7 @@ from redkeep.cli.options import (
     optional_bundle,
     target_for,
 )
-from redkeep.connect import ConnectionOptions, connect
+from redkeep.connect import ConnectionOptions, session
 
 
 @click.group(name="users")
@@ -33,11 +33,8 @@ def list_command(
     """List ACL users: enabled, password count, rules. Never shows password hashes."""
     app.json_mode = as_json
     target = target_for(connection, optional_bundle(directory), "admin")
-    client = connect(target)
-    try:
+    with session(target) as client:
         users = actions.list_users(client, target)
-    finally:
-        client.close()
     if as_json:
         app.emit_json([user.as_dict() for user in users])
         return
@@ -71,11 +68,8 @@ def rotate(
     """
     bundle = find_bundle(directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
-    client = connect(target)
-    try:
+    with session(target) as client:
         result = actions.rotate(bundle, client, target, user)
-    finally:
-        client.close()
     app.say(
         f"'{user}' now has {result.passwords_now} valid passwords; the new one is in "
         f"{bundle.env_path} ({', '.join(result.env_keys)})."
@@ -97,11 +91,8 @@ def finish_rotation(
     """
     bundle = find_bundle(directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
-    client = connect(target)
-    try:
+    with session(target) as client:
         result = actions.finish_rotation(bundle, client, target, user)
-    finally:
-        client.close()
     if result.step == "finished":
         app.say(f"'{user}' now has only the password in {bundle.env_path}")
     else:
