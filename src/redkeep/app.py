@@ -33,6 +33,14 @@ class Application:
         if not self.json_mode:
             self._console.print(text, markup=False)
 
+    def write(self, text: str) -> None:
+        """Write text to stdout as it is (generated files, YAML)."""
+        self.stdout.write(text)
+
+    def error(self, text: str) -> None:
+        """Write a line to stderr, in every mode (e.g. why a health check failed)."""
+        print(text, file=self.stderr)
+
     def warn(self, text: str) -> None:
         """Write a warning to stderr, in every mode."""
         print(f"redkeep: warning: {text}", file=self.stderr)

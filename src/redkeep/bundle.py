@@ -68,10 +68,20 @@ class Bundle:
         value = self.secrets().get(key)
         if not value:
             raise UsageError(
-                f"{self.env_path}: {key} is missing; restore .env from your secret store "
-                "(or `redkeep init --force` generates the missing ones)"
+                f"{self.env_path}: {key} is missing; restore .env from your secret store, or "
+                f"run `redkeep init {self.root} --force` to add a new password (old ones stay "
+                "valid until `redkeep users finish-rotation`)"
             )
         return value
+
+    def known_passwords(self) -> dict[str, str]:
+        """{ACL user: password} for the users whose password is in .env."""
+        secrets = self.secrets()
+        return {user: secrets[key] for user, key in PASSWORD_KEYS.items() if secrets.get(key)}
+
+    def secret_files(self) -> list[Path]:
+        """Files that hold secrets (or hashes of them) and must be private to the owner."""
+        return [self.env_path, self.acl_path, *sorted(self.tls.directory.glob("*.key"))]
 
     def target(self, role: str, with_password: bool = True) -> Target:
         """How to reach this bundle's Redis as `role`: TLS, its CA, the bundle client cert."""

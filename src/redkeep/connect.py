@@ -89,11 +89,20 @@ def parse_url(url: str) -> Target:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as error:
-        raise UsageError(f"invalid Redis URL {mask_url(url)}: {error}") from None
+    except ValueError:
+        # The error text may quote the URL, password included: say only what is wrong.
+        raise UsageError(
+            f"invalid Redis URL {mask_url(url)}: bad port or address; percent-encode special "
+            "characters of the password (/ # ? @ as %2F %23 %3F %40)"
+        ) from None
     if parts.scheme not in SCHEMES:
         raise UsageError(
             f"invalid Redis URL {mask_url(url)}: scheme must be redis://, rediss:// or unix://"
+        )
+    if parts.scheme != "unix" and parts.hostname is None and "@" in url.partition("://")[2]:
+        raise UsageError(
+            f"invalid Redis URL {mask_url(url)}: cannot find the host; percent-encode special "
+            "characters of the password (/ # ? @ as %2F %23 %3F %40)"
         )
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
@@ -125,16 +134,18 @@ def _db_of(parts: SplitResult, url: str) -> int:
 
 
 def mask_url(url: str) -> str:
-    """Return `url` with any password replaced by ****; safe to print or log."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-    except ValueError:
-        return "<unparsable URL>"
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    """Return `url` with any password replaced by ****; safe to print or log.
+
+    Works on the text, not a parse: a password with '/', '#' or '?' in it defeats urlsplit.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostinfo = rest.rpartition("@")
+    if ":" not in userinfo:
+        return url
     user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:{MASK}@{hostinfo}").geturl()
+    return f"{scheme}://{user}:{MASK}@{hostinfo}"
 
 
 def resolve_target(
@@ -164,7 +175,7 @@ def resolve_target(
         )
     if target.password is None:
         target = _with_password(target, options, environ, known_passwords or {})
-    if fallback is not None and target.tls:
+    if fallback is not None and target.tls and _same_endpoint(target, fallback):
         # A bundle's own CA and client certificate are the sensible default for its server.
         target = replace(
             target,
@@ -187,15 +198,31 @@ def _with_password(
     environ: Mapping[str, str],
     known_passwords: Mapping[str, str],
 ) -> Target:
+    """--password-file, else the bundle's password of a user it knows, else REDIS_PASSWORD.
+
+    The bundle wins over REDIS_PASSWORD for its own users because a sourced .env sets
+    REDIS_PASSWORD to the app's password, which is wrong for admin or exporter.
+    """
     if options.password_file is not None:
         password = read_password_file(options.password_file)
         return replace(target, password=password, password_source=str(options.password_file))
+    if target.username and known_passwords.get(target.username):
+        password = known_passwords[target.username]
+        return replace(target, password=password, password_source="the bundle's .env")
     if environ.get("REDIS_PASSWORD"):
         return replace(target, password=environ["REDIS_PASSWORD"], password_source="REDIS_PASSWORD")
-    user = target.username or "default"
-    if known_passwords.get(user):
-        return replace(target, password=known_passwords[user], password_source="the bundle's .env")
     return target
+
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _same_endpoint(target: Target, bundle: Target) -> bool:
+    """Does `target` point at the bundle's server (its port, and its host or loopback)?"""
+    same_host = target.host == bundle.host or (
+        target.host in LOOPBACK_NAMES and bundle.host in LOOPBACK_NAMES
+    )
+    return target.port == bundle.port and same_host
 
 
 def read_password_file(path: Path) -> str:
@@ -210,7 +237,7 @@ def read_password_file(path: Path) -> str:
     return password
 
 
-def client_for(target: Target) -> redis.Redis:
+def client_for(target: Target, decode_responses: bool = True) -> redis.Redis:
     """Build a redis-py client for `target` (no network I/O yet)."""
     common = {
         "db": target.db,
@@ -219,32 +246,54 @@ def client_for(target: Target) -> redis.Redis:
         "socket_timeout": target.timeout,
         "socket_connect_timeout": target.timeout,
         "retry": Retry(NoBackoff(), 0),
-        "decode_responses": True,
+        "decode_responses": decode_responses,
     }
     if target.scheme == "unix":
         return redis.Redis(unix_socket_path=target.socket_path, **common)
     tls = {}
     if target.tls:
+        check_tls_files(target)
         tls = {
             "ssl": True,
-            "ssl_ca_certs": _existing(target.tls_ca, "--tls-ca"),
-            "ssl_certfile": _existing(target.tls_cert, "--tls-cert"),
-            "ssl_keyfile": _existing(target.tls_key, "--tls-key"),
+            "ssl_ca_certs": str(target.tls_ca) if target.tls_ca else None,
+            "ssl_certfile": str(target.tls_cert) if target.tls_cert else None,
+            "ssl_keyfile": str(target.tls_key) if target.tls_key else None,
             "ssl_check_hostname": True,
             "ssl_cert_reqs": "required",
             "ssl_min_version": ssl.TLSVersion.TLSv1_2,
         }
-        if bool(target.tls_cert) != bool(target.tls_key):
-            raise UsageError("--tls-cert and --tls-key go together: pass both or neither")
     return redis.Redis(host=target.host, port=target.port, **tls, **common)
 
 
-def _existing(path: Path | None, option: str) -> str | None:
-    if path is None:
-        return None
-    if not path.is_file():
-        raise UsageError(f"{option} {path}: not a readable file")
-    return str(path)
+def check_tls_files(target: Target) -> None:
+    """Load the CA and the client pair once, so a bad file is named, not a failed handshake."""
+    if bool(target.tls_cert) != bool(target.tls_key):
+        raise UsageError("a TLS client certificate needs its key: pass both or neither")
+    files = (
+        ("CA file", target.tls_ca),
+        ("client certificate", target.tls_cert),
+        ("client key", target.tls_key),
+    )
+    for what, path in files:
+        if path is not None and not path.is_file():
+            raise UsageError(f"TLS {what} {path}: not a readable file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if target.tls_ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(target.tls_ca))
+        except ssl.SSLError:
+            raise UsageError(f"TLS CA file {target.tls_ca}: not a PEM certificate") from None
+    if target.tls_cert is not None and target.tls_key is not None:
+        try:
+            context.load_cert_chain(str(target.tls_cert), str(target.tls_key))
+        except ssl.SSLError as error:
+            mismatch = "mismatch" in str(error).lower()
+            detail = (
+                "the key does not belong to it" if mismatch else "not PEM, or the key is encrypted"
+            )
+            raise UsageError(
+                f"TLS client certificate {target.tls_cert} (key {target.tls_key}): {detail}"
+            ) from None
 
 
 def connect(target: Target) -> redis.Redis:
@@ -299,7 +348,7 @@ def explain_failure(error: BaseException, target: Target) -> ConnectError | Redi
         return ConnectError(f"{where} closed the connection before answering{hint}")
     if "Timeout" in text:
         return _timeout(target)
-    return ConnectError(f"cannot connect to {where}: {_first_line(text)}")
+    return ConnectError(f"cannot connect to {where}: {first_line(text)}")
 
 
 def _timeout(target: Target) -> ConnectError:
@@ -329,7 +378,7 @@ def _auth_message(text: str, target: Target) -> str:
 
 def _noperm_message(text: str, target: Target) -> str:
     user = target.username or "default"
-    return f"user '{user}' may not do that on {target.where} (NOPERM): {_first_line(text)}"
+    return f"user '{user}' may not do that on {target.where} (NOPERM): {first_line(text)}"
 
 
 def explain_command_error(error: redis.RedisError, target: Target, command: str) -> Exception:
@@ -343,7 +392,7 @@ def explain_command_error(error: redis.RedisError, target: Target, command: str)
         )
     if isinstance(error, redis.ConnectionError | redis.TimeoutError | redis.AuthenticationError):
         return explain_failure(error, target)
-    return RedisCommandError(f"{command} failed on {target.where}: {_first_line(str(error))}")
+    return RedisCommandError(f"{command} failed on {target.where}: {first_line(str(error))}")
 
 
 def _verify_message(error: ssl.SSLCertVerificationError, target: Target) -> str:
@@ -392,7 +441,7 @@ def _tls_eof_reason(target: Target) -> str:
 
 def _tls_reason(error: ssl.SSLError) -> str:
     reason = error.reason or ""
-    return TLS_REASONS.get(reason, _first_line(str(error)))
+    return TLS_REASONS.get(reason, first_line(str(error)))
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
@@ -408,5 +457,6 @@ def _is_errno(error: BaseException, number: int) -> bool:
     return any(isinstance(cause, OSError) and cause.errno == number for cause in _chain(error))
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first line of `text`, for one-line messages."""
     return text.strip().splitlines()[0] if text.strip() else "unknown error"

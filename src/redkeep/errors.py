@@ -56,3 +56,7 @@ class ConnectError(RedkeepError):
 
 class RedisCommandError(RedkeepError):
     """Redis answered with an error (WRONGPASS, NOAUTH, NOPERM, ...)."""
+
+
+class StoreError(UsageError):
+    """A backup destination cannot be used (bad URL, missing bucket or object, no permission)."""

@@ -31,9 +31,16 @@ def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE) -> None
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` (and parents) and make it 0700."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(PRIVATE_DIR_MODE)
+    """Create `path` (and parents) as 0700; an existing directory keeps its mode (it may be
+    shared, like /tmp or a home directory)."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(PRIVATE_DIR_MODE)
+
+
+def too_open(path: Path) -> bool:
+    """True if group or others may read or write `path`."""
+    return path.exists() and bool(mode_of(path) & 0o077)
 
 
 def mode_of(path: Path) -> int:

@@ -6,11 +6,12 @@ accepts. Apart from one unauthenticated PING (see `_await_refusal`), no command 
 
 import socket
 import ssl
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+
+from redkeep.tls import client_context
 
 
 @dataclass(frozen=True)
@@ -40,21 +41,15 @@ def handshake(
     With TLS 1.3 a server that wants a client certificate may refuse only after the handshake,
     so one read is attempted: a refusal then shows as an error too.
     """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    with warnings.catch_warnings():
-        # Offering TLS 1.0/1.1 is deliberate here: it tests whether a server refuses them.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = min_version
-        context.maximum_version = max_version
-    if ciphers:
-        context.set_ciphers(ciphers)
-    if verify:
-        context.load_verify_locations(cafile=str(ca) if ca else None)
-    else:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if cert and key:
-        context.load_cert_chain(str(cert), str(key))
+    context = client_context(
+        ca,
+        cert,
+        key,
+        min_version=min_version,
+        max_version=max_version,
+        ciphers=ciphers,
+        verify=verify,
+    )
     try:
         with (
             socket.create_connection((host, port), timeout=timeout) as raw,

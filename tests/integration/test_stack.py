@@ -4,6 +4,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -12,6 +13,13 @@ from redkeep.bundle import Bundle
 from tests.conftest import REDKEEP, run_redkeep
 from tests.integration.conftest import client_as, start_bundle, stop_bundle
 from tests.servers import free_port, process_alive, wait_for_exit
+
+
+@pytest.fixture
+def running_bundle_for_status(tmp_path, redis_binary):
+    bundle = start_bundle(tmp_path / "status")
+    yield bundle
+    stop_bundle(bundle)
 
 
 def test_up_detach_status_health_down(tmp_path, redis_binary):
@@ -40,12 +48,13 @@ def test_up_detach_status_health_down(tmp_path, redis_binary):
     health = run_redkeep("health", "--dir", bundle.root)
     assert health.returncode == 1
     assert "connection refused" in health.stderr
-    assert run_redkeep("status", bundle.root).returncode == 1
+    assert run_redkeep("status", bundle.root).returncode == 3  # cannot connect
     down = run_redkeep("down", bundle.root)
     assert (down.returncode, down.stdout.strip()) == (0, f"nothing running in {bundle.root}")
 
 
-def test_up_in_foreground_stops_cleanly_on_ctrl_c(tmp_path, redis_binary):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_up_in_foreground_stops_redis_on_ctrl_c_term_and_hangup(tmp_path, redis_binary, signum):
     root = tmp_path / "fg"
     assert run_redkeep("init", root, "--tls-port", free_port()).returncode == 0
     process = subprocess.Popen(
@@ -58,13 +67,23 @@ def test_up_in_foreground_stops_cleanly_on_ctrl_c(tmp_path, redis_binary):
         assert time.monotonic() < deadline, "redis did not come up"
         time.sleep(0.1)
     redis_pid = int(pidfile.read_text())
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "running; press Ctrl-C to stop" in out
+    assert out.rstrip().endswith("stopped")
     assert wait_for_exit(redis_pid)
     log = (root / "run" / "redis.log").read_text()
     assert "ready to exit, bye bye" in log.lower()
+
+
+def test_status_shows_why_info_failed(running_bundle_for_status):
+    bundle = running_bundle_for_status
+    port = bundle.settings.redis.tls_port
+    # The app user may PING but not INFO (INFO is in @dangerous).
+    result = run_redkeep("status", bundle.root, "--url", f"rediss://app@localhost:{port}")
+    assert result.returncode == 0, result.stderr
+    assert "INFO failed: this user has no permissions" in result.stdout
 
 
 def test_up_without_directory_creates_redkeep_stack_here(tmp_path, redis_binary):
@@ -151,12 +170,21 @@ def test_init_regenerates_only_a_missing_secret(tmp_path, redis_binary):
 def test_no_secret_in_process_list_logs_or_output(tmp_path, redis_binary):
     root = tmp_path / "s"
     outputs = [run_redkeep("init", root, "--tls-port", free_port())]
-    outputs.append(run_redkeep("up", root, "--detach"))
     bundle = Bundle(root)
+    old_secrets = set(bundle.secrets().values())
+    process_lists: list[str] = []
+    stop_sampling = threading.Event()
+
+    def sample_ps():
+        while not stop_sampling.is_set():
+            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False)
+            process_lists.append(ps.stdout)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample_ps)
+    sampler.start()
     try:
-        ps = subprocess.run(
-            ["ps", "-eo", "args"], capture_output=True, text=True, check=True
-        ).stdout
+        outputs.append(run_redkeep("up", root, "--detach"))
         for args in (
             ("status", root),
             ("health", "--dir", root),
@@ -169,24 +197,23 @@ def test_no_secret_in_process_list_logs_or_output(tmp_path, redis_binary):
         ):
             outputs.append(run_redkeep(*args))
             assert outputs[-1].returncode == 0, (args, outputs[-1].stderr)
-        outputs.append(
-            run_redkeep(
-                "health",
-                "--url",
-                f"rediss://app:{bundle.password('app')}x@localhost:{bundle.settings.redis.tls_port}",
-                "--dir",
-                root,
-            )
-        )
-        secrets = [value for key, value in bundle.secrets().items() if key.endswith("PASSWORD")]
-        log = (root / "run" / "redis.log").read_text()
-        texts = [ps, log] + [result.stdout + result.stderr for result in outputs]
-        for secret in set(secrets):
-            for text in texts:
-                assert secret not in text
-        assert "REDIS_ADMIN_PASSWORD: '********'" in outputs[5].stdout
+        wrong = f"rediss://app:{bundle.password('app')}x@localhost:{bundle.settings.redis.tls_port}"
+        outputs.append(run_redkeep("health", "--url", wrong, "--dir", root))
+        assert outputs[-1].returncode == 1
     finally:
+        stop_sampling.set()
+        sampler.join()
         run_redkeep("down", root)
+    secrets = old_secrets | set(bundle.secrets().values())
+    secrets = {value for value in secrets if len(value) == 64}  # the passwords
+    keys = [path.read_text().strip().splitlines()[1] for path in root.glob("tls/*.key")]
+    texts = process_lists + [(root / "run" / "redis.log").read_text()]
+    texts += [result.stdout + result.stderr for result in outputs]
+    assert len(process_lists) > 3 and len(secrets) >= 5
+    for text in texts:
+        for secret in [*secrets, *keys]:
+            assert secret not in text
+    assert "REDIS_ADMIN_PASSWORD: '********'" in outputs[5].stdout
 
 
 @pytest.mark.parametrize("mode", ["optional", "no"])

@@ -27,7 +27,7 @@ def test_defaults_are_hardened():
     assert settings.tls.protocols == ["TLSv1.2", "TLSv1.3"]
     assert settings.tls.key_type == "ecdsa-p256"
     assert {"localhost", "127.0.0.1", "::1"} <= set(settings.tls.server_names)
-    assert "-@dangerous" in settings.users.app.commands
+    assert "+@all" not in settings.users.app.commands
 
 
 def test_every_error_is_reported_with_its_path(tmp_path):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import yaml
 
 from redkeep.config.schema import Settings
@@ -56,18 +58,15 @@ def test_redis_conf_is_tls_only_and_hardened():
     assert "rename-command" not in conf
 
 
-def test_every_setting_has_a_comment_saying_why():
-    lines = container_conf().splitlines()
-    for index, line in enumerate(lines):
-        if line and not line.startswith("#"):
-            block_start = index
-            while (
-                block_start > 0
-                and lines[block_start - 1]
-                and not lines[block_start - 1].startswith("#")
-            ):
-                block_start -= 1
-            assert block_start > 0 and lines[block_start - 1].startswith("#"), line
+def test_every_setting_has_its_own_comment_saying_why():
+    for conf in (
+        container_conf(),
+        render_redis_conf(Settings(), local_paths(Path("/b")), (7, 0), ["127.0.0.1"], "t"),
+    ):
+        lines = conf.splitlines()
+        for index, line in enumerate(lines):
+            if line and not line.startswith("#"):
+                assert lines[index - 1].startswith("# "), f"no comment above: {line}"
 
 
 def test_version_gated_directive_only_for_new_servers():
@@ -159,3 +158,9 @@ def test_bundle_files_modes_and_order():
             for password in PASSWORDS.values():
                 assert password not in item.content, item.path
     assert all(not item.path.startswith("/") for item in files)
+
+
+def test_app_rules_are_always_closed_by_dangerous_and_admin():
+    settings = Settings.model_validate({"users": {"app": {"commands": ["+@all"]}}})
+    app = next(line for line in render_acl(settings, PASSWORDS).splitlines() if "user app" in line)
+    assert app.endswith("+@all -@dangerous -@admin")

@@ -22,6 +22,7 @@ class Health:
     url: str
     detail: str
     latency_ms: float | None = None
+    status: int = 0  # the exit status of the failure (3: cannot connect)
 
 
 def check_health(target: Target) -> Health:
@@ -30,7 +31,7 @@ def check_health(target: Target) -> Health:
     try:
         client = connect(target)
     except RedkeepError as error:
-        return Health(False, target.display_url, error.message)
+        return Health(False, target.display_url, error.message, status=int(error.status))
     latency = (time.perf_counter() - started) * 1000
     client.close()
     return Health(True, target.display_url, "PONG", round(latency, 1))
@@ -40,7 +41,7 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     """One screen about a bundle's Redis: health, server, clients, memory, persistence, certs."""
     pid = read_pid(bundle.run_dir / "redis.pid")
     health = check_health(target)
-    status: dict[str, Any] = {
+    report: dict[str, Any] = {
         "bundle": str(bundle.root),
         "url": health.url,
         "healthy": health.healthy,
@@ -52,8 +53,10 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
         "audit_score": NOT_YET,
     }
     if health.healthy:
-        status["server"] = server_summary(target)
-    return status
+        report["server"] = server_summary(target)
+    else:
+        report["status"] = health.status
+    return report
 
 
 def server_summary(target: Target) -> dict[str, Any]:
@@ -76,7 +79,8 @@ def server_summary(target: Target) -> dict[str, Any]:
             for name, db in info.items()
             if name.startswith("db") and isinstance(db, dict)
         ),
-        "rdb_last_save": info.get("rdb_last_bgsave_status"),
+        "rdb_last_save_time": info.get("rdb_last_save_time"),
+        "rdb_last_bgsave_status": info.get("rdb_last_bgsave_status"),
         "aof_enabled": bool(info.get("aof_enabled")),
         "rejected_connections": info.get("rejected_connections"),
     }

@@ -14,11 +14,21 @@ from redkeep.errors import UsageError
 from redkeep.fsutil import atomic_write, ensure_private_dir
 from redkeep.pki import issue
 from redkeep.pki.files import DEFAULT_CLIENT, TLSFiles, write_pair
-from redkeep.pki.inspect import load_certificate, load_private_key, subject_alt_names
+from redkeep.pki.inspect import (
+    key_description,
+    key_matches,
+    load_certificate,
+    load_private_key,
+    subject_alt_names,
+    verify_certificate,
+)
+from redkeep.render.acl import hashes_in
 from redkeep.render.bundle import bundle_files
 from redkeep.render.env import PASSWORD_KEYS
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.stack import redis_server
+
+KEY_NAMES = {"ecdsa-p256": "ECDSA secp256r1", "rsa-3072": "RSA 3072"}
 
 
 @dataclass
@@ -28,6 +38,7 @@ class InitReport:
     kept_secrets: list[str] = field(default_factory=list)
     new_secrets: list[str] = field(default_factory=list)
     certificates: list[str] = field(default_factory=list)
+    kept_hashes: int = 0
     checked_with: str = ""
 
 
@@ -50,7 +61,9 @@ def init_bundle(
     for directory in (bundle.data_dir, bundle.run_dir):
         ensure_private_dir(directory)
     bundle.redis_dir.mkdir(exist_ok=True)
-    files = bundle_files(settings, passwords, os.getuid(), os.getgid())
+    kept = hashes_in(bundle.acl_path.read_text()) if bundle.acl_path.exists() else {}
+    report.kept_hashes = sum(len(hashes) for hashes in kept.values())
+    files = bundle_files(settings, passwords, os.getuid(), os.getgid(), kept)
     marker = files.pop()  # redkeep.yaml: written only once everything else is in place
     for item in files:
         if item.path == ".env" and bundle.env_path.exists():
@@ -106,40 +119,65 @@ def _passwords(bundle: Bundle, report: InitReport) -> dict[str, str]:
 
 
 def ensure_certificates(files: TLSFiles, settings: Settings, now: dt.datetime) -> list[str]:
-    """Create what is missing of CA, server and client certificates; keep what exists.
+    """Create what is missing or unusable of CA, server and client certificate; keep the rest.
 
-    The server certificate is re-issued when its names differ from tls.server_names.
-    Return one line per action taken.
+    A leaf is re-issued when it is missing, not issued by the CA, expired, not matching its
+    key, of another key type, or (server) for other names. Return one line per action taken.
+    Raise UsageError if only half of the CA is there: a new CA would orphan every client.
     """
     ensure_private_dir(files.directory)
     tls = settings.tls
+    if files.ca_cert.exists() != files.ca_key.exists():
+        present, absent = (
+            (files.ca_cert, files.ca_key)
+            if files.ca_cert.exists()
+            else (files.ca_key, files.ca_cert)
+        )
+        raise UsageError(
+            f"{present} exists but {absent} does not: restore it (certificates are issued "
+            f"with the CA's key), or move {files.directory} away to start a new CA"
+        )
     actions = []
-    if files.ca_cert.exists() and files.ca_key.exists():
+    if files.ca_cert.exists():
         ca_cert, ca_key = load_certificate(files.ca_cert), load_private_key(files.ca_key)
         actions.append("kept CA tls/ca.crt")
     else:
         ca_cert, ca_key = issue.make_ca(f"{settings.name} Redis CA", tls.key_type, tls.ca_days, now)
         write_pair(files.ca_cert, files.ca_key, ca_cert, ca_key)
         actions.append("created CA tls/ca.crt")
-    if not _server_cert_current(files, tls.server_names):
+    server = (files.server_cert, files.server_key)
+    if not _leaf_usable(*server, ca_cert, tls.key_type, now, names=tls.server_names):
         cert, key = issue.make_server_cert(
             ca_cert, ca_key, tls.server_names, tls.key_type, tls.cert_days, now
         )
-        write_pair(files.server_cert, files.server_key, cert, key)
+        write_pair(*server, cert, key)
         actions.append(f"issued server certificate for {', '.join(tls.server_names)}")
-    if not (files.client_cert().exists() and files.client_key().exists()):
+    client = (files.client_cert(), files.client_key())
+    if not _leaf_usable(*client, ca_cert, tls.key_type, now):
         cert, key = issue.make_client_cert(
             ca_cert, ca_key, f"{settings.name}-{DEFAULT_CLIENT}", tls.key_type, tls.cert_days, now
         )
-        write_pair(files.client_cert(), files.client_key(), cert, key)
+        write_pair(*client, cert, key)
         actions.append("issued client certificate tls/client.crt")
     return actions
 
 
-def _server_cert_current(files: TLSFiles, names: list[str]) -> bool:
-    if not (files.server_cert.exists() and files.server_key.exists()):
+def _leaf_usable(
+    cert_path: Path,
+    key_path: Path,
+    ca_cert,
+    key_type: str,
+    now: dt.datetime,
+    names: list[str] | None = None,
+) -> bool:
+    if not (cert_path.exists() and key_path.exists()):
         return False
-    return sorted(subject_alt_names(load_certificate(files.server_cert))) == sorted(names)
+    cert = load_certificate(cert_path)
+    if verify_certificate(cert, ca_cert, now) or not key_matches(cert, load_private_key(key_path)):
+        return False
+    if key_description(cert.public_key()) != KEY_NAMES[key_type]:
+        return False
+    return names is None or sorted(subject_alt_names(cert)) == sorted(names)
 
 
 def check_local_config(bundle: Bundle, settings: Settings) -> str:

@@ -4,16 +4,17 @@
 check it, starts it, and waits until it answers PING over TLS as the exporter user.
 """
 
+import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.connect import connect
-from redkeep.errors import RedkeepError
+from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.stack import redis_server
@@ -63,7 +64,13 @@ def start_redis(bundle: Bundle, detach: bool) -> Running:
     log_path = bundle.run_dir / "redis.log"
     pidfile.unlink(missing_ok=True)
     process = redis_server.start(binary, conf_path)
-    wait_until_healthy(bundle, process, log_path)
+    try:
+        with interrupted_by_signals():
+            wait_until_healthy(bundle, process, log_path)
+    except BaseException:  # Ctrl-C or a failed start: leave nothing running behind
+        redis_server.stop(process.pid, timeout=10)
+        process.wait(timeout=5)
+        raise
     return Running(process.pid, None if detach else process, conf_path, log_path)
 
 
@@ -85,27 +92,40 @@ def wait_until_healthy(
         try:
             connect(target).close()
             return
+        except UsageError:
+            raise  # a bad local file: waiting will not fix it
         except RedkeepError as error:
             last_error = error.message
         sleep(0.1)
-    process.terminate()
     raise RedkeepError(
         f"redis-server did not answer within {timeout:g}s: {last_error} (see {log_path})"
     )
 
 
-def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
-    """Wait until Ctrl-C or SIGTERM, then stop redis-server cleanly; return the exit status."""
-    process = running.process
-    assert process is not None, "foreground runs hold their process"
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, so cleanup runs as for Ctrl-C."""
 
-    def stop_on_signal(signum, frame):
+    def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    stopping = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in stopping}
     try:
-        while process.poll() is None:
-            time.sleep(0.2)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
+    """Wait for Ctrl-C, SIGTERM or SIGHUP, then stop redis-server cleanly; return 0."""
+    process = running.process
+    assert process is not None, "foreground runs hold their process"
+    try:
+        with interrupted_by_signals():
+            while process.poll() is None:
+                time.sleep(0.2)
         tail = redis_server.log_tail(running.log_path, 1)
         raise RedkeepError(f"redis-server stopped unexpectedly: {tail[-1] if tail else '?'}")
     except KeyboardInterrupt:
@@ -113,8 +133,6 @@ def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
         redis_server.stop(process.pid)
         process.wait(timeout=5)
         return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_redis(bundle: Bundle) -> int | None:

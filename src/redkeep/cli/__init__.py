@@ -60,6 +60,12 @@ def run(args: list[str]) -> int:
             traceback.print_exc()
         report(error)
         return error.status
+    except OSError as error:  # a file or directory we cannot use: name it
+        if debug:
+            traceback.print_exc()
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"redkeep: error: {where}{error.strerror or error}", file=sys.stderr)
+        return ExitStatus.FAILURE
     except Exception as error:  # the last line of defence: one line, no traceback by default
         if debug:
             traceback.print_exc()

@@ -7,8 +7,13 @@ import click
 
 from redkeep.actions import certs as actions
 from redkeep.app import Application
-from redkeep.bundle import find_bundle
-from redkeep.cli.options import connection_options, dir_option, json_option, target_for
+from redkeep.cli.options import (
+    connection_options,
+    dir_option,
+    json_option,
+    load_bundle,
+    target_for,
+)
 from redkeep.config.load import load_settings
 from redkeep.connect import ConnectionOptions, session
 from redkeep.errors import ExitStatus, RedkeepError
@@ -54,7 +59,7 @@ def init_command(app: Application, directory: Path, force: bool) -> None:
 @click.pass_obj
 def issue(app: Application, name: str, directory: Path | None, days: int | None) -> None:
     """Issue another client certificate NAME.crt / NAME.key from the bundle's CA."""
-    bundle = find_bundle(directory)
+    bundle = load_bundle(app, directory)
     tls = bundle.settings.tls
     cert, key = issue_client(bundle.tls, name, tls.key_type, days or tls.cert_days, _now())
     app.say(f"issued {cert} and {key} (mode 0600)")
@@ -68,7 +73,7 @@ def issue(app: Application, name: str, directory: Path | None, days: int | None)
 def show(app: Application, files: tuple[Path, ...], directory: Path | None, as_json: bool) -> None:
     """Subject, names, issuer, expiry and days left of FILES (default: the bundle's)."""
     app.json_mode = as_json
-    paths = list(files) or actions.certificate_files(find_bundle(directory).tls, [])
+    paths = list(files) or actions.certificate_files(load_bundle(app, directory).tls, [])
     infos = actions.show(paths, _now())
     if as_json:
         app.emit_json([info.as_dict() for info in infos])
@@ -108,7 +113,7 @@ def verify(
     Exit 1 if any certificate fails.
     """
     app.json_mode = as_json
-    bundle = None if (files and ca_path) else find_bundle(directory)
+    bundle = None if (files and ca_path) else load_bundle(app, directory)
     paths = list(files) or actions.certificate_files(bundle.tls, [])
     verdicts = actions.verify(paths, ca_path or bundle.tls.ca_cert, _now())
     if as_json:
@@ -129,7 +134,7 @@ def rotate(app: Application, connection: ConnectionOptions, directory: Path | No
 
     Uses CONFIG SET tls-cert-file/tls-key-file as the bundle's admin; connected clients stay.
     """
-    bundle = find_bundle(directory)
+    bundle = load_bundle(app, directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
     with session(target) as client:
         report = actions.rotate_server(bundle, client, target, _now())

@@ -6,8 +6,7 @@ import click
 import yaml
 
 from redkeep.app import Application
-from redkeep.bundle import find_bundle
-from redkeep.cli.options import dir_option, json_option
+from redkeep.cli.options import dir_option, json_option, load_bundle
 from redkeep.config.load import load_settings
 from redkeep.config.sample import render_sample
 from redkeep.connect import mask_url
@@ -34,7 +33,7 @@ def validate(app: Application, file: Path) -> None:
 @click.pass_obj
 def sample(app: Application) -> None:
     """Print a commented redkeep.yaml with every setting and its default."""
-    app.stdout.write(render_sample())
+    app.write(render_sample())
 
 
 @config_group.command()
@@ -44,14 +43,14 @@ def sample(app: Application) -> None:
 def show(app: Application, directory: Path | None, as_json: bool) -> None:
     """Print the effective configuration (file + environment), secrets redacted."""
     app.json_mode = as_json
-    bundle = find_bundle(directory)
+    bundle = load_bundle(app, directory)
     effective = bundle.settings.model_dump(mode="json")
     effective["secrets"] = redacted_secrets(read_env(bundle.env_path))
     if as_json:
         app.emit_json(effective)
     else:
-        app.stdout.write(f"# effective configuration of {bundle.root}\n")
-        app.stdout.write(yaml.safe_dump(effective, sort_keys=False))
+        app.write(f"# effective configuration of {bundle.root}\n")
+        app.write(yaml.safe_dump(effective, sort_keys=False))
 
 
 def redacted_secrets(values: dict[str, str]) -> dict[str, str]:

@@ -10,7 +10,7 @@ from redkeep.cli.options import (
     connection_options,
     dir_option,
     json_option,
-    optional_bundle,
+    load_bundle,
     target_for,
 )
 from redkeep.connect import ConnectionOptions
@@ -30,13 +30,15 @@ def health(
     Inside a bundle it logs in as the bundle's least-privileged `exporter` user.
     """
     app.json_mode = as_json
-    result = check_health(target_for(connection, optional_bundle(directory), "exporter"))
+    result = check_health(
+        target_for(connection, load_bundle(app, directory, required=False), "exporter")
+    )
     if as_json:
         app.emit_json(result.__dict__)
     elif result.healthy:
         app.say(f"healthy: PONG from {result.url} in {result.latency_ms} ms")
     else:
-        app.stderr.write(f"unhealthy: {result.detail}\n")
+        app.error(f"unhealthy: {result.detail}")
     return ExitStatus.OK if result.healthy else ExitStatus.FAILURE
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from redkeep.app import Application
 from redkeep.bundle import Bundle, find_bundle
 from redkeep.connect import ConnectionOptions, Target, resolve_target
+from redkeep.fsutil import mode_of, too_open
 from redkeep.render.env import PASSWORD_KEYS
 
 PathType = click.Path(path_type=Path)
@@ -71,18 +73,25 @@ def target_for(
     prefer_bundle: bool = False,
 ) -> Target:
     """The Redis to talk to as `role`: options, environment, then the bundle's own endpoint."""
-    fallback = bundle.target(role) if bundle is not None and not connection.url else None
-    known = {}
-    if bundle is not None:
-        secrets = bundle.secrets()
-        known = {user: secrets[key] for user, key in PASSWORD_KEYS.items() if secrets.get(key)}
-        if fallback is None:
-            fallback = bundle.target(role, with_password=False)
-    return resolve_target(
-        connection, os.environ, fallback, known_passwords=known, prefer_fallback=prefer_bundle
+    if bundle is None:
+        return resolve_target(connection, os.environ)
+    target = resolve_target(
+        connection,
+        os.environ,
+        bundle.target(role, with_password=False),
+        known_passwords=bundle.known_passwords(),
+        prefer_fallback=prefer_bundle,
     )
+    if target.password is None and target.username in PASSWORD_KEYS:
+        bundle.password(target.username)  # says which .env key is missing
+    return target
 
 
-def optional_bundle(directory: Path | None) -> Bundle | None:
-    """The bundle at --dir, or in the current directory, or None outside any bundle."""
-    return find_bundle(directory, required=False)
+def load_bundle(app: Application, directory: Path | None, required: bool = True) -> Bundle | None:
+    """The bundle at --dir (or here); warn about secret files others can read."""
+    bundle = find_bundle(directory, required=required)
+    if bundle is not None:
+        for path in bundle.secret_files():
+            if too_open(path):
+                app.warn(f"{path} is readable by others (mode {mode_of(path):o}); chmod 600 it")
+    return bundle

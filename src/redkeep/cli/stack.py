@@ -1,7 +1,9 @@
 """`redkeep init`, `up`, `down`, `status`: a hardened Redis bundle, rendered and run locally."""
 
 import datetime as dt
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -10,13 +12,31 @@ from redkeep.actions.health import bundle_status, certificate_expiry
 from redkeep.actions.init import InitReport, init_bundle
 from redkeep.actions.stack import run_foreground, stack_dir, start_redis, stop_redis
 from redkeep.app import Application
-from redkeep.bundle import Bundle, find_bundle
-from redkeep.cli.options import json_option
-from redkeep.errors import ExitStatus
+from redkeep.bundle import CONFIG_NAME, Bundle
+from redkeep.cli.options import connection_options, json_option, load_bundle, target_for
+from redkeep.connect import ConnectionOptions
+from redkeep.errors import ExitStatus, UsageError
 
-DirArgument = click.argument(
-    "directory", required=False, type=click.Path(path_type=Path, file_okay=False)
-)
+
+def bundle_directory(command: Callable) -> Callable:
+    """DIRECTORY as an argument or as --dir (both spellings work, as for the other commands)."""
+
+    @click.argument("directory", required=False, type=click.Path(path_type=Path, file_okay=False))
+    @click.option(
+        "--dir",
+        "dir_option",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="The bundle directory (same as the DIRECTORY argument).",
+    )
+    @functools.wraps(command)
+    def wrapper(*args, directory: Path | None, dir_option: Path | None, **kwargs):
+        if directory and dir_option and directory != dir_option:
+            raise UsageError(
+                f"two directories given ({directory} and --dir {dir_option}); pass one"
+            )
+        return command(*args, directory=directory or dir_option, **kwargs)
+
+    return wrapper
 
 
 @click.command()
@@ -42,13 +62,18 @@ def show_init(app: Application, report: InitReport) -> None:
         app.say(f"  generated {', '.join(report.new_secrets)} in .env (mode 0600)")
     if report.kept_secrets:
         app.say(f"  kept existing {', '.join(report.kept_secrets)}")
+    if report.new_secrets and report.kept_hashes:
+        app.say(
+            "  passwords already in redis/users.acl stay valid next to the new ones; remove them "
+            "with `redkeep users finish-rotation USER` once clients use .env"
+        )
     app.say(f"  wrote {', '.join(report.written)}")
     if report.checked_with:
         app.say(f"  redis-server {report.checked_with} accepts redis.conf")
 
 
 @click.command()
-@DirArgument
+@bundle_directory
 @click.option("--detach", "-d", is_flag=True, help="Return once Redis is healthy.")
 @click.pass_obj
 def up(app: Application, directory: Path | None, detach: bool) -> int:
@@ -58,9 +83,9 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
     Creates the bundle first when there is none. Runs until Ctrl-C unless --detach.
     """
     root = stack_dir(directory, Path(os.getcwd()))
-    bundle = Bundle(root)
-    if not bundle.exists():
+    if not (root / CONFIG_NAME).is_file():
         show_init(app, init_bundle(root))
+    bundle = load_bundle(app, root)
     running = start_redis(bundle, detach=detach)
     show_running(app, bundle, running.pid)
     if detach:
@@ -74,73 +99,74 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
 
 def show_running(app: Application, bundle: Bundle, pid: int) -> None:
     settings = bundle.settings
-    host, port = settings.host, settings.redis.tls_port
     expiry = certificate_expiry(bundle, dt.datetime.now(dt.UTC))
     server = expiry.get("server", {})
     rows = [
-        ("redis-server", f"pid {pid}, TLS only on {host}:{port} (plaintext port closed)"),
-        ("app URL", f"rediss://app:****@{host}:{port}  (REDIS_URL in .env)"),
-        ("admin URL", f"rediss://admin:****@{host}:{port}"),
+        (
+            "redis-server",
+            f"pid {pid}, TLS only on port {settings.redis.tls_port} (no plaintext port)",
+        ),
+        ("app URL", f"{bundle.target('app').display_url}  (REDIS_URL in .env)"),
+        ("admin URL", bundle.target("admin").display_url),
         ("secrets", f"{bundle.env_path} (mode 0600)"),
         ("TLS files", f"{bundle.tls.directory}/ ca.crt client.crt client.key"),
-        (
-            "certificate",
-            f"server expires {server.get('not_after', '?')[:10]} "
-            f"({server.get('days_left', '?')} days)",
-        ),
+        ("certificate", f"server expires {server.get('not_after', '?')[:10]}"),
         ("log", f"{bundle.run_dir / 'redis.log'}"),
     ]
     app.pairs(rows, title=f"redkeep up: {bundle.root}")
 
 
 @click.command()
-@DirArgument
+@bundle_directory
 @click.pass_obj
 def down(app: Application, directory: Path | None) -> None:
     """Stop what `redkeep up --detach` started in DIRECTORY."""
     root = stack_dir(directory, Path(os.getcwd()))
-    pid = stop_redis(Bundle(root))
+    bundle = load_bundle(app, root)
+    pid = stop_redis(bundle)
     app.say(f"stopped redis-server pid {pid}" if pid else f"nothing running in {root}")
 
 
 @click.command()
-@DirArgument
+@bundle_directory
+@connection_options
 @json_option
 @click.pass_obj
-def status(app: Application, directory: Path | None, as_json: bool) -> int:
-    """One screen: health, clients, memory, certificate expiry, last backup, audit score."""
+def status(
+    app: Application, directory: Path | None, connection: ConnectionOptions, as_json: bool
+) -> int:
+    """One screen: health, clients, memory, certificate expiry, last backup, audit score.
+
+    Exit 0 when healthy, 3 when Redis cannot be reached, 1 when it answers but is not healthy.
+    """
     app.json_mode = as_json
-    bundle = find_bundle(directory)
-    report = bundle_status(bundle, bundle.target("exporter"), dt.datetime.now(dt.UTC))
+    bundle = load_bundle(app, directory)
+    target = target_for(connection, bundle, "exporter")
+    report = bundle_status(bundle, target, dt.datetime.now(dt.UTC))
     if as_json:
         app.emit_json(report)
     else:
         app.pairs(status_rows(report), title=f"redkeep status: {bundle.root}")
-    return ExitStatus.OK if report["healthy"] else ExitStatus.FAILURE
+    return ExitStatus.OK if report["healthy"] else report.get("status") or ExitStatus.FAILURE
 
 
 def status_rows(report: dict) -> list[tuple[str, str]]:
     rows = [("health", "healthy" if report["healthy"] else f"UNHEALTHY: {report['detail']}")]
     rows.append(("url", report["url"]))
     server = report.get("server", {})
-    if server:
+    if "error" in server:
+        rows.append(("server", f"INFO failed: {server['error']}"))
+    elif server:
         rows += [
             (
                 "server",
                 f"Redis {server['version']}, {server['role']}, up {server['uptime_seconds']}s",
             ),
             ("clients", str(server["connected_clients"])),
-            (
-                "memory",
-                f"{server['used_memory']} used of {server['maxmemory']} "
-                f"({server['maxmemory_policy']})",
-            ),
+            ("memory", f"{server['used_memory']} used of {server['maxmemory']}"),
+            ("eviction", server["maxmemory_policy"]),
             ("keys", str(server["keys"])),
-            (
-                "persistence",
-                f"last RDB save {server['rdb_last_save']}, "
-                f"AOF {'on' if server['aof_enabled'] else 'off'}",
-            ),
+            ("persistence", _persistence(server)),
         ]
     for label, cert in report["certificates"].items():
         text = cert if isinstance(cert, str) else f"{cert['days_left']} days left"
@@ -151,6 +177,17 @@ def status_rows(report: dict) -> list[tuple[str, str]]:
         ("audit score", report["audit_score"]),
     ]
     return rows
+
+
+def _persistence(server: dict) -> str:
+    saved = server.get("rdb_last_save_time")
+    when = (
+        dt.datetime.fromtimestamp(int(saved), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if saved
+        else "never"
+    )
+    aof = "on" if server["aof_enabled"] else "off"
+    return f"last RDB save {when} ({server['rdb_last_bgsave_status']}), AOF {aof}"
 
 
 COMMANDS = [init, up, down, status]

@@ -6,12 +6,11 @@ import click
 
 from redkeep.actions import users as actions
 from redkeep.app import Application
-from redkeep.bundle import find_bundle
 from redkeep.cli.options import (
     connection_options,
     dir_option,
     json_option,
-    optional_bundle,
+    load_bundle,
     target_for,
 )
 from redkeep.connect import ConnectionOptions, session
@@ -32,7 +31,7 @@ def list_command(
 ) -> None:
     """List ACL users: enabled, password count, rules. Never shows password hashes."""
     app.json_mode = as_json
-    target = target_for(connection, optional_bundle(directory), "admin")
+    target = target_for(connection, load_bundle(app, directory, required=False), "admin")
     with session(target) as client:
         users = actions.list_users(client, target)
     if as_json:
@@ -66,7 +65,7 @@ def rotate(
     clients to the new password, then run `redkeep users finish-rotation USER`. Talks to the
     bundle's own Redis as admin unless --url is given.
     """
-    bundle = find_bundle(directory)
+    bundle = load_bundle(app, directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
     with session(target) as client:
         result = actions.rotate(bundle, client, target, user)
@@ -89,7 +88,7 @@ def finish_rotation(
 
     Connections already logged in stay open; new logins need the new password.
     """
-    bundle = find_bundle(directory)
+    bundle = load_bundle(app, directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
     with session(target) as client:
         result = actions.finish_rotation(bundle, client, target, user)

@@ -12,10 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MEMORY_SIZE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
-KEY_PATTERN = re.compile(r"^(~|%R~|%W~|%RW~)\S*$|^allkeys$|^resetkeys$")
-CHANNEL_PATTERN = re.compile(r"^&\S*$|^allchannels$|^resetchannels$")
-COMMAND_RULE = re.compile(r"^[+-](@?[a-z0-9_.|-]+)$|^(allcommands|nocommands)$", re.IGNORECASE)
+MEMORY_SIZE = re.compile(r"\d+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
+KEY_PATTERN = re.compile(r"(~|%R~|%W~|%RW~)\S*|allkeys|resetkeys")
+CHANNEL_PATTERN = re.compile(r"&\S*|allchannels|resetchannels")
+COMMAND_RULE = re.compile(r"[+-](@?[a-z0-9_.|-]+)|allcommands|nocommands", re.IGNORECASE)
 
 
 def default_server_names() -> list[str]:
@@ -30,9 +30,20 @@ def default_server_names() -> list[str]:
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value: object) -> object:
+        # Values end up in redis.conf and docker-compose.yml: a line break would inject lines.
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and any(char in text for char in "\r\n\0"):
+                raise ValueError("must be one line (no line breaks or NUL)")
+        return value
+
 
 class RedisSettings(Section):
-    image: str = Field("redis:7", description="Container image for docker-compose.yml.")
+    image: str = Field(
+        "redis:7", pattern=r"^[\w./:@-]+$", description="Container image for docker-compose.yml."
+    )
     bind: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "-::1"],
         description="Addresses redis-server listens on when run by `redkeep up` "
@@ -63,6 +74,9 @@ class RedisSettings(Section):
         default_factory=lambda: ["3600 1", "300 100", "60 10000"],
         description="RDB snapshot points: 'SECONDS CHANGES' (save after SECONDS if CHANGES).",
     )
+    repl_diskless_sync_delay: int = Field(
+        5, ge=0, description="Seconds a snapshot for replicas (and backups) waits for more."
+    )
     latency_monitor_threshold: int = Field(
         100, ge=0, description="Record events slower than this many ms in LATENCY (0: off)."
     )
@@ -70,7 +84,7 @@ class RedisSettings(Section):
     @field_validator("maxmemory")
     @classmethod
     def _memory_size(cls, value: str) -> str:
-        if not MEMORY_SIZE.match(value):
+        if not MEMORY_SIZE.fullmatch(value):
             raise ValueError("expected a size such as 256mb, 2gb or 0")
         return value.lower()
 
@@ -116,13 +130,15 @@ class TLSSettings(Section):
         description="TLS versions Redis accepts; older ones are not allowed.",
     )
     ciphers: str = Field(
-        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        pattern=r"^[\w:+!@.=-]+$",
+        default="ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
         "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
         "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
         description="TLSv1.2 cipher list: forward secrecy and AEAD only.",
     )
     ciphersuites: str = Field(
-        "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        pattern=r"^[\w:]+$",
+        default="TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
         description="TLSv1.3 cipher suites.",
     )
 
@@ -170,10 +186,9 @@ class AppUserSettings(Section):
             "+@transaction",
             "+@connection",
             "+@scripting",
-            "-@dangerous",
-            "-@admin",
         ],
-        description="ACL command rules for the app user; -@dangerous -@admin always close it.",
+        description="ACL command rules for the app user; redkeep always appends "
+        "-@dangerous -@admin.",
     )
 
     @field_validator("keys")
@@ -205,6 +220,91 @@ class DockerSettings(Section):
     )
 
 
+class RetentionSettings(Section):
+    keep_last: int | None = Field(None, ge=1, description="Keep the newest N backups.")
+    keep_daily: int | None = Field(7, ge=1, description="Keep the newest backup of each of N days.")
+    keep_weekly: int | None = Field(
+        4, ge=1, description="Keep the newest backup of each of N weeks."
+    )
+    keep_monthly: int | None = Field(
+        6, ge=1, description="Keep the newest backup of each of N months."
+    )
+    max_age_days: int | None = Field(
+        None, ge=1, description="Also keep every backup younger than this many days."
+    )
+    prune_after_run: bool = Field(
+        True, description="Apply this retention after every successful `backup run`."
+    )
+
+
+class NotifySettings(Section):
+    on_success: bool = Field(
+        False,
+        description="Notify on success too (failures always notify). Channels are enabled by "
+        "secrets in the environment or .env: SLACK_WEBHOOK_URL, TELEGRAM_BOT_TOKEN + "
+        "TELEGRAM_CHAT_ID, BACKUP_WEBHOOK_URL.",
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org", description="Telegram Bot API base URL."
+    )
+
+
+class S3Settings(Section):
+    sse: Literal["AES256", "aws:kms"] | None = Field(
+        None, description="Server-side encryption (on top of age)."
+    )
+    kms_key_id: str | None = Field(None, description="KMS key for sse: aws:kms.")
+    storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR.")
+    checksums: Literal["when_required", "when_supported"] = Field(
+        "when_required",
+        description="boto3 request checksums; when_required works with MinIO, R2 and others.",
+    )
+
+
+class BackupSettings(Section):
+    dest: str = Field(
+        "backups",
+        description="Where backups go: a directory (relative to the bundle), file:///path or "
+        "s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).",
+    )
+    type: Literal["rdb", "aof", "both"] = Field("rdb", description="What to capture.")
+    compress: Literal["zstd", "gzip", "none"] = Field("zstd", description="Compression.")
+    age_recipients: list[str] = Field(
+        default_factory=list,
+        description="age public keys (age1...) backups are encrypted to; encryption is on "
+        "when there is one. The backup host needs no private key.",
+    )
+    identity_file: str | None = Field(
+        None, description="age identity file used by `backup verify` and `restore`."
+    )
+    passphrase_file: str | None = Field(
+        None, description="File holding a passphrase to encrypt with (instead of or with keys)."
+    )
+    idle_timeout: float = Field(
+        60.0, gt=0, description="Give up when the server sends nothing for this many seconds."
+    )
+    interval_minutes: int = Field(
+        0, ge=0, description="`redkeep up` runs a backup every N minutes (0: never)."
+    )
+    metrics_file: str = Field(
+        "run/metrics/redkeep_backup.prom",
+        description="Prometheus textfile with the last run's result (relative to the bundle).",
+    )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="Which backups `backup prune` keeps."
+    )
+    notify: NotifySettings = Field(default_factory=NotifySettings, description="Notifications.")
+    s3: S3Settings = Field(default_factory=S3Settings, description="S3 upload options.")
+
+    @field_validator("age_recipients")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
+                raise ValueError(f"'{key[:16]}...' is not an age1... or ssh public key")
+        return value
+
+
 class Settings(Section):
     version: Literal[1] = Field(1, description="Version of this file's format.")
     name: str = Field(
@@ -222,6 +322,7 @@ class Settings(Section):
     docker: DockerSettings = Field(
         default_factory=DockerSettings, description="docker-compose.yml."
     )
+    backup: BackupSettings = Field(default_factory=BackupSettings, description="Backups.")
 
     @model_validator(mode="after")
     def _host_is_in_certificate(self) -> "Settings":
@@ -235,6 +336,6 @@ class Settings(Section):
 
 def _check_rules(values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:
     for value in values:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ValueError(f"'{value}' is not a {example}")
     return values

@@ -9,6 +9,7 @@ import yaml
 from redkeep.config.schema import Settings
 
 ROLES = ("admin", "app", "exporter", "backup")
+APP_CLOSING = ["-@dangerous", "-@admin"]
 
 
 @cache
@@ -28,14 +29,34 @@ def user_rules(role: str, settings: Settings) -> list[str]:
     rules = list(role_rules()[role])
     if role == "app":
         app = settings.users.app
-        rules += ["resetkeys", *app.keys, "resetchannels", *app.channels, *app.commands]
+        # Whatever the configured rules grant, dangerous and admin commands stay closed.
+        commands = [rule for rule in app.commands if rule not in APP_CLOSING] + APP_CLOSING
+        rules += ["resetkeys", *app.keys, "resetchannels", *app.channels, *commands]
     return rules
 
 
-def render_acl(settings: Settings, passwords: dict[str, str]) -> str:
-    """Return users.acl: `default` switched off, then each role with its password hash."""
+def render_acl(
+    settings: Settings, passwords: dict[str, str], kept: dict[str, list[str]] | None = None
+) -> str:
+    """Return users.acl: `default` switched off, then each role with its password hashes.
+
+    `kept` holds hashes already valid for a role (from the existing file): they stay valid,
+    so re-rendering a bundle never locks out a client that still uses an older password.
+    """
     lines = ["user default " + " ".join(role_rules()["default"])]
     for role in ROLES:
-        rules = " ".join(user_rules(role, settings))
-        lines.append(f"user {role} #{password_hash(passwords[role])} {rules}")
+        hashes = [password_hash(passwords[role])]
+        hashes += [digest for digest in (kept or {}).get(role, []) if digest not in hashes]
+        secrets = " ".join(f"#{digest}" for digest in hashes)
+        lines.append(f"user {role} {secrets} {' '.join(user_rules(role, settings))}")
     return "\n".join(lines) + "\n"
+
+
+def hashes_in(acl_text: str) -> dict[str, list[str]]:
+    """The password hashes of each user in an ACL file's text."""
+    found: dict[str, list[str]] = {}
+    for line in acl_text.splitlines():
+        tokens = line.split()
+        if len(tokens) >= 2 and tokens[0] == "user":
+            found[tokens[1]] = [token[1:] for token in tokens[2:] if token.startswith("#")]
+    return found

@@ -42,7 +42,11 @@ def render_compose(settings: Settings, uid: int, gid: int) -> str:
 
 
 def bundle_files(
-    settings: Settings, passwords: dict[str, str], uid: int, gid: int
+    settings: Settings,
+    passwords: dict[str, str],
+    uid: int,
+    gid: int,
+    kept_hashes: dict[str, list[str]] | None = None,
 ) -> list[BundleFile]:
     """Every generated file of a bundle except the certificates, redkeep.yaml last.
 
@@ -58,7 +62,7 @@ def bundle_files(
     name = settings.name
     return [
         BundleFile("redis/redis.conf", container_conf, PUBLIC_MODE),
-        BundleFile("redis/users.acl", render_acl(settings, passwords), SECRET_MODE),
+        BundleFile("redis/users.acl", render_acl(settings, passwords, kept_hashes), SECRET_MODE),
         BundleFile("docker-compose.yml", render_compose(settings, uid, gid), PUBLIC_MODE),
         BundleFile(
             ".env",
