@@ -49,6 +49,10 @@ class Bundle:
         return self.root / "run"
 
     @property
+    def backup_key_path(self) -> Path:
+        return self.root / "keys" / "backup.key"
+
+    @property
     def tls(self) -> TLSFiles:
         return TLSFiles(self.root / "tls")
 
@@ -81,7 +85,8 @@ class Bundle:
 
     def secret_files(self) -> list[Path]:
         """Files that hold secrets (or hashes of them) and must be private to the owner."""
-        return [self.env_path, self.acl_path, *sorted(self.tls.directory.glob("*.key"))]
+        keys = [*sorted(self.tls.directory.glob("*.key")), self.backup_key_path]
+        return [self.env_path, self.acl_path, *keys]
 
     def target(self, role: str, with_password: bool = True) -> Target:
         """How to reach this bundle's Redis as `role`: TLS, its CA, the bundle client cert."""

@@ -33,9 +33,11 @@ def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE) -> None
 def ensure_private_dir(path: Path) -> None:
     """Create `path` (and parents) as 0700; an existing directory keeps its mode (it may be
     shared, like /tmp or a home directory)."""
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(PRIVATE_DIR_MODE)
+    missing = [path, *[parent for parent in path.parents if not parent.exists()]]
+    for directory in reversed(missing):
+        if not directory.is_dir():
+            directory.mkdir(exist_ok=True)
+            directory.chmod(PRIVATE_DIR_MODE)
 
 
 def too_open(path: Path) -> bool:

@@ -13,10 +13,10 @@ from tests.conftest import run_redkeep
 from tests.servers import free_port, wait_for_exit
 
 
-def start_bundle(root: Path) -> Bundle:
+def start_bundle(root: Path, env: dict[str, str] | None = None) -> Bundle:
     """Init a bundle at `root` on a free port (unless one is there) and start it detached."""
     if not (root / "redkeep.yaml").exists():
-        init = run_redkeep("init", root, "--tls-port", free_port())
+        init = run_redkeep("init", root, "--tls-port", free_port(), env=env)
         assert init.returncode == 0, init.stderr
     up = run_redkeep("up", root, "--detach")
     assert up.returncode == 0, up.stderr
@@ -61,6 +61,6 @@ def client_as(
         ssl_keyfile=str(tls.client_key()) if client_cert else None,
         socket_timeout=5,
         retry=Retry(NoBackoff(), 0),  # a refusal must show at once, not after retries
-        decode_responses=True,
+        decode_responses=kwargs.pop("decode_responses", True),
         **kwargs,
     )

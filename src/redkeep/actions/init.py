@@ -6,12 +6,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyrage
+
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.config.load import load_settings
 from redkeep.config.schema import Settings
 from redkeep.envfile import generate_password, parse_env, read_env, update_env
 from redkeep.errors import UsageError
-from redkeep.fsutil import atomic_write, ensure_private_dir
+from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.pki import issue
 from redkeep.pki.files import DEFAULT_CLIENT, TLSFiles, write_pair
 from redkeep.pki.inspect import (
@@ -58,6 +60,9 @@ def init_bundle(
     ensure_private_dir(root)
     passwords = _passwords(bundle, report)
     report.certificates = ensure_certificates(bundle.tls, settings, now)
+    if not bundle.exists():  # a new bundle: encrypted backups from the start
+        settings, line = ensure_backup_key(bundle, settings)
+        report.certificates.append(line)
     for directory in (bundle.data_dir, bundle.run_dir):
         ensure_private_dir(directory)
     bundle.redis_dir.mkdir(exist_ok=True)
@@ -178,6 +183,31 @@ def _leaf_usable(
     if key_description(cert.public_key()) != KEY_NAMES[key_type]:
         return False
     return names is None or sorted(subject_alt_names(cert)) == sorted(names)
+
+
+def ensure_backup_key(bundle: Bundle, settings: Settings) -> tuple[Settings, str]:
+    """Give a new bundle an age key pair, so its backups are encrypted from the first one.
+
+    The identity (private key) goes to keys/backup.key (0600); move it off this host and keep
+    it safe: without it the backups cannot be restored. redkeep.yaml gets the public key.
+    """
+    if settings.backup.age_recipients:
+        return settings, "backups encrypted to the configured age recipients"
+    path = bundle.backup_key_path
+    if path.exists():
+        identity = pyrage.x25519.Identity.from_str(path.read_text().split()[-1])
+        line = f"kept backup key {path.relative_to(bundle.root)}"
+    else:
+        identity = pyrage.x25519.Identity.generate()
+        ensure_private_dir(path.parent)
+        atomic_write(
+            path, f"# redkeep backup identity: keep a copy offline\n{identity}\n", SECRET_MODE
+        )
+        line = f"created backup key {path.relative_to(bundle.root)} (age; keep a copy offline)"
+    data = settings.model_dump()
+    data["backup"]["age_recipients"] = [str(identity.to_public())]
+    data["backup"]["identity_file"] = str(path.relative_to(bundle.root))
+    return Settings.model_validate(data), line
 
 
 def check_local_config(bundle: Bundle, settings: Settings) -> str:

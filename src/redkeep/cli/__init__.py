@@ -14,7 +14,7 @@ import click
 
 from redkeep import __version__
 from redkeep.app import Application
-from redkeep.cli import certs, config, health, pending, stack, users
+from redkeep.cli import backup, certs, config, health, pending, stack, users
 from redkeep.errors import ConfigError, ExitStatus, RedkeepError
 
 
@@ -31,7 +31,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = Application(debug=debug)
 
 
-for module in (stack, health, certs, users, config, pending):
+for module in (stack, health, certs, users, backup, config, pending):
     for command in module.COMMANDS:
         cli.add_command(command)
 

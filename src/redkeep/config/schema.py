@@ -221,7 +221,7 @@ class DockerSettings(Section):
 
 
 class RetentionSettings(Section):
-    keep_last: int | None = Field(None, ge=1, description="Keep the newest N backups.")
+    keep_last: int | None = Field(10, ge=1, description="Keep the newest N backups.")
     keep_daily: int | None = Field(7, ge=1, description="Keep the newest backup of each of N days.")
     keep_weekly: int | None = Field(
         4, ge=1, description="Keep the newest backup of each of N weeks."

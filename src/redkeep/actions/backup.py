@@ -1,0 +1,387 @@
+"""`redkeep backup run`, `list` and `prune`.
+
+A run: read the server's state, stream each capture through check -> compress -> encrypt ->
+hash -> store, prove the stored bytes are ciphertext when encryption is on, write the report
+and then the manifest (last: a backup without one is incomplete), then record metrics and
+notify. A failure at any point aborts what was being written and is reported the same way.
+"""
+
+import contextlib
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from redkeep.backup import aof, notify, retention
+from redkeep.backup.encryption import KEY_OBJECT, Encryption, plan_encryption
+from redkeep.backup.manifest import (
+    MANIFEST,
+    REPORT,
+    VERIFIED,
+    Manifest,
+    StoredObject,
+    new_backup_id,
+    object_key,
+    time_of,
+)
+from redkeep.backup.metrics import write_metrics
+from redkeep.backup.pipeline import (
+    AGE_MAGIC,
+    SUFFIX,
+    AgeEncryptSink,
+    HashingSink,
+    SinkFile,
+    TeeSink,
+    compressor,
+)
+from redkeep.backup.rdb import RdbValidator
+from redkeep.backup.replication import capture_rdb
+from redkeep.backup.stores import Store
+from redkeep.connect import Target, explain_command_error, session
+from redkeep.errors import RedkeepError, StoreError
+
+
+@dataclass
+class RunOptions:
+    store: Store
+    source: str
+    kind: str  # rdb, aof or both
+    compression: str = "zstd"
+    public_keys: list[str] = field(default_factory=list)
+    passphrase: str | None = None
+    idle_timeout: float = 60.0
+    metrics_file: Path | None = None
+    channels: notify.Channels = field(default_factory=notify.Channels)
+    notify_on_success: bool = False
+
+
+def run_backup(
+    options: RunOptions, target: Target, aof_target: Target | None, now: dt.datetime
+) -> dict[str, Any]:
+    """Take one backup of `target`; return the run report. Raise RedkeepError on failure."""
+    started = time.monotonic()
+    backup_id = new_backup_id(now)
+    report: dict[str, Any] = {
+        "result": "failure",
+        "id": backup_id,
+        "source": options.source,
+        "dest": options.store.url,
+        "type": options.kind,
+        "started": now.isoformat(),
+    }
+    manifest = Manifest(backup_id, options.source, options.kind, now.isoformat())
+    try:
+        _capture_all(options, target, aof_target, manifest)
+        manifest.finished = dt.datetime.now(dt.UTC).isoformat()
+        manifest.duration_seconds = round(time.monotonic() - started, 3)
+        report |= _success_fields(manifest)
+        options.store.put_bytes(_key(manifest, REPORT), _json(report))
+        options.store.put_bytes(_key(manifest, MANIFEST), manifest.to_json())
+    except RedkeepError as error:
+        report["error"] = error.message
+        raise
+    finally:
+        _after_run(options, manifest, report, started)
+    return report
+
+
+def _capture_all(
+    options: RunOptions, target: Target, aof_target: Target | None, manifest: Manifest
+) -> None:
+    encryption = plan_encryption(options.public_keys, options.passphrase)
+    manifest.encryption = {"mode": encryption.mode, "recipients": encryption.public_keys}
+    with session(target) as client:
+        info = _info(client, target)
+        manifest.server = server_facts(info)
+        manifest.keyspace["before"] = keyspace_of(info)
+        if options.kind in ("rdb", "both"):
+            _store_rdb(options, target, manifest, encryption, int(info.get("used_memory", 0)))
+        if options.kind in ("aof", "both"):
+            _store_aof(options, aof_target or target, manifest, encryption)
+        if encryption.key_object is not None:
+            options.store.put_bytes(_key(manifest, KEY_OBJECT), encryption.key_object)
+            manifest.encryption["key_object"] = KEY_OBJECT
+        if encryption.enabled:
+            _prove_encrypted(options.store, manifest)
+        manifest.keyspace["after"] = keyspace_of(_info(client, target))
+
+
+def _info(client: redis.Redis, target: Target) -> dict[str, Any]:
+    try:
+        return client.info("all")
+    except redis.RedisError as error:
+        raise explain_command_error(error, target, "INFO") from None
+
+
+def server_facts(info: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest records about the server at capture time."""
+    engine = "valkey" if info.get("server_name") == "valkey" else "redis"
+    return {
+        "engine": engine,
+        "version": info.get("valkey_version") or info.get("redis_version"),
+        "mode": info.get("redis_mode"),
+        "role": info.get("role"),
+        "replid": info.get("master_replid"),
+        "offset": info.get("master_repl_offset"),
+        "used_memory": info.get("used_memory"),
+    }
+
+
+def keyspace_of(info: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Keys and keys-with-expiry per database, from INFO."""
+    return {
+        name: {"keys": int(value["keys"]), "expires": int(value["expires"])}
+        for name, value in info.items()
+        if name.startswith("db") and name[2:].isdigit() and isinstance(value, dict)
+    }
+
+
+def _chain(options: RunOptions, manifest: Manifest, name: str, encryption: Encryption, hint: int):
+    """check -> (raw hash) -> compress -> encrypt -> (stored hash) -> store writer."""
+    writer = options.store.writer(_key(manifest, name), size_hint=hint)
+    stored = HashingSink(writer)
+    encrypted = AgeEncryptSink(encryption.recipients, stored) if encryption.enabled else stored
+    raw = HashingSink(compressor(options.compression, encrypted))
+    return raw, stored
+
+
+def _object_name(base: str, options: RunOptions, encryption: Encryption) -> str:
+    return base + SUFFIX[options.compression] + (".age" if encryption.enabled else "")
+
+
+def _record(manifest, name, content, options, encryption, raw, stored) -> None:
+    manifest.objects.append(
+        StoredObject(
+            name=name,
+            content=content,
+            size=stored.size,
+            sha256=stored.sha256.hexdigest(),
+            raw_size=raw.size,
+            raw_sha256=raw.sha256.hexdigest(),
+            compression=options.compression,
+            encryption=encryption.mode,
+        )
+    )
+
+
+def _store_rdb(
+    options: RunOptions, target: Target, manifest: Manifest, encryption: Encryption, hint: int
+) -> None:
+    name = _object_name("dump.rdb", options, encryption)
+    raw, stored = _chain(options, manifest, name, encryption, hint)
+    validator = RdbValidator()
+    head = TeeSink(validator.feed, raw)
+    try:
+        capture = capture_rdb(target, head.write, options.idle_timeout)
+        check = validator.finish()
+        head.close()
+    except BaseException:
+        head.abort()
+        raise
+    manifest.rdb = check.as_dict() | {
+        "transfer": capture.transfer,
+        "replid": capture.replid,
+        "offset": capture.offset,
+    }
+    _record(manifest, name, "rdb", options, encryption, raw, stored)
+
+
+def _store_aof(
+    options: RunOptions, target: Target, manifest: Manifest, encryption: Encryption
+) -> None:
+    name = _object_name("appendonlydir.tar", options, encryption)
+    with session(target) as client:
+        location = aof.locate(client, target)
+        snapshot = aof.snapshot(client, target, location)
+    try:
+        raw, stored = _chain(options, manifest, name, encryption, sum(snapshot.sizes.values()))
+        try:
+            aof.write_tar(snapshot, SinkFile(raw))
+            raw.close()
+        except BaseException:
+            raw.abort()
+            raise
+    finally:
+        snapshot.cleanup()
+    manifest.aof = {
+        "manifest": snapshot.manifest,
+        "files": {name: size for name, size in snapshot.sizes.items()},
+        "hard_linked": snapshot.linked,
+    }
+    _record(manifest, name, "aof", options, encryption, raw, stored)
+
+
+def _prove_encrypted(store: Store, manifest: Manifest) -> None:
+    """Read back the first bytes of each object: they must be age ciphertext, never plaintext."""
+    for item in manifest.objects:
+        key = _key(manifest, item.name)
+        head = store.head(key, len(AGE_MAGIC))
+        if head != AGE_MAGIC:
+            store.delete([key])
+            raise StoreError(
+                f"{key} does not start with the age header although encryption is on; "
+                "it was deleted and the backup failed"
+            )
+
+
+def _success_fields(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "result": "success",
+        "finished": manifest.finished,
+        "duration_seconds": manifest.duration_seconds,
+        "bytes_stored": sum(item.size for item in manifest.objects),
+        "bytes_raw": sum(item.raw_size for item in manifest.objects),
+        "objects": [item.name for item in manifest.objects],
+        "encryption": manifest.encryption.get("mode"),
+        "rdb": manifest.rdb,
+        "keyspace": manifest.keyspace.get("before", {}),
+    }
+
+
+def _after_run(
+    options: RunOptions, manifest: Manifest, report: dict[str, Any], started: float
+) -> None:
+    """Metrics, the failure report, notifications: whatever happened to the run."""
+    report.setdefault("duration_seconds", round(time.monotonic() - started, 3))
+    if report["result"] != "success":
+        # Beside the (incomplete) backup, so its prefix explains itself; best effort.
+        with contextlib.suppress(RedkeepError):
+            options.store.put_bytes(_key(manifest, REPORT), _json(report))
+    if options.metrics_file is not None:
+        write_metrics(
+            options.metrics_file,
+            options.source,
+            report["result"] == "success",
+            time.time(),
+            report["duration_seconds"],
+            report.get("bytes_stored", 0),
+        )
+    report["notifications"] = notify.send(options.channels, report, options.notify_on_success)
+
+
+def _key(manifest: Manifest, name: str) -> str:
+    return object_key(manifest.source, manifest.id, name)
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, default=str).encode()
+
+
+# --- list ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Listed:
+    source: str
+    id: str
+    time: dt.datetime
+    complete: bool
+    verified: bool
+    objects: dict[str, int]
+    manifest: Manifest | None = None
+
+    def row(self) -> dict[str, Any]:
+        manifest = self.manifest
+        return {
+            "id": self.id,
+            "source": self.source,
+            "time": self.time.isoformat(),
+            "type": manifest.type if manifest else "?",
+            "size": sum(item.size for item in manifest.objects)
+            if manifest
+            else sum(self.objects.values()),
+            "encrypted": bool(manifest and manifest.encryption.get("mode", "none") != "none"),
+            "verified": self.verified,
+            "complete": self.complete,
+        }
+
+
+def list_backups(store: Store, source: str | None = None) -> list[Listed]:
+    """Every backup in `store` (of `source`), oldest first; incomplete ones are marked."""
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for key, size in store.list_objects(f"{source}/" if source else "").items():
+        parts = key.split("/")
+        if len(parts) == 3:
+            groups.setdefault((parts[0], parts[1]), {})[parts[2]] = size
+    found = []
+    for (src, backup_id), objects in groups.items():
+        try:
+            started = time_of(backup_id)
+        except ValueError:
+            continue  # not ours
+        listed = Listed(src, backup_id, started, MANIFEST in objects, False, objects)
+        if listed.complete:
+            listed.manifest = Manifest.from_json(
+                store.get_bytes(object_key(src, backup_id, MANIFEST)), f"{src}/{backup_id}"
+            )
+            # The manifest's start time has microseconds: two backups in one second still order.
+            listed.time = dt.datetime.fromisoformat(listed.manifest.created)
+            listed.verified = _verified(store, src, backup_id, objects)
+        found.append(listed)
+    return sorted(found, key=lambda item: (item.source, item.time, item.id))
+
+
+def _verified(store: Store, source: str, backup_id: str, objects: dict[str, int]) -> bool:
+    if VERIFIED not in objects:
+        return False
+    try:
+        record = json.loads(store.get_bytes(object_key(source, backup_id, VERIFIED)))
+    except (ValueError, StoreError):
+        return False
+    return record.get("result") == "ok"
+
+
+def find_backup(store: Store, source: str | None, backup_id: str) -> Listed:
+    """The complete backup `backup_id` (or `latest`) of `source`; raise if there is none."""
+    complete = [item for item in list_backups(store, source) if item.complete]
+    if backup_id == "latest":
+        if not complete:
+            raise RedkeepError(
+                f"no complete backup in {store.url}" + (f" for {source}" if source else "")
+            )
+        return max(complete, key=lambda item: item.time)
+    for item in complete:
+        if item.id == backup_id:
+            return item
+    everything = list_backups(store, source)
+    if any(item.id == backup_id for item in everything):
+        raise RedkeepError(f"backup {backup_id} is incomplete (no manifest): it cannot be used")
+    raise RedkeepError(f"no backup {backup_id} in {store.url}; `redkeep backup list` shows them")
+
+
+# --- prune --------------------------------------------------------------------------------
+
+
+def prune(
+    store: Store, source: str | None, policy: retention.Policy, now: dt.datetime, dry_run: bool
+) -> list[dict[str, Any]]:
+    """Apply `policy` to each source separately; delete (unless `dry_run`) what it drops."""
+    listed = list_backups(store, source)
+    by_source: dict[str, list[Listed]] = {}
+    for item in listed:
+        by_source.setdefault(item.source, []).append(item)
+    results = []
+    for src, items in by_source.items():
+        index = {item.id: item for item in items}
+        entries = [retention.Backup(i.id, i.time, i.complete, i.verified) for i in items]
+        for decision in retention.plan(entries, policy, now):
+            item = index[decision.backup.id]
+            if not decision.keep and not dry_run:
+                # The manifest goes first: a half-deleted backup is then incomplete, not broken.
+                names = sorted(item.objects, key=lambda name: name != MANIFEST)
+                for name in names:
+                    store.delete([object_key(src, item.id, name)])
+            results.append(
+                {
+                    "source": src,
+                    "id": item.id,
+                    "time": item.time.isoformat(),
+                    "action": "keep" if decision.keep else "delete",
+                    "reason": decision.reason,
+                }
+            )
+    return results

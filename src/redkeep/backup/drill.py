@@ -1,0 +1,120 @@
+"""Restore drills: load a backup into a throw-away redis-server and look at what is there.
+
+The server listens on a unix socket only (no TCP port), in a temp dir, with persistence off,
+and is stopped at the end. It must be a version that can read the backup's RDB version.
+"""
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from redkeep.errors import RedkeepError
+from redkeep.stack import redis_server
+
+LOAD_TIMEOUT = 600.0
+
+
+class Drill:
+    """A running throw-away server: clients per database over its unix socket."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket_path), db=db)
+
+
+@contextlib.contextmanager
+def scratch_server(data: Path, aof_dirname: str | None = None) -> Iterator[Drill]:
+    """A throw-away redis-server that loads `data/dump.rdb` (or the AOF dir)."""
+    binary = redis_server.find_redis_server()
+    socket_path = data / "redis.sock"
+    args = [
+        binary,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data),
+        "--dbfilename",
+        "dump.rdb",
+        "--save",
+        "",
+        "--logfile",
+        str(data / "redis.log"),
+        "--daemonize",
+        "no",
+        "--enable-debug-command",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--appendonly",
+        "yes" if aof_dirname else "no",
+    ]
+    if aof_dirname:
+        args += ["--appenddirname", aof_dirname, "--auto-aof-rewrite-percentage", "0"]
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077
+    )
+    client = redis.Redis(unix_socket_path=str(socket_path))
+    try:
+        _wait_loaded(client, process, data / "redis.log")
+        yield Drill(socket_path)
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_loaded(client: redis.Redis, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RedkeepError(f"the drill server could not load the backup: {_why(log)}")
+        try:
+            if not client.info("persistence").get("loading"):
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
+            pass
+        time.sleep(0.05)
+    raise RedkeepError(f"the drill server took longer than {LOAD_TIMEOUT:g}s to load the backup")
+
+
+def _why(log: Path) -> str:
+    lines = redis_server.log_tail(log, 6)
+    messages = [line.split(" # ", 1)[1] for line in lines if " # " in line]
+    text = "; ".join(messages[-2:]) or (lines[-1] if lines else "no log")
+    if "Can't handle RDB format version" in text:
+        text += " (install a redis-server at least as new as the one that made the backup)"
+    return text
+
+
+def keyspace(client: redis.Redis) -> dict[str, dict[str, int]]:
+    """`INFO keyspace` as {db: {keys, expires}}."""
+    info = client.info("keyspace")
+    return {
+        db: {"keys": int(stats["keys"]), "expires": int(stats["expires"])}
+        for db, stats in info.items()
+        if isinstance(stats, dict)
+    }
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="redkeep-drill-"))
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,273 @@
+"""Bad input gets a clear error, a non-zero exit, and nothing written to the target."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pyrage
+import pytest
+import redis
+
+from redkeep.backup.manifest import Manifest
+from redkeep.backup.rdb import crc64
+from tests.conftest import REDKEEP, run_redkeep
+
+
+def backup(bundle, *args):
+    result = run_redkeep("backup", "run", "--dir", bundle.root, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def stored(bundle, report, name=None):
+    return (
+        bundle.root / "backups" / report["source"] / report["id"] / (name or report["objects"][0])
+    )
+
+
+def restore_to_file(bundle, backup_id, path):
+    return run_redkeep("backup", "restore", backup_id, "--dir", bundle.root, "--to-file", path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_object_fails_verify_and_restore(backup_bundle, tmp_path, damage):
+    report = backup(backup_bundle)
+    path = stored(backup_bundle, report)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x40
+    else:
+        del data[-100:]
+    path.write_bytes(bytes(data))
+    verify = run_redkeep("backup", "verify", report["id"], "--dir", backup_bundle.root)
+    assert verify.returncode == 1
+    assert "is damaged: its SHA-256" in verify.stderr
+    assert len(verify.stderr.strip().splitlines()) == 1
+    restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
+    assert restore.returncode != 0
+    assert "is damaged" in restore.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_manifest_means_incomplete(backup_bundle, tmp_path):
+    report = backup(backup_bundle)
+    stored(backup_bundle, report, "manifest.json").unlink()
+    listing = json.loads(
+        run_redkeep("backup", "list", "--dir", backup_bundle.root, "--json").stdout
+    )
+    (row,) = [row for row in listing if row["id"] == report["id"]]
+    assert row["complete"] is False
+    restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
+    assert restore.returncode == 1
+    assert "is incomplete (no manifest): it cannot be used" in restore.stderr
+    latest = run_redkeep("backup", "verify", "latest", "--dir", backup_bundle.root, "--json")
+    assert json.loads(latest.stdout)["id"] != report["id"]  # latest means latest complete
+
+
+def test_wrong_identity(backup_bundle, tmp_path):
+    report = backup(backup_bundle)
+    other = tmp_path / "other.key"
+    other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    verify = run_redkeep(
+        "backup", "verify", report["id"], "--dir", backup_bundle.root, "--age-identity", other
+    )
+    assert verify.returncode == 1
+    assert "none of the given identities matches its recipients" in verify.stderr
+    restore = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        tmp_path / "out.rdb",
+        "--age-identity",
+        other,
+    )
+    assert restore.returncode == 1 and not (tmp_path / "out.rdb").exists()
+
+
+def test_unknown_rdb_version_from_a_newer_server(backup_bundle, tmp_path):
+    """A backup whose RDB says version 99 (a future Redis): refused loudly, nothing restored."""
+    report = backup(backup_bundle, "--no-encrypt", "--compress", "none")
+    path = stored(backup_bundle, report)
+    data = b"REDIS0099" + path.read_bytes()[9:-8]
+    data += crc64(data).to_bytes(8, "little")
+    path.write_bytes(data)
+    manifest_path = stored(backup_bundle, report, "manifest.json")
+    manifest = Manifest.from_json(manifest_path.read_bytes(), "test")
+    digest = hashlib.sha256(data).hexdigest()
+    manifest.objects[0].sha256 = manifest.objects[0].raw_sha256 = digest
+    manifest.objects[0].size = manifest.objects[0].raw_size = len(data)
+    manifest_path.write_bytes(manifest.to_json())
+    restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
+    assert restore.returncode == 1
+    assert "unknown RDB version 99" in restore.stderr and "upgrade redkeep" in restore.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def slow_server(redis_factory, tmp_path):
+    """A plain server whose snapshots take seconds (rdb-key-save-delay), with enough keys."""
+    server = redis_factory(["repl-diskless-sync-delay 0", "rdb-key-save-delay 200"])
+    client = redis.Redis(port=server.port)
+    pipe = client.pipeline(transaction=False)
+    for i in range(20000):
+        pipe.set(f"key:{i}", "x" * 50)
+    pipe.execute()
+    return server
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_server_dropping_mid_transfer(slow_server, tmp_path, s3_server, where):
+    dest = str(tmp_path / "dest") if where == "local" else f"s3://{s3_server.bucket}/dropped"
+    process = subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--url",
+            f"redis://127.0.0.1:{slow_server.port}",
+            "--dest",
+            dest,
+            "--source",
+            "slow",
+            "--no-encrypt",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    slow_server.process.kill()  # the server dies while streaming its snapshot
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, out + err
+    assert "closed the connection after" in err and "before the snapshot was complete" in err
+    listing = run_redkeep("backup", "list", "--dest", dest, "--json")
+    assert [row for row in json.loads(listing.stdout) if row["complete"]] == []
+    if where == "s3":  # the multipart upload was aborted: no parts left behind
+        uploads = s3_server.client().list_multipart_uploads(
+            Bucket=s3_server.bucket, Prefix="dropped/"
+        )
+        assert uploads.get("Uploads", []) == []
+    else:  # no temp file left behind either
+        assert not [p for p in (tmp_path / "dest").rglob("*.partial")]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_backup_killed_mid_run_leaves_nothing_complete(slow_server, tmp_path, s3_server, where):
+    dest = str(tmp_path / "dest") if where == "local" else f"s3://{s3_server.bucket}/killed"
+    process = subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--url",
+            f"redis://127.0.0.1:{slow_server.port}",
+            "--dest",
+            dest,
+            "--source",
+            "killed",
+            "--no-encrypt",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    listing = run_redkeep("backup", "list", "--dest", dest, "--source", "killed", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert [row for row in json.loads(listing.stdout) if row["complete"]] == []
+
+
+def test_failure_keeps_last_success_time_in_metrics(backup_bundle):
+    backup(backup_bundle)
+    metrics = backup_bundle.root / "run" / "metrics" / "redkeep_backup.prom"
+    before = metrics.read_text()
+    success_line = next(
+        line for line in before.splitlines() if line.startswith("redkeep_backup_last_success")
+    )
+    failed = run_redkeep(
+        "backup",
+        "run",
+        "--dir",
+        backup_bundle.root,
+        "--url",
+        f"rediss://backup:WrongPw-XYZ123@localhost:{backup_bundle.settings.redis.tls_port}",
+    )
+    assert failed.returncode == 3
+    after = metrics.read_text()
+    assert success_line in after
+    assert 'redkeep_backup_last_result{source="' in after and after.count("} 0\n") >= 1
+
+
+def test_notifications_on_failure_always_and_success_on_request(
+    backup_bundle, http_sink, monkeypatch
+):
+    secret_token = "123456:TOKEN-SECRET-abc"
+    env = {
+        "SLACK_WEBHOOK_URL": f"{http_sink.url}/slack/T000/B000/SLACKSECRET",
+        "TELEGRAM_BOT_TOKEN": secret_token,
+        "TELEGRAM_CHAT_ID": "-1001",
+        "BACKUP_WEBHOOK_URL": f"{http_sink.url}/hook?key=HOOKSECRET",
+        "REDKEEP_BACKUP__NOTIFY__TELEGRAM_API_URL": f"{http_sink.url}/tg",
+    }
+    port = backup_bundle.settings.redis.tls_port
+    bad = run_redkeep(
+        "backup",
+        "run",
+        "--dir",
+        backup_bundle.root,
+        "--url",
+        f"rediss://backup:WrongPw-XYZ123@localhost:{port}",
+        env=env,
+    )
+    assert bad.returncode == 3
+    paths = sorted(request["path"].split("?")[0] for request in http_sink.requests)
+    assert paths == ["/hook", "/slack/T000/B000/SLACKSECRET", f"/tg/bot{secret_token}/sendMessage"]
+    for request in http_sink.requests:
+        text = json.dumps(request["body"])
+        assert "FAILED" in text and "WRONGPASS" in text
+        for secret in (
+            "SLACKSECRET",
+            "TOKEN-SECRET",
+            "HOOKSECRET",
+            "WrongPw-XYZ123",
+            backup_bundle.password("backup"),
+        ):
+            assert secret not in text
+    telegram = next(r for r in http_sink.requests if r["path"].startswith("/tg"))
+    assert telegram["body"]["chat_id"] == "-1001"
+    http_sink.requests.clear()
+    assert run_redkeep("backup", "run", "--dir", backup_bundle.root, env=env).returncode == 0
+    assert http_sink.requests == []  # success is quiet by default
+    ok = run_redkeep("backup", "run", "--dir", backup_bundle.root, "--notify-on-success", env=env)
+    assert ok.returncode == 0
+    assert len(http_sink.requests) == 3
+    hook = next(r for r in http_sink.requests if r["path"].startswith("/hook"))
+    assert hook["body"]["report"]["result"] == "success"
+
+
+def test_a_failing_notification_is_reported_not_fatal(backup_bundle, http_sink):
+    http_sink.status = 500
+    env = {"BACKUP_WEBHOOK_URL": f"{http_sink.url}/hook"}
+    result = run_redkeep(
+        "backup", "run", "--dir", backup_bundle.root, "--notify-on-success", env=env
+    )
+    assert result.returncode == 0
+    assert "warning: webhook notification failed: HTTP 500" in result.stderr
+
+
+def test_s3_errors_are_one_line(backup_bundle, s3_server):
+    result = run_redkeep(
+        "backup", "run", "--dir", backup_bundle.root, "--dest", "s3://no-such-bucket/x"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(
+        "redkeep: error: create_multipart_upload on s3://no-such-bucket/"
+    )
+    assert "(NoSuchBucket): create the bucket first" in result.stderr

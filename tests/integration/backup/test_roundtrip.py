@@ -1,0 +1,195 @@
+"""Backups that restore: every data type and TTL, RDB and AOF, local and S3, encrypted or not.
+
+The restored dataset must equal the source: every key's DUMP payload and PTTL.
+"""
+
+import json
+import subprocess
+
+import pyrage
+import pytest
+import redis
+import zstandard
+
+from tests.conftest import run_redkeep
+from tests.integration.backup.conftest import assert_same_data, snapshot
+from tests.integration.conftest import client_as
+from tests.servers import require_binary
+
+
+def source_snapshot(bundle):
+    return snapshot(lambda db: client_as(bundle, "admin", db=db, decode_responses=False))
+
+
+def backup(bundle, *args, env=None):
+    result = run_redkeep("backup", "run", "--dir", bundle.root, "--json", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def restore_and_compare(bundle, backup_id, redis_factory, *args, env=None, exact_streams=True):
+    target = redis_factory()
+    result = run_redkeep(
+        "backup",
+        "restore",
+        backup_id,
+        "--dir",
+        bundle.root,
+        "--to-url",
+        f"redis://127.0.0.1:{target.port}",
+        "--json",
+        *args,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    restored = snapshot(lambda db: redis.Redis(port=target.port, db=db))
+    assert_same_data(source_snapshot(bundle), restored, exact_streams)
+    return json.loads(result.stdout)
+
+
+def test_rdb_encrypted_local_verify_and_restore(backup_bundle, redis_factory):
+    report = backup(backup_bundle)
+    assert report["result"] == "success"
+    assert report["encryption"] == "age-recipients"  # a new bundle encrypts from the start
+    assert report["rdb"]["checksum"] == "ok" and report["rdb"]["version"] == 10
+    verify = run_redkeep("backup", "verify", report["id"], "--dir", backup_bundle.root, "--json")
+    assert verify.returncode == 0, verify.stderr
+    checks = json.loads(verify.stdout)["objects"][report["objects"][0]]
+    assert checks["redis_check_rdb"] == "ok"
+    assert checks["drill"]["keyspace"]["db3"]["keys"] == 2
+    restored = restore_and_compare(backup_bundle, report["id"], redis_factory)
+    assert restored["restored"]["db0"] > 10
+
+
+def test_the_standard_age_tool_decrypts_our_files(backup_bundle, tmp_path):
+    report = backup(backup_bundle)
+    stored = backup_bundle.root / "backups" / report["source"] / report["id"] / report["objects"][0]
+    assert stored.read_bytes().startswith(b"age-encryption.org/v1\n")
+    decrypted = subprocess.run(
+        [require_binary("age"), "-d", "-i", str(backup_bundle.backup_key_path), str(stored)],
+        capture_output=True,
+        check=True,
+    ).stdout
+    rdb = zstandard.ZstdDecompressor().decompressobj().decompress(decrypted)
+    assert rdb.startswith(b"REDIS0010")
+
+
+def test_rdb_to_s3_unencrypted_gzip(backup_bundle, redis_factory, s3_server):
+    dest = f"s3://{s3_server.bucket}/plain"
+    report = backup(backup_bundle, "--dest", dest, "--no-encrypt", "--compress", "gzip")
+    assert report["encryption"] == "none"
+    head = (
+        s3_server.client()
+        .get_object(
+            Bucket=s3_server.bucket, Key=f"plain/{report['source']}/{report['id']}/dump.rdb.gz"
+        )["Body"]
+        .read(2)
+    )
+    assert head == b"\x1f\x8b"
+    listing = run_redkeep("backup", "list", "--dir", backup_bundle.root, "--dest", dest, "--json")
+    (row,) = [row for row in json.loads(listing.stdout) if row["id"] == report["id"]]
+    assert row["complete"] and not row["encrypted"]
+    restore_and_compare(backup_bundle, report["id"], redis_factory, "--dest", dest)
+
+
+def test_aof_with_a_passphrase(backup_bundle, redis_factory, tmp_path):
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("correct horse battery staple\n")
+    passphrase.chmod(0o600)
+    report = backup(backup_bundle, "--type", "aof", "--passphrase-file", passphrase, "--no-encrypt")
+    assert report["encryption"] == "none"  # --no-encrypt wins over everything
+    report = backup(backup_bundle, "--type", "aof", "--passphrase-file", passphrase)
+    assert report["encryption"] == "age-recipients+passphrase"
+    assert report["objects"] == ["appendonlydir.tar.zst.age"]
+    verify = run_redkeep("backup", "verify", report["id"], "--dir", backup_bundle.root)
+    assert verify.returncode == 0, verify.stderr
+    # The passphrase alone opens it: an unrelated identity replaces the bundle's key.
+    stranger = tmp_path / "stranger.key"
+    stranger.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    alone = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        tmp_path / "aof",
+        "--passphrase-file",
+        passphrase,
+        "--age-identity",
+        stranger,
+    )
+    assert alone.returncode == 0, alone.stderr
+    without = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        tmp_path / "aof2",
+        "--age-identity",
+        stranger,
+    )
+    assert without.returncode == 1
+    assert "none of the given identities matches" in without.stderr
+    assert not (tmp_path / "aof2").exists()
+    assert sorted(p.name.split(".")[-1] for p in (tmp_path / "aof").iterdir()) == [
+        "aof",
+        "manifest",
+        "rdb",
+    ]
+    restore_and_compare(backup_bundle, report["id"], redis_factory, exact_streams=False)
+
+
+def test_both_to_s3_encrypted_and_verified(backup_bundle, s3_server):
+    dest = f"s3://{s3_server.bucket}/both"
+    report = backup(backup_bundle, "--dest", dest, "--type", "both")
+    assert sorted(report["objects"]) == ["appendonlydir.tar.zst.age", "dump.rdb.zst.age"]
+    verify = run_redkeep("backup", "verify", "latest", "--dir", backup_bundle.root, "--dest", dest)
+    assert verify.returncode == 0, verify.stderr
+    listing = run_redkeep("backup", "list", "--dir", backup_bundle.root, "--dest", dest, "--json")
+    (row,) = [row for row in json.loads(listing.stdout) if row["id"] == report["id"]]
+    assert row["verified"] and row["encrypted"] and row["type"] == "both"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_restore_refuses_a_non_empty_target_and_dry_run_changes_nothing(
+    backup_bundle, redis_factory, s3_server, where
+):
+    dest = (
+        f"s3://{s3_server.bucket}/refuse" if where == "s3" else str(backup_bundle.root / "backups")
+    )
+    report = backup(backup_bundle, "--dest", dest)
+    target = redis_factory()
+    redis.Redis(port=target.port).set("mine", "keep me")
+    url = f"redis://127.0.0.1:{target.port}"
+    refused = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--dest",
+        dest,
+        "--to-url",
+        url,
+    )
+    assert refused.returncode == 2
+    assert "is not empty (db0: 1 keys); pass --replace" in refused.stderr
+    dry = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--dest",
+        dest,
+        "--to-url",
+        url,
+        "--replace",
+        "--dry-run",
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: would restore" in dry.stdout
+    assert redis.Redis(port=target.port).dbsize() == 1
