@@ -10,9 +10,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-
 PIPE_WIDTH = 160
 
 
@@ -23,15 +20,10 @@ class Application:
     json_mode: bool = False
     debug: bool = False
 
-    def __post_init__(self) -> None:
-        # Not a terminal (a pipe, a log): do not squeeze tables into 80 columns.
-        width = None if self.stdout.isatty() else PIPE_WIDTH
-        self._console = Console(file=self.stdout, highlight=False, width=width)
-
     def say(self, text: str = "") -> None:
         """Write a line of human output (suppressed in JSON mode, where stdout is data)."""
         if not self.json_mode:
-            self._console.print(text, markup=False)
+            print(text, file=self.stdout)
 
     def write(self, text: str) -> None:
         """Write text to stdout as it is (generated files, YAML)."""
@@ -55,20 +47,31 @@ class Application:
         """Render a table of rows (human mode only)."""
         if self.json_mode:
             return
+        from rich.table import Table  # noqa: PLC0415 - rich loads slowly; only tables need it
+
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(*("" if cell is None else str(cell) for cell in row))
-        self._console.print(table)
+        self._print(table)
 
     def pairs(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """Render label/value lines as a two-column table without a header (human mode only)."""
         if self.json_mode:
             return
+        from rich.table import Table  # noqa: PLC0415 - rich loads slowly; only tables need it
+
         table = Table(title=title, title_justify="left", show_header=False, show_edge=False)
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for label, value in rows:
             table.add_row(label, "" if value is None else str(value))
-        self._console.print(table)
+        self._print(table)
+
+    def _print(self, renderable: Any) -> None:
+        from rich.console import Console  # noqa: PLC0415
+
+        # Not a terminal (a pipe, a log): do not squeeze tables into 80 columns.
+        width = None if self.stdout.isatty() else PIPE_WIDTH
+        Console(file=self.stdout, highlight=False, width=width).print(renderable)

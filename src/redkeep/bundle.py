@@ -8,14 +8,16 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from redkeep.config.load import load_settings
-from redkeep.config.schema import Settings
-from redkeep.connect import Target
+from redkeep.endpoint import Target
 from redkeep.envfile import read_env
 from redkeep.errors import UsageError
-from redkeep.pki.files import TLSFiles
+from redkeep.pki.layout import TLSFiles
 from redkeep.render.env import PASSWORD_KEYS
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import Settings
 
 CONFIG_NAME = "redkeep.yaml"
 
@@ -60,7 +62,9 @@ class Bundle:
         return self.config_path.is_file()
 
     @cached_property
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
+        from redkeep.config.load import load_settings  # noqa: PLC0415 - pydantic loads slowly
+
         return load_settings(self.config_path)
 
     def secrets(self) -> dict[str, str]:

@@ -1,240 +1,22 @@
-"""URL + options -> a connected redis client, and one-line explanations of why that failed.
+"""Target -> a connected redis-py client, and one-line explanations of why that failed.
 
-Sources, first match wins: `--url`, else `REDIS_URL`, else the bundle's URL for the command's
-role. The password comes from the URL, else `--password-file`, else `REDIS_PASSWORD`, else
-the bundle's `.env`. TLS files come from the options, else from the bundle. Secrets are never
-part of a message: URLs are shown with the password masked.
+`endpoint.py` decides where to connect and with which credentials; this module builds the
+client (where the TLS context of every redis-py connection is made) and explains failures:
+connection refused, TLS handshake (unknown CA, client certificate required, protocol),
+WRONGPASS, NOAUTH, NOPERM.
 """
 
 import contextlib
-import errno
-import socket
 import ssl
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from collections.abc import Iterator
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
+from redkeep.endpoint import Target, explain_os_error, first_line
 from redkeep.errors import ConnectError, RedisCommandError, UsageError
-
-SCHEMES = ("redis", "rediss", "unix")
-DEFAULT_PORT = 6379
-MASK = "****"
-
-
-@dataclass(frozen=True)
-class ConnectionOptions:
-    """What the user passed on the command line (all optional)."""
-
-    url: str | None = None
-    password_file: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    timeout: float = 5.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """A fully resolved Redis endpoint with credentials; `repr` never shows the password."""
-
-    scheme: str
-    host: str = ""
-    port: int = DEFAULT_PORT
-    socket_path: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    password_source: str = ""
-    url_source: str = ""
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    timeout: float = 5.0
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "rediss"
-
-    @property
-    def where(self) -> str:
-        """The endpoint for messages: host:port or the socket path."""
-        if self.scheme == "unix":
-            return self.socket_path
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def display_url(self) -> str:
-        """The URL with the password masked."""
-        user = self.username or ""
-        secret = f":{MASK}" if self.password else ""
-        auth = f"{user}{secret}@" if (user or secret) else ""
-        if self.scheme == "unix":
-            return f"unix://{auth}{self.socket_path}"
-        db = f"/{self.db}" if self.db else ""
-        return f"{self.scheme}://{auth}{self.where}{db}"
-
-    def __repr__(self) -> str:
-        return f"Target({self.display_url})"
-
-
-def parse_url(url: str) -> Target:
-    """Parse a redis://, rediss:// or unix:// URL into a Target; raise UsageError if invalid."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        # The error text may quote the URL, password included: say only what is wrong.
-        raise UsageError(
-            f"invalid Redis URL {mask_url(url)}: bad port or address; percent-encode special "
-            "characters of the password (/ # ? @ as %2F %23 %3F %40)"
-        ) from None
-    if parts.scheme not in SCHEMES:
-        raise UsageError(
-            f"invalid Redis URL {mask_url(url)}: scheme must be redis://, rediss:// or unix://"
-        )
-    if parts.scheme != "unix" and parts.hostname is None and "@" in url.partition("://")[2]:
-        raise UsageError(
-            f"invalid Redis URL {mask_url(url)}: cannot find the host; percent-encode special "
-            "characters of the password (/ # ? @ as %2F %23 %3F %40)"
-        )
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    db = _db_of(parts, url)
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise UsageError(f"invalid Redis URL {mask_url(url)}: unix:// needs a socket path")
-        return Target("unix", socket_path=parts.path, db=db, username=username, password=password)
-    if not parts.hostname:
-        raise UsageError(f"invalid Redis URL {mask_url(url)}: no host")
-    return Target(
-        parts.scheme,
-        host=parts.hostname,
-        port=port or DEFAULT_PORT,
-        db=db,
-        username=username,
-        password=password,
-        password_source="the URL" if password is not None else "",
-    )
-
-
-def _db_of(parts: SplitResult, url: str) -> int:
-    query_db = parse_qs(parts.query).get("db", [None])[0]
-    path_db = parts.path.strip("/") if parts.scheme != "unix" else ""
-    raw = query_db or path_db or "0"
-    if not raw.isdigit():
-        raise UsageError(f"invalid Redis URL {mask_url(url)}: database must be a number")
-    return int(raw)
-
-
-def mask_url(url: str) -> str:
-    """Return `url` with any password replaced by ****; safe to print or log.
-
-    Works on the text, not a parse: a password with '/', '#' or '?' in it defeats urlsplit.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, hostinfo = rest.rpartition("@")
-    if ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:{MASK}@{hostinfo}"
-
-
-def resolve_target(
-    options: ConnectionOptions,
-    environ: Mapping[str, str],
-    fallback: Target | None = None,
-    known_passwords: Mapping[str, str] | None = None,
-    prefer_fallback: bool = False,
-) -> Target:
-    """Combine command-line options, environment and a bundle fallback into one Target.
-
-    The URL comes from --url, else REDIS_URL, else `fallback` (the bundle's own endpoint);
-    with `prefer_fallback` (commands that change the bundle) REDIS_URL is not consulted.
-    The password comes from the URL, else --password-file, else REDIS_PASSWORD (for a URL),
-    else `known_passwords` by user name (the bundle's .env). Raise UsageError without a URL.
-    """
-    if options.url:
-        target = parse_url(options.url)
-    elif environ.get("REDIS_URL") and not (prefer_fallback and fallback is not None):
-        target = replace(parse_url(environ["REDIS_URL"]), url_source="REDIS_URL")
-    elif fallback is not None:
-        target = fallback
-    else:
-        raise UsageError(
-            "no Redis to talk to: pass --url, set REDIS_URL, or run inside a bundle "
-            "(a directory with redkeep.yaml, see `redkeep init`)"
-        )
-    if target.password is None:
-        target = _with_password(target, options, environ, known_passwords or {})
-    if fallback is not None and target.tls and _same_endpoint(target, fallback):
-        # A bundle's own CA and client certificate are the sensible default for its server.
-        target = replace(
-            target,
-            tls_ca=target.tls_ca or fallback.tls_ca,
-            tls_cert=target.tls_cert or fallback.tls_cert,
-            tls_key=target.tls_key or fallback.tls_key,
-        )
-    return replace(
-        target,
-        tls_ca=options.tls_ca or target.tls_ca,
-        tls_cert=options.tls_cert or target.tls_cert,
-        tls_key=options.tls_key or target.tls_key,
-        timeout=options.timeout,
-    )
-
-
-def _with_password(
-    target: Target,
-    options: ConnectionOptions,
-    environ: Mapping[str, str],
-    known_passwords: Mapping[str, str],
-) -> Target:
-    """--password-file, else the bundle's password of a user it knows, else REDIS_PASSWORD.
-
-    The bundle wins over REDIS_PASSWORD for its own users because a sourced .env sets
-    REDIS_PASSWORD to the app's password, which is wrong for admin or exporter.
-    """
-    if options.password_file is not None:
-        password = read_password_file(options.password_file)
-        return replace(target, password=password, password_source=str(options.password_file))
-    if target.username and known_passwords.get(target.username):
-        password = known_passwords[target.username]
-        return replace(target, password=password, password_source="the bundle's .env")
-    if environ.get("REDIS_PASSWORD"):
-        return replace(target, password=environ["REDIS_PASSWORD"], password_source="REDIS_PASSWORD")
-    return target
-
-
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-
-
-def _same_endpoint(target: Target, bundle: Target) -> bool:
-    """Does `target` point at the bundle's server (its port, and its host or loopback)?"""
-    same_host = target.host == bundle.host or (
-        target.host in LOOPBACK_NAMES and bundle.host in LOOPBACK_NAMES
-    )
-    return target.port == bundle.port and same_host
-
-
-def read_password_file(path: Path) -> str:
-    """Return the first line of a password file; raise UsageError if unreadable or empty."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UsageError(f"cannot read password file {path}: {error.strerror}") from None
-    password = text.splitlines()[0].strip() if text.strip() else ""
-    if not password:
-        raise UsageError(f"password file {path} is empty; put the password on its first line")
-    return password
 
 
 def client_for(target: Target, decode_responses: bool = True) -> redis.Redis:
@@ -319,44 +101,11 @@ def session(target: Target) -> Iterator[redis.Redis]:
 
 def explain_failure(error: BaseException, target: Target) -> ConnectError | RedisCommandError:
     """Turn an exception from connecting or authenticating into a one-line error."""
-    where = target.where
     if isinstance(error, redis.AuthenticationError):
         return ConnectError(_auth_message(str(error), target))
     if isinstance(error, NoPermissionError):
         return RedisCommandError(_noperm_message(str(error), target))
-    for cause in _chain(error):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return ConnectError(_verify_message(cause, target))
-        if isinstance(cause, ssl.SSLEOFError):
-            return ConnectError(f"TLS handshake with {where} failed: {_tls_eof_reason(target)}")
-        if isinstance(cause, ssl.SSLError):
-            return ConnectError(f"TLS handshake with {where} failed: {_tls_reason(cause)}")
-        if isinstance(cause, ConnectionRefusedError):
-            return ConnectError(
-                f"cannot connect to {where}: connection refused; is Redis running and "
-                "listening on that port?"
-            )
-        if isinstance(cause, socket.gaierror):
-            return ConnectError(f"cannot connect to {where}: host name not found")
-        if isinstance(cause, FileNotFoundError) and target.scheme == "unix":
-            return ConnectError(f"cannot connect to {where}: no such socket")
-        if isinstance(cause, TimeoutError | socket.timeout):
-            return _timeout(target)
-    text = str(error)
-    if "closed by server" in text or "reset by peer" in text or _is_errno(error, errno.ECONNRESET):
-        hint = "" if target.tls else "; if it is a TLS port, use rediss://"
-        return ConnectError(f"{where} closed the connection before answering{hint}")
-    if "Timeout" in text:
-        return _timeout(target)
-    return ConnectError(f"cannot connect to {where}: {first_line(text)}")
-
-
-def _timeout(target: Target) -> ConnectError:
-    # A plaintext server reads a TLS ClientHello as a command and waits for the rest.
-    hint = "; if it is a plaintext port, use redis://" if target.tls else ""
-    return ConnectError(
-        f"cannot connect to {target.where}: timed out after {target.timeout:g}s{hint}"
-    )
+    return explain_os_error(error, target)
 
 
 def _auth_message(text: str, target: Target) -> str:
@@ -393,70 +142,3 @@ def explain_command_error(error: redis.RedisError, target: Target, command: str)
     if isinstance(error, redis.ConnectionError | redis.TimeoutError | redis.AuthenticationError):
         return explain_failure(error, target)
     return RedisCommandError(f"{command} failed on {target.where}: {first_line(str(error))}")
-
-
-def _verify_message(error: ssl.SSLCertVerificationError, target: Target) -> str:
-    reason = error.verify_message or error.reason or "verification failed"
-    where = target.where
-    if "Hostname mismatch" in reason or "IP address mismatch" in reason:
-        return (
-            f"TLS handshake with {where} failed: the server certificate is not valid for "
-            f"'{target.host}'; connect with a name it lists (see `redkeep certs show`)"
-        )
-    if "expired" in reason:
-        return f"TLS handshake with {where} failed: the server certificate has expired"
-    return (
-        f"TLS handshake with {where} failed: server certificate not trusted ({reason}); "
-        "pass the CA that signed it with --tls-ca"
-    )
-
-
-TLS_REASONS = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate; "
-    "pass --tls-cert and --tls-key",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the server rejected the handshake (a client certificate "
-    "is required, or no cipher in common)",
-    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust our client certificate (unknown CA); "
-    "use one issued by its CA (`redkeep certs issue`)",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected our client certificate",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server says our client certificate has expired",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common (protocol version refused)",
-    "UNSUPPORTED_PROTOCOL": "no TLS version in common (protocol version refused)",
-    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common (protocol version refused)",
-    "WRONG_VERSION_NUMBER": "the server does not speak TLS there; for a plaintext port use redis://",
-    "PEM_LIB": "cannot read the client certificate or key (not PEM?)",
-    "KEY_VALUES_MISMATCH": "the client key does not match the client certificate",
-}
-
-
-def _tls_eof_reason(target: Target) -> str:
-    # With TLS 1.3 the server's refusal of a client can arrive as a bare EOF instead of an alert.
-    if target.tls_cert is None:
-        return (
-            "the server closed the session at once; it requires a client certificate: "
-            "pass --tls-cert and --tls-key"
-        )
-    return "the server closed the session at once; it rejected our client certificate"
-
-
-def _tls_reason(error: ssl.SSLError) -> str:
-    reason = error.reason or ""
-    return TLS_REASONS.get(reason, first_line(str(error)))
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _is_errno(error: BaseException, number: int) -> bool:
-    return any(isinstance(cause, OSError) and cause.errno == number for cause in _chain(error))
-
-
-def first_line(text: str) -> str:
-    """The first line of `text`, for one-line messages."""
-    return text.strip().splitlines()[0] if text.strip() else "unknown error"

@@ -4,10 +4,11 @@ import datetime as dt
 
 import pytest
 
-from redkeep.connect import ConnectionOptions, connect, explain_command_error, resolve_target
+from redkeep.connect import connect, explain_command_error
+from redkeep.endpoint import ConnectionOptions, resolve_target
 from redkeep.errors import ConnectError, ExitStatus, RedisCommandError
 from redkeep.pki import issue
-from redkeep.pki.files import TLSFiles, init_tls, write_pair
+from redkeep.pki.files import TLSFiles, init_tls, load_ca, write_pair
 from tests.servers import free_port, tls_lines
 
 NOW = dt.datetime.now(dt.UTC)
@@ -121,7 +122,7 @@ def test_unknown_ca(tls_redis):
 
 
 def test_hostname_not_in_certificate(redis_factory, pki, tmp_path):
-    ca_cert, ca_key = pki.load_ca()
+    ca_cert, ca_key = load_ca(pki)
     cert, key = issue.make_server_cert(ca_cert, ca_key, ["elsewhere.example"], "ecdsa-p256", 5, NOW)
     write_pair(tmp_path / "server.crt", tmp_path / "server.key", cert, key)
     (tmp_path / "ca.crt").write_bytes(pki.ca_cert.read_bytes())

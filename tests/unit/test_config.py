@@ -1,9 +1,10 @@
 import pytest
 import yaml
 
+from redkeep.config.defaults import StandaloneBackup
 from redkeep.config.load import load_settings
 from redkeep.config.sample import render_sample
-from redkeep.config.schema import Settings
+from redkeep.config.schema import BackupSettings, Settings
 from redkeep.errors import ConfigError
 
 
@@ -113,3 +114,20 @@ def test_bare_yaml_yes_no_mean_the_tls_modes(tmp_path):
     assert (
         load_settings(write(tmp_path, "tls:\n  auth_clients: yes\n"), {}).tls.auth_clients == "yes"
     )
+
+
+def test_standalone_backup_defaults_match_the_schema():
+    standalone, schema = StandaloneBackup(), BackupSettings()
+    for name in (
+        "type",
+        "compress",
+        "age_recipients",
+        "identity_file",
+        "passphrase_file",
+        "idle_timeout",
+    ):
+        assert getattr(standalone, name) == getattr(schema, name), name
+    assert standalone.notify.on_success == schema.notify.on_success
+    assert standalone.notify.telegram_api_url == schema.notify.telegram_api_url
+    assert standalone.s3.__dict__ == schema.s3.model_dump()
+    assert standalone.metrics_file is None  # outside a bundle: only with --metrics-file

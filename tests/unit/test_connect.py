@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redkeep.connect import ConnectionOptions, Target, mask_url, parse_url, resolve_target
+from redkeep.endpoint import ConnectionOptions, Target, mask_url, parse_url, resolve_target
 from redkeep.errors import UsageError
 
 

@@ -10,13 +10,12 @@ import contextlib
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from redkeep.backup import aof, notify, retention
+from redkeep.backup import notify, retention
 from redkeep.backup.encryption import KEY_OBJECT, Encryption, plan_encryption
 from redkeep.backup.manifest import (
     MANIFEST,
@@ -40,9 +39,11 @@ from redkeep.backup.pipeline import (
 )
 from redkeep.backup.rdb import RdbValidator
 from redkeep.backup.replication import capture_rdb
+from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
-from redkeep.connect import Target, explain_command_error, session
+from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError, StoreError
+from redkeep.signals import interrupted_by_signals
 
 
 @dataclass
@@ -57,6 +58,7 @@ class RunOptions:
     metrics_file: Path | None = None
     channels: notify.Channels = field(default_factory=notify.Channels)
     notify_on_success: bool = False
+    progress: Callable[[int], None] | None = None  # told the size of every chunk received
 
 
 def run_backup(
@@ -94,27 +96,19 @@ def _capture_all(
 ) -> None:
     encryption = plan_encryption(options.public_keys, options.passphrase)
     manifest.encryption = {"mode": encryption.mode, "recipients": encryption.public_keys}
-    with session(target) as client:
-        info = _info(client, target)
-        manifest.server = server_facts(info)
-        manifest.keyspace["before"] = keyspace_of(info)
-        if options.kind in ("rdb", "both"):
-            _store_rdb(options, target, manifest, encryption, int(info.get("used_memory", 0)))
-        if options.kind in ("aof", "both"):
-            _store_aof(options, aof_target or target, manifest, encryption)
-        if encryption.key_object is not None:
-            options.store.put_bytes(_key(manifest, KEY_OBJECT), encryption.key_object)
-            manifest.encryption["key_object"] = KEY_OBJECT
-        if encryption.enabled:
-            _prove_encrypted(options.store, manifest)
-        manifest.keyspace["after"] = keyspace_of(_info(client, target))
-
-
-def _info(client: redis.Redis, target: Target) -> dict[str, Any]:
-    try:
-        return client.info("all")
-    except redis.RedisError as error:
-        raise explain_command_error(error, target, "INFO") from None
+    info = read_info(target)
+    manifest.server = server_facts(info)
+    manifest.keyspace["before"] = keyspace_of(info)
+    if options.kind in ("rdb", "both"):
+        _store_rdb(options, target, manifest, encryption, int(info.get("used_memory", 0)))
+    if options.kind in ("aof", "both"):
+        _store_aof(options, aof_target or target, manifest, encryption)
+    if encryption.key_object is not None:
+        options.store.put_bytes(_key(manifest, KEY_OBJECT), encryption.key_object)
+        manifest.encryption["key_object"] = KEY_OBJECT
+    if encryption.enabled:
+        _prove_encrypted(options.store, manifest)
+    manifest.keyspace["after"] = keyspace_of(read_info(target))
 
 
 def server_facts(info: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +169,9 @@ def _store_rdb(
     raw, stored = _chain(options, manifest, name, encryption, hint)
     validator = RdbValidator()
     head = TeeSink(validator.feed, raw)
+    if options.progress is not None:
+        progress = options.progress
+        head = TeeSink(lambda chunk: progress(len(chunk)), head)
     try:
         capture = capture_rdb(target, head.write, options.idle_timeout)
         check = validator.finish()
@@ -193,6 +190,10 @@ def _store_rdb(
 def _store_aof(
     options: RunOptions, target: Target, manifest: Manifest, encryption: Encryption
 ) -> None:
+    # redis-py (for CONFIG SET) is loaded only by AOF backups: RDB runs start faster without.
+    from redkeep.backup import aof  # noqa: PLC0415
+    from redkeep.connect import session  # noqa: PLC0415
+
     name = _object_name("appendonlydir.tar", options, encryption)
     with session(target) as client:
         location = aof.locate(client, target)
@@ -269,6 +270,27 @@ def _key(manifest: Manifest, name: str) -> str:
 
 def _json(data: Any) -> bytes:
     return json.dumps(data, indent=2, default=str).encode()
+
+
+def run_periodically(
+    interval: float,
+    job: Callable[[], None],
+    on_error: Callable[[RedkeepError], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run `job` every `interval` seconds until Ctrl-C, SIGTERM or SIGHUP; failures go to
+    `on_error` and do not stop the schedule (the run's notifications tell people)."""
+    try:
+        with interrupted_by_signals():
+            while True:
+                started = time.monotonic()
+                try:
+                    job()
+                except RedkeepError as error:
+                    on_error(error)
+                sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return
 
 
 # --- list ---------------------------------------------------------------------------------

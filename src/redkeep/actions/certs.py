@@ -9,11 +9,12 @@ import redis
 
 from redkeep.bundle import Bundle
 from redkeep.config.schema import Settings
-from redkeep.connect import Target, explain_command_error
+from redkeep.connect import explain_command_error
+from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
 from redkeep.pki import issue
-from redkeep.pki.files import TLSFiles, init_tls, write_pair
+from redkeep.pki.files import TLSFiles, init_tls, load_ca, write_pair
 from redkeep.pki.inspect import (
     CertInfo,
     describe,
@@ -97,7 +98,7 @@ def rotate_server(
     """
     files = bundle.tls
     settings = bundle.settings
-    ca_cert, ca_key = files.load_ca()
+    ca_cert, ca_key = load_ca(files)
     old_cert = load_certificate(files.server_cert)
     old_key_pem = files.server_key.read_bytes()
     cert, key = issue.make_server_cert(

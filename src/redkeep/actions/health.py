@@ -7,8 +7,10 @@ from typing import Any
 
 import redis
 
+from redkeep.backup.metrics import read_metrics
 from redkeep.bundle import Bundle
-from redkeep.connect import Target, connect, session
+from redkeep.connect import connect, session
+from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.stack.redis_server import read_pid
@@ -49,7 +51,7 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
         "local_pid": pid,
         "certificates": certificate_expiry(bundle, now),
         "secrets": str(bundle.env_path),
-        "last_backup": NOT_YET,
+        "last_backup": last_backup(bundle, now),
         "audit_score": NOT_YET,
     }
     if health.healthy:
@@ -57,6 +59,20 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     else:
         report["status"] = health.status
     return report
+
+
+def last_backup(bundle: Bundle, now: dt.datetime) -> str:
+    """When the bundle's last backup succeeded, from the textfile metrics of its runs."""
+    metrics = read_metrics(bundle.root / bundle.settings.backup.metrics_file, bundle.settings.name)
+    success = metrics.get("last_success_timestamp_seconds")
+    if success is None:
+        return "none yet (`redkeep backup run`)"
+    when = dt.datetime.fromtimestamp(success, dt.UTC)
+    hours = (now - when).total_seconds() / 3600
+    text = f"{when:%Y-%m-%d %H:%M} UTC ({hours:.1f} h ago)"
+    if metrics.get("last_result") == 0:
+        text += "; the latest run FAILED"
+    return text
 
 
 def server_summary(target: Target) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from redkeep.backup.manifest import VERIFIED, Manifest, StoredObject, object_key
 from redkeep.backup.rdb import RdbValidator
 from redkeep.backup.stores import Store
 from redkeep.backup.transfer import copy_keys
-from redkeep.connect import Target, client_for, explain_command_error, session
+from redkeep.connect import client_for, explain_command_error, session
+from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError, UsageError
 
 SAMPLE = 100

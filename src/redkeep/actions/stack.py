@@ -4,11 +4,12 @@
 check it, starts it, and waits until it answers PING over TLS as the exporter user.
 """
 
-import contextlib
+import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from redkeep.connect import connect
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
 from redkeep.render.redis_conf import local_paths, render_redis_conf
+from redkeep.signals import interrupted_by_signals
 from redkeep.stack import redis_server
 
 DEFAULT_STACK_DIR = "redkeep-stack"
@@ -102,22 +104,6 @@ def wait_until_healthy(
     )
 
 
-@contextlib.contextmanager
-def interrupted_by_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, so cleanup runs as for Ctrl-C."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    stopping = (signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, interrupt) for signum in stopping}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
     """Wait for Ctrl-C, SIGTERM or SIGHUP, then stop redis-server cleanly; return 0."""
     process = running.process
@@ -133,6 +119,65 @@ def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
         redis_server.stop(process.pid)
         process.wait(timeout=5)
         return 0
+
+
+def start_backup_schedule(bundle: Bundle) -> int | None:
+    """Start `redkeep backup run --every N` beside Redis when backup.interval_minutes is set.
+
+    It runs in its own session with its output in run/backup.log; return its pid (or None).
+    """
+    minutes = bundle.settings.backup.interval_minutes
+    if not minutes:
+        return None
+    pidfile = bundle.run_dir / "backup.pid"
+    log = (bundle.run_dir / "backup.log").open("ab")
+    with log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "redkeep",
+                "backup",
+                "run",
+                "--dir",
+                str(bundle.root),
+                "--every",
+                str(minutes),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            umask=0o077,
+        )
+    pidfile.write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def stop_backup_schedule(bundle: Bundle) -> int | None:
+    """Stop the bundle's backup schedule if it runs; return its pid."""
+    pidfile = bundle.run_dir / "backup.pid"
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _is_scheduler(pid):
+        pidfile.unlink(missing_ok=True)
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60  # a backup in progress finishes or aborts cleanly
+    while _is_scheduler(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pidfile.unlink(missing_ok=True)
+    return pid
+
+
+def _is_scheduler(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"redkeep" in cmdline and b"--every" in cmdline
 
 
 def stop_redis(bundle: Bundle) -> int | None:

@@ -13,7 +13,8 @@ from typing import Any
 import redis
 
 from redkeep.bundle import Bundle
-from redkeep.connect import Target, connect, explain_command_error
+from redkeep.connect import connect, explain_command_error
+from redkeep.endpoint import Target
 from redkeep.envfile import generate_password, update_env
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import SECRET_MODE

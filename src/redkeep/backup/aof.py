@@ -19,7 +19,8 @@ from pathlib import Path
 
 import redis
 
-from redkeep.connect import Target, explain_command_error
+from redkeep.connect import explain_command_error
+from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 
 REWRITE_SETTING = "auto-aof-rewrite-percentage"

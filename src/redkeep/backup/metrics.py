@@ -20,18 +20,22 @@ HELP = {
 }
 
 
-def previous_success(path: Path, source: str) -> float | None:
-    """The last success time recorded for `source` in an existing metrics file."""
+def read_metrics(path: Path, source: str) -> dict[str, float]:
+    """The values recorded for `source` in an existing metrics file ({} if there is none)."""
     if not path.exists():
-        return None
-    pattern = re.compile(
-        rf'^{PREFIX}last_success_timestamp_seconds\{{source="{re.escape(source)}"\}} (\S+)$'
-    )
+        return {}
+    pattern = re.compile(rf'^{PREFIX}(\w+)\{{source="{re.escape(source)}"\}} (\S+)$')
+    values = {}
     for line in path.read_text().splitlines():
         match = pattern.match(line)
         if match:
-            return float(match[1])
-    return None
+            values[match[1]] = float(match[2])
+    return values
+
+
+def previous_success(path: Path, source: str) -> float | None:
+    """The last success time recorded for `source` in an existing metrics file."""
+    return read_metrics(path, source).get("last_success_timestamp_seconds")
 
 
 def render_metrics(values: dict[str, float], source: str) -> str:

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 TIMEOUT = 10.0
 SLACK_ENV = "SLACK_WEBHOOK_URL"
 TELEGRAM_TOKEN_ENV = "TELEGRAM_BOT_TOKEN"  # noqa: S105 - the variable's name, not a secret
@@ -67,6 +65,8 @@ def send(channels: Channels, report: Mapping[str, Any], on_success: bool) -> lis
 
 
 def _post(channel: str, url: str, body: dict) -> dict:
+    import httpx  # noqa: PLC0415 - only runs that notify pay for loading it
+
     try:
         response = httpx.post(url, json=body, timeout=TIMEOUT)
     except httpx.HTTPError as error:

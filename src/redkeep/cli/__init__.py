@@ -6,6 +6,7 @@ status (0 ok, 1 failure, 2 usage or configuration, 3 cannot connect); `--debug` 
 traceback.
 """
 
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
@@ -14,11 +15,41 @@ import click
 
 from redkeep import __version__
 from redkeep.app import Application
-from redkeep.cli import backup, certs, config, health, pending, stack, users
+from redkeep.cli import pending
 from redkeep.errors import ConfigError, ExitStatus, RedkeepError
 
+# Command -> "module:attribute" under redkeep.cli. A command's module (and what it needs:
+# redis-py, cryptography, pydantic ...) is imported only when that command runs.
+COMMANDS = {
+    "init": "stack:init",
+    "up": "stack:up",
+    "down": "stack:down",
+    "status": "stack:status",
+    "health": "health:health",
+    "certs": "certs:certs_group",
+    "users": "users:users_group",
+    "backup": "backup:backup_group",
+    "config": "config:config_group",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*COMMANDS, *super().list_commands(ctx)])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, _, attribute = COMMANDS[name].partition(":")
+            return getattr(importlib.import_module(f"redkeep.cli.{module}"), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="redkeep")
 @click.option("--debug", is_flag=True, help="Show a traceback when something fails.")
 @click.pass_context
@@ -31,9 +62,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = Application(debug=debug)
 
 
-for module in (stack, health, certs, users, backup, config, pending):
-    for command in module.COMMANDS:
-        cli.add_command(command)
+for placeholder in pending.COMMANDS:
+    cli.add_command(placeholder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

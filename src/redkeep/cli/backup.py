@@ -1,16 +1,19 @@
 """`redkeep backup`: run, list, verify, restore, prune."""
 
+from __future__ import annotations
+
+import contextlib
 import datetime as dt
 import functools
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from redkeep.actions import backup as actions
-from redkeep.actions import restore as restoring
 from redkeep.app import Application
 from redkeep.backup import notify
 from redkeep.backup.encryption import read_identities, read_passphrase, read_recipients
@@ -18,9 +21,12 @@ from redkeep.backup.retention import Policy
 from redkeep.backup.stores import Store, open_store
 from redkeep.bundle import Bundle
 from redkeep.cli.options import connection_options, dir_option, json_option, load_bundle, target_for
-from redkeep.config.schema import BackupSettings
-from redkeep.connect import ConnectionOptions, Target, resolve_target
+from redkeep.config.defaults import StandaloneBackup
+from redkeep.endpoint import ConnectionOptions, Target, resolve_target
 from redkeep.errors import ExitStatus, UsageError
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import BackupSettings
 
 PathType = click.Path(path_type=Path)
 
@@ -41,7 +47,7 @@ def store_options(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(app: Application, *args, dest, source, directory, **kwargs):
         bundle = load_bundle(app, directory, required=False)
-        settings = bundle.settings.backup if bundle else BackupSettings()
+        settings = bundle.settings.backup if bundle else StandaloneBackup()
         if dest is None and bundle is None:
             raise UsageError("no backup destination: pass --dest, or run inside a bundle")
         store = open_store(_dest(dest or settings.dest, bundle), _s3_options(settings))
@@ -100,6 +106,12 @@ def backup_group() -> None:
 @click.option("--idle-timeout", type=click.FloatRange(min=1), help="Seconds of silence tolerated.")
 @click.option("--metrics-file", type=PathType, help="Prometheus textfile to record the run in.")
 @click.option("--notify-on-success", is_flag=True, default=None, help="Notify on success too.")
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.01),
+    metavar="MINUTES",
+    help="Keep running: a backup every MINUTES (until Ctrl-C or SIGTERM).",
+)
 @json_option
 def run(
     app: Application,
@@ -117,9 +129,14 @@ def run(
     idle_timeout: float | None,
     metrics_file: Path | None,
     notify_on_success: bool | None,
+    every: float | None,
     as_json: bool,
-) -> None:
-    """Take a backup now: RDB over replication (the backup user suffices) and/or the AOF."""
+) -> int:
+    """Take a backup now: RDB over replication (the backup user suffices) and/or the AOF.
+
+    With --every, keep taking one every MINUTES; a failed run is reported (and notified) and
+    the next one still happens.
+    """
     app.json_mode = as_json
     target = target_for(connection, bundle, "backup")
     kind = kind or settings.type
@@ -147,11 +164,28 @@ def run(
         channels=notify.Channels.from_env(env, settings.notify.telegram_api_url),
         notify_on_success=settings.notify.on_success if notify_on_success is None else True,
     )
-    report = actions.run_backup(options, target, aof_target, _now())
+
+    def once() -> None:
+        with _progress(app) as progress:
+            options.progress = progress
+            report = actions.run_backup(options, target, aof_target, _now())
+        _finish_run(app, report, store, options.source, bundle, settings, as_json)
+
+    if every is None:
+        once()
+        return ExitStatus.OK
+    app.say(f"taking a backup every {every:g} minutes; Ctrl-C stops")
+    actions.run_periodically(
+        every * 60, once, on_error=lambda error: app.error(f"redkeep: error: {error.message}")
+    )
+    return ExitStatus.OK
+
+
+def _finish_run(app, report, store, source, bundle, settings, as_json) -> None:
     if bundle is not None and settings.retention.prune_after_run:
         report["pruned"] = [
             entry["id"]
-            for entry in actions.prune(store, options.source, _policy(settings), _now(), False)
+            for entry in actions.prune(store, source, _policy(settings), _now(), False)
             if entry["action"] == "delete"
         ]
     for result in report.get("notifications", []):
@@ -169,6 +203,25 @@ def run(
     app.say(f"in {store.url}/{report['source']}/{report['id']}")
     if report.get("pruned"):
         app.say(f"pruned {len(report['pruned'])} old backup(s)")
+
+
+@contextlib.contextmanager
+def _progress(app: Application):
+    """A transfer progress bar on a terminal; nothing in scripts, logs or JSON mode."""
+    if app.json_mode or not app.stdout.isatty():
+        yield None
+        return
+    from rich.progress import (  # noqa: PLC0415 - only on a terminal
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (TextColumn("capturing"), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("capture", total=None)
+        yield lambda size: bar.advance(task, size)
 
 
 def _policy(settings: BackupSettings) -> Policy:
@@ -235,6 +288,8 @@ def _keys(identity: tuple[Path, ...], passphrase_file: Path | None, settings, bu
         path for path in [_bundle_path(settings.identity_file, bundle)] if path is not None
     ]
     passphrase_path = passphrase_file or _bundle_path(settings.passphrase_file, bundle)
+    from redkeep.actions import restore as restoring  # noqa: PLC0415 - loads redis-py
+
     return restoring.Keys(
         identities=read_identities(files),
         passphrase=read_passphrase(passphrase_path) if passphrase_path else None,
@@ -267,6 +322,8 @@ def verify(
     Exit 1 if any check fails.
     """
     app.json_mode = as_json
+    from redkeep.actions import restore as restoring  # noqa: PLC0415 - loads redis-py
+
     listed = actions.find_backup(store, source, backup_id)
     keys = _keys(age_identity, passphrase_file, settings, bundle)
     result = restoring.verify_backup(store, listed, keys, _now())
@@ -333,6 +390,8 @@ def restore(
     app.json_mode = as_json
     if (to_file is None) == (to_url is None):
         raise UsageError("pass exactly one of --to-file PATH or --to-url URL")
+    from redkeep.actions import restore as restoring  # noqa: PLC0415 - loads redis-py
+
     listed = actions.find_backup(store, source, backup_id)
     keys = _keys(age_identity, backup_passphrase, settings, bundle)
     if to_file is not None:
@@ -416,6 +475,3 @@ def prune(
             for row in results
         ],
     )
-
-
-COMMANDS = [backup_group]

@@ -15,7 +15,8 @@ from redkeep.cli.options import (
     target_for,
 )
 from redkeep.config.load import load_settings
-from redkeep.connect import ConnectionOptions, session
+from redkeep.connect import session
+from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.files import TLSFiles, issue_client
 
@@ -144,6 +145,3 @@ def rotate(app: Application, connection: ConnectionOptions, directory: Path | No
             f"{target.where} still serves serial {report.served_serial}; check its log"
         )
     app.say(f"{target.where} now serves it (was serial {report.old_serial}); no restart")
-
-
-COMMANDS = [certs_group]

@@ -9,7 +9,7 @@ from redkeep.app import Application
 from redkeep.cli.options import dir_option, json_option, load_bundle
 from redkeep.config.load import load_settings
 from redkeep.config.sample import render_sample
-from redkeep.connect import mask_url
+from redkeep.endpoint import mask_url
 from redkeep.envfile import read_env
 
 REDACTED = "********"
@@ -62,6 +62,3 @@ def redacted_secrets(values: dict[str, str]) -> dict[str, str]:
         else:
             shown[key] = REDACTED if value else "(empty)"
     return shown
-
-
-COMMANDS = [config_group]

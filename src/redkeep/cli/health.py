@@ -13,7 +13,7 @@ from redkeep.cli.options import (
     load_bundle,
     target_for,
 )
-from redkeep.connect import ConnectionOptions
+from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus
 
 
@@ -40,6 +40,3 @@ def health(
     else:
         app.error(f"unhealthy: {result.detail}")
     return ExitStatus.OK if result.healthy else ExitStatus.FAILURE
-
-
-COMMANDS = [health]

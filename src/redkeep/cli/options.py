@@ -9,7 +9,7 @@ import click
 
 from redkeep.app import Application
 from redkeep.bundle import Bundle, find_bundle
-from redkeep.connect import ConnectionOptions, Target, resolve_target
+from redkeep.endpoint import ConnectionOptions, Target, resolve_target
 from redkeep.fsutil import mode_of, too_open
 from redkeep.render.env import PASSWORD_KEYS
 

@@ -10,11 +10,18 @@ import click
 
 from redkeep.actions.health import bundle_status, certificate_expiry
 from redkeep.actions.init import InitReport, init_bundle
-from redkeep.actions.stack import run_foreground, stack_dir, start_redis, stop_redis
+from redkeep.actions.stack import (
+    run_foreground,
+    stack_dir,
+    start_backup_schedule,
+    start_redis,
+    stop_backup_schedule,
+    stop_redis,
+)
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.cli.options import connection_options, json_option, load_bundle, target_for
-from redkeep.connect import ConnectionOptions
+from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus, UsageError
 
 
@@ -88,11 +95,20 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
     bundle = load_bundle(app, root)
     running = start_redis(bundle, detach=detach)
     show_running(app, bundle, running.pid)
+    scheduler = start_backup_schedule(bundle)
+    if scheduler:
+        every = bundle.settings.backup.interval_minutes
+        app.say(f"backups every {every} min (pid {scheduler}, log {bundle.run_dir / 'backup.log'})")
     if detach:
         app.say(f"running in the background; stop it with `redkeep down {root}`")
         return ExitStatus.OK
     app.say("running; press Ctrl-C to stop")
-    status = run_foreground(running, on_stop=lambda: app.say("stopping redis-server ..."))
+
+    def stopping() -> None:
+        app.say("stopping redis-server ...")
+        stop_backup_schedule(bundle)
+
+    status = run_foreground(running, on_stop=stopping)
     app.say("stopped")
     return status
 
@@ -123,6 +139,9 @@ def down(app: Application, directory: Path | None) -> None:
     """Stop what `redkeep up --detach` started in DIRECTORY."""
     root = stack_dir(directory, Path(os.getcwd()))
     bundle = load_bundle(app, root)
+    scheduler = stop_backup_schedule(bundle)
+    if scheduler:
+        app.say(f"stopped the backup schedule pid {scheduler}")
     pid = stop_redis(bundle)
     app.say(f"stopped redis-server pid {pid}" if pid else f"nothing running in {root}")
 
@@ -188,6 +207,3 @@ def _persistence(server: dict) -> str:
     )
     aof = "on" if server["aof_enabled"] else "off"
     return f"last RDB save {when} ({server['rdb_last_bgsave_status']}), AOF {aof}"
-
-
-COMMANDS = [init, up, down, status]

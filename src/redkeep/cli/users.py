@@ -13,7 +13,8 @@ from redkeep.cli.options import (
     load_bundle,
     target_for,
 )
-from redkeep.connect import ConnectionOptions, session
+from redkeep.connect import session
+from redkeep.endpoint import ConnectionOptions
 
 
 @click.group(name="users")
@@ -96,6 +97,3 @@ def finish_rotation(
         app.say(f"'{user}' now has only the password in {bundle.env_path}")
     else:
         app.say(f"'{user}' has a single password already; nothing to finish")
-
-
-COMMANDS = [users_group]

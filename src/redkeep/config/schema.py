@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from redkeep.config import defaults
+
 MEMORY_SIZE = re.compile(r"\d+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
 KEY_PATTERN = re.compile(r"(~|%R~|%W~|%RW~)\S*|allkeys|resetkeys")
 CHANNEL_PATTERN = re.compile(r"&\S*|allchannels|resetchannels")
@@ -244,9 +246,7 @@ class NotifySettings(Section):
         "secrets in the environment or .env: SLACK_WEBHOOK_URL, TELEGRAM_BOT_TOKEN + "
         "TELEGRAM_CHAT_ID, BACKUP_WEBHOOK_URL.",
     )
-    telegram_api_url: str = Field(
-        "https://api.telegram.org", description="Telegram Bot API base URL."
-    )
+    telegram_api_url: str = Field(defaults.TELEGRAM_API, description="Telegram Bot API base URL.")
 
 
 class S3Settings(Section):
@@ -256,7 +256,7 @@ class S3Settings(Section):
     kms_key_id: str | None = Field(None, description="KMS key for sse: aws:kms.")
     storage_class: str | None = Field(None, description="e.g. STANDARD_IA, GLACIER_IR.")
     checksums: Literal["when_required", "when_supported"] = Field(
-        "when_required",
+        defaults.S3_CHECKSUMS,
         description="boto3 request checksums; when_required works with MinIO, R2 and others.",
     )
 
@@ -267,8 +267,12 @@ class BackupSettings(Section):
         description="Where backups go: a directory (relative to the bundle), file:///path or "
         "s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL).",
     )
-    type: Literal["rdb", "aof", "both"] = Field("rdb", description="What to capture.")
-    compress: Literal["zstd", "gzip", "none"] = Field("zstd", description="Compression.")
+    type: Literal["rdb", "aof", "both"] = Field(
+        defaults.BACKUP_TYPE, description="What to capture."
+    )
+    compress: Literal["zstd", "gzip", "none"] = Field(
+        defaults.COMPRESSION, description="Compression."
+    )
     age_recipients: list[str] = Field(
         default_factory=list,
         description="age public keys (age1...) backups are encrypted to; encryption is on "
@@ -281,7 +285,9 @@ class BackupSettings(Section):
         None, description="File holding a passphrase to encrypt with (instead of or with keys)."
     )
     idle_timeout: float = Field(
-        60.0, gt=0, description="Give up when the server sends nothing for this many seconds."
+        defaults.IDLE_TIMEOUT,
+        gt=0,
+        description="Give up when the server sends nothing for this many seconds.",
     )
     interval_minutes: int = Field(
         0, ge=0, description="`redkeep up` runs a backup every N minutes (0: never)."

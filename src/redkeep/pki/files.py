@@ -5,7 +5,6 @@ for each `certs issue NAME`. Keys are written 0600 and the directory is 0700.
 """
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -14,47 +13,19 @@ from redkeep.errors import UsageError
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.pki import issue
 from redkeep.pki.inspect import load_certificate, load_private_key
+from redkeep.pki.layout import DEFAULT_CLIENT, TLSFiles
 
-DEFAULT_CLIENT = "client"
+__all__ = ["DEFAULT_CLIENT", "TLSFiles", "init_tls", "issue_client", "load_ca", "write_pair"]
 
 
-@dataclass(frozen=True)
-class TLSFiles:
-    directory: Path
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.directory / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.directory / "ca.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.directory / "server.crt"
-
-    @property
-    def server_key(self) -> Path:
-        return self.directory / "server.key"
-
-    def client_cert(self, name: str = DEFAULT_CLIENT) -> Path:
-        return self.directory / f"{name}.crt"
-
-    def client_key(self, name: str = DEFAULT_CLIENT) -> Path:
-        return self.directory / f"{name}.key"
-
-    def complete(self) -> bool:
-        paths = [self.ca_cert, self.ca_key, self.server_cert, self.server_key]
-        return all(path.exists() for path in [*paths, self.client_cert(), self.client_key()])
-
-    def load_ca(self) -> tuple[x509.Certificate, issue.PrivateKey]:
-        if not self.ca_key.exists():
-            raise UsageError(
-                f"{self.ca_key}: CA key not found; it is needed to sign certificates "
-                "(restore it, or create a new CA with `redkeep certs init`)"
-            )
-        return load_certificate(self.ca_cert), load_private_key(self.ca_key)
+def load_ca(files: TLSFiles) -> tuple[x509.Certificate, issue.PrivateKey]:
+    """The CA certificate and key; raise UsageError if the key is not there."""
+    if not files.ca_key.exists():
+        raise UsageError(
+            f"{files.ca_key}: CA key not found; it is needed to sign certificates "
+            "(restore it, or create a new CA with `redkeep certs init`)"
+        )
+    return load_certificate(files.ca_cert), load_private_key(files.ca_key)
 
 
 def write_pair(cert_path: Path, key_path: Path, cert, key) -> None:
@@ -95,7 +66,7 @@ def issue_client(
     cert_path, key_path = files.client_cert(name), files.client_key(name)
     if cert_path.exists() or key_path.exists():
         raise UsageError(f"{cert_path} already exists; choose another name or delete it first")
-    ca_cert, ca_key = files.load_ca()
+    ca_cert, ca_key = load_ca(files)
     cert, key = issue.make_client_cert(ca_cert, ca_key, name, key_type, days, now)
     write_pair(cert_path, key_path, cert, key)
     return cert_path, key_path

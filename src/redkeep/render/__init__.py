@@ -7,12 +7,12 @@ lists the files of a bundle and `actions.init` writes them.
 import re
 from functools import cache
 
-import jinja2
-
 
 @cache
-def templates() -> jinja2.Environment:
+def templates():
     """The Jinja environment for the packaged templates (strict: a missing value is an error)."""
+    import jinja2  # noqa: PLC0415 - only commands that render files load it
+
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("redkeep.render", "templates"),
         undefined=jinja2.StrictUndefined,

@@ -1,6 +1,9 @@
 """`.env` (the secrets, 0600) and `.env.example` (the same keys, no secrets)."""
 
-from redkeep.config.schema import Settings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import Settings
 
 PASSWORD_KEYS = {
     "admin": "REDIS_ADMIN_PASSWORD",
@@ -22,13 +25,13 @@ EXAMPLE_HEADER = (
 )
 
 
-def app_url(settings: Settings, password: str) -> str:
+def app_url(settings: "Settings", password: str) -> str:
     """The URL applications use: the app user over TLS to the bundle's host and port."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"rediss://app:{password}@{host}:{settings.redis.tls_port}"
 
 
-def env_values(settings: Settings, passwords: dict[str, str]) -> dict[str, str]:
+def env_values(settings: "Settings", passwords: dict[str, str]) -> dict[str, str]:
     """The KEY=value pairs of `.env` for these passwords."""
     values = {PASSWORD_KEYS[role]: passwords[role] for role in PASSWORD_KEYS}
     values["REDIS_PASSWORD"] = passwords["app"]
@@ -36,7 +39,7 @@ def env_values(settings: Settings, passwords: dict[str, str]) -> dict[str, str]:
     return values
 
 
-def example_values(settings: Settings) -> dict[str, str]:
+def example_values(settings: "Settings") -> dict[str, str]:
     """The same keys as `.env`, with no secret in them."""
     values = dict.fromkeys(PASSWORD_KEYS.values(), "")
     values["REDIS_PASSWORD"] = ""

@@ -5,6 +5,7 @@ The restored dataset must equal the source: every key's DUMP payload and PTTL.
 
 import json
 import subprocess
+import time
 
 import pyrage
 import pytest
@@ -12,9 +13,9 @@ import redis
 import zstandard
 
 from tests.conftest import run_redkeep
-from tests.integration.backup.conftest import assert_same_data, snapshot
+from tests.integration.backup.conftest import FAST_SNAPSHOTS, assert_same_data, snapshot
 from tests.integration.conftest import client_as
-from tests.servers import require_binary
+from tests.servers import free_port, require_binary
 
 
 def source_snapshot(bundle):
@@ -193,3 +194,31 @@ def test_restore_refuses_a_non_empty_target_and_dry_run_changes_nothing(
     assert dry.returncode == 0, dry.stderr
     assert "dry run: would restore" in dry.stdout
     assert redis.Redis(port=target.port).dbsize() == 1
+
+
+def test_up_runs_backups_on_a_schedule_and_down_stops_it(tmp_path, redis_binary):
+    env = {**FAST_SNAPSHOTS, "REDKEEP_BACKUP__INTERVAL_MINUTES": "0"}
+    root = tmp_path / "scheduled"
+    assert run_redkeep("init", root, "--tls-port", free_port(), env=env).returncode == 0
+    config = root / "redkeep.yaml"
+    config.write_text(config.read_text().replace("interval_minutes: 0", "interval_minutes: 1"))
+    up = run_redkeep("up", root, "--detach", env=FAST_SNAPSHOTS)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "backups every 1 min" in up.stdout
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listing = json.loads(run_redkeep("backup", "list", "--dir", root, "--json").stdout)
+            if any(row["complete"] for row in listing):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(
+                "no scheduled backup within 30 s: " + (root / "run" / "backup.log").read_text()
+            )
+        status = json.loads(run_redkeep("status", root, "--json").stdout)
+        assert "UTC" in status["last_backup"] and "FAILED" not in status["last_backup"]
+    finally:
+        down = run_redkeep("down", root)
+    assert "stopped the backup schedule" in down.stdout
+    assert not (root / "run" / "backup.pid").exists()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from redkeep.backup.rdb import RdbError, check_rdb_bytes, crc64
 from redkeep.backup.replication import _read_until_mark, capture_rdb
-from redkeep.connect import Target
+from redkeep.endpoint import Target
 from redkeep.errors import RedisCommandError
 
 MARK = b"0123456789abcdef0123456789abcdef01234567"

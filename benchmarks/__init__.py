@@ -1,0 +1,1 @@
+"""Benchmarks: redkeep against the named peer, side by side in one run (`make bench`)."""

@@ -1,0 +1,145 @@
+"""A raw connection to Redis: just enough RESP for AUTH, INFO and the replication handshake.
+
+Backups speak to Redis without redis-py: the replication stream is raw bytes anyway, and
+`redkeep backup run` starts faster without loading a client library.
+"""
+
+import socket
+
+from redkeep.backup.rdb import RdbError
+from redkeep.endpoint import Target, explain_os_error, first_line
+from redkeep.errors import ConnectError, RedisCommandError
+from redkeep.tls import client_context
+
+CHUNK = 1 << 20
+
+
+class RawConnection:
+    """A connection to Redis speaking just enough RESP for AUTH, INFO and replication."""
+
+    def __init__(self, target: Target, idle_timeout: float) -> None:
+        self.target = target
+        self.idle_timeout = idle_timeout
+        self._buffer = bytearray()
+        self._received = 0
+        self.sock = self._open()
+
+    def _open(self) -> socket.socket:
+        target = self.target
+        try:
+            if target.scheme == "unix":
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(target.timeout)
+                sock.connect(target.socket_path)
+            else:
+                sock = socket.create_connection((target.host, target.port), timeout=target.timeout)
+            if target.tls:
+                context = client_context(target.tls_ca, target.tls_cert, target.tls_key)
+                sock = context.wrap_socket(sock, server_hostname=target.host)
+        except OSError as error:
+            raise explain_os_error(error, target) from None
+        sock.settimeout(self.idle_timeout)
+        return sock
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def login(self) -> None:
+        """AUTH with the target's user and password, if it has a password."""
+        target = self.target
+        if target.password is not None:
+            auth = (target.username, target.password) if target.username else (target.password,)
+            self.command("AUTH", *auth)
+
+    def bulk(self, *args: str) -> str:
+        """Send a command whose reply is a bulk string (INFO) and return it."""
+        self.send(*args)
+        line = self.read_line()
+        if line.startswith("-"):
+            raise self._error(line[1:], args)
+        if not line.startswith("$") or not line[1:].lstrip("-").isdigit():
+            raise RedisCommandError(f"{self.target.where} answered {args[0]} with {line[:40]!r}")
+        length = int(line[1:])
+        while len(self._buffer) < length + 2:
+            self._fill()
+        data = bytes(self._buffer[:length])
+        del self._buffer[: length + 2]
+        return data.decode(errors="replace")
+
+    def send(self, *args: str) -> None:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(parts))
+
+    def command(self, *args: str) -> str:
+        """Send a command and return its status reply; raise on an error reply."""
+        self.send(*args)
+        line = self.read_line()
+        if line.startswith("-"):
+            raise self._error(line[1:], args)
+        return line[1:]
+
+    def _error(self, message: str, args: tuple[str, ...]) -> Exception:
+        name = " ".join(args[:2]) if args[0] in ("REPLCONF", "CONFIG") else args[0]
+        user = self.target.username or "default"
+        if message.startswith(("WRONGPASS", "NOAUTH")):
+            code = message.split(maxsplit=1)[0]
+            return ConnectError(
+                f"{self.target.where} refused user '{user}' ({code}): wrong password or the "
+                "user is disabled"
+            )
+        if message.startswith("NOPERM"):
+            return RedisCommandError(
+                f"user '{user}' may not run {name} on {self.target.where} (NOPERM); a backup "
+                "needs +info +replconf +psync (the bundle's backup user has them)"
+            )
+        if "unknown command" in message:
+            return RedisCommandError(
+                f"{self.target.where} does not offer {name} (a managed service?); "
+                "replication capture is not possible there"
+            )
+        return RedisCommandError(f"{name} failed on {self.target.where}: {first_line(message)}")
+
+    def _fill(self) -> None:
+        try:
+            data = self.sock.recv(CHUNK)
+        except TimeoutError:
+            raise RdbError(
+                f"{self.target.where} sent nothing for {self.idle_timeout:g}s during the "
+                f"transfer (after {self._received} bytes); raise --idle-timeout if the server "
+                "is slow to fork"
+            ) from None
+        except OSError as error:
+            raise RdbError(
+                f"connection to {self.target.where} failed after {self._received} bytes: "
+                f"{error.strerror or error}"
+            ) from None
+        if not data:
+            raise RdbError(
+                f"{self.target.where} closed the connection after {self._received} bytes, "
+                "before the snapshot was complete"
+            )
+        self._received += len(data)
+        self._buffer += data
+
+    def read_line(self) -> str:
+        """Read one CRLF-terminated line, skipping the keep-alive newlines before it."""
+        while True:
+            while self._buffer[:1] == b"\n":
+                del self._buffer[0]
+            end = self._buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end]).decode(errors="replace")
+                del self._buffer[: end + 2]
+                return line
+            self._fill()
+
+    def take(self) -> bytes:
+        """Whatever is buffered, or the next chunk from the socket."""
+        if not self._buffer:
+            self._fill()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
