@@ -382,6 +382,7 @@ def prune(
     store: Store, source: str | None, policy: retention.Policy, now: dt.datetime, dry_run: bool
 ) -> list[dict[str, Any]]:
     """Apply `policy` to each source separately; delete (unless `dry_run`) what it drops."""
+    retention.require(policy)
     listed = list_backups(store, source)
     by_source: dict[str, list[Listed]] = {}
     for item in listed:

@@ -48,13 +48,18 @@ PERIODS: dict[str, Callable[[dt.datetime], tuple]] = {
 }
 
 
-def plan(backups: list[Backup], policy: Policy, now: dt.datetime) -> list[Decision]:
-    """Decide keep or delete for every backup of one source, newest first, with reasons."""
+def require(policy: Policy) -> None:
+    """Raise UsageError for a policy that keeps nothing in particular (it would delete all)."""
     if policy.empty():
         raise UsageError(
             "no retention policy: pass --keep-last, --keep-daily/weekly/monthly or --max-age "
             "(or set backup.retention in redkeep.yaml)"
         )
+
+
+def plan(backups: list[Backup], policy: Policy, now: dt.datetime) -> list[Decision]:
+    """Decide keep or delete for every backup of one source, newest first, with reasons."""
+    require(policy)
     ordered = sorted(backups, key=lambda b: b.time, reverse=True)
     reasons = _kept([backup for backup in ordered if backup.complete], policy, now)
     decisions = []

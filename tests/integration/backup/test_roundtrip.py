@@ -4,6 +4,9 @@ The restored dataset must equal the source: every key's DUMP payload and PTTL.
 """
 
 import json
+import os
+import pty
+import select
 import subprocess
 import time
 
@@ -222,3 +225,65 @@ def test_up_runs_backups_on_a_schedule_and_down_stops_it(tmp_path, redis_binary)
         down = run_redkeep("down", root)
     assert "stopped the backup schedule" in down.stdout
     assert not (root / "run" / "backup.pid").exists()
+
+
+def age_decrypt_with_passphrase(path, out, passphrase: str) -> None:
+    """Run `age -d` on a passphrase-encrypted file, typing the passphrase at its tty prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: age reads the passphrase from its terminal only
+        os.execvp(require_binary("age"), ["age", "-d", "-o", str(out), str(path)])
+    seen, typed, deadline = b"", False, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 1024)
+            except OSError:
+                break
+            if not data:
+                break
+            seen += data
+            if b"passphrase" in seen.lower() and not typed:
+                os.write(fd, passphrase.encode() + b"\n")
+                typed = True
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, seen
+
+
+def test_passphrase_backups_open_with_the_age_tool(redis_factory, tmp_path):
+    server = redis_factory(["repl-diskless-sync-delay 0"])
+    redis.Redis(port=server.port).set("hello", "world")
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a long passphrase for testing\n")
+    dest = tmp_path / "dest"
+    result = run_redkeep(
+        "backup",
+        "run",
+        "--url",
+        f"redis://127.0.0.1:{server.port}",
+        "--dest",
+        dest,
+        "--passphrase-file",
+        passphrase,
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["encryption"] == "age-passphrase"
+    folder = dest / f"127.0.0.1-{server.port}" / report["id"]
+    age_decrypt_with_passphrase(
+        folder / "key.age", tmp_path / "key.txt", "a long passphrase for testing"
+    )
+    data = subprocess.run(
+        [
+            require_binary("age"),
+            "-d",
+            "-i",
+            str(tmp_path / "key.txt"),
+            str(folder / "dump.rdb.zst.age"),
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+    rdb = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    assert rdb.startswith(b"REDIS") and b"hello" in rdb
