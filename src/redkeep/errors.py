@@ -58,5 +58,13 @@ class RedisCommandError(RedkeepError):
     """Redis answered with an error (WRONGPASS, NOAUTH, NOPERM, ...)."""
 
 
-class StoreError(UsageError):
-    """A backup destination cannot be used (bad URL, missing bucket or object, no permission)."""
+class StoreError(RedkeepError):
+    """A backup destination cannot be used (missing bucket or object, no permission, down)."""
+
+
+class DamagedBackup(RedkeepError):
+    """The stored data itself is wrong: checksum, CRC, decryption or restore-drill mismatch.
+
+    Only this kind of failure is recorded against a backup by `verify`; a wrong key or a
+    missing local tool says nothing about the backup.
+    """

@@ -6,7 +6,6 @@ and then the manifest (last: a backup without one is incomplete), then record me
 notify. A failure at any point aborts what was being written and is reported the same way.
 """
 
-import contextlib
 import datetime as dt
 import json
 import time
@@ -42,7 +41,7 @@ from redkeep.backup.replication import capture_rdb
 from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
 from redkeep.endpoint import Target
-from redkeep.errors import RedkeepError, StoreError
+from redkeep.errors import DamagedBackup, RedkeepError, StoreError
 from redkeep.signals import interrupted_by_signals
 
 
@@ -64,7 +63,12 @@ class RunOptions:
 def run_backup(
     options: RunOptions, target: Target, aof_target: Target | None, now: dt.datetime
 ) -> dict[str, Any]:
-    """Take one backup of `target`; return the run report. Raise RedkeepError on failure."""
+    """Take one backup of `target`; return the run report.
+
+    Raise RedkeepError on failure, with the failure report as its `report` attribute. Every
+    failure - also an unexpected one, or Ctrl-C/SIGTERM - is reported, counted in the metrics
+    and notified before it propagates.
+    """
     started = time.monotonic()
     backup_id = new_backup_id(now)
     report: dict[str, Any] = {
@@ -83,12 +87,25 @@ def run_backup(
         report |= _success_fields(manifest)
         options.store.put_bytes(_key(manifest, REPORT), _json(report))
         options.store.put_bytes(_key(manifest, MANIFEST), manifest.to_json())
-    except RedkeepError as error:
-        report["error"] = error.message
-        raise
-    finally:
+    except KeyboardInterrupt:
+        report["error"] = "interrupted (Ctrl-C or SIGTERM) before the backup was complete"
         _after_run(options, manifest, report, started)
+        raise
+    except Exception as error:  # noqa: BLE001 - every failure must be reported and notified
+        failure = error if isinstance(error, RedkeepError) else _unexpected(error)
+        report["error"] = failure.message
+        _after_run(options, manifest, report, started)
+        failure.report = report  # type: ignore[attr-defined]
+        raise failure from None
+    _after_run(options, manifest, report, started)
     return report
+
+
+def _unexpected(error: Exception) -> RedkeepError:
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return RedkeepError(f"{where}{error.strerror or error}")
+    return RedkeepError(f"{type(error).__name__}: {error}")
 
 
 def _capture_all(
@@ -119,8 +136,6 @@ def server_facts(info: dict[str, Any]) -> dict[str, Any]:
         "version": info.get("valkey_version") or info.get("redis_version"),
         "mode": info.get("redis_mode"),
         "role": info.get("role"),
-        "replid": info.get("master_replid"),
-        "offset": info.get("master_repl_offset"),
         "used_memory": info.get("used_memory"),
     }
 
@@ -246,22 +261,30 @@ def _success_fields(manifest: Manifest) -> dict[str, Any]:
 def _after_run(
     options: RunOptions, manifest: Manifest, report: dict[str, Any], started: float
 ) -> None:
-    """Metrics, the failure report, notifications: whatever happened to the run."""
+    """The failure report, metrics, notifications; never raises (it runs while failing)."""
     report.setdefault("duration_seconds", round(time.monotonic() - started, 3))
+    problems = []
     if report["result"] != "success":
-        # Beside the (incomplete) backup, so its prefix explains itself; best effort.
-        with contextlib.suppress(RedkeepError):
+        # Beside the (incomplete) backup, so its prefix explains itself.
+        try:
             options.store.put_bytes(_key(manifest, REPORT), _json(report))
+        except Exception as error:  # noqa: BLE001 - the destination may be what failed
+            problems.append(f"could not store the failure report: {error}")
     if options.metrics_file is not None:
-        write_metrics(
-            options.metrics_file,
-            options.source,
-            report["result"] == "success",
-            time.time(),
-            report["duration_seconds"],
-            report.get("bytes_stored", 0),
-        )
+        try:
+            write_metrics(
+                options.metrics_file,
+                options.source,
+                report["result"] == "success",
+                time.time(),
+                report["duration_seconds"],
+                report.get("bytes_stored", 0),
+            )
+        except OSError as error:
+            problems.append(f"could not write {options.metrics_file}: {error.strerror}")
     report["notifications"] = notify.send(options.channels, report, options.notify_on_success)
+    if problems:
+        report["warnings"] = problems
 
 
 def _key(manifest: Manifest, name: str) -> str:
@@ -288,6 +311,8 @@ def run_periodically(
                     job()
                 except RedkeepError as error:
                     on_error(error)
+                except Exception as error:  # noqa: BLE001 - a schedule must outlive one bad run
+                    on_error(_unexpected(error))
                 sleep(max(0.0, interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         return
@@ -305,6 +330,7 @@ class Listed:
     verified: bool
     objects: dict[str, int]
     manifest: Manifest | None = None
+    damaged: bool = False
 
     def row(self) -> dict[str, Any]:
         manifest = self.manifest
@@ -319,6 +345,7 @@ class Listed:
             "encrypted": bool(manifest and manifest.encryption.get("mode", "none") != "none"),
             "verified": self.verified,
             "complete": self.complete,
+            "damaged": self.damaged,
         }
 
 
@@ -337,9 +364,14 @@ def list_backups(store: Store, source: str | None = None) -> list[Listed]:
             continue  # not ours
         listed = Listed(src, backup_id, started, MANIFEST in objects, False, objects)
         if listed.complete:
-            listed.manifest = Manifest.from_json(
-                store.get_bytes(object_key(src, backup_id, MANIFEST)), f"{src}/{backup_id}"
-            )
+            try:
+                listed.manifest = Manifest.from_json(
+                    store.get_bytes(object_key(src, backup_id, MANIFEST)), f"{src}/{backup_id}"
+                )
+            except DamagedBackup:  # unusable, but it must not hide the other backups
+                listed.complete, listed.damaged = False, True
+                found.append(listed)
+                continue
             # The manifest's start time has microseconds: two backups in one second still order.
             listed.time = dt.datetime.fromisoformat(listed.manifest.created)
             listed.verified = _verified(store, src, backup_id, objects)
@@ -369,9 +401,10 @@ def find_backup(store: Store, source: str | None, backup_id: str) -> Listed:
     for item in complete:
         if item.id == backup_id:
             return item
-    everything = list_backups(store, source)
-    if any(item.id == backup_id for item in everything):
-        raise RedkeepError(f"backup {backup_id} is incomplete (no manifest): it cannot be used")
+    for item in list_backups(store, source):
+        if item.id == backup_id:
+            why = "its manifest is damaged" if item.damaged else "it is incomplete (no manifest)"
+            raise RedkeepError(f"backup {backup_id} cannot be used: {why}")
     raise RedkeepError(f"no backup {backup_id} in {store.url}; `redkeep backup list` shows them")
 
 

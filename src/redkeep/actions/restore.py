@@ -31,7 +31,7 @@ from redkeep.backup.stores import Store
 from redkeep.backup.transfer import copy_keys
 from redkeep.connect import client_for, explain_command_error, session
 from redkeep.endpoint import Target
-from redkeep.errors import RedkeepError, UsageError
+from redkeep.errors import DamagedBackup, RedkeepError, UsageError
 
 SAMPLE = 100
 AOF_DIRNAME = "appendonlydir"
@@ -87,7 +87,11 @@ def _extract_aof(tar_path: Path, into: Path) -> Path:
 
 
 def verify_backup(store: Store, listed: Listed, keys: Keys, now: dt.datetime) -> dict[str, Any]:
-    """Check every object of a backup and drill-restore it; record the result in verify.json."""
+    """Check every object of a backup and drill-restore it; record the verdict in verify.json.
+
+    Only a verdict about the data is recorded: damage fails the backup, while a wrong key or a
+    local problem (no suitable redis-server) raises without touching an earlier verdict.
+    """
     manifest = listed.manifest
     assert manifest is not None
     identities = keys.for_backup(store, manifest)
@@ -99,7 +103,7 @@ def verify_backup(store: Store, listed: Listed, keys: Keys, now: dt.datetime) ->
                 store, manifest, item, identities, workdir / item.content
             )
         result["result"] = "ok"
-    except RedkeepError as error:
+    except DamagedBackup as error:
         result["result"] = "failed"
         result["error"] = error.message
     finally:
@@ -126,9 +130,17 @@ def _verify_object(
         _extract_aof(tar_path, workdir)
         tar_path.unlink()
         aof_dirname = AOF_DIRNAME
-    with drill.scratch_server(workdir, aof_dirname) as server:
+    with drill.scratch_server(workdir, aof_dirname, databases_for(manifest)) as server:
         checks["drill"] = compare_keyspace(server, manifest)
     return checks
+
+
+def databases_for(manifest: Manifest) -> int:
+    """Databases the drill server needs: every db the source used, plus one spare for checks."""
+    used = [
+        int(db[2:]) for window in manifest.keyspace.values() for db in window if db[2:].isdigit()
+    ]
+    return max(16, max(used, default=0) + 2)
 
 
 def _redis_check_rdb(path: Path) -> str:
@@ -140,7 +152,7 @@ def _redis_check_rdb(path: Path) -> str:
     )
     if result.returncode != 0 or "RDB looks OK" not in result.stdout:
         lines = [line for line in result.stdout.splitlines() if "---" not in line and line.strip()]
-        raise RedkeepError(f"redis-check-rdb rejects the RDB: {lines[-1] if lines else 'error'}")
+        raise DamagedBackup(f"redis-check-rdb rejects the RDB: {lines[-1] if lines else 'error'}")
     return "ok"
 
 
@@ -148,12 +160,13 @@ def compare_keyspace(server: drill.Drill, manifest: Manifest) -> dict[str, Any]:
     """Keys and expires per db in the drill server against the manifest's capture window.
 
     The snapshot was taken between the "before" and "after" INFO readings, so each count must
-    lie between them; keys that expired before loading are allowed for.
+    lie between them, less the keys that expired since (dropped while loading, or after).
     """
     client = server.client()
     loaded = drill.keyspace(client)
-    expired_on_load = int(client.info("persistence").get("rdb_last_load_expired_keys", 0) or 0)
+    info = client.info("all")
     client.close()
+    expired = int(info.get("rdb_last_load_keys_expired", 0)) + int(info.get("expired_keys", 0))
     before = manifest.keyspace.get("before", {})
     after = manifest.keyspace.get("after", before)
     problems = []
@@ -161,27 +174,40 @@ def compare_keyspace(server: drill.Drill, manifest: Manifest) -> dict[str, Any]:
         for field in ("keys", "expires"):
             low, high = sorted((before.get(db, {}).get(field, 0), after.get(db, {}).get(field, 0)))
             found = loaded.get(db, {}).get(field, 0)
-            if not low - expired_on_load <= found <= high:
+            if not low - expired <= found <= high:
                 problems.append(f"{db} {field}: {found} loaded, {low}..{high} expected")
     if problems:
-        raise RedkeepError("restore drill: the loaded data differs: " + "; ".join(problems))
+        raise DamagedBackup("restore drill: the loaded data differs: " + "; ".join(problems))
     return {
         "keyspace": loaded,
-        "expired_on_load": expired_on_load,
-        "sampled_keys": _sample(server, loaded),
+        "expired_since_capture": expired,
+        "sampled_keys": _sample_round_trip(server, loaded, databases_for(manifest) - 1),
     }
 
 
-def _sample(server: drill.Drill, loaded: dict[str, dict[str, int]]) -> int:
-    """DUMP and PTTL a sample of keys of each db: each must serialize and have a TTL state."""
+def _sample_round_trip(server: drill.Drill, loaded: dict[str, dict[str, int]], spare: int) -> int:
+    """DUMP a sample of keys, RESTORE them into the spare db, and compare: payload and TTL.
+
+    This is the path `restore --to-url` takes, tried on real keys of this backup.
+    """
+    scratch = server.client(spare)
     checked = 0
-    for db in loaded:
-        client = server.client(int(db[2:]))
-        _, keys = client.scan(cursor=0, count=SAMPLE)
-        for key in keys[:SAMPLE]:
-            if client.dump(key) is not None and client.pttl(key) != -2:
-                checked += 1  # (a key that expired while we looked is skipped)
-        client.close()
+    try:
+        for db in loaded:
+            client = server.client(int(db[2:]))
+            _, keys = client.scan(cursor=0, count=SAMPLE)
+            for key in keys[:SAMPLE]:
+                payload, pttl = client.dump(key), client.pttl(key)
+                if payload is None or pttl == -2:
+                    continue  # expired while we looked
+                scratch.restore(key, max(pttl, 0), payload, replace=True)
+                if scratch.dump(key) != payload or (pttl == -1) != (scratch.pttl(key) == -1):
+                    raise DamagedBackup(f"key {key!r} of {db} does not survive DUMP/RESTORE")
+                checked += 1
+            client.close()
+            scratch.flushdb()
+    finally:
+        scratch.close()
     return checked
 
 
@@ -189,31 +215,66 @@ def _sample(server: drill.Drill, loaded: dict[str, dict[str, int]]) -> int:
 
 
 def restore_to_file(
-    store: Store, listed: Listed, keys: Keys, path: Path, content: str, replace: bool
+    store: Store,
+    listed: Listed,
+    keys: Keys,
+    path: Path,
+    content: str,
+    replace: bool,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Write the backup's RDB file (or AOF directory) to `path`; nothing there on failure."""
     manifest = listed.manifest
     assert manifest is not None
     item = _object(manifest, content)
-    if path.exists() and not replace:
-        raise UsageError(f"{path} exists; pass --replace to overwrite it")
+    _check_destination(path, item, replace)
+    result = {"id": manifest.id, "to": str(path), "content": item.content, "bytes": item.raw_size}
+    if dry_run:
+        return result | {"dry_run": True}
     identities = keys.for_backup(store, manifest)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".redkeep-restore-", dir=path.parent))
     try:
         if item.content == "rdb":
-            check = _download(store, manifest, item, identities, staging / "dump.rdb")
+            result["rdb"] = _download(store, manifest, item, identities, staging / "dump.rdb")
             staged = staging / "dump.rdb"
         else:
             _download(store, manifest, item, identities, staging / "aof.tar")
             staged = _extract_aof(staging / "aof.tar", staging / "out")
-            check = {}
-        if path.is_dir() and replace:
-            shutil.rmtree(path)
-        os.replace(staged, path)
+        _swap_into_place(staged, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"id": manifest.id, "to": str(path), "content": item.content, "rdb": check}
+    return result
+
+
+def _check_destination(path: Path, item: StoredObject, replace: bool) -> None:
+    """Refuse to overwrite without --replace, and never replace what is not ours to replace."""
+    if item.content == "rdb" and path.is_dir():
+        raise UsageError(f"{path} is a directory; give the file to write, e.g. {path}/dump.rdb")
+    if not path.exists():
+        return
+    if not replace:
+        raise UsageError(f"{path} exists; pass --replace to overwrite it")
+    if item.content == "aof" and not (path.is_dir() and any(path.glob("*.manifest"))):
+        raise UsageError(
+            f"{path} is not an AOF directory (no *.manifest in it); refusing to replace it"
+        )
+
+
+def _swap_into_place(staged: Path, path: Path) -> None:
+    """Move `staged` to `path`; an old `path` is removed only once the new one is in place."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.replaced-{os.getpid()}")
+        os.replace(path, old)
+    try:
+        os.replace(staged, path)
+    except OSError:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 def _object(manifest: Manifest, content: str) -> StoredObject:
@@ -238,7 +299,9 @@ def restore_to_server(
 ) -> dict[str, Any]:
     """Load the backup in a drill server, then copy every key into `target` (TTLs kept).
 
-    Refuses a target that has keys unless `replace`; with `dry_run` only reports the plan.
+    Refuses a target that has keys unless `replace`, and checks before writing anything that
+    the target has the databases, the memory and the RDB version the backup needs. With
+    `dry_run` only reports the plan.
     """
     manifest = listed.manifest
     assert manifest is not None
@@ -261,12 +324,14 @@ def restore_to_server(
             _download(store, manifest, item, identities, workdir / "aof.tar")
             _extract_aof(workdir / "aof.tar", workdir / "data")
             aof_dirname = AOF_DIRNAME
-        with drill.scratch_server(workdir / "data", aof_dirname) as server:
+        with drill.scratch_server(workdir / "data", aof_dirname, databases_for(manifest)) as server:
             plan = drill.keyspace(server.client())
             result = {"id": manifest.id, "to": target.display_url, "plan": plan, "dry_run": dry_run}
             if dry_run:
                 result["target_keys"] = existing
                 return result
+            with session(target) as client:
+                preflight(client, target, server, plan)
             copied = copy_keys(
                 server.client,
                 _target_factory(target),
@@ -280,6 +345,55 @@ def restore_to_server(
     result["restored"] = copied.keys
     result["skipped_expired"] = copied.skipped_expired
     return result
+
+
+def preflight(
+    client: redis.Redis, target: Target, server: drill.Drill, plan: dict[str, dict]
+) -> None:
+    """Refuse, before any write, a target that cannot hold the backup."""
+    highest = max((int(db[2:]) for db in plan), default=0)
+    try:
+        databases = int(client.config_get("databases").get("databases", 0))
+    except redis.RedisError:
+        databases = 0  # CONFIG GET not allowed: RESTORE will tell
+    if databases and highest >= databases:
+        raise UsageError(
+            f"{target.where} has {databases} databases, but the backup uses db{highest}; "
+            f"raise `databases` there first"
+        )
+    needed = int(server.client().info("memory")["used_memory"])
+    memory = client.info("memory")
+    limit = int(memory.get("maxmemory", 0))
+    if limit and int(memory.get("used_memory", 0)) + needed > limit:
+        raise UsageError(
+            f"{target.where} has maxmemory {limit >> 20} MiB; the backup needs about "
+            f"{needed >> 20} MiB more than is in use: raise maxmemory first"
+        )
+    _probe_restore(client, target, server, plan)
+
+
+def _probe_restore(
+    client: redis.Redis, target: Target, server: drill.Drill, plan: dict[str, dict]
+) -> None:
+    """RESTORE one real payload under a scratch name: the target can read this RDB version."""
+    if not plan:
+        return
+    source = server.client(int(next(iter(plan))[2:]))
+    key = next(iter(source.scan_iter(count=10)), None)
+    payload = source.dump(key) if key is not None else None
+    source.close()
+    if payload is None:
+        return
+    probe = f"redkeep:restore-probe:{os.getpid()}"
+    try:
+        client.restore(probe, 60_000, payload, replace=True)
+    except redis.ResponseError as error:
+        raise RedkeepError(
+            f"{target.where} cannot load this backup's data ({str(error).splitlines()[0]}); "
+            "it needs a Redis at least as new as the one that made the backup"
+        ) from None
+    finally:
+        client.delete(probe)
 
 
 def _target_keyspace(target: Target) -> dict[str, dict[str, int]]:

@@ -8,6 +8,8 @@ Needs the data directory on this machine and a user allowed CONFIG SET.
 """
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import tarfile
@@ -126,9 +128,24 @@ class AofSnapshot:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def exclusive(location: AofLocation) -> Iterator[None]:
+    """One AOF backup of a server at a time: two would save each other's paused setting."""
+    name = hashlib.sha256(str(location.directory).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"redkeep-aof-{name}.lock"
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RedkeepError(
+                f"another AOF backup of {location.directory} is running; try again later"
+            ) from None
+        yield
+
+
 def snapshot(client: redis.Redis, target: Target, location: AofLocation) -> AofSnapshot:
     """Take a consistent snapshot of the AOF files, per the official procedure."""
-    with rewrites_paused(client, target):
+    with exclusive(location), rewrites_paused(client, target):
         wait_for_no_rewrite(client, target)
         manifest_path = location.directory / location.manifest
         files = parse_manifest(manifest_path.read_text(), str(manifest_path))

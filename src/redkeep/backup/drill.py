@@ -31,35 +31,26 @@ class Drill:
 
 
 @contextlib.contextmanager
-def scratch_server(data: Path, aof_dirname: str | None = None) -> Iterator[Drill]:
+def scratch_server(
+    data: Path, aof_dirname: str | None = None, databases: int = 16
+) -> Iterator[Drill]:
     """A throw-away redis-server that loads `data/dump.rdb` (or the AOF dir)."""
     binary = redis_server.find_redis_server()
     socket_path = data / "redis.sock"
-    args = [
-        binary,
-        "--port",
-        "0",
-        "--unixsocket",
-        str(socket_path),
-        "--unixsocketperm",
-        "700",
-        "--dir",
-        str(data),
-        "--dbfilename",
-        "dump.rdb",
-        "--save",
-        "",
-        "--logfile",
-        str(data / "redis.log"),
-        "--daemonize",
-        "no",
-        "--enable-debug-command",
-        "no",
-        "--protected-mode",
-        "yes",
-        "--appendonly",
-        "yes" if aof_dirname else "no",
-    ]
+    settings = {
+        "port": "0",  # no TCP listener at all
+        "unixsocket": str(socket_path),
+        "unixsocketperm": "700",
+        "dir": str(data),
+        "dbfilename": "dump.rdb",
+        "save": "",
+        "logfile": str(data / "redis.log"),
+        "daemonize": "no",
+        "enable-debug-command": "no",
+        "databases": str(databases),
+        "appendonly": "yes" if aof_dirname else "no",
+    }
+    args = [binary, *(part for name, value in settings.items() for part in (f"--{name}", value))]
     if aof_dirname:
         args += ["--appenddirname", aof_dirname, "--auto-aof-rewrite-percentage", "0"]
     process = subprocess.Popen(
@@ -94,9 +85,10 @@ def _wait_loaded(client: redis.Redis, process: subprocess.Popen, log: Path) -> N
 
 
 def _why(log: Path) -> str:
-    lines = redis_server.log_tail(log, 6)
-    messages = [line.split(" # ", 1)[1] for line in lines if " # " in line]
-    text = "; ".join(messages[-2:]) or (lines[-1] if lines else "no log")
+    """The load failure in the drill server's log, without its unrelated warnings."""
+    lines = [line for line in redis_server.log_tail(log, 12) if "overcommit" not in line]
+    failures = [line.split(" # ", 1)[-1] for line in lines if " # " in line or "FATAL" in line]
+    text = "; ".join(failures[-2:]) or (lines[-1] if lines else "no log")
     if "Can't handle RDB format version" in text:
         text += " (install a redis-server at least as new as the one that made the backup)"
     return text

@@ -20,7 +20,7 @@ from redkeep.backup.pipeline import (
 )
 from redkeep.backup.rdb import RdbError, RdbValidator
 from redkeep.backup.stores import Store
-from redkeep.errors import RedkeepError, StoreError
+from redkeep.errors import DamagedBackup, RedkeepError
 
 CHUNK = 1 << 20
 
@@ -78,31 +78,31 @@ def fetch_object(
         # pyrage reports damaged ciphertext as OSError("decryption error"); a damaged object
         # is named as such whichever stage noticed first.
         _check_digest(reader, item, key)
-        raise _explain(error, key, item) from None
+        raise _explain(error, key) from None
     _check_digest(reader, item, key)
     if raw.sha256.hexdigest() != item.raw_sha256:
-        raise StoreError(f"{key}: restored bytes differ from what was backed up (SHA-256)")
+        raise DamagedBackup(f"{key}: restored bytes differ from what was backed up (SHA-256)")
 
 
 def _check_digest(reader: HashingReader, item: StoredObject, key: str) -> None:
     if reader.sha256.hexdigest() != item.sha256 or reader.size != item.size:
-        raise StoreError(
+        raise DamagedBackup(
             f"{key} is damaged: its SHA-256 (or size {reader.size}) differs from the manifest's; "
             "restore another backup"
         )
 
 
-def _explain(error: Exception, key: str, item: StoredObject) -> RedkeepError:
+def _explain(error: Exception, key: str) -> RedkeepError:
+    """A wrong key is the caller's problem; anything else means the stored data is bad."""
     if isinstance(error, pyrage.DecryptError):
-        text = str(error)
-        if "No matching keys" in text or "no identity" in text.lower():
+        if "No matching keys" in str(error) or "no identity" in str(error).lower():
             return RedkeepError(
                 f"cannot decrypt {key}: none of the given identities matches its recipients; "
                 "pass the right --age-identity or --passphrase-file"
             )
-        return RedkeepError(f"cannot decrypt {key}: {text}")
-    if isinstance(error, RedkeepError):
-        return RedkeepError(f"{key}: {error.message}")
+        return DamagedBackup(f"cannot decrypt {key}: {error}")
     if isinstance(error, OSError) and "decryption" in str(error):
-        return RedkeepError(f"cannot decrypt {key}: the ciphertext does not authenticate")
-    return RedkeepError(f"{key}: {error}")
+        return DamagedBackup(f"cannot decrypt {key}: the ciphertext does not authenticate")
+    if isinstance(error, RedkeepError):
+        return DamagedBackup(f"{key}: {error.message}")
+    return DamagedBackup(f"{key}: {error}")

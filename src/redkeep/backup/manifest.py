@@ -6,18 +6,32 @@ the UTC start time plus a random suffix, so ids sort by time and never collide.
 
 import datetime as dt
 import json
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redkeep import __version__
-from redkeep.errors import StoreError
+from redkeep.errors import DamagedBackup, UsageError
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 VERIFIED = "verify.json"
 FORMAT = 1
 ID_TIME = "%Y%m%dT%H%M%SZ"
+
+
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_source(name: str) -> str:
+    """Return `name` if it can name a source (one path segment, a safe metrics label)."""
+    if not SOURCE_NAME.fullmatch(name):
+        raise UsageError(
+            f"source name {name!r}: use letters, digits, '.', '_' and '-' (starting with a "
+            "letter or digit)"
+        )
+    return name
 
 
 def new_backup_id(now: dt.datetime) -> str:
@@ -71,10 +85,10 @@ class Manifest:
             raw = json.loads(data)
             raw["objects"] = [StoredObject(**item) for item in raw.get("objects", [])]
             if raw.get("format") != FORMAT:
-                raise StoreError(f"{where}: manifest format {raw.get('format')} is not {FORMAT}")
+                raise DamagedBackup(f"{where}: manifest format {raw.get('format')} is not {FORMAT}")
             return cls(**raw)
         except (ValueError, TypeError, KeyError) as error:
-            raise StoreError(f"{where}: damaged manifest ({error})") from None
+            raise DamagedBackup(f"{where}: damaged manifest ({error})") from None
 
     def object(self, content: str) -> StoredObject | None:
         return next((item for item in self.objects if item.content == content), None)

@@ -38,24 +38,21 @@ def previous_success(path: Path, source: str) -> float | None:
     return read_metrics(path, source).get("last_success_timestamp_seconds")
 
 
-def render_metrics(values: dict[str, float], source: str) -> str:
-    lines = []
-    for name, value in values.items():
-        lines += [
-            f"# HELP {PREFIX}{name} {HELP[name]}",
-            f"# TYPE {PREFIX}{name} gauge",
-            f'{PREFIX}{name}{{source="{source}"}} {value:g}'
-            if isinstance(value, int)
-            else f'{PREFIX}{name}{{source="{source}"}} {value}',
-        ]
-    return "\n".join(lines) + "\n"
+def render_metrics(values: dict[str, float], source: str) -> list[str]:
+    """Sample lines for one source (HELP/TYPE are added once per file by write_metrics)."""
+    label = source.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return [f'{PREFIX}{name}{{source="{label}"}} {value}' for name, value in values.items()]
 
 
 def write_metrics(
     path: Path, source: str, ok: bool, finished: float, duration: float, size: int
 ) -> None:
-    """Record one run in the textfile at `path` (atomically: the collector never sees half)."""
-    success = finished if ok else previous_success(path, source)
+    """Record one run of `source` in the textfile at `path`, keeping other sources' series.
+
+    Written atomically: the collector never reads half a file.
+    """
+    old = read_metrics(path, source)
+    success = finished if ok else old.get("last_success_timestamp_seconds")
     values: dict[str, float] = {}
     if success is not None:
         values["last_success_timestamp_seconds"] = success
@@ -64,6 +61,18 @@ def write_metrics(
         "last_duration_seconds": round(duration, 3),
         "last_result": 1 if ok else 0,
     }
-    if ok:
-        values["last_size_bytes"] = size
-    atomic_write(path, render_metrics(values, source), PUBLIC_MODE)
+    size_bytes = size if ok else old.get("last_size_bytes")
+    if size_bytes is not None:
+        values["last_size_bytes"] = size_bytes
+    ours = f'{{source="{source}"}}'
+    others = [
+        line
+        for line in (path.read_text().splitlines() if path.exists() else [])
+        if line.startswith(PREFIX) and ours not in line
+    ]
+    samples = sorted(others + render_metrics(values, source))
+    lines = []
+    for name, text in HELP.items():
+        lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} gauge"]
+        lines += [line for line in samples if line.startswith(f"{PREFIX}{name}{{")]
+    atomic_write(path, "\n".join(lines) + "\n", PUBLIC_MODE)

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from redkeep.errors import StoreError
+from redkeep.errors import StoreError, UsageError
 from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir
 
 
@@ -45,13 +45,13 @@ class LocalStore:
     def at(cls, path: str) -> "LocalStore":
         root = Path(path).expanduser()
         if root.exists() and not root.is_dir():
-            raise StoreError(f"backup destination {root} is a file, not a directory")
+            raise UsageError(f"backup destination {root} is a file, not a directory")
         return cls(root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
         if not path.is_relative_to(self.root.resolve()):
-            raise StoreError(f"backup object name {key!r} leaves {self.root}")
+            raise UsageError(f"backup object name {key!r} leaves {self.root}")
         return path
 
     def writer(self, key: str, size_hint: int = 0) -> LocalWriter:

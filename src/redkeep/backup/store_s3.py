@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from redkeep.errors import StoreError
+from redkeep.errors import StoreError, UsageError
 
 MIB = 1 << 20
 MIN_PART = 8 * MIB
@@ -115,7 +115,7 @@ class S3Store:
     def from_url(cls, url: str, **options) -> "S3Store":
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
-            raise StoreError(f"backup destination {url}: no bucket; use s3://bucket/prefix")
+            raise UsageError(f"backup destination {url}: no bucket; use s3://bucket/prefix")
         return cls(bucket, prefix, **options)
 
     def _key(self, key: str) -> str:

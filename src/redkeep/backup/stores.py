@@ -7,7 +7,7 @@ Keys are relative paths: `<source>/<backup id>/<object>`. A backup is complete w
 from typing import BinaryIO, Protocol
 
 from redkeep.backup.store_local import LocalStore
-from redkeep.errors import StoreError
+from redkeep.errors import UsageError
 
 
 class ObjectWriter(Protocol):
@@ -34,10 +34,9 @@ def open_store(dest: str, s3_options: dict | None = None) -> Store:
         from redkeep.backup.store_s3 import S3Store  # noqa: PLC0415 - boto3 loads slowly
 
         return S3Store.from_url(dest, **(s3_options or {}))
-    if dest.startswith("file://"):
-        dest = dest.removeprefix("file://")
-    elif "://" in dest:
-        raise StoreError(
-            f"backup destination {dest}: use a path, file:///path or s3://bucket/prefix"
+    path = dest.removeprefix("file://")
+    if not path.strip() or ("://" in path):
+        raise UsageError(
+            f"backup destination {dest!r}: use a directory path, file:///path or s3://bucket/prefix"
         )
-    return LocalStore.at(dest)
+    return LocalStore.at(path)

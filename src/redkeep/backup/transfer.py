@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import redis
 
+from redkeep.errors import RedkeepError
+
 BATCH = 500
 
 
@@ -23,30 +25,45 @@ def copy_keys(
     databases: list[int],
     replace: bool,
 ) -> TransferCount:
-    """Copy all keys of `databases`; RESTORE ... REPLACE when `replace`."""
+    """Copy all keys of `databases`; RESTORE ... REPLACE when `replace`.
+
+    Raise RedkeepError naming the key (never its value) if the target refuses one, and say
+    how much was written before: a live target cannot be rolled back.
+    """
     count = TransferCount()
     for db in databases:
         source, target = source_for_db(db), target_for_db(db)
         copied = 0
         try:
             for keys in _batches(source):
-                dumps = _dump(source, keys)
                 pipe = target.pipeline(transaction=False)
-                for key, (payload, pttl) in zip(keys, dumps, strict=True):
+                sent = []
+                for key, (payload, pttl) in zip(keys, _dump(source, keys), strict=True):
                     if payload is None or pttl == -2:
                         count.skipped_expired += 1
                         continue
-                    args = ["RESTORE", key, max(pttl, 0), payload]
-                    if replace:
-                        args.append("REPLACE")
-                    pipe.execute_command(*args)
+                    pipe.restore(key, max(pttl, 0), payload, replace=replace)
+                    sent.append(key)
+                for key, reply in zip(sent, pipe.execute(raise_on_error=False), strict=True):
+                    if isinstance(reply, Exception):
+                        written = sum(count.keys.values()) + copied
+                        raise RedkeepError(
+                            f"RESTORE of key {key!r} into db{db} failed: {_reason(reply)}; "
+                            f"{written} keys were written before it, so the target now holds "
+                            "part of the backup (fix the cause, then restore again with --replace)"
+                        )
                     copied += 1
-                pipe.execute()
         finally:
             source.close()
             target.close()
         count.keys[f"db{db}"] = copied
     return count
+
+
+def _reason(error: Exception) -> str:
+    """Redis's own message, without the command (whose arguments hold the value)."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text.split(" caused error: ", 1)[-1][:200]
 
 
 def _batches(client: redis.Redis):

@@ -17,6 +17,7 @@ from redkeep import __version__
 from redkeep.app import Application
 from redkeep.cli import pending
 from redkeep.errors import ConfigError, ExitStatus, RedkeepError
+from redkeep.signals import interrupted_by_signals
 
 # Command -> "module:attribute" under redkeep.cli. A command's module (and what it needs:
 # redis-py, cryptography, pydantic ...) is imported only when that command runs.
@@ -76,7 +77,9 @@ def run(args: list[str]) -> int:
     """Run the CLI with `args` and return the exit status (never raises, never exits)."""
     debug = "--debug" in args
     try:
-        result = cli.main(args=args, prog_name="redkeep", standalone_mode=False)
+        # SIGTERM and SIGHUP unwind like Ctrl-C: settings put back, temp files removed.
+        with interrupted_by_signals():
+            result = cli.main(args=args, prog_name="redkeep", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.ClickException as error:

@@ -17,13 +17,15 @@ from redkeep.actions import backup as actions
 from redkeep.app import Application
 from redkeep.backup import notify
 from redkeep.backup.encryption import read_identities, read_passphrase, read_recipients
+from redkeep.backup.manifest import check_source
 from redkeep.backup.retention import Policy
+from redkeep.backup.store_local import LocalStore
 from redkeep.backup.stores import Store, open_store
 from redkeep.bundle import Bundle
 from redkeep.cli.options import connection_options, dir_option, json_option, load_bundle, target_for
 from redkeep.config.defaults import StandaloneBackup
 from redkeep.endpoint import ConnectionOptions, Target, resolve_target
-from redkeep.errors import ExitStatus, UsageError
+from redkeep.errors import ExitStatus, RedkeepError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from redkeep.config.schema import BackupSettings
@@ -50,8 +52,10 @@ def store_options(command: Callable) -> Callable:
         settings = bundle.settings.backup if bundle else StandaloneBackup()
         if dest is None and bundle is None:
             raise UsageError("no backup destination: pass --dest, or run inside a bundle")
-        store = open_store(_dest(dest or settings.dest, bundle), _s3_options(settings))
+        store = open_store(_dest(dest or settings.dest or "", bundle), _s3_options(settings))
         source = source or (bundle.settings.name if bundle else None)
+        if source is not None:
+            check_source(source)
         return command(
             app, *args, store=store, source=source, bundle=bundle, settings=settings, **kwargs
         )
@@ -138,9 +142,14 @@ def run(
     the next one still happens.
     """
     app.json_mode = as_json
-    target = target_for(connection, bundle, "backup")
+    # A bundle's backups are of its own Redis: a sourced .env's REDIS_URL (the app) must not win.
+    target = target_for(connection, bundle, "backup", prefer_bundle=True)
     kind = kind or settings.type
-    aof_target = target_for(connection, bundle, "admin") if bundle and kind != "rdb" else None
+    aof_target = (
+        target_for(connection, bundle, "admin", prefer_bundle=True)
+        if bundle and kind != "rdb"
+        else None
+    )
     keys = read_recipients(
         [
             *age_recipient,
@@ -152,7 +161,7 @@ def run(
     env = {**(bundle.secrets() if bundle else {}), **os.environ}
     options = actions.RunOptions(
         store=store,
-        source=source or _source_name(target),
+        source=source or check_source(_source_name(target)),
         kind=kind,
         compression=compress or settings.compress,
         public_keys=[] if no_encrypt else keys,
@@ -166,9 +175,14 @@ def run(
     )
 
     def once() -> None:
-        with _progress(app) as progress:
-            options.progress = progress
-            report = actions.run_backup(options, target, aof_target, _now())
+        try:
+            with _progress(app) as progress:
+                options.progress = progress
+                report = actions.run_backup(options, target, aof_target, _now())
+        except RedkeepError as error:
+            if as_json and hasattr(error, "report"):
+                app.emit_json(error.report)  # a report for every run, failed ones too
+            raise
         _finish_run(app, report, store, options.source, bundle, settings, as_json)
 
     if every is None:
@@ -248,6 +262,8 @@ def list_command(
 ) -> None:
     """List backups: id, time, type, size, encrypted, verified (incomplete ones are marked)."""
     app.json_mode = as_json
+    if isinstance(store, LocalStore) and not store.root.is_dir():
+        raise StoreError(f"{store.root} does not exist: there are no backups there (check --dest)")
     rows = [item.row() for item in actions.list_backups(store, source)]
     if as_json:
         app.emit_json(rows)
@@ -263,11 +279,17 @@ def list_command(
                 _size(row["size"]),
                 _yes(row["encrypted"]),
                 _yes(row["verified"]),
-                "yes" if row["complete"] else "NO (no manifest)",
+                _completeness(row),
             )
             for row in rows
         ],
     )
+
+
+def _completeness(row: dict) -> str:
+    if row["complete"]:
+        return "yes"
+    return "NO (damaged manifest)" if row["damaged"] else "NO (no manifest)"
 
 
 def _size(size: int) -> str:
@@ -395,10 +417,9 @@ def restore(
     listed = actions.find_backup(store, source, backup_id)
     keys = _keys(age_identity, backup_passphrase, settings, bundle)
     if to_file is not None:
-        if dry_run:
-            result = {"id": listed.id, "to": str(to_file), "dry_run": True}
-        else:
-            result = restoring.restore_to_file(store, listed, keys, to_file, content, replace)
+        result = restoring.restore_to_file(
+            store, listed, keys, to_file, content, replace, dry_run=dry_run
+        )
     else:
         options = ConnectionOptions(
             url=to_url,

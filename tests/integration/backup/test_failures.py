@@ -14,6 +14,7 @@ import redis
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.rdb import crc64
 from tests.conftest import REDKEEP, run_redkeep
+from tests.integration.conftest import client_as
 
 
 def backup(bundle, *args):
@@ -62,7 +63,7 @@ def test_missing_manifest_means_incomplete(backup_bundle, tmp_path):
     assert row["complete"] is False
     restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
     assert restore.returncode == 1
-    assert "is incomplete (no manifest): it cannot be used" in restore.stderr
+    assert "cannot be used: it is incomplete (no manifest)" in restore.stderr
     latest = run_redkeep("backup", "verify", "latest", "--dir", backup_bundle.root, "--json")
     assert json.loads(latest.stdout)["id"] != report["id"]  # latest means latest complete
 
@@ -266,8 +267,224 @@ def test_s3_errors_are_one_line(backup_bundle, s3_server):
     result = run_redkeep(
         "backup", "run", "--dir", backup_bundle.root, "--dest", "s3://no-such-bucket/x"
     )
-    assert result.returncode == 2
+    assert result.returncode == 1  # the store failed, not the command line
     assert result.stderr.strip().startswith(
         "redkeep: error: create_multipart_upload on s3://no-such-bucket/"
     )
     assert "(NoSuchBucket): create the bucket first" in result.stderr
+
+
+def test_keys_that_expire_after_the_backup_do_not_fail_verify(backup_bundle):
+    admin = client_as(backup_bundle, "admin")
+    for i in range(20):
+        admin.set(f"session:short:{i}", "x", px=1500)
+    report = backup(backup_bundle)
+    time.sleep(2.0)  # every short key is gone before the drill loads the backup
+    verify = run_redkeep("backup", "verify", report["id"], "--dir", backup_bundle.root, "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    drill = json.loads(verify.stdout)["objects"][report["objects"][0]]["drill"]
+    assert drill["expired_since_capture"] >= 20
+    assert drill["sampled_keys"] > 0
+
+
+def test_a_wrong_key_does_not_unverify_a_good_backup(backup_bundle, tmp_path):
+    report = backup(backup_bundle)
+    assert (
+        run_redkeep("backup", "verify", report["id"], "--dir", backup_bundle.root).returncode == 0
+    )
+    other = tmp_path / "other.key"
+    other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
+    wrong = run_redkeep(
+        "backup", "verify", report["id"], "--dir", backup_bundle.root, "--age-identity", other
+    )
+    assert wrong.returncode == 1
+    listing = json.loads(
+        run_redkeep("backup", "list", "--dir", backup_bundle.root, "--json").stdout
+    )
+    (row,) = [row for row in listing if row["id"] == report["id"]]
+    assert row["verified"] is True
+
+
+def test_many_databases_verify_and_a_smaller_target_is_refused_before_writing(
+    redis_factory, tmp_path
+):
+    source = redis_factory(["databases 64", "repl-diskless-sync-delay 0"])
+    redis.Redis(port=source.port, db=40).set("deep", "db 40")
+    redis.Redis(port=source.port, db=0).set("top", "db 0")
+    dest = tmp_path / "dest"
+    url = f"redis://127.0.0.1:{source.port}"
+    run = run_redkeep("backup", "run", "--url", url, "--dest", dest, "--source", "many", "--json")
+    assert run.returncode == 0, run.stderr
+    backup_id = json.loads(run.stdout)["id"]
+    verify = run_redkeep("backup", "verify", backup_id, "--dest", dest, "--source", "many")
+    assert verify.returncode == 0, verify.stderr
+    small = redis_factory()  # 16 databases
+    restore = run_redkeep(
+        "backup",
+        "restore",
+        backup_id,
+        "--dest",
+        dest,
+        "--source",
+        "many",
+        "--to-url",
+        f"redis://127.0.0.1:{small.port}",
+    )
+    assert restore.returncode == 2
+    assert "has 16 databases, but the backup uses db40" in restore.stderr
+    assert redis.Redis(port=small.port).dbsize() == 0  # nothing written
+    big = redis_factory(["databases 64"])
+    restore = run_redkeep(
+        "backup",
+        "restore",
+        backup_id,
+        "--dest",
+        dest,
+        "--source",
+        "many",
+        "--to-url",
+        f"redis://127.0.0.1:{big.port}",
+    )
+    assert restore.returncode == 0, restore.stderr
+    assert redis.Redis(port=big.port, db=40).get("deep") == b"db 40"
+
+
+def test_a_destination_that_fails_is_reported_notified_and_counted(
+    backup_bundle, http_sink, tmp_path
+):
+    metrics = tmp_path / "metrics.prom"
+    env = {"BACKUP_WEBHOOK_URL": f"{http_sink.url}/hook"}
+    result = run_redkeep(
+        "backup",
+        "run",
+        "--dir",
+        backup_bundle.root,
+        "--dest",
+        "/proc/redkeep-cannot-write",
+        "--metrics-file",
+        metrics,
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("redkeep: error: ")
+    report = json.loads(result.stdout)
+    assert report["result"] == "failure" and "/proc/redkeep-cannot-write" in report["error"]
+    (request,) = http_sink.requests
+    assert request["body"]["report"]["result"] == "failure"
+    assert 'redkeep_backup_last_result{source="' in metrics.read_text()
+
+
+def test_sigterm_during_the_aof_pause_puts_the_setting_back(redis_factory, tmp_path):
+    server = redis_factory(
+        ["appendonly yes", "rdb-key-save-delay 500", "repl-diskless-sync-delay 0"]
+    )
+    client = redis.Redis(port=server.port)
+    pipe = client.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.set(f"k{i}", "v")
+    pipe.execute()
+    client.bgrewriteaof()  # slow (rdb-key-save-delay): the backup waits for it, paused
+    process = subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--type",
+            "aof",
+            "--url",
+            f"redis://127.0.0.1:{server.port}",
+            "--dest",
+            str(tmp_path / "dest"),
+            "--source",
+            "aof",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] != "0":
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "100"
+
+
+@pytest.mark.parametrize("source", ["a/b", ".", "..", 'a"b', "-x"])
+def test_source_names_are_checked_before_anything_runs(tmp_path, source):
+    result = run_redkeep(
+        "backup", "run", "--url", "redis://127.0.0.1:1", "--dest", tmp_path, "--source", source
+    )
+    assert result.returncode == 2
+    assert "source name" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_damaged_manifest_does_not_hide_the_others(backup_bundle, tmp_path):
+    good = backup(backup_bundle)
+    bad = backup(backup_bundle)
+    stored(backup_bundle, bad, "manifest.json").write_text("{ not json")
+    listing = run_redkeep("backup", "list", "--dir", backup_bundle.root, "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["id"]: row for row in json.loads(listing.stdout)}
+    assert rows[bad["id"]]["damaged"] and not rows[bad["id"]]["complete"]
+    assert rows[good["id"]]["complete"]
+    restore = restore_to_file(backup_bundle, good["id"], tmp_path / "dump.rdb")
+    assert restore.returncode == 0, restore.stderr
+
+
+@pytest.mark.parametrize("dest", ["", "file://", "ftp://host/x"])
+def test_bad_destinations_are_usage_errors(dest):
+    result = run_redkeep("backup", "list", "--dest", dest)
+    assert result.returncode == 2
+    assert "use a directory path, file:///path or s3://bucket/prefix" in result.stderr
+
+
+def test_restore_to_file_never_replaces_a_directory_with_other_things(backup_bundle, tmp_path):
+    report = backup(backup_bundle)
+    folder = tmp_path / "precious"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    refused = restore_to_file(backup_bundle, report["id"], folder)
+    assert refused.returncode == 2 and "is a directory" in refused.stderr
+    refused = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        folder,
+        "--replace",
+    )
+    assert refused.returncode == 2
+    assert (folder / "keep.txt").read_text() == "mine"
+    existing = tmp_path / "dump.rdb"
+    existing.write_text("old")
+    dry = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        existing,
+        "--dry-run",
+    )
+    assert dry.returncode == 2 and "pass --replace" in dry.stderr
+    replaced = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        existing,
+        "--replace",
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert existing.read_bytes().startswith(b"REDIS")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.rdb", "precious"]
