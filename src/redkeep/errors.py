@@ -68,3 +68,7 @@ class DamagedBackup(RedkeepError):
     Only this kind of failure is recorded against a backup by `verify`; a wrong key or a
     missing local tool says nothing about the backup.
     """
+
+
+class StreamError(RedkeepError):
+    """A connection stalled or broke in the middle of a reply or a transfer."""

@@ -62,17 +62,25 @@ def test_up_in_foreground_stops_redis_on_ctrl_c_term_and_hangup(tmp_path, redis_
     )
     pidfile = root / "run" / "redis.pid"
     deadline = time.monotonic() + 30
-    while not (pidfile.exists() and run_redkeep("health", "--dir", root).returncode == 0):
+    # Up means: Redis healthy and the exporter started (both pid files, `up` still running).
+    while not (
+        pidfile.exists()
+        and (root / "run" / "exporter.pid").exists()
+        and run_redkeep("health", "--dir", root).returncode == 0
+    ):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "redis did not come up"
         time.sleep(0.1)
+    time.sleep(0.5)  # let `up` print its table and settle into waiting
     redis_pid = int(pidfile.read_text())
+    exporter_pid = int((root / "run" / "exporter.pid").read_text())
     process.send_signal(signum)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "running; press Ctrl-C to stop" in out
     assert out.rstrip().endswith("stopped")
     assert wait_for_exit(redis_pid)
+    assert wait_for_exit(exporter_pid)
     log = (root / "run" / "redis.log").read_text()
     assert "ready to exit, bye bye" in log.lower()
 

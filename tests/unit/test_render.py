@@ -137,7 +137,9 @@ def test_compose_publishes_only_the_tls_port_and_keeps_secrets_out():
 
 
 def test_bundle_files_modes_and_order():
-    files = bundle_files(Settings(), PASSWORDS, 1000, 1000)
+    files = bundle_files(
+        Settings(), PASSWORDS, 1000, 1000, secrets={"GRAFANA_ADMIN_PASSWORD": "g" * 64}
+    )
     assert files[-1].path == "redkeep.yaml"
     modes = {item.path: item.mode for item in files}
     assert modes[".env"] == 0o600 and modes["redis/users.acl"] == 0o600

@@ -26,7 +26,7 @@ from redkeep.pki.inspect import (
 )
 from redkeep.render.acl import hashes_in
 from redkeep.render.bundle import bundle_files
-from redkeep.render.env import PASSWORD_KEYS
+from redkeep.render.env import GENERATED_SECRETS, OPERATOR_SECRETS, PASSWORD_KEYS
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.stack import redis_server
 
@@ -58,7 +58,7 @@ def init_bundle(
     settings, settings_changed = _settings(bundle, tls_port)
     report = InitReport(root=root)
     ensure_private_dir(root)
-    passwords = _passwords(bundle, report)
+    passwords, other_secrets = _passwords(bundle, report)
     report.certificates = ensure_certificates(bundle.tls, settings, now)
     if not bundle.exists():  # a new bundle: encrypted backups from the start
         settings, line = ensure_backup_key(bundle, settings)
@@ -68,7 +68,7 @@ def init_bundle(
     bundle.redis_dir.mkdir(exist_ok=True)
     kept = hashes_in(bundle.acl_path.read_text()) if bundle.acl_path.exists() else {}
     report.kept_hashes = sum(len(hashes) for hashes in kept.values())
-    files = bundle_files(settings, passwords, os.getuid(), os.getgid(), kept)
+    files = bundle_files(settings, passwords, os.getuid(), os.getgid(), kept, other_secrets)
     marker = files.pop()  # redkeep.yaml: written only once everything else is in place
     for item in files:
         if item.path == ".env" and bundle.env_path.exists():
@@ -110,17 +110,21 @@ def _settings(bundle: Bundle, tls_port: int | None) -> tuple[Settings, bool]:
     return settings, path is None or settings != on_file
 
 
-def _passwords(bundle: Bundle, report: InitReport) -> dict[str, str]:
+def _passwords(bundle: Bundle, report: InitReport) -> tuple[dict[str, str], dict[str, str]]:
+    """(ACL passwords by role, other secrets by .env key): kept when present, else new."""
     existing = read_env(bundle.env_path)
-    passwords = {}
-    for role, key in PASSWORD_KEYS.items():
+
+    def secret(key: str) -> str:
         if existing.get(key):
-            passwords[role] = existing[key]
             report.kept_secrets.append(key)
-        else:
-            passwords[role] = generate_password()
-            report.new_secrets.append(key)
-    return passwords
+            return existing[key]
+        report.new_secrets.append(key)
+        return generate_password()
+
+    passwords = {role: secret(key) for role, key in PASSWORD_KEYS.items()}
+    others = {key: secret(key) for key in GENERATED_SECRETS}
+    others |= {key: existing[key] for key in OPERATOR_SECRETS if existing.get(key)}
+    return passwords, others
 
 
 def ensure_certificates(files: TLSFiles, settings: Settings, now: dt.datetime) -> list[str]:

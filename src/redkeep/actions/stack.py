@@ -6,6 +6,7 @@ check it, starts it, and waits until it answers PING over TLS as the exporter us
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,63 +122,87 @@ def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
         return 0
 
 
-def start_backup_schedule(bundle: Bundle) -> int | None:
-    """Start `redkeep backup run --every N` beside Redis when backup.interval_minutes is set.
+# Helpers `up` runs beside redis-server: name -> the redkeep command line that identifies them.
+SERVICES = {"backup": ("backup", "run"), "exporter": ("exporter",)}
 
-    It runs in its own session with its output in run/backup.log; return its pid (or None).
+
+def start_service(bundle: Bundle, name: str, *options: str) -> int:
+    """Start `redkeep <service> --dir ROOT OPTIONS` in its own session, output in run/NAME.log.
+
+    Return its pid; the pid is also written to run/NAME.pid for `down`.
     """
-    minutes = bundle.settings.backup.interval_minutes
-    if not minutes:
-        return None
-    pidfile = bundle.run_dir / "backup.pid"
-    log = (bundle.run_dir / "backup.log").open("ab")
-    with log:
+    with (bundle.run_dir / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "redkeep",
-                "backup",
-                "run",
-                "--dir",
-                str(bundle.root),
-                "--every",
-                str(minutes),
-            ],
+            [sys.executable, "-m", "redkeep", *SERVICES[name], "--dir", str(bundle.root), *options],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
             umask=0o077,
         )
-    pidfile.write_text(f"{process.pid}\n")
+    (bundle.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
     return process.pid
 
 
-def stop_backup_schedule(bundle: Bundle) -> int | None:
-    """Stop the bundle's backup schedule if it runs; return its pid."""
-    pidfile = bundle.run_dir / "backup.pid"
+def stop_service(bundle: Bundle, name: str, timeout: float = 60.0) -> int | None:
+    """Stop a helper started by `start_service` (SIGTERM, then wait); return its pid."""
+    pidfile = bundle.run_dir / f"{name}.pid"
     try:
         pid = int(pidfile.read_text())
     except (OSError, ValueError):
         return None
-    if not _is_scheduler(pid):
+    if not _is_service(pid, name):
         pidfile.unlink(missing_ok=True)
         return None
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60  # a backup in progress finishes or aborts cleanly
-    while _is_scheduler(pid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout  # a backup in progress finishes or aborts cleanly
+    while _is_service(pid, name) and time.monotonic() < deadline:
         time.sleep(0.05)
     pidfile.unlink(missing_ok=True)
     return pid
 
 
-def _is_scheduler(pid: int) -> bool:
+def _is_service(pid: int, name: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"redkeep" in cmdline and b"--every" in cmdline
+    words = [word.encode() for word in SERVICES[name]]
+    return b"redkeep" in cmdline and all(word in cmdline for word in words)
+
+
+def start_backup_schedule(bundle: Bundle) -> int | None:
+    """`redkeep backup run --every N` beside Redis when backup.interval_minutes is set."""
+    minutes = bundle.settings.backup.interval_minutes
+    return start_service(bundle, "backup", "--every", str(minutes)) if minutes else None
+
+
+def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
+    """The exporter on exporter.listen; return once it accepts connections, else raise.
+
+    Interrupted or failed, it leaves no exporter behind.
+    """
+    pid = start_service(bundle, "exporter")
+    listen = bundle.settings.exporter.listen
+    host, _, port = listen.rpartition(":")
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not _is_service(pid, "exporter"):
+                tail = redis_server.log_tail(bundle.run_dir / "exporter.log", 1)
+                raise RedkeepError(
+                    f"the exporter stopped at start: {tail[-1] if tail else 'no output'} "
+                    f"(see {bundle.run_dir / 'exporter.log'})"
+                )
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+                    return pid
+            except OSError:
+                time.sleep(0.1)
+        raise RedkeepError(f"the exporter did not listen on {listen} within {timeout:g}s")
+    except BaseException:
+        stop_service(bundle, "exporter", timeout=10)
+        raise
 
 
 def stop_redis(bundle: Bundle) -> int | None:

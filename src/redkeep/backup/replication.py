@@ -11,10 +11,10 @@ Needs only the ACL rights of the bundle's `backup` user (+replconf +psync).
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redkeep.backup.rawconn import RawConnection
 from redkeep.backup.rdb import RdbError
 from redkeep.endpoint import Target
 from redkeep.errors import RedisCommandError
+from redkeep.rawconn import RawConnection
 
 EOF_MARK_LENGTH = 40
 

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from redkeep.backup.rawconn import RawConnection
 from redkeep.endpoint import Target
+from redkeep.rawconn import RawConnection
 
 
 def read_info(target: Target, timeout: float = 30.0) -> dict[str, Any]:

@@ -31,6 +31,7 @@ COMMANDS = {
     "users": "users:users_group",
     "backup": "backup:backup_group",
     "config": "config:config_group",
+    "exporter": "exporter:exporter",
 }
 
 

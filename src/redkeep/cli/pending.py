@@ -5,7 +5,6 @@ import click
 from redkeep.errors import NotAvailableYet
 
 PLANNED = {
-    "exporter": "the Prometheus exporter compatible with redis_exporter",
     "proxy": "the network security proxy (TLS, allowlist, rate limits, command policy)",
     "render": "rendering alternative artifacts such as the nginx stream config",
     "audit": "the security audit of a live Redis",

@@ -14,9 +14,10 @@ from redkeep.actions.stack import (
     run_foreground,
     stack_dir,
     start_backup_schedule,
+    start_exporter,
     start_redis,
-    stop_backup_schedule,
     stop_redis,
+    stop_service,
 )
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
@@ -94,7 +95,16 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
         show_init(app, init_bundle(root))
     bundle = load_bundle(app, root)
     running = start_redis(bundle, detach=detach)
+    try:
+        exporter = start_exporter(bundle)
+    except BaseException:  # interrupted or failed: leave nothing running
+        stop_redis(bundle)
+        raise
     show_running(app, bundle, running.pid)
+    app.say(
+        f"exporter on http://{bundle.settings.exporter.listen}/metrics (pid {exporter}, "
+        f"log {bundle.run_dir / 'exporter.log'})"
+    )
     scheduler = start_backup_schedule(bundle)
     if scheduler:
         every = bundle.settings.backup.interval_minutes
@@ -106,7 +116,8 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
 
     def stopping() -> None:
         app.say("stopping redis-server ...")
-        stop_backup_schedule(bundle)
+        stop_service(bundle, "backup")
+        stop_service(bundle, "exporter", timeout=10)
 
     status = run_foreground(running, on_stop=stopping)
     app.say("stopped")
@@ -139,9 +150,12 @@ def down(app: Application, directory: Path | None) -> None:
     """Stop what `redkeep up --detach` started in DIRECTORY."""
     root = stack_dir(directory, Path(os.getcwd()))
     bundle = load_bundle(app, root)
-    scheduler = stop_backup_schedule(bundle)
+    scheduler = stop_service(bundle, "backup")
     if scheduler:
         app.say(f"stopped the backup schedule pid {scheduler}")
+    exporter = stop_service(bundle, "exporter", timeout=10)
+    if exporter:
+        app.say(f"stopped the exporter pid {exporter}")
     pid = stop_redis(bundle)
     app.say(f"stopped redis-server pid {pid}" if pid else f"nothing running in {root}")
 

@@ -21,8 +21,8 @@ COMMAND_RULE = re.compile(r"[+-](@?[a-z0-9_.|-]+)|allcommands|nocommands", re.IG
 
 
 def default_server_names() -> list[str]:
-    """Names a client may use for this host: loopback plus the machine's hostname."""
-    names = ["localhost", "127.0.0.1", "::1"]
+    """Names a client may use: loopback, `redis` (the compose service), the machine's hostname."""
+    names = ["localhost", "127.0.0.1", "::1", "redis"]
     hostname = socket.gethostname()
     if hostname and hostname not in names:
         names.append(hostname)
@@ -311,6 +311,142 @@ class BackupSettings(Section):
         return value
 
 
+CHECK_TYPES = (
+    "key_age",
+    "hash_counters",
+    "key_count",
+    "ttl",
+    "exists",
+    "stream_length",
+    "list_length",
+    "lua",
+)
+# What each check type needs besides its name.
+CHECK_NEEDS = {
+    "key_age": ("key",),
+    "hash_counters": ("key", "fields"),
+    "key_count": ("pattern",),
+    "ttl": ("key",),
+    "exists": ("key",),
+    "stream_length": ("key",),
+    "list_length": ("key",),
+    "lua": ("script",),
+}
+
+
+class CheckSettings(Section):
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$", description="Name of the check (the `check` label)."
+    )
+    type: Literal[CHECK_TYPES] = Field(description="What to measure.")  # type: ignore[valid-type]
+    key: str | None = Field(None, description="The key to look at.")
+    field: str | None = Field(
+        None, description="key_age: the hash field holding the timestamp (else the key's value)."
+    )
+    unit: Literal["s", "ms", "us"] = Field("s", description="key_age: unit of the timestamp.")
+    fields: list[str] = Field(default_factory=list, description="hash_counters: the fields.")
+    pattern: str | None = Field(None, description="key_count: a SCAN MATCH pattern.")
+    db: int = Field(0, ge=0, description="Database number.")
+    script: str | None = Field(None, description="lua: a read-only script (run with EVAL_RO).")
+    keys: list[str] = Field(default_factory=list, description="lua: the script's KEYS.")
+    interval_seconds: float = Field(15.0, gt=0, description="Seconds between evaluations.")
+
+    @model_validator(mode="after")
+    def _has_what_its_type_needs(self) -> "CheckSettings":
+        missing = [need for need in CHECK_NEEDS[self.type] if not getattr(self, need)]
+        if missing:
+            raise ValueError(f"a {self.type} check needs {', '.join(missing)}")
+        return self
+
+
+class ScrapeTargetSettings(Section):
+    url: str = Field(description="A Redis URL `/scrape?target=` may name (no password here).")
+    profile: str = Field(description="The credential profile used for it.")
+
+
+class ProfileSettings(Section):
+    username: str | None = Field(None, description="ACL user.")
+    password_env: str | None = Field(
+        None, description="Environment variable (or .env key) holding the password."
+    )
+    tls_ca: str | None = Field(None, description="CA certificate for rediss:// targets.")
+    tls_cert: str | None = Field(None, description="Client certificate.")
+    tls_key: str | None = Field(None, description="Client key.")
+
+
+class ExporterSettings(Section):
+    listen: str = Field(
+        "127.0.0.1:9121",
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
+        description="HOST:PORT the exporter listens on (localhost by default).",
+    )
+    checks: list[CheckSettings] = Field(
+        default_factory=list, description="Application checks, evaluated off the scrape path."
+    )
+    checks_url: str | None = Field(
+        None, description="Run the checks against this server (e.g. a replica) instead."
+    )
+    checks_budget_seconds: float = Field(
+        2.0, gt=0, description="Longest a round of checks may take before it yields."
+    )
+    checks_scan_count: int = Field(1000, ge=1, description="SCAN COUNT for key_count checks.")
+    posture_interval_seconds: float = Field(
+        60.0, gt=0, description="Seconds between the TLS and authentication probes."
+    )
+    tls_cert_file: str | None = Field(None, description="Serve HTTPS with this certificate.")
+    tls_key_file: str | None = Field(None, description="And this key.")
+    basic_auth_user: str | None = Field(
+        None,
+        description="Require HTTP basic auth as this user; the password comes from "
+        "EXPORTER_BASIC_AUTH_PASSWORD (environment or .env).",
+    )
+    targets: list[ScrapeTargetSettings] = Field(
+        default_factory=list, description="The only targets `/scrape?target=` accepts."
+    )
+    profiles: dict[str, ProfileSettings] = Field(
+        default_factory=dict, description="Credential profiles for those targets."
+    )
+
+    @model_validator(mode="after")
+    def _profiles_exist(self) -> "ExporterSettings":
+        for target in self.targets:
+            if target.profile not in self.profiles:
+                raise ValueError(
+                    f"target {target.url} names profile '{target.profile}', which is not defined"
+                )
+        names = [check.name for check in self.checks]
+        if len(names) != len(set(names)):
+            raise ValueError("check names must be unique")
+        return self
+
+
+class MonitoringSettings(Section):
+    memory_warning_percent: int = Field(
+        90, ge=1, le=100, description="Alert above this % of maxmemory."
+    )
+    connections_warning_percent: int = Field(
+        80, ge=1, le=100, description="Alert above this % of maxclients."
+    )
+    hit_rate_warning_percent: int = Field(
+        80, ge=1, le=100, description="Alert when fewer key lookups than this % hit."
+    )
+    slow_queries_per_5m: int = Field(
+        10, ge=0, description="Alert above this many slow-log entries."
+    )
+    stale_market_data_seconds: int = Field(
+        60, ge=1, description="Alert when the market-data timestamp is older."
+    )
+    backup_max_age_hours: int = Field(
+        26, ge=1, description="Alert when the last successful backup is older."
+    )
+    certificate_warning_days: int = Field(
+        14, ge=1, description="Alert when the served certificate expires within this."
+    )
+    acl_denials_per_5m: int = Field(
+        10, ge=0, description="Alert above this many NOPERM/WRONGPASS/NOAUTH errors in 5 minutes."
+    )
+
+
 class Settings(Section):
     version: Literal[1] = Field(1, description="Version of this file's format.")
     name: str = Field(
@@ -329,6 +465,12 @@ class Settings(Section):
         default_factory=DockerSettings, description="docker-compose.yml."
     )
     backup: BackupSettings = Field(default_factory=BackupSettings, description="Backups.")
+    exporter: ExporterSettings = Field(
+        default_factory=ExporterSettings, description="The Prometheus exporter."
+    )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Alert thresholds."
+    )
 
     @model_validator(mode="after")
     def _host_is_in_certificate(self) -> "Settings":

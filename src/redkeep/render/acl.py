@@ -27,6 +27,8 @@ def password_hash(password: str) -> str:
 def user_rules(role: str, settings: Settings) -> list[str]:
     """The ACL rules of `role` without its password."""
     rules = list(role_rules()[role])
+    if role == "exporter" and settings.exporter.checks:
+        rules += check_rules(settings)
     if role == "app":
         app = settings.users.app
         # Whatever the configured rules grant, dangerous and admin commands stay closed.
@@ -60,3 +62,27 @@ def hashes_in(acl_text: str) -> dict[str, list[str]]:
         if len(tokens) >= 2 and tokens[0] == "user":
             found[tokens[1]] = [token[1:] for token in tokens[2:] if token.startswith("#")]
     return found
+
+
+# The read-only commands each kind of application check sends.
+CHECK_COMMANDS = {
+    "key_age": ("+get", "+hget"),
+    "hash_counters": ("+hmget",),
+    "key_count": ("+scan",),
+    "ttl": ("+pttl",),
+    "exists": ("+exists",),
+    "stream_length": ("+xlen",),
+    "list_length": ("+llen",),
+    "lua": ("+eval_ro",),
+}
+
+
+def check_rules(settings: Settings) -> list[str]:
+    """Extra exporter rules for the configured checks: their commands, read-only on their keys."""
+    commands, keys = [], []
+    for check in settings.exporter.checks:
+        commands += [command for command in CHECK_COMMANDS[check.type] if command not in commands]
+        for key in [check.key, check.pattern, *check.keys]:
+            if key and f"%R~{key}" not in keys:
+                keys.append(f"%R~{key}")
+    return [*keys, *commands]

@@ -1,5 +1,6 @@
 """The files of a bundle, as data: path, text and mode. `actions.init` writes them."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redkeep import __version__
@@ -7,9 +8,18 @@ from redkeep.config.sample import render_sample
 from redkeep.config.schema import Settings
 from redkeep.envfile import render_env
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE
+from redkeep.monitoring.dashboard import render_dashboard
+from redkeep.monitoring.rules import render_rules
 from redkeep.render import templates
 from redkeep.render.acl import render_acl
 from redkeep.render.env import ENV_HEADER, EXAMPLE_HEADER, env_values, example_values
+from redkeep.render.image import package_files, render_dockerfile, render_pyproject
+from redkeep.render.monitoring import (
+    render_alertmanager,
+    render_grafana_dashboards,
+    render_grafana_datasource,
+    render_prometheus,
+)
 from redkeep.render.redis_conf import (
     CONTAINER_BIND,
     CONTAINER_PATHS,
@@ -21,12 +31,13 @@ from redkeep.render.redis_conf import (
 @dataclass(frozen=True)
 class BundleFile:
     path: str  # relative to the bundle root
-    content: str
+    content: str | bytes
     mode: int
 
 
 def render_compose(settings: Settings, uid: int, gid: int) -> str:
-    """docker-compose.yml: the redis service, TLS port only, health check over TLS + ACL."""
+    """docker-compose.yml: Redis (TLS port only, health check over TLS + ACL), the exporter,
+    scheduled backups, Prometheus, Alertmanager and Grafana."""
     return (
         templates()
         .get_template("docker-compose.yml.j2")
@@ -37,6 +48,7 @@ def render_compose(settings: Settings, uid: int, gid: int) -> str:
             publish_address=settings.docker.publish_address,
             uid=uid,
             gid=gid,
+            backup_minutes=settings.backup.interval_minutes or 1440,
         )
     )
 
@@ -47,6 +59,7 @@ def bundle_files(
     uid: int,
     gid: int,
     kept_hashes: dict[str, list[str]] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> list[BundleFile]:
     """Every generated file of a bundle except the certificates, redkeep.yaml last.
 
@@ -60,17 +73,51 @@ def bundle_files(
         target=f"container {settings.redis.image}",
     )
     name = settings.name
-    return [
+    values = env_values(settings, passwords) | dict(secrets or {})
+    files = [
         BundleFile("redis/redis.conf", container_conf, PUBLIC_MODE),
         BundleFile("redis/users.acl", render_acl(settings, passwords, kept_hashes), SECRET_MODE),
         BundleFile("docker-compose.yml", render_compose(settings, uid, gid), PUBLIC_MODE),
-        BundleFile(
-            ".env",
-            render_env(ENV_HEADER.format(name=name), env_values(settings, passwords)),
-            SECRET_MODE,
-        ),
+        BundleFile(".env", render_env(ENV_HEADER.format(name=name), values), SECRET_MODE),
         BundleFile(
             ".env.example", render_env(EXAMPLE_HEADER, example_values(settings)), PUBLIC_MODE
         ),
-        BundleFile("redkeep.yaml", render_sample(settings), PUBLIC_MODE),
+        *monitoring_files(settings, values),
+        *image_files(),
     ]
+    return [*files, BundleFile("redkeep.yaml", render_sample(settings), PUBLIC_MODE)]
+
+
+def monitoring_files(settings: Settings, secrets: Mapping[str, str]) -> list[BundleFile]:
+    """Prometheus (config and rules), Alertmanager, Grafana (provisioning and dashboard)."""
+    return [
+        BundleFile("prometheus/prometheus.yml", render_prometheus(settings), PUBLIC_MODE),
+        BundleFile(
+            "prometheus/rules/redkeep.rules.yml", render_rules(settings.monitoring), PUBLIC_MODE
+        ),
+        BundleFile(
+            "alertmanager/alertmanager.yml", render_alertmanager(settings, secrets), SECRET_MODE
+        ),
+        BundleFile(
+            "grafana/provisioning/datasources/prometheus.yml",
+            render_grafana_datasource(),
+            PUBLIC_MODE,
+        ),
+        BundleFile(
+            "grafana/provisioning/dashboards/redkeep.yml", render_grafana_dashboards(), PUBLIC_MODE
+        ),
+        BundleFile("grafana/dashboards/redkeep.json", render_dashboard(), PUBLIC_MODE),
+    ]
+
+
+def image_files() -> list[BundleFile]:
+    """The build context of redkeep's own image (exporter and backup services)."""
+    files = [
+        BundleFile("image/Dockerfile", render_dockerfile(), PUBLIC_MODE),
+        BundleFile("image/pyproject.toml", render_pyproject(), PUBLIC_MODE),
+    ]
+    files += [
+        BundleFile(f"image/src/redkeep/{path}", data.decode(), PUBLIC_MODE)
+        for path, data in package_files()
+    ]
+    return files

@@ -11,6 +11,15 @@ PASSWORD_KEYS = {
     "exporter": "REDIS_EXPORTER_PASSWORD",
     "backup": "REDIS_BACKUP_PASSWORD",
 }
+# Secrets redkeep generates besides the ACL passwords.
+GENERATED_SECRETS = ("GRAFANA_ADMIN_PASSWORD",)
+# Secrets only the operator can provide: notification channels (shown in .env.example).
+OPERATOR_SECRETS = (
+    "SLACK_WEBHOOK_URL",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "BACKUP_WEBHOOK_URL",
+)
 ENV_HEADER = (
     '# Secrets of the redkeep bundle "{name}". Keep this file private (mode 0600); never '
     "commit it.\n"
@@ -21,7 +30,9 @@ EXAMPLE_HEADER = (
     "# WARNING: an example only. Never put real secrets here, and never commit a real .env.\n"
     "# `redkeep init` writes .env with random 256-bit passwords, readable by its owner only.\n"
     "# Applications also need the CA and a client certificate: tls/ca.crt, tls/client.crt,\n"
-    "# tls/client.key."
+    "# tls/client.key. Optional, to be notified (backups fail, alerts fire), add to .env:\n"
+    + "".join(f"#   {key}=\n" for key in OPERATOR_SECRETS)
+    + "# then re-render with `redkeep init DIR --force`."
 )
 
 
@@ -44,4 +55,4 @@ def example_values(settings: "Settings") -> dict[str, str]:
     values = dict.fromkeys(PASSWORD_KEYS.values(), "")
     values["REDIS_PASSWORD"] = ""
     values["REDIS_URL"] = app_url(settings, "<REDIS_APP_PASSWORD>")
-    return values
+    return values | dict.fromkeys(GENERATED_SECRETS, "")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from redkeep.backup.rdb import RdbError, check_rdb_bytes, crc64
 from redkeep.backup.replication import _read_until_mark, capture_rdb
 from redkeep.endpoint import Target
-from redkeep.errors import RedisCommandError
+from redkeep.errors import RedisCommandError, StreamError
 
 MARK = b"0123456789abcdef0123456789abcdef01234567"
 
@@ -129,7 +129,7 @@ def test_a_peer_that_drops_mid_transfer_is_an_error():
     def script(conn):
         conn.sendall(b"$%d\r\n" % len(payload) + payload[:2000])
 
-    with pytest.raises(RdbError, match=r"closed the connection after \d+ bytes"):
+    with pytest.raises(StreamError, match=r"closed the connection after \d+ bytes"):
         capture_rdb(Peer(script).target(), lambda chunk: None)
 
 
@@ -138,7 +138,7 @@ def test_silence_beyond_the_idle_timeout_is_an_error():
         conn.sendall(b"$EOF:" + MARK + b"\r\n" + b"REDIS0010")
         time.sleep(1.5)
 
-    with pytest.raises(RdbError, match=r"sent nothing for 0.5s"):
+    with pytest.raises(StreamError, match=r"sent nothing for 0.5s"):
         capture_rdb(Peer(script).target(), lambda chunk: None, idle_timeout=0.5)
 
 

@@ -1,14 +1,17 @@
-"""A raw connection to Redis: just enough RESP for AUTH, INFO and the replication handshake.
+"""A raw connection to Redis: AUTH, pipelined commands, and the replication byte stream.
 
-Backups speak to Redis without redis-py: the replication stream is raw bytes anyway, and
-`redkeep backup run` starts faster without loading a client library.
+Backups and the exporter speak to Redis without redis-py: the replication stream is raw bytes
+anyway, and the exporter sends a scrape's commands in one round trip and reads the replies
+with hiredis under a deadline. `redkeep backup run` also starts faster without redis-py.
 """
 
 import socket
+import time
 
-from redkeep.backup.rdb import RdbError
+import hiredis
+
 from redkeep.endpoint import Target, explain_os_error, first_line
-from redkeep.errors import ConnectError, RedisCommandError
+from redkeep.errors import ConnectError, RedisCommandError, StreamError
 from redkeep.tls import client_context
 
 CHUNK = 1 << 20
@@ -44,6 +47,39 @@ class RawConnection:
     def close(self) -> None:
         self.sock.close()
 
+    def pipeline(self, commands: list[tuple[str, ...]], deadline: float) -> list:
+        """Send `commands` at once and return their replies in order, by `deadline`.
+
+        Error replies come back as `hiredis.ReplyError` objects, not exceptions. Raise
+        StreamError when the deadline passes or the connection fails; the connection is then
+        unusable (a reply may be half read) and must be closed.
+        """
+        reader = hiredis.Reader()
+        if self._buffer:  # anything read past the last line-based reply
+            reader.feed(bytes(self._buffer))
+            self._buffer.clear()
+        self.sock.sendall(b"".join(_encode(command) for command in commands))
+        replies: list = []
+        while len(replies) < len(commands):
+            reply = reader.gets()
+            if reply is not False:
+                replies.append(reply)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StreamError(f"{self.target.where} did not answer in time")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(CHUNK)
+            except TimeoutError:
+                raise StreamError(f"{self.target.where} did not answer in time") from None
+            except OSError as error:
+                raise StreamError(f"connection to {self.target.where} failed: {error}") from None
+            if not data:
+                raise StreamError(f"{self.target.where} closed the connection")
+            reader.feed(data)
+        return replies
+
     def login(self) -> None:
         """AUTH with the target's user and password, if it has a password."""
         target = self.target
@@ -67,11 +103,7 @@ class RawConnection:
         return data.decode(errors="replace")
 
     def send(self, *args: str) -> None:
-        parts = [f"*{len(args)}\r\n".encode()]
-        for arg in args:
-            data = arg.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self.sock.sendall(b"".join(parts))
+        self.sock.sendall(_encode(args))
 
     def command(self, *args: str) -> str:
         """Send a command and return its status reply; raise on an error reply."""
@@ -106,18 +138,18 @@ class RawConnection:
         try:
             data = self.sock.recv(CHUNK)
         except TimeoutError:
-            raise RdbError(
+            raise StreamError(
                 f"{self.target.where} sent nothing for {self.idle_timeout:g}s during the "
                 f"transfer (after {self._received} bytes); raise --idle-timeout if the server "
                 "is slow to fork"
             ) from None
         except OSError as error:
-            raise RdbError(
+            raise StreamError(
                 f"connection to {self.target.where} failed after {self._received} bytes: "
                 f"{error.strerror or error}"
             ) from None
         if not data:
-            raise RdbError(
+            raise StreamError(
                 f"{self.target.where} closed the connection after {self._received} bytes, "
                 "before the snapshot was complete"
             )
@@ -143,3 +175,12 @@ class RawConnection:
         data = bytes(self._buffer)
         self._buffer.clear()
         return data
+
+
+def _encode(args: tuple[str, ...]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)

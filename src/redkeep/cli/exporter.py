@@ -1,0 +1,165 @@
+"""`redkeep exporter`: the Prometheus exporter."""
+
+import logging
+import os
+from pathlib import Path
+
+import click
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from redkeep.app import Application
+from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
+from redkeep.config.load import format_problem
+from redkeep.config.schema import CheckSettings, ExporterSettings
+from redkeep.endpoint import ConnectionOptions, Target, resolve_target
+from redkeep.errors import ConfigError, UsageError
+from redkeep.exporter import posture
+from redkeep.exporter.background import Background
+from redkeep.exporter.checks import CheckRunner
+from redkeep.exporter.http import Endpoint, make_server
+from redkeep.exporter.scrape import Scraper
+from redkeep.exporter.targets import allowed_targets
+from redkeep.rawconn import RawConnection
+
+
+@click.command()
+@connection_options
+@dir_option
+@click.option("--listen", metavar="HOST:PORT", help="Where to listen (default 127.0.0.1:9121).")
+@click.option(
+    "--checks",
+    "checks_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML file with application checks (a list, or {checks: [...]}).",
+)
+@click.option("--checks-url", help="Run the checks against this server (e.g. a replica).")
+@click.option("--no-main-target", is_flag=True, help="Serve only /scrape?target= (no /metrics).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+@click.pass_obj
+def exporter(
+    app: Application,
+    connection: ConnectionOptions,
+    directory: Path | None,
+    listen: str | None,
+    checks_file: Path | None,
+    checks_url: str | None,
+    no_main_target: bool,
+    log_level: str,
+) -> None:
+    """Serve Prometheus metrics of Redis, compatible with redis_exporter's names.
+
+    Inside a bundle it logs in as the `exporter` user and reads exporter settings, checks and
+    /scrape targets from redkeep.yaml; the endpoint binds to localhost unless told otherwise.
+    """
+    logging.basicConfig(level=log_level.upper(), format="redkeep exporter: %(message)s")
+    bundle = load_bundle(app, directory, required=False)
+    settings = bundle.settings.exporter if bundle else ExporterSettings()
+    env = {**(bundle.secrets() if bundle else {}), **os.environ}
+    base = bundle.root if bundle else None
+    target = None if no_main_target else target_for(connection, bundle, "exporter")
+    checks = load_checks(checks_file) if checks_file else settings.checks
+    background = _background(settings, checks, checks_url, target, connection)
+    backup_metrics = bundle.root / bundle.settings.backup.metrics_file if bundle else None
+    main = Scraper(target, background.families, backup_metrics) if target else None
+    endpoint = Endpoint(
+        main=main,
+        allowed=allowed_targets(settings, env, base),
+        make_scraper=Scraper,
+        basic_auth=_basic_auth(settings, env),
+        tls=bool(settings.tls_cert_file),
+    )
+    host, port = _listen(listen or settings.listen)
+    tls_files = _tls_files(settings, base)
+    server = make_server(endpoint, host, port, tls_files)
+    scheme = "https" if tls_files else "http"
+    app.say(f"redkeep exporter on {scheme}://{listen or settings.listen}/metrics")
+    background.start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        background.stop()
+        if main is not None:
+            main.close()
+
+
+def load_checks(path: Path) -> list[CheckSettings]:
+    """Checks from a YAML file: a list, or a mapping with a `checks` list."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: YAML syntax error: {error}") from None
+    items = data.get("checks", []) if isinstance(data, dict) else data
+    try:
+        return TypeAdapter(list[CheckSettings]).validate_python(items or [])
+    except ValidationError as error:
+        problems = [
+            format_problem({**item, "loc": ("checks", *item["loc"])}, {}) for item in error.errors()
+        ]
+        raise ConfigError(f"{path}: {len(problems)} invalid check setting(s)", problems) from None
+
+
+def _background(
+    settings: ExporterSettings,
+    checks: list[CheckSettings],
+    checks_url: str | None,
+    target: Target | None,
+    connection: ConnectionOptions,
+) -> Background:
+    runner = None
+    checks_target = target
+    if checks_url or settings.checks_url:
+        options = ConnectionOptions(
+            url=checks_url or settings.checks_url,
+            password_file=connection.password_file,
+            tls_ca=connection.tls_ca,
+            tls_cert=connection.tls_cert,
+            tls_key=connection.tls_key,
+        )
+        checks_target = resolve_target(options, os.environ, target)
+    if checks and checks_target is not None:
+
+        def connect(where: Target = checks_target) -> RawConnection:
+            raw = RawConnection(where, where.timeout)
+            raw.login()
+            return raw
+
+        runner = CheckRunner(
+            checks, connect, settings.checks_budget_seconds, settings.checks_scan_count
+        )
+    probe = (lambda: posture.probe_posture(target)) if target is not None else None
+    return Background(runner, probe, settings.posture_interval_seconds)
+
+
+def _basic_auth(settings: ExporterSettings, env: dict[str, str]) -> tuple[str, str] | None:
+    if not settings.basic_auth_user:
+        return None
+    password = env.get("EXPORTER_BASIC_AUTH_PASSWORD")
+    if not password:
+        raise UsageError(
+            "exporter.basic_auth_user is set but EXPORTER_BASIC_AUTH_PASSWORD is not "
+            "(environment or .env)"
+        )
+    return settings.basic_auth_user, password
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--listen {value}: expected HOST:PORT, e.g. 127.0.0.1:9121")
+    return host, int(port)
+
+
+def _tls_files(settings: ExporterSettings, base: Path | None) -> tuple[Path, Path] | None:
+    if not settings.tls_cert_file:
+        return None
+    if not settings.tls_key_file:
+        raise UsageError("exporter.tls_cert_file needs exporter.tls_key_file")
+    paths = [Path(settings.tls_cert_file), Path(settings.tls_key_file)]
+    paths = [base / path if base and not path.is_absolute() else path for path in paths]
+    return paths[0], paths[1]

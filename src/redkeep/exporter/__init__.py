@@ -1,0 +1,1 @@
+"""The Prometheus exporter: redis_exporter-compatible metrics, hardening posture, app checks."""

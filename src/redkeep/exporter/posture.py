@@ -1,0 +1,160 @@
+"""Hardening posture as metrics: what no exporter reports.
+
+- TLS: seconds until the served certificate expires (from a real handshake).
+- Authentication: whether an unauthenticated connection gets in, whether the default user is
+  enabled, how many users have no password (ACL GETUSER: counted, the hashes never leave).
+- `protected-mode`, and ACL LOG entries by reason (denied commands, keys, channels, logins).
+- The backup runs' textfile metrics, passed through when configured.
+
+The probes that open connections run in the background (`Background`), never in a scrape.
+"""
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from redkeep.endpoint import Target
+from redkeep.errors import RedkeepError
+from redkeep.exporter.collectors import Collector, State, text
+from redkeep.exporter.exposition import Family, gauge
+from redkeep.rawconn import RawConnection
+from redkeep.tlsprobe import handshake
+
+
+def acl_log_commands(state: State) -> list[tuple[str, ...]]:
+    return [("ACL", "LOG", "128")]
+
+
+def acl_log_parse(state: State, replies: list[Any]) -> list[Family]:
+    """ACL LOG entries by reason (their `count` summed: repeated events are grouped)."""
+    totals: dict[str, float] = {}
+    for entry in replies[0] or []:
+        fields = dict(zip((text(key) for key in entry[::2]), entry[1::2], strict=False))
+        reason = text(fields.get("reason", b"unknown"))
+        totals[reason] = totals.get(reason, 0) + float(fields.get("count", 1))
+    family = Family("redkeep_acl_log_entries", "gauge", "Events in ACL LOG by reason")
+    for reason in ("auth", "command", "key", "channel"):
+        family.add(totals.pop(reason, 0.0), {"reason": reason})
+    for reason, total in totals.items():
+        family.add(total, {"reason": reason})
+    return [family]
+
+
+ACL_LOG = Collector("acl_log", acl_log_commands, acl_log_parse)
+
+
+def config_posture(state: State) -> list[Family]:
+    if "protected-mode" not in state.config:
+        return []
+    enabled = 1 if state.config["protected-mode"] == "yes" else 0
+    return [gauge("redkeep_protected_mode", "1 when protected-mode is yes", enabled)]
+
+
+def probe_posture(target: Target, timeout: float = 5.0) -> list[Family]:
+    """The slow probes (fresh connections, a TLS handshake); run in the background."""
+    families = [_unauthenticated_access(target, timeout)]
+    families += _acl_users(target, timeout)
+    if target.tls:
+        families += _certificate(target, timeout)
+    return [family for family in families if family is not None]
+
+
+def _unauthenticated_access(target: Target, timeout: float) -> Family | None:
+    """Does a connection without credentials get an answer to PING?"""
+    anonymous = Target(
+        target.scheme,
+        host=target.host,
+        port=target.port,
+        socket_path=target.socket_path,
+        tls_ca=target.tls_ca,
+        tls_cert=target.tls_cert,
+        tls_key=target.tls_key,
+        timeout=timeout,
+    )
+    try:
+        connection = RawConnection(anonymous, timeout)
+    except RedkeepError:
+        return None  # cannot connect at all: redis_up says so
+    try:
+        (reply,) = connection.pipeline([("PING",)], time.monotonic() + timeout)
+    except RedkeepError:
+        return None
+    finally:
+        connection.close()
+    open_door = 1 if reply in (b"PONG", "PONG") else 0
+    return gauge(
+        "redkeep_unauthenticated_access", "1 when a client without credentials gets in", open_door
+    )
+
+
+def _acl_users(target: Target, timeout: float) -> list[Family]:
+    """Default user enabled, users without a password: from ACL GETUSER, hashes dropped."""
+    connection = RawConnection(target, timeout)
+    try:
+        connection.login()
+        deadline = time.monotonic() + timeout
+        (users,) = connection.pipeline([("ACL", "USERS")], deadline)
+        if not isinstance(users, list):
+            return []  # NOPERM: this user may not look; say nothing rather than guess
+        names = [text(name) for name in users]
+        replies = connection.pipeline([("ACL", "GETUSER", name) for name in names], deadline)
+    finally:
+        connection.close()
+    default_on, nopass = 0, 0
+    for name, reply in zip(names, replies, strict=True):
+        if not isinstance(reply, list):
+            continue
+        fields = dict(zip((text(key) for key in reply[::2]), reply[1::2], strict=False))
+        flags = {text(flag) for flag in fields.get("flags", [])}
+        if name == "default" and "on" in flags:
+            default_on = 1
+        if "on" in flags and "nopass" in flags:
+            nopass += 1
+    return [
+        gauge("redkeep_default_user_enabled", "1 when the default user is on", default_on),
+        gauge("redkeep_users_without_password", "Enabled ACL users with nopass", nopass),
+    ]
+
+
+def _certificate(target: Target, timeout: float) -> list[Family]:
+    probe = handshake(
+        target.host,
+        target.port,
+        ca=target.tls_ca,
+        cert=target.tls_cert,
+        key=target.tls_key,
+        timeout=timeout,
+    )
+    if not probe.ok or probe.certificate is None:
+        return []
+    not_after = probe.certificate.not_valid_after_utc
+    left = (not_after - dt.datetime.now(dt.UTC)).total_seconds()
+    return [
+        gauge(
+            "redkeep_tls_certificate_expires_in_seconds",
+            "Seconds until the served certificate expires",
+            round(left),
+        ),
+        gauge(
+            "redkeep_tls_certificate_not_after_timestamp_seconds",
+            "Expiry of the served certificate",
+            not_after.timestamp(),
+        ),
+    ]
+
+
+def backup_families(path: Path | None) -> list[Family]:
+    """The backup runs' textfile metrics (redkeep_backup_*), as the exporter's own."""
+    if path is None or not path.exists():
+        return []
+    families: dict[str, Family] = {}
+    for line in path.readtext().splitlines():
+        if not line.startswith("redkeep_backup_"):
+            continue
+        name, _, rest = line.partition("{")
+        labels_text, _, value = rest.partition("} ")
+        label, _, label_value = labels_text.partition("=")
+        family = families.setdefault(name, Family(name, "gauge", "From the backup runs"))
+        family.add(float(value), {label: label_value.strip('"')})
+    return list(families.values())

@@ -1,0 +1,231 @@
+"""One scrape: a persistent connection, two pipelined round trips, a deadline, self-metrics.
+
+Round 1 is CONFIG GET and INFO ALL (everything redis_exporter derives from INFO); round 2 the
+other collectors, whose commands depend on what INFO said (version, cluster mode). If the
+deadline (the Prometheus scrape timeout) passes in round 2, the scrape returns what round 1
+gave instead of hanging. A collector refused with NOPERM is switched off after telling once.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hiredis
+
+from redkeep import __version__
+from redkeep.endpoint import Target
+from redkeep.errors import RedkeepError
+from redkeep.exporter import collectors, posture
+from redkeep.exporter.collectors import Collector, State
+from redkeep.exporter.exposition import Family, counter, gauge, render
+from redkeep.rawconn import RawConnection
+
+LOG = logging.getLogger("redkeep.exporter")
+ROUND_ONE = (collectors.CONFIG, collectors.INFO)
+ROUND_TWO = (
+    collectors.SLOWLOG,
+    collectors.LATENCY,
+    collectors.CLIENTS,
+    collectors.CLUSTER,
+    posture.ACL_LOG,
+)
+
+
+@dataclass
+class Stats:
+    scrapes: int = 0
+    duration_sum: float = 0.0
+    last_duration: float = 0.0
+    connect_time: float = 0.0
+    last_error: str = ""
+    collector_ok: dict[str, bool] = field(default_factory=dict)
+    collector_time: dict[str, float] = field(default_factory=dict)
+
+
+class Scraper:
+    """Scrapes one Redis; safe to call from several HTTP threads (scrapes take turns)."""
+
+    def __init__(
+        self,
+        target: Target,
+        extra: Callable[[], list[Family]] = list,
+        backup_metrics: Path | None = None,
+    ) -> None:
+        self.target = target
+        self.extra = extra  # background results (checks, posture)
+        self.backup_metrics = backup_metrics
+        self.state = State()
+        self.stats = Stats()
+        self.disabled: dict[str, str] = {}
+        self._connection: RawConnection | None = None
+        self._lock = threading.Lock()
+
+    def scrape(self, timeout: float) -> str:
+        with self._lock:
+            started = time.monotonic()
+            deadline = started + timeout
+            families = self._collect(deadline)
+            duration = time.monotonic() - started
+            self.stats.scrapes += 1
+            self.stats.duration_sum += duration
+            self.stats.last_duration = duration
+            return render(families + self._self_metrics())
+
+    def close(self) -> None:
+        self._drop()
+
+    def _collect(self, deadline: float) -> list[Family]:
+        up = 1
+        families: list[Family] = []
+        try:
+            connection = self._connect()
+            families += self._round(connection, ROUND_ONE, deadline)
+            if self.stats.collector_ok.get("info"):
+                families += self._round(connection, ROUND_TWO, deadline)
+            else:
+                up = 0
+            self.stats.last_error = ""
+        except RedkeepError as error:
+            self._drop()
+            self.stats.last_error = _category(error.message)
+            up = 1 if self.stats.collector_ok.get("info") and families else 0
+        families.append(gauge("redis_up", "1 when Redis answered INFO", up))
+        families += posture.config_posture(self.state)
+        families += self.extra()
+        families += posture.backup_families(self.backup_metrics)
+        return families
+
+    def _connect(self) -> RawConnection:
+        if self._connection is None:
+            started = time.monotonic()
+            connection = RawConnection(self.target, self.target.timeout)
+            try:
+                connection.login()
+            except RedkeepError:
+                connection.close()
+                raise
+            self.stats.connect_time = time.monotonic() - started
+            self._connection = connection
+        return self._connection
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _round(
+        self, connection: RawConnection, round_: tuple[Collector, ...], deadline: float
+    ) -> list[Family]:
+        plan = [
+            (collector, collector.commands(self.state))
+            for collector in round_
+            if collector.name not in self.disabled
+        ]
+        plan = [(collector, commands) for collector, commands in plan if commands]
+        commands = [command for _, command_list in plan for command in command_list]
+        if not commands:
+            return []
+        try:
+            replies = connection.pipeline(commands, deadline)
+        except RedkeepError:
+            for collector, _ in plan:
+                self.stats.collector_ok[collector.name] = False
+            raise
+        families: list[Family] = []
+        position = 0
+        for collector, command_list in plan:
+            own = replies[position : position + len(command_list)]
+            position += len(command_list)
+            families += self._parse(collector, own)
+        return families
+
+    def _parse(self, collector: Collector, replies: list) -> list[Family]:
+        started = time.monotonic()
+        errors = [str(reply) for reply in replies if isinstance(reply, hiredis.ReplyError)]
+        ok = not errors
+        families: list[Family] = []
+        if errors and errors[0].startswith("NOPERM"):
+            self.disabled[collector.name] = errors[0]
+            LOG.warning(
+                "collector %s switched off: user '%s' may not run its commands (%s)",
+                collector.name,
+                self.target.username or "default",
+                errors[0],
+            )
+        elif ok:
+            try:
+                families = collector.parse(self.state, replies)
+            except (ValueError, TypeError, IndexError, KeyError) as error:
+                ok = False
+                LOG.warning("collector %s failed: %r", collector.name, error)
+        self.stats.collector_ok[collector.name] = ok
+        self.stats.collector_time[collector.name] = time.monotonic() - started
+        return families
+
+    def _self_metrics(self) -> list[Family]:
+        stats = self.stats
+        summary = Family("redis_exporter_scrape_duration_seconds", "summary", "Scrape duration")
+        summary.add(stats.duration_sum, suffix="_sum").add(stats.scrapes, suffix="_count")
+        success = Family("redkeep_exporter_collector_success", "gauge", "Last run of a collector")
+        duration = Family(
+            "redkeep_exporter_collector_duration_seconds", "gauge", "Parse time per collector"
+        )
+        enabled = Family(
+            "redkeep_exporter_collector_enabled", "gauge", "0 when NOPERM switched it off"
+        )
+        for name in [c.name for c in (*ROUND_ONE, *ROUND_TWO)]:
+            label = {"collector": name}
+            enabled.add(0 if name in self.disabled else 1, label)
+            if name in stats.collector_ok:
+                success.add(1 if stats.collector_ok[name] else 0, label)
+                duration.add(round(stats.collector_time.get(name, 0.0), 6), label)
+        return [
+            counter("redis_exporter_scrapes_total", "Scrapes", stats.scrapes),
+            summary,
+            gauge(
+                "redis_exporter_last_scrape_duration_seconds", "Last scrape", stats.last_duration
+            ),
+            gauge(
+                "redis_exporter_last_scrape_connect_time_seconds",
+                "Time the last (re)connect took",
+                stats.connect_time,
+            ),
+            gauge(
+                "redis_exporter_last_scrape_error",
+                "1 when the last scrape failed; err is a category, never the raw message",
+                1 if stats.last_error else 0,
+                err=stats.last_error,
+            ),
+            gauge(
+                "redis_exporter_build_info",
+                "redkeep exporter",
+                1,
+                version=__version__,
+                commit_sha="",
+                build_date="",
+                golang_version="",
+            ),
+            success,
+            duration,
+            enabled,
+        ]
+
+
+def _category(message: str) -> str:
+    """A short, bounded description of a failure, fit for a label value."""
+    lowered = message.lower()
+    for needle, category in (
+        ("wrongpass", "auth"),
+        ("noauth", "auth"),
+        ("in time", "timeout"),
+        ("timed out", "timeout"),
+        ("refused", "connection refused"),
+        ("tls", "tls"),
+        ("closed", "connection closed"),
+    ):
+        if needle in lowered:
+            return category
+    return "error"

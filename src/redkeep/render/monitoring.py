@@ -1,0 +1,115 @@
+"""Prometheus, Alertmanager and Grafana configuration of a bundle, as data rendered to YAML."""
+
+from collections.abc import Mapping
+
+import yaml
+
+from redkeep.config.schema import Settings
+
+EXPORTER_PORT = 9121
+
+
+def _yaml(header: str, data: dict) -> str:
+    return f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, width=100)
+
+
+def render_prometheus(settings: Settings) -> str:
+    """prometheus.yml: scrape the exporter, load redkeep's rules, send alerts to Alertmanager."""
+    data = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": ["/etc/prometheus/rules/redkeep.rules.yml"],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]},
+        "scrape_configs": [
+            {
+                "job_name": "redis",
+                "static_configs": [
+                    {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
+                ],
+            }
+        ],
+    }
+    return _yaml("Prometheus for the redkeep bundle; rules in rules/redkeep.rules.yml.", data)
+
+
+def render_alertmanager(settings: Settings, secrets: Mapping[str, str]) -> str:
+    """alertmanager.yml with a Slack and a Telegram receiver when .env configures them.
+
+    The webhook URL and the bot token are read from .env when the bundle is rendered (the
+    file is written 0600); without them alerts go to a receiver that drops them.
+    """
+    receivers = []
+    if secrets.get("SLACK_WEBHOOK_URL"):
+        receivers.append(
+            {
+                "name": "slack",
+                "slack_configs": [
+                    {
+                        "api_url": secrets["SLACK_WEBHOOK_URL"],
+                        "send_resolved": True,
+                        "title": "{{ .CommonAnnotations.summary }}",
+                        "text": "{{ .CommonAnnotations.description }}",
+                    }
+                ],
+            }
+        )
+    chat = secrets.get("TELEGRAM_CHAT_ID", "")
+    if secrets.get("TELEGRAM_BOT_TOKEN") and chat.lstrip("-").isdigit():
+        receivers.append(
+            {
+                "name": "telegram",
+                "telegram_configs": [
+                    {
+                        "bot_token": secrets["TELEGRAM_BOT_TOKEN"],
+                        "chat_id": int(chat),
+                        "send_resolved": True,
+                    }
+                ],
+            }
+        )
+    names = [receiver["name"] for receiver in receivers]
+    route = {
+        "receiver": names[0] if names else "drop",
+        "group_by": ["alertname", "instance"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+        "routes": [{"receiver": name, "continue": True} for name in names[1:]],
+    }
+    data = {"route": route, "receivers": receivers or [{"name": "drop"}]}
+    header = (
+        f"Alertmanager for {settings.name}. Holds secrets from .env: keep it 0600; "
+        "`redkeep init --force` re-renders it after .env changes."
+    )
+    return _yaml(header, data)
+
+
+def render_grafana_datasource() -> str:
+    data = {
+        "apiVersion": 1,
+        "datasources": [
+            {
+                "name": "Prometheus",
+                "uid": "prometheus",
+                "type": "prometheus",
+                "access": "proxy",
+                "url": "http://prometheus:9090",
+                "isDefault": True,
+            }
+        ],
+    }
+    return _yaml("Grafana data source provisioning.", data)
+
+
+def render_grafana_dashboards() -> str:
+    data = {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "redkeep",
+                "type": "file",
+                "disableDeletion": True,
+                "options": {"path": "/var/lib/grafana/dashboards"},
+            }
+        ],
+    }
+    return _yaml("Grafana dashboard provisioning.", data)
