@@ -50,8 +50,8 @@ def cli(monkeypatch) -> "callable":
 def run_redkeep(*args: str, cwd: Path | None = None, env: dict | None = None, timeout=60):
     """Run the installed `redkeep` console script in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    if args and args[0] in ("init", "up") and "REDKEEP_EXPORTER__LISTEN" not in full_env:
-        # Bundles in tests run side by side: each exporter gets its own port.
+    if args and args[0] == "init" and "REDKEEP_EXPORTER__LISTEN" not in full_env:
+        # Bundles in tests run side by side: each exporter gets its own port (in redkeep.yaml).
         full_env["REDKEEP_EXPORTER__LISTEN"] = f"127.0.0.1:{free_port()}"
     return subprocess.run(
         [REDKEEP, *map(str, args)],

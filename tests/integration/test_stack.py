@@ -95,7 +95,10 @@ def test_status_shows_why_info_failed(running_bundle_for_status):
 
 
 def test_up_without_directory_creates_redkeep_stack_here(tmp_path, redis_binary):
-    env = {"REDKEEP_REDIS__TLS_PORT": str(free_port())}
+    env = {
+        "REDKEEP_REDIS__TLS_PORT": str(free_port()),
+        "REDKEEP_EXPORTER__LISTEN": f"127.0.0.1:{free_port()}",
+    }
     result = run_redkeep("up", "--detach", cwd=tmp_path, env=env)
     bundle = Bundle(tmp_path / "redkeep-stack")
     try:

@@ -131,3 +131,27 @@ def test_standalone_backup_defaults_match_the_schema():
     assert standalone.notify.telegram_api_url == schema.notify.telegram_api_url
     assert standalone.s3.__dict__ == schema.s3.model_dump()
     assert standalone.metrics_file is None  # outside a bundle: only with --metrics-file
+
+
+def test_sample_of_settings_with_checks_and_profiles_round_trips():
+    settings = Settings.model_validate(
+        {
+            "exporter": {
+                "checks": [
+                    {"name": "age", "type": "key_age", "key": "m:s", "field": "t"},
+                    {"name": "n", "type": "key_count", "pattern": "rl:*", "db": 2},
+                ],
+                "targets": [{"url": "redis://10.0.0.2:6379", "profile": "p"}],
+                "profiles": {"p": {"username": "exporter", "password_env": "P_PW"}},
+            }
+        }
+    )
+    assert Settings.model_validate(yaml.safe_load(render_sample(settings))) == settings
+
+
+def test_a_check_without_what_its_type_needs_is_an_error(tmp_path):
+    path = write(
+        tmp_path, "exporter:\n  checks:\n    - name: x\n      type: hash_counters\n      key: k\n"
+    )
+    (problem,) = problems_of(path)
+    assert problem == "At 'exporter.checks[0]': a hash_counters check needs fields"

@@ -40,9 +40,29 @@ def _lines(instance: BaseModel, depth: int) -> list[str]:
         if isinstance(value, BaseModel):
             lines.append(f"{pad}{name}:")
             lines.extend(_lines(value, depth + 1))
+        elif _holds_models(value):
+            lines.append(f"{pad}{name}:")
+            lines.extend(_block(value, depth + 1))
         else:
             lines.append(f"{pad}{name}: {_scalar(value)}")
     return lines
+
+
+def _holds_models(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return any(isinstance(item, BaseModel) for item in items)
+
+
+def _block(value: list | dict, depth: int) -> list[str]:
+    """A list or mapping of settings objects as block YAML (their defaults left out)."""
+    if isinstance(value, dict):
+        data: Any = {
+            key: item.model_dump(mode="json", exclude_defaults=True) for key, item in value.items()
+        }
+    else:
+        data = [item.model_dump(mode="json", exclude_defaults=True) for item in value]
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000)
+    return [INDENT * depth + line for line in text.splitlines()]
 
 
 def _scalar(value: Any) -> str:

@@ -149,7 +149,7 @@ def backup_families(path: Path | None) -> list[Family]:
     if path is None or not path.exists():
         return []
     families: dict[str, Family] = {}
-    for line in path.readtext().splitlines():
+    for line in path.read_text().splitlines():
         if not line.startswith("redkeep_backup_"):
             continue
         name, _, rest = line.partition("{")

@@ -25,6 +25,7 @@ from redkeep.rawconn import RawConnection
 
 LOG = logging.getLogger("redkeep.exporter")
 ROUND_ONE = (collectors.CONFIG, collectors.INFO)
+EXTRA_PARTS = ("posture", "background", "backup")
 ROUND_TWO = (
     collectors.SLOWLOG,
     collectors.LATENCY,
@@ -93,9 +94,17 @@ class Scraper:
             self.stats.last_error = _category(error.message)
             up = 1 if self.stats.collector_ok.get("info") and families else 0
         families.append(gauge("redis_up", "1 when Redis answered INFO", up))
-        families += posture.config_posture(self.state)
-        families += self.extra()
-        families += posture.backup_families(self.backup_metrics)
+        for name, part in (
+            ("posture", lambda: posture.config_posture(self.state)),
+            ("background", self.extra),
+            ("backup", lambda: posture.backup_families(self.backup_metrics)),
+        ):
+            try:  # a broken part costs its own metrics, never the scrape
+                families += part()
+                self.stats.collector_ok[name] = True
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                self.stats.collector_ok[name] = False
+                LOG.warning("%s metrics failed: %r", name, error)
         return families
 
     def _connect(self) -> RawConnection:
@@ -176,7 +185,7 @@ class Scraper:
         enabled = Family(
             "redkeep_exporter_collector_enabled", "gauge", "0 when NOPERM switched it off"
         )
-        for name in [c.name for c in (*ROUND_ONE, *ROUND_TWO)]:
+        for name in [c.name for c in (*ROUND_ONE, *ROUND_TWO)] + list(EXTRA_PARTS):
             label = {"collector": name}
             enabled.add(0 if name in self.disabled else 1, label)
             if name in stats.collector_ok:

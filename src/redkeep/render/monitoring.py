@@ -15,18 +15,39 @@ def _yaml(header: str, data: dict) -> str:
 
 def render_prometheus(settings: Settings) -> str:
     """prometheus.yml: scrape the exporter, load redkeep's rules, send alerts to Alertmanager."""
+    jobs = [
+        {
+            "job_name": "redis",
+            "static_configs": [
+                {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
+            ],
+        }
+    ]
+    if settings.exporter.targets:
+        # The multi-target pattern: the Redis URL becomes ?target= and the instance label,
+        # while the request itself goes to the exporter.
+        jobs.append(
+            {
+                "job_name": "redis-targets",
+                "metrics_path": "/scrape",
+                "static_configs": [
+                    {
+                        "targets": [target.url for target in settings.exporter.targets],
+                        "labels": {"cluster": settings.name},
+                    }
+                ],
+                "relabel_configs": [
+                    {"source_labels": ["__address__"], "target_label": "__param_target"},
+                    {"source_labels": ["__param_target"], "target_label": "instance"},
+                    {"target_label": "__address__", "replacement": f"exporter:{EXPORTER_PORT}"},
+                ],
+            }
+        )
     data = {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
         "rule_files": ["/etc/prometheus/rules/redkeep.rules.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]},
-        "scrape_configs": [
-            {
-                "job_name": "redis",
-                "static_configs": [
-                    {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
-                ],
-            }
-        ],
+        "scrape_configs": jobs,
     }
     return _yaml("Prometheus for the redkeep bundle; rules in rules/redkeep.rules.yml.", data)
 

@@ -1,0 +1,48 @@
+"""Pure parts of the exporter: exposition format, INFO parsing, backup textfile pass-through."""
+
+from redkeep.backup.metrics import write_metrics
+from redkeep.exporter.exposition import Family, format_value, render
+from redkeep.exporter.info import parse_info, split_pairs
+from redkeep.exporter.posture import backup_families
+
+
+def test_exposition_keeps_names_and_escapes_labels():
+    family = Family("redis_total_error_replies", "counter", "no _total rename")
+    family.add(3, {"err": 'quote" back\\slash\nnewline'})
+    text = render([family, Family("empty", "gauge", "left out")])
+    assert "# TYPE redis_total_error_replies counter" in text
+    assert 'redis_total_error_replies{err="quote\\" back\\\\slash\\nnewline"} 3' in text
+    assert "empty" not in text
+
+
+def test_values_are_formatted_for_prometheus():
+    assert [format_value(v) for v in (1.0, 0.25, float("inf"), float("nan"), 10**16 + 0.5)] == [
+        "1",
+        "0.25",
+        "+Inf",
+        "NaN",
+        "1e+16",
+    ]
+
+
+def test_info_pairs_are_split_by_name():
+    info = parse_info("# Commandstats\r\ncmdstat_get:calls=2,usec=5,usec_per_call=2.50\r\n")
+    assert info["commandstats"]["cmdstat_get"]["usec_per_call"] == "2.50"
+    assert split_pairs("ip=::1,port=6380,state=online") == {
+        "ip": "::1",
+        "port": "6380",
+        "state": "online",
+    }
+
+
+def test_backup_textfile_metrics_pass_through(tmp_path):
+    path = tmp_path / "backup.prom"
+    write_metrics(path, "alpha", True, 1000.0, 2.5, 4096)
+    write_metrics(path, "beta", False, 2000.0, 1.0, 0)
+    families = {family.name: family for family in backup_families(path)}
+    result = families["redkeep_backup_last_result"].samples
+    assert sorted((labels["source"], value) for _, labels, value in result) == [
+        ("alpha", 1.0),
+        ("beta", 0.0),
+    ]
+    assert backup_families(tmp_path / "absent.prom") == []
