@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import io
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,33 @@ from redkeep.pki.files import TLSFiles, init_tls
 from tests.servers import RedisServer, free_port, require_binary, tls_lines
 
 REDKEEP = str(Path(sys.executable).with_name("redkeep"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory) -> Iterator[None]:
+    """After the run, no process may still live in (or name) a test's temp dir: a leaked
+    exporter or redis-server is a bug in redkeep or a test. Leftovers are killed, then reported."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    left = list(_processes_under(base))
+    for pid, _ in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left running after the tests: {left}"
+
+
+def _processes_under(base: str) -> Iterator[tuple[int, str]]:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+            zombie = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if not zombie and (base in cmdline or cwd.startswith(base)):
+            yield int(entry.name), cmdline.strip()
 
 
 @dataclass

@@ -5,6 +5,7 @@ anyway, and the exporter sends a scrape's commands in one round trip and reads t
 with hiredis under a deadline. `redkeep backup run` also starts faster without redis-py.
 """
 
+import functools
 import socket
 import time
 
@@ -58,7 +59,7 @@ class RawConnection:
         if self._buffer:  # anything read past the last line-based reply
             reader.feed(bytes(self._buffer))
             self._buffer.clear()
-        self.sock.sendall(b"".join(_encode(command) for command in commands))
+        self.sock.sendall(b"".join([_encode_cached(command) for command in commands]))
         replies: list = []
         while len(replies) < len(commands):
             reply = reader.gets()
@@ -184,3 +185,8 @@ def _encode(args: tuple[str, ...]) -> bytes:
         data = arg.encode() if isinstance(arg, str) else arg
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+# The exporter pipelines the same commands every scrape. (AUTH goes through `send`, uncached:
+# no password stays in a cache.)
+_encode_cached = functools.lru_cache(maxsize=256)(_encode)

@@ -2,7 +2,7 @@
 
 from redkeep.backup.metrics import write_metrics
 from redkeep.exporter.exposition import Family, format_value, render
-from redkeep.exporter.info import parse_info, split_pairs
+from redkeep.exporter.info import number, parse_info, split_pairs
 from redkeep.exporter.posture import backup_families
 
 
@@ -13,6 +13,24 @@ def test_exposition_keeps_names_and_escapes_labels():
     assert "# TYPE redis_total_error_replies counter" in text
     assert 'redis_total_error_replies{err="quote\\" back\\\\slash\\nnewline"} 3' in text
     assert "empty" not in text
+
+
+def test_cached_label_text_follows_names_values_and_order():
+    family = Family("m", "gauge", "h").add(1, {"a": "x"}).add(2, {"b": "x"})
+    family.add(3, {"a": "y", "b": "x"}).add(4, {"b": "x", "a": "y"})
+    other = Family("n", "gauge", "other help").add(5, {"a": "x"})
+    for _ in range(2):  # the second render comes from the cache
+        assert render([family, other]) == (
+            "# HELP m h\n# TYPE m gauge\n"
+            'm{a="x"} 1\nm{b="x"} 2\nm{a="y",b="x"} 3\nm{b="x",a="y"} 4\n'
+            '# HELP n other help\n# TYPE n gauge\nn{a="x"} 5\n'
+        )
+
+
+def test_info_numbers_keep_integers_exact():
+    assert number("18446744073709551615") == 18446744073709551615
+    assert format_value(number("18446744073709551615")) == "18446744073709551615"
+    assert (number("1.5"), number("ok"), number("down"), number("abc")) == (1.5, 1.0, 0.0, None)
 
 
 def test_values_are_formatted_for_prometheus():

@@ -126,10 +126,10 @@ def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
 SERVICES = {"backup": ("backup", "run"), "exporter": ("exporter",)}
 
 
-def start_service(bundle: Bundle, name: str, *options: str) -> int:
+def start_service(bundle: Bundle, name: str, *options: str) -> subprocess.Popen:
     """Start `redkeep <service> --dir ROOT OPTIONS` in its own session, output in run/NAME.log.
 
-    Return its pid; the pid is also written to run/NAME.pid for `down`.
+    Its pid is also written to run/NAME.pid for `down`.
     """
     with (bundle.run_dir / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
@@ -141,7 +141,7 @@ def start_service(bundle: Bundle, name: str, *options: str) -> int:
             umask=0o077,
         )
     (bundle.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
-    return process.pid
+    return process
 
 
 def stop_service(bundle: Bundle, name: str, timeout: float = 60.0) -> int | None:
@@ -163,6 +163,10 @@ def stop_service(bundle: Bundle, name: str, timeout: float = 60.0) -> int | None
 
 
 def _is_service(pid: int, name: str) -> bool:
+    """Whether `pid` runs `redkeep <service>` (so a recycled pid is never signalled).
+
+    Only for processes started earlier: right after exec, /proc/PID/cmdline can still be empty.
+    """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -174,21 +178,21 @@ def _is_service(pid: int, name: str) -> bool:
 def start_backup_schedule(bundle: Bundle) -> int | None:
     """`redkeep backup run --every N` beside Redis when backup.interval_minutes is set."""
     minutes = bundle.settings.backup.interval_minutes
-    return start_service(bundle, "backup", "--every", str(minutes)) if minutes else None
+    return start_service(bundle, "backup", "--every", str(minutes)).pid if minutes else None
 
 
 def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
-    """The exporter on exporter.listen; return once it accepts connections, else raise.
+    """The exporter on exporter.listen; return its pid once it accepts connections, else raise.
 
     Interrupted or failed, it leaves no exporter behind.
     """
-    pid = start_service(bundle, "exporter")
+    process = start_service(bundle, "exporter")
     listen = bundle.settings.exporter.listen
     host, _, port = listen.rpartition(":")
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if not _is_service(pid, "exporter"):
+            if process.poll() is not None:  # our own child: no /proc guesswork needed
                 tail = redis_server.log_tail(bundle.run_dir / "exporter.log", 1)
                 raise RedkeepError(
                     f"the exporter stopped at start: {tail[-1] if tail else 'no output'} "
@@ -196,12 +200,18 @@ def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
                 )
             try:
                 with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
-                    return pid
+                    return process.pid
             except OSError:
                 time.sleep(0.1)
         raise RedkeepError(f"the exporter did not listen on {listen} within {timeout:g}s")
     except BaseException:
-        stop_service(bundle, "exporter", timeout=10)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        (bundle.run_dir / "exporter.pid").unlink(missing_ok=True)
         raise
 
 

@@ -101,8 +101,9 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
         stop_redis(bundle)
         raise
     show_running(app, bundle, running.pid)
+    scheme = "https" if bundle.settings.exporter.tls_cert_file else "http"
     app.say(
-        f"exporter on http://{bundle.settings.exporter.listen}/metrics (pid {exporter}, "
+        f"exporter on {scheme}://{bundle.settings.exporter.listen}/metrics (pid {exporter}, "
         f"log {bundle.run_dir / 'exporter.log'})"
     )
     scheduler = start_backup_schedule(bundle)

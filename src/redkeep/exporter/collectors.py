@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redkeep.exporter import mapping
-from redkeep.exporter.exposition import Family, counter, gauge
+from redkeep.exporter.exposition import Family, gauge
 from redkeep.exporter.info import number, parse_info
 
 PREFIX = "redis_"
@@ -33,12 +33,19 @@ class State:
 
     info: dict[str, dict] = field(default_factory=dict)
     config: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)  # every plain INFO field, any section
+
+    def set_info(self, info: dict[str, dict]) -> None:
+        self.info = info
+        self.fields = {  # reversed: a name in two sections resolves to the first
+            name: value
+            for section in reversed(info.values())
+            for name, value in section.items()
+            if isinstance(value, str)
+        }
 
     def field(self, name: str) -> str | None:
-        for section in self.info.values():
-            if name in section and isinstance(section[name], str):
-                return section[name]
-        return None
+        return self.fields.get(name)
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -61,18 +68,31 @@ def info_commands(state: State) -> list[tuple[str, ...]]:
     return [("INFO", "ALL")]
 
 
+# (INFO field, metric name, help, kind, scale), built once: the scrape loop only looks up.
+INFO_METRICS = [
+    (field_name, PREFIX + metric, f"INFO {field_name}", kind, mapping.SCALE.get(field_name, 1.0))
+    for table, kind in (
+        (mapping.GAUGES, "gauge"),
+        (mapping.EXTRA_GAUGES, "gauge"),
+        (mapping.COUNTERS, "counter"),
+    )
+    for field_name, metric in table.items()
+]
+
+
 def info_parse(state: State, replies: list[Any]) -> list[Family]:
-    state.info = parse_info(text(replies[0]))
+    state.set_info(parse_info(text(replies[0])))
+    fields = state.fields
     families = []
-    for table, make in ((mapping.GAUGES, gauge), (mapping.EXTRA_GAUGES, gauge)):
-        for field_name, metric in table.items():
-            value = _field_number(state, field_name)
-            if value is not None:
-                families.append(make(PREFIX + metric, f"INFO {field_name}", value))
-    for field_name, metric in mapping.COUNTERS.items():
-        value = _field_number(state, field_name)
+    for field_name, metric, help_text, kind, scale in INFO_METRICS:
+        raw = fields.get(field_name)
+        if raw is None:
+            continue
+        value = number(raw)
         if value is not None:
-            families.append(counter(PREFIX + metric, f"INFO {field_name}", value))
+            families.append(
+                Family(metric, kind, help_text).add(value * scale if scale != 1 else value)
+            )
     uptime = _field_number(state, "uptime_in_seconds")
     if uptime is not None:
         families.append(gauge(PREFIX + "start_time_seconds", "Start time", time.time() - uptime))
@@ -284,20 +304,23 @@ def latency_parse(state: State, replies: list[Any]) -> list[Family]:
 
 def _histogram(state: State, reply: list[Any]) -> Family:
     histogram = Family(PREFIX + "commands_latencies_usec", "histogram", "Latency histogram")
+    add = histogram.samples.append  # a few hundred samples: the hot loop of the scrape
     commandstats = state.info.get("commandstats", {})
     for name, details in zip(reply[::2], reply[1::2], strict=False):
         command = text(name)
-        fields = dict(zip((text(key) for key in details[::2]), details[1::2], strict=False))
-        buckets = fields.get("histogram_usec", [])
-        label = {"cmd": command}
-        for bound, cumulative in zip(buckets[::2], buckets[1::2], strict=False):
-            histogram.add(float(cumulative), label | {"le": str(float(bound))}, "_bucket")
-        calls = float(fields.get("calls", 0))
-        histogram.add(calls, label | {"le": "+Inf"}, "_bucket")
-        usec = float(commandstats.get(f"cmdstat_{command}", {}).get("usec", 0))
-        histogram.add(usec, label, "_sum")
-        histogram.add(calls, label, "_count")
+        fields = dict(zip(details[::2], details[1::2], strict=False))
+        for bound, cumulative in pairs(fields.get(b"histogram_usec", [])):
+            add(("_bucket", {"cmd": command, "le": str(bound)}, cumulative))
+        calls = fields.get(b"calls", 0)
+        add(("_bucket", {"cmd": command, "le": "+Inf"}, calls))
+        usec = number(commandstats.get(f"cmdstat_{command}", {}).get("usec", "0")) or 0
+        add(("_sum", {"cmd": command}, usec))
+        add(("_count", {"cmd": command}, calls))
     return histogram
+
+
+def pairs(flat: list[Any]) -> Any:
+    return zip(flat[::2], flat[1::2], strict=False)
 
 
 LATENCY = Collector("latency", latency_commands, latency_parse)

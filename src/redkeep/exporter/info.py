@@ -37,13 +37,16 @@ def split_pairs(value: str) -> dict[str, str]:
 
 
 def number(value: str) -> float | None:
-    """An INFO value as a number: ok/true/up -> 1, err/fail/false/down -> 0, else float()."""
-    lowered = value.strip().lower()
-    if lowered in ("ok", "true", "up", "yes"):
-        return 1.0
-    if lowered in ("err", "fail", "false", "down", "no"):
-        return 0.0
+    """An INFO value as a number: ok/true/up -> 1, err/fail/false/down -> 0, else a number."""
+    if value.isdigit():  # most fields: kept an int, which renders without float formatting
+        return int(value)
     try:
-        return float(lowered)
+        return float(value)
     except ValueError:
-        return None
+        return WORDS.get(value.strip().lower())
+
+
+WORDS = {
+    **dict.fromkeys(("ok", "true", "up", "yes"), 1.0),
+    **dict.fromkeys(("err", "fail", "false", "down", "no"), 0.0),
+}
