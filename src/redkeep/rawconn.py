@@ -21,22 +21,28 @@ CHUNK = 1 << 20
 class RawConnection:
     """A connection to Redis speaking just enough RESP for AUTH, INFO and replication."""
 
-    def __init__(self, target: Target, idle_timeout: float) -> None:
+    # Said when the server goes quiet; the backup sets a hint about its --idle-timeout.
+    idle_hint = ""
+
+    def __init__(
+        self, target: Target, idle_timeout: float, connect_timeout: float | None = None
+    ) -> None:
         self.target = target
         self.idle_timeout = idle_timeout
         self._buffer = bytearray()
         self._received = 0
-        self.sock = self._open()
+        self.sock = self._open(connect_timeout or target.timeout)
 
-    def _open(self) -> socket.socket:
+    def _open(self, timeout: float) -> socket.socket:
+        """Connect and, for rediss://, handshake: both within `timeout`."""
         target = self.target
         try:
             if target.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(target.timeout)
+                sock.settimeout(timeout)
                 sock.connect(target.socket_path)
             else:
-                sock = socket.create_connection((target.host, target.port), timeout=target.timeout)
+                sock = socket.create_connection((target.host, target.port), timeout=timeout)
             if target.tls:
                 context = client_context(target.tls_ca, target.tls_cert, target.tls_key)
                 sock = context.wrap_socket(sock, server_hostname=target.host)
@@ -59,10 +65,18 @@ class RawConnection:
         if self._buffer:  # anything read past the last line-based reply
             reader.feed(bytes(self._buffer))
             self._buffer.clear()
-        self.sock.sendall(b"".join([_encode_cached(command) for command in commands]))
+        try:
+            self.sock.sendall(b"".join([_encode_cached(command) for command in commands]))
+        except OSError as error:
+            raise StreamError(f"connection to {self.target.where} failed: {error}") from None
         replies: list = []
         while len(replies) < len(commands):
-            reply = reader.gets()
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError:
+                raise StreamError(
+                    f"{self.target.where} does not speak the Redis protocol"
+                ) from None
             if reply is not False:
                 replies.append(reply)
                 continue
@@ -81,12 +95,16 @@ class RawConnection:
             reader.feed(data)
         return replies
 
-    def login(self) -> None:
-        """AUTH with the target's user and password, if it has a password."""
+    def login(self, timeout: float | None = None) -> None:
+        """AUTH with the target's user and password, if it has a password (within `timeout`)."""
         target = self.target
         if target.password is not None:
             auth = (target.username, target.password) if target.username else (target.password,)
-            self.command("AUTH", *auth)
+            self.sock.settimeout(timeout or self.idle_timeout)
+            try:
+                self.command("AUTH", *auth)
+            finally:
+                self.sock.settimeout(self.idle_timeout)
 
     def bulk(self, *args: str) -> str:
         """Send a command whose reply is a bulk string (INFO) and return it."""
@@ -139,10 +157,10 @@ class RawConnection:
         try:
             data = self.sock.recv(CHUNK)
         except TimeoutError:
+            waited = self.sock.gettimeout() or self.idle_timeout
             raise StreamError(
-                f"{self.target.where} sent nothing for {self.idle_timeout:g}s during the "
-                f"transfer (after {self._received} bytes); raise --idle-timeout if the server "
-                "is slow to fork"
+                f"{self.target.where} sent nothing for {waited:g}s (after {self._received} "
+                f"bytes){self.idle_hint}"
             ) from None
         except OSError as error:
             raise StreamError(

@@ -186,9 +186,12 @@ def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
 
     Interrupted or failed, it leaves no exporter behind.
     """
-    process = start_service(bundle, "exporter")
     listen = bundle.settings.exporter.listen
     host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    # Else the readiness check below would be answered by whoever holds the port.
+    _ensure_free(host, int(port), listen)
+    process = start_service(bundle, "exporter")
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -199,7 +202,7 @@ def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
                     f"(see {bundle.run_dir / 'exporter.log'})"
                 )
             try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+                with socket.create_connection((host, int(port)), timeout=0.5):
                     return process.pid
             except OSError:
                 time.sleep(0.1)
@@ -213,6 +216,19 @@ def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
             process.wait()
         (bundle.run_dir / "exporter.pid").unlink(missing_ok=True)
         raise
+
+
+def _ensure_free(host: str, port: int, listen: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter will
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise RedkeepError(
+                f"the exporter cannot listen on {listen}: {error.strerror}; stop what holds "
+                "the port or set exporter.listen in redkeep.yaml"
+            ) from None
 
 
 def stop_redis(bundle: Bundle) -> int | None:

@@ -33,6 +33,7 @@ def capture_rdb(
 ) -> Capture:
     """Stream a fresh RDB snapshot of `target` into `write`, chunk by chunk."""
     stream = RawConnection(target, idle_timeout)
+    stream.idle_hint = "; raise --idle-timeout if the server is slow to fork"
     try:
         stream.login()
         stream.command("REPLCONF", "capa", "eof")

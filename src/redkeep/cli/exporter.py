@@ -10,6 +10,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from redkeep.app import Application
+from redkeep.bundle import Bundle
 from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
 from redkeep.config.load import format_problem
 from redkeep.config.schema import CheckSettings, ExporterSettings
@@ -60,9 +61,13 @@ def exporter(
     base = bundle.root if bundle else None
     target = None if no_main_target else target_for(connection, bundle, "exporter")
     checks = load_checks(checks_file) if checks_file else settings.checks
-    background = _background(settings, checks, checks_url, target, connection)
+    background = _background(settings, checks, checks_url, target, connection, bundle)
     backup_metrics = bundle.root / bundle.settings.backup.metrics_file if bundle else None
-    main = Scraper(target, background.families, backup_metrics) if target else None
+
+    def refresh() -> Target:  # after `users rotate exporter`, .env holds the new password
+        return target_for(connection, bundle, "exporter")
+
+    main = Scraper(target, background.families, backup_metrics, refresh) if target else None
     endpoint = Endpoint(
         main=main,
         allowed=allowed_targets(settings, env, base),
@@ -114,27 +119,44 @@ def _background(
     checks_url: str | None,
     target: Target | None,
     connection: ConnectionOptions,
+    bundle: Bundle | None,
 ) -> Background:
     runner = None
-    checks_target = target
+    checks_options = None
     if checks_url or settings.checks_url:
-        options = ConnectionOptions(
+        checks_options = ConnectionOptions(
             url=checks_url or settings.checks_url,
             password_file=connection.password_file,
             tls_ca=connection.tls_ca,
             tls_cert=connection.tls_cert,
             tls_key=connection.tls_key,
         )
-        checks_target = resolve_target(options, os.environ, target)
-    if checks and checks_target is not None:
 
-        def connect(where: Target = checks_target) -> RawConnection:
+    def checks_target() -> Target | None:
+        """Resolved at each (re)connect, so a rotated password in .env is picked up."""
+        if checks_options is None:
+            return target_for(connection, bundle, "exporter") if target is not None else None
+        known = bundle.known_passwords() if bundle else None
+        return resolve_target(checks_options, os.environ, target, known_passwords=known)
+
+    if checks and checks_target() is not None:
+
+        def connect() -> RawConnection:
+            where = checks_target()
             raw = RawConnection(where, where.timeout)
-            raw.login()
+            try:
+                raw.login()
+            except BaseException:
+                raw.close()
+                raise
             return raw
 
         runner = CheckRunner(
-            checks, connect, settings.checks_budget_seconds, settings.checks_scan_count
+            checks,
+            connect,
+            settings.checks_budget_seconds,
+            settings.checks_scan_count,
+            settings.checks_max_commands,
         )
     probe = (lambda: posture.probe_posture(target)) if target is not None else None
     return Background(runner, probe, settings.posture_interval_seconds)

@@ -389,6 +389,9 @@ class ExporterSettings(Section):
     checks_budget_seconds: float = Field(
         2.0, gt=0, description="Longest a round of checks may take before it yields."
     )
+    checks_max_commands: int = Field(
+        200, ge=1, description="Most commands a round of checks may send (the ops budget)."
+    )
     checks_scan_count: int = Field(1000, ge=1, description="SCAN COUNT for key_count checks.")
     posture_interval_seconds: float = Field(
         60.0, gt=0, description="Seconds between the TLS and authentication probes."

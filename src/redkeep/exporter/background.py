@@ -4,6 +4,7 @@ Results are swapped in whole (one assignment), so a scrape reads a consistent sn
 a lock and never waits for a check or a probe.
 """
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +12,9 @@ from collections.abc import Callable
 from redkeep.errors import RedkeepError
 from redkeep.exporter import checks as check_metrics
 from redkeep.exporter.checks import CheckRunner
-from redkeep.exporter.exposition import Family
+from redkeep.exporter.exposition import Family, gauge
+
+LOG = logging.getLogger("redkeep.exporter")
 
 TICK = 0.5
 
@@ -26,8 +29,8 @@ class Background:
         self.runner = runner
         self.probe = probe
         self.probe_interval = probe_interval
-        self.check_families: list[Family] = []
         self.posture_families: list[Family] = []
+        self.probe_ok: bool | None = None  # None: no probe yet
         self.probe_error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="redkeep-background", daemon=True)
@@ -44,18 +47,41 @@ class Background:
             self.runner.close()
 
     def families(self) -> list[Family]:
-        return self.check_families + self.posture_families
+        """Called by each scrape: the checks' last results (ages computed now) and posture."""
+        families = []
+        if self.runner is not None:
+            families += check_metrics.families(dict(self.runner.outcomes))
+        if self.probe is not None and self.probe_ok is not None:
+            families.append(
+                gauge(
+                    "redkeep_posture_probe_success",
+                    "1 when the last posture probe (handshake, ACL users) worked",
+                    1 if self.probe_ok else 0,
+                )
+            )
+        return families + self.posture_families
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if self.runner is not None:
-                self.runner.round()
-                self.check_families = check_metrics.families(dict(self.runner.outcomes))
-            if self.probe is not None and time.monotonic() >= self._next_probe:
-                self._next_probe = time.monotonic() + self.probe_interval
-                try:
-                    self.posture_families = self.probe()
-                    self.probe_error = ""
-                except RedkeepError as error:
-                    self.probe_error = error.message
+            # Nothing may end this thread: a dead one would freeze every check and probe value.
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001
+                LOG.exception("background checks failed; trying again")
             self._stop.wait(TICK)
+
+    def _tick(self) -> None:
+        if self.runner is not None:
+            self.runner.round()
+        if self.probe is not None and time.monotonic() >= self._next_probe:
+            self._next_probe = time.monotonic() + self.probe_interval
+            try:
+                self.posture_families = self.probe()
+                self.probe_ok, self.probe_error = True, ""
+            except Exception as error:  # noqa: BLE001 - reported as probe_success 0
+                # Old posture values would claim a state nobody checked: drop them.
+                self.posture_families = []
+                message = error.message if isinstance(error, RedkeepError) else repr(error)
+                if message != self.probe_error:
+                    LOG.warning("posture probe failed: %s", message)
+                self.probe_ok, self.probe_error = False, message

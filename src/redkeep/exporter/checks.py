@@ -8,6 +8,7 @@ a key count SCANs a slice per round and publishes a number only once its pass is
 A scrape only reads the last results, so a slow or hung check never delays `/metrics`.
 """
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from redkeep.exporter.exposition import Family
 from redkeep.exporter.info import number
 from redkeep.rawconn import RawConnection
 
+LOG = logging.getLogger("redkeep.exporter")
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
@@ -41,43 +43,103 @@ class ScanState:
     counted: int = 0
 
 
+class CheckRefused(RedkeepError):
+    """Redis refused one check's command (NOPERM, WRONGTYPE, a script error): not the connection."""
+
+    def __init__(self, message: str, noperm: bool = False) -> None:
+        super().__init__(message)
+        self.noperm = noperm
+
+
+RETRY_REFUSED = 600.0  # seconds before a check refused with NOPERM is tried again
+MAX_CONNECT_BACKOFF = 60.0
+
+
 class CheckRunner:
-    """Evaluates checks over one connection; `round()` runs what is due, within a budget."""
+    """Evaluates checks over one connection; `round()` runs what is due, within a budget.
+
+    A failing check is retried at its own interval, never in a tight loop; a check refused
+    with NOPERM is switched off (and asked again ten minutes later); when the connection
+    fails, reconnecting backs off up to a minute. Each problem is logged when it starts.
+    """
 
     def __init__(
-        self, checks: list[CheckSettings], connect, budget: float, scan_count: int
+        self,
+        checks: list[CheckSettings],
+        connect,
+        budget: float,
+        scan_count: int,
+        max_commands: int = 200,
     ) -> None:
-        self.checks = checks
+        # Cheap checks first, key counts last: a long SCAN pass cannot starve the others.
+        self.checks = sorted(checks, key=lambda check: check.type == "key_count")
         self.connect = connect  # () -> logged-in RawConnection
         self.budget = budget
         self.scan_count = scan_count
+        self.max_commands = max_commands
         self.outcomes: dict[str, Outcome] = {}
+        self.refused: dict[str, float] = {}  # check -> when NOPERM switched it off
         self._due: dict[str, float] = {}
         self._scans: dict[str, ScanState] = {}
         self._connection: RawConnection | None = None
+        self._commands_left = 0
+        self._connect_after = 0.0
+        self._connect_backoff = 0.0
+        self._logged: dict[str, str] = {}
 
     def round(self) -> None:
-        """Run every check that is due, until the budget is spent; resume the rest next time."""
-        deadline = time.monotonic() + self.budget
+        """Run every check that is due, until the time or ops budget is spent."""
+        now = time.monotonic()
+        if now < self._connect_after:
+            return
+        deadline = now + self.budget
+        self._commands_left = self.max_commands
         for check in self.checks:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline or self._commands_left <= 0:
                 return
-            if self._due.get(check.name, 0) > time.monotonic():
+            refused_at = self.refused.get(check.name)
+            if refused_at is not None and now - refused_at < RETRY_REFUSED:
                 continue
-            started = time.monotonic()
+            if self._due.get(check.name, 0) > now:
+                continue
             try:
                 values = self._run(check, deadline)
-            except RedkeepError as error:
-                self._drop_connection()
-                self._record(check, started, error=error.message)
+            except CheckRefused as error:
+                self._failed(check, now, error.message, error.noperm)
                 continue
+            except RedkeepError as error:  # the connection: every other check would fail too
+                self._drop_connection()
+                self._failed(check, now, error.message)
+                self._connect_backoff = min(MAX_CONNECT_BACKOFF, self._connect_backoff * 2 or 1)
+                self._connect_after = time.monotonic() + self._connect_backoff
+                return
+            self._connect_backoff = 0.0
             if values is None:  # a key count still scanning: keep the previous value
                 continue
-            self._record(check, started, values=values)
-            self._due[check.name] = started + check.interval_seconds
+            self._record(check, now, values=values)
+            self._due[check.name] = now + check.interval_seconds
+            if self._logged.pop(check.name, None):
+                LOG.info("check %s works again", check.name)
 
     def close(self) -> None:
         self._drop_connection()
+
+    def _failed(self, check: CheckSettings, started: float, message: str, noperm=False) -> None:
+        self._record(check, started, error=message)
+        self._due[check.name] = started + check.interval_seconds
+        if noperm:
+            self.refused[check.name] = started
+            LOG.warning(
+                "check %s switched off: %s. Checks given with --checks are not in the bundle's "
+                "ACL: list them under exporter.checks in redkeep.yaml and run `redkeep init "
+                "--force`, so the exporter user may read their keys",
+                check.name,
+                message,
+            )
+        elif self._logged.get(check.name) != message:
+            LOG.warning("check %s failed: %s", check.name, message)
+        self._logged[check.name] = message
 
     def _record(self, check, started, values=None, error="") -> None:
         previous = self.outcomes.get(check.name, Outcome())
@@ -97,10 +159,12 @@ class CheckRunner:
     def _call(self, check: CheckSettings, deadline: float, *commands: tuple) -> list[Any]:
         if self._connection is None:
             self._connection = self.connect()
+        self._commands_left -= len(commands) + 1
         replies = self._connection.pipeline([("SELECT", str(check.db)), *commands], deadline)
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
-                raise RedkeepError(f"check {check.name}: {reply}")
+                message = str(reply)
+                raise CheckRefused(message, noperm=message.startswith("NOPERM"))
         return replies[1:]
 
     def _run(self, check: CheckSettings, deadline: float):
@@ -110,7 +174,7 @@ class CheckRunner:
 
     def _key_count(self, check: CheckSettings, deadline: float):
         state = self._scans.setdefault(check.name, ScanState())
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._commands_left > 0:
             (reply,) = self._call(
                 check,
                 deadline,
@@ -125,15 +189,19 @@ class CheckRunner:
 
 
 def _key_age(runner: CheckRunner, check: CheckSettings, deadline: float):
+    """The stored timestamp; the age is derived at scrape time, so it grows even if the
+    checks stall (and the stale-data alert still fires)."""
     command = ("HGET", check.key, check.field) if check.field else ("GET", check.key)
     (reply,) = runner._call(check, deadline, command)
     if reply is None:
-        return [("redkeep_check_key_exists", {}, 0.0)]
+        return [("redkeep_check_key_exists", {}, 0)]
     stamp = number(text(reply))
     if stamp is None:
-        raise RedkeepError(f"check {check.name}: {check.key} does not hold a timestamp")
-    age = time.time() - stamp * UNITS[check.unit]
-    return [("redkeep_check_key_exists", {}, 1.0), ("redkeep_check_key_age_seconds", {}, age)]
+        raise CheckRefused(f"{check.key} does not hold a timestamp")
+    return [
+        ("redkeep_check_key_exists", {}, 1),
+        ("redkeep_check_key_timestamp_seconds", {}, stamp * UNITS[check.unit]),
+    ]
 
 
 def _hash_counters(runner: CheckRunner, check: CheckSettings, deadline: float):
@@ -175,7 +243,7 @@ def _lua(runner: CheckRunner, check: CheckSettings, deadline: float):
     (reply,) = runner._call(check, deadline, command)
     value = number(text(reply)) if reply is not None else None
     if value is None:
-        raise RedkeepError(f"check {check.name}: the script did not return a number")
+        raise CheckRefused("the script did not return a number")
     return [("redkeep_check_lua_value", {}, value)]
 
 
@@ -192,7 +260,8 @@ MEASURES = {
 HELP = {
     "redkeep_check_keys": ("gauge", "Keys matching the check's pattern (last complete SCAN)"),
     "redkeep_check_key_exists": ("gauge", "1 when the check's key exists"),
-    "redkeep_check_key_age_seconds": ("gauge", "Age of the timestamp stored in the key"),
+    "redkeep_check_key_timestamp_seconds": ("gauge", "The Unix time stored in the key"),
+    "redkeep_check_key_age_seconds": ("gauge", "Now minus the timestamp stored in the key"),
     "redkeep_check_hash_counter_total": ("counter", "A counter kept in a hash field"),
     "redkeep_check_ttl_seconds": ("gauge", "TTL of the key (-1: no expiry)"),
     "redkeep_check_stream_length": ("gauge", "Entries in the stream"),
@@ -201,8 +270,9 @@ HELP = {
 }
 
 
-def families(outcomes: dict[str, Outcome]) -> list[Family]:
+def families(outcomes: dict[str, Outcome], now: float | None = None) -> list[Family]:
     """The checks' last results as metric families, plus success and freshness per check."""
+    now = time.time() if now is None else now
     by_name: dict[str, Family] = {
         name: Family(name, kind, text_) for name, (kind, text_) in HELP.items()
     }
@@ -213,7 +283,9 @@ def families(outcomes: dict[str, Outcome]) -> list[Family]:
         label = {"check": check}
         for name, labels, value in outcome.values:
             by_name[name].add(value, label | labels)
-        success.add(1.0 if outcome.ok else 0.0, label)
+            if name == "redkeep_check_key_timestamp_seconds":
+                by_name["redkeep_check_key_age_seconds"].add(now - value, label | labels)
+        success.add(1 if outcome.ok else 0, label)
         last_run.add(outcome.ran_at, label)
         duration.add(round(outcome.duration, 6), label)
     return [*by_name.values(), success, last_run, duration]

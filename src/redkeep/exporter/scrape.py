@@ -1,9 +1,11 @@
 """One scrape: a persistent connection, two pipelined round trips, a deadline, self-metrics.
 
 Round 1 is CONFIG GET and INFO ALL (everything redis_exporter derives from INFO); round 2 the
-other collectors, whose commands depend on what INFO said (version, cluster mode). If the
-deadline (the Prometheus scrape timeout) passes in round 2, the scrape returns what round 1
-gave instead of hanging. A collector refused with NOPERM is switched off after telling once.
+other collectors, whose commands depend on what INFO said (version, cluster mode). The
+deadline (the Prometheus scrape timeout) bounds everything, connecting and AUTH included: if it
+passes in round 2, the scrape returns what round 1 gave instead of hanging. A kept connection
+that died quietly is replaced once within the same scrape. A collector refused with NOPERM is
+switched off after telling once, and asked again ten minutes later.
 """
 
 import logging
@@ -17,13 +19,14 @@ import hiredis
 
 from redkeep import __version__
 from redkeep.endpoint import Target
-from redkeep.errors import RedkeepError
+from redkeep.errors import ConnectError, RedkeepError, StreamError
 from redkeep.exporter import collectors, posture
 from redkeep.exporter.collectors import Collector, State
 from redkeep.exporter.exposition import Family, counter, gauge, render
 from redkeep.rawconn import RawConnection
 
 LOG = logging.getLogger("redkeep.exporter")
+RETRY_DISABLED = 600.0  # seconds before a collector refused with NOPERM is tried again
 ROUND_ONE = (collectors.CONFIG, collectors.INFO)
 EXTRA_PARTS = ("posture", "background", "backup")
 ROUND_TWO = (
@@ -54,45 +57,58 @@ class Scraper:
         target: Target,
         extra: Callable[[], list[Family]] = list,
         backup_metrics: Path | None = None,
+        refresh: Callable[[], Target] | None = None,
     ) -> None:
         self.target = target
         self.extra = extra  # background results (checks, posture)
         self.backup_metrics = backup_metrics
+        self.refresh = refresh  # re-reads the password (rotated in .env) after a refused login
         self.state = State()
         self.stats = Stats()
-        self.disabled: dict[str, str] = {}
+        self.disabled: dict[str, float] = {}  # collector -> when NOPERM switched it off
         self._connection: RawConnection | None = None
         self._lock = threading.Lock()
 
     def scrape(self, timeout: float) -> str:
-        with self._lock:
-            started = time.monotonic()
-            deadline = started + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        # Scrapes of one target take turns, but none waits past its own deadline.
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            return render([gauge("redis_up", "1 when Redis answered INFO", 0)])
+        try:
             families = self._collect(deadline)
             duration = time.monotonic() - started
             self.stats.scrapes += 1
             self.stats.duration_sum += duration
             self.stats.last_duration = duration
             return render(families + self._self_metrics())
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         self._drop()
 
     def _collect(self, deadline: float) -> list[Family]:
-        up = 1
         families: list[Family] = []
-        try:
-            connection = self._connect()
-            families += self._round(connection, ROUND_ONE, deadline)
-            if self.stats.collector_ok.get("info"):
-                families += self._round(connection, ROUND_TWO, deadline)
-            else:
-                up = 0
-            self.stats.last_error = ""
-        except RedkeepError as error:
-            self._drop()
-            self.stats.last_error = _category(error.message)
-            up = 1 if self.stats.collector_ok.get("info") and families else 0
+        error = ""
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            try:
+                families, error = self._scrape_rounds(deadline)
+                break
+            except Exception as failure:  # noqa: BLE001 - any failure: the connection is suspect
+                self._drop()
+                error = _category(failure.message if isinstance(failure, RedkeepError) else "")
+                if not isinstance(failure, RedkeepError):
+                    LOG.warning("scrape failed unexpectedly: %r", failure)
+                # A kept connection may have died quietly (server restart, CLIENT KILL, idle
+                # timeout): try once more on a fresh one before reporting Redis down.
+                if not (attempt == 1 and reused and time.monotonic() < deadline):
+                    break
+        self._report(error)
+        up = 1 if self.stats.collector_ok.get("info") and families else 0
+        if not up:
+            self.state.config = {}  # no stale protected-mode while Redis cannot be asked
         families.append(gauge("redis_up", "1 when Redis answered INFO", up))
         for name, part in (
             ("posture", lambda: posture.config_posture(self.state)),
@@ -102,23 +118,63 @@ class Scraper:
             try:  # a broken part costs its own metrics, never the scrape
                 families += part()
                 self.stats.collector_ok[name] = True
-            except (OSError, ValueError, KeyError, TypeError) as error:
+            except Exception as failure:  # noqa: BLE001
                 self.stats.collector_ok[name] = False
-                LOG.warning("%s metrics failed: %r", name, error)
+                LOG.warning("%s metrics failed: %r", name, failure)
         return families
 
-    def _connect(self) -> RawConnection:
+    def _scrape_rounds(self, deadline: float) -> tuple[list[Family], str]:
+        """(families, error) of both rounds: a failure in the second keeps the first's."""
+        self.stats.collector_ok.pop("info", None)
+        connection = self._connect(deadline)
+        families = self._round(connection, ROUND_ONE, deadline)
+        if not self.stats.collector_ok.get("info"):
+            return [], "info failed"
+        try:
+            families += self._round(connection, ROUND_TWO, deadline)
+        except RedkeepError as error:  # a partial answer: Redis is up, but slow
+            self._drop()
+            return families, _category(error.message)
+        return families, ""
+
+    def _report(self, error: str) -> None:
+        """Log when scraping starts or stops failing (not on every scrape)."""
+        if error != self.stats.last_error:
+            if error:
+                LOG.warning("scraping %s fails: %s", self.target.where, error)
+            elif self.stats.last_error:
+                LOG.info("scraping %s works again", self.target.where)
+        self.stats.last_error = error
+
+    def _connect(self, deadline: float) -> RawConnection:
         if self._connection is None:
             started = time.monotonic()
-            connection = RawConnection(self.target, self.target.timeout)
             try:
-                connection.login()
-            except RedkeepError:
-                connection.close()
-                raise
+                connection = self._open(deadline)
+            except ConnectError as error:
+                if _category(error.message) != "auth" or self.refresh is None:
+                    raise
+                fresh = self.refresh()
+                if fresh.password == self.target.password:
+                    raise
+                LOG.info("password of %s changed; logging in with the new one", self.target.where)
+                self.target = fresh
+                connection = self._open(deadline)
             self.stats.connect_time = time.monotonic() - started
             self._connection = connection
         return self._connection
+
+    def _open(self, deadline: float) -> RawConnection:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StreamError(f"{self.target.where} did not answer in time")
+        connection = RawConnection(self.target, self.target.timeout, min(remaining, 30.0))
+        try:
+            connection.login(max(0.05, deadline - time.monotonic()))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _drop(self) -> None:
         if self._connection is not None:
@@ -128,6 +184,10 @@ class Scraper:
     def _round(
         self, connection: RawConnection, round_: tuple[Collector, ...], deadline: float
     ) -> list[Family]:
+        now = time.monotonic()
+        for name, since in list(self.disabled.items()):
+            if now - since > RETRY_DISABLED:
+                del self.disabled[name]  # perhaps the ACL was fixed: ask again
         plan = [
             (collector, collector.commands(self.state))
             for collector in round_
@@ -157,7 +217,7 @@ class Scraper:
         ok = not errors
         families: list[Family] = []
         if errors and errors[0].startswith("NOPERM"):
-            self.disabled[collector.name] = errors[0]
+            self.disabled[collector.name] = time.monotonic()
             LOG.warning(
                 "collector %s switched off: user '%s' may not run its commands (%s)",
                 collector.name,
@@ -230,6 +290,8 @@ def _category(message: str) -> str:
         ("wrongpass", "auth"),
         ("noauth", "auth"),
         ("in time", "timeout"),
+        ("sent nothing", "timeout"),
+        ("redis protocol", "protocol"),
         ("timed out", "timeout"),
         ("refused", "connection refused"),
         ("tls", "tls"),

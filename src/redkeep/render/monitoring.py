@@ -30,11 +30,9 @@ def render_prometheus(settings: Settings) -> str:
             {
                 "job_name": "redis-targets",
                 "metrics_path": "/scrape",
+                # No `cluster` label: listed targets need not be one replication group.
                 "static_configs": [
-                    {
-                        "targets": [target.url for target in settings.exporter.targets],
-                        "labels": {"cluster": settings.name},
-                    }
+                    {"targets": [target.url for target in settings.exporter.targets]}
                 ],
                 "relabel_configs": [
                     {"source_labels": ["__address__"], "target_label": "__param_target"},

@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -36,6 +37,42 @@ class Exporter:
         status, body, _ = self.get()
         assert status == 200, body
         return parse(body)
+
+
+class FreezableProxy:
+    """A TCP forwarder to Redis that can stop forwarding: a connection that hangs."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.frozen = threading.Event()
+        self.freeze_on: bytes | None = None  # freeze when a request holds these bytes
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source, sink) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.freeze_on and self.freeze_on in data:
+                self.frozen.set()
+            while self.frozen.is_set():
+                time.sleep(0.05)
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
 
 
 def parse(body: str) -> dict[str, list[tuple[str, float]]]:

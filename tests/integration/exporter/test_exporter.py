@@ -3,9 +3,7 @@
 import base64
 import os
 import signal
-import socket
 import ssl
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,7 @@ import yaml
 from redkeep.exporter.collectors import State, info_parse
 from tests.conftest import run_redkeep
 from tests.integration.conftest import start_bundle, stop_bundle
-from tests.integration.exporter.conftest import parse, value
+from tests.integration.exporter.conftest import FreezableProxy, parse, value
 
 REDIS_EXPORTER_FAMILIES = [
     line.strip()
@@ -201,39 +199,6 @@ def test_application_checks_follow_the_data(redis_factory, exporter_factory, tmp
     )
     assert value(families, "redkeep_check_keys", check="rate_limiter_buckets") == 8
     assert value(families, "redkeep_check_key_exists", check="flag") == 1
-
-
-class FreezableProxy:
-    """A TCP forwarder to Redis that can stop forwarding: a connection that hangs."""
-
-    def __init__(self, port: int) -> None:
-        self.upstream = port
-        self.frozen = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            client, _ = self.listener.accept()
-            server = socket.create_connection(("127.0.0.1", self.upstream))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, source, sink) -> None:
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            while self.frozen.is_set():
-                time.sleep(0.05)
-            try:
-                sink.sendall(data)
-            except OSError:
-                return
 
 
 def test_a_hung_check_never_delays_metrics(redis_factory, exporter_factory, tmp_path):
