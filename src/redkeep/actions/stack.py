@@ -123,7 +123,7 @@ def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
 
 
 # Helpers `up` runs beside redis-server: name -> the redkeep command line that identifies them.
-SERVICES = {"backup": ("backup", "run"), "exporter": ("exporter",)}
+SERVICES = {"backup": ("backup", "run"), "exporter": ("exporter",), "proxy": ("proxy",)}
 
 
 def start_service(bundle: Bundle, name: str, *options: str) -> subprocess.Popen:
@@ -182,31 +182,42 @@ def start_backup_schedule(bundle: Bundle) -> int | None:
 
 
 def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
-    """The exporter on exporter.listen; return its pid once it accepts connections, else raise.
+    """The exporter on exporter.listen; return its pid once it accepts connections."""
+    return start_listening_service(bundle, "exporter", bundle.settings.exporter.listen, timeout)
 
-    Interrupted or failed, it leaves no exporter behind.
+
+def start_proxy(bundle: Bundle, timeout: float = 15.0) -> int | None:
+    """The proxy on proxy.listen when proxy.enabled; its pid once it accepts connections."""
+    if not bundle.settings.proxy.enabled:
+        return None
+    return start_listening_service(bundle, "proxy", bundle.settings.proxy.listen, timeout)
+
+
+def start_listening_service(bundle: Bundle, name: str, listen: str, timeout: float) -> int:
+    """`redkeep NAME` in the background; its pid once it accepts connections on `listen`.
+
+    Interrupted or failed, it leaves nothing behind.
     """
-    listen = bundle.settings.exporter.listen
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     # Else the readiness check below would be answered by whoever holds the port.
-    _ensure_free(host, int(port), listen)
-    process = start_service(bundle, "exporter")
+    _ensure_free(host, int(port), listen, f"{name}.listen", f"the {name}")
+    process = start_service(bundle, name)
+    log = bundle.run_dir / f"{name}.log"
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:  # our own child: no /proc guesswork needed
-                tail = redis_server.log_tail(bundle.run_dir / "exporter.log", 1)
+                tail = redis_server.log_tail(log, 1)
                 raise RedkeepError(
-                    f"the exporter stopped at start: {tail[-1] if tail else 'no output'} "
-                    f"(see {bundle.run_dir / 'exporter.log'})"
+                    f"the {name} stopped at start: {tail[-1] if tail else 'no output'} (see {log})"
                 )
             try:
                 with socket.create_connection((host, int(port)), timeout=0.5):
                     return process.pid
             except OSError:
                 time.sleep(0.1)
-        raise RedkeepError(f"the exporter did not listen on {listen} within {timeout:g}s")
+        raise RedkeepError(f"the {name} did not listen on {listen} within {timeout:g}s")
     except BaseException:
         process.terminate()
         try:
@@ -214,20 +225,20 @@ def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        (bundle.run_dir / "exporter.pid").unlink(missing_ok=True)
+        (bundle.run_dir / f"{name}.pid").unlink(missing_ok=True)
         raise
 
 
-def _ensure_free(host: str, port: int, listen: str) -> None:
+def _ensure_free(host: str, port: int, listen: str, setting: str, what: str) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the exporter will
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the service will
         try:
             probe.bind((host, port))
         except OSError as error:
             raise RedkeepError(
-                f"the exporter cannot listen on {listen}: {error.strerror}; stop what holds "
-                "the port or set exporter.listen in redkeep.yaml"
+                f"{what} cannot listen on {listen}: {error.strerror}; stop what holds "
+                f"the port or set {setting} in redkeep.yaml"
             ) from None
 
 

@@ -32,6 +32,8 @@ COMMANDS = {
     "backup": "backup:backup_group",
     "config": "config:config_group",
     "exporter": "exporter:exporter",
+    "proxy": "proxy:proxy",
+    "render": "render:render_group",
 }
 
 

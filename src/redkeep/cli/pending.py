@@ -5,8 +5,6 @@ import click
 from redkeep.errors import NotAvailableYet
 
 PLANNED = {
-    "proxy": "the network security proxy (TLS, allowlist, rate limits, command policy)",
-    "render": "rendering alternative artifacts such as the nginx stream config",
     "audit": "the security audit of a live Redis",
 }
 

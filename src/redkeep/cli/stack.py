@@ -15,6 +15,7 @@ from redkeep.actions.stack import (
     stack_dir,
     start_backup_schedule,
     start_exporter,
+    start_proxy,
     start_redis,
     stop_redis,
     stop_service,
@@ -97,6 +98,11 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
     running = start_redis(bundle, detach=detach)
     try:
         exporter = start_exporter(bundle)
+        try:
+            proxy = start_proxy(bundle)
+        except BaseException:
+            stop_service(bundle, "exporter", timeout=10)
+            raise
     except BaseException:  # interrupted or failed: leave nothing running
         stop_redis(bundle)
         raise
@@ -106,6 +112,13 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
         f"exporter on {scheme}://{bundle.settings.exporter.listen}/metrics (pid {exporter}, "
         f"log {bundle.run_dir / 'exporter.log'})"
     )
+    if proxy:
+        proxy_settings = bundle.settings.proxy
+        tls = "TLS" if proxy_settings.tls else "plain TCP"
+        app.say(
+            f"proxy on {proxy_settings.listen} ({tls}; pid {proxy}, access log "
+            f"{proxy_settings.access_log}, metrics http://{proxy_settings.metrics_listen}/metrics)"
+        )
     scheduler = start_backup_schedule(bundle)
     if scheduler:
         every = bundle.settings.backup.interval_minutes
@@ -118,6 +131,7 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
     def stopping() -> None:
         app.say("stopping redis-server ...")
         stop_service(bundle, "backup")
+        stop_service(bundle, "proxy", timeout=10)
         stop_service(bundle, "exporter", timeout=10)
 
     status = run_foreground(running, on_stop=stopping)
@@ -154,6 +168,9 @@ def down(app: Application, directory: Path | None) -> None:
     scheduler = stop_service(bundle, "backup")
     if scheduler:
         app.say(f"stopped the backup schedule pid {scheduler}")
+    proxy = stop_service(bundle, "proxy", timeout=10)
+    if proxy:
+        app.say(f"stopped the proxy pid {proxy}")
     exporter = stop_service(bundle, "exporter", timeout=10)
     if exporter:
         app.say(f"stopped the exporter pid {exporter}")

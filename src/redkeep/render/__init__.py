@@ -20,6 +20,7 @@ def templates():
         autoescape=False,  # noqa: S701 - config files, not HTML
     )
     environment.filters["conf_quote"] = conf_quote
+    environment.filters["nginx_quote"] = conf_quote  # nginx quotes and escapes the same way
     return environment
 
 

@@ -1,0 +1,1 @@
+"""The network security proxy: asyncio server, policy, RESP request scanner, metrics, log."""

@@ -1,0 +1,101 @@
+"""The JSON access log: one line per connection, one per refused connection or command.
+
+Never a password: the scanner keeps the user name of AUTH/HELLO and nothing else of their
+arguments, and a refused command is logged by name only.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from redkeep.proxy.policy import TokenBucket
+
+if TYPE_CHECKING:
+    from redkeep.proxy.server import Session
+
+REFUSALS_PER_SECOND = 100.0  # a connection flood is counted in metrics, not logged line by line
+
+
+class AccessLog:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.stream: IO[str] | None = None
+        self.suppressed = 0
+        self._refusals = TokenBucket(REFUSALS_PER_SECOND, time.monotonic())
+        self.reopen()
+
+    def reopen(self) -> None:
+        """(Re)open the file, e.g. after log rotation moved it (SIGHUP)."""
+        if self.stream is not None and self.stream is not sys.stdout:
+            self.stream.close()
+        if self.path is None:
+            self.stream = None
+        elif str(self.path) == "-":
+            self.stream = sys.stdout
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.stream = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self.path.chmod(0o600)
+
+    def close(self) -> None:
+        if self.stream is not None and self.stream is not sys.stdout:
+            self.stream.close()
+        self.stream = None
+
+    def _write(self, entry: dict) -> None:
+        if self.stream is not None:
+            entry = {"ts": _now(), **entry}
+            self.stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    def refused(self, peer: tuple, reason: str) -> None:
+        if self.stream is None:
+            return
+        if not self._refusals.take(time.monotonic()):
+            self.suppressed += 1
+            return
+        entry = {"event": "refused", "client": peer[0], "port": peer[1], "reason": reason}
+        if self.suppressed:
+            entry["suppressed_before"] = self.suppressed
+            self.suppressed = 0
+        self._write(entry)
+
+    def command_refused(self, session: "Session", command: str, reason: str) -> None:
+        self._write(
+            {
+                "event": "command_refused",
+                "client": session.peer[0],
+                "port": session.peer[1],
+                "user": session.scanner.user if session.scanner else None,
+                "command": command,
+                "reason": reason,
+            }
+        )
+
+    def closed(self, session: "Session") -> None:
+        scanner = session.scanner
+        self._write(
+            {
+                "event": "connection",
+                "client": session.peer[0],
+                "port": session.peer[1],
+                "user": scanner.user if scanner else None,
+                "tls": session.tls_version or None,
+                "client_cert": session.client_cert or None,
+                "bytes_in": session.bytes_in,
+                "bytes_out": session.bytes_out,
+                "commands": scanner.commands if scanner else None,
+                "refused": dict(scanner.refused) if scanner and scanner.refused else {},
+                "duration": round(time.time() - session.started, 3),
+                "closed_by": session.closed_by,
+                "error": session.error or None,
+            }
+        )
+
+
+def _now() -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{int(time.time() * 1000) % 1000:03d}Z"
+    )

@@ -1,0 +1,150 @@
+"""One proxy configuration from redkeep.yaml's proxy section and the command-line flags.
+
+`redkeep proxy` runs it and `redkeep render nginx` renders it, so both always agree. Paths in
+redkeep.yaml are relative to the bundle; a bundle fills in its own certificates and Redis.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redkeep.config.schema import ProxySettings, Settings, TLSSettings
+from redkeep.errors import UsageError
+from redkeep.proxy.policy import Policy, networks, parse_commands
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    cert: Path
+    key: Path
+    client_ca: Path | None
+    auth_clients: str  # yes, optional, no
+    protocols: tuple[str, ...]
+    ciphers: str
+    ciphersuites: str
+
+
+@dataclass(frozen=True)
+class UpstreamTLS:
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    server_name: str
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen: tuple[str, int]
+    upstream: tuple[str, int]
+    policy: Policy
+    client_tls: ClientTLS | None
+    upstream_tls: UpstreamTLS | None
+    connect_timeout: float
+    handshake_timeout: float
+    access_log: Path | None  # None: off; Path('-'): standard output
+    metrics_listen: tuple[str, int] | None
+
+
+def host_port(value: str, what: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' as (host, port); a clear error otherwise."""
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{what} {value}: expected HOST:PORT, e.g. 127.0.0.1:6381")
+    return host, int(port)
+
+
+def effective_settings(base: ProxySettings, overrides: dict[str, Any]) -> ProxySettings:
+    """The proxy section with the flags that were given applied (validated like the file)."""
+    given = {key: value for key, value in overrides.items() if value not in (None, (), [])}
+    data = base.model_dump() | given
+    try:
+        return ProxySettings.model_validate(data)
+    except ValueError as error:
+        first = error.errors()[0] if hasattr(error, "errors") else {"msg": str(error), "loc": ()}
+        where = ".".join(str(part) for part in first["loc"])
+        raise UsageError(f"proxy setting {where}: {first['msg']}") from None
+
+
+def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | None) -> ProxyConfig:
+    """The runnable configuration; `settings`/`root` are the bundle's, when there is one."""
+
+    def path(value: str | None, default: Path | None) -> Path | None:
+        if value is None:
+            return default
+        found = Path(value)
+        return root / found if root is not None and not found.is_absolute() else found
+
+    tls_dir = root / "tls" if root is not None else None
+    in_bundle = settings is not None and tls_dir is not None
+    if proxy.upstream:
+        upstream = host_port(proxy.upstream, "--upstream")
+    elif settings is not None:
+        upstream = ("127.0.0.1", settings.redis.tls_port)
+    else:
+        raise UsageError("no upstream: pass --upstream HOST:PORT (or run inside a bundle)")
+
+    client_tls = None
+    cert = path(proxy.tls_cert, tls_dir / "server.crt" if in_bundle and proxy.tls else None)
+    key = path(proxy.tls_key, tls_dir / "server.key" if in_bundle and proxy.tls else None)
+    if proxy.tls and (cert or key):
+        if not (cert and key):
+            raise UsageError("client TLS needs both --tls-cert and --tls-key")
+        client_ca = path(proxy.tls_client_ca, tls_dir / "ca.crt" if in_bundle else None)
+        auth = proxy.auth_clients if client_ca else "no"
+        # The same protocols and ciphers as Redis itself (the defaults outside a bundle).
+        tls_settings = settings.tls if settings is not None else TLSSettings()
+        client_tls = ClientTLS(
+            cert=cert,
+            key=key,
+            client_ca=client_ca,
+            auth_clients=auth,
+            protocols=tuple(tls_settings.protocols),
+            ciphers=tls_settings.ciphers,
+            ciphersuites=tls_settings.ciphersuites,
+        )
+
+    upstream_tls = None
+    bundle_upstream = in_bundle and not proxy.upstream
+    ca = path(proxy.upstream_tls_ca, tls_dir / "ca.crt" if bundle_upstream else None)
+    ucert = path(proxy.upstream_tls_cert, tls_dir / "client.crt" if bundle_upstream else None)
+    ukey = path(proxy.upstream_tls_key, tls_dir / "client.key" if bundle_upstream else None)
+    if ca or ucert or ukey:
+        if bool(ucert) != bool(ukey):
+            raise UsageError("mutual TLS to Redis needs both --upstream-tls-cert and -key")
+        name = settings.host if bundle_upstream and settings is not None else upstream[0]
+        upstream_tls = UpstreamTLS(ca=ca, cert=ucert, key=ukey, server_name=name)
+
+    denied, denied_sub = parse_commands(proxy.deny_commands)
+    policy = Policy(
+        allow=networks(proxy.allow),
+        deny=networks(proxy.deny),
+        max_conns=proxy.max_conns,
+        max_conns_per_ip=proxy.max_conns_per_ip,
+        conn_rate=proxy.conn_rate,
+        cmd_rate=proxy.cmd_rate,
+        denied_commands=denied,
+        denied_subcommands=denied_sub,
+        unauthenticated_limits=proxy.unauthenticated_limits,
+        client_idle_timeout=proxy.client_idle_timeout,
+        upstream_idle_timeout=proxy.upstream_idle_timeout,
+        log_denied_commands=proxy.log_denied_commands,
+    )
+    access_log = None
+    if proxy.access_log == "-":
+        access_log = Path("-")
+    elif proxy.access_log:
+        access_log = path(proxy.access_log, None)
+    return ProxyConfig(
+        listen=host_port(proxy.listen, "--listen"),
+        upstream=upstream,
+        policy=policy,
+        client_tls=client_tls,
+        upstream_tls=upstream_tls,
+        connect_timeout=proxy.connect_timeout,
+        handshake_timeout=proxy.handshake_timeout,
+        access_log=access_log,
+        metrics_listen=host_port(proxy.metrics_listen, "--metrics-listen")
+        if proxy.metrics_listen
+        else None,
+    )

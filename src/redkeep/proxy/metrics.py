@@ -1,0 +1,157 @@
+"""The proxy's Prometheus metrics: plain counters, turned into families at scrape time.
+
+The data path only does `+= 1` on ints (a labelled prometheus_client counter would cost more
+than the request it counts); connections still open are summed in when /metrics is read.
+"""
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from redkeep.exporter.exposition import CONTENT_TYPE, Family, counter, gauge, render
+
+if TYPE_CHECKING:
+    from redkeep.proxy.server import Proxy, Session
+
+REQUEST_LIMIT = 8192  # bytes of an HTTP request head we read
+STATUS_PAGE = b'<html><body><h1>redkeep proxy</h1><a href="/metrics">metrics</a></body></html>\n'
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.accepted = 0
+        self.refused: dict[str, int] = {}
+        self.commands_refused: dict[str, int] = {}
+        self.upstream_errors: dict[str, int] = {}
+        self.protocol_errors = 0
+        self.idle_closed = 0
+        self.reloads = 0
+        self.reload_failures = 0
+        # Of connections that have ended; open ones are added at scrape time.
+        self.commands = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def count_refused(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def count_refused_command(self, reason: str) -> None:
+        self.commands_refused[reason] = self.commands_refused.get(reason, 0) + 1
+
+    def count_upstream_error(self, kind: str) -> None:
+        self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
+
+    def session_ended(self, session: "Session") -> None:
+        self.bytes_in += session.bytes_in
+        self.bytes_out += session.bytes_out
+        if session.scanner is not None:
+            self.commands += session.scanner.commands
+
+
+def families(proxy: "Proxy") -> list[Family]:
+    counters = proxy.counters
+    sessions = list(proxy.sessions)
+    commands = counters.commands + sum(s.scanner.commands for s in sessions if s.scanner)
+    bytes_in = counters.bytes_in + sum(s.bytes_in for s in sessions)
+    bytes_out = counters.bytes_out + sum(s.bytes_out for s in sessions)
+
+    def labelled(name: str, help_text: str, label: str, values: dict[str, int]) -> Family:
+        family = counter(name, help_text)
+        for key, value in sorted(values.items()):
+            family.add(value, {label: key})
+        return family
+
+    scanning = proxy.policy.scans_requests
+    result = [
+        gauge("redkeep_proxy_up", "1 while the proxy runs.", 1),
+        gauge("redkeep_proxy_start_time_seconds", "When the proxy started.", counters.started),
+        counter(
+            "redkeep_proxy_connections_accepted_total",
+            "Client connections admitted by the policy.",
+            counters.accepted,
+        ),
+        labelled(
+            "redkeep_proxy_connections_refused_total",
+            "Client connections refused, by reason (denied, not_allowed, max_conns, "
+            "max_conns_per_ip, conn_rate, tls).",
+            "reason",
+            counters.refused,
+        ),
+        gauge("redkeep_proxy_connections_active", "Client connections open now.", len(sessions)),
+        gauge(
+            "redkeep_proxy_request_scanning",
+            "1 when requests are parsed (command policy, rate limit), 0 in pass-through.",
+            int(scanning),
+        ),
+        labelled(
+            "redkeep_proxy_commands_refused_total",
+            "Commands answered with an error instead of being run, by reason (command, rate).",
+            "reason",
+            counters.commands_refused,
+        ),
+        counter("redkeep_proxy_received_bytes_total", "Bytes received from clients.", bytes_in),
+        counter("redkeep_proxy_sent_bytes_total", "Bytes sent to clients.", bytes_out),
+        labelled(
+            "redkeep_proxy_upstream_errors_total",
+            "Failures towards Redis, by kind (connect, connect_timeout, tls, reset).",
+            "kind",
+            counters.upstream_errors,
+        ),
+        counter(
+            "redkeep_proxy_protocol_errors_total",
+            "Connections closed for a request Redis would refuse (malformed or oversized).",
+            counters.protocol_errors,
+        ),
+        counter(
+            "redkeep_proxy_idle_closed_total",
+            "Connections closed by an idle timeout.",
+            counters.idle_closed,
+        ),
+        counter("redkeep_proxy_reloads_total", "Policy reloads (SIGHUP).", counters.reloads),
+        counter(
+            "redkeep_proxy_reload_failures_total",
+            "Reloads refused because the new configuration was invalid.",
+            counters.reload_failures,
+        ),
+    ]
+    if scanning:
+        result.append(
+            counter("redkeep_proxy_commands_total", "Commands received from clients.", commands)
+        )
+    return result
+
+
+async def serve_metrics(proxy: "Proxy", host: str, port: int) -> asyncio.Server:
+    """A minimal HTTP endpoint: GET /metrics, and / pointing at it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            method, path, *_ = head[:REQUEST_LIMIT].split(b" ", 2)
+            path = path.split(b"?")[0]
+            if method not in (b"GET", b"HEAD"):
+                status, body, kind = "405 Method Not Allowed", b"GET only\n", "text/plain"
+            elif path == b"/metrics":
+                status, kind = "200 OK", CONTENT_TYPE
+                body = render(families(proxy)).encode()
+            elif path == b"/":
+                status, kind = "200 OK", "text/html; charset=utf-8"
+                body = STATUS_PAGE
+            else:
+                status, body, kind = "404 Not Found", b"not found\n", "text/plain"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\nX-Content-Type-Options: nosniff\r\n"
+                "Cache-Control: no-store\r\n\r\n".encode()
+                + (body if method != b"HEAD" else b"")
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            pass
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port, limit=REQUEST_LIMIT)

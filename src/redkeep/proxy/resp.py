@@ -1,0 +1,438 @@
+"""The request side of RESP, scanned the way redis-server reads it, bytes forwarded as they came.
+
+Redis reads a request as multibulk when it starts with '*' (`*<n>\\r\\n` then n times
+`$<len>\\r\\n<bytes>\\r\\n`) and as an inline line otherwise (split like `sdssplitargs`:
+quotes, escapes). The scanner finds frame boundaries and the command name without building the
+arguments: payloads are skipped by length, so a large value streams through in constant memory.
+It mirrors Redis' own rules (it finds lines by '\\r', never checks the CRLF after a payload,
+parses lengths strictly), so what it calls a frame is what Redis will execute.
+
+A refused request is replaced, in place, by a one-word request Redis does not know; Redis
+answers it with an error in the right position of the reply stream (pipelines, MULTI, RESP3
+all stay in order, and a refused command inside MULTI makes EXEC abort, as Redis' own
+rejections do). The connection stays usable.
+
+Fast path: when a whole chunk is complete frames (the common case for pipelined clients),
+hiredis' C reader counts them and the chunk is forwarded untouched. Anything unusual (a frame
+split across reads, inline, a command the policy looks at, anything hiredis reads differently)
+goes through the exact scanner.
+"""
+
+from collections.abc import Callable
+
+import hiredis
+
+from redkeep.proxy.policy import Policy, TokenBucket
+
+MAX_INLINE = 64 * 1024  # PROTO_INLINE_MAX_SIZE: longest inline request or header line
+MAX_BULK = 512 * 1024 * 1024  # proto-max-bulk-len's default
+MAX_MULTIBULK = 2**31 - 1  # INT_MAX
+UNAUTHENTICATED_ARGS = 10  # Redis' limits for a client that has not logged in
+UNAUTHENTICATED_BULK = 16 * 1024
+NAME_MAX = 64  # longer first arguments are no command the policy knows: not held back
+CAPTURE_MAX = 64 * 1024  # AUTH/HELLO arguments are held back up to this size
+# Commands whose arguments the scanner reads: the user name for the access log.
+LOGIN = frozenset({b"auth", b"hello"})
+# Commands after which a client legitimately sends nothing (spared by the idle timeouts).
+WAITING = frozenset(
+    {
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"monitor",
+        b"blpop",
+        b"brpop",
+        b"brpoplpush",
+        b"blmove",
+        b"blmpop",
+        b"bzpopmin",
+        b"bzpopmax",
+        b"bzmpop",
+        b"xread",
+        b"xreadgroup",
+        b"wait",
+        b"waitaof",
+    }
+)
+_NEED_MORE = None
+FAST_MARKER_VALUE = b"redkeep-frame-boundary"
+FAST_MARKER = b"+%s\r\n" % FAST_MARKER_VALUE
+
+
+# Ends a stream that broke the protocol: Redis answers the requests before it, then replies
+# "Protocol error: invalid multibulk length" and closes, so replies stay in order.
+POISON = b"*x\r\n"
+
+
+class ProtocolViolation(Exception):
+    """A request Redis would refuse and close the connection for.
+
+    `forward` holds the requests before it, which still go to Redis (followed by POISON).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.forward = b""
+
+
+def refusal_frame(text: str) -> bytes:
+    """A request Redis answers with `-ERR unknown command '<text>', ...`, in order."""
+    word = text.encode()
+    return b"*1\r\n$%d\r\n%s\r\n" % (len(word), word)
+
+
+def strict_int(digits: bytes) -> int | None:
+    """A length as Redis' string2ll reads it: no sign but '-', no leading zeros, no spaces."""
+    if digits.isdigit() and len(digits) < 20 and (digits[0] != 48 or len(digits) == 1):
+        return int(digits)
+    if digits[:1] == b"-" and digits[1:].isdigit() and digits[1:2] not in (b"0", b""):
+        return -int(digits[1:]) if len(digits) < 21 else None
+    return None
+
+
+class RequestScanner:
+    """One connection's request stream: what to forward, what to refuse, what was seen."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        clock: Callable[[], float],
+        on_refused: Callable[[bytes, str], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.on_refused = on_refused
+        self.commands = 0
+        self.refused: dict[str, int] = {}
+        self.user: str | None = None
+        self.logged_in = False
+        self.waiting = False  # subscribed or in a blocking command: silence is expected
+        self.pending = b""  # bytes of an undecided frame, held back
+        self.skip = 0  # payload bytes of the current frame still to pass (or drop)
+        self.args_left = 0  # arguments of the current frame still to come
+        self.dropping = False  # the current frame was refused: its bytes are discarded
+        self._reader = hiredis.Reader()
+        self.set_policy(policy)
+
+    def set_policy(self, policy: Policy) -> None:
+        self.policy = policy
+        self.bucket = TokenBucket(policy.cmd_rate, self.clock()) if policy.cmd_rate else None
+        self.denied = policy.denied_commands
+        self.denied_sub = policy.denied_subcommands
+        self.special = self.denied | set(self.denied_sub) | LOGIN
+        if policy.client_idle_timeout or policy.upstream_idle_timeout:
+            self.special |= WAITING
+        self.rate_text = refusal_frame(
+            f"rate limit: more than {policy.cmd_rate:g} commands per second on this "
+            "connection (redkeep proxy); slow down"
+            if policy.cmd_rate
+            else "rate limit"
+        )
+
+    @property
+    def limited(self) -> bool:
+        """Whether Redis' unauthenticated limits apply now."""
+        return self.policy.unauthenticated_limits and not self.logged_in
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to send to Redis for `data` received from the client.
+
+        Raises ProtocolViolation for what Redis would close the connection for.
+        """
+        if (
+            not self.pending
+            and not self.skip
+            and not self.args_left
+            and not self.dropping
+            and data[:1] == b"*"
+            and not self.limited
+            and self._fast(data)
+        ):
+            return data
+        return self._scan(data)
+
+    def _fast(self, data: bytes) -> bool:
+        """Count complete frames with hiredis; False (nothing counted) when unsure."""
+        reader = self._reader
+        reader.feed(data)
+        special = self.special
+        count = 0
+        frame = None
+        try:
+            while True:
+                frame = reader.gets()
+                if frame is False:
+                    break
+                if type(frame) is not list or not frame or type(frame[0]) is not bytes:
+                    break
+                if frame[0].lower() in special:
+                    break
+                count += 1
+            if frame is False:
+                # hiredis swallows a partial frame without a trace (has_data() is False), so
+                # prove the reader sits on a boundary: only then does a marker come back whole.
+                reader.feed(FAST_MARKER)
+                complete = reader.gets() == FAST_MARKER_VALUE and reader.gets() is False
+            else:
+                complete = False
+        except hiredis.ProtocolError:
+            complete = False
+        if complete and self.bucket is not None:
+            complete = self.bucket.take(self.clock(), count)
+        if not complete:
+            self._reader = hiredis.Reader()
+            return False
+        self.commands += count
+        if self.waiting and count:
+            self.waiting = False
+        return True
+
+    def _scan(self, data: bytes) -> bytes:
+        buf = self.pending + data if self.pending else data
+        self.pending = b""
+        out: list[bytes] = []
+        n = len(buf)
+        pos = 0
+        emit = 0  # start of the bytes not yet forwarded or dropped
+        hold = n  # bytes from here on wait for more data
+        try:
+            while pos < n:
+                if self.skip:
+                    step = min(self.skip, n - pos)
+                    pos += step
+                    self.skip -= step
+                    continue
+                if self.args_left:
+                    header = self._bulk_header(buf, pos, n)
+                    if header is _NEED_MORE:
+                        hold = pos
+                        break
+                    length, pos = header
+                    self.skip = length + 2
+                    self.args_left -= 1
+                    continue
+                if self.dropping:  # the refused frame has ended
+                    self.dropping = False
+                    emit = pos
+                frame = self._frame(buf, pos, n)
+                if frame is _NEED_MORE:
+                    hold = pos
+                    break
+                end, args, args_left, skip = frame
+                refusal = self._judge(args) if args else None
+                if refusal is not None:
+                    if emit < pos:
+                        out.append(buf[emit:pos])
+                    out.append(refusal)
+                    self.dropping = True
+                pos = end
+                self.args_left = args_left
+                self.skip = skip
+        except ProtocolViolation as violation:
+            if not self.dropping and emit < pos:
+                out.append(buf[emit:pos])
+            violation.forward = b"".join(out)
+            raise
+        if not self.dropping and emit < hold:
+            out.append(buf[emit:hold] if emit or hold < n else buf)
+        if hold < n:
+            self.pending = buf[hold:]
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _bulk_header(self, buf: bytes, pos: int, n: int) -> tuple[int, int] | None:
+        """(length, payload start) of `$<len>\\r\\n` at pos, or None if incomplete."""
+        if buf[pos] != 36:  # '$'
+            raise ProtocolViolation(f"Protocol error: expected '$', got '{chr(buf[pos])}'")
+        cr = buf.find(b"\r", pos, pos + MAX_INLINE)
+        if cr < 0 or cr + 1 >= n:
+            if n - pos > MAX_INLINE:
+                raise ProtocolViolation("Protocol error: too big bulk count string")
+            return _NEED_MORE
+        length = strict_int(buf[pos + 1 : cr])
+        if length is None or length < 0 or length > MAX_BULK:
+            raise ProtocolViolation("Protocol error: invalid bulk length")
+        if length > UNAUTHENTICATED_BULK and self.limited:
+            raise ProtocolViolation("Protocol error: unauthenticated bulk length")
+        return length, cr + 2
+
+    def _frame(self, buf: bytes, pos: int, n: int) -> tuple[int, list, int, int] | None:
+        """(end, captured args, args left, bytes to skip) of the frame at pos, or None."""
+        if buf[pos] != 42:  # '*'
+            return self._inline(buf, pos, n)
+        head = self._multibulk_header(buf, pos, n)
+        if head is _NEED_MORE:
+            return _NEED_MORE
+        count, at = head
+        if count <= 0:  # an empty request: Redis skips it
+            return at, [], 0, 0
+        return self._arguments(buf, at, n, count)
+
+    def _multibulk_header(self, buf: bytes, pos: int, n: int) -> tuple[int, int] | None:
+        cr = buf.find(b"\r", pos, pos + MAX_INLINE)
+        if cr < 0 or cr + 1 >= n:
+            if n - pos > MAX_INLINE:
+                raise ProtocolViolation("Protocol error: too big mbulk count string")
+            return _NEED_MORE
+        count = strict_int(buf[pos + 1 : cr])
+        if count is None or count > MAX_MULTIBULK:
+            raise ProtocolViolation("Protocol error: invalid multibulk length")
+        if count > UNAUTHENTICATED_ARGS and self.limited:
+            raise ProtocolViolation("Protocol error: unauthenticated multibulk length")
+        return count, cr + 2
+
+    def _arguments(
+        self, buf: bytes, at: int, n: int, count: int
+    ) -> tuple[int, list, int, int] | None:
+        """The arguments the policy needs (the name, a subcommand, a login), held until whole."""
+        args: list[bytes] = []
+        want = 1
+        while len(args) < want:
+            if at >= n:
+                return _NEED_MORE
+            header = self._bulk_header(buf, at, n)
+            if header is _NEED_MORE:
+                return _NEED_MORE
+            length, start = header
+            if start + length + 2 > n:  # the payload is not all here
+                if (not args and length > NAME_MAX) or (args and length > CAPTURE_MAX):
+                    # Not a name the policy knows, or an argument too big to hold: decide now.
+                    args.append(b"" if not args else buf[start:start])
+                    return start, args, count - len(args), length + 2
+                return _NEED_MORE
+            args.append(buf[start : start + length])
+            at = start + length + 2
+            if len(args) == 1:
+                name = args[0].lower()
+                if name in LOGIN:
+                    want = min(count, 8)
+                elif name in self.denied_sub:
+                    want = min(count, 2)
+        return at, args, count - len(args), 0
+
+    def _inline(self, buf: bytes, pos: int, n: int) -> tuple[int, list, int, int] | None:
+        newline = buf.find(b"\n", pos, pos + MAX_INLINE + 1)
+        if newline < 0:
+            if n - pos > MAX_INLINE:
+                raise ProtocolViolation("Protocol error: too big inline request")
+            return _NEED_MORE
+        line = buf[pos:newline]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        args = split_inline(line)
+        if args is None:
+            raise ProtocolViolation("Protocol error: unbalanced quotes in request")
+        return newline + 1, args, 0, 0
+
+    def _judge(self, args: list[bytes]) -> bytes | None:
+        """Count a request; the replacement frame if it is refused, else None."""
+        name = args[0].lower()
+        self.commands += 1
+        reason = None
+        if name in self.special:
+            if name in self.denied:
+                reason = "command"
+            elif name in self.denied_sub and len(args) > 1:
+                if args[1].lower() in self.denied_sub[name]:
+                    reason = "command"
+            elif name in LOGIN:
+                self._login(name, args)
+            if name in WAITING:
+                self.waiting = True
+        elif self.waiting and name not in (b"ping",):
+            self.waiting = False
+        if reason is None and self.bucket is not None and not self.bucket.take(self.clock()):
+            reason = "rate"
+        if reason is None:
+            return None
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        shown = name.upper().decode("ascii", "replace")
+        if reason == "command" and name in self.denied_sub and len(args) > 1:
+            shown += " " + args[1].upper().decode("ascii", "replace")
+        if self.on_refused is not None:
+            self.on_refused(shown.encode(), reason)
+        if reason == "rate":
+            return self.rate_text
+        return refusal_frame(f"{shown} is denied by the redkeep proxy policy")
+
+    def _login(self, name: bytes, args: list[bytes]) -> None:
+        """Note who logs in (never the password): AUTH [user] pass, HELLO v AUTH user pass."""
+        user = None
+        if name == b"auth" and len(args) in (2, 3):
+            user = args[1] if len(args) == 3 else b"default"
+        elif name == b"hello":
+            for index in range(2, len(args) - 2):
+                if args[index].lower() == b"auth":
+                    user = args[index + 1]
+                    break
+        if user is not None:
+            self.user = user.decode("utf-8", "replace")[:128]
+            self.logged_in = True
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_SPACE = frozenset(b" \t\n\r\v\f")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def split_inline(line: bytes) -> list[bytes] | None:  # noqa: PLR0912 - one branch per C case
+    """An inline request's arguments as Redis' sdssplitargs splits them; None when the quotes
+    do not balance. Stops at a NUL byte, as the C function does."""
+    line = line.partition(b"\0")[0]
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _SPACE:
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        in_double = in_single = False
+        while True:
+            char = line[i] if i < n else None
+            if in_double:
+                if char is None:
+                    return None
+                nxt = line[i + 1] if i + 1 < n else None
+                if (
+                    char == 92
+                    and nxt == ord("x")
+                    and i + 3 < n
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    current.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif char == 92 and nxt is not None:
+                    i += 1
+                    current.append(_ESCAPES.get(nxt, nxt))
+                elif char == 34:  # the closing quote must end the argument
+                    if nxt is not None and nxt not in _SPACE:
+                        return None
+                    i += 1
+                    break
+                else:
+                    current.append(char)
+            elif in_single:
+                if char is None:
+                    return None
+                nxt = line[i + 1] if i + 1 < n else None
+                if char == 92 and nxt == 39:
+                    i += 1
+                    current.append(39)
+                elif char == 39:
+                    if nxt is not None and nxt not in _SPACE:
+                        return None
+                    i += 1
+                    break
+                else:
+                    current.append(char)
+            else:
+                if char is None or char in (32, 10, 13, 9):
+                    break
+                if char == 34:
+                    in_double = True
+                elif char == 39:
+                    in_single = True
+                else:
+                    current.append(char)
+            i += 1
+        args.append(bytes(current))

@@ -1,0 +1,94 @@
+"""Running the proxy: event loop (uvloop when installed), signals, metrics endpoint."""
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+
+from redkeep.errors import RedkeepError
+from redkeep.proxy.accesslog import AccessLog
+from redkeep.proxy.config import ProxyConfig
+from redkeep.proxy.metrics import serve_metrics
+from redkeep.proxy.server import Proxy
+
+log = logging.getLogger("redkeep.proxy")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop when it is installed (a quarter less CPU per request), else asyncio's."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run(load: Callable[[], ProxyConfig], say: Callable[[str], None]) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads. Configuration errors raise before."""
+    config = load()
+    access_log = AccessLog(config.access_log)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(_serve(config, load, access_log, say))
+    finally:
+        access_log.close()
+
+
+async def _serve(
+    config: ProxyConfig,
+    load: Callable[[], ProxyConfig],
+    access_log: AccessLog,
+    say: Callable[[str], None],
+) -> None:
+    loop = asyncio.get_running_loop()
+    proxy = Proxy(config, access_log)
+    await proxy.start()
+    metrics = None
+    try:
+        if config.metrics_listen:
+            host, port = config.metrics_listen
+            try:
+                metrics = await serve_metrics(proxy, host, port)
+            except OSError as error:
+                raise RedkeepError(
+                    f"the proxy cannot serve metrics on {host}:{port}: {error.strerror}"
+                ) from None
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload, proxy, load, access_log)
+        say(_banner(config, type(loop).__module__.split(".")[0]))
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        if metrics is not None:
+            metrics.close()
+        await proxy.stop()
+
+
+def _reload(proxy: Proxy, load: Callable[[], ProxyConfig], access_log: AccessLog) -> None:
+    try:
+        config = load()
+        if config.listen != proxy.config.listen:
+            raise RedkeepError("the listen address cannot change on reload; restart the proxy")
+        proxy.reload(config)
+        access_log.reopen()
+    except (RedkeepError, OSError, ssl.SSLError, ValueError) as error:
+        proxy.counters.reload_failures += 1
+        message = error.message if isinstance(error, RedkeepError) else str(error)
+        log.error("reload refused, the previous policy stays: %s", message)
+        return
+    log.info("reloaded the policy (allow %s)", ", ".join(map(str, config.policy.allow)) or "all")
+
+
+def _banner(config: ProxyConfig, loop_name: str) -> str:
+    host, port = config.listen
+    upstream_host, upstream_port = config.upstream
+    upstream = f"{upstream_host}:{upstream_port}{' (TLS)' if config.upstream_tls else ''}"
+    tls = "TLS" if config.client_tls else "plain TCP"
+    if config.client_tls and config.client_tls.auth_clients == "yes":
+        tls += ", client certificates required"
+    mode = "command policy on" if config.policy.scans_requests else "pass-through"
+    return f"redkeep proxy on {host}:{port} ({tls}, {mode}, {loop_name}) -> {upstream}"

@@ -1,0 +1,396 @@
+"""The proxy's data path: accept, admit, TLS, connect to Redis, forward both ways.
+
+Accepting by hand (not `create_server`) lets the policy look at the peer address before any
+TLS work: a refused client costs one accept() and one close(). Admitted sockets are handed to
+`connect_accepted_socket`, which does the TLS handshake with a deadline.
+
+Each connection is a pair of asyncio Protocols. Flow control runs both ways: when one side's
+write buffer fills, the other side stops reading. Client bytes that arrive while Redis is
+still being connected are kept in a bounded buffer (uvloop does not honour pause_reading()
+inside connection_made()). Counters are plain ints, summed at scrape time.
+"""
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+
+from redkeep.proxy.accesslog import AccessLog
+from redkeep.proxy.config import ProxyConfig
+from redkeep.proxy.metrics import Counters
+from redkeep.proxy.policy import Address, Admission, Policy
+from redkeep.proxy.resp import POISON, ProtocolViolation, RequestScanner
+from redkeep.proxy.tlsconf import client_side_context, upstream_context
+
+log = logging.getLogger("redkeep.proxy")
+
+PRECONNECT_LIMIT = 1024 * 1024  # client bytes kept while Redis is being connected
+ACCEPT_BATCH = 64  # connections accepted per wake-up, so a flood cannot starve the loop
+
+
+class Session:
+    """One client connection and its connection to Redis."""
+
+    def __init__(self, proxy: "Proxy", address: Address, peer: tuple, tls: bool) -> None:
+        self.proxy = proxy
+        self.address = address
+        self.peer = peer
+        self.started = time.time()
+        self.client: ClientSide | None = None
+        self.upstream: UpstreamSide | None = None
+        self.early: list[bytes] = []
+        self.early_bytes = 0
+        self.bytes_in = 0  # from the client
+        self.bytes_out = 0  # to the client
+        self.closed_by = ""
+        self.error = ""
+        self.tls_version = ""
+        self.client_cert = ""
+        self.scanner: RequestScanner | None = None
+        policy = proxy.policy
+        if policy.scans_requests:
+            self.scanner = RequestScanner(policy, time.monotonic, self.refused_command)
+        now = time.monotonic()
+        self.last_client = now
+        self.last_upstream = now
+        self.awaiting = False  # a request went to Redis and nothing came back yet
+        self.finished = False
+        self.broken = False
+
+    # client -> Redis
+    def from_client(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self.broken:  # after a protocol violation nothing more goes to Redis
+            return
+        scanner = self.scanner
+        if scanner is not None:
+            self.last_client = time.monotonic()
+            try:
+                data = scanner.feed(data)
+            except ProtocolViolation as violation:
+                self.broke_protocol(violation)
+                return
+            if not data:
+                return
+            self.awaiting = True
+        self.send_upstream(data)
+
+    def broke_protocol(self, violation: ProtocolViolation) -> None:
+        """Let Redis answer what came before, then refuse the rest and close, as Redis would.
+
+        The client reads no more; Redis replies to the earlier requests, answers POISON with
+        a protocol error and closes the connection, which closes the client's.
+        """
+        self.proxy.counters.protocol_errors += 1
+        self.error = str(violation)
+        self.broken = True
+        if self.client is not None and self.client.transport is not None:
+            self.client.transport.pause_reading()
+        self.send_upstream(violation.forward + POISON)
+        asyncio.get_running_loop().call_later(5.0, self.close, "proxy")
+
+    def send_upstream(self, data: bytes) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+            return
+        self.early.append(data)
+        self.early_bytes += len(data)
+        if self.early_bytes > PRECONNECT_LIMIT:
+            self.fail("-ERR too much data before Redis was connected", "proxy", "preconnect")
+
+    # Redis -> client
+    def from_upstream(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self.scanner is not None:
+            self.last_upstream = time.monotonic()
+            self.awaiting = False
+        client = self.client
+        if client is not None and client.transport is not None:
+            client.transport.write(data)
+
+    def refused_command(self, command: bytes, reason: str) -> None:
+        self.proxy.counters.count_refused_command(reason)
+        if self.proxy.policy.log_denied_commands:
+            self.proxy.access_log.command_refused(self, command.decode("ascii", "replace"), reason)
+
+    async def connect_upstream(self) -> None:
+        proxy = self.proxy
+        host, port = proxy.config.upstream
+        tls = proxy.upstream_ssl
+        name = proxy.config.upstream_tls.server_name if proxy.config.upstream_tls else None
+        try:
+            async with asyncio.timeout(proxy.config.connect_timeout):
+                await asyncio.get_running_loop().create_connection(
+                    lambda: UpstreamSide(self), host, port, ssl=tls, server_hostname=name
+                )
+        except TimeoutError:
+            self.upstream_failed(
+                "connect_timeout", f"no connection within {proxy.config.connect_timeout:g}s"
+            )
+        except ssl.SSLError as error:
+            self.upstream_failed("tls", error.reason or str(error))
+        except OSError as error:
+            self.upstream_failed("connect", error.strerror or str(error))
+
+    def upstream_failed(self, kind: str, detail: str) -> None:
+        self.proxy.counters.count_upstream_error(kind)
+        if not self.finished:
+            log.warning("upstream %s:%s: %s", *self.proxy.config.upstream, detail)
+        self.fail("-ERR Redis is unavailable (redkeep proxy)", "upstream", f"{kind}: {detail}")
+
+    def upstream_ready(self, upstream: "UpstreamSide") -> None:
+        if self.finished:
+            upstream.transport.close()
+            return
+        self.upstream = upstream
+        if self.early:
+            upstream.transport.write(b"".join(self.early))
+            self.early = []
+            self.early_bytes = 0
+
+    def fail(self, reply: str, by: str, error: str) -> None:
+        """Tell the client why (one error line), then close both sides."""
+        if self.finished:
+            return
+        self.error = error
+        client = self.client
+        if (
+            client is not None
+            and client.transport is not None
+            and not client.transport.is_closing()
+        ):
+            client.transport.write(reply.encode() + b"\r\n")
+        self.close(by)
+
+    def close(self, by: str) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.closed_by = by
+        for side in (self.client, self.upstream):
+            if side is not None and side.transport is not None:
+                side.transport.close()
+        self.proxy.session_ended(self)
+
+
+class ClientSide(asyncio.Protocol):
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        session = self.session
+        session.client = self
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            session.tls_version = ssl_object.version() or ""
+            cert = ssl_object.getpeercert() or {}
+            for field in cert.get("subject", ()):
+                for key, value in field:
+                    if key == "commonName":
+                        session.client_cert = value
+        asyncio.get_running_loop().create_task(session.connect_upstream())
+
+    def data_received(self, data: bytes) -> None:
+        self.session.from_client(data)
+
+    def eof_received(self) -> bool | None:
+        self.session.close("client")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.close("client")
+
+    def pause_writing(self) -> None:  # the client reads replies slower than Redis sends them
+        upstream = self.session.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        upstream = self.session.upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.resume_reading()
+
+
+class UpstreamSide(asyncio.Protocol):
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.session.upstream_ready(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.session.from_upstream(data)
+
+    def eof_received(self) -> bool | None:
+        self.session.close("upstream")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.session.finished:
+            self.session.proxy.counters.count_upstream_error("reset")
+        self.session.close("upstream")
+
+    def pause_writing(self) -> None:  # Redis takes requests slower than the client sends them
+        client = self.session.client
+        if client is not None and client.transport is not None:
+            client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        client = self.session.client
+        if client is not None and client.transport is not None:
+            client.transport.resume_reading()
+
+
+class Proxy:
+    """The listener(s), the current policy and everything the sessions share."""
+
+    def __init__(self, config: ProxyConfig, access_log: AccessLog) -> None:
+        self.config = config
+        self.policy: Policy = config.policy
+        self.admission = Admission()
+        self.counters = Counters()
+        self.access_log = access_log
+        self.sessions: set[Session] = set()
+        self.client_ssl = client_side_context(config.client_tls) if config.client_tls else None
+        self.upstream_ssl = upstream_context(config.upstream_tls) if config.upstream_tls else None
+        self.listeners: list[socket.socket] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        host, port = self.config.listen
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_ADDRCONFIG
+        )
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            listener = socket.socket(family, kind, proto)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                listener.bind(address)
+            except OSError as error:
+                listener.close()
+                self.close_listeners()
+                message = f"cannot listen on {host}:{port}: {error.strerror}"
+                raise OSError(error.errno, message) from None
+            listener.listen(1024)
+            listener.setblocking(False)
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
+            self.listeners.append(listener)
+        self._sweeper = self._loop.create_task(self._sweep())
+
+    def close_listeners(self) -> None:
+        for listener in self.listeners:
+            if self._loop is not None:
+                self._loop.remove_reader(listener.fileno())
+            listener.close()
+        self.listeners = []
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection, write their log lines."""
+        self.close_listeners()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for session in list(self.sessions):
+            session.close("proxy")
+        await asyncio.sleep(0)
+
+    def reload(self, config: ProxyConfig) -> None:
+        """A new policy and certificates for new connections; open connections keep going
+        (their command limits follow the new policy)."""
+        client_ssl = client_side_context(config.client_tls) if config.client_tls else None
+        upstream_ssl = upstream_context(config.upstream_tls) if config.upstream_tls else None
+        self.config = config
+        self.policy = config.policy
+        self.client_ssl = client_ssl
+        self.upstream_ssl = upstream_ssl
+        for session in self.sessions:
+            if session.scanner is not None:
+                session.scanner.set_policy(config.policy)
+        self.counters.reloads += 1
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and friends: log, keep serving
+                self.counters.count_refused("accept_error")
+                log.warning("accept failed: %s", error.strerror)
+                return
+            address, reason = self.admission.check(self.policy, peer[0], time.monotonic())
+            if reason is not None:
+                sock.close()  # before any TLS: a refused client costs nothing more
+                self.counters.count_refused(reason)
+                self.access_log.refused(peer, reason)
+                continue
+            self.admission.opened(address)
+            self.counters.accepted += 1
+            session = Session(self, address, peer, self.client_ssl is not None)
+            self.sessions.add(session)
+            self._loop.create_task(self._handshake(session, sock))
+
+    async def _handshake(self, session: Session, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await self._loop.connect_accepted_socket(
+                lambda: ClientSide(session),
+                sock,
+                ssl=self.client_ssl,
+                ssl_handshake_timeout=self.config.handshake_timeout if self.client_ssl else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
+            sock.close()
+            self.counters.count_refused("tls")
+            session.error = f"TLS handshake: {getattr(error, 'reason', None) or error}"
+            session.close("client")
+
+    def session_ended(self, session: Session) -> None:
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        self.admission.closed(session.address)
+        self.counters.session_ended(session)
+        self.access_log.closed(session)
+
+    async def _sweep(self) -> None:
+        """Idle timeouts, checked once a second rather than with a timer per read."""
+        while True:
+            await asyncio.sleep(1.0)
+            policy = self.policy
+            if not (policy.client_idle_timeout or policy.upstream_idle_timeout):
+                continue
+            now = time.monotonic()
+            for session in list(self.sessions):
+                scanner = session.scanner
+                if scanner is None or scanner.waiting:
+                    continue
+                if (
+                    policy.client_idle_timeout
+                    and not session.awaiting
+                    and now - session.last_client > policy.client_idle_timeout
+                ):
+                    self.counters.idle_closed += 1
+                    session.fail("-ERR idle timeout (redkeep proxy)", "proxy", "client idle")
+                elif (
+                    policy.upstream_idle_timeout
+                    and session.awaiting
+                    and now - max(session.last_upstream, session.last_client)
+                    > policy.upstream_idle_timeout
+                ):
+                    self.counters.idle_closed += 1
+                    session.fail(
+                        "-ERR Redis did not answer in time (redkeep proxy)",
+                        "proxy",
+                        "upstream idle",
+                    )

@@ -1,0 +1,313 @@
+"""`redkeep proxy` against real redis-server: policy, limits, TLS, restarts, reloads, floods."""
+
+import asyncio
+import resource
+import ssl
+import threading
+import time
+import warnings
+
+import redis
+
+from tests.integration.proxy.conftest import (
+    REFUSED,
+    access_entries,
+    closed_without_reply,
+    command,
+    read_replies,
+)
+from tests.servers import tls_lines
+
+
+def test_allowed_client_works_and_is_logged(plain_redis, start_proxy):
+    proxy = start_proxy(upstream=plain_redis.port)
+    client = redis.Redis(port=proxy.port)
+    assert client.set("greeting", "hello")
+    assert client.get("greeting") == b"hello"
+    client.close()
+    proxy.wait_for_metric("redkeep_proxy_commands_total", 2)
+    metrics = proxy.metrics()
+    assert metrics["redkeep_proxy_connections_accepted_total"] >= 1
+    assert metrics["redkeep_proxy_request_scanning"] == 1
+    time.sleep(0.2)
+    entry = access_entries(proxy.access_log)[-1]
+    assert entry["event"] == "connection" and entry["commands"] >= 2 and entry["bytes_in"] > 0
+
+
+def test_client_outside_the_allowlist_is_refused_before_anything(plain_redis, start_proxy):
+    proxy = start_proxy("--allow=127.0.0.1/32", upstream=plain_redis.port)
+    outsider = proxy.connect(source="127.0.0.2")
+    outsider.sendall(command("PING"))
+    assert closed_without_reply(outsider)
+    insider = proxy.connect()
+    insider.sendall(command("PING"))
+    assert read_replies(insider, 1) == [b"+PONG"]
+    assert proxy.metrics()['redkeep_proxy_connections_refused_total{reason="not_allowed"}'] == 1
+
+
+def test_deny_list_wins_and_mapped_addresses_are_normalised(plain_redis, start_proxy):
+    proxy = start_proxy("--allow=127.0.0.0/8", "--deny=127.0.0.2/32", upstream=plain_redis.port)
+    denied = proxy.connect(source="127.0.0.2")
+    assert closed_without_reply(denied)
+    assert proxy.metrics()['redkeep_proxy_connections_refused_total{reason="denied"}'] == 1
+
+
+def test_connection_limit_per_address_holds_and_frees(plain_redis, start_proxy):
+    proxy = start_proxy("--max-conns-per-ip=3", "--conn-rate=1000", upstream=plain_redis.port)
+    open_ones = [proxy.connect() for _ in range(3)]
+    for sock in open_ones:
+        sock.sendall(command("PING"))
+        assert read_replies(sock, 1) == [b"+PONG"]
+    fourth = proxy.connect()
+    assert closed_without_reply(fourth)
+    other_address = proxy.connect(source="127.0.0.2")  # the limit is per address
+    other_address.sendall(command("PING"))
+    assert read_replies(other_address, 1) == [b"+PONG"]
+    open_ones.pop().close()
+    proxy.wait_for_metric("redkeep_proxy_connections_active", 0)  # metrics answer
+    deadline = time.monotonic() + 5
+    while True:  # the close reaches the proxy asynchronously
+        again = proxy.connect()
+        again.sendall(command("PING"))
+        try:
+            assert read_replies(again, 1) == [b"+PONG"]
+            break
+        except ConnectionError:
+            assert time.monotonic() < deadline, "the freed slot was never given back"
+            time.sleep(0.05)
+
+
+def test_new_connection_rate_per_address(plain_redis, start_proxy):
+    proxy = start_proxy("--conn-rate=5", upstream=plain_redis.port)
+    outcomes = []
+    for _ in range(15):
+        sock = proxy.connect()
+        sock.sendall(command("PING"))
+        try:
+            outcomes.append(read_replies(sock, 1) == [b"+PONG"])
+        except (ConnectionError, OSError):
+            outcomes.append(False)
+        sock.close()
+    assert outcomes[:5] == [True] * 5  # the burst: one second's worth
+    assert outcomes.count(False) >= 8
+    time.sleep(1.2)  # the bucket refills
+    sock = proxy.connect()
+    sock.sendall(command("PING"))
+    assert read_replies(sock, 1) == [b"+PONG"]
+    assert proxy.metrics()['redkeep_proxy_connections_refused_total{reason="conn_rate"}'] >= 8
+
+
+def test_command_rate_limit_answers_an_error_and_recovers(plain_redis, start_proxy):
+    proxy = start_proxy("--cmd-rate=10", upstream=plain_redis.port)
+    sock = proxy.connect()
+    sock.sendall(b"".join(command("INCR", "counter") for _ in range(30)))
+    replies = read_replies(sock, 30)
+    passed = [reply for reply in replies if reply.startswith(b":")]
+    limited = [reply for reply in replies if REFUSED.match(reply)]
+    assert len(passed) == 10 and len(limited) == 20, replies
+    assert b"rate limit" in limited[0]
+    assert redis.Redis(port=plain_redis.port).get("counter") == b"10"  # refused ones never ran
+    time.sleep(1.1)
+    sock.sendall(command("PING"))
+    assert read_replies(sock, 1) == [b"+PONG"]  # the same connection, usable again
+    metrics = proxy.metrics()
+    assert metrics['redkeep_proxy_commands_refused_total{reason="rate"}'] == 20
+
+
+def test_denied_commands_in_every_spelling(plain_redis, start_proxy):
+    proxy = start_proxy(upstream=plain_redis.port)  # the default deny list
+    direct = redis.Redis(port=plain_redis.port)
+    direct.set("canary", "alive")
+    sock = proxy.connect()
+    sock.sendall(command("FLUSHALL"))
+    assert REFUSED.match(read_replies(sock, 1)[0])
+    sock.sendall(b'flushall\r\nFlUsHdB ASYNC\r\n"flush"all\r\n')  # inline; quotes unbalanced
+    *refusals, protocol_error = read_replies(sock, 3)
+    assert all(REFUSED.match(reply) for reply in refusals), refusals
+    assert protocol_error.startswith(b"-ERR Protocol error")  # and closed, as Redis does
+    assert closed_without_reply(sock)
+    sock = proxy.connect()
+    sock.sendall(
+        command("MULTI")
+        + command("SET", "canary", "changed")
+        + command("flushall")
+        + command("EXEC")
+        + command("SCRIPT", "kill")
+        + command("script", "LOAD", "return 1")
+    )
+    multi, queued, refused, exec_reply, script_kill, script_load = read_replies(sock, 6)
+    assert (multi, queued) == (b"+OK", b"+QUEUED")
+    assert REFUSED.match(refused) and b"FLUSHALL" in refused
+    assert exec_reply.startswith(b"-EXECABORT")  # the transaction did not run half
+    assert REFUSED.match(script_kill) and b"SCRIPT KILL" in script_kill
+    assert len(script_load) == 40  # another SCRIPT subcommand passes
+    assert direct.get("canary") == b"alive"
+    time.sleep(0.2)
+    logged = [e for e in access_entries(proxy.access_log) if e["event"] == "command_refused"]
+    assert {e["command"] for e in logged} >= {"FLUSHALL", "FLUSHDB", "SCRIPT KILL"}
+
+
+def test_auth_is_logged_by_user_and_never_by_password(acl_redis, start_proxy):
+    proxy = start_proxy(upstream=acl_redis.port)
+    client = redis.Redis(port=proxy.port, username="reader", password="reader-secret")
+    assert client.ping()
+    client.close()
+    sock = proxy.connect()  # before AUTH, Redis' limits: at most 10 arguments
+    sock.sendall(command(*["x"] * 11))
+    # The proxy stops the frame (Redis answers the proxy's end marker) and logs why.
+    assert sock.recv(1024).startswith(b"-ERR Protocol error")
+    assert closed_without_reply(sock)
+    time.sleep(0.3)
+    entries = access_entries(proxy.access_log)
+    assert "unauthenticated multibulk length" in entries[-1]["error"]
+    log_text = proxy.access_log.read_text()
+    assert '"user":"reader"' in log_text
+    assert "reader-secret" not in log_text and "reader-secret" not in proxy.log.read_text()
+
+
+def test_tls_termination_and_mutual_tls_both_ways(mtls_redis, pki, start_proxy):
+    tls = pki
+    proxy = start_proxy(
+        f"--tls-cert={tls.server_cert}",
+        f"--tls-key={tls.server_key}",
+        f"--tls-client-ca={tls.ca_cert}",
+        f"--upstream-tls-ca={tls.ca_cert}",
+        f"--upstream-tls-cert={tls.client_cert()}",
+        f"--upstream-tls-key={tls.client_key()}",
+        upstream=mtls_redis.tls_port,
+    )
+    good = redis.Redis(
+        host="localhost",
+        port=proxy.port,
+        ssl=True,
+        ssl_ca_certs=str(tls.ca_cert),
+        ssl_certfile=str(tls.client_cert()),
+        ssl_keyfile=str(tls.client_key()),
+        username="admin",
+        password="admin-secret",
+    )
+    assert good.ping()
+    good.close()
+    no_cert = redis.Redis(
+        host="localhost", port=proxy.port, ssl=True, ssl_ca_certs=str(tls.ca_cert),
+        username="admin", password="admin-secret", socket_timeout=2,
+    )  # fmt: skip
+    try:
+        no_cert.ping()
+        raise AssertionError("a client without a certificate got through")
+    except redis.ConnectionError:
+        pass
+    plaintext = redis.Redis(port=proxy.port, socket_timeout=2)
+    try:
+        plaintext.ping()
+        raise AssertionError("a plaintext client got through")
+    except redis.ConnectionError:
+        pass
+    assert proxy.metrics()['redkeep_proxy_connections_refused_total{reason="tls"}'] >= 2
+    time.sleep(0.2)
+    served = [e for e in access_entries(proxy.access_log) if e.get("tls")]
+    assert served and served[0]["tls"] in ("TLSv1.2", "TLSv1.3")
+    assert served[0]["client_cert"]
+
+
+def test_old_tls_versions_are_refused(tls_redis, pki, start_proxy):
+    proxy = start_proxy(
+        f"--tls-cert={pki.server_cert}", f"--tls-key={pki.server_key}",
+        f"--upstream-tls-ca={pki.ca_cert}", upstream=tls_redis.tls_port,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():  # offering TLS 1.0/1.1 is the point here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    try:
+        with context.wrap_socket(proxy.connect(), server_hostname="localhost"):
+            raise AssertionError("TLS 1.1 was accepted")
+    except (ssl.SSLError, ConnectionError):
+        pass
+
+
+def test_upstream_restart(redis_factory, start_proxy):
+    server = redis_factory()
+    proxy = start_proxy(upstream=server.port)
+    assert redis.Redis(port=proxy.port).ping()
+    server.stop()
+    sock = proxy.connect()
+    sock.sendall(command("PING"))
+    reply = sock.recv(1024)
+    assert reply.startswith(b"-ERR Redis is unavailable"), reply
+    server.start()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert redis.Redis(port=proxy.port, socket_timeout=2).ping()
+            break
+        except redis.RedisError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert proxy.metrics()['redkeep_proxy_upstream_errors_total{kind="connect"}'] >= 1
+
+
+def test_sighup_reload_changes_the_allowlist_without_dropping_connections(
+    plain_redis, start_proxy, tmp_path
+):
+    config = tmp_path / "redkeep.yaml"
+    section = "proxy:\n  tls: false\n  upstream: 127.0.0.1:{port}\n  allow: [{allow}]\n"
+    config.write_text(section.format(port=plain_redis.port, allow="127.0.0.1/32, 127.0.0.2/32"))
+    proxy = start_proxy(f"--dir={tmp_path}")
+    kept = proxy.connect(source="127.0.0.2")
+    kept.sendall(command("PING"))
+    assert read_replies(kept, 1) == [b"+PONG"]
+    config.write_text(section.format(port=plain_redis.port, allow="127.0.0.1/32"))
+    proxy.reload()
+    proxy.wait_for_metric("redkeep_proxy_reloads_total", 1)
+    assert closed_without_reply(proxy.connect(source="127.0.0.2"))
+    kept.sendall(command("PING"))
+    assert read_replies(kept, 1) == [b"+PONG"]  # opened before the reload: keeps working
+    config.write_text("proxy:\n  allow: [not-a-network]\n")
+    proxy.reload()
+    proxy.wait_for_metric("redkeep_proxy_reload_failures_total", 1)
+    assert redis.Redis(port=proxy.port).ping()  # a bad file leaves the last good policy
+
+
+def test_a_flood_from_a_denied_address_does_not_stop_allowed_clients(plain_redis, start_proxy):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    proxy = start_proxy("--deny=127.0.0.3/32", upstream=plain_redis.port)
+    client = redis.Redis(port=proxy.port, socket_timeout=5)
+    answered = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            answered.append(client.ping())
+
+    worker = threading.Thread(target=keep_asking)
+    worker.start()
+
+    async def flood() -> list[bool]:
+        async def one() -> bool:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", proxy.port, local_addr=("127.0.0.3", 0)
+                )
+            except OSError:
+                return False  # the backlog was full: refused by the kernel, also fine
+            writer.write(command("PING"))
+            data = await asyncio.wait_for(reader.read(100), timeout=30)
+            writer.close()
+            return data == b""
+
+        return await asyncio.gather(*(one() for _ in range(2000)))
+
+    try:
+        closed = asyncio.run(flood())
+    finally:
+        stop.set()
+        worker.join()
+    assert closed.count(True) >= 1900, closed.count(True)
+    assert answered and all(answered)
+    refused = proxy.metrics()['redkeep_proxy_connections_refused_total{reason="denied"}']
+    assert refused >= 1900
