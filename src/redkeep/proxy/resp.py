@@ -162,9 +162,11 @@ class RequestScanner:
                 frame = reader.gets()
                 if frame is False:
                     break
-                if type(frame) is not list or not frame or type(frame[0]) is not bytes:
+                # Redis accepts bulk strings only; anything else goes the exact way, which
+                # stops where Redis does.
+                if type(frame) is not list or not frame:
                     break
-                if frame[0].lower() in special:
+                if any(type(arg) is not bytes for arg in frame) or frame[0].lower() in special:
                     break
                 count += 1
             if frame is False:

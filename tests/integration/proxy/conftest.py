@@ -1,5 +1,6 @@
 """Proxy fixtures: `redkeep proxy` processes on free loopback ports, and raw RESP clients."""
 
+import json
 import os
 import re
 import signal
@@ -66,38 +67,49 @@ class Proxy:
                 self.process.wait()
 
 
+def start_proxy_process(
+    workdir: Path, upstream: int | None, *flags: str, cwd: Path | None = None, name: str = "proxy"
+) -> Proxy:
+    """`redkeep proxy --upstream 127.0.0.1:PORT FLAGS...`, once it listens."""
+    port, metrics_port = free_port(), free_port()
+    log = workdir / f"{name}.log"
+    access_log = workdir / f"{name}-access.log"
+    args = [
+        REDKEEP,
+        "proxy",
+        f"--listen=127.0.0.1:{port}",
+        f"--metrics-listen=127.0.0.1:{metrics_port}",
+        f"--access-log={access_log}",
+        *([f"--upstream=127.0.0.1:{upstream}"] if upstream else []),
+        *flags,
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or workdir, env=os.environ
+        )
+    proxy = Proxy(port, metrics_port, process, log, access_log)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"redkeep proxy exited: {log.read_text()}", pytrace=False)
+        if "redkeep proxy on" in log.read_text():
+            return proxy
+        time.sleep(0.05)
+    proxy.stop()
+    pytest.fail(f"redkeep proxy did not start: {log.read_text()}", pytrace=False)
+
+
 @pytest.fixture
 def start_proxy(tmp_path) -> Iterator["callable"]:
-    """Start `redkeep proxy --upstream 127.0.0.1:PORT FLAGS...`; all stopped at teardown."""
+    """Start proxies (see start_proxy_process); all stopped at teardown."""
     proxies: list[Proxy] = []
 
     def start(*flags: str, upstream: int | None = None, cwd: Path | None = None) -> Proxy:
-        port, metrics_port = free_port(), free_port()
-        log = tmp_path / f"proxy{len(proxies)}.log"
-        access_log = tmp_path / f"access{len(proxies)}.log"
-        args = [
-            REDKEEP,
-            "proxy",
-            f"--listen=127.0.0.1:{port}",
-            f"--metrics-listen=127.0.0.1:{metrics_port}",
-            f"--access-log={access_log}",
-            *([f"--upstream=127.0.0.1:{upstream}"] if upstream else []),
-            *flags,
-        ]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or tmp_path, env=os.environ
-            )
-        proxy = Proxy(port, metrics_port, process, log, access_log)
+        proxy = start_proxy_process(
+            tmp_path, upstream, *flags, cwd=cwd, name=f"proxy{len(proxies)}"
+        )
         proxies.append(proxy)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"redkeep proxy exited: {log.read_text()}", pytrace=False)
-            if "redkeep proxy on" in log.read_text():
-                return proxy
-            time.sleep(0.05)
-        pytest.fail(f"redkeep proxy did not start: {log.read_text()}", pytrace=False)
+        return proxy
 
     yield start
     for proxy in proxies:
@@ -160,8 +172,6 @@ def closed_without_reply(sock: socket.socket, timeout: float = 5) -> bool:
 
 
 def access_entries(path: Path) -> list[dict]:
-    import json
-
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

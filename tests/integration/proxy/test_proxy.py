@@ -2,21 +2,27 @@
 
 import asyncio
 import resource
+import socket
 import ssl
 import threading
 import time
 import warnings
 
+import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
 
+from tests.conftest import ACL_USERS
 from tests.integration.proxy.conftest import (
     REFUSED,
     access_entries,
     closed_without_reply,
     command,
     read_replies,
+    start_proxy_process,
 )
-from tests.servers import tls_lines
+from tests.servers import RedisServer, free_port
+from tests.unit.test_proxy_units import STREAMS
 
 
 def test_allowed_client_works_and_is_logged(plain_redis, start_proxy):
@@ -311,3 +317,40 @@ def test_a_flood_from_a_denied_address_does_not_stop_allowed_clients(plain_redis
     assert answered and all(answered)
     refused = proxy.metrics()['redkeep_proxy_connections_refused_total{reason="denied"}']
     assert refused >= 1900
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(stream=STREAMS)
+def test_generated_streams_never_crash_the_live_proxy(live_fuzz_target, stream):
+    """2,000 generated streams (malformed, oversized, refused commands) through a running
+    proxy to a real Redis: each connection ends, the proxy lives, no FLUSHALL gets through.
+    The scanner itself gets 10,000 more, split at random, in tests/unit/test_proxy_units.py."""
+    proxy, _ = live_fuzz_target
+    sock = proxy.connect()
+    try:
+        sock.sendall(command("AUTH", "reader", "reader-secret") + stream)
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(10)
+        while sock.recv(65536):
+            pass
+    except OSError:  # the proxy (or Redis) closed first: that is an answer too
+        pass
+    finally:
+        sock.close()
+    assert proxy.process.poll() is None
+
+
+@pytest.fixture(scope="module")
+def live_fuzz_target(tmp_path_factory, redis_binary):
+    workdir = tmp_path_factory.mktemp("fuzz")
+    server = RedisServer(redis_binary, workdir / "redis", ACL_USERS, port=free_port()).start()
+    proxy = start_proxy_process(workdir, server.port)
+    admin = redis.Redis(port=server.port, username="admin", password="admin-secret")
+    admin.set("canary", "alive")
+    yield proxy, server
+    try:
+        assert admin.get("canary") == b"alive"  # no FLUSHALL got through
+        assert proxy.metrics()["redkeep_proxy_protocol_errors_total"] > 0
+    finally:
+        proxy.stop()
+        server.stop()

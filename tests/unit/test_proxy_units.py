@@ -1,0 +1,192 @@
+"""Proxy units: the RESP request scanner (property tests), policy, nginx rendering."""
+
+import contextlib
+import ipaddress
+import time
+
+import hiredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from redkeep.config.schema import ProxySettings
+from redkeep.proxy.config import build_config
+from redkeep.proxy.policy import (
+    Admission,
+    Policy,
+    TokenBucket,
+    client_address,
+    networks,
+    parse_commands,
+)
+from redkeep.proxy.resp import ProtocolViolation, RequestScanner, split_inline, strict_int
+from redkeep.render.nginx import render_nginx
+
+DENIED, DENIED_SUB = parse_commands(["FLUSHALL", "CONFIG", "SCRIPT KILL"])
+
+
+def scanner(**changes) -> RequestScanner:
+    options = {
+        "denied_commands": DENIED,
+        "denied_subcommands": DENIED_SUB,
+        "unauthenticated_limits": False,
+    }
+    return RequestScanner(Policy(**(options | changes)), time.monotonic)
+
+
+def frame(*args: bytes) -> bytes:
+    return hiredis.pack_command(args)
+
+
+def test_strict_lengths_follow_redis():
+    assert strict_int(b"12") == 12 and strict_int(b"0") == 0 and strict_int(b"-1") == -1
+    for bad in (b"+3", b"03", b" 3", b"3 ", b"", b"-0", b"1_0", b"x"):
+        assert strict_int(bad) is None, bad
+
+
+def test_inline_split_like_sdssplitargs():
+    assert split_inline(b"set \"a\\x41\\n\" 'b\\'c'") == [b"set", b"aA\n", b"b'c"]
+    assert split_inline(b'fl"ushall"') == [b"flushall"]  # quotes may start mid-argument
+    assert split_inline(b'"unbalanced') is None
+    assert split_inline(b'"a"b') is None  # a closing quote must end the argument
+    assert split_inline(b"  ") == []
+    assert split_inline(b"get a\0flushall") == [b"get", b"a"]  # C strings end at NUL
+
+
+def test_refused_frames_are_replaced_in_place_and_the_rest_passes():
+    scan = scanner()
+    data = frame(b"GET", b"k") + frame(b"flushall") + frame(b"SCRIPT", b"KILL") + frame(b"PING")
+    out = scan.feed(data)
+    assert out.startswith(frame(b"GET", b"k")) and out.endswith(frame(b"PING"))
+    assert b"FLUSHALL is denied" in out and b"SCRIPT KILL is denied" in out
+    assert scan.commands == 4 and scan.refused == {"command": 2}
+
+
+def test_large_values_stream_without_being_held():
+    scan = scanner()
+    value = b"v" * 1_000_000
+    data = frame(b"SET", b"k", value)
+    forwarded = b"".join(scan.feed(data[i : i + 65536]) for i in range(0, len(data), 65536))
+    assert forwarded == data
+    assert len(scan.pending) < 64
+
+
+def test_rate_limit_refuses_beyond_the_bucket():
+    clock = [100.0]
+    scan = RequestScanner(Policy(cmd_rate=3, unauthenticated_limits=False), lambda: clock[0])
+    out = scan.feed(frame(b"PING") * 5)
+    assert out.count(b"rate limit") == 2 and out.count(frame(b"PING")) == 3
+    clock[0] += 1.0
+    assert scan.feed(frame(b"PING")) == frame(b"PING")
+
+
+def test_login_user_is_kept_and_the_password_is_not():
+    scan = scanner(unauthenticated_limits=True)
+    scan.feed(frame(b"HELLO", b"3", b"AUTH", b"app", b"s3cret"))
+    assert scan.user == "app" and scan.logged_in
+    assert "s3cret" not in repr(vars(scan))
+
+
+def test_unauthenticated_caps():
+    scan = scanner(unauthenticated_limits=True)
+    try:
+        scan.feed(frame(b"GET", b"x" * 20000))
+        raise AssertionError("a 20 KB argument before AUTH passed")
+    except ProtocolViolation as violation:
+        assert "unauthenticated bulk length" in str(violation)
+
+
+# A vocabulary that reaches the interesting states: names the policy refuses, logins,
+# fragments of headers, inline lines, quotes, oversized and negative lengths, garbage.
+TOKENS = st.sampled_from(
+    [
+        frame(b"GET", b"k"),
+        frame(b"flushall"),
+        frame(b"CONFIG", b"SET", b"dir", b"/"),
+        frame(b"script", b"kill"),
+        frame(b"AUTH", b"app", b"pw"),
+        b"flushall\r\n",
+        b'fl"ushall"\r\n',
+        b"PING\r\n",
+        b"*2\r\n$3\r\nGET\r\n",
+        b"$8\r\nflushall\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*99999999999\r\n",
+        b"*1\r\n$999999999999\r\n",
+        b"*0\r\n",
+        b"*-1\r\n",
+        b"*1\rX$8\r\nflushall\r\n",
+        b"\r\n",
+        b'"\r\n',
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$70000\r\n",
+        b"x" * 70000,
+    ]
+)
+STREAMS = st.lists(st.one_of(TOKENS, st.binary(max_size=40)), max_size=8).map(b"".join)
+
+
+def refused_frames(data: bytes) -> int:
+    """How many denied commands a fresh, exact scan finds in `data` (a forwarded stream)."""
+    scan = scanner()
+    scan._fast = lambda _data: False  # the exact path only
+    with contextlib.suppress(ProtocolViolation):
+        scan.feed(data)
+    return scan.refused.get("command", 0)
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(STREAMS, st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=20))
+def test_any_stream_any_split_same_result_and_no_denied_command_passes(stream, cuts):
+    """10,000 generated streams: only ProtocolViolation escapes, how the bytes are split does
+    not change what is forwarded, and nothing forwarded contains a denied command."""
+    results = []
+    for sizes in ([len(stream) or 1], cuts):
+        scan, out, at, index = scanner(), [], 0, 0
+        try:
+            while at < len(stream):
+                size = sizes[index % len(sizes)]
+                out.append(scan.feed(stream[at : at + size]))
+                at, index = at + size, index + 1
+        except ProtocolViolation as violation:
+            out.append(violation.forward)
+            out.append(b"<closed>")
+        results.append(b"".join(out))
+    assert results[0] == results[1]
+    assert refused_frames(results[0].replace(b"<closed>", b"")) == 0
+
+
+def test_ipv4_mapped_addresses_match_ipv4_networks():
+    assert client_address("::ffff:10.1.2.3") == ipaddress.ip_address("10.1.2.3")
+    assert client_address("fe80::1%eth0") == ipaddress.ip_address("fe80::1")
+    policy = Policy(allow=networks(["10.0.0.0/8"]), deny=networks(["::ffff:10.9.0.0/112"]))
+    assert policy.refusal(client_address("::ffff:10.1.2.3")) is None
+    assert policy.refusal(client_address("::ffff:10.9.0.1")) == "denied"
+    assert policy.refusal(client_address("192.168.1.1")) == "not_allowed"
+
+
+def test_token_bucket_and_admission():
+    bucket = TokenBucket(2, now=0.0)
+    assert bucket.take(0.0) and bucket.take(0.0) and not bucket.take(0.0)
+    assert not bucket.take(0.1, count=2)  # a failed take takes nothing
+    assert bucket.take(0.5)
+    admission = Admission()
+    policy = Policy(max_conns=2, max_conns_per_ip=1, allow=networks(["127.0.0.0/8"]))
+    address, reason = admission.check(policy, "127.0.0.1", 0.0)
+    assert reason is None
+    admission.opened(address)
+    assert admission.check(policy, "127.0.0.1", 0.0)[1] == "max_conns_per_ip"
+    assert admission.check(policy, "127.0.0.3", 0.0)[1] is None
+    admission.opened(client_address("127.0.0.3"))
+    assert admission.check(policy, "127.0.0.4", 0.0)[1] == "max_conns"
+    admission.closed(address)
+    assert admission.check(policy, "127.0.0.1", 0.0)[1] is None
+
+
+def test_nginx_config_says_what_it_cannot_enforce():
+    proxy = ProxySettings(upstream="127.0.0.1:6380", tls=False, cmd_rate=100, deny=["10.9.0.0/16"])
+    text = render_nginx(build_config(proxy, None, None))
+    assert "load_module /usr/lib/nginx/modules/ngx_stream_module.so;" in text
+    assert text.index("deny 10.9.0.0/16;") < text.index("allow 127.0.0.0/8;")
+    assert text.rstrip().endswith("}") and "deny all;" in text
+    for missing in ("command rate limit (100", "new-connection rate", "FLUSHALL", "Prometheus"):
+        assert missing in text
+    assert "proxy_pass 127.0.0.1:6380;" in text
