@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from benchmarks import backup, exporter
+from benchmarks import backup, exporter, proxy
 from benchmarks.harness import machine, median
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -94,9 +94,77 @@ the certificate-expiry metric make up most of it.
 """
 
 
+def render_proxy(result: dict) -> str:
+    numbers = proxy.summary(result)
+    table, ratios = numbers["table"], numbers["ratios"]
+    rows = []
+    for pipeline in proxy.REQUESTS:
+        for name in result["names"]:
+            cells = []
+            for test in proxy.TESTS:
+                rps, p99 = table[(name, pipeline, test)]
+                cells.append(f"{rps / 1000:,.0f}k req/s, p99 {p99:.2f} ms")
+            cpu = table.get((name, pipeline, "cpu"))
+            cpu_text = f"{cpu:.2f}" if cpu and name != "direct" else "-"
+            rows.append(f"| -P {pipeline} | {name} | {' | '.join(cells)} | {cpu_text} |")
+    verdicts = []
+    for pipeline in proxy.REQUESTS:
+        for test in proxy.TESTS:
+            passthrough, _ = ratios[("pass-through", pipeline, test)]
+            features, _ = ratios[("command features", pipeline, test)]
+            p99s = [
+                ratios[(name, pipeline, test)][1] for name in ("pass-through", "command features")
+            ]
+            verdicts.append(
+                f"| -P {pipeline} {test} | **{passthrough:.2f}** | **{features:.2f}** | "
+                f"{p99s[0]:.2f} / {p99s[1]:.2f} |"
+            )
+    worst = {
+        "pass-through": min(
+            ratios[("pass-through", p, t)][0] for p in proxy.REQUESTS for t in proxy.TESTS
+        ),
+        "features": min(
+            ratios[("command features", p, t)][0] for p in proxy.REQUESTS for t in proxy.TESTS
+        ),
+        "p99": max(ratio[1] for ratio in ratios.values()),
+    }
+    meets = {
+        "pass-through": "meets" if worst["pass-through"] >= 1.0 else "misses",
+        "features": "meets" if worst["features"] >= 0.8 else "misses",
+        "p99": "meets" if worst["p99"] <= 1.5 else "misses",
+    }
+    return f"""## Proxy (issue 5)
+
+Peer: nginx `stream` with the config `redkeep render nginx` writes ({result["nginx_version"]},
+1 worker, allowlist and connection limits). Ours: `redkeep proxy --pass-through` with the same
+allowlist and limits, and `redkeep proxy` with the command policy (the default deny list) and a
+command rate limit ({proxy.CMD_RATE:,}/s per connection: every request goes through the token
+bucket, none is refused). `redis-benchmark -c {proxy.CLIENTS} -t set,get`, {proxy.REQUESTS[1]:,}
+requests per test unpipelined and {proxy.REQUESTS[16]:,} with `-P 16`, plain TCP on loopback,
+{proxy.ROUNDS} rounds alternating the four endpoints; medians over the rounds. redis-benchmark,
+Redis and the proxy share the 2 cores, so throughput is bounded by the machine: read the ratios.
+CPU per request is the proxy's own (user + system, from /proc), in microseconds.
+
+| pipeline | endpoint | SET | GET | proxy CPU us/req |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Throughput ratio ours/nginx and p99 ratio ours/nginx (pass-through / command features):
+
+| run | pass-through | command features | p99 ratio |
+|---|---|---|---|
+{chr(10).join(verdicts)}
+
+Targets: throughput >= 1.0 of nginx in pass-through ({meets["pass-through"]}: worst
+{worst["pass-through"]:.2f}), >= 0.8 with the command features ({meets["features"]}: worst
+{worst["features"]:.2f}), p99 <= 1.5x nginx's ({meets["p99"]}: worst {worst["p99"]:.2f}).
+"""
+
+
 SECTIONS = {
     "backup": ("## Backups", backup.run, render_backup),
     "exporter": ("## Exporter", exporter.run, render_exporter),
+    "proxy": ("## Proxy", proxy.run, render_proxy),
 }
 
 

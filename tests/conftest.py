@@ -78,9 +78,11 @@ def cli(monkeypatch) -> "callable":
 def run_redkeep(*args: str, cwd: Path | None = None, env: dict | None = None, timeout=60):
     """Run the installed `redkeep` console script in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    if args and args[0] == "init" and "REDKEEP_EXPORTER__LISTEN" not in full_env:
-        # Bundles in tests run side by side: each exporter gets its own port (in redkeep.yaml).
-        full_env["REDKEEP_EXPORTER__LISTEN"] = f"127.0.0.1:{free_port()}"
+    if args and args[0] == "init":
+        # Bundles in tests run side by side: each exporter and proxy gets its own ports
+        # (written into redkeep.yaml).
+        for key in ("EXPORTER__LISTEN", "PROXY__LISTEN", "PROXY__METRICS_LISTEN"):
+            full_env.setdefault(f"REDKEEP_{key}", f"127.0.0.1:{free_port()}")
     return subprocess.run(
         [REDKEEP, *map(str, args)],
         cwd=cwd,

@@ -67,7 +67,7 @@ def test_prometheus_config_passes_promtool(tmp_path, targets):
     )
     rendered = render_prometheus(settings)
     jobs = [job["job_name"] for job in yaml.safe_load(rendered)["scrape_configs"]]
-    assert jobs == ["redis", "redis-targets"][: 1 + len(targets)]
+    assert jobs == ["redis", "redkeep-proxy", "redis-targets"][: 2 + len(targets)]
     config = rendered.replace("/etc/prometheus/rules", "rules")
     (tmp_path / "prometheus.yml").write_text(config)
     result = run(require_binary("promtool"), "check", "config", "prometheus.yml", cwd=tmp_path)
@@ -132,13 +132,14 @@ def test_compose_defines_the_monitoring_stack_without_secrets():
     compose = yaml.safe_load(render_compose(Settings(), 1000, 1000))
     assert set(compose["services"]) == {
         "redis",
+        "proxy",
         "exporter",
         "backup",
         "prometheus",
         "alertmanager",
         "grafana",
     }
-    for name in ("prometheus", "grafana"):
+    for name in ("prometheus", "grafana", "proxy"):
         assert all(port.startswith("127.0.0.1:") for port in compose["services"][name]["ports"])
     grafana_env = compose["services"]["grafana"]["environment"]
     assert grafana_env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD")

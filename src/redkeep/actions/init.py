@@ -68,7 +68,9 @@ def init_bundle(
     bundle.redis_dir.mkdir(exist_ok=True)
     kept = hashes_in(bundle.acl_path.read_text()) if bundle.acl_path.exists() else {}
     report.kept_hashes = sum(len(hashes) for hashes in kept.values())
-    files = bundle_files(settings, passwords, os.getuid(), os.getgid(), kept, other_secrets)
+    files = bundle_files(
+        settings, passwords, os.getuid(), os.getgid(), kept, other_secrets, root=root.resolve()
+    )
     marker = files.pop()  # redkeep.yaml: written only once everything else is in place
     for item in files:
         if item.path == ".env" and bundle.env_path.exists():

@@ -57,6 +57,7 @@ def proxy_options(command: Callable) -> Callable:
             help="Cert for mutual TLS to Redis.",
         ),
         click.option("--upstream-tls-key", type=click.Path(path_type=Path), help="Its key."),
+        click.option("--upstream-tls-name", help="Name to verify in Redis' certificate."),
         click.option(
             "--pass-through",
             is_flag=True,
@@ -71,7 +72,8 @@ def proxy_options(command: Callable) -> Callable:
         names = [
             "listen", "upstream", "allow", "deny", "deny_command", "cmd_rate", "max_conns",
             "max_conns_per_ip", "conn_rate", "tls_cert", "tls_key", "tls_client_ca",
-            "upstream_tls_ca", "upstream_tls_cert", "upstream_tls_key", "pass_through",
+            "upstream_tls_ca", "upstream_tls_cert", "upstream_tls_key", "upstream_tls_name",
+            "pass_through",
             "access_log", "metrics_listen",
         ]  # fmt: skip
         given = {name: kwargs.pop(name) for name in names}
@@ -107,6 +109,7 @@ def proxy_loader(
             "upstream_tls_ca": _text(flags["upstream_tls_ca"]),
             "upstream_tls_cert": _text(flags["upstream_tls_cert"]),
             "upstream_tls_key": _text(flags["upstream_tls_key"]),
+            "upstream_tls_name": flags["upstream_tls_name"],
             "access_log": _unless_off(flags["access_log"]),
             "metrics_listen": _unless_off(flags["metrics_listen"]),
         }

@@ -504,6 +504,12 @@ class ProxySettings(Section):
         None, description="Client certificate towards Redis (default tls/client.crt)."
     )
     upstream_tls_key: str | None = Field(None, description="Its key (default tls/client.key).")
+    upstream_tls_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9.:-]+$",
+        description="Name to verify in Redis' certificate (default: the upstream host, or "
+        "`host` in a bundle).",
+    )
     access_log: str | None = Field(
         "run/proxy-access.log",
         description="JSON access log, one line per connection ('-': standard output; null: off).",

@@ -112,7 +112,9 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
     if ca or ucert or ukey:
         if bool(ucert) != bool(ukey):
             raise UsageError("mutual TLS to Redis needs both --upstream-tls-cert and -key")
-        name = settings.host if bundle_upstream and settings is not None else upstream[0]
+        name = proxy.upstream_tls_name or (
+            settings.host if bundle_upstream and settings is not None else upstream[0]
+        )
         upstream_tls = UpstreamTLS(ca=ca, cert=ucert, key=ukey, server_name=name)
 
     denied, denied_sub = parse_commands(proxy.deny_commands)

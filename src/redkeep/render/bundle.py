@@ -1,7 +1,9 @@
 """The files of a bundle, as data: path, text and mode. `actions.init` writes them."""
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from redkeep import __version__
 from redkeep.config.sample import render_sample
@@ -10,6 +12,7 @@ from redkeep.envfile import render_env
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE
 from redkeep.monitoring.dashboard import render_dashboard
 from redkeep.monitoring.rules import render_rules
+from redkeep.proxy.config import build_config
 from redkeep.render import templates
 from redkeep.render.acl import render_acl
 from redkeep.render.env import ENV_HEADER, EXAMPLE_HEADER, env_values, example_values
@@ -20,6 +23,7 @@ from redkeep.render.monitoring import (
     render_grafana_datasource,
     render_prometheus,
 )
+from redkeep.render.nginx import render_nginx
 from redkeep.render.redis_conf import (
     CONTAINER_BIND,
     CONTAINER_PATHS,
@@ -36,8 +40,8 @@ class BundleFile:
 
 
 def render_compose(settings: Settings, uid: int, gid: int) -> str:
-    """docker-compose.yml: Redis (TLS port only, health check over TLS + ACL), the exporter,
-    scheduled backups, Prometheus, Alertmanager and Grafana."""
+    """docker-compose.yml: Redis (TLS port only, health check over TLS + ACL), the proxy, the
+    exporter, scheduled backups, Prometheus, Alertmanager and Grafana."""
     return (
         templates()
         .get_template("docker-compose.yml.j2")
@@ -49,6 +53,7 @@ def render_compose(settings: Settings, uid: int, gid: int) -> str:
             uid=uid,
             gid=gid,
             backup_minutes=settings.backup.interval_minutes or 1440,
+            proxy={"port": int(settings.proxy.listen.rpartition(":")[2])},
         )
     )
 
@@ -60,8 +65,11 @@ def bundle_files(
     gid: int,
     kept_hashes: dict[str, list[str]] | None = None,
     secrets: Mapping[str, str] | None = None,
+    root: Path = Path("/etc/redkeep"),
 ) -> list[BundleFile]:
     """Every generated file of a bundle except the certificates, redkeep.yaml last.
+
+    `root` is where the bundle lives (absolute): the nginx config names its files by path.
 
     redkeep.yaml marks a bundle as complete, so it is written only after all the others.
     """
@@ -83,9 +91,29 @@ def bundle_files(
             ".env.example", render_env(EXAMPLE_HEADER, example_values(settings)), PUBLIC_MODE
         ),
         *monitoring_files(settings, values),
+        BundleFile("nginx/redis-stream.conf", render_bundle_nginx(settings, root), PUBLIC_MODE),
         *image_files(),
     ]
     return [*files, BundleFile("redkeep.yaml", render_sample(settings), PUBLIC_MODE)]
+
+
+def render_bundle_nginx(settings: Settings, root: Path) -> str:
+    """The proxy section as an nginx stream config, with the bundle's files by absolute path."""
+    proxy = settings.proxy
+    if _is_address(settings.host) and not proxy.upstream_tls_name:
+        # nginx verifies Redis' certificate by DNS name only: use one the certificate holds.
+        names = [name for name in settings.tls.server_names if not _is_address(name)]
+        proxy = proxy.model_copy(update={"upstream_tls_name": names[0] if names else "localhost"})
+    config = build_config(proxy, settings, root)
+    return render_nginx(config, self_path=str(root / "nginx" / "redis-stream.conf"))
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def monitoring_files(settings: Settings, secrets: Mapping[str, str]) -> list[BundleFile]:

@@ -7,6 +7,7 @@ import yaml
 from redkeep.config.schema import Settings
 
 EXPORTER_PORT = 9121
+PROXY_METRICS_PORT = 9122  # inside docker-compose (see the proxy service)
 
 
 def _yaml(header: str, data: dict) -> str:
@@ -23,6 +24,18 @@ def render_prometheus(settings: Settings) -> str:
             ],
         }
     ]
+    if settings.proxy.enabled:
+        jobs.append(
+            {
+                "job_name": "redkeep-proxy",
+                "static_configs": [
+                    {
+                        "targets": [f"proxy:{PROXY_METRICS_PORT}"],
+                        "labels": {"cluster": settings.name},
+                    }
+                ],
+            }
+        )
     if settings.exporter.targets:
         # The multi-target pattern: the Redis URL becomes ?target= and the instance label,
         # while the request itself goes to the exporter.

@@ -1,8 +1,10 @@
 """`redkeep render nginx`: the proxy configuration as an nginx `stream` config (pure text)."""
 
+import ipaddress
 from pathlib import Path
 
 from redkeep import __version__
+from redkeep.errors import UsageError
 from redkeep.proxy.config import ProxyConfig
 from redkeep.render import templates
 
@@ -47,6 +49,12 @@ def render_nginx(
     log_dir: Path = Path("/var/log/nginx"),
     pid_file: Path = Path("/run/nginx-redkeep.pid"),
 ) -> str:
+    if config.upstream_tls and _is_address(config.upstream_tls.server_name):
+        raise UsageError(
+            f"nginx checks Redis' certificate by DNS name only, not by address "
+            f"({config.upstream_tls.server_name}): pass --upstream-tls-name with a name in "
+            "that certificate (e.g. localhost)"
+        )
     # Block tags on lines of their own leave no blank lines behind.
     environment = templates().overlay(trim_blocks=True, lstrip_blocks=True)
     policy = config.policy
@@ -71,6 +79,14 @@ def render_nginx(
         upstream_tls=config.upstream_tls,
         upstream=_address(*config.upstream),
     )
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _address(host: str, port: int) -> str:
