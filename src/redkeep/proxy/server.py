@@ -57,10 +57,15 @@ class Session:
         self.awaiting = False  # a request went to Redis and nothing came back yet
         self.finished = False
         self.broken = False
+        # The data path's shortcuts: both transports once connected, and whether client bytes
+        # go to Redis untouched (pass-through, nothing broken).
+        self.to_client: asyncio.Transport | None = None
+        self.to_upstream: asyncio.Transport | None = None
+        self.plain = self.scanner is None
 
     # client -> Redis
     def from_client(self, data: bytes) -> None:
-        self.bytes_in += len(data)
+        """Client bytes, when they need more than a write (see ClientSide.data_received)."""
         if self.broken:  # after a protocol violation nothing more goes to Redis
             return
         scanner = self.scanner
@@ -85,6 +90,7 @@ class Session:
         self.proxy.counters.protocol_errors += 1
         self.error = str(violation)
         self.broken = True
+        self.plain = False
         if self.client is not None and self.client.transport is not None:
             self.client.transport.pause_reading()
         self.send_upstream(violation.forward + POISON)
@@ -99,16 +105,6 @@ class Session:
         self.early_bytes += len(data)
         if self.early_bytes > PRECONNECT_LIMIT:
             self.fail("-ERR too much data before Redis was connected", "proxy", "preconnect")
-
-    # Redis -> client
-    def from_upstream(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        if self.scanner is not None:
-            self.last_upstream = time.monotonic()
-            self.awaiting = False
-        client = self.client
-        if client is not None and client.transport is not None:
-            client.transport.write(data)
 
     def refused_command(self, command: bytes, reason: str) -> None:
         self.proxy.counters.count_refused_command(reason)
@@ -145,6 +141,7 @@ class Session:
             upstream.transport.close()
             return
         self.upstream = upstream
+        self.to_upstream = upstream.transport
         if self.early:
             upstream.transport.write(b"".join(self.early))
             self.early = []
@@ -184,6 +181,7 @@ class ClientSide(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         session = self.session
         session.client = self
+        session.to_client = self.transport
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             session.tls_version = ssl_object.version() or ""
@@ -195,7 +193,14 @@ class ClientSide(asyncio.Protocol):
         asyncio.get_running_loop().create_task(session.connect_upstream())
 
     def data_received(self, data: bytes) -> None:
-        self.session.from_client(data)
+        # The hot path: in pass-through, one write and a counter.
+        session = self.session
+        session.bytes_in += len(data)
+        upstream = session.to_upstream
+        if session.plain and upstream is not None:
+            upstream.write(data)
+        else:
+            session.from_client(data)
 
     def eof_received(self) -> bool | None:
         self.session.close("client")
@@ -225,7 +230,15 @@ class UpstreamSide(asyncio.Protocol):
         self.session.upstream_ready(self)
 
     def data_received(self, data: bytes) -> None:
-        self.session.from_upstream(data)
+        # Replies are forwarded as bytes, never parsed.
+        session = self.session
+        session.bytes_out += len(data)
+        if session.scanner is not None:
+            session.last_upstream = time.monotonic()
+            session.awaiting = False
+        client = session.to_client
+        if client is not None:
+            client.write(data)
 
     def eof_received(self) -> bool | None:
         self.session.close("upstream")

@@ -7,6 +7,7 @@ import ssl
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import redis
@@ -354,3 +355,34 @@ def live_fuzz_target(tmp_path_factory, redis_binary):
     finally:
         proxy.stop()
         server.stop()
+
+
+def test_pass_through_forwards_untouched(plain_redis, start_proxy):
+    proxy = start_proxy("--pass-through", upstream=plain_redis.port)
+    sock = proxy.connect()
+    sock.sendall(command("SET", "k", "v") + command("FLUSHALL") + command("DBSIZE"))
+    assert read_replies(sock, 3) == [b"+OK", b"+OK", b":0"]  # no policy: nothing parsed
+    assert proxy.metrics()["redkeep_proxy_request_scanning"] == 0
+
+
+def test_a_client_that_does_not_read_does_not_grow_the_proxy(plain_redis, start_proxy):
+    """Backpressure: 400 MB of replies owed to a client that reads nothing; the proxy stops
+    reading from Redis instead of buffering them."""
+    proxy = start_proxy(upstream=plain_redis.port)
+    value = b"x" * (20 * 1024 * 1024)
+    redis.Redis(port=plain_redis.port).set("big", value)
+    sock = proxy.connect()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.sendall(command("GET", "big") * 20)
+    time.sleep(1.5)
+    status = Path(f"/proc/{proxy.process.pid}/status").read_text()
+    rss_mib = int(status.split("VmRSS:")[1].split()[0]) / 1024
+    assert rss_mib < 150, f"the proxy holds {rss_mib:.0f} MiB for a client that does not read"
+    received = 0
+    sock.settimeout(30)
+    expected = 20 * (len(value) + len(b"$%d\r\n\r\n" % len(value)))
+    while received < expected:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "closed early"
+        received += len(chunk)
+    assert received == expected
