@@ -119,12 +119,14 @@ def test_dashboard_covers_763_and_its_gaps():
         "Latency",
         "Errors, ACL and posture",
         "Application",
+        "Proxy",
         "Exporter",
     ):
         assert row in rows
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["instance"]["query"] == "label_values(redis_up, instance)"
-    assert all("$instance" in q or "redkeep_backup" in q for q in queries())
+    # Backups and the proxy are not Redis instances: their panels span the deployment.
+    assert all("$instance" in q or "redkeep_backup" in q or "redkeep_proxy" in q for q in queries())
     json.dumps(board)  # serializable as is
 
 

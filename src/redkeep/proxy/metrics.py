@@ -17,13 +17,20 @@ REQUEST_LIMIT = 8192  # bytes of an HTTP request head we read
 STATUS_PAGE = b'<html><body><h1>redkeep proxy</h1><a href="/metrics">metrics</a></body></html>\n'
 
 
+# Labels that exist from the start (at 0), so rates and alerts have a series before the first
+# refusal or error.
+REFUSAL_REASONS = ("denied", "not_allowed", "max_conns", "max_conns_per_ip", "conn_rate", "tls")
+COMMAND_REFUSALS = ("command", "rate")
+UPSTREAM_ERRORS = ("connect", "connect_timeout", "tls", "reset")
+
+
 class Counters:
     def __init__(self) -> None:
         self.started = time.time()
         self.accepted = 0
-        self.refused: dict[str, int] = {}
-        self.commands_refused: dict[str, int] = {}
-        self.upstream_errors: dict[str, int] = {}
+        self.refused: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.commands_refused: dict[str, int] = dict.fromkeys(COMMAND_REFUSALS, 0)
+        self.upstream_errors: dict[str, int] = dict.fromkeys(UPSTREAM_ERRORS, 0)
         self.protocol_errors = 0
         self.idle_closed = 0
         self.reloads = 0

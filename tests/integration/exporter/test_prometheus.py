@@ -12,6 +12,7 @@ import pytest
 import redis
 import yaml
 
+from redkeep.bundle import Bundle
 from redkeep.config.schema import MonitoringSettings
 from redkeep.monitoring.dashboard import queries
 from redkeep.monitoring.rules import alerts
@@ -103,10 +104,13 @@ def observed_bundle(tmp_path, redis_binary):
 
 
 def start_prometheus(tmp_path, bundle_root, exporter_port: int) -> tuple[str, subprocess.Popen]:
-    """Prometheus on the bundle's own prometheus.yml and rules, pointed at the local exporter."""
+    """Prometheus on the bundle's own prometheus.yml and rules, pointed at the local exporter
+    and proxy."""
     port = free_port()
     rendered = (bundle_root / "prometheus" / "prometheus.yml").read_text()
-    config = yaml.safe_load(rendered.replace("exporter:9121", f"127.0.0.1:{exporter_port}"))
+    proxy_metrics = Bundle(bundle_root).settings.proxy.metrics_listen
+    rendered = rendered.replace("exporter:9121", f"127.0.0.1:{exporter_port}")
+    config = yaml.safe_load(rendered.replace("proxy:9122", proxy_metrics))
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(bundle_root / "prometheus" / "rules" / "redkeep.rules.yml")]
     del config["alerting"]
@@ -139,7 +143,7 @@ def test_every_dashboard_query_and_alert_signal_returns_data(observed_bundle, tm
             if ready(prometheus):
                 pending = {expr for expr in pending if not query(prometheus, expr)}
         targets = query(prometheus, "up")
-        assert {t["metric"]["job"] for t in targets} == {"redis", "redis-targets"}
+        assert {t["metric"]["job"] for t in targets} == {"redis", "redis-targets", "redkeep-proxy"}
         replica = f"redis://127.0.0.1:{replica_port}"
         link = query(prometheus, f'redis_master_link_up{{instance="{replica}"}}')
         assert link and link[0]["value"][1] == "1"
