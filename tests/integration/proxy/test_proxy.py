@@ -386,3 +386,41 @@ def test_a_client_that_does_not_read_does_not_grow_the_proxy(plain_redis, start_
         assert chunk, "closed early"
         received += len(chunk)
     assert received == expected
+
+
+def test_idle_timeouts_spare_subscribers_and_blocked_clients(plain_redis, start_proxy, tmp_path):
+    (tmp_path / "redkeep.yaml").write_text(
+        f"proxy:\n  tls: false\n  upstream: 127.0.0.1:{plain_redis.port}\n"
+        "  client_idle_timeout: 1\n"
+    )
+    proxy = start_proxy(f"--dir={tmp_path}")
+    idle = proxy.connect()
+    idle.sendall(command("PING"))
+    assert read_replies(idle, 1) == [b"+PONG"]
+    subscriber = proxy.connect()
+    subscriber.sendall(command("SUBSCRIBE", "news"))
+    assert read_replies(subscriber, 1)[0].startswith(b"[subscribe")
+    blocked = proxy.connect()
+    blocked.sendall(command("BLPOP", "queue", "0"))
+    time.sleep(3)
+    assert idle.recv(1024).startswith(b"-ERR idle timeout")
+    assert closed_without_reply(idle)
+    redis.Redis(port=plain_redis.port).publish("news", "hello")
+    assert read_replies(subscriber, 1)[0] == b"[message,news,hello]"
+    redis.Redis(port=plain_redis.port).rpush("queue", "job")
+    assert read_replies(blocked, 1) == [b"[queue,job]"]
+    assert proxy.metrics()["redkeep_proxy_idle_closed_total"] == 1
+
+
+def test_upstream_idle_timeout_closes_a_silent_redis(start_proxy, tmp_path):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    (tmp_path / "redkeep.yaml").write_text(
+        f"proxy:\n  tls: false\n  upstream: 127.0.0.1:{silent.getsockname()[1]}\n"
+        "  upstream_idle_timeout: 1\n"
+    )
+    proxy = start_proxy(f"--dir={tmp_path}")
+    sock = proxy.connect()
+    sock.sendall(command("GET", "k"))
+    sock.settimeout(10)
+    assert sock.recv(1024).startswith(b"-ERR Redis did not answer in time")
+    silent.close()
