@@ -119,6 +119,15 @@ TOKENS = st.sampled_from(
         b'"\r\n',
         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$70000\r\n",
         b"x" * 70000,
+        # RESP3 types and payload ends that hiredis reads differently from Redis.
+        b"~2\r\n$3\r\nfoo\r\n$8\r\nflushall\r\n",
+        b"|1\r\n$1\r\na\r\n$1\r\nb\r\n",
+        b">1\r\n$8\r\nflushall\r\n",
+        b"%1\r\n$1\r\na\r\n$8\r\nflushall\r\n",
+        b"*2\r\n+GET\r\n$1\r\nk\r\n",
+        b"*1\r\n$4\r\nPINGXY",
+        b"*1\r\n$4\r\nPING\rX",
+        b"\0",
     ]
 )
 STREAMS = st.lists(st.one_of(TOKENS, st.binary(max_size=40)), max_size=8).map(b"".join)

@@ -9,7 +9,7 @@ from redkeep.app import Application
 from redkeep.cli.options import dir_option
 from redkeep.cli.proxy import proxy_loader, proxy_options
 from redkeep.fsutil import atomic_write
-from redkeep.render.nginx import render_nginx
+from redkeep.render.nginx import STREAM_MODULE, render_nginx
 
 
 @click.group(name="render")
@@ -34,6 +34,12 @@ def render_group() -> None:
     default=Path("/run/nginx-redkeep.pid"),
     show_default=True,
 )
+@click.option(
+    "--stream-module",
+    default=STREAM_MODULE,
+    show_default=True,
+    help="The dynamic stream module to load; 'none' when nginx has it built in.",
+)
 @click.pass_obj
 def nginx(
     app: Application,
@@ -42,6 +48,7 @@ def nginx(
     out: Path | None,
     log_dir: Path,
     pid_file: Path,
+    stream_module: str,
 ) -> None:
     """The nginx `stream` config equivalent to the proxy configuration (same flags).
 
@@ -54,6 +61,7 @@ def nginx(
         self_path=str(out.resolve()) if out else "redis-stream.conf",
         log_dir=log_dir.resolve(),
         pid_file=pid_file.resolve(),
+        stream_module=None if stream_module == "none" else stream_module,
     )
     if out is None:
         sys.stdout.write(text)

@@ -15,7 +15,7 @@ from redkeep.proxy.policy import TokenBucket
 if TYPE_CHECKING:
     from redkeep.proxy.server import Session
 
-REFUSALS_PER_SECOND = 100.0  # a connection flood is counted in metrics, not logged line by line
+REFUSALS_PER_SECOND = 100.0  # a flood is counted in metrics, not logged line by line
 
 
 class AccessLog:
@@ -23,21 +23,27 @@ class AccessLog:
         self.path = path
         self.stream: IO[str] | None = None
         self.suppressed = 0
+        self.failures = 0  # lines that could not be written (disk full ...): a metric
         self._refusals = TokenBucket(REFUSALS_PER_SECOND, time.monotonic())
         self.reopen()
 
     def reopen(self) -> None:
-        """(Re)open the file, e.g. after log rotation moved it (SIGHUP)."""
-        if self.stream is not None and self.stream is not sys.stdout:
-            self.stream.close()
+        """(Re)open the file, e.g. after log rotation moved it (SIGHUP).
+
+        The new file is opened before the old one is closed: if it cannot be, this raises
+        and the old stream stays in use.
+        """
         if self.path is None:
-            self.stream = None
+            stream = None
         elif str(self.path) == "-":
-            self.stream = sys.stdout
+            stream = sys.stdout
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            stream = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
             self.path.chmod(0o600)
+        old, self.stream = self.stream, stream
+        if old is not None and old is not sys.stdout and old is not stream:
+            old.close()
 
     def close(self) -> None:
         if self.stream is not None and self.stream is not sys.stdout:
@@ -45,24 +51,31 @@ class AccessLog:
         self.stream = None
 
     def _write(self, entry: dict) -> None:
-        if self.stream is not None:
-            entry = {"ts": _now(), **entry}
-            self.stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        """Never raises: a log that cannot be written must not break the data path."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(json.dumps({"ts": _now(), **entry}, separators=(",", ":")) + "\n")
+        except (OSError, ValueError):
+            self.failures += 1
 
-    def refused(self, peer: tuple, reason: str) -> None:
+    def _limited(self, entry: dict) -> None:
+        """Refusals are logged at most REFUSALS_PER_SECOND a second; the rest are counted."""
         if self.stream is None:
             return
         if not self._refusals.take(time.monotonic()):
             self.suppressed += 1
             return
-        entry = {"event": "refused", "client": peer[0], "port": peer[1], "reason": reason}
         if self.suppressed:
             entry["suppressed_before"] = self.suppressed
             self.suppressed = 0
         self._write(entry)
 
+    def refused(self, peer: tuple, reason: str) -> None:
+        self._limited({"event": "refused", "client": peer[0], "port": peer[1], "reason": reason})
+
     def command_refused(self, session: "Session", command: str, reason: str) -> None:
-        self._write(
+        self._limited(
             {
                 "event": "command_refused",
                 "client": session.peer[0],

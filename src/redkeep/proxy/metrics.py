@@ -117,6 +117,11 @@ def families(proxy: "Proxy") -> list[Family]:
         ),
         counter("redkeep_proxy_reloads_total", "Policy reloads (SIGHUP).", counters.reloads),
         counter(
+            "redkeep_proxy_log_write_failures_total",
+            "Access log lines that could not be written (disk full, file gone).",
+            proxy.access_log.failures,
+        ),
+        counter(
             "redkeep_proxy_reload_failures_total",
             "Reloads refused because the new configuration was invalid.",
             counters.reload_failures,

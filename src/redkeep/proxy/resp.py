@@ -114,8 +114,13 @@ class RequestScanner:
         self.set_policy(policy)
 
     def set_policy(self, policy: Policy) -> None:
+        """Apply a (reloaded) policy; a command bucket of the same rate keeps its level."""
         self.policy = policy
-        self.bucket = TokenBucket(policy.cmd_rate, self.clock()) if policy.cmd_rate else None
+        old = getattr(self, "bucket", None)
+        if not policy.cmd_rate:
+            self.bucket = None
+        elif old is None or old.rate != policy.cmd_rate:
+            self.bucket = TokenBucket(policy.cmd_rate, self.clock())
         self.denied = policy.denied_commands
         self.denied_sub = policy.denied_subcommands
         self.special = self.denied | set(self.denied_sub) | LOGIN
@@ -150,33 +155,50 @@ class RequestScanner:
             return data
         return self._scan(data)
 
-    def _fast(self, data: bytes) -> bool:
-        """Count complete frames with hiredis; False (nothing counted) when unsure."""
+    def _fast(self, data: bytes) -> bool:  # noqa: PLR0912 - one loop, kept inline for speed
+        """Count complete frames with hiredis; False (nothing counted) when unsure.
+
+        hiredis also reads RESP3 types (`~` sets, `|` attributes) as lists, where Redis reads
+        an inline request, and it does not check the CRLF after a payload. So each frame must
+        start with '*' at the offset its canonical length puts it: the first frame Redis would
+        read differently is either caught here or one Redis refuses and closes the connection
+        for (a shorter `+` argument), before anything after it runs.
+        """
         reader = self._reader
         reader.feed(data)
         special = self.special
         count = 0
+        pos = 0
         frame = None
         try:
             while True:
                 frame = reader.gets()
                 if frame is False:
                     break
-                # Redis accepts bulk strings only; anything else goes the exact way, which
-                # stops where Redis does.
-                if type(frame) is not list or not frame:
+                if type(frame) is not list or not frame or data[pos] != 42:  # '*'
                     break
-                if any(type(arg) is not bytes for arg in frame) or frame[0].lower() in special:
-                    break
-                count += 1
-            if frame is False:
+                args = len(frame)
+                size = (4 if args < 10 else 3 + len(str(args))) + 6 * args
+                for arg in frame:
+                    if type(arg) is not bytes:  # Redis accepts bulk strings only
+                        break
+                    length = len(arg)
+                    size += length if length < 10 else length + len(str(length)) - 1
+                else:
+                    if frame[0].lower() in special:
+                        break
+                    pos += size
+                    count += 1
+                    continue
+                break
+            if frame is False and pos == len(data):
                 # hiredis swallows a partial frame without a trace (has_data() is False), so
                 # prove the reader sits on a boundary: only then does a marker come back whole.
                 reader.feed(FAST_MARKER)
                 complete = reader.gets() == FAST_MARKER_VALUE and reader.gets() is False
             else:
                 complete = False
-        except hiredis.ProtocolError:
+        except (hiredis.ProtocolError, IndexError):
             complete = False
         if complete and self.bucket is not None:
             complete = self.bucket.take(self.clock(), count)

@@ -73,8 +73,8 @@ def _reload(proxy: Proxy, load: Callable[[], ProxyConfig], access_log: AccessLog
         config = load()
         if config.listen != proxy.config.listen:
             raise RedkeepError("the listen address cannot change on reload; restart the proxy")
+        access_log.reopen()  # first: if it fails, nothing has changed yet
         proxy.reload(config)
-        access_log.reopen()
     except (RedkeepError, OSError, ssl.SSLError, ValueError) as error:
         proxy.counters.reload_failures += 1
         message = error.message if isinstance(error, RedkeepError) else str(error)

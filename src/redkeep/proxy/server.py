@@ -57,6 +57,7 @@ class Session:
         self.awaiting = False  # a request went to Redis and nothing came back yet
         self.finished = False
         self.broken = False
+        self.client_eof = False
         # The data path's shortcuts: both transports once connected, and whether client bytes
         # go to Redis untouched (pass-through, nothing broken).
         self.to_client: asyncio.Transport | None = None
@@ -75,6 +76,10 @@ class Session:
                 data = scanner.feed(data)
             except ProtocolViolation as violation:
                 self.broke_protocol(violation)
+                return
+            except Exception:  # a scanner bug: its state no longer matches Redis', fail closed
+                log.exception("request scanner failed; closing the connection")
+                self.fail("-ERR internal error (redkeep proxy)", "proxy", "scanner error")
                 return
             if not data:
                 return
@@ -103,8 +108,32 @@ class Session:
             return
         self.early.append(data)
         self.early_bytes += len(data)
-        if self.early_bytes > PRECONNECT_LIMIT:
-            self.fail("-ERR too much data before Redis was connected", "proxy", "preconnect")
+        if self.early_bytes > PRECONNECT_LIMIT and self.to_client is not None:
+            self.to_client.pause_reading()  # resumed once Redis is connected
+
+    def client_finished(self) -> None:
+        """The client sent EOF: pass it on, so Redis still answers what was sent before.
+
+        A TLS connection to Redis cannot half-close; it is closed once Redis has been quiet
+        for a moment (or has closed itself).
+        """
+        self.client_eof = True
+        upstream = self.to_upstream
+        if upstream is None:
+            return  # upstream_ready() finishes the job
+        if upstream.can_write_eof():
+            upstream.write_eof()
+        else:
+            self._close_when_quiet(self.bytes_out)
+
+    def _close_when_quiet(self, seen: int) -> None:
+        asyncio.get_running_loop().call_later(0.5, self._quiet_check, seen)
+
+    def _quiet_check(self, seen: int) -> None:
+        if self.bytes_out == seen:
+            self.close("client")
+        else:
+            self._close_when_quiet(self.bytes_out)
 
     def refused_command(self, command: bytes, reason: str) -> None:
         self.proxy.counters.count_refused_command(reason)
@@ -146,6 +175,10 @@ class Session:
             upstream.transport.write(b"".join(self.early))
             self.early = []
             self.early_bytes = 0
+            if self.to_client is not None:
+                self.to_client.resume_reading()
+        if self.client_eof:
+            self.client_finished()
 
     def fail(self, reply: str, by: str, error: str) -> None:
         """Tell the client why (one error line), then close both sides."""
@@ -203,8 +236,8 @@ class ClientSide(asyncio.Protocol):
             session.from_client(data)
 
     def eof_received(self) -> bool | None:
-        self.session.close("client")
-        return None
+        self.session.client_finished()
+        return True  # keep the transport open: replies may still be on their way
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.close("client")
@@ -364,8 +397,12 @@ class Proxy:
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
             sock.close()
-            self.counters.count_refused("tls")
-            session.error = f"TLS handshake: {getattr(error, 'reason', None) or error}"
+            if self.client_ssl is not None:
+                self.counters.count_refused("tls")
+                reason = getattr(error, "reason", None) or str(error) or "the client went away"
+                session.error = f"TLS handshake: {reason}"
+            else:
+                session.error = f"accept: {error}"
             session.close("client")
 
     def session_ended(self, session: Session) -> None:

@@ -9,6 +9,8 @@ from redkeep.proxy.config import ProxyConfig
 from redkeep.render import templates
 
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+# Without a CA of its own, Redis' certificate is checked against the system's, as the proxy does.
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 ONE_DAY = "1d"  # nginx has no "never" for proxy_timeout
 
 
@@ -48,7 +50,9 @@ def render_nginx(
     self_path: str = "redis-stream.conf",
     log_dir: Path = Path("/var/log/nginx"),
     pid_file: Path = Path("/run/nginx-redkeep.pid"),
+    stream_module: str | None = STREAM_MODULE,
 ) -> str:
+    """The config text; `stream_module` None when nginx has the stream module built in."""
     if config.upstream_tls and _is_address(config.upstream_tls.server_name):
         raise UsageError(
             f"nginx checks Redis' certificate by DNS name only, not by address "
@@ -63,7 +67,10 @@ def render_nginx(
         version=__version__,
         self_path=self_path,
         cannot=cannot_enforce(config),
-        stream_module=STREAM_MODULE,
+        stream_module=stream_module,
+        system_cas=SYSTEM_CAS,
+        # The proxy accepts IPv4 too on a wildcard IPv6 address; nginx needs telling.
+        dual_stack=config.listen[0] == "::",
         worker_connections=max(1024, 2 * policy.max_conns + 16),
         pid_file=str(pid_file),
         log_dir=str(log_dir),

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.conftest import run_redkeep
-from tests.integration.proxy.conftest import closed_without_reply, command, read_replies
+from tests.integration.proxy.conftest import closed_without_reply
 from tests.servers import free_port
 
 NGINX_HINT = "install it with `make setup` (apt-get install nginx libnginx-mod-stream)"
@@ -125,7 +125,32 @@ def test_plain_nginx_config_passes_nginx_t(plain_redis, tmp_path):
     assert check.returncode == 0, check.stderr
 
 
-def test_stdout_and_unused_helpers(plain_redis):
+def test_without_an_upstream_ca_or_with_a_wildcard_ipv6_listen_nginx_still_agrees(pki, tmp_path):
+    """No --upstream-tls-ca: Redis is checked against the system CAs (as the proxy does);
+    `[::]` listens for IPv4 too (as the proxy does)."""
+    conf = tmp_path / "wide.conf"
+    rendered = run_redkeep(
+        "render", "nginx", "--listen=[::]:6391", "--upstream=127.0.0.1:6380",
+        f"--upstream-tls-cert={pki.client_cert()}", f"--upstream-tls-key={pki.client_key()}",
+        "--upstream-tls-name=localhost", f"--log-dir={tmp_path}",
+        f"--pid-file={tmp_path / 'n.pid'}", f"--out={conf}",
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    text = conf.read_text()
+    assert "listen [::]:6391 ipv6only=off;" in text
+    assert "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;" in text
+    check = subprocess.run(
+        [nginx_binary(), "-t", "-c", str(conf), "-e", str(tmp_path / "e.log")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+
+
+def test_to_stdout_and_an_address_as_tls_name_is_refused(plain_redis):
     result = run_redkeep("render", "nginx", f"--upstream=127.0.0.1:{plain_redis.port}")
-    assert result.returncode == 0 and "proxy_pass" in result.stdout
-    assert command("PING") and read_replies  # imported helpers stay in use
+    assert result.returncode == 0 and "proxy_pass 127.0.0.1:" in result.stdout
+    refused = run_redkeep(
+        "render", "nginx", "--upstream=127.0.0.1:6380", "--upstream-tls-ca=/etc/hosts"
+    )
+    assert refused.returncode == 2
+    assert "--upstream-tls-name" in refused.stderr and "\n" not in refused.stderr.strip()

@@ -323,13 +323,15 @@ def test_a_flood_from_a_denied_address_does_not_stop_allowed_clients(plain_redis
 @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(stream=STREAMS)
 def test_generated_streams_never_crash_the_live_proxy(live_fuzz_target, stream):
-    """2,000 generated streams (malformed, oversized, refused commands) through a running
-    proxy to a real Redis: each connection ends, the proxy lives, no FLUSHALL gets through.
+    """2,000 generated streams (malformed, oversized, refused commands, RESP3 types) through a
+    running proxy to a real Redis as a user ACL lets flush: each connection ends, the proxy
+    lives, and the canary key shows no FLUSHALL or FLUSHDB got through.
     The scanner itself gets 10,000 more, split at random, in tests/unit/test_proxy_units.py."""
     proxy, _ = live_fuzz_target
     sock = proxy.connect()
     try:
-        sock.sendall(command("AUTH", "reader", "reader-secret") + stream)
+        # As admin: Redis' ACL would allow FLUSHALL, so only the proxy stands in the way.
+        sock.sendall(command("AUTH", "admin", "admin-secret") + stream)
         sock.shutdown(socket.SHUT_WR)
         sock.settimeout(10)
         while sock.recv(65536):
@@ -424,3 +426,37 @@ def test_upstream_idle_timeout_closes_a_silent_redis(start_proxy, tmp_path):
     sock.settimeout(10)
     assert sock.recv(1024).startswith(b"-ERR Redis did not answer in time")
     silent.close()
+
+
+def test_a_client_that_half_closes_still_gets_its_replies(
+    plain_redis, mtls_redis, pki, start_proxy
+):
+    plain = start_proxy(upstream=plain_redis.port)
+    tls = start_proxy(
+        f"--upstream-tls-ca={pki.ca_cert}",
+        f"--upstream-tls-cert={pki.client_cert()}",
+        f"--upstream-tls-key={pki.client_key()}",
+        upstream=mtls_redis.tls_port,
+    )
+    for proxy, login in ((plain, []), (tls, [command("AUTH", "admin", "admin-secret")])):
+        sock = proxy.connect()
+        sock.sendall(b"".join(login) + command("PING") + command("ECHO", "last words"))
+        sock.shutdown(socket.SHUT_WR)
+        replies = read_replies(sock, len(login) + 2)
+        assert replies[-2:] == [b"+PONG", b"last words"], replies
+        assert closed_without_reply(sock)
+
+
+def test_an_access_log_that_cannot_be_written_changes_nothing(plain_redis, start_proxy):
+    proxy = start_proxy("--access-log=/dev/full", upstream=plain_redis.port)  # ENOSPC
+    sock = proxy.connect()
+    value = b"v" * 100
+    frame = command("SET", "k", value)
+    # Refusals (which log) and a value split across reads: the stream must stay in step.
+    sock.sendall(command("FLUSHALL") * 3 + frame[:40])
+    time.sleep(0.2)
+    sock.sendall(frame[40:] + command("GET", "k"))
+    replies = read_replies(sock, 5)
+    assert all(REFUSED.match(reply) for reply in replies[:3]), replies
+    assert replies[3:] == [b"+OK", value]
+    assert proxy.metrics()["redkeep_proxy_log_write_failures_total"] >= 3
