@@ -46,10 +46,6 @@ class ConfigError(RedkeepError):
         self.problems = problems or []
 
 
-class NotAvailableYet(UsageError):
-    """A command of the contract that a later release fills in."""
-
-
 class ConnectError(RedkeepError):
     status = ExitStatus.UNREACHABLE
 

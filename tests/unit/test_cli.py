@@ -4,7 +4,6 @@ import yaml
 
 from redkeep import __version__
 from redkeep.cli import cli as root
-from redkeep.cli.pending import PLANNED
 
 CONTEXT = click.Context(root)
 
@@ -41,15 +40,6 @@ def test_contract_commands_exist():
     assert {"list", "rotate", "finish-rotation"} <= set(subcommands(commands["users"]))
     assert {"validate", "sample", "show"} <= set(subcommands(commands["config"]))
     assert {"run", "list", "verify", "restore", "prune"} <= set(subcommands(commands["backup"]))
-
-
-@pytest.mark.parametrize("name", sorted(PLANNED))
-def test_later_commands_say_not_available_and_exit_2(cli, name):
-    result = cli(name, "run", "--url", "redis://x")
-    assert result.code == 2
-    assert result.out == ""
-    assert result.err.strip().endswith("is not available yet in this release")
-    assert len(result.err.strip().splitlines()) == 1
 
 
 def test_unknown_option_is_a_usage_error(cli):

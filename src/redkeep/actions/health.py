@@ -15,8 +15,6 @@ from redkeep.errors import RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.stack.redis_server import read_pid
 
-NOT_YET = "not available yet"
-
 
 @dataclass(frozen=True)
 class Health:
@@ -52,13 +50,24 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
         "certificates": certificate_expiry(bundle, now),
         "secrets": str(bundle.env_path),
         "last_backup": last_backup(bundle, now),
-        "audit_score": NOT_YET,
     }
     if health.healthy:
         report["server"] = server_summary(target)
+        report["audit_score"] = audit_summary(bundle)
     else:
         report["status"] = health.status
     return report
+
+
+def audit_summary(bundle: Bundle) -> str:
+    """'85/100 (1 high, 2 low)', from a fresh audit as the bundle's admin user."""
+    from redkeep.actions.audit import bundle_audit  # noqa: PLC0415 - only status needs it
+
+    report = bundle_audit(bundle)
+    if "error" in report:
+        return f"not available: {report['error']}"
+    counts = ", ".join(f"{n} {severity}" for severity, n in report["counts"].items() if n)
+    return f"{report['score']}/100 ({counts or 'no findings'}; `redkeep audit` for details)"
 
 
 def last_backup(bundle: Bundle, now: dt.datetime) -> str:

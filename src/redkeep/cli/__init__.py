@@ -15,7 +15,6 @@ import click
 
 from redkeep import __version__
 from redkeep.app import Application
-from redkeep.cli import pending
 from redkeep.errors import ConfigError, ExitStatus, RedkeepError
 from redkeep.signals import interrupted_by_signals
 
@@ -34,6 +33,7 @@ COMMANDS = {
     "exporter": "exporter:exporter",
     "proxy": "proxy:proxy",
     "render": "render:render_group",
+    "audit": "audit:audit",
 }
 
 
@@ -64,10 +64,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     in ./redkeep-stack and runs it. Every command has --help.
     """
     ctx.obj = Application(debug=debug)
-
-
-for placeholder in pending.COMMANDS:
-    cli.add_command(placeholder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

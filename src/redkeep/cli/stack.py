@@ -225,7 +225,7 @@ def status_rows(report: dict) -> list[tuple[str, str]]:
     rows += [
         ("secrets", report["secrets"]),
         ("last backup", report["last_backup"]),
-        ("audit score", report["audit_score"]),
+        ("audit score", report.get("audit_score", "not available (Redis does not answer)")),
     ]
     return rows
 

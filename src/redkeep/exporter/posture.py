@@ -158,15 +158,29 @@ def _certificate(target: Target, timeout: float) -> list[Family]:
 
 def backup_families(path: Path | None) -> list[Family]:
     """The backup runs' textfile metrics (redkeep_backup_*), as the exporter's own."""
+    return textfile_families(path, "redkeep_backup_", "From the backup runs")
+
+
+def audit_families(path: Path | None) -> list[Family]:
+    """`redkeep audit`'s textfile metrics (findings by severity, score), when it has run."""
+    return textfile_families(path, "redkeep_audit_", "From the last redkeep audit")
+
+
+def textfile_families(path: Path | None, prefix: str, help_text: str) -> list[Family]:
+    """Gauges from a Prometheus textfile written by another redkeep command."""
     if path is None or not path.exists():
         return []
     families: dict[str, Family] = {}
     for line in path.read_text().splitlines():
-        if not line.startswith("redkeep_backup_"):
+        if not line.startswith(prefix):
             continue
-        name, _, rest = line.partition("{")
-        labels_text, _, value = rest.partition("} ")
-        label, _, label_value = labels_text.partition("=")
-        family = families.setdefault(name, Family(name, "gauge", "From the backup runs"))
-        family.add(float(value), {label: label_value.strip('"')})
+        head, _, value = line.rpartition(" ")
+        name, _, labels_text = head.partition("{")
+        labels = {}
+        for pair in labels_text.rstrip("}").split('",'):
+            key, _, label_value = pair.partition("=")
+            if key:
+                labels[key.strip()] = label_value.strip().strip('"')
+        family = families.setdefault(name, Family(name, "gauge", help_text))
+        family.add(float(value), labels)
     return list(families.values())

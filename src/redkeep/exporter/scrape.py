@@ -25,6 +25,7 @@ from redkeep.exporter.collectors import Collector, State
 from redkeep.exporter.exposition import Family, counter, gauge, render
 from redkeep.rawconn import RawConnection
 
+AUDIT_METRICS = "redkeep_audit.prom"
 LOG = logging.getLogger("redkeep.exporter")
 RETRY_DISABLED = 600.0  # seconds before a collector refused with NOPERM is tried again
 ROUND_ONE = (collectors.CONFIG, collectors.INFO)
@@ -62,6 +63,8 @@ class Scraper:
         self.target = target
         self.extra = extra  # background results (checks, posture)
         self.backup_metrics = backup_metrics
+        # `redkeep audit` writes its metrics next to the backups' (run/metrics/).
+        self.audit_metrics = backup_metrics.parent / AUDIT_METRICS if backup_metrics else None
         self.refresh = refresh  # re-reads the password (rotated in .env) after a refused login
         self.state = State()
         self.stats = Stats()
@@ -114,6 +117,7 @@ class Scraper:
             ("posture", lambda: posture.config_posture(self.state)),
             ("background", self.extra),
             ("backup", lambda: posture.backup_families(self.backup_metrics)),
+            ("audit", lambda: posture.audit_families(self.audit_metrics)),
         ):
             try:  # a broken part costs its own metrics, never the scrape
                 families += part()

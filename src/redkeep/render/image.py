@@ -11,7 +11,13 @@ from pathlib import Path
 import redkeep
 from redkeep import __version__
 
-PACKAGE_DATA = ["render/templates/*", "render/*.yaml", "monitoring/*.yaml"]
+PACKAGE_DATA = [
+    "render/templates/*",
+    "render/*.yaml",
+    "monitoring/*.yaml",
+    "audit/*.yaml",
+    "audit/*.txt",
+]
 DOCKERFILE = """\
 # redkeep {version} for the exporter and backup services, built from this bundle.
 FROM python:3.12-slim

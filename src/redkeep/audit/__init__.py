@@ -1,0 +1,1 @@
+"""`redkeep audit`: facts read from a server, checks, CVE data, reports."""

@@ -1,0 +1,840 @@
+"""The audit's checks: one small function each, registered with its id, title and needs.
+
+A check reads `Facts` and returns `Passed` or `Finding`; a fact it cannot read raises
+`Unavailable`, which the runner reports as "could not verify" with the reason. No check sends a
+command: everything was read before (see facts.py). Ids and groups follow the checklist in the
+project's security research (NET, AUTH, TLS, CMD, VER, PERS, LOG).
+"""
+
+import datetime as dt
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from redkeep.audit import cve
+from redkeep.audit.facts import Facts, Unavailable
+from redkeep.pki.inspect import subject_alt_names
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+
+@dataclass(frozen=True)
+class Passed:
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    evidence: str
+    remediation: str
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    needs: str
+    run: Callable[[Facts], Passed | Finding]
+
+    @property
+    def group(self) -> str:
+        return self.id.split("-")[0]
+
+
+CHECKS: list[Check] = []
+
+
+def check(check_id: str, title: str, needs: str) -> Callable:
+    def register(function: Callable[[Facts], Passed | Finding]) -> Callable:
+        CHECKS.append(Check(check_id, title, needs, function))
+        return function
+
+    return register
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+LOOPBACK_WORDS = {"localhost"}
+
+
+def bind_addresses(facts: Facts) -> list[str]:
+    """The addresses Redis listens on: CONFIG GET bind, else INFO's listener lines (7.2+)."""
+    try:
+        value = facts.config("bind")
+        if value is not None:
+            return [address.lstrip("-") for address in value.split()] or ["*"]
+    except Unavailable:
+        pass
+    info = facts.get("info").get("server", {})
+    listeners = [value for name, value in info.items() if name.startswith("listener")]
+    if not listeners:
+        raise Unavailable("neither CONFIG GET bind nor INFO listener lines are available")
+    found = []
+    for listener in listeners:
+        fields = listener if isinstance(listener, dict) else {}
+        found += fields.get("bind", "*").split()
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    if address in LOOPBACK_WORDS:
+        return True
+    try:
+        return ipaddress.ip_address(address.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def exposed(facts: Facts) -> bool:
+    """Whether Redis listens beyond loopback (unknown counts as exposed)."""
+    try:
+        return not all(is_loopback(address) for address in bind_addresses(facts))
+    except Unavailable:
+        return True
+
+
+def where(facts: Facts) -> str:
+    return "reachable beyond loopback" if exposed(facts) else "listening on loopback only"
+
+
+def user_allows_all(user: dict) -> bool:
+    commands = f" {user['commands']} "
+    return "+@all" in commands and "-@" not in commands or "allcommands" in user["flags"]
+
+
+def dryrun_users(facts: Facts, probe: str) -> list[str]:
+    """Enabled users ACL DRYRUN lets run `probe`."""
+    results = facts.get("dryrun")
+    return sorted(user for (user, name), allowed in results.items() if name == probe and allowed)
+
+
+def admins(facts: Facts) -> list[str]:
+    """Users that may change ACLs: administrators by what they can do."""
+    return dryrun_users(facts, "acl setuser")
+
+
+# Names that say "operator": such users are expected to hold every command (AUTH-06 counts
+# them); any other user that can is an application user with too much power (AUTH-05).
+ADMIN_NAMES = ("admin", "administrator", "root", "operator", "ops", "sre", "redkeep-admin")
+
+
+def named_admin(user: str) -> bool:
+    return user.lower() in ADMIN_NAMES or user.lower().startswith(("admin", "ops-", "sre-"))
+
+
+@cache
+def weak_password_hashes() -> dict[str, str]:
+    text = resources.files("redkeep.audit").joinpath("weak-passwords.txt").read_text()
+    words = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return {hashlib.sha256(word.encode()).hexdigest(): word for word in ["", *words]}
+
+
+def yes(value: str | None) -> bool:
+    return (value or "").lower() in ("yes", "1", "true")
+
+
+# --- NET -------------------------------------------------------------------------------------
+
+
+@check("NET-01", "Clients without credentials get in", "a connection without credentials")
+def unauthenticated_access(facts: Facts) -> Passed | Finding:
+    reply = facts.get("unauthenticated")
+    if reply == "PONG":
+        return Finding(
+            "critical" if exposed(facts) else "high",
+            f"PING without AUTH answered PONG ({where(facts)})",
+            "user default off  (in the ACL file; give every client its own ACL user)",
+        )
+    return Passed(f"PING without AUTH answered: {reply[:60]}")
+
+
+@check("NET-02", "Listens on every interface", "CONFIG GET bind or INFO listeners (7.2+)")
+def all_interfaces(facts: Facts) -> Passed | Finding:
+    addresses = bind_addresses(facts)
+    wildcard = {"*", "0.0.0.0", "::", "::*"}  # noqa: S104 - what the check looks for
+    if wildcard & set(addresses):
+        return Finding(
+            "high",
+            f"bind {' '.join(addresses)}",
+            "bind 127.0.0.1 -::1  (add the private address clients use; put a proxy in front)",
+        )
+    return Passed(f"bind {' '.join(addresses)}")
+
+
+@check("NET-03", "Protected mode off with a password-less default user", "CONFIG GET, ACL GETUSER")
+def protected_mode(facts: Facts) -> Passed | Finding:
+    mode = facts.config("protected-mode")
+    default = facts.users().get("default")
+    open_default = default is not None and {"on", "nopass"} <= default["flags"]
+    if mode == "no" and open_default:
+        return Finding(
+            "critical",
+            "protected-mode no and the default user is on with nopass",
+            "protected-mode yes  (and: user default off)",
+        )
+    return Passed(f"protected-mode {mode}; default user {'open' if open_default else 'closed'}")
+
+
+@check("NET-04", "Started without a configuration file", "INFO server")
+def no_config_file(facts: Facts) -> Passed | Finding:
+    config_file = facts.info("config_file", "server")
+    if config_file is None:
+        raise Unavailable("INFO does not report config_file")
+    if not config_file:
+        return Finding(
+            "medium",
+            "config_file is empty: compiled-in defaults (the Docker image turns protected "
+            "mode off)",
+            "start redis-server with a hardened redis.conf (`redkeep init` writes one)",
+        )
+    return Passed(f"config_file {config_file}")
+
+
+@check("NET-05", "UNIX socket open to others", "CONFIG GET unixsocket unixsocketperm")
+def unix_socket(facts: Facts) -> Passed | Finding:
+    path = facts.config("unixsocket")
+    if not path:
+        return Passed("no UNIX socket")
+    perm = facts.config("unixsocketperm") or "0"  # octal, as in redis.conf
+    mode = int(perm, 8) if perm.isdigit() else 0
+    if mode & 0o007 or mode == 0:
+        return Finding(
+            "medium",
+            f"unixsocket {path}, unixsocketperm {oct(mode)[2:] if mode else 'unset'}",
+            "unixsocketperm 700  (770 for a group of clients; socket in a directory only Redis "
+            "owns)",
+        )
+    return Passed(f"unixsocket {path}, unixsocketperm {oct(mode)[2:]}")
+
+
+@check("NET-06", "Clients from unexpected places", "CLIENT LIST")
+def client_sources(facts: Facts) -> Passed | Finding:
+    clients = facts.get("clients")
+    remote_default = [
+        client["addr"]
+        for client in clients
+        if client.get("user") == "default"
+        and not is_loopback(client.get("addr", "").rsplit(":", 1)[0].strip("[]"))
+    ]
+    outside = sorted(
+        {
+            client["addr"].rsplit(":", 1)[0]
+            for client in clients
+            if client.get("addr") and not _private(client["addr"].rsplit(":", 1)[0].strip("[]"))
+        }
+    )
+    if remote_default or outside:
+        return Finding(
+            "medium",
+            f"public addresses {', '.join(outside) or '-'}; remote clients as default: "
+            f"{', '.join(remote_default) or '-'}",
+            "allow only the application network (firewall, or `redkeep proxy --allow CIDR`)",
+        )
+    return Passed(f"{len(clients)} clients, all from private or loopback addresses")
+
+
+def _private(address: str) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return True  # a UNIX socket client
+    return parsed.is_private or parsed.is_loopback
+
+
+@check("NET-07", "Idle connections are never closed", "CONFIG GET timeout")
+def idle_timeout(facts: Facts) -> Passed | Finding:
+    value = facts.config("timeout")
+    if value in ("0", None):
+        return Finding("low", "timeout 0", "timeout 300  (clients reconnect; pub/sub is spared)")
+    return Passed(f"timeout {value}")
+
+
+@check("NET-08", "Client buffers are unbounded", "CONFIG GET client-output-buffer-limit")
+def client_buffers(facts: Facts) -> Passed | Finding:
+    limits = facts.config("client-output-buffer-limit") or ""
+    normal = limits.split("normal ")[1].split()[:3] if "normal " in limits else []
+    clients_memory = facts.config("maxmemory-clients")
+    if normal == ["0", "0", "0"] and clients_memory in ("0", None):
+        return Finding(
+            "low",
+            "normal clients have no output buffer limit and maxmemory-clients is 0",
+            "maxmemory-clients 5%  (Redis 7.0+; and patch CVE-2025-21605)",
+        )
+    return Passed(f"client-output-buffer-limit {limits}; maxmemory-clients {clients_memory}")
+
+
+# --- AUTH ------------------------------------------------------------------------------------
+
+
+@check("AUTH-01", "Default user enabled with every command", "ACL GETUSER default")
+def default_user(facts: Facts) -> Passed | Finding:
+    default = facts.users().get("default")
+    if default is None:
+        return Passed("no default user")
+    if "on" in default["flags"] and user_allows_all(default):
+        return Finding(
+            "high",
+            f"user default {' '.join(sorted(default['flags']))} {default['commands']}",
+            "user default off resetpass resetkeys resetchannels -@all",
+        )
+    return Passed(f"user default {'on' if 'on' in default['flags'] else 'off'}")
+
+
+@check("AUTH-02", "Users without a password", "ACL GETUSER for every user")
+def nopass_users(facts: Facts) -> Passed | Finding:
+    names = sorted(n for n, u in facts.enabled_users().items() if "nopass" in u["flags"])
+    if names:
+        return Finding(
+            "high",
+            f"enabled users with nopass: {', '.join(names)}",
+            f"ACL SETUSER {names[0]} resetpass >$(redkeep-generated secret)  (or `off`)",
+        )
+    return Passed("every enabled user has a password")
+
+
+@check("AUTH-03", "Weak or well-known passwords", "ACL GETUSER (password hashes)")
+def weak_passwords(facts: Facts) -> Passed | Finding:
+    known = weak_password_hashes()
+    weak = sorted(
+        name
+        for name, user in facts.users().items()
+        if any(digest in known for digest in user["passwords"])
+    )
+    checked = (
+        f"each user's SHA-256 password hashes against {len(known)} common and default "
+        "passwords (offline, no login attempt; a password's length cannot be seen)"
+    )
+    if weak:
+        return Finding(
+            "high",
+            f"users with a common or default password: {', '.join(weak)}; checked {checked}",
+            f"ACL SETUSER {weak[0]} resetpass >$(openssl rand -hex 32)  (`redkeep users rotate`)",
+        )
+    return Passed(f"no match; checked {checked}")
+
+
+@check("AUTH-04", "requirepass next to an ACL file, or stale", "CONFIG GET aclfile requirepass")
+def stale_requirepass(facts: Facts) -> Passed | Finding:
+    requirepass = facts.config("requirepass") or ""
+    aclfile = facts.config("aclfile") or ""
+    if not requirepass:
+        return Passed("requirepass is not set")
+    digest = hashlib.sha256(requirepass.encode()).hexdigest()
+    default = facts.users().get("default") or {"passwords": []}
+    if aclfile or digest not in default["passwords"]:
+        return Finding(
+            "medium",
+            "requirepass is set but "
+            + (
+                "an ACL file is in use (Redis ignores it)"
+                if aclfile
+                else "no longer matches the default user"
+            ),
+            "remove requirepass; manage the default user in the ACL file",
+        )
+    return Passed("requirepass matches the default user's password")
+
+
+@check("AUTH-05", "Application users can run dangerous commands", "ACL DRYRUN (Redis 7.0+)")
+def over_privileged(facts: Facts) -> Passed | Finding:
+    """Users not named as operators (admin*, root, ops ...) that may CONFIG SET, FLUSHALL,
+    MODULE, DEBUG or ACL SETUSER."""
+    risky: dict[str, list[str]] = {}
+    for probe in ("config set", "flushall", "module", "debug", "acl setuser"):
+        for user in dryrun_users(facts, probe):
+            if not named_admin(user):
+                risky.setdefault(user, []).append(probe.upper())
+    if risky:
+        listed = "; ".join(f"{user}: {', '.join(probes)}" for user, probes in sorted(risky.items()))
+        user = sorted(risky)[0]
+        return Finding("high", listed, f"ACL SETUSER {user} -@dangerous -@admin")
+    return Passed(
+        "no user but the administrators may CONFIG SET, FLUSHALL, MODULE, DEBUG or ACL SETUSER"
+    )
+
+
+@check("AUTH-06", "Too many administrators", "ACL DRYRUN (Redis 7.0+)")
+def too_many_admins(facts: Facts) -> Passed | Finding:
+    names = admins(facts)
+    if len(names) > 2:
+        return Finding(
+            "medium",
+            f"{len(names)} users may change ACLs: {', '.join(names)}",
+            "keep one administrator and a break-glass user; ACL SETUSER <user> -@admin",
+        )
+    return Passed(f"administrators: {', '.join(names) or 'none enabled'}")
+
+
+@check("AUTH-07", "Pub/sub open to every channel by default", "CONFIG GET acl-pubsub-default")
+def pubsub_default(facts: Facts) -> Passed | Finding:
+    value = facts.config("acl-pubsub-default")
+    if value is None:
+        raise Unavailable("acl-pubsub-default does not exist before Redis 6.2")
+    if value == "allchannels":
+        return Finding("low", "acl-pubsub-default allchannels", "acl-pubsub-default resetchannels")
+    return Passed(f"acl-pubsub-default {value}")
+
+
+@check("AUTH-08", "A password rotation left half-done", "ACL GETUSER for every user")
+def half_rotated(facts: Facts) -> Passed | Finding:
+    names = sorted(n for n, u in facts.enabled_users().items() if len(u["passwords"]) > 1)
+    if names:
+        return Finding(
+            "info",
+            f"users with more than one password: {', '.join(names)}",
+            f"redkeep users finish-rotation {names[0]}  (or ACL SETUSER {names[0]} <old-password)",
+        )
+    return Passed("every user has at most one password")
+
+
+@check("AUTH-09", "Failed logins and denied commands", "ACL LOG")
+def denied_activity(facts: Facts) -> Passed | Finding:
+    entries = facts.get("acl_log")
+    auth = sum(
+        int(_n(entry.get("count", 1))) for entry in entries if _t(entry.get("reason")) == "auth"
+    )
+    denied = sum(
+        int(_n(entry.get("count", 1))) for entry in entries if _t(entry.get("reason")) != "auth"
+    )
+    if auth:
+        sources = sorted(
+            {_client_addr(entry) for entry in entries if _t(entry.get("reason")) == "auth"}
+        )
+        return Finding(
+            "medium",
+            f"{auth} failed logins in ACL LOG (from {', '.join(sources)}); "
+            f"{denied} denied commands",
+            "find the client (ACL LOG's client-info); rate-limit logins (`redkeep proxy`)",
+        )
+    if denied:
+        return Finding(
+            "info",
+            f"{denied} denied commands or keys in ACL LOG, no failed logins",
+            "ACL LOG shows which user and command: fix the client or its ACL rules",
+        )
+    return Passed("ACL LOG is empty")
+
+
+def _t(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _n(value) -> int:
+    try:
+        return int(_t(value))
+    except ValueError:
+        return 1
+
+
+def _client_addr(entry: dict) -> str:
+    info = _t(entry.get("client-info", ""))
+    for item in info.split():
+        if item.startswith("addr="):
+            return item[5:].rsplit(":", 1)[0]
+    return "?"
+
+
+@check("AUTH-10", "ACL LOG switched off", "CONFIG GET acllog-max-len")
+def acl_log_off(facts: Facts) -> Passed | Finding:
+    value = facts.config("acllog-max-len")
+    if value == "0":
+        return Finding("medium", "acllog-max-len 0", "acllog-max-len 256")
+    return Passed(f"acllog-max-len {value}")
+
+
+@check("AUTH-11", "ACL users not kept in a file", "CONFIG GET aclfile")
+def no_aclfile(facts: Facts) -> Passed | Finding:
+    value = facts.config("aclfile")
+    if not value:
+        return Finding(
+            "low",
+            "aclfile is not set: users live in redis.conf or only in memory",
+            "aclfile /etc/redis/users.acl  (then ACL SAVE)",
+        )
+    return Passed(f"aclfile {value}")
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+def _tls_port(facts: Facts) -> str:
+    value = facts.config("tls-port")
+    return value or "0"
+
+
+@check("TLS-01", "No TLS", "CONFIG GET tls-port")
+def no_tls(facts: Facts) -> Passed | Finding:
+    if _tls_port(facts) == "0" and not facts.tls:
+        return Finding(
+            "high" if exposed(facts) else "medium",
+            f"tls-port 0: passwords and data cross the network in clear ({where(facts)})",
+            "tls-port 6380 with tls-cert-file, tls-key-file, tls-ca-cert-file "
+            "(`redkeep certs init`)",
+        )
+    return Passed(f"tls-port {_tls_port(facts)}")
+
+
+@check("TLS-02", "Plaintext port open next to TLS", "CONFIG GET port tls-port")
+def plaintext_next_to_tls(facts: Facts) -> Passed | Finding:
+    port, tls_port = facts.config("port"), _tls_port(facts)
+    if tls_port != "0" and port not in ("0", None):
+        return Finding(
+            "medium",
+            f"port {port} and tls-port {tls_port}: clients can skip TLS",
+            "port 0",
+        )
+    return Passed(f"port {port}, tls-port {tls_port}")
+
+
+def _needs_tls(facts: Facts) -> None:
+    if _tls_port(facts) == "0" and not facts.tls:
+        raise Unavailable("TLS is not enabled (see TLS-01)")
+
+
+@check("TLS-03", "Client certificates not required", "CONFIG GET tls-auth-clients")
+def client_certificates(facts: Facts) -> Passed | Finding:
+    _needs_tls(facts)
+    value = facts.config("tls-auth-clients")
+    if value in ("no", "optional"):
+        return Finding(
+            "low",
+            f"tls-auth-clients {value}",
+            "tls-auth-clients yes  (where clients can hold certificates)",
+        )
+    return Passed(f"tls-auth-clients {value}")
+
+
+@check("TLS-04", "TLS 1.0 or 1.1 accepted", "CONFIG GET tls-protocols; a TLS 1.1 handshake")
+def old_tls(facts: Facts) -> Passed | Finding:
+    _needs_tls(facts)
+    configured = facts.config("tls-protocols") or ""
+    accepted = ""
+    if facts.tls:
+        accepted = facts.get("old_tls")
+    legacy = [name for name in configured.split() if name in ("TLSv1", "TLSv1.1")]
+    if legacy or accepted:
+        shown = f"tls-protocols {configured!r}" if legacy else ""
+        if accepted:
+            shown += f"{'; ' if shown else ''}a {accepted} handshake succeeded"
+        return Finding("high", shown, 'tls-protocols "TLSv1.2 TLSv1.3"')
+    probe = "; a TLS 1.0/1.1 handshake was refused" if facts.tls else ""
+    return Passed(f"tls-protocols {configured or '(default: TLSv1.2 TLSv1.3)'}{probe}")
+
+
+WEAK_CIPHERS = ("RC4", "3DES", "DES-CBC", "NULL", "EXPORT", "MEDIUM", "aNULL", "MD5")
+
+
+@check("TLS-05", "Weak ciphers or the client's cipher order", "CONFIG GET tls-ciphers ...")
+def weak_ciphers(facts: Facts) -> Passed | Finding:
+    _needs_tls(facts)
+    ciphers = facts.config("tls-ciphers") or ""
+    prefer = facts.config("tls-prefer-server-ciphers")
+    weak = [word for word in WEAK_CIPHERS if word in ciphers and f"!{word}" not in ciphers]
+    if weak:
+        return Finding(
+            "medium",
+            f"tls-ciphers allows {', '.join(weak)}",
+            "tls-ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:...",
+        )
+    if prefer == "no":
+        return Finding("low", "tls-prefer-server-ciphers no", "tls-prefer-server-ciphers yes")
+    return Passed(f"tls-ciphers {ciphers or '(OpenSSL default)'}; prefer server ciphers {prefer}")
+
+
+@check("TLS-06", "Replication or cluster bus in clear", "CONFIG GET tls-replication; INFO")
+def replication_in_clear(facts: Facts) -> Passed | Finding:
+    role = facts.info("role", "replication")
+    replicas = int(facts.info("connected_slaves", "replication") or 0)
+    cluster = facts.info("cluster_enabled", "cluster") == "1"
+    problems = []
+    if (role == "slave" or replicas) and facts.config("tls-replication") != "yes":
+        problems.append("replication links without TLS (tls-replication no)")
+    if cluster and facts.config("tls-cluster") != "yes":
+        problems.append("cluster bus without TLS (tls-cluster no)")
+    if problems:
+        return Finding("high", "; ".join(problems), "tls-replication yes  (and tls-cluster yes)")
+    return Passed(f"role {role}, {replicas} replicas, cluster {'on' if cluster else 'off'}")
+
+
+@check("TLS-07", "Certificate hygiene", "a TLS handshake (the served certificate)")
+def certificate(facts: Facts) -> Passed | Finding:
+    if not facts.tls:
+        raise Unavailable("the audit connected without TLS, so it saw no certificate")
+    cert = facts.get("certificate")
+    now = dt.datetime.now(dt.UTC)
+    left = cert.not_valid_after_utc - now
+    key = cert.public_key()
+    problems: list[tuple[str, str]] = []
+    if left.total_seconds() < 0:
+        problems.append(("high", f"expired on {cert.not_valid_after_utc:%Y-%m-%d}"))
+    elif left.days < 30:
+        problems.append(("medium", f"expires in {left.days} days"))
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+        problems.append(("medium", f"RSA key of {key.key_size} bits"))
+    if isinstance(cert.signature_hash_algorithm, hashes.SHA1):
+        problems.append(("medium", "signed with SHA-1"))
+    if cert.issuer == cert.subject:
+        problems.append(("low", "self-signed leaf certificate"))
+    names = subject_alt_names(cert)
+    host = facts.where.split("@")[-1].split("//")[-1].rsplit(":", 1)[0].strip("[]")
+    if host not in names and not any(n.startswith("*.") and host.endswith(n[1:]) for n in names):
+        problems.append(("low", f"no subjectAltName for {host} (has {', '.join(names) or 'none'})"))
+    if problems:
+        worst = min(problems, key=lambda item: SEVERITIES.index(item[0]))[0]
+        return Finding(
+            worst,
+            "; ".join(text for _, text in problems),
+            "redkeep certs rotate  (CONFIG SET tls-cert-file F tls-key-file K re-reads the files)",
+        )
+    return Passed(f"valid for {left.days} more days, names {', '.join(names)}")
+
+
+@check("TLS-08", "Key passphrase stored in the configuration", "CONFIG GET tls-key-file-pass")
+def key_passphrase(facts: Facts) -> Passed | Finding:
+    stored = [
+        name
+        for name in ("tls-key-file-pass", "tls-client-key-file-pass")
+        if facts.config(name)  # the value itself is never shown
+    ]
+    if stored:
+        return Finding(
+            "info",
+            f"{', '.join(stored)} set (readable with CONFIG GET)",
+            "keep redis.conf mode 0640 and CONFIG away from clients (-@admin)",
+        )
+    return Passed("no key passphrase in the configuration")
+
+
+@check("TLS-09", "Obsolete DH parameters", "CONFIG GET tls-dh-params-file")
+def dh_params(facts: Facts) -> Passed | Finding:
+    _needs_tls(facts)
+    value = facts.config("tls-dh-params-file")
+    if value:
+        return Finding(
+            "info",
+            f"tls-dh-params-file {value} (OpenSSL 3 recommends against it)",
+            "remove tls-dh-params-file",
+        )
+    return Passed("no DH parameters file")
+
+
+# --- CMD -------------------------------------------------------------------------------------
+
+
+def _enabled_setting(facts: Facts, name: str, what: str) -> Passed | Finding:
+    value = facts.config(name)
+    if value is None:
+        raise Unavailable(f"{name} does not exist before Redis 7.0")
+    if value in ("yes", "local"):
+        return Finding(
+            "high" if value == "yes" else "medium",
+            f"{name} {value}: {what}",
+            f"{name} no",
+        )
+    return Passed(f"{name} {value}")
+
+
+@check("CMD-01", "DEBUG enabled", "CONFIG GET enable-debug-command (7.0+)")
+def debug_enabled(facts: Facts) -> Passed | Finding:
+    return _enabled_setting(facts, "enable-debug-command", "DEBUG can crash or stall Redis")
+
+
+@check("CMD-02", "MODULE LOAD enabled", "CONFIG GET enable-module-command (7.0+); MODULE LIST")
+def module_enabled(facts: Facts) -> Passed | Finding:
+    result = _enabled_setting(facts, "enable-module-command", "a client can load a shared library")
+    try:
+        modules = facts.get("modules")
+    except Unavailable:
+        modules = []
+    if isinstance(result, Passed) and modules:
+        return Passed(f"{result.evidence}; modules loaded at start: {', '.join(modules)}")
+    return result
+
+
+@check("CMD-03", "Protected configs writable", "CONFIG GET enable-protected-configs (7.0+)")
+def protected_configs(facts: Facts) -> Passed | Finding:
+    value = facts.config("enable-protected-configs")
+    if value is None:
+        raise Unavailable("enable-protected-configs does not exist before Redis 7.0")
+    if value in ("yes", "local"):
+        return Finding(
+            "high",
+            f"enable-protected-configs {value}: CONFIG SET dir/dbfilename can write files",
+            "enable-protected-configs no",
+        )
+    return Passed(f"enable-protected-configs {value}")
+
+
+@check("CMD-04", "rename-command in use", "COMMAND INFO")
+def renamed_commands(facts: Facts) -> Passed | Finding:
+    renamed = facts.get("renamed")
+    if renamed:
+        return Finding(
+            "info",
+            f"renamed or removed: {', '.join(name.upper() for name in renamed)} (deprecated)",
+            "remove rename-command; deny with ACL instead: ACL SETUSER <user> -@dangerous",
+        )
+    return Passed("CONFIG, FLUSHALL, FLUSHDB, DEBUG and KEYS have their names")
+
+
+@check("CMD-05", "Lua reachable", "ACL DRYRUN EVAL/FCALL for every user (7.0+)")
+def lua_reachable(facts: Facts) -> Passed | Finding:
+    users = sorted(set(dryrun_users(facts, "eval")) | set(dryrun_users(facts, "fcall")))
+    non_admin = [user for user in users if user not in admins(facts)]
+    if non_admin:
+        return Finding(
+            "info",
+            f"users that may run Lua: {', '.join(users)} (Lua CVEs apply to them; see VER-01)",
+            f"ACL SETUSER {non_admin[0]} -@scripting  (unless the application needs scripts)",
+        )
+    return Passed(f"only administrators may run Lua ({', '.join(users) or 'nobody'})")
+
+
+@check("CMD-06", "RESTORE without payload checks", "CONFIG GET sanitize-dump-payload; DRYRUN")
+def restore_unsanitized(facts: Facts) -> Passed | Finding:
+    value = facts.config("sanitize-dump-payload")
+    users = [user for user in dryrun_users(facts, "restore") if user not in admins(facts)]
+    if value == "no" and users:
+        return Finding(
+            "medium",
+            f"sanitize-dump-payload no and {', '.join(users)} may RESTORE",
+            "sanitize-dump-payload yes  (and ACL SETUSER <user> -@dangerous)",
+        )
+    return Passed(
+        f"sanitize-dump-payload {value}; non-admins with RESTORE: {', '.join(users) or 'none'}"
+    )
+
+
+@check("CMD-07", "Writable replica", "INFO replication; CONFIG GET replica-read-only")
+def writable_replica(facts: Facts) -> Passed | Finding:
+    role = facts.info("role", "replication")
+    if role == "slave" and facts.config("replica-read-only") == "no":
+        return Finding(
+            "medium",
+            "a replica that accepts writes (CVE-2026-23631 needs exactly that)",
+            "replica-read-only yes",
+        )
+    return Passed(f"role {role}")
+
+
+@check("CMD-08", "Lua sandbox escape (CVE-2022-0543)", 'EVAL "return type(package)" 0')
+def lua_package(facts: Facts) -> Passed | Finding:
+    value = facts.get("lua_package")
+    if value == "table":
+        return Finding(
+            "critical",
+            "Lua's package library is reachable: Debian/Ubuntu's CVE-2022-0543 (remote code "
+            "execution)",
+            "upgrade the distribution's redis-server package (DSA-5081 / USN-5316)",
+        )
+    return Passed(f'EVAL "return type(package)" returned {value}')
+
+
+# --- VER -------------------------------------------------------------------------------------
+
+
+def _redis_version(facts: Facts) -> tuple[int, ...]:
+    if facts.server_name != "redis":
+        raise Unavailable(
+            f"{facts.server_name} {facts.info('valkey_version', 'server') or ''}: its releases "
+            "are not in the CVE data (only Redis' are)"
+        )
+    version = facts.version
+    if len(version) < 3:
+        raise Unavailable("INFO does not report redis_version")
+    return version
+
+
+def _lua_users(facts: Facts) -> list[str]:
+    try:
+        return sorted(set(dryrun_users(facts, "eval")) | set(dryrun_users(facts, "fcall")))
+    except Unavailable:
+        return ["(unknown: no ACL DRYRUN)"]
+
+
+@check("VER-01", "Known vulnerabilities", "INFO server (redis_version); the CVE data file")
+def known_cves(facts: Facts) -> Passed | Finding:
+    version = _redis_version(facts)
+    shown = ".".join(map(str, version))
+    open_cves = cve.unfixed(version)
+    data = cve.load()
+    if not open_cves:
+        return Passed(f"Redis {shown}: no known CVE open (CVE data of {data['updated']})")
+    lua_users = _lua_users(facts)
+    anonymous = facts.values.get("unauthenticated") == "PONG"
+    reachable = [
+        item["id"]
+        for item in open_cves
+        if (item.get("lua") and lua_users) or (item.get("unauthenticated") and anonymous)
+    ]
+    severity = "critical" if reachable else "high"
+    ids = ", ".join(item["id"] for item in open_cves)
+    target = cve.minimum_safe(version)
+    return Finding(
+        severity,
+        f"Redis {shown} has {len(open_cves)} known CVEs open: {ids}"
+        + (f"; reachable here: {', '.join(reachable)}" if reachable else "")
+        + f" (CVE data of {data['updated']}; a distribution may backport fixes: --accept VER-01)",
+        f"upgrade to Redis {target}" if target else "upgrade to a supported Redis branch",
+    )
+
+
+@check("VER-02", "End-of-life branch", "INFO server (redis_version)")
+def end_of_life(facts: Facts) -> Passed | Finding:
+    version = _redis_version(facts)
+    branch = f"{version[0]}.{version[1]}"
+    if cve.end_of_life(version):
+        return Finding(
+            "high",
+            f"Redis {branch} gets no more security fixes",
+            "move to a supported branch (7.2, 7.4 or 8.x)",
+        )
+    return Passed(f"branch {branch} is supported")
+
+
+# --- PERS, LOG -------------------------------------------------------------------------------
+
+
+@check("PERS-01", "Data directory in a risky place", "CONFIG GET dir")
+def data_dir(facts: Facts) -> Passed | Finding:
+    value = facts.config("dir") or ""
+    risky = value in ("", ".", "./") or value.startswith(
+        ("/tmp", "/var/tmp", "/var/www", "/dev/shm")  # noqa: S108 - places the check flags
+    )
+    if risky:
+        return Finding(
+            "low",
+            f"dir {value or '(empty)'}",
+            "dir /var/lib/redis  (owned by the redis user, 0700)",
+        )
+    return Passed(f"dir {value}")
+
+
+@check("LOG-01", "User data in crash logs", "CONFIG GET hide-user-data-from-log (7.4+)")
+def user_data_in_logs(facts: Facts) -> Passed | Finding:
+    value = facts.config("hide-user-data-from-log")
+    if value is None:
+        raise Unavailable("hide-user-data-from-log does not exist before Redis 7.4")
+    if value == "no":
+        return Finding("low", "hide-user-data-from-log no", "hide-user-data-from-log yes")
+    return Passed(f"hide-user-data-from-log {value}")
+
+
+@check("LOG-02", "Logs go to standard output", "CONFIG GET logfile loglevel")
+def log_destination(facts: Facts) -> Passed | Finding:
+    value = facts.config("logfile")
+    level = facts.config("loglevel")
+    if not value:
+        return Finding(
+            "info",
+            f"logfile is empty: logs go to stdout (loglevel {level})",
+            "logfile /var/log/redis/redis-server.log  (or ship stdout to your log system)",
+        )
+    return Passed(f"logfile {value}, loglevel {level}")

@@ -1,0 +1,319 @@
+"""What the audit knows about a server: read once, with read-only commands, before any check.
+
+Every fact is either its value or an `Unavailable` saying why it could not be read (NOPERM, a
+command this version lacks, a managed service blocking CONFIG). Checks read facts through
+accessors that raise `Unavailable`, so a check that lacks a fact reports "could not verify"
+instead of passing.
+
+Commands sent: INFO, CONFIG GET (one parameter at a time: 6.2 has no multi-parameter form),
+ACL USERS/GETUSER/LOG/DRYRUN/WHOAMI, CLIENT LIST, COMMAND INFO, MODULE LIST. Active probes: a
+connection without credentials that sends PING, TLS handshakes (one offering only TLS 1.0/1.1),
+and `EVAL "return type(package)" 0` when ACL DRYRUN says the auditing user may run it.
+"""
+
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import hiredis
+
+from redkeep.endpoint import Target
+from redkeep.errors import RedkeepError
+from redkeep.exporter.info import parse_info
+from redkeep.rawconn import RawConnection
+from redkeep.tlsprobe import handshake
+
+CONFIG_PARAMETERS = (
+    "bind", "protected-mode", "port", "tls-port", "unixsocket", "unixsocketperm", "timeout",
+    "client-output-buffer-limit", "maxmemory-clients", "requirepass", "aclfile",
+    "acllog-max-len", "acl-pubsub-default", "tls-auth-clients", "tls-protocols", "tls-ciphers",
+    "tls-ciphersuites", "tls-prefer-server-ciphers", "tls-replication", "tls-cluster",
+    "tls-key-file-pass", "tls-client-key-file-pass", "tls-dh-params-file",
+    "enable-debug-command", "enable-module-command", "enable-protected-configs",
+    "sanitize-dump-payload", "replica-read-only", "dir", "hide-user-data-from-log", "logfile",
+    "loglevel",
+)  # fmt: skip
+# What ACL DRYRUN tries for every enabled user (nothing is run).
+DRYRUN_PROBES = {
+    "config set": ("CONFIG", "SET", "dir", "/tmp"),  # noqa: S108 - never run, only dry-run
+    "flushall": ("FLUSHALL",),
+    "module": ("MODULE", "LIST"),
+    "debug": ("DEBUG", "SLEEP", "0"),
+    "acl setuser": ("ACL", "SETUSER", "redkeep-audit-probe"),
+    "eval": ("EVAL", "return 1", "0"),
+    "fcall": ("FCALL", "f", "0"),
+    "restore": ("RESTORE", "k", "0", "x"),
+}
+RENAMABLE = ("config", "flushall", "flushdb", "debug", "keys")
+LUA_PACKAGE_PROBE = ("EVAL", "return type(package)", "0")
+
+
+class Unavailable(Exception):
+    """A fact the audit could not read, and why."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _reason(error: Exception) -> str:
+    message = _text(error).split("\n")[0]
+    if message.startswith("NOPERM"):
+        return f"NOPERM: the auditing user may not run this ({message[7:80]})"
+    return message[:120]
+
+
+@dataclass
+class Facts:
+    where: str  # the target, password masked
+    tls: bool
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        value = self.values.get(name, Unavailable(f"{name} was not read"))
+        if isinstance(value, Unavailable):
+            raise value
+        return value
+
+    def info(self, field_name: str, section: str | None = None) -> str | None:
+        """An INFO field (None when this server does not report it)."""
+        info = self.get("info")
+        sections = [section] if section else list(info)
+        for name in sections:
+            if field_name in info.get(name, {}):
+                return info[name][field_name]
+        return None
+
+    def config(self, name: str) -> str | None:
+        """A CONFIG GET value; None when this server does not know the parameter."""
+        value = self.get("config").get(name, Unavailable(f"CONFIG GET {name} was not read"))
+        if isinstance(value, Unavailable):
+            raise value
+        return value
+
+    @property
+    def version(self) -> tuple[int, ...]:
+        text = self.info("redis_version", "server") or "0"
+        return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+    @property
+    def server_name(self) -> str:
+        return (self.info("server_name", "server") or "redis").lower()
+
+    def users(self) -> dict[str, dict]:
+        return self.get("users")
+
+    def enabled_users(self) -> dict[str, dict]:
+        return {name: user for name, user in self.users().items() if "on" in user["flags"]}
+
+
+def gather(target: Target, timeout: float = 10.0) -> Facts:
+    """Read everything the checks need. Raises RedkeepError when the server cannot be reached."""
+    facts = Facts(where=target.display_url, tls=target.tls)
+    connection = RawConnection(target, timeout)
+    try:
+        connection.login()
+        deadline = time.monotonic() + 4 * timeout
+        _read_server(connection, facts, deadline)
+        _read_acl(connection, facts, deadline)
+        _probe_lua(connection, facts, deadline)
+    finally:
+        connection.close()
+    facts.values["unauthenticated"] = _unauthenticated_reply(target, timeout)
+    if target.tls:
+        _probe_tls(target, facts, timeout)
+    return facts
+
+
+def _store(facts: Facts, name: str, reply: Any, parse=lambda value: value) -> None:
+    if isinstance(reply, hiredis.ReplyError):
+        facts.values[name] = Unavailable(_reason(reply))
+    else:
+        try:
+            facts.values[name] = parse(reply)
+        except (ValueError, TypeError, IndexError) as error:
+            facts.values[name] = Unavailable(f"unexpected reply to {name}: {error}")
+
+
+def _read_server(connection: RawConnection, facts: Facts, deadline: float) -> None:
+    commands = [
+        ("INFO", "ALL"),
+        ("CLIENT", "LIST"),
+        ("COMMAND", "INFO", *RENAMABLE),
+        ("MODULE", "LIST"),
+        *[("CONFIG", "GET", name) for name in CONFIG_PARAMETERS],
+    ]
+    info, clients, command_info, modules, *config = connection.pipeline(commands, deadline)
+    _store(facts, "info", info, lambda reply: parse_info(_text(reply)))
+    _store(facts, "clients", clients, _parse_clients)
+    _store(
+        facts,
+        "renamed",
+        command_info,
+        lambda reply: [name for name, entry in zip(RENAMABLE, reply, strict=True) if not entry],
+    )
+    _store(facts, "modules", modules, lambda reply: [_module_name(entry) for entry in reply])
+    values: dict[str, Any] = {}
+    for name, reply in zip(CONFIG_PARAMETERS, config, strict=True):
+        if isinstance(reply, hiredis.ReplyError):
+            values[name] = Unavailable(_reason(reply))
+        elif not reply:
+            values[name] = None  # this server does not know the parameter
+        else:
+            values[name] = _text(reply[1])
+    facts.values["config"] = values
+
+
+def _parse_clients(reply: Any) -> list[dict[str, str]]:
+    clients = []
+    for line in _text(reply).splitlines():
+        fields = dict(item.partition("=")[::2] for item in line.split(" ") if "=" in item)
+        clients.append(fields)
+    return clients
+
+
+def _module_name(entry: list) -> str:
+    fields = dict(zip((_text(key) for key in entry[::2]), entry[1::2], strict=False))
+    return _text(fields.get("name", "?"))
+
+
+def _read_acl(connection: RawConnection, facts: Facts, deadline: float) -> None:
+    users_reply, log_reply, whoami = connection.pipeline(
+        [("ACL", "USERS"), ("ACL", "LOG", "128"), ("ACL", "WHOAMI")], deadline
+    )
+    _store(facts, "acl_log", log_reply, lambda reply: [_pairs(entry) for entry in reply])
+    _store(facts, "whoami", whoami, _text)
+    if isinstance(users_reply, hiredis.ReplyError):
+        facts.values["users"] = Unavailable(_reason(users_reply))
+        facts.values["dryrun"] = facts.values["users"]
+        return
+    names = [_text(name) for name in users_reply]
+    replies = connection.pipeline([("ACL", "GETUSER", name) for name in names], deadline)
+    users: dict[str, dict] = {}
+    for name, reply in zip(names, replies, strict=True):
+        if isinstance(reply, hiredis.ReplyError):
+            facts.values["users"] = Unavailable(_reason(reply))
+            facts.values["dryrun"] = facts.values["users"]
+            return
+        users[name] = _user(_pairs(reply))
+    facts.values["users"] = users
+    enabled = [name for name, user in users.items() if "on" in user["flags"]]
+    probes = [(user, probe) for user in enabled for probe in DRYRUN_PROBES]
+    replies = connection.pipeline(
+        [("ACL", "DRYRUN", user, *DRYRUN_PROBES[probe]) for user, probe in probes], deadline
+    )
+    dryrun: dict[tuple[str, str], Any] = {}
+    for key, reply in zip(probes, replies, strict=True):
+        if isinstance(reply, hiredis.ReplyError):
+            message = _text(reply)
+            if "unknown subcommand" in message.lower() or "unknown command" in message.lower():
+                facts.values["dryrun"] = Unavailable("ACL DRYRUN needs Redis 7.0 or newer")
+                return
+            if message.startswith("NOPERM") and "dryrun" in message.lower():
+                facts.values["dryrun"] = Unavailable(_reason(reply))
+                return
+            dryrun[key] = False  # the user may not run it (or the arguments are wrong)
+        else:
+            dryrun[key] = _text(reply) == "OK"
+    facts.values["dryrun"] = dryrun
+
+
+def _pairs(reply: list) -> dict[str, Any]:
+    return dict(zip((_text(key) for key in reply[::2]), reply[1::2], strict=False))
+
+
+def _user(fields: dict[str, Any]) -> dict[str, Any]:
+    """ACL GETUSER as plain data: flags, password hashes, command/key/channel rules."""
+
+    def rules(value: Any) -> str:
+        if isinstance(value, list):  # 6.2 lists key and channel patterns
+            return " ".join(_text(item) for item in value)
+        return _text(value) if value is not None else ""
+
+    return {
+        "flags": {_text(flag) for flag in fields.get("flags", [])},
+        "passwords": [_text(digest) for digest in fields.get("passwords", [])],
+        "commands": rules(fields.get("commands")),
+        "keys": rules(fields.get("keys")),
+        "channels": rules(fields.get("channels")),
+    }
+
+
+def _probe_lua(connection: RawConnection, facts: Facts, deadline: float) -> None:
+    """CVE-2022-0543's harmless probe: is Lua's `package` reachable (Debian builds)?"""
+    try:
+        me = facts.get("whoami")
+        allowed = facts.get("dryrun").get((me, "eval"))
+    except Unavailable as missing:
+        facts.values["lua_package"] = missing
+        return
+    if not allowed:
+        facts.values["lua_package"] = Unavailable("the auditing user may not run EVAL")
+        return
+    (reply,) = connection.pipeline([LUA_PACKAGE_PROBE], deadline)
+    if isinstance(reply, hiredis.ReplyError) and "nonexistent global variable 'package'" in str(
+        reply
+    ):
+        facts.values["lua_package"] = "nil"  # Redis 7's sandbox refuses unknown globals
+        return
+    _store(facts, "lua_package", reply, lambda value: _text(value) if value is not None else "nil")
+
+
+def _unauthenticated_reply(target: Target, timeout: float) -> Any:
+    """The first line a connection without credentials gets back for PING."""
+    anonymous = Target(
+        target.scheme,
+        host=target.host,
+        port=target.port,
+        socket_path=target.socket_path,
+        tls_ca=target.tls_ca,
+        tls_cert=target.tls_cert,
+        tls_key=target.tls_key,
+        timeout=timeout,
+    )
+    try:
+        connection = RawConnection(anonymous, timeout)
+    except RedkeepError as error:
+        return Unavailable(f"a connection without credentials failed: {error.message}")
+    try:
+        (reply,) = connection.pipeline([("PING",)], time.monotonic() + timeout)
+    except RedkeepError as error:
+        return Unavailable(f"a connection without credentials failed: {error.message}")
+    finally:
+        connection.close()
+    return _text(reply)
+
+
+def _probe_tls(target: Target, facts: Facts, timeout: float) -> None:
+    common = {
+        "ca": target.tls_ca,
+        "cert": target.tls_cert,
+        "key": target.tls_key,
+        "server_name": target.host,
+        "timeout": timeout,
+    }
+    served = handshake(target.host, target.port, verify=False, **common)
+    if served.ok and served.certificate is not None:
+        facts.values["certificate"] = served.certificate
+    else:
+        facts.values["certificate"] = Unavailable(f"TLS handshake failed: {served.error}")
+    old = handshake(
+        target.host,
+        target.port,
+        verify=False,
+        min_version=ssl.TLSVersion.TLSv1,
+        max_version=ssl.TLSVersion.TLSv1_1,
+        ciphers="DEFAULT:@SECLEVEL=0",
+        **common,
+    )
+    if old.ok:
+        facts.values["old_tls"] = old.version
+    elif "version" in old.error.lower() or "protocol" in old.error.lower():
+        facts.values["old_tls"] = ""
+    else:
+        facts.values["old_tls"] = Unavailable(f"the TLS 1.0/1.1 handshake failed: {old.error}")
