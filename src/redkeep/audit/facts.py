@@ -313,7 +313,7 @@ def _probe_tls(target: Target, facts: Facts, timeout: float) -> None:
     )
     if old.ok:
         facts.values["old_tls"] = old.version
-    elif "version" in old.error.lower() or "protocol" in old.error.lower():
+    elif any(word in old.error.lower() for word in ("timed out", "connection refused")):
+        facts.values["old_tls"] = Unavailable(f"the TLS 1.0/1.1 probe got no answer: {old.error}")
+    else:  # the server ended the handshake (protocol version, internal error alert ...)
         facts.values["old_tls"] = ""
-    else:
-        facts.values["old_tls"] = Unavailable(f"the TLS 1.0/1.1 handshake failed: {old.error}")
