@@ -3,9 +3,11 @@
 import hashlib
 
 from redkeep.audit import cve
+from redkeep.audit.aclrules import allows
 from redkeep.audit.checks import CHECKS, Finding, Passed, weak_password_hashes
 from redkeep.audit.facts import Facts, Unavailable
 from redkeep.audit.report import failed, fix_hints, run_checks, sarif
+from redkeep.exporter.info import parse_info
 
 BY_ID = {check.id: check for check in CHECKS}
 
@@ -55,23 +57,30 @@ def test_bind_on_captured_config_output():
 
 
 def test_bind_from_info_listeners_when_config_is_refused():
-    fact = facts(
-        {"bind": Unavailable("NOPERM")},
-        {"server": {"listener0": {"name": "tcp", "bind": "*", "port": "6379"}}},
-    )
-    assert run("NET-02", fact).severity == "high"
+    """Redis 7.2+ INFO, parsed as the audit parses it: repeated bind=, '-' prefixes."""
+    loopback = parse_info("# Server\r\nlistener0:name=tcp,bind=127.0.0.1,bind=-::1,port=6379\r\n")
+    wildcard = parse_info("# Server\r\nlistener0:name=tcp,bind=*,bind=-::*,port=6379\r\n")
+    for parsed, expected in ((loopback, Passed), (wildcard, Finding)):
+        fact = facts({"bind": Unavailable("NOPERM")})
+        fact.values["info"] = {**parsed, "server": {**parsed["server"], "redis_version": "7.2.4"}}
+        assert isinstance(run("NET-02", fact), expected)
+    assert run("NET-02", facts({"bind": Unavailable("NOPERM")})).reason  # neither: unknown
 
 
 def test_version_checks_per_branch():
     assert len(cve.unfixed((7, 2, 4))) > 0 and cve.unfixed((7, 4, 11)) == []
-    assert cve.minimum_safe((7, 2, 4)) == "7.2.11" and cve.minimum_safe((7, 0, 15)) is None
+    assert cve.minimum_safe((7, 2, 4)) == "7.2.15" and cve.minimum_safe((7, 0, 15)) is None
     assert cve.end_of_life((7, 0, 15)) and cve.end_of_life((6, 0, 9))
     assert not cve.end_of_life((7, 2, 4))
     old = run("VER-01", facts(info={"server": {"redis_version": "7.2.4"}}))
-    assert old.severity == "high" and "upgrade to Redis 7.2.11" in old.remediation
-    # Lua reachable for a user escalates the Lua CVEs to critical.
+    assert old.severity == "high" and "upgrade to Redis 7.2.15" in old.remediation
+    # Lua reachable for a user escalates the Lua CVEs to critical; unknown does not.
     lua = facts(info={"server": {"redis_version": "7.2.4"}}, dryrun={("app", "eval"): True})
     assert run("VER-01", lua).severity == "critical"
+    blind = facts(info={"server": {"redis_version": "7.2.4"}}, dryrun=Unavailable("NOPERM"))
+    assert run("VER-01", blind).severity == "high" and "unknown" in run("VER-01", blind).evidence
+    newer = run("VER-01", facts(info={"server": {"redis_version": "9.0.0"}}))
+    assert isinstance(newer, Unavailable) and "newer than the CVE data" in newer.reason
     assert isinstance(run("VER-01", facts()), Passed)
     assert run("VER-02", facts(info={"server": {"redis_version": "7.0.15"}})).severity == "high"
 
@@ -82,6 +91,36 @@ def test_valkey_is_recognised_and_not_judged_by_redis_versions():
     for check_id in ("VER-01", "VER-02"):
         result = run(check_id, valkey)
         assert isinstance(result, Unavailable) and "valkey" in result.reason
+
+
+def test_rules_stand_in_for_acl_dryrun_on_redis_62():
+    assert allows("+@all -@dangerous", set(), "eval")
+    assert not allows("+@all -@dangerous", set(), "flushall")
+    assert allows("-@all +config|set", set(), "config set")
+    assert not allows("+@all -config", set(), "config set")
+    assert allows("", {"allcommands"}, "debug")
+    assert not allows("+@read +@write -@scripting", set(), "eval")
+
+
+def test_tls_protocols_and_ciphers_are_read_as_openssl_reads_them():
+    tls = {"tls-port": "6380", "tls-prefer-server-ciphers": "yes"}
+    lower = facts({**tls, "tls-protocols": "tlsv1.1 tlsv1.2"})
+    assert run("TLS-04", lower).severity == "high"
+    assert isinstance(run("TLS-05", facts({**tls, "tls-ciphers": "HIGH:!aNULL:!MD5"})), Passed)
+    weak = run("TLS-05", facts({**tls, "tls-ciphers": "ECDHE-RSA-AES128-GCM-SHA256:DES-CBC3-SHA"}))
+    assert weak.severity == "medium" and "DES" in weak.evidence
+
+
+def test_default_user_powers_seen_by_dryrun_even_with_a_minus_rule():
+    users = {"default": {"flags": {"on"}, "passwords": ["a" * 64], "commands": "+@all -@pubsub",
+                         "keys": "~*", "channels": ""}}  # fmt: skip
+    fact = facts(users=users, dryrun={("default", "config set"): True})
+    assert run("AUTH-01", fact).severity == "high"
+
+
+def test_acl_log_off_is_not_a_clean_log():
+    fact = facts({"acllog-max-len": "0"}, acl_log=[])
+    assert "switched off" in run("AUTH-09", fact).reason
 
 
 def test_redis_62_fallbacks_say_what_they_could_not_see():
@@ -126,7 +165,7 @@ def test_report_score_accept_fail_on_and_sarif():
     document = sarif([report])
     result = next(r for r in document["runs"][0]["results"] if r["ruleId"] == "NET-01")
     assert result["suppressions"]
-    # Everything it could not read is listed with a reason; nothing unseen passes.
-    unseen = {item["id"] for item in report["could_not_verify"]}
-    assert unseen.isdisjoint(item["id"] for item in report["passed"])
-    assert "AUTH-09" in unseen  # no ACL LOG fact
+    # Checks whose facts are missing are listed with a reason, not passed.
+    unseen = {item["id"]: item["reason"] for item in report["could_not_verify"]}
+    assert "AUTH-09" in unseen and "acl_log was not read" in unseen["AUTH-09"]
+    assert "TLS-07" in unseen and "NET-06" in unseen

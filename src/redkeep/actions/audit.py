@@ -35,17 +35,24 @@ def bundle_audit(bundle: Bundle) -> dict[str, Any]:
     return audit_targets([bundle.target("admin")], accepted)[0]
 
 
-def audit_targets(targets: list[Target], accepted: set[str]) -> list[dict[str, Any]]:
+def audit_targets(
+    targets: list[Target], accepted: set[str], lua_probe: bool = False
+) -> list[dict[str, Any]]:
     """One report per target; a server that cannot be reached gets a report with `error`."""
     reports = []
     for target in targets:
         try:
-            facts = gather(target, timeout=target.timeout)
+            facts = gather(target, timeout=target.timeout, lua_probe=lua_probe)
         except ConnectError as error:
             reports.append(unreachable_report(target.display_url, error.message))
             continue
         except RedkeepError as error:  # e.g. WRONGPASS: the audit could not log in
             reports.append(unreachable_report(target.display_url, error.message))
+            continue
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
+            # An answer nobody expected: this target's audit failed, the others go on.
+            reason = f"the audit failed: {type(error).__name__}: {error}"
+            reports.append(unreachable_report(target.display_url, reason[:200]))
             continue
         reports.append(run_checks(facts, accepted))
     return reports

@@ -63,7 +63,10 @@ def audit_summary(bundle: Bundle) -> str:
     """'85/100 (1 high, 2 low)', from a fresh audit as the bundle's admin user."""
     from redkeep.actions.audit import bundle_audit  # noqa: PLC0415 - only status needs it
 
-    report = bundle_audit(bundle)
+    try:
+        report = bundle_audit(bundle)
+    except RedkeepError as error:  # e.g. an unreadable audit-accept.txt
+        return f"not available: {error.message}"
     if "error" in report:
         return f"not available: {report['error']}"
     counts = ", ".join(f"{n} {severity}" for severity, n in report["counts"].items() if n)

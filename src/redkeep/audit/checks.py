@@ -9,6 +9,7 @@ project's security research (NET, AUTH, TLS, CMD, VER, PERS, LOG).
 import datetime as dt
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -77,10 +78,15 @@ def bind_addresses(facts: Facts) -> list[str]:
     if not listeners:
         raise Unavailable("neither CONFIG GET bind nor INFO listener lines are available")
     found = []
-    for listener in listeners:
-        fields = listener if isinstance(listener, dict) else {}
-        found += fields.get("bind", "*").split()
-    return found
+    for listener in listeners:  # "name=tcp,bind=127.0.0.1,bind=-::1,port=6379"
+        text = (
+            listener
+            if isinstance(listener, str)
+            else ",".join(f"{key}={value}" for key, value in listener.items())
+        )
+        pairs = [item.partition("=") for item in text.split(",")]
+        found += [value.lstrip("-") for key, _, value in pairs if key == "bind" and value]
+    return found or ["*"]
 
 
 def is_loopback(address: str) -> bool:
@@ -147,8 +153,12 @@ def yes(value: str | None) -> bool:
 def unauthenticated_access(facts: Facts) -> Passed | Finding:
     reply = facts.get("unauthenticated")
     if reply == "PONG":
+        try:  # protected mode answers remote clients DENIED while the default user is nopass
+            shielded = facts.config("protected-mode") == "yes" and facts.version >= (7, 0)
+        except Unavailable:
+            shielded = False
         return Finding(
-            "critical" if exposed(facts) else "high",
+            "critical" if exposed(facts) and not shielded else "high",
             f"PING without AUTH answered PONG ({where(facts)})",
             "user default off  (in the ACL file; give every client its own ACL user)",
         )
@@ -217,19 +227,15 @@ def unix_socket(facts: Facts) -> Passed | Finding:
 @check("NET-06", "Clients from unexpected places", "CLIENT LIST")
 def client_sources(facts: Facts) -> Passed | Finding:
     clients = facts.get("clients")
+    # UNIX socket clients (addr=/path:0) are local by definition.
+    network = [client for client in clients if not client.get("addr", "/").startswith("/")]
+    hosts = {client["addr"]: client["addr"].rsplit(":", 1)[0].strip("[]") for client in network}
     remote_default = [
         client["addr"]
-        for client in clients
-        if client.get("user") == "default"
-        and not is_loopback(client.get("addr", "").rsplit(":", 1)[0].strip("[]"))
+        for client in network
+        if client.get("user") == "default" and not is_loopback(hosts[client["addr"]])
     ]
-    outside = sorted(
-        {
-            client["addr"].rsplit(":", 1)[0]
-            for client in clients
-            if client.get("addr") and not _private(client["addr"].rsplit(":", 1)[0].strip("[]"))
-        }
-    )
+    outside = sorted({host for host in hosts.values() if not _private(host)})
     if remote_default or outside:
         return Finding(
             "medium",
@@ -273,15 +279,24 @@ def client_buffers(facts: Facts) -> Passed | Finding:
 # --- AUTH ------------------------------------------------------------------------------------
 
 
+POWERS = ("config set", "flushall", "module", "debug", "acl setuser")
+
+
 @check("AUTH-01", "Default user enabled with every command", "ACL GETUSER default")
 def default_user(facts: Facts) -> Passed | Finding:
     default = facts.users().get("default")
     if default is None:
         return Passed("no default user")
-    if "on" in default["flags"] and user_allows_all(default):
+    try:
+        dryrun = facts.get("dryrun")
+        powers = [probe for probe in POWERS if dryrun.get(("default", probe))]
+    except Unavailable:
+        powers = []
+    if "on" in default["flags"] and (user_allows_all(default) or powers):
         return Finding(
             "high",
-            f"user default {' '.join(sorted(default['flags']))} {default['commands']}",
+            f"user default {' '.join(sorted(default['flags']))} {default['commands']}"
+            + (f" (may {', '.join(p.upper() for p in powers)})" if powers else ""),
             "user default off resetpass resetkeys resetchannels -@all",
         )
     return Passed(f"user default {'on' if 'on' in default['flags'] else 'off'}")
@@ -342,12 +357,12 @@ def stale_requirepass(facts: Facts) -> Passed | Finding:
     return Passed("requirepass matches the default user's password")
 
 
-@check("AUTH-05", "Application users can run dangerous commands", "ACL DRYRUN (Redis 7.0+)")
+@check("AUTH-05", "Application users can run dangerous commands", "ACL DRYRUN (7.0+) or rules")
 def over_privileged(facts: Facts) -> Passed | Finding:
     """Users not named as operators (admin*, root, ops ...) that may CONFIG SET, FLUSHALL,
     MODULE, DEBUG or ACL SETUSER."""
     risky: dict[str, list[str]] = {}
-    for probe in ("config set", "flushall", "module", "debug", "acl setuser"):
+    for probe in POWERS:
         for user in dryrun_users(facts, probe):
             if not named_admin(user) and user != "default":  # default: AUTH-01's finding
                 risky.setdefault(user, []).append(probe.upper())
@@ -360,7 +375,7 @@ def over_privileged(facts: Facts) -> Passed | Finding:
     )
 
 
-@check("AUTH-06", "Too many administrators", "ACL DRYRUN (Redis 7.0+)")
+@check("AUTH-06", "Too many administrators", "ACL DRYRUN (7.0+) or rules")
 def too_many_admins(facts: Facts) -> Passed | Finding:
     names = admins(facts)
     if len(names) > 2:
@@ -396,7 +411,19 @@ def half_rotated(facts: Facts) -> Passed | Finding:
 
 @check("AUTH-09", "Failed logins and denied commands", "ACL LOG")
 def denied_activity(facts: Facts) -> Passed | Finding:
-    entries = facts.get("acl_log")
+    try:
+        switched_off = facts.config("acllog-max-len") == "0"
+    except Unavailable:
+        switched_off = False  # the log itself may still be readable
+    if switched_off:
+        raise Unavailable("ACL LOG is switched off (see AUTH-10)")
+    me = facts.values.get("whoami")
+    # The audit's own refused commands (a user that may not look) are not the server's news.
+    entries = [
+        entry
+        for entry in facts.get("acl_log")
+        if not (_t(entry.get("username")) == me and _t(entry.get("reason")) != "auth")
+    ]
     auth = sum(
         int(_n(entry.get("count", 1))) for entry in entries if _t(entry.get("reason")) == "auth"
     )
@@ -515,20 +542,23 @@ def client_certificates(facts: Facts) -> Passed | Finding:
 def old_tls(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
     configured = facts.config("tls-protocols") or ""
-    accepted = ""
-    if facts.tls:
-        accepted = facts.get("old_tls")
-    legacy = [name for name in configured.split() if name in ("TLSv1", "TLSv1.1")]
+    legacy = [name for name in configured.split() if name.lower() in ("tlsv1", "tlsv1.1")]
+    accepted, probe = "", ""
+    if facts.tls:  # the live answer, next to the setting
+        try:
+            accepted = facts.get("old_tls")
+            probe = "; a TLS 1.0/1.1 handshake was refused"
+        except Unavailable as missing:
+            probe = f"; {missing.reason}"
     if legacy or accepted:
         shown = f"tls-protocols {configured!r}" if legacy else ""
         if accepted:
             shown += f"{'; ' if shown else ''}a {accepted} handshake succeeded"
         return Finding("high", shown, 'tls-protocols "TLSv1.2 TLSv1.3"')
-    probe = "; a TLS 1.0/1.1 handshake was refused" if facts.tls else ""
     return Passed(f"tls-protocols {configured or '(default: TLSv1.2 TLSv1.3)'}{probe}")
 
 
-WEAK_CIPHERS = ("RC4", "3DES", "DES-CBC", "NULL", "EXPORT", "MEDIUM", "aNULL", "MD5")
+WEAK_CIPHERS = ("RC4", "3DES", "DES", "NULL", "eNULL", "aNULL", "EXPORT", "MEDIUM", "LOW", "MD5")
 
 
 @check("TLS-05", "Weak ciphers or the client's cipher order", "CONFIG GET tls-ciphers ...")
@@ -536,7 +566,15 @@ def weak_ciphers(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
     ciphers = facts.config("tls-ciphers") or ""
     prefer = facts.config("tls-prefer-server-ciphers")
-    weak = [word for word in WEAK_CIPHERS if word in ciphers and f"!{word}" not in ciphers]
+    tokens = [t.lstrip("+") for t in re.split(r"[:, ]", ciphers) if t and t[0] not in "!-"]
+    weak = sorted(
+        {
+            word
+            for token in tokens
+            for word in WEAK_CIPHERS
+            if word == token or word in token.split("-")
+        }
+    )
     if weak:
         return Finding(
             "medium",
@@ -687,7 +725,7 @@ def renamed_commands(facts: Facts) -> Passed | Finding:
 @check("CMD-05", "Lua reachable", "ACL DRYRUN EVAL/FCALL for every user (7.0+)")
 def lua_reachable(facts: Facts) -> Passed | Finding:
     users = sorted(set(dryrun_users(facts, "eval")) | set(dryrun_users(facts, "fcall")))
-    non_admin = [user for user in users if user not in admins(facts)]
+    non_admin = [user for user in users if not named_admin(user)]
     if non_admin:
         return Finding(
             "info",
@@ -700,7 +738,7 @@ def lua_reachable(facts: Facts) -> Passed | Finding:
 @check("CMD-06", "RESTORE without payload checks", "CONFIG GET sanitize-dump-payload; DRYRUN")
 def restore_unsanitized(facts: Facts) -> Passed | Finding:
     value = facts.config("sanitize-dump-payload")
-    users = [user for user in dryrun_users(facts, "restore") if user not in admins(facts)]
+    users = [user for user in dryrun_users(facts, "restore") if not named_admin(user)]
     if value == "no" and users:
         return Finding(
             "medium",
@@ -752,17 +790,20 @@ def _redis_version(facts: Facts) -> tuple[int, ...]:
     return version
 
 
-def _lua_users(facts: Facts) -> list[str]:
+def _lua_users(facts: Facts) -> list[str] | None:
+    """Users that may run Lua; None when the audit could not tell."""
     try:
         return sorted(set(dryrun_users(facts, "eval")) | set(dryrun_users(facts, "fcall")))
     except Unavailable:
-        return ["(unknown: no ACL DRYRUN)"]
+        return None
 
 
 @check("VER-01", "Known vulnerabilities", "INFO server (redis_version); the CVE data file")
 def known_cves(facts: Facts) -> Passed | Finding:
     version = _redis_version(facts)
     shown = ".".join(map(str, version))
+    if not cve.known_branch(version):
+        raise Unavailable(f"Redis {shown} is newer than the CVE data ({cve.load()['updated']})")
     open_cves = cve.unfixed(version)
     data = cve.load()
     if not open_cves:
@@ -770,17 +811,21 @@ def known_cves(facts: Facts) -> Passed | Finding:
     lua_users = _lua_users(facts)
     anonymous = facts.values.get("unauthenticated") == "PONG"
     reachable = [
-        item["id"]
+        item
         for item in open_cves
         if (item.get("lua") and lua_users) or (item.get("unauthenticated") and anonymous)
     ]
-    severity = "critical" if reachable else "high"
+    # Critical: a remote code execution someone here can reach (Lua for a user, or no login).
+    rce = [item for item in reachable if "remote code execution" in item["impact"]]
+    severity = "critical" if rce else "high"
+    unknown = " (who may run Lua is unknown: no ACL DRYRUN or rules)" if lua_users is None else ""
     ids = ", ".join(item["id"] for item in open_cves)
     target = cve.minimum_safe(version)
     return Finding(
         severity,
         f"Redis {shown} has {len(open_cves)} known CVEs open: {ids}"
-        + (f"; reachable here: {', '.join(reachable)}" if reachable else "")
+        + (f"; reachable here: {', '.join(item['id'] for item in reachable)}" if reachable else "")
+        + unknown
         + f" (CVE data of {data['updated']}; a distribution may backport fixes: --accept VER-01)",
         f"upgrade to Redis {target}" if target else "upgrade to a supported Redis branch",
     )

@@ -26,6 +26,14 @@ def end_of_life(version: Version) -> bool:
     return branch(version) in data["end_of_life"] or version[:2] < parse(data["oldest_supported"])
 
 
+def known_branch(version: Version) -> bool:
+    """Whether the data says anything about this branch (a newer one it cannot judge)."""
+    data = load()
+    branches = {parse(key) for item in data["cves"] for key in item["fixed"]}
+    branches |= {parse(key) for key in data["end_of_life"]}
+    return version[:2] <= max(branches)
+
+
 def unfixed(version: Version) -> list[dict]:
     """The CVEs this version still has."""
     data = load()

@@ -18,6 +18,7 @@ from typing import Any
 
 import hiredis
 
+from redkeep.audit.aclrules import allows
 from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 from redkeep.exporter.info import parse_info
@@ -112,8 +113,12 @@ class Facts:
         return {name: user for name, user in self.users().items() if "on" in user["flags"]}
 
 
-def gather(target: Target, timeout: float = 10.0) -> Facts:
-    """Read everything the checks need. Raises RedkeepError when the server cannot be reached."""
+def gather(target: Target, timeout: float = 10.0, lua_probe: bool = False) -> Facts:
+    """Read everything the checks need. Raises RedkeepError when the server cannot be reached.
+
+    `lua_probe`: also run CVE-2022-0543's harmless EVAL (it lands in the script cache and the
+    command statistics, so it is asked for, not default).
+    """
     facts = Facts(where=target.display_url, tls=target.tls)
     connection = RawConnection(target, timeout)
     try:
@@ -121,7 +126,12 @@ def gather(target: Target, timeout: float = 10.0) -> Facts:
         deadline = time.monotonic() + 4 * timeout
         _read_server(connection, facts, deadline)
         _read_acl(connection, facts, deadline)
-        _probe_lua(connection, facts, deadline)
+        if lua_probe:
+            _probe_lua(connection, facts, deadline)
+        else:
+            facts.values["lua_package"] = Unavailable(
+                "the Lua probe was not asked for (--lua-probe)"
+            )
     finally:
         connection.close()
     facts.values["unauthenticated"] = _unauthenticated_reply(target, timeout)
@@ -200,7 +210,8 @@ def _read_acl(connection: RawConnection, facts: Facts, deadline: float) -> None:
             facts.values["users"] = Unavailable(_reason(reply))
             facts.values["dryrun"] = facts.values["users"]
             return
-        users[name] = _user(_pairs(reply))
+        if isinstance(reply, list):  # None: the user was deleted in between
+            users[name] = _user(_pairs(reply))
     facts.values["users"] = users
     enabled = [name for name, user in users.items() if "on" in user["flags"]]
     probes = [(user, probe) for user in enabled for probe in DRYRUN_PROBES]
@@ -212,7 +223,7 @@ def _read_acl(connection: RawConnection, facts: Facts, deadline: float) -> None:
         if isinstance(reply, hiredis.ReplyError):
             message = _text(reply)
             if "unknown subcommand" in message.lower() or "unknown command" in message.lower():
-                facts.values["dryrun"] = Unavailable("ACL DRYRUN needs Redis 7.0 or newer")
+                facts.values["dryrun"] = _dryrun_from_rules(users)  # Redis 6.2
                 return
             if message.startswith("NOPERM") and "dryrun" in message.lower():
                 facts.values["dryrun"] = Unavailable(_reason(reply))
@@ -221,6 +232,16 @@ def _read_acl(connection: RawConnection, facts: Facts, deadline: float) -> None:
         else:
             dryrun[key] = _text(reply) == "OK"
     facts.values["dryrun"] = dryrun
+
+
+def _dryrun_from_rules(users: dict[str, dict]) -> dict[tuple[str, str], bool]:
+    """What ACL DRYRUN would say, worked out from each user's command rules."""
+    return {
+        (name, probe): allows(user["commands"], user["flags"], probe)
+        for name, user in users.items()
+        if "on" in user["flags"]
+        for probe in DRYRUN_PROBES
+    }
 
 
 def _pairs(reply: list) -> dict[str, Any]:
@@ -249,9 +270,8 @@ def _probe_lua(connection: RawConnection, facts: Facts, deadline: float) -> None
     try:
         me = facts.get("whoami")
         allowed = facts.get("dryrun").get((me, "eval"))
-    except Unavailable as missing:
-        facts.values["lua_package"] = missing
-        return
+    except Unavailable:
+        allowed = True  # cannot tell: try (a refusal is an ACL LOG entry, nothing more)
     if not allowed:
         facts.values["lua_package"] = Unavailable("the auditing user may not run EVAL")
         return
@@ -311,9 +331,12 @@ def _probe_tls(target: Target, facts: Facts, timeout: float) -> None:
         ciphers="DEFAULT:@SECLEVEL=0",
         **common,
     )
+    error = old.error.lower()
     if old.ok:
         facts.values["old_tls"] = old.version
-    elif any(word in old.error.lower() for word in ("timed out", "connection refused")):
-        facts.values["old_tls"] = Unavailable(f"the TLS 1.0/1.1 probe got no answer: {old.error}")
-    else:  # the server ended the handshake (protocol version, internal error alert ...)
-        facts.values["old_tls"] = ""
+    elif "alert" in error or "wrong version" in error or "unsupported protocol" in error:
+        facts.values["old_tls"] = ""  # the server ended the handshake: refused
+    else:  # e.g. this machine's OpenSSL cannot offer TLS 1.0/1.1 (NO_PROTOCOLS_AVAILABLE)
+        facts.values["old_tls"] = Unavailable(
+            f"the TLS 1.0/1.1 probe did not complete: {old.error}"
+        )

@@ -140,6 +140,14 @@ def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
                     {"kind": "external", "justification": "accepted with --accept"}
                 ]
             results.append(result)
+    failures = [report for report in reports if "error" in report]
+    invocation = {
+        "executionSuccessful": not failures,
+        "toolExecutionNotifications": [
+            {"level": "error", "message": {"text": f"{report['target']}: {report['error']}"}}
+            for report in failures
+        ],
+    }
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -153,6 +161,7 @@ def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
                         "rules": rules,
                     }
                 },
+                "invocations": [invocation],
                 "results": results,
             }
         ],

@@ -47,6 +47,11 @@ from redkeep.errors import ExitStatus, UsageError
     help="File of accepted check ids, one per line ('#' starts a comment: say why).",
 )
 @click.option(
+    "--lua-probe",
+    is_flag=True,
+    help='Also run EVAL "return type(package)" 0 (CVE-2022-0543); it lands in the script cache.',
+)
+@click.option(
     "--metrics-file",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write Prometheus textfile metrics (findings by severity, score) here.",
@@ -63,6 +68,7 @@ def audit(
     accepted: tuple[str, ...],
     accept_file: Path | None,
     metrics_file: Path | None,
+    lua_probe: bool,
 ) -> int:
     """Audit the security of one or more live Redis servers (read-only).
 
@@ -86,7 +92,7 @@ def audit(
         target_for(dataclasses.replace(connection, url=url), bundle, "admin")
         for url in (urls or [connection.url])
     ]
-    reports = audit_targets(targets, accept)
+    reports = audit_targets(targets, accept, lua_probe)
     if own and metrics_file is None:  # for the bundle's exporter (redkeep_audit_*)
         metrics_file = bundle_audit_metrics(bundle)
     if metrics_file:

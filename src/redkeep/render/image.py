@@ -5,6 +5,7 @@ this release's package source, a pyproject.toml with its dependencies, and a Doc
 `docker compose build` then needs only PyPI, like `pip install`.
 """
 
+import json
 from importlib import metadata
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def dependencies() -> list[str]:
 
 
 def render_pyproject() -> str:
-    deps = "".join(f'    "{req}",\n' for req in dependencies())
+    # json.dumps quotes and escapes as TOML's basic strings do (markers hold double quotes).
+    deps = "".join(f"    {json.dumps(req)},\n" for req in dependencies())
     data = ", ".join(f'"{item}"' for item in PACKAGE_DATA)
     return (
         '[build-system]\nrequires = ["setuptools>=68"]\nbuild-backend = "setuptools.build_meta"\n\n'

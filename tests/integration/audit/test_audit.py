@@ -105,6 +105,15 @@ def test_no_tls(redis_factory):
     assert "TLS-03" in unknown and "not enabled" in unknown["TLS-03"]
 
 
+def test_the_lua_probe_runs_only_when_asked(redis_factory):
+    server = redis_factory(ACL_USERS)
+    report, _ = audit("--url", admin_url(server.port), env=ADMIN_ENV)
+    unknown = {item["id"]: item["reason"] for item in report["could_not_verify"]}
+    assert "--lua-probe" in unknown["CMD-08"]
+    report, _ = audit("--url", admin_url(server.port), "--lua-probe", env=ADMIN_ENV)
+    assert "CMD-08" in {item["id"] for item in report["passed"]}  # upstream Redis: no package
+
+
 def test_a_user_that_may_not_look_gets_could_not_verify_never_pass(redis_factory):
     server = redis_factory(ACL_USERS)
     report, _ = audit(
@@ -120,9 +129,20 @@ def test_a_user_that_may_not_look_gets_could_not_verify_never_pass(redis_factory
 def test_the_audit_changes_nothing(redis_factory):
     server = redis_factory([*ACL_USERS, "enable-debug-command yes"])
     admin = redis.Redis(port=server.port, username="admin", password="admin-secret")
-    before = (admin.config_get("*"), admin.acl_list(), admin.dbsize())
+
+    def state():
+        info = admin.info()
+        return (
+            admin.config_get("*"),
+            admin.acl_list(),
+            admin.dbsize(),
+            len(admin.acl_log()),
+            info["number_of_cached_scripts"],
+        )
+
+    before = state()
     audit("--url", admin_url(server.port), env=ADMIN_ENV)
-    assert (admin.config_get("*"), admin.acl_list(), admin.dbsize()) == before
+    assert state() == before  # as admin: not even an ACL LOG entry or a cached script
 
 
 def test_unreachable_exit_3_and_several_targets(redis_factory):
@@ -135,6 +155,12 @@ def test_unreachable_exit_3_and_several_targets(redis_factory):
     reports = json.loads(result.stdout)
     assert len(reports) == 2 and "findings" in reports[0]
     assert "error" in reports[1] and "refused" in reports[1]["error"].lower()
+    sarif = json.loads(
+        run_redkeep("audit", "--format", "sarif", f"redis://127.0.0.1:{dead}").stdout
+    )
+    invocation = sarif["runs"][0]["invocations"][0]
+    assert invocation["executionSuccessful"] is False
+    assert "refused" in invocation["toolExecutionNotifications"][0]["message"]["text"].lower()
 
 
 def test_fail_on_accept_fix_hints_and_sarif(redis_factory, tmp_path):
@@ -188,6 +214,8 @@ def test_the_bundle_has_no_critical_or_high_finding_but_its_redis_version(audite
     assert serious == [], report["findings"]
     assert report["target"].startswith("rediss://admin:****@")
     metrics = (audited_bundle.root / "run" / "metrics" / "redkeep_audit.prom").read_text()
-    assert 'severity="critical"' in metrics and "redkeep_audit_score" in metrics
+    for severity, count in report["counts"].items():
+        assert f'severity="{severity}"}} {count}\n' in metrics
+    assert f'redkeep_audit_score{{target="{report["target"]}"}} {report["score"]}' in metrics
     status = run_redkeep("status", audited_bundle.root)
     assert "audit score" in status.stdout and "/100" in status.stdout
