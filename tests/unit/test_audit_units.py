@@ -169,3 +169,33 @@ def test_report_score_accept_fail_on_and_sarif():
     unseen = {item["id"]: item["reason"] for item in report["could_not_verify"]}
     assert "AUTH-09" in unseen and "acl_log was not read" in unseen["AUTH-09"]
     assert "TLS-07" in unseen and "NET-06" in unseen
+
+
+def test_second_review_cases():
+    # A UNIX socket listener is not an address.
+    info = parse_info(
+        "# Server\r\nlistener0:name=tcp,bind=127.0.0.1,port=6379\r\n"
+        "listener1:name=unix,bind=/run/redis.sock\r\n"
+    )
+    fact = facts({"bind": Unavailable("NOPERM")})
+    fact.values["info"] = {**info, "server": {**info["server"], "redis_version": "7.4.11"}}
+    assert isinstance(run("NET-02", fact), Passed)
+    # AUTH-09 leaves out the audit's own connection only.
+    log = [
+        {"reason": "command", "username": "default", "count": 1, "client-info": "id=7 addr=x"},
+        {"reason": "command", "username": "default", "count": 2, "client-info": "id=9 addr=y"},
+    ]
+    result = run("AUTH-09", facts({"acllog-max-len": "128"}, acl_log=log, client_id=7))
+    assert result.severity == "info" and result.evidence.startswith("2 denied")
+    # Anonymous access puts every open CVE in reach.
+    anonymous = facts(info={"server": {"redis_version": "8.2.5"}}, unauthenticated="PONG")
+    assert run("VER-01", anonymous).severity == "critical"
+    # Branches the data does not cover are not judged.
+    for version in ("6.0.20", "7.6.0"):
+        assert isinstance(
+            run("VER-01", facts(info={"server": {"redis_version": version}})), Unavailable
+        )
+    # Cipher strings with '+', security level 0 and anonymous suites.
+    tls = {"tls-port": "6380", "tls-prefer-server-ciphers": "yes"}
+    for ciphers in ("RC4+RSA", "DEFAULT:@SECLEVEL=0", "ADH-AES256-SHA"):
+        assert run("TLS-05", facts({**tls, "tls-ciphers": ciphers})).severity == "medium", ciphers

@@ -199,3 +199,13 @@ def test_nginx_config_says_what_it_cannot_enforce():
     for missing in ("command rate limit (100", "new-connection rate", "FLUSHALL", "Prometheus"):
         assert missing in text
     assert "proxy_pass 127.0.0.1:6380;" in text
+
+
+def test_what_hiredis_cannot_read_goes_the_exact_way():
+    """A RESP3 map with a list key makes hiredis raise TypeError: no crash, exact path."""
+    scan = scanner()
+    data = frame(b"SET", b"k", b"v") + b"*1\r\n%1\r\n*1\r\n$1\r\na\r\n$1\r\nb\r\n"
+    with contextlib.suppress(ProtocolViolation):
+        out = scan.feed(data)
+        assert out.startswith(frame(b"SET", b"k", b"v"))
+    assert scan.commands >= 1

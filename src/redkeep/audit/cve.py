@@ -27,25 +27,21 @@ def end_of_life(version: Version) -> bool:
 
 
 def known_branch(version: Version) -> bool:
-    """Whether the data says anything about this branch (a newer one it cannot judge)."""
+    """Whether the data covers this branch (not a newer, older or made-up one)."""
     data = load()
-    branches = {parse(key) for item in data["cves"] for key in item["fixed"]}
-    branches |= {parse(key) for key in data["end_of_life"]}
-    return version[:2] <= max(branches)
+    branches = {key for item in data["cves"] for key in item["fixed"]} | set(data["end_of_life"])
+    return branch(version) in branches
 
 
 def unfixed(version: Version) -> list[dict]:
     """The CVEs this version still has."""
     data = load()
     name = branch(version)
-    oldest = data["oldest_supported"]
     found = []
     for item in data["cves"]:
         fixed = item["fixed"]
-        if name in fixed:
-            affected = fixed[name] == "EOL" or version < parse(fixed[name])
-        else:  # a branch older than every supported one had the code if the oldest had it
-            affected = version[:2] < parse(oldest) and oldest in fixed
+        # Not listed: not affected. EOL: never fixed there. "?": no fix known, counted as open.
+        affected = name in fixed and (fixed[name] in ("EOL", "?") or version < parse(fixed[name]))
         if affected:
             found.append(item)
     return found
@@ -59,6 +55,6 @@ def minimum_safe(version: Version) -> str | None:
     fixes = [
         parse(item["fixed"][name])
         for item in load()["cves"]
-        if item["fixed"].get(name, "EOL") != "EOL"
+        if item["fixed"].get(name, "EOL") not in ("EOL", "?")
     ]
     return ".".join(map(str, max(fixes))) if fixes else None

@@ -193,9 +193,10 @@ def _module_name(entry: list) -> str:
 
 
 def _read_acl(connection: RawConnection, facts: Facts, deadline: float) -> None:
-    users_reply, log_reply, whoami = connection.pipeline(
-        [("ACL", "USERS"), ("ACL", "LOG", "128"), ("ACL", "WHOAMI")], deadline
+    users_reply, log_reply, whoami, client_id = connection.pipeline(
+        [("ACL", "USERS"), ("ACL", "LOG", "128"), ("ACL", "WHOAMI"), ("CLIENT", "ID")], deadline
     )
+    _store(facts, "client_id", client_id)
     _store(facts, "acl_log", log_reply, lambda reply: [_pairs(entry) for entry in reply])
     _store(facts, "whoami", whoami, _text)
     if isinstance(users_reply, hiredis.ReplyError):

@@ -198,7 +198,7 @@ class RequestScanner:
                 complete = reader.gets() == FAST_MARKER_VALUE and reader.gets() is False
             else:
                 complete = False
-        except (hiredis.ProtocolError, IndexError):
+        except Exception:  # noqa: BLE001 - anything hiredis cannot read goes the exact way
             complete = False
         if complete and self.bucket is not None:
             complete = self.bucket.take(self.clock(), count)
