@@ -80,14 +80,8 @@ class RedisServer:
         return self.process.pid
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 def tls_lines(tls_dir: Path, auth_clients: str = "yes") -> list[str]:
@@ -118,3 +112,15 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

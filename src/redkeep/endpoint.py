@@ -8,6 +8,7 @@ Also here: one-line explanations of socket and TLS failures. No redis-py: raw-so
 (backup capture) uses this without loading a client library.
 """
 
+import dataclasses
 import errno
 import socket
 import ssl
@@ -56,6 +57,12 @@ class Target:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     timeout: float = 5.0
+
+    def without_credentials(self, timeout: float) -> "Target":
+        """The same endpoint and TLS files, no user or password: what an anonymous client is."""
+        return dataclasses.replace(
+            self, username=None, password=None, password_source="", timeout=timeout
+        )
 
     @property
     def tls(self) -> bool:

@@ -287,16 +287,7 @@ def _probe_lua(connection: RawConnection, facts: Facts, deadline: float) -> None
 
 def _unauthenticated_reply(target: Target, timeout: float) -> Any:
     """The first line a connection without credentials gets back for PING."""
-    anonymous = Target(
-        target.scheme,
-        host=target.host,
-        port=target.port,
-        socket_path=target.socket_path,
-        tls_ca=target.tls_ca,
-        tls_cert=target.tls_cert,
-        tls_key=target.tls_key,
-        timeout=timeout,
-    )
+    anonymous = target.without_credentials(timeout)
     try:
         connection = RawConnection(anonymous, timeout)
     except RedkeepError as error:

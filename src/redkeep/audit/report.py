@@ -22,7 +22,6 @@ SARIF_LEVEL = {
     "low": "note",
     "info": "note",
 }
-CHECKLIST_URI = "https://github.com/redkeep/redkeep/blob/main/docs/audit.md"
 
 
 def run_checks(facts: Facts, accepted: set[str]) -> dict[str, Any]:
@@ -117,7 +116,6 @@ def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "name": check.title.title().replace(" ", ""),
             "shortDescription": {"text": check.title},
             "help": {"text": f"Reads: {check.needs}. See docs/audit.md."},
-            "helpUri": CHECKLIST_URI,
         }
         for check in CHECKS
     ]
@@ -157,7 +155,6 @@ def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
                     "driver": {
                         "name": "redkeep audit",
                         "version": __version__,
-                        "informationUri": CHECKLIST_URI,
                         "rules": rules,
                     }
                 },

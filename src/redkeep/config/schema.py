@@ -8,9 +8,9 @@ Every section forbids unknown keys, so a typo is an error, not a silently ignore
 import ipaddress
 import re
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from redkeep.config import defaults
 
@@ -18,6 +18,16 @@ MEMORY_SIZE = re.compile(r"\d+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
 KEY_PATTERN = re.compile(r"(~|%R~|%W~|%RW~)\S*|allkeys|resetkeys")
 CHANNEL_PATTERN = re.compile(r"&\S*|allchannels|resetchannels")
 COMMAND_RULE = re.compile(r"[+-](@?[a-z0-9_.|-]+)|allcommands|nocommands", re.IGNORECASE)
+
+
+def _yes_no(value: object) -> object:
+    # YAML 1.1 reads a bare yes/no as a boolean.
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
+
+
+YesOptionalNo = Annotated[Literal["yes", "optional", "no"], BeforeValidator(_yes_no)]
 
 
 def default_server_names() -> list[str]:
@@ -113,7 +123,7 @@ class RedisSettings(Section):
 
 
 class TLSSettings(Section):
-    auth_clients: Literal["yes", "optional", "no"] = Field(
+    auth_clients: YesOptionalNo = Field(
         "yes", description="Client certificates: required (yes), checked if sent, or ignored."
     )
     key_type: Literal["ecdsa-p256", "rsa-3072"] = Field(
@@ -143,14 +153,6 @@ class TLSSettings(Section):
         default="TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
         description="TLSv1.3 cipher suites.",
     )
-
-    @field_validator("auth_clients", mode="before")
-    @classmethod
-    def _yaml_booleans(cls, value: object) -> object:
-        # YAML 1.1 reads a bare yes/no as a boolean.
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        return value
 
     @field_validator("server_names", "protocols")
     @classmethod
@@ -494,7 +496,7 @@ class ProxySettings(Section):
     tls_client_ca: str | None = Field(
         None, description="CA for client certificates (default tls/ca.crt)."
     )
-    auth_clients: Literal["yes", "optional", "no"] = Field(
+    auth_clients: YesOptionalNo = Field(
         "yes", description="Client certificates at the proxy: required, checked if sent, or not."
     )
     upstream_tls_ca: str | None = Field(
@@ -518,13 +520,6 @@ class ProxySettings(Section):
     metrics_listen: str | None = Field(
         "127.0.0.1:9122", pattern=HOST_PORT, description="HOST:PORT of /metrics (null: off)."
     )
-
-    @field_validator("auth_clients", mode="before")
-    @classmethod
-    def _yaml_booleans(cls, value: object) -> object:
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        return value
 
     @field_validator("allow", "deny")
     @classmethod

@@ -79,16 +79,7 @@ def _open_door(value: int) -> Family:
 
 def _unauthenticated_access(target: Target, timeout: float) -> Family | None:
     """Does a connection without credentials get an answer to PING?"""
-    anonymous = Target(
-        target.scheme,
-        host=target.host,
-        port=target.port,
-        socket_path=target.socket_path,
-        tls_ca=target.tls_ca,
-        tls_cert=target.tls_cert,
-        tls_key=target.tls_key,
-        timeout=timeout,
-    )
+    anonymous = target.without_credentials(timeout)
     try:
         connection = RawConnection(anonymous, timeout)
     except RedkeepError:

@@ -266,17 +266,15 @@ class RequestScanner:
         """(length, payload start) of `$<len>\\r\\n` at pos, or None if incomplete."""
         if buf[pos] != 36:  # '$'
             raise ProtocolViolation(f"Protocol error: expected '$', got '{chr(buf[pos])}'")
-        cr = buf.find(b"\r", pos, pos + MAX_INLINE)
-        if cr < 0 or cr + 1 >= n:
-            if n - pos > MAX_INLINE:
-                raise ProtocolViolation("Protocol error: too big bulk count string")
+        line = _count_line(buf, pos, n, "bulk")
+        if line is _NEED_MORE:
             return _NEED_MORE
-        length = strict_int(buf[pos + 1 : cr])
+        length, start = line
         if length is None or length < 0 or length > MAX_BULK:
             raise ProtocolViolation("Protocol error: invalid bulk length")
         if length > UNAUTHENTICATED_BULK and self.limited:
             raise ProtocolViolation("Protocol error: unauthenticated bulk length")
-        return length, cr + 2
+        return length, start
 
     def _frame(self, buf: bytes, pos: int, n: int) -> tuple[int, list, int, int] | None:
         """(end, captured args, args left, bytes to skip) of the frame at pos, or None."""
@@ -291,17 +289,15 @@ class RequestScanner:
         return self._arguments(buf, at, n, count)
 
     def _multibulk_header(self, buf: bytes, pos: int, n: int) -> tuple[int, int] | None:
-        cr = buf.find(b"\r", pos, pos + MAX_INLINE)
-        if cr < 0 or cr + 1 >= n:
-            if n - pos > MAX_INLINE:
-                raise ProtocolViolation("Protocol error: too big mbulk count string")
+        line = _count_line(buf, pos, n, "mbulk")
+        if line is _NEED_MORE:
             return _NEED_MORE
-        count = strict_int(buf[pos + 1 : cr])
+        count, start = line
         if count is None or count > MAX_MULTIBULK:
             raise ProtocolViolation("Protocol error: invalid multibulk length")
         if count > UNAUTHENTICATED_ARGS and self.limited:
             raise ProtocolViolation("Protocol error: unauthenticated multibulk length")
-        return count, cr + 2
+        return count, start
 
     def _arguments(
         self, buf: bytes, at: int, n: int, count: int
@@ -390,6 +386,17 @@ class RequestScanner:
         if user is not None:
             self.user = user.decode("utf-8", "replace")[:128]
             self.logged_in = True
+
+
+def _count_line(buf: bytes, pos: int, n: int, kind: str) -> tuple[int | None, int] | None:
+    """The number after the type byte at pos (None if not one) and where the line ends; None
+    while the line is incomplete. Redis ends it at '\\r' and skips the next byte unchecked."""
+    cr = buf.find(b"\r", pos, pos + MAX_INLINE)
+    if cr < 0 or cr + 1 >= n:
+        if n - pos > MAX_INLINE:
+            raise ProtocolViolation(f"Protocol error: too big {kind} count string")
+        return _NEED_MORE
+    return strict_int(buf[pos + 1 : cr]), cr + 2
 
 
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}

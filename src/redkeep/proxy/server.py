@@ -37,8 +37,6 @@ class Session:
         self.address = address
         self.peer = peer
         self.started = time.time()
-        self.client: ClientSide | None = None
-        self.upstream: UpstreamSide | None = None
         self.early: list[bytes] = []
         self.early_bytes = 0
         self.bytes_in = 0  # from the client
@@ -58,8 +56,8 @@ class Session:
         self.finished = False
         self.broken = False
         self.client_eof = False
-        # The data path's shortcuts: both transports once connected, and whether client bytes
-        # go to Redis untouched (pass-through, nothing broken).
+        # Both transports once connected, and whether client bytes go to Redis untouched
+        # (pass-through, nothing broken).
         self.to_client: asyncio.Transport | None = None
         self.to_upstream: asyncio.Transport | None = None
         self.plain = self.scanner is None
@@ -96,15 +94,14 @@ class Session:
         self.error = str(violation)
         self.broken = True
         self.plain = False
-        if self.client is not None and self.client.transport is not None:
-            self.client.transport.pause_reading()
+        if self.to_client is not None:
+            self.to_client.pause_reading()
         self.send_upstream(violation.forward + POISON)
         asyncio.get_running_loop().call_later(5.0, self.close, "proxy")
 
     def send_upstream(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.write(data)
+        if self.to_upstream is not None:
+            self.to_upstream.write(data)
             return
         self.early.append(data)
         self.early_bytes += len(data)
@@ -165,14 +162,13 @@ class Session:
             log.warning("upstream %s:%s: %s", *self.proxy.config.upstream, detail)
         self.fail("-ERR Redis is unavailable (redkeep proxy)", "upstream", f"{kind}: {detail}")
 
-    def upstream_ready(self, upstream: "UpstreamSide") -> None:
+    def upstream_ready(self, upstream: asyncio.Transport) -> None:
         if self.finished:
-            upstream.transport.close()
+            upstream.close()
             return
-        self.upstream = upstream
-        self.to_upstream = upstream.transport
+        self.to_upstream = upstream
         if self.early:
-            upstream.transport.write(b"".join(self.early))
+            upstream.write(b"".join(self.early))
             self.early = []
             self.early_bytes = 0
             if self.to_client is not None:
@@ -185,13 +181,9 @@ class Session:
         if self.finished:
             return
         self.error = error
-        client = self.client
-        if (
-            client is not None
-            and client.transport is not None
-            and not client.transport.is_closing()
-        ):
-            client.transport.write(reply.encode() + b"\r\n")
+        client = self.to_client
+        if client is not None and not client.is_closing():
+            client.write(reply.encode() + b"\r\n")
         self.close(by)
 
     def close(self, by: str) -> None:
@@ -199,22 +191,39 @@ class Session:
             return
         self.finished = True
         self.closed_by = by
-        for side in (self.client, self.upstream):
-            if side is not None and side.transport is not None:
-                side.transport.close()
+        for transport in (self.to_client, self.to_upstream):
+            if transport is not None:
+                transport.close()
         self.proxy.session_ended(self)
 
 
-class ClientSide(asyncio.Protocol):
+class Side(asyncio.Protocol):
+    """One end of a session. When its write buffer fills, the other end stops reading."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.transport: asyncio.Transport | None = None
+
+    def other(self) -> asyncio.Transport | None:
+        raise NotImplementedError
+
+    def pause_writing(self) -> None:
+        other = self.other()
+        if other is not None:
+            other.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self.other()
+        if other is not None:
+            other.resume_reading()
+
+
+class ClientSide(Side):
+    def other(self) -> asyncio.Transport | None:  # the client reads slower than Redis sends
+        return self.session.to_upstream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         session = self.session
-        session.client = self
-        session.to_client = self.transport
+        session.to_client = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             session.tls_version = ssl_object.version() or ""
@@ -242,25 +251,13 @@ class ClientSide(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.close("client")
 
-    def pause_writing(self) -> None:  # the client reads replies slower than Redis sends them
-        upstream = self.session.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.pause_reading()
 
-    def resume_writing(self) -> None:
-        upstream = self.session.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.resume_reading()
-
-
-class UpstreamSide(asyncio.Protocol):
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.transport: asyncio.Transport | None = None
+class UpstreamSide(Side):
+    def other(self) -> asyncio.Transport | None:  # Redis takes requests slower than sent
+        return self.session.to_client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.session.upstream_ready(self)
+        self.session.upstream_ready(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         # Replies are forwarded as bytes, never parsed.
@@ -281,16 +278,6 @@ class UpstreamSide(asyncio.Protocol):
         if exc is not None and not self.session.finished:
             self.session.proxy.counters.count_upstream_error("reset")
         self.session.close("upstream")
-
-    def pause_writing(self) -> None:  # Redis takes requests slower than the client sends them
-        client = self.session.client
-        if client is not None and client.transport is not None:
-            client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        client = self.session.client
-        if client is not None and client.transport is not None:
-            client.transport.resume_reading()
 
 
 class Proxy:

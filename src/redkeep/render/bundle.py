@@ -1,6 +1,5 @@
 """The files of a bundle, as data: path, text and mode. `actions.init` writes them."""
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from redkeep.render.monitoring import (
     render_grafana_datasource,
     render_prometheus,
 )
-from redkeep.render.nginx import render_nginx
+from redkeep.render.nginx import is_address, render_nginx
 from redkeep.render.redis_conf import (
     CONTAINER_BIND,
     CONTAINER_PATHS,
@@ -100,20 +99,12 @@ def bundle_files(
 def render_bundle_nginx(settings: Settings, root: Path) -> str:
     """The proxy section as an nginx stream config, with the bundle's files by absolute path."""
     proxy = settings.proxy
-    if _is_address(settings.host) and not proxy.upstream_tls_name:
+    if is_address(settings.host) and not proxy.upstream_tls_name:
         # nginx verifies Redis' certificate by DNS name only: use one the certificate holds.
-        names = [name for name in settings.tls.server_names if not _is_address(name)]
+        names = [name for name in settings.tls.server_names if not is_address(name)]
         proxy = proxy.model_copy(update={"upstream_tls_name": names[0] if names else "localhost"})
     config = build_config(proxy, settings, root)
     return render_nginx(config, self_path=str(root / "nginx" / "redis-stream.conf"))
-
-
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def monitoring_files(settings: Settings, secrets: Mapping[str, str]) -> list[BundleFile]:

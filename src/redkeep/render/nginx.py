@@ -53,7 +53,7 @@ def render_nginx(
     stream_module: str | None = STREAM_MODULE,
 ) -> str:
     """The config text; `stream_module` None when nginx has the stream module built in."""
-    if config.upstream_tls and _is_address(config.upstream_tls.server_name):
+    if config.upstream_tls and is_address(config.upstream_tls.server_name):
         raise UsageError(
             f"nginx checks Redis' certificate by DNS name only, not by address "
             f"({config.upstream_tls.server_name}): pass --upstream-tls-name with a name in "
@@ -88,7 +88,7 @@ def render_nginx(
     )
 
 
-def _is_address(name: str) -> bool:
+def is_address(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:

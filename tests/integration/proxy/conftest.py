@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REDKEEP
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 
 @dataclass
@@ -58,13 +58,7 @@ class Proxy:
         self.process.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_proxy_process(
