@@ -10,17 +10,50 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from redkeep.cli import run
 from redkeep.pki.files import TLSFiles, init_tls
 from tests.servers import RedisServer, free_port, require_binary, tls_lines
 
 REDKEEP = str(Path(sys.executable).with_name("redkeep"))
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+# What Python and the tools themselves keep in a checkout (the venv, bytecode, git).
+NOT_OURS = {".git", ".venv", "__pycache__", ".ruff_cache", ".pytest_cache"}
+
+# Hypothesis keeps examples and caches in ./.hypothesis by default: not in the checkout.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "redkeep-hypothesis")
+settings.register_profile("redkeep", database=None)
+settings.load_profile("redkeep")
+
+
+def checkout_files() -> set[str]:
+    found = set()
+    for root, directories, files in os.walk(REPOSITORY):
+        directories[:] = [
+            d for d in directories if d not in NOT_OURS and not d.endswith(".egg-info")
+        ]
+        found.update(os.path.relpath(os.path.join(root, name), REPOSITORY) for name in files)
+        found.update(os.path.relpath(os.path.join(root, d), REPOSITORY) + "/" for d in directories)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_stays_clean() -> Iterator[None]:
+    """Tests write into temp dirs only: a file that appears in the checkout fails the run."""
+    before = checkout_files()
+    yield
+    appeared = sorted(checkout_files() - before)
+    assert not appeared, f"the tests wrote into the checkout: {appeared[:20]}"
 
 
 @pytest.fixture(scope="session", autouse=True)

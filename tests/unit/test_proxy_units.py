@@ -86,6 +86,20 @@ def test_login_user_is_kept_and_the_password_is_not():
     assert "s3cret" not in repr(vars(scan))
 
 
+def test_hello_options_are_read_in_order_as_redis_does():
+    for args, user in [
+        ((b"HELLO", b"3", b"SETNAME", b"auth", b"AUTH", b"app", b"pw"), "app"),
+        ((b"HELLO", b"3", b"AUTH", b"a", b"pw", b"SETNAME", b"n", b"AUTH", b"b", b"pw"), "b"),
+        ((b"hello", b"2", b"auth", b"app", b"pw"), "app"),
+        ((b"HELLO", b"3", b"SETNAME", b"AUTH", b"x", b"y"), None),  # 'x': a syntax error
+        ((b"HELLO", b"3", b"SETNAME"), None),
+    ]:
+        scan = scanner(unauthenticated_limits=True)
+        scan.feed(frame(*args))
+        assert scan.user == user, args
+        assert scan.logged_in is (user is not None)
+
+
 def test_unauthenticated_caps():
     scan = scanner(unauthenticated_limits=True)
     try:
@@ -93,6 +107,71 @@ def test_unauthenticated_caps():
         raise AssertionError("a 20 KB argument before AUTH passed")
     except ProtocolViolation as violation:
         assert "unauthenticated bulk length" in str(violation)
+    scan = scanner(unauthenticated_limits=True)
+    try:
+        scan.feed(frame(b"MSET", *[b"k"] * 10))
+        raise AssertionError("11 arguments before AUTH passed")
+    except ProtocolViolation as violation:
+        assert "unauthenticated multibulk length" in str(violation)
+
+
+def test_no_caps_when_redis_does_not_ask_for_auth():
+    """A default user without password is logged in from the first byte: Redis applies no
+    caps to it, so neither may the proxy."""
+    scan = RequestScanner(Policy(unauthenticated_limits=True), time.monotonic, auth_required=False)
+    data = frame(b"MSET", *[b"k%d" % i for i in range(20)]) + frame(b"SET", b"big", b"v" * 400_000)
+    assert b"".join(scan.feed(data[i : i + 7000]) for i in range(0, len(data), 7000)) == data
+    assert scan.commands == 2
+
+
+def test_caps_keep_the_fast_path_for_frames_within_them():
+    """Before AUTH, a pipeline of small frames is forwarded by the fast path, untouched."""
+    scan = scanner(unauthenticated_limits=True)
+
+    def exact(_data):
+        raise AssertionError("the exact path was taken")
+
+    scan._scan = exact
+    pipeline = (frame(b"SET", b"k", b"v") + frame(b"GET", b"k")) * 16
+    assert scan.feed(pipeline) == pipeline
+    assert scan.commands == 32
+
+
+NUL_SPELLINGS = [
+    frame(b"FLUSHALL\0x"),
+    frame(b"flushall\0"),
+    frame(b"FlushAll\0\r\n*1"),
+    frame(b"SCRIPT", b"KILL\0n"),
+    frame(b"script", b"kill\0\0"),
+    frame(b"SCRIPT\0x", b"KILL"),
+    frame(b"SCRIPT\0", b"LOAD", b"return 1"),  # a denied container with NUL: any sub is suspect
+    frame(b"CONFIG|SET", b"maxmemory", b"1"),  # deny entries are names, never 'a|b' commands
+    b'"FLUSHALL\\x00n"\r\n',  # inline, the NUL from an escape
+    b"FLUSHALL\0 x\r\n",  # inline, a raw NUL ends the line's C string
+    frame(b"FLUSHALL\0" + b"p" * 200),  # a long name, judged by its beginning
+]
+
+
+def test_a_name_with_a_nul_is_judged_by_what_redis_may_run():
+    for data in NUL_SPELLINGS:
+        for size in (len(data), 3):  # whole, and split into 3-byte reads
+            scan = scanner()
+            out = b"".join(scan.feed(data[i : i + size]) for i in range(0, len(data), size))
+            if b"CONFIG|SET" in data:
+                assert scan.refused == {}, data  # 'config|set' runs nothing: it may pass
+                continue
+            assert scan.refused == {"command": 1}, data
+            assert b"is denied by the redkeep proxy" in out and b"\0" not in out, data
+
+
+def test_deny_entries_spelt_with_a_pipe_mean_the_subcommand():
+    denied, denied_sub = parse_commands(["CONFIG|SET", "acl|setuser"])
+    assert denied == frozenset() and denied_sub == {b"config": {b"set"}, b"acl": {b"setuser"}}
+    scan = RequestScanner(
+        Policy(denied_subcommands=denied_sub, unauthenticated_limits=False), time.monotonic
+    )
+    out = scan.feed(frame(b"config", b"set", b"maxmemory", b"1") + frame(b"CONFIG", b"GET", b"x"))
+    assert scan.refused == {"command": 1} and out.endswith(frame(b"CONFIG", b"GET", b"x"))
 
 
 # A vocabulary that reaches the interesting states: names the policy refuses, logins,
@@ -128,6 +207,14 @@ TOKENS = st.sampled_from(
         b"*1\r\n$4\r\nPINGXY",
         b"*1\r\n$4\r\nPING\rX",
         b"\0",
+        # NUL and control bytes in names and subcommands (Redis 7.0 may cut a name at a NUL).
+        *NUL_SPELLINGS,
+        frame(b"KEYS\0\x01", b"*"),
+        frame(b"\0FLUSHALL"),
+        frame(b"FLUSH\0ALL"),
+        frame(b"SCRIPT", b"\x7fKILL"),
+        b"FLUSHALL\x00\r\n",
+        b"KEYS\t*\x0b\r\n",
     ]
 )
 STREAMS = st.lists(st.one_of(TOKENS, st.binary(max_size=40)), max_size=8).map(b"".join)

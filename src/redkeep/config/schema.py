@@ -535,8 +535,11 @@ class ProxySettings(Section):
     @classmethod
     def _commands(cls, value: list[str]) -> list[str]:
         for command in value:
-            if not re.fullmatch(r"[A-Za-z][\w.|-]*( [A-Za-z][\w.|-]*)?", command):
-                raise ValueError(f"'{command}' is not 'COMMAND' or 'COMMAND SUBCOMMAND'")
+            if not re.fullmatch(r"[A-Za-z][\w.-]{0,63}([ |][A-Za-z][\w.-]{0,63})?", command):
+                raise ValueError(
+                    f"'{command}' is not 'COMMAND' or 'COMMAND SUBCOMMAND' (names of at most "
+                    "64 characters)"
+                )
         return value
 
 

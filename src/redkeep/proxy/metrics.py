@@ -35,6 +35,7 @@ class Counters:
         self.idle_closed = 0
         self.reloads = 0
         self.reload_failures = 0
+        self.probes = 0  # times Redis was asked whether it needs AUTH
         # Of connections that have ended; open ones are added at scrape time.
         self.commands = 0
         self.bytes_in = 0
@@ -130,6 +131,14 @@ def families(proxy: "Proxy") -> list[Family]:
     if scanning:
         result.append(
             counter("redkeep_proxy_commands_total", "Commands received from clients.", commands)
+        )
+    if proxy.upstream_auth is not None:
+        result.append(
+            gauge(
+                "redkeep_proxy_upstream_requires_auth",
+                "1 when Redis makes new connections log in (the pre-AUTH caps apply), else 0.",
+                int(proxy.upstream_auth),
+            )
         )
     return result
 

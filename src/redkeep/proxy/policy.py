@@ -61,11 +61,15 @@ class TokenBucket:
 
 
 def parse_commands(names: Iterable[str]) -> tuple[frozenset[bytes], dict[bytes, frozenset[bytes]]]:
-    """'FLUSHALL' and 'SCRIPT KILL' as ({b'flushall'}, {b'script': {b'kill'}}), lower case."""
+    """'FLUSHALL' and 'SCRIPT KILL' as ({b'flushall'}, {b'script': {b'kill'}}), lower case.
+
+    'CONFIG|SET' (how ACL rules and COMMAND INFO spell a subcommand) means 'CONFIG SET': Redis
+    never runs a command named 'config|set', so a deny entry spelt that way must not be inert.
+    """
     whole: set[bytes] = set()
     subcommands: dict[bytes, set[bytes]] = {}
     for entry in names:
-        command, _, sub = entry.strip().lower().partition(" ")
+        command, _, sub = entry.strip().lower().replace("|", " ").partition(" ")
         if sub:
             subcommands.setdefault(command.encode(), set()).add(sub.strip().encode())
         else:

@@ -29,8 +29,9 @@ MAX_BULK = 512 * 1024 * 1024  # proto-max-bulk-len's default
 MAX_MULTIBULK = 2**31 - 1  # INT_MAX
 UNAUTHENTICATED_ARGS = 10  # Redis' limits for a client that has not logged in
 UNAUTHENTICATED_BULK = 16 * 1024
-NAME_MAX = 64  # longer first arguments are no command the policy knows: not held back
+NAME_MAX = 64  # longest command or subcommand name the policy knows (deny entries are shorter)
 CAPTURE_MAX = 64 * 1024  # AUTH/HELLO arguments are held back up to this size
+LOGIN_ARGS = 16  # ... and up to this many of them
 # Commands whose arguments the scanner reads: the user name for the access log.
 LOGIN = frozenset({b"auth", b"hello"})
 # Commands after which a client legitimately sends nothing (spared by the idle timeouts).
@@ -98,6 +99,7 @@ class RequestScanner:
         policy: Policy,
         clock: Callable[[], float],
         on_refused: Callable[[bytes, str], None] | None = None,
+        auth_required: bool = True,
     ) -> None:
         self.clock = clock
         self.on_refused = on_refused
@@ -105,6 +107,10 @@ class RequestScanner:
         self.refused: dict[str, int] = {}
         self.user: str | None = None
         self.logged_in = False
+        # Whether Redis makes a new connection log in: only then do its pre-AUTH caps apply
+        # (a default user without password is logged in from the first byte).
+        self.auth_required = auth_required
+        self.limited = False  # Redis' unauthenticated limits apply now
         self.waiting = False  # subscribed or in a blocking command: silence is expected
         self.pending = b""  # bytes of an undecided frame, held back
         self.skip = 0  # payload bytes of the current frame still to pass (or drop)
@@ -126,6 +132,7 @@ class RequestScanner:
         self.special = self.denied | set(self.denied_sub) | LOGIN
         if policy.client_idle_timeout or policy.upstream_idle_timeout:
             self.special |= WAITING
+        self._update_limited()
         self.rate_text = refusal_frame(
             f"rate limit: more than {policy.cmd_rate:g} commands per second on this "
             "connection (redkeep proxy); slow down"
@@ -133,10 +140,10 @@ class RequestScanner:
             else "rate limit"
         )
 
-    @property
-    def limited(self) -> bool:
-        """Whether Redis' unauthenticated limits apply now."""
-        return self.policy.unauthenticated_limits and not self.logged_in
+    def _update_limited(self) -> None:
+        self.limited = (
+            self.policy.unauthenticated_limits and self.auth_required and not self.logged_in
+        )
 
     def feed(self, data: bytes) -> bytes:
         """The bytes to send to Redis for `data` received from the client.
@@ -149,7 +156,6 @@ class RequestScanner:
             and not self.args_left
             and not self.dropping
             and data[:1] == b"*"
-            and not self.limited
             and self._fast(data)
         ):
             return data
@@ -167,6 +173,12 @@ class RequestScanner:
         reader = self._reader
         reader.feed(data)
         special = self.special
+        # Before AUTH, frames over Redis' caps go the exact way (which refuses them).
+        max_args, max_bulk = (
+            (UNAUTHENTICATED_ARGS, UNAUTHENTICATED_BULK)
+            if self.limited
+            else (MAX_MULTIBULK, MAX_BULK)
+        )
         count = 0
         pos = 0
         frame = None
@@ -178,14 +190,20 @@ class RequestScanner:
                 if type(frame) is not list or not frame or data[pos] != 42:  # '*'
                     break
                 args = len(frame)
+                if args > max_args:
+                    break
                 size = (4 if args < 10 else 3 + len(str(args))) + 6 * args
                 for arg in frame:
                     if type(arg) is not bytes:  # Redis accepts bulk strings only
                         break
                     length = len(arg)
+                    if length > max_bulk:
+                        break
                     size += length if length < 10 else length + len(str(length)) - 1
                 else:
-                    if frame[0].lower() in special:
+                    name = frame[0]
+                    # A NUL in the name: Redis may resolve it as its prefix (see command_name).
+                    if name.lower() in special or b"\0" in name:
                         break
                     pos += size
                     count += 1
@@ -302,7 +320,11 @@ class RequestScanner:
     def _arguments(
         self, buf: bytes, at: int, n: int, count: int
     ) -> tuple[int, list, int, int] | None:
-        """The arguments the policy needs (the name, a subcommand, a login), held until whole."""
+        """The arguments the policy needs (the name, a subcommand, a login), held until whole.
+
+        A name or subcommand longer than NAME_MAX is judged by its first NAME_MAX + 1 bytes:
+        that is enough to see a NUL (where Redis may cut it) or that it is no name we deny.
+        """
         args: list[bytes] = []
         want = 1
         while len(args) < want:
@@ -313,17 +335,18 @@ class RequestScanner:
                 return _NEED_MORE
             length, start = header
             if start + length + 2 > n:  # the payload is not all here
-                if (not args and length > NAME_MAX) or (args and length > CAPTURE_MAX):
-                    # Not a name the policy knows, or an argument too big to hold: decide now.
-                    args.append(b"" if not args else buf[start:start])
-                    return start, args, count - len(args), length + 2
-                return _NEED_MORE
+                limit = NAME_MAX if len(args) < want_names(args, self.denied_sub) else CAPTURE_MAX
+                if length <= limit or n - start <= limit:
+                    return _NEED_MORE
+                # Too long to hold whole: decide now on its beginning, pass the rest as it comes.
+                args.append(buf[start : start + limit + 1])
+                return start, args, count - len(args), length + 2
             args.append(buf[start : start + length])
             at = start + length + 2
             if len(args) == 1:
-                name = args[0].lower()
+                name = command_name(args[0])
                 if name in LOGIN:
-                    want = min(count, 8)
+                    want = min(count, LOGIN_ARGS)
                 elif name in self.denied_sub:
                     want = min(count, 2)
         return at, args, count - len(args), 0
@@ -344,15 +367,13 @@ class RequestScanner:
 
     def _judge(self, args: list[bytes]) -> bytes | None:
         """Count a request; the replacement frame if it is refused, else None."""
-        name = args[0].lower()
+        name = command_name(args[0])
         self.commands += 1
-        reason = None
+        reason = shown = None
         if name in self.special:
-            if name in self.denied:
+            shown = self._denied(name, args)
+            if shown is not None:
                 reason = "command"
-            elif name in self.denied_sub and len(args) > 1:
-                if args[1].lower() in self.denied_sub[name]:
-                    reason = "command"
             elif name in LOGIN:
                 self._login(name, args)
             if name in WAITING:
@@ -361,31 +382,73 @@ class RequestScanner:
             self.waiting = False
         if reason is None and self.bucket is not None and not self.bucket.take(self.clock()):
             reason = "rate"
+            shown = name.upper().decode("ascii", "replace")
         if reason is None:
             return None
         self.refused[reason] = self.refused.get(reason, 0) + 1
-        shown = name.upper().decode("ascii", "replace")
-        if reason == "command" and name in self.denied_sub and len(args) > 1:
-            shown += " " + args[1].upper().decode("ascii", "replace")
         if self.on_refused is not None:
             self.on_refused(shown.encode(), reason)
         if reason == "rate":
             return self.rate_text
         return refusal_frame(f"{shown} is denied by the redkeep proxy policy")
 
+    def _denied(self, name: bytes, args: list[bytes]) -> str | None:
+        """The denied command as shown in the refusal ('SCRIPT KILL'), or None if allowed."""
+        shown = name.upper().decode("ascii", "replace")
+        if name in self.denied:
+            return shown
+        if name not in self.denied_sub:
+            return None
+        if b"\0" in args[0]:  # no client sends this; Redis may run any subcommand of it
+            return shown
+        if len(args) > 1:
+            sub = command_name(args[1])
+            if sub in self.denied_sub[name]:
+                return f"{shown} {sub.upper().decode('ascii', 'replace')}"
+        return None
+
     def _login(self, name: bytes, args: list[bytes]) -> None:
-        """Note who logs in (never the password): AUTH [user] pass, HELLO v AUTH user pass."""
+        """Note who logs in (never the password), reading the options as Redis does:
+        AUTH [user] pass; HELLO [protover [AUTH user pass] [SETNAME name]] in any order."""
         user = None
         if name == b"auth" and len(args) in (2, 3):
             user = args[1] if len(args) == 3 else b"default"
         elif name == b"hello":
-            for index in range(2, len(args) - 2):
-                if args[index].lower() == b"auth":
+            index = 2
+            while index < len(args):
+                option = args[index].lower()
+                if option == b"auth" and index + 2 < len(args):
                     user = args[index + 1]
+                    index += 3
+                elif option == b"setname" and index + 1 < len(args):
+                    index += 2
+                elif len(args) < LOGIN_ARGS:  # a syntax error: Redis runs none of it
+                    return
+                else:  # the options go on beyond what was held back
                     break
         if user is not None:
             self.user = user.decode("utf-8", "replace")[:128]
             self.logged_in = True
+            self._update_limited()
+
+
+def command_name(raw: bytes) -> bytes:
+    """The command (or subcommand) Redis may run for this name: lower case, cut at a NUL.
+
+    Redis 7.0 finds a command by hashing the whole name but compares names with strcasecmp,
+    which stops at the first NUL: `FLUSHALL\\0x` runs as FLUSHALL when the hashes happen to
+    share a bucket. Judged by its prefix, such a name can never slip past the policy.
+    """
+    if b"\0" in raw:
+        raw = raw.partition(b"\0")[0]
+    return raw.lower()
+
+
+def want_names(args: list[bytes], denied_sub: dict) -> int:
+    """How many leading arguments are names (command, subcommand) rather than login data."""
+    if args and command_name(args[0]) in denied_sub:
+        return 2
+    return 1
 
 
 def _count_line(buf: bytes, pos: int, n: int, kind: str) -> tuple[int | None, int] | None:

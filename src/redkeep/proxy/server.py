@@ -20,6 +20,7 @@ from redkeep.proxy.accesslog import AccessLog
 from redkeep.proxy.config import ProxyConfig
 from redkeep.proxy.metrics import Counters
 from redkeep.proxy.policy import Address, Admission, Policy
+from redkeep.proxy.probe import PROBE_INTERVAL, RETRY_INTERVAL, describe, requires_auth
 from redkeep.proxy.resp import POISON, ProtocolViolation, RequestScanner
 from redkeep.proxy.tlsconf import client_side_context, upstream_context
 
@@ -48,7 +49,12 @@ class Session:
         self.scanner: RequestScanner | None = None
         policy = proxy.policy
         if policy.scans_requests:
-            self.scanner = RequestScanner(policy, time.monotonic, self.refused_command)
+            self.scanner = RequestScanner(
+                policy,
+                time.monotonic,
+                self.refused_command,
+                auth_required=proxy.upstream_auth is True,
+            )
         now = time.monotonic()
         self.last_client = now
         self.last_upstream = now
@@ -295,6 +301,9 @@ class Proxy:
         self.listeners: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
+        self._prober: asyncio.Task | None = None
+        # Whether Redis makes new connections log in (None: not known yet); see probe.py.
+        self.upstream_auth: bool | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -319,6 +328,9 @@ class Proxy:
             self._loop.add_reader(listener.fileno(), self._accept, listener)
             self.listeners.append(listener)
         self._sweeper = self._loop.create_task(self._sweep())
+        if self.policy.unauthenticated_limits:
+            await self.probe_upstream()  # before the first client: the caps are right at once
+        self._prober = self._loop.create_task(self._probe_periodically())
 
     def close_listeners(self) -> None:
         for listener in self.listeners:
@@ -330,8 +342,9 @@ class Proxy:
     async def stop(self) -> None:
         """Stop accepting, close every connection, write their log lines."""
         self.close_listeners()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._prober):
+            if task is not None:
+                task.cancel()
         for session in list(self.sessions):
             session.close("proxy")
         await asyncio.sleep(0)
@@ -349,6 +362,25 @@ class Proxy:
             if session.scanner is not None:
                 session.scanner.set_policy(config.policy)
         self.counters.reloads += 1
+        if config.policy.unauthenticated_limits and self._loop is not None:
+            self._loop.create_task(self.probe_upstream())  # Redis may have changed too
+
+    async def probe_upstream(self) -> None:
+        """Ask Redis whether it makes clients log in; new connections follow the answer."""
+        answer = await requires_auth(self.config, self.upstream_ssl)
+        first = not self.counters.probes
+        self.counters.probes += 1
+        if answer is None and self.upstream_auth is not None:
+            return  # keep what Redis said last
+        if first or answer != self.upstream_auth:
+            log.info("%s", describe(answer, self.config.upstream))
+        self.upstream_auth = answer
+
+    async def _probe_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL if self.upstream_auth is None else PROBE_INTERVAL)
+            if self.policy.unauthenticated_limits:
+                await self.probe_upstream()
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):

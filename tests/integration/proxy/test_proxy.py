@@ -22,7 +22,7 @@ from tests.integration.proxy.conftest import (
     read_replies,
     start_proxy_process,
 )
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisServer, free_port, tls_lines
 from tests.unit.test_proxy_units import STREAMS
 
 
@@ -199,25 +199,23 @@ def test_tls_termination_and_mutual_tls_both_ways(mtls_redis, pki, start_proxy):
         host="localhost", port=proxy.port, ssl=True, ssl_ca_certs=str(tls.ca_cert),
         username="admin", password="admin-secret", socket_timeout=2,
     )  # fmt: skip
-    try:
-        no_cert.ping()
-        raise AssertionError("a client without a certificate got through")
-    except redis.ConnectionError:
-        pass
+    refused_tls = 'redkeep_proxy_connections_refused_total{reason="tls"}'
     plaintext = redis.Redis(port=proxy.port, socket_timeout=2)
-    try:
-        plaintext.ping()
-        raise AssertionError("a plaintext client got through")
-    except redis.ConnectionError:
-        pass
-    assert proxy.metrics()['redkeep_proxy_connections_refused_total{reason="tls"}'] >= 2
+    for client in (no_cert, plaintext):  # each is turned away by the proxy's TLS
+        before = proxy.metrics()[refused_tls]
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+        proxy.wait_for_metric(refused_tls, before + 1)  # redis-py retries: at least one
+    assert proxy.metrics()["redkeep_proxy_connections_accepted_total"] >= 3
     time.sleep(0.2)
     served = [e for e in access_entries(proxy.access_log) if e.get("tls")]
     assert served and served[0]["tls"] in ("TLSv1.2", "TLSv1.3")
     assert served[0]["client_cert"]
 
 
-def test_old_tls_versions_are_refused(tls_redis, pki, start_proxy):
+def test_old_tls_versions_are_refused(tls_redis, pki, start_proxy, redis_factory):
+    """A client offering only TLS 1.0/1.1 (at OpenSSL security level 0, or OpenSSL 3 would
+    not even send its hello) is refused by the proxy: the alert comes from the server side."""
     proxy = start_proxy(
         f"--tls-cert={pki.server_cert}", f"--tls-key={pki.server_key}",
         f"--upstream-tls-ca={pki.ca_cert}", upstream=tls_redis.tls_port,
@@ -225,15 +223,32 @@ def test_old_tls_versions_are_refused(tls_redis, pki, start_proxy):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
     with warnings.catch_warnings():  # offering TLS 1.0/1.1 is the point here
         warnings.simplefilter("ignore", DeprecationWarning)
         context.minimum_version = ssl.TLSVersion.TLSv1
         context.maximum_version = ssl.TLSVersion.TLSv1_1
-    try:
-        with context.wrap_socket(proxy.connect(), server_hostname="localhost"):
-            raise AssertionError("TLS 1.1 was accepted")
-    except (ssl.SSLError, ConnectionError):
-        pass
+    before = proxy.metrics()['redkeep_proxy_connections_refused_total{reason="tls"}']
+    with pytest.raises(ssl.SSLError) as refused:
+        context.wrap_socket(proxy.connect(), server_hostname="localhost").close()
+    # Sent its hello and was turned away (an alert, or the proxy hanging up on it); a client
+    # that refused itself would say NO_PROTOCOLS_AVAILABLE or NO_CIPHERS_AVAILABLE.
+    assert refused.value.reason in (
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNEXPECTED_EOF_WHILE_READING",
+    ), refused.value
+    after = proxy.metrics()['redkeep_proxy_connections_refused_total{reason="tls"}']
+    assert after == before + 1
+    # Control: the same client completes a TLS 1.1 handshake with a server that allows it, so
+    # the refusal above is the proxy's choice and not this client's inability.
+    legacy = redis_factory(
+        [*tls_lines(pki.directory, "no"), 'tls-protocols "TLSv1.1 TLSv1.2"',
+         "tls-ciphers DEFAULT:@SECLEVEL=0"],
+        tls=True,
+    )  # fmt: skip
+    raw = socket.create_connection(("127.0.0.1", legacy.tls_port), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost") as accepted:
+        assert accepted.version() == "TLSv1.1"
 
 
 def test_upstream_restart(redis_factory, start_proxy):
@@ -353,6 +368,11 @@ def live_fuzz_target(tmp_path_factory, redis_binary):
     yield proxy, server
     try:
         assert admin.get("canary") == b"alive"  # no FLUSHALL got through
+        # ... nor any other denied command, by whatever name Redis resolved it to.
+        ran = set(admin.info("commandstats"))
+        denied = {"flushall", "flushdb", "keys", "debug", "shutdown", "script|kill"}
+        assert not {f"cmdstat_{name}" for name in denied} & ran, ran
+        assert not [name for name in ran if name.startswith(("cmdstat_config", "cmdstat_module"))]
         assert proxy.metrics()["redkeep_proxy_protocol_errors_total"] > 0
     finally:
         proxy.stop()
