@@ -34,7 +34,7 @@ def free_port() -> int:
 class Server:
     """A throw-away redis-server on 127.0.0.1 for benchmarking."""
 
-    def __init__(self, *config: str) -> None:
+    def __init__(self, *config: str, username: str | None = None, password: str | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="redkeep-bench-"))
         self.port = free_port()
         args = [
@@ -54,7 +54,9 @@ class Server:
             *config,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        self.client = redis.Redis(port=self.port, socket_timeout=600)
+        self.client = redis.Redis(
+            port=self.port, socket_timeout=600, username=username, password=password
+        )
         for _ in range(200):
             try:
                 self.client.ping()

@@ -164,15 +164,21 @@ class RequestScanner:
     def _fast(self, data: bytes) -> bool:  # noqa: PLR0912 - one loop, kept inline for speed
         """Count complete frames with hiredis; False (nothing counted) when unsure.
 
-        hiredis also reads RESP3 types (`~` sets, `|` attributes) as lists, where Redis reads
-        an inline request, and it does not check the CRLF after a payload. So each frame must
-        start with '*' at the offset its canonical length puts it: the first frame Redis would
-        read differently is either caught here or one Redis refuses and closes the connection
-        for (a shorter `+` argument), before anything after it runs.
+        hiredis and Redis read a multibulk request alike: the same strict lengths, payloads
+        taken by length, the two bytes after a payload skipped unchecked, a line that does not
+        end in CRLF refused by hiredis. Where they differ, Redis refuses the request and closes
+        the connection, running nothing after it (a `+` or `:` argument, a nested array), or
+        hiredis returns something that is not a list. Except for two RESP3 types, `~` (set) and
+        `|` (attribute), which hiredis reads as lists where Redis reads an inline request: in
+        a chunk without those bytes, every list hiredis returns began with '*' where Redis
+        starts a request, so its frames (and their names) are Redis' own. With them, or before
+        AUTH (the caps need the sizes), each frame must also start with '*' at the offset its
+        canonical length puts it.
         """
         reader = self._reader
         reader.feed(data)
         special = self.special
+        sized = self.limited or b"~" in data or b"|" in data
         # Before AUTH, frames over Redis' caps go the exact way (which refuses them).
         max_args, max_bulk = (
             (UNAUTHENTICATED_ARGS, UNAUTHENTICATED_BULK)
@@ -187,29 +193,28 @@ class RequestScanner:
                 frame = reader.gets()
                 if frame is False:
                     break
-                if type(frame) is not list or not frame or data[pos] != 42:  # '*'
+                if type(frame) is not list or not frame:
                     break
-                args = len(frame)
-                if args > max_args:
-                    break
-                size = (4 if args < 10 else 3 + len(str(args))) + 6 * args
-                for arg in frame:
-                    if type(arg) is not bytes:  # Redis accepts bulk strings only
+                if sized:
+                    args = len(frame)
+                    if data[pos] != 42 or args > max_args:  # '*'
                         break
-                    length = len(arg)
-                    if length > max_bulk:
-                        break
-                    size += length if length < 10 else length + len(str(length)) - 1
-                else:
-                    name = frame[0]
-                    # A NUL in the name: Redis may resolve it as its prefix (see command_name).
-                    if name.lower() in special or b"\0" in name:
+                    size = (4 if args < 10 else 3 + len(str(args))) + 6 * args
+                    for arg in frame:
+                        length = len(arg) if type(arg) is bytes else -1  # bulk strings only
+                        if length < 0 or length > max_bulk:
+                            size = -1
+                            break
+                        size += length if length < 10 else length + len(str(length)) - 1
+                    if size < 0:
                         break
                     pos += size
-                    count += 1
-                    continue
-                break
-            if frame is False and pos == len(data):
+                name = frame[0]
+                # A NUL in the name: Redis may resolve it as its prefix (see command_name).
+                if name.lower() in special or b"\0" in name:
+                    break
+                count += 1
+            if frame is False and (not sized or pos == len(data)):
                 # hiredis swallows a partial frame without a trace (has_data() is False), so
                 # prove the reader sits on a boundary: only then does a marker come back whole.
                 reader.feed(FAST_MARKER)
