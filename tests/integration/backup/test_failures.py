@@ -13,6 +13,7 @@ import redis
 
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.rdb import crc64
+from tests import datasets
 from tests.conftest import REDKEEP, run_redkeep
 from tests.integration.conftest import client_as
 
@@ -33,8 +34,28 @@ def restore_to_file(bundle, backup_id, path):
     return run_redkeep("backup", "restore", backup_id, "--dir", bundle.root, "--to-file", path)
 
 
+def restore_to_url_leaves_target_alone(bundle, redis_factory, backup_id, *args):
+    """Restore with --replace into a server that holds keys of its own (one of them with a
+    name the backup has too): the restore must fail and the server hold exactly what it held."""
+    url = f"redis://127.0.0.1:{redis_factory().port}"
+    datasets.client_for(url, 0).set("str:embstr", "the target's own value")
+    datasets.client_for(url, 2).set("mine", "keep me", ex=3600)
+    before = datasets.snapshot(url)
+    result = run_redkeep(
+        "backup", "restore", backup_id, "--dir", bundle.root, "--to-url", url, "--replace", *args
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert datasets.compare(before, datasets.snapshot(url), ttl_slack_ms=0) == []
+    return result
+
+
+def verdict(bundle, report):
+    path = stored(bundle, report, "verify.json")
+    return json.loads(path.read_text())["result"] if path.exists() else None
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_damaged_object_fails_verify_and_restore(backup_bundle, tmp_path, damage):
+def test_damaged_object_fails_verify_and_restore(backup_bundle, redis_factory, tmp_path, damage):
     report = backup(backup_bundle)
     path = stored(backup_bundle, report)
     data = bytearray(path.read_bytes())
@@ -47,13 +68,34 @@ def test_damaged_object_fails_verify_and_restore(backup_bundle, tmp_path, damage
     assert verify.returncode == 1
     assert "is damaged: its SHA-256" in verify.stderr
     assert len(verify.stderr.strip().splitlines()) == 1
+    assert verdict(backup_bundle, report) == "failed"
     restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
     assert restore.returncode != 0
     assert "is damaged" in restore.stderr
     assert list(tmp_path.iterdir()) == []
+    to_url = restore_to_url_leaves_target_alone(backup_bundle, redis_factory, report["id"])
+    assert "is damaged" in to_url.stderr
 
 
-def test_missing_manifest_means_incomplete(backup_bundle, tmp_path):
+def test_damaged_object_in_s3_fails_verify_and_restore(backup_bundle, redis_factory, s3_server):
+    dest = f"s3://{s3_server.bucket}/damaged"
+    report = backup(backup_bundle, "--dest", dest)
+    s3 = s3_server.client()
+    key = f"damaged/{report['source']}/{report['id']}/{report['objects'][0]}"
+    data = bytearray(s3.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    s3.put_object(Bucket=s3_server.bucket, Key=key, Body=bytes(data))
+    verify = run_redkeep(
+        "backup", "verify", report["id"], "--dir", backup_bundle.root, "--dest", dest
+    )
+    assert verify.returncode == 1 and "is damaged: its SHA-256" in verify.stderr
+    to_url = restore_to_url_leaves_target_alone(
+        backup_bundle, redis_factory, report["id"], "--dest", dest
+    )
+    assert "is damaged" in to_url.stderr
+
+
+def test_missing_manifest_means_incomplete(backup_bundle, redis_factory, tmp_path):
     report = backup(backup_bundle)
     stored(backup_bundle, report, "manifest.json").unlink()
     listing = json.loads(
@@ -64,11 +106,13 @@ def test_missing_manifest_means_incomplete(backup_bundle, tmp_path):
     restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
     assert restore.returncode == 1
     assert "cannot be used: it is incomplete (no manifest)" in restore.stderr
+    to_url = restore_to_url_leaves_target_alone(backup_bundle, redis_factory, report["id"])
+    assert "it is incomplete (no manifest)" in to_url.stderr
     latest = run_redkeep("backup", "verify", "latest", "--dir", backup_bundle.root, "--json")
     assert json.loads(latest.stdout)["id"] != report["id"]  # latest means latest complete
 
 
-def test_wrong_identity(backup_bundle, tmp_path):
+def test_wrong_identity(backup_bundle, redis_factory, tmp_path):
     report = backup(backup_bundle)
     other = tmp_path / "other.key"
     other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
@@ -77,6 +121,7 @@ def test_wrong_identity(backup_bundle, tmp_path):
     )
     assert verify.returncode == 1
     assert "none of the given identities matches its recipients" in verify.stderr
+    assert verdict(backup_bundle, report) is None  # a wrong key says nothing about the backup
     restore = run_redkeep(
         "backup",
         "restore",
@@ -89,6 +134,10 @@ def test_wrong_identity(backup_bundle, tmp_path):
         other,
     )
     assert restore.returncode == 1 and not (tmp_path / "out.rdb").exists()
+    to_url = restore_to_url_leaves_target_alone(
+        backup_bundle, redis_factory, report["id"], "--age-identity", other
+    )
+    assert "none of the given identities matches" in to_url.stderr
 
 
 def test_unknown_rdb_version_from_a_newer_server(backup_bundle, tmp_path):
