@@ -265,7 +265,12 @@ def _after_run(
     report.setdefault("duration_seconds", round(time.monotonic() - started, 3))
     problems = []
     if report["result"] != "success":
-        # Beside the (incomplete) backup, so its prefix explains itself.
+        # Without a manifest its objects are of no use: they would only fill the store.
+        try:
+            options.store.discard(object_key(manifest.source, manifest.id, ""))
+        except Exception as error:  # noqa: BLE001 - the destination may be what failed
+            problems.append(f"could not remove what the failed run stored: {error}")
+        # The failure report stays where the backup would be, so its prefix explains itself.
         try:
             options.store.put_bytes(_key(manifest, REPORT), _json(report))
         except Exception as error:  # noqa: BLE001 - the destination may be what failed

@@ -70,6 +70,7 @@ def _download(
             identities,
             out,
             validator,
+            where=str(path.parent),
         )
     return validator.finish().as_dict() if validator else {}
 

@@ -147,13 +147,21 @@ def _gzip_end(codec) -> Callable[[], bytes]:
 
 
 class SinkFile:
-    """A file object forwarding writes to a sink (what pyrage and tarfile write into)."""
+    """A file object forwarding writes to a sink (what pyrage and tarfile write into).
+
+    It keeps the sink's exception: pyrage hands it back only as text, wrapped in its own.
+    """
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+        self.error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
-        self.sink.write(bytes(data))
+        try:
+            self.sink.write(bytes(data))
+        except BaseException as error:
+            self.error = error
+            raise
         return len(data)
 
     def flush(self) -> None:
@@ -173,11 +181,12 @@ class AgeEncryptSink:
         self._thread.start()
 
     def _run(self, read_fd: int, recipients: list) -> None:
+        out = SinkFile(self.downstream)
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as reader:
             try:
-                pyrage.encrypt_io(reader, SinkFile(self.downstream), recipients)
+                pyrage.encrypt_io(reader, out, recipients)
             except BaseException as error:  # reported to the writer by close()
-                self._error = error
+                self._error = out.error or error
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -208,19 +217,3 @@ class AgeEncryptSink:
         with contextlib.suppress(RedkeepError):
             self._finish()
         self.downstream.abort()
-
-
-class FileSink:
-    """The end of a chain that writes into an open file; closing it does not close the file."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(data)
-
-    def close(self) -> None:
-        self.handle.flush()
-
-    def abort(self) -> None:
-        pass
