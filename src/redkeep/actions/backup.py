@@ -432,10 +432,7 @@ def prune(
         for decision in retention.plan(entries, policy, now):
             item = index[decision.backup.id]
             if not decision.keep and not dry_run:
-                # The manifest goes first: a half-deleted backup is then incomplete, not broken.
-                names = sorted(item.objects, key=lambda name: name != MANIFEST)
-                for name in names:
-                    store.delete([object_key(src, item.id, name)])
+                _delete_backup(store, item)
             results.append(
                 {
                     "source": src,
@@ -446,3 +443,12 @@ def prune(
                 }
             )
     return results
+
+
+def _delete_backup(store: Store, item: Listed) -> None:
+    if not item.complete:  # all of it, with what a killed run left: temp files, uploads
+        store.discard(object_key(item.source, item.id, ""))
+        return
+    # The manifest goes first: a half-deleted backup is then incomplete, not broken.
+    for name in sorted(item.objects, key=lambda name: name != MANIFEST):
+        store.delete([object_key(item.source, item.id, name)])

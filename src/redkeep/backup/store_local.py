@@ -141,14 +141,17 @@ class LocalStore:
             return handle.read(length)
 
     def list_objects(self, prefix: str = "") -> dict[str, int]:
-        """Every committed object under `prefix` with its size (temp files are not listed)."""
+        """Every object under `prefix` with its size, and the hidden temp files of runs that
+        were killed (or are running): so `list` shows such a run as incomplete, and `prune`
+        removes it once it is old, as S3 lifecycle rules do for unfinished uploads."""
         base = self.root / prefix if prefix else self.root
         if not base.exists():
             return {}
         found = {}
         for path in base.rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                found[path.relative_to(self.root).as_posix()] = path.stat().st_size
+            with contextlib.suppress(FileNotFoundError):  # a run renamed or removed it
+                if path.is_file():
+                    found[path.relative_to(self.root).as_posix()] = path.stat().st_size
         return found
 
     def discard(self, prefix: str) -> None:

@@ -1,5 +1,6 @@
 """Bad input gets a clear error, a non-zero exit, and nothing written to the target."""
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -11,8 +12,11 @@ import pyrage
 import pytest
 import redis
 
+from redkeep.actions.backup import prune
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.rdb import crc64
+from redkeep.backup.retention import Policy
+from redkeep.backup.store_local import LocalStore
 from tests import datasets
 from tests.conftest import REDKEEP, run_redkeep
 from tests.integration.conftest import client_as
@@ -232,6 +236,40 @@ def test_backup_killed_mid_run_leaves_nothing_complete(slow_server, tmp_path, s3
     listing = run_redkeep("backup", "list", "--dest", dest, "--source", "killed", "--json")
     assert listing.returncode == 0, listing.stderr
     assert [row for row in json.loads(listing.stdout) if row["complete"]] == []
+
+
+def test_a_killed_run_is_listed_incomplete_and_pruned_with_its_temp_file(slow_server, tmp_path):
+    dest = tmp_path / "dest"
+    process = subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--url",
+            f"redis://127.0.0.1:{slow_server.port}",
+            "--dest",
+            dest,
+            "--source",
+            "killed",
+            "--no-encrypt",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not [p for p in dest.rglob("*.partial") if p.stat().st_size > 0]:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    listing = run_redkeep("backup", "list", "--dest", dest, "--json")
+    (row,) = json.loads(listing.stdout)
+    assert not row["complete"] and row["size"] > 0  # the temp file, seen and counted
+    store = LocalStore.at(str(dest))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    (decision,) = prune(store, None, Policy(keep_last=5), later, dry_run=False)
+    assert decision["action"] == "delete" and decision["reason"] == "incomplete (no manifest)"
+    assert list(dest.rglob("*")) == [dest / "killed"]  # the source's directory, empty
 
 
 def test_failure_keeps_last_success_time_in_metrics(backup_bundle):
