@@ -35,6 +35,7 @@ from redkeep.endpoint import Target
 from redkeep.errors import DamagedBackup, RedkeepError, UsageError
 
 SAMPLE = 100
+SAMPLE_MAX_BYTES = 16 << 20
 AOF_DIRNAME = "appendonlydir"
 
 
@@ -200,6 +201,8 @@ def _sample_round_trip(server: drill.Drill, loaded: dict[str, dict[str, int]], s
         for db in loaded:
             client = server.client(int(db[2:]))
             for key in itertools.islice(client.scan_iter(count=SAMPLE), SAMPLE):
+                if (client.memory_usage(key) or 0) > SAMPLE_MAX_BYTES:
+                    continue  # the keyspace check covers it; a copy would cost its size twice
                 if not copy_one(client, scratch, key):
                     continue  # expired while we looked
                 problem = round_trip_problem(client, scratch, key)

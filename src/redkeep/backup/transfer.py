@@ -1,6 +1,8 @@
 """Copy every key, with its TTL, from one server to another: DUMP + PTTL, then RESTORE.
 
-Pipelined in batches per database. Keys that expire while being copied are skipped.
+Pipelined in batches per database, cut so that a batch holds about BATCH_BYTES of values
+(a larger key goes alone): memory stays bounded whatever the keys' sizes. Keys that expire
+while being copied are skipped.
 """
 
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import redis
 from redkeep.errors import RedkeepError
 
 BATCH = 500
+BATCH_BYTES = 32 << 20
 
 
 @dataclass
@@ -35,7 +38,7 @@ def copy_keys(
         source, target = source_for_db(db), target_for_db(db)
         copied = 0
         try:
-            for keys in _batches(source):
+            for keys in _sized(source, _batches(source)):
                 pipe = target.pipeline(transaction=False)
                 sent = []
                 for key, (payload, pttl) in zip(keys, _dump(source, keys), strict=True):
@@ -74,6 +77,24 @@ def _batches(client: redis.Redis):
             yield keys
         if cursor == 0:
             return
+
+
+def _sized(client: redis.Redis, batches):
+    """Split each batch of keys so that one holds about BATCH_BYTES (MEMORY USAGE, sampled)."""
+    for keys in batches:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key)
+        group: list[bytes] = []
+        total = 0
+        for key, size in zip(keys, pipe.execute(), strict=True):
+            if group and total + (size or 0) > BATCH_BYTES:
+                yield group
+                group, total = [], 0
+            group.append(key)
+            total += size or 0
+        if group:
+            yield group
 
 
 def _dump(client: redis.Redis, keys: list[bytes]) -> list[tuple[bytes | None, int]]:
