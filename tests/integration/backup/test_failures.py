@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -498,6 +499,81 @@ def test_sigterm_during_the_aof_pause_puts_the_setting_back(redis_factory, tmp_p
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "100"
+
+
+def aof_backup(port, dest, env=None):
+    return subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--type",
+            "aof",
+            "--url",
+            f"redis://127.0.0.1:{port}",
+            "--dest",
+            str(dest),
+            "--source",
+            "aof",
+            "--no-encrypt",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_sigkill_during_the_aof_pause_is_repaired_by_the_next_run(redis_factory, tmp_path):
+    server = redis_factory(
+        ["appendonly yes", "rdb-key-save-delay 500", "repl-diskless-sync-delay 0"]
+    )
+    client = redis.Redis(port=server.port)
+    client.config_set("auto-aof-rewrite-percentage", 77)
+    pipe = client.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.set(f"k{i}", "v")
+    pipe.execute()
+    client.bgrewriteaof()  # slow: the backup waits for it, paused
+    process = aof_backup(server.port, tmp_path / "dest")
+    deadline = time.monotonic() + 20
+    while client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] != "0":
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.kill()  # nothing can put the setting back now
+    process.communicate()
+    assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "0"
+    again = aof_backup(server.port, tmp_path / "dest")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "77"
+
+
+def test_links_left_by_a_killed_aof_backup_are_removed_by_the_next(redis_factory, tmp_path):
+    server = redis_factory(["appendonly yes", "repl-diskless-sync-delay 0"])
+    redis.Redis(port=server.port).set("k", "v")
+    silent = socket.socket()  # an S3 endpoint that accepts and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    process = aof_backup(server.port, "s3://bucket/aof", env)
+    deadline = time.monotonic() + 20
+    while not list(server.workdir.glob(".redkeep-aof-*/*.manifest")):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.kill()  # while the upload hangs, with the AOF files hard-linked
+    process.communicate()
+    silent.close()
+    assert list(server.workdir.glob(".redkeep-aof-*"))
+    again = aof_backup(server.port, tmp_path / "dest")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert list(server.workdir.glob(".redkeep-aof-*")) == []
 
 
 @pytest.mark.parametrize("source", ["a/b", ".", "..", 'a"b', "-x"])
