@@ -47,20 +47,33 @@ def copy_keys(
                         continue
                     pipe.restore(key, max(pttl, 0), payload, replace=replace)
                     sent.append(key)
-                for key, reply in zip(sent, pipe.execute(raise_on_error=False), strict=True):
-                    if isinstance(reply, Exception):
-                        written = sum(count.keys.values()) + copied
-                        raise RedkeepError(
-                            f"RESTORE of key {key!r} into db{db} failed: {_reason(reply)}; "
-                            f"{written} keys were written before it, so the target now holds "
-                            "part of the backup (fix the cause, then restore again with --replace)"
-                        )
-                    copied += 1
+                replies = pipe.execute(raise_on_error=False)
+                failed = [
+                    (key, reply)
+                    for key, reply in zip(sent, replies, strict=True)
+                    if isinstance(reply, Exception)
+                ]
+                copied += len(sent) - len(failed)
+                if failed:
+                    key, reply = failed[0]
+                    raise RedkeepError(
+                        f"RESTORE of key {key!r} into db{db} failed: {_reason(reply)}; "
+                        + _partial(sum(count.keys.values()) + copied)
+                    )
         finally:
             source.close()
             target.close()
         count.keys[f"db{db}"] = copied
     return count
+
+
+def _partial(written: int) -> str:
+    if not written:
+        return "nothing was written (fix the cause, then restore again)"
+    return (
+        f"{written} keys were written, so the target now holds part of the backup "
+        "(fix the cause, then restore again with --replace)"
+    )
 
 
 def _reason(error: Exception) -> str:
