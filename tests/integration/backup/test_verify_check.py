@@ -1,11 +1,14 @@
 """The shared dataset itself, and the round-trip check `backup verify` runs in its drill server:
 it passes every key of the dataset whatever the layout, and fails a copy whose data changed."""
 
+import json
+
 import pytest
 
 from redkeep.actions.restore import copy_one, round_trip_problem
 from redkeep.backup import drill
 from tests import datasets
+from tests.conftest import run_redkeep
 
 SPARE = 9  # a database the dataset does not use
 
@@ -89,3 +92,17 @@ def test_a_lost_ttl_or_changed_consumer_group_fails_the_check(drill_server):
         round_trip_problem(source, copy, b"stream")
         == "its consumer groups differ after the round trip"
     )
+
+
+def test_verify_leaves_keys_over_16_mib_out_of_the_round_trip(redis_factory, tmp_path):
+    url = f"redis://127.0.0.1:{redis_factory(['repl-diskless-sync-delay 0']).port}"
+    datasets.load(url)
+    datasets.client_for(url, 0).setrange("huge", 20 * (1 << 20), b"x")
+    dest = tmp_path / "dest"
+    run = run_redkeep("backup", "run", "--url", url, "--dest", dest, "--source", "s", "--json")
+    assert run.returncode == 0, run.stderr
+    verify = run_redkeep("backup", "verify", "latest", "--dest", dest, "--json")
+    assert verify.returncode == 0, verify.stderr
+    (checks,) = json.loads(verify.stdout)["objects"].values()
+    assert checks["drill"]["keyspace"]["db0"]["keys"] == len(datasets.snapshot(url, [0]))
+    assert checks["drill"]["sampled_keys"] == len(datasets.snapshot(url)) - 1  # all but "huge"
