@@ -41,16 +41,13 @@ def write_failure(error: OSError, path: Path, written: int) -> StoreError:
 
 
 def _temp_file_beside(path: Path) -> tuple[int, str]:
-    """A new hidden temp file in `path`'s directory, made (0700) if needed. A second try
-    covers a concurrent failed run that removed the empty directory in between."""
-    for attempt in (1, 2):
+    """A new hidden temp file in `path`'s directory, made (0700) if needed."""
+    try:
         ensure_private_dir(path.parent)
-        try:
-            return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except FileNotFoundError:  # a concurrent failed run removed the empty directory just now
+        ensure_private_dir(path.parent)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
 
 
 class LocalWriter:
