@@ -265,7 +265,12 @@ def _after_run(
     report.setdefault("duration_seconds", round(time.monotonic() - started, 3))
     problems = []
     if report["result"] != "success":
-        # Beside the (incomplete) backup, so its prefix explains itself.
+        # Without a manifest its objects are of no use: they would only fill the store.
+        try:
+            options.store.discard(object_key(manifest.source, manifest.id, ""))
+        except Exception as error:  # noqa: BLE001 - the destination may be what failed
+            problems.append(f"could not remove what the failed run stored: {error}")
+        # The failure report stays where the backup would be, so its prefix explains itself.
         try:
             options.store.put_bytes(_key(manifest, REPORT), _json(report))
         except Exception as error:  # noqa: BLE001 - the destination may be what failed
@@ -427,10 +432,7 @@ def prune(
         for decision in retention.plan(entries, policy, now):
             item = index[decision.backup.id]
             if not decision.keep and not dry_run:
-                # The manifest goes first: a half-deleted backup is then incomplete, not broken.
-                names = sorted(item.objects, key=lambda name: name != MANIFEST)
-                for name in names:
-                    store.delete([object_key(src, item.id, name)])
+                _delete_backup(store, item)
             results.append(
                 {
                     "source": src,
@@ -441,3 +443,12 @@ def prune(
                 }
             )
     return results
+
+
+def _delete_backup(store: Store, item: Listed) -> None:
+    if not item.complete:  # all of it, with what a killed run left: temp files, uploads
+        store.discard(object_key(item.source, item.id, ""))
+        return
+    # The manifest goes first: a half-deleted backup is then incomplete, not broken.
+    for name in sorted(item.objects, key=lambda name: name != MANIFEST):
+        store.delete([object_key(item.source, item.id, name)])

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -26,6 +27,7 @@ from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 
 REWRITE_SETTING = "auto-aof-rewrite-percentage"
+WORKDIR_PREFIX = ".redkeep-aof-"  # beside the AOF directory, to hard-link its files
 WAIT_TIMEOUT = 300.0
 
 
@@ -84,10 +86,18 @@ def locate(client: redis.Redis, target: Target) -> AofLocation:
 
 
 @contextlib.contextmanager
-def rewrites_paused(client: redis.Redis, target: Target) -> Iterator[None]:
-    """Pause automatic AOF rewrites; restore the previous value however the block ends."""
+def rewrites_paused(client: redis.Redis, target: Target, record: IO) -> Iterator[None]:
+    """Pause automatic AOF rewrites; restore the previous value however the block ends.
+
+    The previous value is kept in `record` (the lock file) while paused: a run killed with
+    SIGKILL cannot put it back, so the next run finds it there and puts it back instead of
+    taking the 0 it would read from the server for the user's own setting.
+    """
+    record.seek(0)
+    left_by_a_killed_run = record.read().strip()
     try:
-        previous = client.config_get(REWRITE_SETTING)[REWRITE_SETTING]
+        previous = left_by_a_killed_run or client.config_get(REWRITE_SETTING)[REWRITE_SETTING]
+        _write_record(record, previous)
         client.config_set(REWRITE_SETTING, 0)
     except redis.RedisError as error:
         raise explain_command_error(error, target, f"CONFIG SET {REWRITE_SETTING}") from None
@@ -101,6 +111,14 @@ def rewrites_paused(client: redis.Redis, target: Target) -> Iterator[None]:
                 f"could not restore {REWRITE_SETTING} {previous} on {target.where}: {error}; "
                 f"set it by hand: CONFIG SET {REWRITE_SETTING} {previous}"
             ) from None
+        _write_record(record, "")
+
+
+def _write_record(record: IO, value: str) -> None:
+    record.seek(0)
+    record.truncate()
+    record.write(value)
+    record.flush()
 
 
 def wait_for_no_rewrite(client: redis.Redis, target: Target, timeout: float = WAIT_TIMEOUT) -> None:
@@ -116,56 +134,76 @@ def wait_for_no_rewrite(client: redis.Redis, target: Target, timeout: float = WA
 
 @dataclass
 class AofSnapshot:
-    """Links (or copies) of the AOF files, with the sizes to read: a point in time."""
+    """Links (or copies) of the AOF files, with the sizes to read: a point in time. It holds
+    the server's AOF backup lock until `cleanup`."""
 
     workdir: Path
     manifest: str
     files: list[AofFile]
     sizes: dict[str, int]
     linked: bool
+    lock: IO
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+        self.lock.close()
 
 
-@contextlib.contextmanager
-def exclusive(location: AofLocation) -> Iterator[None]:
-    """One AOF backup of a server at a time: two would save each other's paused setting."""
+def exclusive(location: AofLocation) -> IO:
+    """One AOF backup of a server at a time: two would save each other's paused setting.
+    The lock is held (the file open) until the caller closes what this returns."""
     name = hashlib.sha256(str(location.directory).encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"redkeep-aof-{name}.lock"
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RedkeepError(
-                f"another AOF backup of {location.directory} is running; try again later"
-            ) from None
-        yield
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RedkeepError(
+            f"another AOF backup of {location.directory} is running; try again later"
+        ) from None
+    return handle
+
+
+def remove_stale_workdirs(location: AofLocation) -> None:
+    """Links left by a run that was killed (SIGKILL) would keep old AOF files on disk for
+    ever. Holding the lock, no other run is using one: remove them."""
+    for stale in location.directory.parent.glob(f"{WORKDIR_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def snapshot(client: redis.Redis, target: Target, location: AofLocation) -> AofSnapshot:
     """Take a consistent snapshot of the AOF files, per the official procedure."""
-    with exclusive(location), rewrites_paused(client, target):
-        wait_for_no_rewrite(client, target)
-        manifest_path = location.directory / location.manifest
-        files = parse_manifest(manifest_path.read_text(), str(manifest_path))
-        names = [location.manifest] + [item.name for item in files if item.kind in "bi"]
-        workdir, linked = _workdir(location.directory)
-        sizes = {}
-        for name in names:
-            source, copy = location.directory / name, workdir / name
-            sizes[name] = source.stat().st_size
-            if linked:
-                os.link(source, copy)
-            else:
-                _copy_prefix(source, copy, sizes[name])
-    return AofSnapshot(workdir, location.manifest, files, sizes, linked)
+    lock = exclusive(location)
+    workdir = None
+    try:
+        remove_stale_workdirs(location)
+        with rewrites_paused(client, target, lock):
+            wait_for_no_rewrite(client, target)
+            manifest_path = location.directory / location.manifest
+            files = parse_manifest(manifest_path.read_text(), str(manifest_path))
+            names = [location.manifest] + [item.name for item in files if item.kind in "bi"]
+            workdir, linked = _workdir(location.directory)
+            sizes = {}
+            for name in names:
+                source, copy = location.directory / name, workdir / name
+                sizes[name] = source.stat().st_size
+                if linked:
+                    os.link(source, copy)
+                else:
+                    _copy_prefix(source, copy, sizes[name])
+    except BaseException:
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        lock.close()
+        raise
+    return AofSnapshot(workdir, location.manifest, files, sizes, linked, lock)
 
 
 def _workdir(directory: Path) -> tuple[Path, bool]:
     """A temp dir for the links: beside the AOF directory (same filesystem) when allowed."""
     try:
-        workdir = Path(tempfile.mkdtemp(prefix=".redkeep-aof-", dir=directory.parent))
+        workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=directory.parent))
     except OSError:
         return Path(tempfile.mkdtemp(prefix="redkeep-aof-")), False
     probe = workdir / ".probe"

@@ -11,7 +11,6 @@ import pyrage
 
 from redkeep.backup.manifest import StoredObject
 from redkeep.backup.pipeline import (
-    FileSink,
     HashingSink,
     PipelineError,
     SinkFile,
@@ -23,6 +22,39 @@ from redkeep.backup.stores import Store
 from redkeep.errors import DamagedBackup, RedkeepError
 
 CHUNK = 1 << 20
+
+
+class OutputError(RedkeepError):
+    """Writing the restored bytes here failed (a full disk): it says nothing about the backup."""
+
+
+class OutputSink:
+    """The end of the chain: writes into an open file (closing the sink does not close it)."""
+
+    def __init__(self, handle: BinaryIO, where: str) -> None:
+        self.handle = handle
+        self.where = where
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.handle.write(data)
+        except OSError as error:
+            raise self._failure(error) from None
+
+    def close(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as error:
+            raise self._failure(error) from None
+
+    def abort(self) -> None:
+        pass
+
+    def _failure(self, error: OSError) -> OutputError:
+        return OutputError(
+            f"cannot write the restored data to {self.where}: {error.strerror or error}; "
+            "free space there (or point TMPDIR elsewhere for verify) and try again"
+        )
 
 
 class HashingReader:
@@ -56,25 +88,32 @@ def fetch_object(
     identities: list,
     out: BinaryIO,
     validator: RdbValidator | None = None,
+    where: str = "the output file",
 ) -> None:
-    """Write the original bytes of stored object `item` into `out`; raise if anything is off."""
+    """Write the original bytes of stored object `item` into `out` (the file at `where`);
+    raise if anything is off. A failure to write `out` is an OutputError, never damage."""
     reader = HashingReader(store.reader(key))
-    raw = HashingSink(FileSink(out))
+    raw = HashingSink(OutputSink(out, where))
     head = decompressor(item.compression, TeeSink(validator.feed, raw) if validator else raw)
+    into = SinkFile(head)
     try:
         try:
             if item.encryption != "none":
-                pyrage.decrypt_io(reader, SinkFile(head), identities)
+                pyrage.decrypt_io(reader, into, identities)
             else:
                 while data := reader.read(CHUNK):
-                    head.write(data)
+                    into.write(data)
             head.close()
         finally:
             close = getattr(reader.stream, "close", None)
             if close:
                 reader.drain()
                 close()
+    except OutputError:
+        raise
     except (pyrage.DecryptError, PipelineError, RdbError, OSError) as error:
+        if isinstance(into.error, OutputError):  # pyrage wraps what its output raised
+            raise into.error from None
         # pyrage reports damaged ciphertext as OSError("decryption error"); a damaged object
         # is named as such whichever stage noticed first.
         _check_digest(reader, item, key)

@@ -21,6 +21,7 @@ from redkeep.errors import RedkeepError
 COMPRESSIONS = ("zstd", "gzip", "none")
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 AGE_MAGIC = b"age-encryption.org/v1"
+OUTPUT_CHUNK = 1 << 20  # the most a decompressor passes on at once
 
 
 class Sink(Protocol):
@@ -110,50 +111,82 @@ def compressor(kind: str, downstream: Sink, level: int | None = None) -> Sink:
 def decompressor(kind: str, downstream: Sink) -> Sink:
     """A sink that undoes `compressor(kind)`; raises PipelineError on damaged input."""
     if kind == "zstd":
-        codec = zstandard.ZstdDecompressor().decompressobj()
-        return CodecSink(_guard(codec.decompress, kind), _zstd_end(codec), downstream)
+        return ZstdDecodeSink(downstream)
     if kind == "gzip":
-        codec = zlib.decompressobj(31)
-        return CodecSink(_guard(codec.decompress, kind), _gzip_end(codec), downstream)
+        return GzipDecodeSink(downstream)
     return downstream
 
 
-def _guard(function: Callable[[bytes], bytes], kind: str) -> Callable[[bytes], bytes]:
-    def guarded(data: bytes) -> bytes:
+class ZstdDecodeSink:
+    """Decompresses zstd, passing on at most OUTPUT_CHUNK bytes at a time: a backup that
+    compressed 10,000:1 (zeros, a sparse bitmap) never needs its expanded size in memory.
+
+    A truncated stream is found downstream: the RDB's end and CRC64, the raw SHA-256.
+    """
+
+    def __init__(self, downstream: Sink) -> None:
+        self.downstream = downstream
+        self._writer = zstandard.ZstdDecompressor().stream_writer(
+            SinkFile(downstream), write_size=OUTPUT_CHUNK, closefd=False
+        )
+
+    def write(self, data: bytes) -> None:
         try:
-            return function(data)
-        except (zstandard.ZstdError, zlib.error) as error:
-            raise PipelineError(f"{kind} data is damaged: {error}") from None
+            self._writer.write(data)
+        except zstandard.ZstdError as error:
+            raise PipelineError(f"zstd data is damaged: {error}") from None
 
-    return guarded
+    def close(self) -> None:
+        self.downstream.close()
 
-
-def _zstd_end(codec) -> Callable[[], bytes]:
-    def end() -> bytes:
-        if not codec.eof:
-            raise PipelineError("zstd data is truncated: the frame does not end")
-        return b""
-
-    return end
+    def abort(self) -> None:
+        self.downstream.abort()
 
 
-def _gzip_end(codec) -> Callable[[], bytes]:
-    def end() -> bytes:
-        if not codec.eof:
+class GzipDecodeSink:
+    """Decompresses gzip, passing on at most OUTPUT_CHUNK bytes at a time."""
+
+    def __init__(self, downstream: Sink) -> None:
+        self.downstream = downstream
+        self._codec = zlib.decompressobj(31)  # 31: gzip container
+
+    def write(self, data: bytes) -> None:
+        while True:
+            try:
+                out = self._codec.decompress(data, OUTPUT_CHUNK)
+            except zlib.error as error:
+                raise PipelineError(f"gzip data is damaged: {error}") from None
+            if out:
+                self.downstream.write(out)
+            data = self._codec.unconsumed_tail
+            if not data and len(out) < OUTPUT_CHUNK:
+                return
+
+    def close(self) -> None:
+        if not self._codec.eof:
             raise PipelineError("gzip data is truncated: the stream does not end")
-        return codec.flush()
+        self.downstream.close()
 
-    return end
+    def abort(self) -> None:
+        self.downstream.abort()
 
 
 class SinkFile:
-    """A file object forwarding writes to a sink (what pyrage and tarfile write into)."""
+    """A file object forwarding writes to a sink (what pyrage and tarfile write into).
+
+    It keeps the sink's exception: pyrage hands it back only as text, wrapped in its own.
+    """
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+        self.error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
-        self.sink.write(bytes(data))
+        try:
+            self.sink.write(bytes(data))
+        except BaseException as error:
+            self.error = error
+            raise
         return len(data)
 
     def flush(self) -> None:
@@ -173,11 +206,12 @@ class AgeEncryptSink:
         self._thread.start()
 
     def _run(self, read_fd: int, recipients: list) -> None:
+        out = SinkFile(self.downstream)
         with os.fdopen(read_fd, "rb", buffering=1 << 20) as reader:
             try:
-                pyrage.encrypt_io(reader, SinkFile(self.downstream), recipients)
+                pyrage.encrypt_io(reader, out, recipients)
             except BaseException as error:  # reported to the writer by close()
-                self._error = error
+                self._error = out.error or error
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -208,19 +242,3 @@ class AgeEncryptSink:
         with contextlib.suppress(RedkeepError):
             self._finish()
         self.downstream.abort()
-
-
-class FileSink:
-    """The end of a chain that writes into an open file; closing it does not close the file."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(data)
-
-    def close(self) -> None:
-        self.handle.flush()
-
-    def abort(self) -> None:
-        pass

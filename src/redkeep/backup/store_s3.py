@@ -76,8 +76,10 @@ class S3Writer:
         )
 
     def abort(self) -> None:
+        """Abort the upload: S3 drops its parts. Best effort while failing: a failed run's
+        `discard` tries again, and a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+        catches what an unreachable store leaves."""
         self._buffer.clear()
-        # Best effort; a bucket lifecycle rule (AbortIncompleteMultipartUpload) catches the rest.
         with contextlib.suppress(BotoCoreError, ClientError):
             self.store.client.abort_multipart_upload(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self._upload_id
@@ -175,6 +177,30 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return found
             token = page["NextContinuationToken"]
+
+    def discard(self, prefix: str) -> None:
+        """Remove everything under `prefix` (a failed run's): objects and unfinished uploads."""
+        if not prefix.strip("/"):
+            raise UsageError("refusing to discard the whole backup store")
+        self.delete(list(self.list_objects(prefix)))
+        markers: dict[str, str] = {}
+        while True:
+            page = self.call(
+                "list_multipart_uploads", Bucket=self.bucket, Prefix=self._key(prefix), **markers
+            )
+            for upload in page.get("Uploads", []):
+                self.call(
+                    "abort_multipart_upload",
+                    Bucket=self.bucket,
+                    Key=upload["Key"],
+                    UploadId=upload["UploadId"],
+                )
+            if not page.get("IsTruncated"):
+                return
+            markers = {
+                "KeyMarker": page["NextKeyMarker"],
+                "UploadIdMarker": page["NextUploadIdMarker"],
+            }
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys

@@ -1,6 +1,8 @@
 """Copy every key, with its TTL, from one server to another: DUMP + PTTL, then RESTORE.
 
-Pipelined in batches per database. Keys that expire while being copied are skipped.
+Pipelined in batches per database, cut so that a batch holds about BATCH_BYTES of values
+(a larger key goes alone): memory stays bounded whatever the keys' sizes. Keys that expire
+while being copied are skipped.
 """
 
 from collections.abc import Callable
@@ -11,6 +13,7 @@ import redis
 from redkeep.errors import RedkeepError
 
 BATCH = 500
+BATCH_BYTES = 32 << 20
 
 
 @dataclass
@@ -35,7 +38,7 @@ def copy_keys(
         source, target = source_for_db(db), target_for_db(db)
         copied = 0
         try:
-            for keys in _batches(source):
+            for keys in _sized(source, _batches(source)):
                 pipe = target.pipeline(transaction=False)
                 sent = []
                 for key, (payload, pttl) in zip(keys, _dump(source, keys), strict=True):
@@ -44,20 +47,33 @@ def copy_keys(
                         continue
                     pipe.restore(key, max(pttl, 0), payload, replace=replace)
                     sent.append(key)
-                for key, reply in zip(sent, pipe.execute(raise_on_error=False), strict=True):
-                    if isinstance(reply, Exception):
-                        written = sum(count.keys.values()) + copied
-                        raise RedkeepError(
-                            f"RESTORE of key {key!r} into db{db} failed: {_reason(reply)}; "
-                            f"{written} keys were written before it, so the target now holds "
-                            "part of the backup (fix the cause, then restore again with --replace)"
-                        )
-                    copied += 1
+                replies = pipe.execute(raise_on_error=False)
+                failed = [
+                    (key, reply)
+                    for key, reply in zip(sent, replies, strict=True)
+                    if isinstance(reply, Exception)
+                ]
+                copied += len(sent) - len(failed)
+                if failed:
+                    key, reply = failed[0]
+                    raise RedkeepError(
+                        f"RESTORE of key {key!r} into db{db} failed: {_reason(reply)}; "
+                        + _partial(sum(count.keys.values()) + copied)
+                    )
         finally:
             source.close()
             target.close()
         count.keys[f"db{db}"] = copied
     return count
+
+
+def _partial(written: int) -> str:
+    if not written:
+        return "nothing was written (fix the cause, then restore again)"
+    return (
+        f"{written} keys were written, so the target now holds part of the backup "
+        "(fix the cause, then restore again with --replace)"
+    )
 
 
 def _reason(error: Exception) -> str:
@@ -74,6 +90,24 @@ def _batches(client: redis.Redis):
             yield keys
         if cursor == 0:
             return
+
+
+def _sized(client: redis.Redis, batches):
+    """Split each batch of keys so that one holds about BATCH_BYTES (MEMORY USAGE, sampled)."""
+    for keys in batches:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.memory_usage(key)
+        group: list[bytes] = []
+        total = 0
+        for key, size in zip(keys, pipe.execute(), strict=True):
+            if group and total + (size or 0) > BATCH_BYTES:
+                yield group
+                group, total = [], 0
+            group.append(key)
+            total += size or 0
+        if group:
+            yield group
 
 
 def _dump(client: redis.Redis, keys: list[bytes]) -> list[tuple[bytes | None, int]]:

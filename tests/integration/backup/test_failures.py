@@ -1,9 +1,11 @@
 """Bad input gets a clear error, a non-zero exit, and nothing written to the target."""
 
+import datetime as dt
 import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -11,8 +13,12 @@ import pyrage
 import pytest
 import redis
 
+from redkeep.actions.backup import prune
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.rdb import crc64
+from redkeep.backup.retention import Policy
+from redkeep.backup.store_local import LocalStore
+from tests import datasets
 from tests.conftest import REDKEEP, run_redkeep
 from tests.integration.conftest import client_as
 
@@ -33,8 +39,28 @@ def restore_to_file(bundle, backup_id, path):
     return run_redkeep("backup", "restore", backup_id, "--dir", bundle.root, "--to-file", path)
 
 
+def restore_to_url_leaves_target_alone(bundle, redis_factory, backup_id, *args):
+    """Restore with --replace into a server that holds keys of its own (one of them with a
+    name the backup has too): the restore must fail and the server hold exactly what it held."""
+    url = f"redis://127.0.0.1:{redis_factory().port}"
+    datasets.client_for(url, 0).set("str:embstr", "the target's own value")
+    datasets.client_for(url, 2).set("mine", "keep me", ex=3600)
+    before = datasets.snapshot(url)
+    result = run_redkeep(
+        "backup", "restore", backup_id, "--dir", bundle.root, "--to-url", url, "--replace", *args
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert datasets.compare(before, datasets.snapshot(url), ttl_slack_ms=0) == []
+    return result
+
+
+def verdict(bundle, report):
+    path = stored(bundle, report, "verify.json")
+    return json.loads(path.read_text())["result"] if path.exists() else None
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
-def test_damaged_object_fails_verify_and_restore(backup_bundle, tmp_path, damage):
+def test_damaged_object_fails_verify_and_restore(backup_bundle, redis_factory, tmp_path, damage):
     report = backup(backup_bundle)
     path = stored(backup_bundle, report)
     data = bytearray(path.read_bytes())
@@ -47,13 +73,34 @@ def test_damaged_object_fails_verify_and_restore(backup_bundle, tmp_path, damage
     assert verify.returncode == 1
     assert "is damaged: its SHA-256" in verify.stderr
     assert len(verify.stderr.strip().splitlines()) == 1
+    assert verdict(backup_bundle, report) == "failed"
     restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
     assert restore.returncode != 0
     assert "is damaged" in restore.stderr
     assert list(tmp_path.iterdir()) == []
+    to_url = restore_to_url_leaves_target_alone(backup_bundle, redis_factory, report["id"])
+    assert "is damaged" in to_url.stderr
 
 
-def test_missing_manifest_means_incomplete(backup_bundle, tmp_path):
+def test_damaged_object_in_s3_fails_verify_and_restore(backup_bundle, redis_factory, s3_server):
+    dest = f"s3://{s3_server.bucket}/damaged"
+    report = backup(backup_bundle, "--dest", dest)
+    s3 = s3_server.client()
+    key = f"damaged/{report['source']}/{report['id']}/{report['objects'][0]}"
+    data = bytearray(s3.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    s3.put_object(Bucket=s3_server.bucket, Key=key, Body=bytes(data))
+    verify = run_redkeep(
+        "backup", "verify", report["id"], "--dir", backup_bundle.root, "--dest", dest
+    )
+    assert verify.returncode == 1 and "is damaged: its SHA-256" in verify.stderr
+    to_url = restore_to_url_leaves_target_alone(
+        backup_bundle, redis_factory, report["id"], "--dest", dest
+    )
+    assert "is damaged" in to_url.stderr
+
+
+def test_missing_manifest_means_incomplete(backup_bundle, redis_factory, tmp_path):
     report = backup(backup_bundle)
     stored(backup_bundle, report, "manifest.json").unlink()
     listing = json.loads(
@@ -64,11 +111,13 @@ def test_missing_manifest_means_incomplete(backup_bundle, tmp_path):
     restore = restore_to_file(backup_bundle, report["id"], tmp_path / "dump.rdb")
     assert restore.returncode == 1
     assert "cannot be used: it is incomplete (no manifest)" in restore.stderr
+    to_url = restore_to_url_leaves_target_alone(backup_bundle, redis_factory, report["id"])
+    assert "it is incomplete (no manifest)" in to_url.stderr
     latest = run_redkeep("backup", "verify", "latest", "--dir", backup_bundle.root, "--json")
     assert json.loads(latest.stdout)["id"] != report["id"]  # latest means latest complete
 
 
-def test_wrong_identity(backup_bundle, tmp_path):
+def test_wrong_identity(backup_bundle, redis_factory, tmp_path):
     report = backup(backup_bundle)
     other = tmp_path / "other.key"
     other.write_text(str(pyrage.x25519.Identity.generate()) + "\n")
@@ -77,6 +126,7 @@ def test_wrong_identity(backup_bundle, tmp_path):
     )
     assert verify.returncode == 1
     assert "none of the given identities matches its recipients" in verify.stderr
+    assert verdict(backup_bundle, report) is None  # a wrong key says nothing about the backup
     restore = run_redkeep(
         "backup",
         "restore",
@@ -89,6 +139,10 @@ def test_wrong_identity(backup_bundle, tmp_path):
         other,
     )
     assert restore.returncode == 1 and not (tmp_path / "out.rdb").exists()
+    to_url = restore_to_url_leaves_target_alone(
+        backup_bundle, redis_factory, report["id"], "--age-identity", other
+    )
+    assert "none of the given identities matches" in to_url.stderr
 
 
 def test_unknown_rdb_version_from_a_newer_server(backup_bundle, tmp_path):
@@ -183,6 +237,40 @@ def test_backup_killed_mid_run_leaves_nothing_complete(slow_server, tmp_path, s3
     listing = run_redkeep("backup", "list", "--dest", dest, "--source", "killed", "--json")
     assert listing.returncode == 0, listing.stderr
     assert [row for row in json.loads(listing.stdout) if row["complete"]] == []
+
+
+def test_a_killed_run_is_listed_incomplete_and_pruned_with_its_temp_file(slow_server, tmp_path):
+    dest = tmp_path / "dest"
+    process = subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--url",
+            f"redis://127.0.0.1:{slow_server.port}",
+            "--dest",
+            dest,
+            "--source",
+            "killed",
+            "--no-encrypt",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not [p for p in dest.rglob("*.partial") if p.stat().st_size > 0]:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    listing = run_redkeep("backup", "list", "--dest", dest, "--json")
+    (row,) = json.loads(listing.stdout)
+    assert not row["complete"] and row["size"] > 0  # the temp file, seen and counted
+    store = LocalStore.at(str(dest))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    (decision,) = prune(store, None, Policy(keep_last=5), later, dry_run=False)
+    assert decision["action"] == "delete" and decision["reason"] == "incomplete (no manifest)"
+    assert list(dest.rglob("*")) == [dest / "killed"]  # the source's directory, empty
 
 
 def test_failure_keeps_last_success_time_in_metrics(backup_bundle):
@@ -411,6 +499,81 @@ def test_sigterm_during_the_aof_pause_puts_the_setting_back(redis_factory, tmp_p
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "100"
+
+
+def aof_backup(port, dest, env=None):
+    return subprocess.Popen(
+        [
+            REDKEEP,
+            "backup",
+            "run",
+            "--type",
+            "aof",
+            "--url",
+            f"redis://127.0.0.1:{port}",
+            "--dest",
+            str(dest),
+            "--source",
+            "aof",
+            "--no-encrypt",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_sigkill_during_the_aof_pause_is_repaired_by_the_next_run(redis_factory, tmp_path):
+    server = redis_factory(
+        ["appendonly yes", "rdb-key-save-delay 500", "repl-diskless-sync-delay 0"]
+    )
+    client = redis.Redis(port=server.port)
+    client.config_set("auto-aof-rewrite-percentage", 77)
+    pipe = client.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.set(f"k{i}", "v")
+    pipe.execute()
+    client.bgrewriteaof()  # slow: the backup waits for it, paused
+    process = aof_backup(server.port, tmp_path / "dest")
+    deadline = time.monotonic() + 20
+    while client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] != "0":
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.kill()  # nothing can put the setting back now
+    process.communicate()
+    assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "0"
+    again = aof_backup(server.port, tmp_path / "dest")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "77"
+
+
+def test_links_left_by_a_killed_aof_backup_are_removed_by_the_next(redis_factory, tmp_path):
+    server = redis_factory(["appendonly yes", "repl-diskless-sync-delay 0"])
+    redis.Redis(port=server.port).set("k", "v")
+    silent = socket.socket()  # an S3 endpoint that accepts and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    process = aof_backup(server.port, "s3://bucket/aof", env)
+    deadline = time.monotonic() + 20
+    while not list(server.workdir.glob(".redkeep-aof-*/*.manifest")):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.kill()  # while the upload hangs, with the AOF files hard-linked
+    process.communicate()
+    silent.close()
+    assert list(server.workdir.glob(".redkeep-aof-*"))
+    again = aof_backup(server.port, tmp_path / "dest")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert list(server.workdir.glob(".redkeep-aof-*")) == []
 
 
 @pytest.mark.parametrize("source", ["a/b", ".", "..", 'a"b', "-x"])

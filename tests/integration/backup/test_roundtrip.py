@@ -1,6 +1,7 @@
 """Backups that restore: every data type and TTL, RDB and AOF, local and S3, encrypted or not.
 
-The restored dataset must equal the source: every key's DUMP payload and PTTL.
+The restored data must equal the source (tests/datasets.py): every key of every db with its
+type, value and TTL.
 """
 
 import json
@@ -15,14 +16,10 @@ import pytest
 import redis
 import zstandard
 
+from tests import datasets
 from tests.conftest import run_redkeep
-from tests.integration.backup.conftest import FAST_SNAPSHOTS, assert_same_data, snapshot
-from tests.integration.conftest import client_as
+from tests.integration.backup.conftest import FAST_SNAPSHOTS, admin
 from tests.servers import free_port, require_binary
-
-
-def source_snapshot(bundle):
-    return snapshot(lambda db: client_as(bundle, "admin", db=db, decode_responses=False))
 
 
 def backup(bundle, *args, env=None):
@@ -31,8 +28,10 @@ def backup(bundle, *args, env=None):
     return json.loads(result.stdout)
 
 
-def restore_and_compare(bundle, backup_id, redis_factory, *args, env=None, exact_streams=True):
+def restore_and_compare(bundle, backup_id, redis_factory, before, *args, env=None):
+    """Restore into a new server with --to-url; its data must equal the `before` snapshot."""
     target = redis_factory()
+    url = f"redis://127.0.0.1:{target.port}"
     result = run_redkeep(
         "backup",
         "restore",
@@ -40,18 +39,70 @@ def restore_and_compare(bundle, backup_id, redis_factory, *args, env=None, exact
         "--dir",
         bundle.root,
         "--to-url",
-        f"redis://127.0.0.1:{target.port}",
+        url,
         "--json",
         *args,
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    restored = snapshot(lambda db: redis.Redis(port=target.port, db=db))
-    assert_same_data(source_snapshot(bundle), restored, exact_streams)
+    datasets.assert_same(before, datasets.snapshot(url))
     return json.loads(result.stdout)
 
 
+@pytest.mark.parametrize("kind", ["rdb", "both"])
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_dataset_survives_backup_verify_and_restore(
+    backup_bundle, redis_factory, s3_server, kind, where
+):
+    dest = (
+        f"s3://{s3_server.bucket}/dataset-{kind}"
+        if where == "s3"
+        else str(backup_bundle.root / "backups")
+    )
+    before = datasets.snapshot(admin(backup_bundle))
+    report = backup(backup_bundle, "--dest", dest, "--type", kind)
+    verify = run_redkeep(
+        "backup", "verify", report["id"], "--dir", backup_bundle.root, "--dest", dest, "--json"
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    per_db = {}
+    for db, _ in before:
+        per_db[f"db{db}"] = per_db.get(f"db{db}", 0) + 1
+    for name, checks in json.loads(verify.stdout)["objects"].items():
+        drill = checks["drill"]
+        assert {db: v["keys"] for db, v in drill["keyspace"].items()} == per_db, name
+        assert drill["sampled_keys"] == len(before), name  # every key went through the check
+    listing = run_redkeep("backup", "list", "--dir", backup_bundle.root, "--dest", dest, "--json")
+    (row,) = [row for row in json.loads(listing.stdout) if row["id"] == report["id"]]
+    assert row["verified"] and row["complete"] and row["type"] == kind
+    restore_and_compare(backup_bundle, report["id"], redis_factory, before, "--dest", dest)
+    if kind == "both":
+        restore_and_compare(
+            backup_bundle, report["id"], redis_factory, before, "--dest", dest, "--content", "aof"
+        )
+
+
+def test_restore_to_a_file_loads_in_redis_as_the_dataset(backup_bundle, redis_factory, tmp_path):
+    before = datasets.snapshot(admin(backup_bundle))
+    report = backup(backup_bundle)
+    data = tmp_path / "data"
+    restored = run_redkeep(
+        "backup",
+        "restore",
+        report["id"],
+        "--dir",
+        backup_bundle.root,
+        "--to-file",
+        data / "dump.rdb",
+    )
+    assert restored.returncode == 0, restored.stderr
+    server = redis_factory([f"dir {data}", "dbfilename dump.rdb"])
+    # The file keeps absolute expiry times: the deadlines match to the millisecond.
+    datasets.assert_same(before, datasets.snapshot(f"redis://127.0.0.1:{server.port}"), 0)
+
+
 def test_rdb_encrypted_local_verify_and_restore(backup_bundle, redis_factory):
+    before = datasets.snapshot(admin(backup_bundle))
     report = backup(backup_bundle)
     assert report["result"] == "success"
     assert report["encryption"] == "age-recipients"  # a new bundle encrypts from the start
@@ -60,8 +111,8 @@ def test_rdb_encrypted_local_verify_and_restore(backup_bundle, redis_factory):
     assert verify.returncode == 0, verify.stderr
     checks = json.loads(verify.stdout)["objects"][report["objects"][0]]
     assert checks["redis_check_rdb"] == "ok"
-    assert checks["drill"]["keyspace"]["db3"]["keys"] == 2
-    restored = restore_and_compare(backup_bundle, report["id"], redis_factory)
+    assert checks["drill"]["keyspace"]["db15"]["keys"] == 2
+    restored = restore_and_compare(backup_bundle, report["id"], redis_factory, before)
     assert restored["restored"]["db0"] > 10
 
 
@@ -80,6 +131,7 @@ def test_the_standard_age_tool_decrypts_our_files(backup_bundle, tmp_path):
 
 def test_rdb_to_s3_unencrypted_gzip(backup_bundle, redis_factory, s3_server):
     dest = f"s3://{s3_server.bucket}/plain"
+    before = datasets.snapshot(admin(backup_bundle))
     report = backup(backup_bundle, "--dest", dest, "--no-encrypt", "--compress", "gzip")
     assert report["encryption"] == "none"
     head = (
@@ -93,13 +145,14 @@ def test_rdb_to_s3_unencrypted_gzip(backup_bundle, redis_factory, s3_server):
     listing = run_redkeep("backup", "list", "--dir", backup_bundle.root, "--dest", dest, "--json")
     (row,) = [row for row in json.loads(listing.stdout) if row["id"] == report["id"]]
     assert row["complete"] and not row["encrypted"]
-    restore_and_compare(backup_bundle, report["id"], redis_factory, "--dest", dest)
+    restore_and_compare(backup_bundle, report["id"], redis_factory, before, "--dest", dest)
 
 
 def test_aof_with_a_passphrase(backup_bundle, redis_factory, tmp_path):
     passphrase = tmp_path / "passphrase"
     passphrase.write_text("correct horse battery staple\n")
     passphrase.chmod(0o600)
+    before = datasets.snapshot(admin(backup_bundle))
     report = backup(backup_bundle, "--type", "aof", "--passphrase-file", passphrase, "--no-encrypt")
     assert report["encryption"] == "none"  # --no-encrypt wins over everything
     report = backup(backup_bundle, "--type", "aof", "--passphrase-file", passphrase)
@@ -143,7 +196,7 @@ def test_aof_with_a_passphrase(backup_bundle, redis_factory, tmp_path):
         "manifest",
         "rdb",
     ]
-    restore_and_compare(backup_bundle, report["id"], redis_factory, exact_streams=False)
+    restore_and_compare(backup_bundle, report["id"], redis_factory, before)
 
 
 def test_both_to_s3_encrypted_and_verified(backup_bundle, s3_server):

@@ -79,3 +79,21 @@ def test_plaintext_where_ciphertext_was_promised_is_deleted_and_fails(tmp_path):
     with pytest.raises(StoreError, match="does not start with the age header"):
         _prove_encrypted(store, manifest)
     assert store.list_objects() == {}
+
+
+def test_a_verified_backup_is_kept_as_the_newest_verified(backup_bundle, tmp_path):
+    """`verify` passes on real data (the shared dataset), so retention keeps that backup."""
+    dest = str(tmp_path / "kept")
+    verified, middle, newest = (backup(backup_bundle, "--dest", dest)["id"] for _ in range(3))
+    check = run_redkeep("backup", "verify", verified, "--dir", backup_bundle.root, "--dest", dest)
+    assert check.returncode == 0, check.stderr
+    pruned = run_redkeep("backup", "prune", "--dest", dest, "--keep-last", "1", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    plan = {row["id"]: (row["action"], row["reason"]) for row in json.loads(pruned.stdout)}
+    assert plan == {
+        newest: ("keep", "newest backup"),
+        verified: ("keep", "newest verified backup"),
+        middle: ("delete", "not selected by any rule"),
+    }
+    listed = json.loads(run_redkeep("backup", "list", "--dest", dest, "--json").stdout)
+    assert {row["id"]: row["verified"] for row in listed} == {verified: True, newest: False}
