@@ -377,11 +377,13 @@ def test_force_replaces_an_old_image_context_with_the_wheel(tmp_path, redis_bina
     (image / "src" / "redkeep" / "__init__.py").write_text("")
     (image / "pyproject.toml").write_text("[project]\n")
     (image / "redkeep-0.0.1-py3-none-any.whl").write_bytes(b"an older release")
-    (image / "NOTES.md").write_text("the operator's own file\n")
+    (image / "NOTES.md").write_text("the operator's own files stay\n")
+    (image / "plugin-1.0-py3-none-any.whl").write_bytes(b"")
     result = run_redkeep("init", bundle.root, "--force")
     assert result.returncode == 0, result.stderr
     names = sorted(path.name for path in image.iterdir())
-    assert names == ["Dockerfile", "NOTES.md", f"redkeep-{__version__}-py3-none-any.whl"]
+    current = f"redkeep-{__version__}-py3-none-any.whl"
+    assert names == ["Dockerfile", "NOTES.md", "plugin-1.0-py3-none-any.whl", current]
 
 
 # --- init --force checks before it writes ---------------------------------------------------

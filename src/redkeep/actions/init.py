@@ -131,7 +131,11 @@ def _note_written(report: InitReport, path: str) -> None:
 
 def _remove_stale_image_files(image_dir: Path, current: set[str]) -> None:
     """Remove what older releases put into image/: the package source and other wheels."""
-    for stale in (image_dir / "src", image_dir / "pyproject.toml", *image_dir.glob("*.whl")):
+    for stale in (
+        image_dir / "src",
+        image_dir / "pyproject.toml",
+        *image_dir.glob("redkeep-*.whl"),
+    ):
         if stale.name in current:
             continue
         if stale.is_dir() and not stale.is_symlink():
