@@ -28,6 +28,7 @@ from redkeep.pki.inspect import (
     subject_alt_names,
     verify_certificate,
 )
+from redkeep.render import conf_quote
 from redkeep.render.acl import hashes_in
 from redkeep.render.bundle import bundle_files
 from redkeep.render.env import GENERATED_SECRETS, OPERATOR_SECRETS, PASSWORD_KEYS
@@ -306,7 +307,8 @@ def check_local_config(bundle: Bundle, settings: Settings, acl: str | bytes) -> 
             raise _refused(version, reason, scratch) from None
         socket_path = scratch / "redis.sock"
         conf_path.write_text(
-            f"{conf}port 0\ntls-port 0\nunixsocket {socket_path}\nunixsocketperm 700\n"
+            f"{conf}port 0\ntls-port 0\nunixsocket {conf_quote(str(socket_path))}\n"
+            "unixsocketperm 700\n"
         )
         if not _started(binary, conf_path, socket_path):
             raise _refused(version, "; ".join(redis_server.log_tail(log, 4)), scratch)
@@ -350,8 +352,8 @@ def _started(binary: str, conf_path: Path, socket_path: Path) -> bool:
             time.sleep(0.02)
         return False
     finally:
-        if process.poll() is None:
-            redis_server.stop(process.pid, timeout=10)
+        if process.poll() is None and not redis_server.stop(process.pid, timeout=10):
+            process.kill()  # a throw-away server with nothing to save
         process.wait()
 
 

@@ -85,9 +85,8 @@ class RedisSettings(Section):
     ] = Field("allkeys-lru", description="What Redis evicts when maxmemory is reached.")
     maxmemory_clients: Size = Field(
         "10%",
-        description="Memory all clients' buffers may use together, a size or a percentage of "
-        "maxmemory (Redis 7.0+); beyond it the biggest client is disconnected instead of data "
-        "being evicted. 0 means no limit.",
+        description="Memory all clients may use together (a size, or a % of maxmemory; Redis "
+        "7.0+): beyond it the biggest client is disconnected instead of data evicted; 0: no limit.",
     )
     client_output_buffer_limit_normal: Size = Field(
         "64mb",
