@@ -1,8 +1,11 @@
-"""The proofs of the hardened bundle, against the real redis-server that `redkeep up` started."""
+"""The proofs of the hardened bundle, against the real redis-server that `redkeep up` started:
+TLS, ACL users, and a client that never reads its replies."""
 
 import os
+import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 import redis
@@ -10,7 +13,7 @@ import yaml
 
 from redkeep.fsutil import mode_of
 from redkeep.tlsprobe import handshake
-from tests.integration.conftest import client_as
+from tests.integration.conftest import client_as, start_bundle, stop_bundle
 from tests.servers import require_binary, tls_lines
 
 LEGACY_CLIENT = {
@@ -233,3 +236,100 @@ def test_compose_healthcheck_command_passes_and_the_plans_one_fails(running_bund
     assert redis_service["ports"] == [
         f"127.0.0.1:{port_of(running_bundle)}:{port_of(running_bundle)}"
     ]
+
+
+# --- a client that never reads its replies --------------------------------------------------
+
+VALUE = 200 * 1024  # bytes per value: the issue's `GET big` of a 200 KB value
+CLIENT_LIMITS = {
+    # The bundle's defaults: maxmemory-clients 10% (6.4 MB here), 64mb per client.
+    "bundle defaults": {},
+    # What Redis does without them, and what a per-client limit alone does against two.
+    "no limits": {"MAXMEMORY_CLIENTS": "0", "CLIENT_OUTPUT_BUFFER_LIMIT_NORMAL": "0"},
+    "per-client limit only": {"MAXMEMORY_CLIENTS": "0"},
+}
+
+
+@pytest.fixture
+def small_bundle(tmp_path, redis_binary, request):
+    """A running bundle with maxmemory 64mb (the bundle's 256mb, scaled to this machine) and
+    the client memory settings of `request.param`."""
+    env = {"REDKEEP_REDIS__MAXMEMORY": "64mb"}
+    env |= {f"REDKEEP_REDIS__{name}": value for name, value in CLIENT_LIMITS[request.param].items()}
+    bundle = start_bundle(tmp_path / "stack", env=env)
+    yield bundle
+    stop_bundle(bundle)
+
+
+def greedy_client(bundle, user: str = "app") -> ssl.SSLSocket:
+    """A raw TLS connection that logs in, pipelines 2,000 `GET big` and never reads."""
+    tls = bundle.tls
+    context = ssl.create_default_context(cafile=str(tls.ca_cert))
+    context.load_cert_chain(str(tls.client_cert()), str(tls.client_key()))
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # a slow reader's buffer
+    raw.connect(("127.0.0.1", port_of(bundle)))
+    client = context.wrap_socket(raw, server_hostname="localhost")
+    password = bundle.password(user)
+    auth = f"*3\r\n$4\r\nAUTH\r\n${len(user)}\r\n{user}\r\n${len(password)}\r\n{password}\r\n"
+    client.sendall(auth.encode() + b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 2000)
+    return client
+
+
+def closed_by_server(client: ssl.SSLSocket) -> bool:
+    """Read what is left: True once the server has closed the connection."""
+    client.settimeout(10)
+    try:
+        while client.recv(1 << 20):
+            pass
+    except (ConnectionError, ssl.SSLError):
+        return True
+    except TimeoutError:
+        return False  # still open: the server is holding the replies
+    return True
+
+
+def stats(admin: redis.Redis) -> dict:
+    info = admin.info("all")
+    fields = ("evicted_keys", "evicted_clients", "mem_clients_normal", "used_memory")
+    return {name: info[name] for name in fields} | {"keys": admin.dbsize()}
+
+
+@pytest.mark.parametrize(
+    ("small_bundle", "greedy", "data_survives"),
+    [
+        ("bundle defaults", 1, True),
+        ("bundle defaults", 2, True),
+        ("no limits", 1, False),
+        ("per-client limit only", 2, False),
+    ],
+    indirect=["small_bundle"],
+    ids=["defaults, one greedy client", "defaults, two", "no limits", "per-client limit only"],
+)
+def test_clients_that_never_read_cannot_evict_the_data(small_bundle, greedy, data_survives):
+    admin = client_as(small_bundle, "admin", decode_responses=False)
+    pipe = admin.pipeline(transaction=False)
+    for index in range(100):  # 20 MB of data, a third of maxmemory
+        pipe.set(f"data:{index}", os.urandom(VALUE))
+    pipe.set("big", os.urandom(VALUE)).execute()
+    before = stats(admin)
+    assert before["keys"] == 101 and before["evicted_keys"] == 0
+    clients = [greedy_client(small_bundle) for _ in range(greedy)]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            now = stats(admin)
+            if now["evicted_keys"] or now["evicted_clients"] >= greedy:
+                break
+            assert time.monotonic() < deadline, f"neither keys nor clients evicted: {now}"
+            time.sleep(0.1)
+        if data_survives:
+            assert now["keys"] == 101 and now["evicted_keys"] == 0, now
+            assert now["evicted_clients"] == greedy, now
+            assert all(closed_by_server(client) for client in clients)
+            assert stats(admin)["mem_clients_normal"] < 2 * 2**20
+        else:  # the attack of issue 10 works on such a server: the test can fail
+            assert now["evicted_keys"] > 0 and now["keys"] < 101, now
+    finally:
+        for client in clients:
+            client.close()

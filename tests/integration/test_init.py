@@ -1,14 +1,42 @@
-"""`redkeep init` on existing directories: what it keeps, what it refuses, what it repairs."""
+"""`redkeep init`: what it keeps, refuses and repairs on existing directories; the bundle as
+its ecosystem's tools see it (promtool, amtool, the Compose schema, nginx); image/'s wheel;
+and a re-init that redis-server refuses, which must change no file."""
 
+import base64
+import copy
+import csv
 import datetime as dt
+import hashlib
+import json
+import os
+import shutil
 import stat
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from importlib import metadata
+from pathlib import Path, PurePosixPath
 
+import pytest
+import yaml
+from jsonschema import Draft7Validator
+
+import redkeep
+from redkeep import __version__
 from redkeep.bundle import Bundle
+from redkeep.config.schema import MonitoringSettings
 from redkeep.fsutil import mode_of
+from redkeep.monitoring.rules import alerts
 from redkeep.pki import issue
 from redkeep.pki.files import write_pair
 from redkeep.render.acl import hashes_in, password_hash
+from redkeep.render.image import dependencies, package_files
 from tests.conftest import run_redkeep
+from tests.servers import free_port, require_binary
+
+# The Compose Specification's JSON schema (see tests/data/README.md).
+COMPOSE_SCHEMA = Path(__file__).parents[1] / "data" / "compose-spec.json"
 
 
 def make(tmp_path, name="b"):
@@ -88,3 +116,313 @@ def test_world_readable_secrets_are_warned_about(tmp_path, redis_binary):
         f"warning: {bundle.env_path} is readable by others (mode 644); chmod 600 it"
         in result.stderr
     )
+
+
+# --- the bundle as its ecosystem's own tools see it -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh_bundle(tmp_path_factory, redis_binary) -> tuple[Bundle, str]:
+    """A bundle exactly as `redkeep init` writes it, and what init printed."""
+    root = tmp_path_factory.mktemp("fresh") / "b"
+    result = run_redkeep("init", root)
+    assert result.returncode == 0, result.stderr
+    return Bundle(root), result.stdout
+
+
+def tool(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [require_binary(name), *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def test_promtool_and_amtool_accept_the_bundle_as_written(fresh_bundle, tmp_path):
+    root = fresh_bundle[0].root
+    # From another directory: relative paths must resolve against the config file's.
+    prometheus = tool("promtool", "check", "config", str(root / "prometheus/prometheus.yml"),
+                      cwd=tmp_path)  # fmt: skip
+    assert prometheus.returncode == 0, prometheus.stdout + prometheus.stderr
+    assert "SUCCESS: 1 rule files found" in prometheus.stdout
+    assert f"SUCCESS: {len(alerts(MonitoringSettings()))} rules found" in prometheus.stdout
+    alertmanager = tool("amtool", "check-config", str(root / "alertmanager/alertmanager.yml"),
+                        cwd=tmp_path)  # fmt: skip
+    assert alertmanager.returncode == 0, alertmanager.stdout + alertmanager.stderr
+    assert "SUCCESS" in alertmanager.stdout
+
+
+def test_compose_file_follows_the_compose_specification(fresh_bundle):
+    validator = Draft7Validator(json.loads(COMPOSE_SCHEMA.read_text()))
+    compose = yaml.safe_load((fresh_bundle[0].root / "docker-compose.yml").read_text())
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(compose)
+    ]
+    assert errors == []
+    # The schema sees what Compose would refuse: a misspelt key in a health check.
+    misspelt = copy.deepcopy(compose)
+    misspelt["services"]["redis"]["healthcheck"]["retrys"] = 5
+    assert not validator.is_valid(misspelt)
+
+
+def host_path(root: Path, service: dict, container_path: PurePosixPath) -> Path:
+    """Where a path inside the service's container is on the host, by its volumes."""
+    mounts = [volume.split(":")[:2] for volume in service.get("volumes", [])]
+    matches = [
+        (PurePosixPath(target), source)
+        for source, target in mounts
+        if container_path.is_relative_to(PurePosixPath(target))
+    ]
+    assert matches, f"{container_path} is on no volume"
+    target, source = max(matches, key=lambda match: len(match[0].parts))  # the innermost
+    return root / source / container_path.relative_to(target)
+
+
+def test_compose_mounts_put_every_file_a_config_names_where_it_points(fresh_bundle):
+    root = fresh_bundle[0].root
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    # Prometheus reads /etc/prometheus/prometheus.yml (the image's default); its rule files
+    # are relative to that file, on the host and in the container alike.
+    config = PurePosixPath("/etc/prometheus/prometheus.yml")
+    assert host_path(root, services["prometheus"], config) == root / "prometheus/prometheus.yml"
+    rule_files = yaml.safe_load((root / "prometheus/prometheus.yml").read_text())["rule_files"]
+    for rule_file in rule_files:
+        assert not PurePosixPath(rule_file).is_absolute()
+        assert host_path(root, services["prometheus"], config.parent / rule_file).is_file()
+    alertmanager = PurePosixPath("/etc/alertmanager/alertmanager.yml")
+    assert host_path(root, services["alertmanager"], alertmanager).is_file()
+    # Grafana resolves its dashboard path against its working directory: absolute, mounted.
+    provider = PurePosixPath("/etc/grafana/provisioning/dashboards/redkeep.yml")
+    provider_file = host_path(root, services["grafana"], provider)
+    (options,) = [
+        item["options"] for item in yaml.safe_load(provider_file.read_text())["providers"]
+    ]
+    dashboards = host_path(root, services["grafana"], PurePosixPath(options["path"]))
+    assert (dashboards / "redkeep.json").is_file()
+    # Redis resolves paths against its working directory too: absolute, and all mounted.
+    redis_service = services["redis"]
+    conf = host_path(root, redis_service, PurePosixPath(redis_service["command"][1]))
+    named = {
+        name: value
+        for name, _, value in (line.partition(" ") for line in conf.read_text().splitlines())
+        if name in ("aclfile", "tls-cert-file", "tls-key-file", "tls-ca-cert-file", "dir")
+    }
+    assert len(named) == 5
+    for value in named.values():
+        assert host_path(root, redis_service, PurePosixPath(value)).exists(), value
+
+
+def test_nginx_config_names_the_bundle_files_relative_to_itself(fresh_bundle):
+    root = fresh_bundle[0].root
+    conf = (root / "nginx/redis-stream.conf").read_text()
+    named = [
+        line.split()[1].rstrip(";")
+        for line in conf.splitlines()
+        if line.split() and line.split()[0].endswith(("_certificate", "_certificate_key"))
+    ]
+    assert len(named) == 6 and str(root) not in "".join(named)
+    # nginx resolves them against the directory of the -c file: nginx/.
+    assert all((root / "nginx" / path).is_file() for path in named), named
+
+
+# --- image/: a wheel of redkeep and a Dockerfile --------------------------------------------
+
+
+def test_image_holds_a_wheel_of_this_redkeep_and_a_dockerfile_that_installs_it(
+    fresh_bundle, tmp_path
+):
+    bundle, output = fresh_bundle
+    image = bundle.root / "image"
+    wheel = image / f"redkeep-{__version__}-py3-none-any.whl"
+    assert sorted(path.name for path in image.iterdir()) == ["Dockerfile", wheel.name]
+    dockerfile = (image / "Dockerfile").read_text()
+    assert f"COPY {wheel.name} /tmp/\n" in dockerfile
+    assert f"RUN pip install --no-cache-dir /tmp/{wheel.name}" in dockerfile
+    assert 'ENTRYPOINT ["redkeep"]' in dockerfile
+    # Every file of the running package, byte for byte, and its dependencies and command.
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {
+            name.removeprefix("redkeep/"): archive.read(name)
+            for name in archive.namelist()
+            if name.startswith("redkeep/")
+        }
+        info = f"redkeep-{__version__}.dist-info"
+        requires = [
+            line.removeprefix("Requires-Dist: ")
+            for line in archive.read(f"{info}/METADATA").decode().splitlines()
+            if line.startswith("Requires-Dist: ")
+        ]
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+    assert packaged == dict(package_files())
+    assert "redkeep = redkeep.cli:main" in entry_points
+    assert set(requires) == set(dependencies(metadata.distribution("redkeep")))
+    # init names directories, not each file.
+    (wrote,) = [line for line in output.splitlines() if line.strip().startswith("wrote ")]
+    assert "image/" in wrote and "redis/" in wrote and "prometheus/" in wrote
+    assert "image/Dockerfile" not in wrote and ".py" not in wrote
+    # pip installs it, and the redkeep it installs runs.
+    target = tmp_path / "installed"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+         "--target", str(target), str(wheel)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr
+    ran = subprocess.run(
+        [sys.executable, "-c", "import redkeep.cli, sys; print(redkeep.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == str(target / "redkeep" / "__init__.py")
+
+
+def python_with(tmp_path: Path, paths: list[Path]) -> Path:
+    """A Python of its own (no pip, no setuptools) that sees only `paths` besides its site."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "paths.pth").write_text("".join(f"{path}\n" for path in paths))
+    return venv / "bin" / "python"
+
+
+def this_venvs_packages(tmp_path: Path, leave_out: tuple[str, ...]) -> Path:
+    """This virtualenv's installed packages, as links, without the named ones."""
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.startswith(leave_out):
+            (deps / entry.name).symlink_to(entry)
+    return deps
+
+
+def record_is_true(archive: zipfile.ZipFile) -> bool:
+    """Every file of a wheel is in its RECORD with its SHA-256 and size."""
+    (record,) = [name for name in archive.namelist() if name.endswith(".dist-info/RECORD")]
+    rows = {row[0]: row[1:] for row in csv.reader(archive.read(record).decode().splitlines())}
+    for name in archive.namelist():
+        if name == record:
+            continue
+        data = archive.read(name)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        if rows.get(name) != [f"sha256={digest}", str(len(data))]:
+            return False
+    return set(rows) == set(archive.namelist())
+
+
+def test_a_redkeep_installed_from_its_wheel_renders_a_bundle(fresh_bundle, tmp_path):
+    wheel = next((fresh_bundle[0].root / "image").glob("*.whl"))
+    # pip installs the wheel (RECORD and all) into a Python that has the dependencies but
+    # neither this source tree nor setuptools. (--target: --prefix would uninstall ours.)
+    deps = this_venvs_packages(
+        tmp_path, ("redkeep", "__editable__", "setuptools", "_distutils_hack", "pkg_resources")
+    )
+    site = tmp_path / "site"
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+         "--target", str(site), str(wheel)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr
+    python = python_with(tmp_path, [site, deps])
+    where = subprocess.run(
+        [python, "-c", "import redkeep; print(redkeep.__file__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert where.stdout.strip() == str(site / "redkeep" / "__init__.py")
+    result = subprocess.run(
+        [python, "-m", "redkeep", "init", str(tmp_path / "b")],
+        capture_output=True, text=True, check=False, timeout=120,
+        env={**os.environ, "REDKEEP_EXPORTER__LISTEN": f"127.0.0.1:{free_port()}"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rendered = tmp_path / "b" / "image" / wheel.name
+    with zipfile.ZipFile(rendered) as again, zipfile.ZipFile(wheel) as original:
+        assert sorted(again.namelist()) == sorted(original.namelist())
+        for name in original.namelist():
+            if not name.endswith("/RECORD"):
+                assert again.read(name) == original.read(name), name
+        assert record_is_true(again)
+
+
+@pytest.mark.parametrize(
+    ("with_metadata", "says"),
+    [
+        (False, "this redkeep has no package metadata"),
+        (True, "setuptools is not installed in redkeep's environment"),
+    ],
+    ids=["bare copy of the source", "editable install without setuptools"],
+)
+def test_a_redkeep_that_cannot_make_its_wheel_says_what_to_do(tmp_path, with_metadata, says):
+    leave_out = ("redkeep", "__editable__", "setuptools", "_distutils_hack", "pkg_resources")
+    deps = this_venvs_packages(tmp_path, leave_out)
+    if with_metadata:  # an editable install's metadata: its RECORD lists no package files
+        (info,) = Path(sysconfig.get_paths()["purelib"]).glob("redkeep-*.dist-info")
+        (deps / info.name).symlink_to(info)
+    source = tmp_path / "source"  # the package alone (src/ also holds an egg-info)
+    shutil.copytree(Path(redkeep.__file__).parent, source / "redkeep")
+    python = python_with(tmp_path, [source, deps])
+    result = subprocess.run(
+        [python, "-m", "redkeep", "init", str(tmp_path / "b")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()  # a failed first init leaves nothing behind
+
+
+def test_force_replaces_an_old_image_context_with_the_wheel(tmp_path, redis_binary):
+    bundle = make(tmp_path)
+    image = bundle.root / "image"
+    (image / "src" / "redkeep").mkdir(parents=True)
+    (image / "src" / "redkeep" / "__init__.py").write_text("")
+    (image / "pyproject.toml").write_text("[project]\n")
+    (image / "redkeep-0.0.1-py3-none-any.whl").write_bytes(b"an older release")
+    (image / "NOTES.md").write_text("the operator's own files stay\n")
+    (image / "plugin-1.0-py3-none-any.whl").write_bytes(b"")
+    result = run_redkeep("init", bundle.root, "--force")
+    assert result.returncode == 0, result.stderr
+    names = sorted(path.name for path in image.iterdir())
+    current = f"redkeep-{__version__}-py3-none-any.whl"
+    assert names == ["Dockerfile", "NOTES.md", "plugin-1.0-py3-none-any.whl", current]
+
+
+# --- init --force checks before it writes ---------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every file and directory under `root`: bytes (None for a directory) and mode."""
+    return {
+        str(path.relative_to(root)): (None if path.is_dir() else path.read_bytes(), mode_of(path))
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "says"),
+    [
+        ("users", "app", {"commands": ["+get", "+nosuchcommand"]},
+         "users.acl:3: Error in applying operation '+nosuchcommand'"),
+        ("tls", "ciphers", "NO-SUCH-CIPHER", "Failed to configure ciphers: NO-SUCH-CIPHER"),
+    ],
+    ids=["refused in users.acl", "refused in redis.conf"],
+)  # fmt: skip
+def test_a_force_reinit_redis_server_refuses_changes_no_file(
+    tmp_path, redis_binary, section, name, value, says
+):
+    bundle = make(tmp_path)
+    config = yaml.safe_load(bundle.config_path.read_text())
+    config[section][name] = value
+    bundle.config_path.write_text(yaml.safe_dump(config))
+    before = snapshot(bundle.root)
+    result = run_redkeep("init", bundle.root, "--force")
+    assert result.returncode == 2
+    assert says in result.stderr and "nothing was written" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(bundle.root) == before
+
+
+def test_a_first_init_redis_server_refuses_leaves_nothing(tmp_path, redis_binary):
+    result = run_redkeep("init", tmp_path / "b", env={"REDKEEP_TLS__CIPHERS": "NO-SUCH-CIPHER"})
+    assert result.returncode == 2
+    assert "Failed to configure ciphers" in result.stderr
+    assert not (tmp_path / "b").exists()

@@ -38,8 +38,9 @@ def run(check_id: str, fact: Facts):
 
 def test_the_checklist_is_complete_and_unique():
     ids = [check.id for check in CHECKS]
-    assert len(ids) == len(set(ids)) == 41
-    assert {check.group for check in CHECKS} == {"NET", "AUTH", "TLS", "CMD", "VER", "PERS", "LOG"}
+    assert len(ids) == len(set(ids)) == 42
+    groups = {"NET", "MEM", "AUTH", "TLS", "CMD", "VER", "PERS", "LOG"}
+    assert {check.group for check in CHECKS} == groups
 
 
 def test_bind_on_captured_config_output():
@@ -151,6 +152,43 @@ def test_logs_and_data_directory():
     assert run("LOG-02", facts({"logfile": "", "loglevel": "notice"})).severity == "info"
     assert run("PERS-01", facts({"dir": "./"})).severity == "low"
     assert isinstance(run("PERS-01", facts({"dir": "/var/lib/redis"})), Passed)
+
+
+REDIS_7_BUFFERS = "normal {} 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
+
+
+def memory(maxmemory="268435456", policy="allkeys-lru", clients="0", normal="0"):
+    """CONFIG GET values as Redis 7.0 answers them (bytes; maxmemory-clients may be N%)."""
+    return facts(
+        {
+            "maxmemory": maxmemory,
+            "maxmemory-policy": policy,
+            "maxmemory-clients": clients,
+            "client-output-buffer-limit": REDIS_7_BUFFERS.format(normal),
+        }
+    )
+
+
+def test_client_buffers_that_can_evict_the_data():
+    # Redis' defaults with a maxmemory and an evicting policy: one slow reader empties it.
+    unbounded = run("MEM-01", memory())
+    assert unbounded.severity == "high" and "allkeys-lru evicts keys" in unbounded.evidence
+    assert unbounded.remediation.startswith("maxmemory-clients 10%")
+    # A per-client limit alone: a few slow readers together still fill maxmemory.
+    per_client = run("MEM-01", memory(normal="67108864"))
+    assert per_client.severity == "medium" and "4 slow readers" in per_client.evidence
+    # A bound on all clients together, as a percentage or a size below maxmemory, passes.
+    assert "25.6 MiB" in run("MEM-01", memory(clients="10%")).evidence
+    assert isinstance(run("MEM-01", memory(clients="33554432")), Passed)
+    # ... but not one as large as maxmemory itself.
+    assert run("MEM-01", memory(clients="100%")).severity == "high"
+    # Nothing is evicted without maxmemory or with noeviction.
+    assert isinstance(run("MEM-01", memory(maxmemory="0")), Passed)
+    assert isinstance(run("MEM-01", memory(policy="noeviction")), Passed)
+    # Redis 6.2 has no maxmemory-clients: the remedy is the per-client limit, and an upgrade.
+    old = run("MEM-01", memory(clients=None))
+    assert old.severity == "high" and old.remediation.startswith("client-output-buffer-limit")
+    assert isinstance(run("MEM-01", facts({"maxmemory": Unavailable("NOPERM")})), Unavailable)
 
 
 def test_report_score_accept_fail_on_and_sarif():

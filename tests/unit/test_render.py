@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import yaml
 
 from redkeep.config.schema import Settings
@@ -44,6 +45,8 @@ def test_redis_conf_is_tls_only_and_hardened():
         "enable-protected-configs": "no",
         "maxmemory": "256mb",
         "maxmemory-policy": "allkeys-lru",
+        "maxmemory-clients": "10%",
+        "client-output-buffer-limit": "normal 64mb 0 0",
         "timeout": "300",
         "tcp-keepalive": "300",
         "acllog-max-len": "256",
@@ -75,6 +78,26 @@ def test_version_gated_directive_only_for_new_servers():
     old = render_redis_conf(settings, CONTAINER_PATHS, (7, 0), CONTAINER_BIND, "t")
     assert "hide-user-data-from-log yes" in new
     assert "hide-user-data-from-log" not in old
+    # maxmemory-clients came with 7.0; before it, the per-client limit is what bounds a client.
+    older = render_redis_conf(settings, CONTAINER_PATHS, (6, 2), CONTAINER_BIND, "t")
+    assert "maxmemory-clients 10%" in old and "maxmemory-clients" not in older
+    assert "client-output-buffer-limit normal 64mb 0 0" in older
+
+
+def test_client_memory_settings_are_checked():
+    settings = Settings.model_validate(
+        {"redis": {"maxmemory_clients": "32MB", "client_output_buffer_limit_normal": "0"}}
+    )
+    conf = directives(container_conf(settings))
+    assert conf["maxmemory-clients"] == ["32mb"]
+    assert conf["client-output-buffer-limit"] == ["normal 0 0 0"]
+    # A bare number, as YAML and REDKEEP_* variables give it, is a size too.
+    numbers = Settings.model_validate({"redis": {"maxmemory": 0, "maxmemory_clients": 0}})
+    assert (numbers.redis.maxmemory, numbers.redis.maxmemory_clients) == ("0", "0")
+    for bad in ({"maxmemory_clients": "150%"}, {"maxmemory_clients": "lots"},
+                {"client_output_buffer_limit_normal": "64mb 16mb 60"}):  # fmt: skip
+        with pytest.raises(ValueError, match="expected a size"):
+            Settings.model_validate({"redis": bad})
 
 
 def test_image_version_guess():
@@ -157,8 +180,9 @@ def test_bundle_files_modes_and_order():
     assert env_keys == example_keys
     for item in files:
         if item.path not in (".env",):
+            data = item.content.encode() if isinstance(item.content, str) else item.content
             for password in PASSWORDS.values():
-                assert password not in item.content, item.path
+                assert password.encode() not in data, item.path
     assert all(not item.path.startswith("/") for item in files)
 
 

@@ -2,7 +2,11 @@
 
 import datetime as dt
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +16,7 @@ from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.config.load import load_settings
 from redkeep.config.schema import Settings
 from redkeep.envfile import generate_password, parse_env, read_env, update_env
-from redkeep.errors import UsageError
+from redkeep.errors import ConfigError, RedkeepError, UsageError
 from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.pki import issue
 from redkeep.pki.files import DEFAULT_CLIENT, TLSFiles, write_pair
@@ -24,13 +28,27 @@ from redkeep.pki.inspect import (
     subject_alt_names,
     verify_certificate,
 )
+from redkeep.render import conf_quote
 from redkeep.render.acl import hashes_in
 from redkeep.render.bundle import bundle_files
 from redkeep.render.env import GENERATED_SECRETS, OPERATOR_SECRETS, PASSWORD_KEYS
-from redkeep.render.redis_conf import local_paths, render_redis_conf
+from redkeep.render.redis_conf import ConfPaths, render_redis_conf
 from redkeep.stack import redis_server
 
 KEY_NAMES = {"ecdsa-p256": "ECDSA secp256r1", "rsa-3072": "RSA 3072"}
+# What init creates besides files at the top: removed again when init fails.
+BUNDLE_DIRS = ("tls", "keys", "data", "run", "redis", "prometheus", "alertmanager", "grafana",
+               "nginx", "image")  # fmt: skip
+CHECK_TIMEOUT = 30  # seconds redis-server may take to load the files under check
+# "12345:M 30 Nov 2026 12:34:04.056 # ": the prefix of a redis-server log line.
+LOG_PREFIX = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [.*#-] ")
+# Log lines that say nothing about the files under check.
+LOG_NOISE = (
+    "Configuration loaded",
+    "Server initialized",
+    "WARNING Memory overcommit",
+    "Failed to configure TLS.",
+)
 
 
 @dataclass
@@ -56,6 +74,21 @@ def init_bundle(
     bundle = Bundle(root)
     _refuse_overwrite(bundle, force)
     settings, settings_changed = _settings(bundle, tls_port)
+    # A failed init removes the directories it created, so a first attempt with a bad setting
+    # leaves nothing behind that a second one would take for an existing bundle.
+    created = [path for path in (root, *(root / name for name in BUNDLE_DIRS)) if not path.exists()]
+    try:
+        return _render(bundle, settings, settings_changed, now)
+    except BaseException:
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def _render(
+    bundle: Bundle, settings: Settings, settings_changed: bool, now: dt.datetime
+) -> InitReport:
+    root = bundle.root
     report = InitReport(root=root)
     ensure_private_dir(root)
     passwords, other_secrets = _passwords(bundle, report)
@@ -71,18 +104,45 @@ def init_bundle(
     files = bundle_files(
         settings, passwords, os.getuid(), os.getgid(), kept, other_secrets, root=root.resolve()
     )
+    # redis-server judges the new redis.conf and users.acl before any file is replaced, so a
+    # setting it refuses leaves the bundle as it was.
+    acl = next(item.content for item in files if item.path == "redis/users.acl")
+    report.checked_with = check_local_config(bundle, settings, acl)
     marker = files.pop()  # redkeep.yaml: written only once everything else is in place
     for item in files:
         if item.path == ".env" and bundle.env_path.exists():
             update_env(bundle.env_path, parse_env(item.content))
         else:
             atomic_write(root / item.path, item.content, item.mode)
-        report.written.append(item.path)
-    report.checked_with = check_local_config(bundle, settings)
+        _note_written(report, item.path)
+    _remove_stale_image_files(root / "image", {Path(item.path).name for item in files})
     if settings_changed:
         atomic_write(root / marker.path, marker.content, marker.mode)
-        report.written.append(marker.path)
+        _note_written(report, marker.path)
     return report
+
+
+def _note_written(report: InitReport, path: str) -> None:
+    """Record a written file by what a person looks for: a top-level file or its directory."""
+    top, _, rest = path.partition("/")
+    name = f"{top}/" if rest else top
+    if name not in report.written:
+        report.written.append(name)
+
+
+def _remove_stale_image_files(image_dir: Path, current: set[str]) -> None:
+    """Remove what older releases put into image/: the package source and other wheels."""
+    for stale in (
+        image_dir / "src",
+        image_dir / "pyproject.toml",
+        *image_dir.glob("redkeep-*.whl"),
+    ):
+        if stale.name in current:
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _refuse_overwrite(bundle: Bundle, force: bool) -> None:
@@ -216,21 +276,94 @@ def ensure_backup_key(bundle: Bundle, settings: Settings) -> tuple[Settings, str
     return Settings.model_validate(data), line
 
 
-def check_local_config(bundle: Bundle, settings: Settings) -> str:
-    """Have the local redis-server parse this bundle's configuration; return its version.
+def check_local_config(bundle: Bundle, settings: Settings, acl: str | bytes) -> str:
+    """Have the local redis-server load this configuration and the ACL file text `acl`, both
+    in a temp dir (with the bundle's certificates); return its version.
 
-    Skipped (returns "") when redis-server is not installed: the bundle targets Docker too.
+    Two steps: redis-server parses redis.conf and loads the TLS files without listening (its
+    own message for a bad line); then it starts for real on a private UNIX socket only, the
+    one way it loads the ACL file, and is stopped once it answers. Skipped (returns "") when
+    redis-server is not installed: the bundle targets Docker too.
     """
     try:
         binary = redis_server.find_redis_server()
     except UsageError:
         return ""
     version = redis_server.server_version(binary)
-    conf = render_redis_conf(
-        settings, local_paths(bundle.root), version[:2], settings.redis.bind, target="check"
-    )
     with tempfile.TemporaryDirectory(prefix="redkeep-check-") as tmp:
-        conf_path = Path(tmp) / "redis.conf"
+        scratch = Path(tmp)
+        log = scratch / "redis.log"
+        paths = ConfPaths(
+            tls=str(bundle.tls.directory.resolve()), redis=tmp, data=tmp, log=str(log)
+        )
+        conf = render_redis_conf(settings, paths, version[:2], settings.redis.bind, target="check")
+        conf_path = scratch / "redis.conf"
         conf_path.write_text(conf)
-        redis_server.check_config(binary, conf_path)
+        atomic_write(scratch / "users.acl", acl, SECRET_MODE)
+        try:
+            redis_server.check_config(binary, conf_path)
+        except ConfigError as error:
+            reason = str(error).partition("rejects this configuration: ")[2] or str(error)
+            raise _refused(version, reason, scratch) from None
+        socket_path = scratch / "redis.sock"
+        conf_path.write_text(
+            f"{conf}port 0\ntls-port 0\nunixsocket {conf_quote(str(socket_path))}\n"
+            "unixsocketperm 700\n"
+        )
+        if not _started(binary, conf_path, socket_path):
+            raise _refused(version, "; ".join(redis_server.log_tail(log, 4)), scratch)
     return ".".join(map(str, version))
+
+
+def _refused(version: tuple[int, ...], log_text: str, scratch: Path) -> ConfigError:
+    """One line: what redis-server said (without log prefixes, noise and the temp dir)."""
+    said = []
+    for part in re.split(r"; |\n", log_text):
+        prefix = LOG_PREFIX.match(part)
+        if prefix and not prefix[0].endswith("# "):
+            continue  # not a warning
+        text = part[prefix.end() if prefix else 0 :].strip()
+        if text and not text.startswith(LOG_NOISE):
+            said.append(text.split(". WARNING: ACL errors detected")[0])
+    reason = "; ".join(said).replace(f"{scratch}/", "") or "no reason in its log"
+    return ConfigError(
+        f"redis-server {'.'.join(map(str, version))} refuses the rendered redis.conf or "
+        f"users.acl: {reason}; nothing was written: fix the setting (redkeep.yaml or "
+        "REDKEEP_* variables) and run init again"
+    )
+
+
+def _started(binary: str, conf_path: Path, socket_path: Path) -> bool:
+    """Start redis-server on `conf_path` until it answers on `socket_path`, then stop it.
+
+    False if it exits first (it refused a file: the reason is in its log).
+    """
+    process = redis_server.start(binary, conf_path)
+    try:
+        deadline = time.monotonic() + CHECK_TIMEOUT
+        while process.poll() is None:
+            if _answers(socket_path):
+                return True
+            if time.monotonic() > deadline:
+                raise RedkeepError(
+                    f"redis-server did not start within {CHECK_TIMEOUT} s to check the "
+                    "configuration (is this machine overloaded?); run init again"
+                )
+            time.sleep(0.02)
+        return False
+    finally:
+        if process.poll() is None and not redis_server.stop(process.pid, timeout=10):
+            process.kill()  # a throw-away server with nothing to save
+        process.wait()
+
+
+def _answers(socket_path: Path) -> bool:
+    """Whether a server answers PING on this UNIX socket (any reply: it has loaded its files)."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(1)
+        try:
+            client.connect(str(socket_path))
+            client.sendall(b"PING\r\n")
+            return bool(client.recv(64))
+        except OSError:
+            return False

@@ -3,7 +3,7 @@
 A check reads `Facts` and returns `Passed` or `Finding`; a fact it cannot read raises
 `Unavailable`, which the runner reports as "could not verify" with the reason. No check sends a
 command: everything was read before (see facts.py). Ids and groups follow the checklist in the
-project's security research (NET, AUTH, TLS, CMD, VER, PERS, LOG).
+project's security research (NET, AUTH, TLS, CMD, VER, PERS, LOG), plus MEM.
 """
 
 import datetime as dt
@@ -276,6 +276,64 @@ def client_buffers(facts: Facts) -> Passed | Finding:
             "maxmemory-clients 5%  (Redis 7.0+; and patch CVE-2025-21605)",
         )
     return Passed(f"client-output-buffer-limit {limits}; maxmemory-clients {clients_memory}")
+
+
+# --- MEM -------------------------------------------------------------------------------------
+
+
+@check(
+    "MEM-01",
+    "One client can make Redis evict the data",
+    "CONFIG GET maxmemory maxmemory-policy maxmemory-clients client-output-buffer-limit",
+)
+def clients_evict_data(facts: Facts) -> Passed | Finding:
+    """Client buffers count against maxmemory: without a bound on them, a client that never
+    reads its replies makes an evicting policy throw away everyone's keys."""
+    maxmemory = int(facts.config("maxmemory") or 0)
+    policy = facts.config("maxmemory-policy") or "noeviction"
+    if not maxmemory or policy == "noeviction":
+        return Passed(f"maxmemory {_mib(maxmemory)}, maxmemory-policy {policy}: nothing is evicted")
+    setting = facts.config("maxmemory-clients")  # None before Redis 7.0
+    together = _clients_limit(setting or "0", maxmemory)
+    if 0 < together < maxmemory:
+        return Passed(
+            f"maxmemory-clients {setting}: all clients together get at most {_mib(together)} "
+            f"of maxmemory {_mib(maxmemory)}"
+        )
+    limits = (facts.config("client-output-buffer-limit") or "").split()
+    hard = int(limits[limits.index("normal") + 1]) if "normal" in limits else 0
+    bound = f"maxmemory-clients {setting}" if setting is not None else "no maxmemory-clients"
+    remediation = (
+        "maxmemory-clients 10%  (disconnects the biggest client instead)"
+        if setting is not None
+        else "client-output-buffer-limit normal 32mb 0 0  (and Redis 7.0+ for maxmemory-clients)"
+    )
+    if 0 < hard < maxmemory:
+        return Finding(
+            "medium",
+            f"one client's unread replies stop at {_mib(hard)}, but {bound} bounds all clients "
+            f"together: {-(-maxmemory // hard)} slow readers fill maxmemory {_mib(maxmemory)} and "
+            f"{policy} evicts keys",
+            remediation,
+        )
+    return Finding(
+        "high",
+        f"a client that never reads its replies grows without bound ({bound}, "
+        f"client-output-buffer-limit normal {_mib(hard) if hard else 0}); its buffers count "
+        f"against maxmemory {_mib(maxmemory)} and {policy} evicts keys to make room",
+        remediation,
+    )
+
+
+def _clients_limit(setting: str, maxmemory: int) -> int:
+    """maxmemory-clients in bytes (CONFIG GET gives bytes, or N% of maxmemory); 0: none."""
+    if setting.endswith("%"):
+        return maxmemory * int(setting[:-1]) // 100
+    return int(setting)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB" if size else "0"
 
 
 # --- AUTH ------------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from redkeep.tlsprobe import handshake
 
 CONFIG_PARAMETERS = (
     "bind", "protected-mode", "port", "tls-port", "unixsocket", "unixsocketperm", "timeout",
-    "client-output-buffer-limit", "maxmemory-clients", "requirepass", "aclfile",
-    "acllog-max-len", "acl-pubsub-default", "tls-auth-clients", "tls-protocols", "tls-ciphers",
+    "client-output-buffer-limit", "maxmemory", "maxmemory-policy", "maxmemory-clients",
+    "requirepass", "aclfile", "acllog-max-len", "acl-pubsub-default", "tls-auth-clients",
+    "tls-protocols", "tls-ciphers",
     "tls-ciphersuites", "tls-prefer-server-ciphers", "tls-replication", "tls-cluster",
     "tls-key-file-pass", "tls-client-key-file-pass", "tls-dh-params-file",
     "enable-debug-command", "enable-module-command", "enable-protected-configs",

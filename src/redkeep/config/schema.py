@@ -30,6 +30,14 @@ def _yes_no(value: object) -> object:
 YesOptionalNo = Annotated[Literal["yes", "optional", "no"], BeforeValidator(_yes_no)]
 
 
+def _number_as_text(value: object) -> object:
+    # A bare 0 or 1048576 (in YAML or a REDKEEP_* variable) is a number: a size all the same.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Size = Annotated[str, BeforeValidator(_number_as_text)]
+
+
 def default_server_names() -> list[str]:
     """Names a client may use: loopback, `redis` (the compose service), the machine's hostname."""
     names = ["localhost", "127.0.0.1", "::1", "redis"]
@@ -62,7 +70,7 @@ class RedisSettings(Section):
         "(a leading '-' means: skip if the address is not available).",
     )
     tls_port: int = Field(6380, ge=1, le=65535, description="The TLS port, the only listener.")
-    maxmemory: str = Field(
+    maxmemory: Size = Field(
         "256mb", description="Memory limit for data (e.g. 256mb, 2gb); 0 means no limit."
     )
     maxmemory_policy: Literal[
@@ -75,6 +83,16 @@ class RedisSettings(Section):
         "volatile-ttl",
         "noeviction",
     ] = Field("allkeys-lru", description="What Redis evicts when maxmemory is reached.")
+    maxmemory_clients: Size = Field(
+        "10%",
+        description="Memory all clients may use together (a size, or a % of maxmemory; Redis "
+        "7.0+): beyond it the biggest client is disconnected instead of data evicted; 0: no limit.",
+    )
+    client_output_buffer_limit_normal: Size = Field(
+        "64mb",
+        description="Replies one client may leave unread (e.g. 64mb) before it is disconnected; "
+        "0 means no limit.",
+    )
     maxclients: int = Field(10000, ge=1, description="Most client connections at once.")
     timeout: int = Field(300, ge=0, description="Close a client idle this many seconds (0: never).")
     tcp_keepalive: int = Field(300, ge=0, description="Seconds between TCP keepalive probes.")
@@ -93,11 +111,19 @@ class RedisSettings(Section):
         100, ge=0, description="Record events slower than this many ms in LATENCY (0: off)."
     )
 
-    @field_validator("maxmemory")
+    @field_validator("maxmemory", "client_output_buffer_limit_normal")
     @classmethod
     def _memory_size(cls, value: str) -> str:
         if not MEMORY_SIZE.fullmatch(value):
             raise ValueError("expected a size such as 256mb, 2gb or 0")
+        return value.lower()
+
+    @field_validator("maxmemory_clients")
+    @classmethod
+    def _clients_memory(cls, value: str) -> str:
+        percent = value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) <= 100
+        if not (percent or MEMORY_SIZE.fullmatch(value)):
+            raise ValueError("expected a size such as 32mb, a percentage of maxmemory (10%) or 0")
         return value.lower()
 
     @field_validator("save")

@@ -15,7 +15,7 @@ from redkeep.proxy.config import build_config
 from redkeep.render import templates
 from redkeep.render.acl import render_acl
 from redkeep.render.env import ENV_HEADER, EXAMPLE_HEADER, env_values, example_values
-from redkeep.render.image import package_files, render_dockerfile, render_pyproject
+from redkeep.render.image import redkeep_wheel, render_dockerfile
 from redkeep.render.monitoring import (
     render_alertmanager,
     render_grafana_dashboards,
@@ -97,13 +97,18 @@ def bundle_files(
 
 
 def render_bundle_nginx(settings: Settings, root: Path) -> str:
-    """The proxy section as an nginx stream config, with the bundle's files by absolute path."""
+    """The proxy section as an nginx stream config for nginx/redis-stream.conf.
+
+    The bundle's files are named relative to that file's directory (nginx resolves TLS file
+    paths against the directory of the `-c` file), so the bundle can move; `root` is only for
+    the comment that says how to check it.
+    """
     proxy = settings.proxy
     if is_address(settings.host) and not proxy.upstream_tls_name:
         # nginx verifies Redis' certificate by DNS name only: use one the certificate holds.
         names = [name for name in settings.tls.server_names if not is_address(name)]
         proxy = proxy.model_copy(update={"upstream_tls_name": names[0] if names else "localhost"})
-    config = build_config(proxy, settings, root)
+    config = build_config(proxy, settings, Path(".."))
     return render_nginx(config, self_path=str(root / "nginx" / "redis-stream.conf"))
 
 
@@ -130,13 +135,9 @@ def monitoring_files(settings: Settings, secrets: Mapping[str, str]) -> list[Bun
 
 
 def image_files() -> list[BundleFile]:
-    """The build context of redkeep's own image (exporter and backup services)."""
-    files = [
-        BundleFile("image/Dockerfile", render_dockerfile(), PUBLIC_MODE),
-        BundleFile("image/pyproject.toml", render_pyproject(), PUBLIC_MODE),
+    """The build context of redkeep's own image: a wheel of this redkeep and a Dockerfile."""
+    name, wheel = redkeep_wheel()
+    return [
+        BundleFile(f"image/{name}", wheel, PUBLIC_MODE),
+        BundleFile("image/Dockerfile", render_dockerfile(name), PUBLIC_MODE),
     ]
-    files += [
-        BundleFile(f"image/src/redkeep/{path}", data.decode(), PUBLIC_MODE)
-        for path, data in package_files()
-    ]
-    return files

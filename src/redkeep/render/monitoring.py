@@ -56,7 +56,9 @@ def render_prometheus(settings: Settings) -> str:
         )
     data = {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
-        "rule_files": ["/etc/prometheus/rules/redkeep.rules.yml"],
+        # Relative to this file's directory (Prometheus resolves it so): rules/ beside it on
+        # the host and in the container alike (./prometheus is mounted at /etc/prometheus).
+        "rule_files": ["rules/redkeep.rules.yml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]},
         "scrape_configs": jobs,
     }
@@ -140,6 +142,8 @@ def render_grafana_dashboards() -> str:
                 "name": "redkeep",
                 "type": "file",
                 "disableDeletion": True,
+                # Grafana resolves a relative path against its working directory, not this
+                # file's: the mount point of ./grafana/dashboards (docker-compose.yml).
                 "options": {"path": "/var/lib/grafana/dashboards"},
             }
         ],

@@ -60,7 +60,10 @@ def render_redis_conf(
     target: str,
 ) -> str:
     """Return redis.conf text for `settings` with `paths`, gated on the server's version."""
-    features = {"hide_user_data_from_log": server_version >= (7, 4)}
+    features = {
+        "hide_user_data_from_log": server_version >= (7, 4),
+        "maxmemory_clients": server_version >= (7, 0),
+    }
     return (
         templates()
         .get_template("redis.conf.j2")

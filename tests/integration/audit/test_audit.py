@@ -97,6 +97,20 @@ def test_tls_with_a_plaintext_port_and_old_protocols(redis_binary, pki, tmp_path
     assert certificate["severity"] == "medium" and "expires in 29 days" in certificate["evidence"]
 
 
+def test_client_buffers_that_can_evict_the_data(redis_factory):
+    evicting = [*ACL_USERS, "maxmemory 64mb", "maxmemory-policy allkeys-lru"]
+    unbounded = redis_factory(evicting)  # Redis' own defaults for client buffers
+    report, _ = audit("--url", admin_url(unbounded.port), env=ADMIN_ENV)
+    assert findings(report)["MEM-01"] == "high"
+    bounded = redis_factory([*evicting, "maxmemory-clients 10%"])
+    report, _ = audit("--url", admin_url(bounded.port), env=ADMIN_ENV)
+    (passed,) = [item["evidence"] for item in report["passed"] if item["id"] == "MEM-01"]
+    assert (
+        passed == "maxmemory-clients 10%: all clients together get at most 6.4 MiB of "
+        "maxmemory 64 MiB"
+    )
+
+
 def test_no_tls(redis_factory):
     server = redis_factory(ACL_USERS)
     report, _ = audit("--url", admin_url(server.port), env=ADMIN_ENV)

@@ -49,14 +49,16 @@ def test_init_writes_an_nginx_config_nginx_accepts_and_a_compose_proxy(tmp_path,
     assert run_redkeep("init", root).returncode == 0
     conf = root / "nginx" / "redis-stream.conf"
     text = conf.read_text()
-    assert str(root / "tls" / "server.crt") in text and "proxy_ssl_name localhost;" in text
-    # Check it as is, with the logs and pid redirected to a writable place.
+    assert "ssl_certificate ../tls/server.crt;" in text and "proxy_ssl_name localhost;" in text
+    # Check it as is, with the logs and pid redirected to a writable place (beside it: the
+    # bundle's files are named relative to its directory).
     local = text.replace("/var/log/nginx", str(tmp_path)).replace(
         "/run/nginx-redkeep.pid", str(tmp_path / "nginx.pid")
     )
-    (tmp_path / "local.conf").write_text(local)
+    local_conf = root / "nginx" / "local.conf"
+    local_conf.write_text(local)
     check = subprocess.run(
-        [nginx_binary(), "-t", "-c", str(tmp_path / "local.conf"), "-e", str(tmp_path / "e.log")],
+        [nginx_binary(), "-t", "-c", str(local_conf), "-e", str(tmp_path / "e.log")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
