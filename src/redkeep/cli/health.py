@@ -28,7 +28,7 @@ def health(
     """Exit 0 if Redis answers PING, else 1 with the reason (fit for a container healthcheck).
 
     Always 0 or 1: unlike the other commands it does not exit 3 when it cannot connect or
-    log in, because container health checks read any status but 0 and 1 as an error.
+    log in, because Docker's HEALTHCHECK defines only 0 (healthy) and 1 (unhealthy).
 
     Inside a bundle it logs in as the bundle's least-privileged `exporter` user.
     """
