@@ -161,9 +161,7 @@ def start_redis(bundle: Bundle) -> subprocess.Popen:
         with interrupted_by_signals():
             wait_until_healthy(bundle, process.pid, process, log_path)
     except BaseException:  # Ctrl-C or a failed start: leave nothing running behind
-        processes.stop(process.pid, REDIS, bundle.root, timeout=10)
-        process.kill()  # if it never got as far as its data directory
-        process.wait(timeout=5)
+        _end_child(process, timeout=30)
         raise
     return process
 
@@ -257,12 +255,7 @@ def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEO
                 )
             time.sleep(0.05)
     except BaseException:
-        process.terminate()
-        try:
-            process.wait(timeout=HELPER_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _end_child(process, timeout=HELPER_STOP_TIMEOUT)
         pidfile.unlink(missing_ok=True)
         raise
     return process.pid
@@ -270,6 +263,16 @@ def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEO
 
 def _listen_setting(bundle: Bundle, service: Service) -> str:
     return {EXPORTER: bundle.settings.exporter.listen, PROXY: bundle.settings.proxy.listen}[service]
+
+
+def _end_child(process: subprocess.Popen, timeout: float) -> None:
+    """Stop a child this `up` just started (its Popen is proof enough of what it is)."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def listen_port(bundle: Bundle, service: Service) -> int | None:

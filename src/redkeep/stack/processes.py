@@ -49,9 +49,9 @@ def is_ours(pid: int, service: Service, root: Path) -> bool:
         if service is REDIS:
             program = os.path.basename(argv[0].split(" ", 1)[0])
             return program == "redis-server" and _cwd(proc) == (root / "data").resolve()
-        if not any(os.path.basename(word) == "redkeep" for word in argv):
+        if _subcommand(argv, len(service.command)) != service.command:
             return False
-        if not all(word in argv for word in (*service.command, *service.marks)):
+        if not all(mark in argv for mark in service.marks):
             return False
         directory = _dir_argument(argv)
         return directory is not None and (_cwd(proc) / directory).resolve() == root.resolve()
@@ -61,6 +61,17 @@ def is_ours(pid: int, service: Service, root: Path) -> bool:
 
 def _cwd(proc: Path) -> Path:
     return Path(os.readlink(proc / "cwd"))
+
+
+def _subcommand(argv: list[str], length: int) -> tuple[str, ...] | None:
+    """The words after `redkeep` and its global options (`--debug`), or None if not redkeep."""
+    for index, word in enumerate(argv):
+        if os.path.basename(word) == "redkeep":
+            rest = list(argv[index + 1 :])
+            while rest and rest[0].startswith("-"):
+                rest.pop(0)
+            return tuple(rest[:length])
+    return None
 
 
 def _dir_argument(argv: list[str]) -> str | None:
