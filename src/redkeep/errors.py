@@ -13,7 +13,7 @@ class ExitStatus(IntEnum):
     OK = 0
     FAILURE = 1  # the command ran and the answer is "no": unhealthy, findings, refused
     USAGE = 2  # bad arguments or configuration
-    UNREACHABLE = 3  # cannot connect to Redis
+    UNREACHABLE = 3  # cannot connect or log in (refused, TLS, WRONGPASS, NOAUTH)
     INTERRUPTED = 130
 
 

@@ -1,12 +1,18 @@
 """Zero-downtime rotation of passwords and of the served certificate, on a live server."""
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from redkeep.pki.inspect import load_certificate
 from redkeep.render.acl import password_hash
 from redkeep.tlsprobe import handshake
 from tests.conftest import run_redkeep
@@ -16,8 +22,8 @@ from tests.integration.conftest import client_as
 class SteadyClient:
     """An application connection that keeps working through a rotation; records any error."""
 
-    def __init__(self, bundle, user: str) -> None:
-        self.client = client_as(bundle, user, single_connection_client=True)
+    def __init__(self, bundle, user: str, client: redis.Redis | None = None) -> None:
+        self.client = client or client_as(bundle, user, single_connection_client=True)
         self.command = ("INCR", "steady") if user == "app" else ("PING",)
         self.errors: list[str] = []
         self.calls = 0
@@ -116,27 +122,126 @@ def test_users_list_counts_passwords_and_never_shows_hashes(running_bundle):
         assert digest not in result.stdout and digest not in table
 
 
-def test_certificate_rotation_is_live_without_restart(running_bundle):
-    port = running_bundle.settings.redis.tls_port
-    tls = running_bundle.tls
-    pid_before = int((running_bundle.run_dir / "redis.pid").read_text())
+def proxy_client(bundle) -> redis.Redis:
+    """The app's connection through the bundle's proxy (TLS with the client certificate)."""
+    tls = bundle.tls
+    return redis.Redis(
+        host="localhost",
+        port=int(bundle.settings.proxy.listen.rpartition(":")[2]),
+        username="app",
+        password=bundle.password("app"),
+        ssl=True,
+        ssl_ca_certs=str(tls.ca_cert),
+        ssl_certfile=str(tls.client_cert()),
+        ssl_keyfile=str(tls.client_key()),
+        socket_timeout=5,
+        retry=Retry(NoBackoff(), 0),
+        single_connection_client=True,
+    )
 
-    def served_serial():
+
+def served_serials(bundle) -> dict[str, int]:
+    """The serial each TLS port of the bundle presents in a fresh handshake."""
+    tls = bundle.tls
+    ports = {
+        "redis": bundle.settings.redis.tls_port,
+        "proxy": int(bundle.settings.proxy.listen.rpartition(":")[2]),
+    }
+    serials = {}
+    for name, port in ports.items():
         probe = handshake(
             "localhost", port, ca=tls.ca_cert, cert=tls.client_cert(), key=tls.client_key()
         )
-        assert probe.ok, probe.error
-        return probe.certificate.serial_number
+        assert probe.ok, (name, probe.error)
+        serials[name] = probe.certificate.serial_number
+    return serials
 
-    before = served_serial()
-    with SteadyClient(running_bundle, "app") as steady:
-        result = run_redkeep("certs", "rotate", "--dir", running_bundle.root)
+
+def test_certificate_rotation_reaches_redis_and_the_proxy_without_restart(running_bundle):
+    bundle = running_bundle
+    pids_before = {
+        name: (bundle.run_dir / f"{name}.pid").read_text() for name in ("redis", "proxy")
+    }
+    before = served_serials(bundle)
+    assert before["redis"] == before["proxy"]
+    with (
+        SteadyClient(bundle, "app") as direct,
+        SteadyClient(bundle, "app", client=proxy_client(bundle)) as proxied,
+    ):
+        result = run_redkeep("certs", "rotate", "--dir", bundle.root, "--json")
         assert result.returncode == 0, result.stderr
-        time.sleep(0.05)
-    after = served_serial()
-    assert after != before
-    assert format(after, "x") in result.stdout
-    assert int((running_bundle.run_dir / "redis.pid").read_text()) == pid_before
-    assert steady.errors == [] and steady.calls > 0
-    verify = run_redkeep("certs", "verify", "--dir", running_bundle.root)
+        calls_at_rotation = (direct.calls, proxied.calls)
+        wait_for_more_calls([direct, proxied], calls_at_rotation)
+    on_disk = load_certificate(bundle.tls.server_cert).serial_number
+    assert on_disk != before["redis"]
+    assert served_serials(bundle) == {"redis": on_disk, "proxy": on_disk}
+    report = json.loads(result.stdout)
+    assert report["complete"] is True
+    assert report["new_serial"] == format(on_disk, "x")
+    endpoints = {item["name"]: item for item in report["endpoints"]}
+    assert endpoints["redis"]["applied"] == "CONFIG SET"
+    assert endpoints["proxy"]["applied"] == f"SIGHUP to pid {pids_before['proxy'].strip()}"
+    assert all(
+        item["current"] and item["serial"] == report["new_serial"] for item in endpoints.values()
+    )
+    # The same processes: reloaded, not restarted; and the long-lived connections kept working.
+    assert {
+        name: (bundle.run_dir / f"{name}.pid").read_text() for name in pids_before
+    } == pids_before
+    assert direct.errors == [] and proxied.errors == []
+    verify = run_redkeep("certs", "verify", "--dir", bundle.root)
     assert verify.returncode == 0, verify.stdout
+
+
+def wait_for_more_calls(clients: list["SteadyClient"], counts: tuple[int, ...]) -> None:
+    """Until every client has completed a command after `counts` (or one has failed)."""
+    while any(c.calls <= n and not c.errors for c, n in zip(clients, counts, strict=True)):
+        time.sleep(0.01)
+
+
+def test_rotation_output_names_every_endpoint(running_bundle):
+    result = run_redkeep("certs", "rotate", "--dir", running_bundle.root)
+    assert result.returncode == 0, result.stderr
+    serial = format(load_certificate(running_bundle.tls.server_cert).serial_number, "x")
+    port = running_bundle.settings.redis.tls_port
+    proxy = running_bundle.settings.proxy.listen
+    assert f"new server certificate serial {serial}" in result.stdout
+    assert f"redis localhost:{port}: serves it (CONFIG SET; no restart)" in result.stdout
+    assert f"proxy {proxy}: serves it (SIGHUP to pid " in result.stdout
+
+
+def test_rotation_fails_clearly_when_the_proxy_does_not_reload(running_bundle):
+    bundle = running_bundle
+    proxy_pid = int((bundle.run_dir / "proxy.pid").read_text())
+    os.kill(proxy_pid, signal.SIGSTOP)  # alive, but it cannot act on SIGHUP
+    try:
+        result = run_redkeep("certs", "rotate", "--dir", bundle.root)
+    finally:
+        os.kill(proxy_pid, signal.SIGCONT)
+    assert result.returncode == 1
+    proxy = bundle.settings.proxy.listen
+    assert f"rotation incomplete: proxy {proxy} does not serve serial" in result.stderr
+    on_disk = load_certificate(bundle.tls.server_cert).serial_number
+    assert f"redis localhost:{bundle.settings.redis.tls_port}: serves it" in result.stdout
+    assert served_serials(bundle)["redis"] == on_disk
+    # Once it runs again it handles the pending SIGHUP; a rotation then completes.
+    assert run_redkeep("certs", "rotate", "--dir", bundle.root).returncode == 0
+
+
+def test_rotation_never_signals_a_process_the_proxy_pid_file_wrongly_names(running_bundle):
+    bundle = running_bundle
+    pidfile = bundle.run_dir / "proxy.pid"
+    real = pidfile.read_text()
+    bystander = subprocess.Popen(["sleep", "300"])  # SIGHUP would end it
+    pidfile.write_text(f"{bystander.pid}\n")
+    try:
+        result = run_redkeep("certs", "rotate", "--dir", bundle.root)
+        assert result.returncode == 0, result.stderr
+        assert bystander.poll() is None
+        assert f"SIGHUP to pid {real.strip()}" in result.stdout  # the real proxy, found in /proc
+        on_disk = load_certificate(bundle.tls.server_cert).serial_number
+        assert served_serials(bundle) == {"redis": on_disk, "proxy": on_disk}
+    finally:
+        pidfile.write_text(real)
+        bystander.kill()
+        bystander.wait()

@@ -35,13 +35,27 @@ def test_up_detach_status_health_down(tmp_path, redis_binary):
         assert report["certificates"]["server"]["days_left"] >= 364
         assert report["last_backup"].startswith("none yet")
 
+        services = report["services"]
+        assert set(services) == {"redis", "exporter", "proxy"}  # no backup schedule set
+        for name in services:
+            assert services[name]["pid"] == int((bundle.run_dir / f"{name}.pid").read_text())
+            assert process_alive(services[name]["pid"])
+        assert services["exporter"]["listening"] and services["proxy"]["listening"]
+
         health = run_redkeep("health", "--dir", bundle.root)
         assert health.returncode == 0, health.stderr
         assert health.stdout.startswith("healthy: PONG from rediss://exporter:****@localhost:")
 
-        again = run_redkeep("up", bundle.root, "--detach")
-        assert again.returncode == 1
-        assert f"already up (redis-server pid {pid})" in again.stderr
+        again = run_redkeep("up", bundle.root, "--detach")  # keeps what runs: starts nothing
+        assert again.returncode == 0, again.stderr
+        assert "kept: redis-server, the exporter, the proxy" in again.stdout
+        assert "started" not in again.stdout
+        for name in services:
+            assert int((bundle.run_dir / f"{name}.pid").read_text()) == services[name]["pid"]
+
+        foreground = run_redkeep("up", bundle.root)  # would stop on Ctrl-C what it did not start
+        assert foreground.returncode == 1
+        assert "already runs in the background (redis-server pid" in foreground.stderr
     finally:
         stop_bundle(bundle)
     assert wait_for_exit(pid)

@@ -2,7 +2,9 @@
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+import signal
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
@@ -23,6 +25,8 @@ from redkeep.pki.inspect import (
     load_private_key,
     verify_certificate,
 )
+from redkeep.stack import processes
+from redkeep.stack.processes import PROXY
 from redkeep.tlsprobe import handshake
 
 
@@ -79,22 +83,85 @@ def verify(paths: list[Path], ca_path: Path, now: dt.datetime) -> list[Verdict]:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A TLS port of the bundle that serves the server certificate."""
+
+    name: str  # "redis", "proxy"
+    host: str  # where to connect
+    port: int
+    server_name: str  # the name to check in its certificate
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class EndpointResult:
+    """What one endpoint serves after the rotation."""
+
+    name: str
+    address: str
+    applied: str  # how it was told: "CONFIG SET", "SIGHUP to pid N", or why it was not
+    serial: str | None  # the serial it serves now (None: no handshake)
+    current: bool  # it serves the new certificate
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class RotationReport:
     old_serial: str
     new_serial: str
-    served_serial: str
     not_after: str
     paths: tuple[str, str]
+    endpoints: list[EndpointResult]
+
+    @property
+    def complete(self) -> bool:
+        """Every endpoint serves the new certificate (or is not running, so serves none)."""
+        return not any(result.problem for result in self.endpoints)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "complete": self.complete}
+
+
+VERIFY_TIMEOUT = 10.0  # for a reload to show in a handshake (the proxy reloads on SIGHUP)
+
+
+def tls_endpoints(bundle: Bundle, target: Target) -> list[Endpoint]:
+    """Every TLS port of the bundle that serves tls/server.crt: Redis, and the proxy when it
+    terminates TLS with the bundle's certificate."""
+    endpoints = [Endpoint("redis", target.host, target.port, target.host)]
+    proxy = bundle.settings.proxy
+    if proxy.enabled and proxy.tls and _same_file(bundle, proxy.tls_cert, bundle.tls.server_cert):
+        host, _, port = proxy.listen.rpartition(":")
+        host = LOOPBACK.get(host.strip("[]"), host.strip("[]"))
+        endpoints.append(Endpoint("proxy", host, int(port), bundle.settings.host))
+    return endpoints
+
+
+# Listening on every address: ask on loopback.
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
+NOT_SIGNALLED = "not signalled"
+
+
+def _same_file(bundle: Bundle, setting: str | None, path: Path) -> bool:
+    if setting is None:
+        return True  # the default: the bundle's own
+    given = Path(setting)
+    return (given if given.is_absolute() else bundle.root / given).resolve() == path.resolve()
 
 
 def rotate_server(
     bundle: Bundle, client: redis.Redis, target: Target, now: dt.datetime
 ) -> RotationReport:
-    """Issue a new server certificate from the bundle's CA and make the running Redis use it.
+    """Issue a new server certificate from the bundle's CA and make every TLS endpoint of
+    the bundle serve it; report what each one serves afterwards.
 
-    The new pair replaces server.crt/server.key; `CONFIG SET tls-cert-file tls-key-file` with
-    the paths Redis already uses makes it re-read them (Redis 6.2+, 7.0.1+): no restart, no
-    dropped client. If Redis refuses, the old pair is put back and re-applied.
+    The new pair replaces server.crt/server.key. Redis: `CONFIG SET tls-cert-file
+    tls-key-file` with the paths it already uses makes it re-read them (Redis 6.2+, 7.0.1+);
+    if Redis refuses, the old pair is put back and re-applied. The proxy: SIGHUP (found the
+    sure way, `stack/processes.py`). No restart, no dropped connection.
     """
     files = bundle.tls
     settings = bundle.settings
@@ -109,6 +176,7 @@ def rotate_server(
         settings.tls.cert_days,
         now,
     )
+    endpoints = tls_endpoints(bundle, target)
     paths = _served_paths(client, target)
     write_pair(files.server_cert, files.server_key, cert, key)
     try:
@@ -118,16 +186,63 @@ def rotate_server(
         atomic_write(files.server_cert, issue.cert_pem(old_cert), PUBLIC_MODE)
         _config_set(client, target, paths)
         raise
-    probe = handshake(
-        target.host, target.port, ca=target.tls_ca, cert=target.tls_cert, key=target.tls_key
-    )
-    served = format(probe.certificate.serial_number, "x") if probe.certificate else "unknown"
+    applied = {"redis": "CONFIG SET", "proxy": _reload_proxy(bundle)}
+    new_serial = format(cert.serial_number, "x")
     return RotationReport(
         old_serial=format(old_cert.serial_number, "x"),
-        new_serial=format(cert.serial_number, "x"),
-        served_serial=served,
+        new_serial=new_serial,
         not_after=cert.not_valid_after_utc.isoformat(),
         paths=paths,
+        endpoints=[
+            _served(endpoint, applied[endpoint.name], new_serial, target) for endpoint in endpoints
+        ],
+    )
+
+
+def _reload_proxy(bundle: Bundle) -> str:
+    located = processes.locate(PROXY, bundle.root, bundle.run_dir)
+    if located.pid is not None and processes.send_signal(
+        located.pid, PROXY, bundle.root, signal.SIGHUP
+    ):
+        return f"SIGHUP to pid {located.pid}"
+    return (
+        f"{NOT_SIGNALLED}: no proxy of this bundle runs on this machine (it reads the new "
+        "certificate when it starts)"
+    )
+
+
+def _served(
+    endpoint: Endpoint,
+    applied: str,
+    new_serial: str,
+    target: Target,
+    timeout: float = VERIFY_TIMEOUT,
+) -> EndpointResult:
+    """Handshake with `endpoint` until it serves `new_serial` (a reload takes a moment)."""
+    told = not applied.startswith(NOT_SIGNALLED)
+    deadline = time.monotonic() + (timeout if told else 0)
+    while True:
+        probe = handshake(
+            endpoint.host,
+            endpoint.port,
+            ca=target.tls_ca,
+            cert=target.tls_cert,
+            key=target.tls_key,
+            server_name=endpoint.server_name,
+        )
+        serial = format(probe.certificate.serial_number, "x") if probe.certificate else None
+        if serial == new_serial or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    problem = ""
+    if serial is None and told:
+        problem = f"no TLS handshake: {probe.error}"
+    elif serial is not None and serial != new_serial:
+        problem = f"still serves serial {serial}" + (
+            f" {timeout:g}s after {applied}" if told else ""
+        )
+    return EndpointResult(
+        endpoint.name, endpoint.address, applied, serial, serial == new_serial, problem
     )
 
 

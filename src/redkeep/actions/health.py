@@ -7,13 +7,14 @@ from typing import Any
 
 import redis
 
+from redkeep.actions.stack import bundle_services, listen_port
 from redkeep.backup.metrics import read_metrics
 from redkeep.bundle import Bundle
 from redkeep.connect import connect, session
 from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 from redkeep.pki.inspect import load_certificate
-from redkeep.stack.redis_server import read_pid
+from redkeep.stack import processes
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,31 @@ def check_health(target: Target) -> Health:
 
 
 def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str, Any]:
-    """One screen about a bundle's Redis: health, server, clients, memory, persistence, certs."""
-    pid = read_pid(bundle.run_dir / "redis.pid")
+    """One screen about a bundle: health of Redis and of every service `redkeep up` runs,
+    server, clients, memory, persistence, certificates, last backup, audit score.
+
+    Healthy means Redis answers and, when the bundle runs on this machine, each of its
+    services runs (and the exporter and the proxy listen on their ports).
+    """
+    labels = {service.name: service.label for service in bundle_services(bundle)}
+    services = service_status(bundle)
+    run_here = any(item["running"] or item["stale_pidfile"] for item in services.values())
     health = check_health(target)
+    down = [name for name, item in services.items() if not item["up"]] if run_here else []
+    detail = health.detail
+    if health.healthy and down:
+        detail = (
+            f"{', '.join(labels[name] for name in down)} {'is' if len(down) == 1 else 'are'} "
+            f"down; `redkeep up --detach {bundle.root}` starts what is missing"
+        )
     report: dict[str, Any] = {
         "bundle": str(bundle.root),
         "url": health.url,
-        "healthy": health.healthy,
-        "detail": health.detail,
-        "local_pid": pid,
+        "healthy": health.healthy and not down,
+        "detail": detail,
+        "local_pid": services["redis"]["pid"],
+        "run_here": run_here,
+        "services": services,
         "certificates": certificate_expiry(bundle, now),
         "secrets": str(bundle.env_path),
         "last_backup": last_backup(bundle, now),
@@ -54,9 +71,40 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     if health.healthy:
         report["server"] = server_summary(target)
         report["audit_score"] = audit_summary(bundle)
+        answering, local = report["server"].get("process_id"), services["redis"]["pid"]
+        own_port = target.port == bundle.settings.redis.tls_port  # not some other --url
+        if own_port and answering and local and int(answering) != local:
+            report["healthy"] = False
+            report["detail"] = (
+                f"{target.where} is answered by redis-server pid {answering}, not by this "
+                f"bundle's (pid {local})"
+            )
     else:
         report["status"] = health.status
     return report
+
+
+def service_status(bundle: Bundle) -> dict[str, dict[str, Any]]:
+    """Each service the bundle runs: its pid on this machine, and whether it serves.
+
+    A helper serves when its own process listens on its port; redis-server's answer is
+    judged by PING (`check_health`), not here.
+    """
+    result = {}
+    for service in bundle_services(bundle):
+        located = processes.locate(service, bundle.root, bundle.run_dir)
+        item: dict[str, Any] = {
+            "running": located.running,
+            "pid": located.pid,
+            "stale_pidfile": located.stale is not None,
+        }
+        port = listen_port(bundle, service)
+        if port is not None:
+            item["port"] = port
+            item["listening"] = located.running and port in processes.listening_ports(located.pid)
+        item["up"] = item.get("listening", located.running)
+        result[service.name] = item
+    return result
 
 
 def audit_summary(bundle: Bundle) -> str:
@@ -96,6 +144,7 @@ def server_summary(target: Target) -> dict[str, Any]:
             return {"error": str(error).splitlines()[0]}
     return {
         "version": info.get("redis_version"),
+        "process_id": info.get("process_id"),
         "uptime_seconds": info.get("uptime_in_seconds"),
         "role": info.get("role"),
         "connected_clients": info.get("connected_clients"),

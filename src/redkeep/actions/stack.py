@@ -1,17 +1,17 @@
-"""`redkeep up` and `redkeep down`: run a bundle's Redis on this machine, without Docker.
+"""`redkeep up` and `redkeep down`: run a bundle on this machine, without Docker.
 
-`up` renders run/redis.conf (the bundle's configuration with local paths), has redis-server
-check it, starts it, and waits until it answers PING over TLS as the exporter user.
+`up` runs redis-server (run/redis.conf: the bundle's configuration with local paths), the
+exporter, the proxy and the backup schedule. It starts what is missing and keeps what runs,
+so it also brings a partly dead stack back. `down` stops every process of the bundle. Both
+hold the bundle's lock (run/stack.lock), and both know the bundle's processes by what they
+are (`stack/processes.py`), never by a pid file alone.
 """
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redkeep.bundle import CONFIG_NAME, Bundle
@@ -20,10 +20,15 @@ from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.signals import interrupted_by_signals
-from redkeep.stack import redis_server
+from redkeep.stack import processes, redis_server
+from redkeep.stack.lock import stack_lock
+from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Located, Service
 
 DEFAULT_STACK_DIR = "redkeep-stack"
 START_TIMEOUT = 30.0
+HELPER_TIMEOUT = 15.0
+STOP_TIMEOUT = {REDIS: 30.0, BACKUP: 60.0}  # a backup in progress finishes or aborts cleanly
+HELPER_STOP_TIMEOUT = 10.0
 
 
 def stack_dir(directory: Path | None, cwd: Path) -> Path:
@@ -35,23 +40,108 @@ def stack_dir(directory: Path | None, cwd: Path) -> Path:
     return cwd / DEFAULT_STACK_DIR
 
 
+def bundle_services(bundle: Bundle) -> list[Service]:
+    """What `up` runs for this bundle, in start order."""
+    settings = bundle.settings
+    services = [REDIS, EXPORTER]
+    if settings.proxy.enabled:
+        services.append(PROXY)
+    if settings.backup.interval_minutes:
+        services.append(BACKUP)
+    return services
+
+
+def survey(bundle: Bundle, services: list[Service]) -> dict[Service, Located]:
+    """Where each service runs now (read-only)."""
+    return {service: processes.locate(service, bundle.root, bundle.run_dir) for service in services}
+
+
 @dataclass
-class Running:
+class Outcome:
+    """What `up` did about one service."""
+
+    service: Service
     pid: int
-    process: subprocess.Popen | None
-    conf_path: Path
-    log_path: Path
+    action: str  # "started", "kept" or "restarted"
+    why: str = ""  # why a running one was restarted
 
 
-def start_redis(bundle: Bundle, detach: bool) -> Running:
-    """Start the bundle's redis-server and return once it answers; raise if it cannot."""
-    pidfile = bundle.run_dir / "redis.pid"
-    running = redis_server.read_pid(pidfile)
-    if running is not None:
-        raise RedkeepError(
-            f"{bundle.root} is already up (redis-server pid {running}); "
-            f"stop it with `redkeep down {bundle.root}`"
-        )
+@dataclass
+class UpReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # stale pid files removed
+    redis_process: subprocess.Popen | None = None  # set when this `up` started redis-server
+
+    def outcome(self, service: Service) -> Outcome | None:
+        return next((item for item in self.outcomes if item.service is service), None)
+
+
+def bring_up(
+    bundle: Bundle, detach: bool, on_wait: Callable[[str], None] = lambda holder: None
+) -> UpReport:
+    """Start what is missing of the bundle's stack and keep what runs; under the lock.
+
+    Interrupted or failed, it stops what it started and leaves what it found running.
+    In the foreground (not `detach`), nothing may be running yet: Ctrl-C will stop it all.
+    """
+    with stack_lock(bundle.run_dir, "up", on_wait):
+        services = bundle_services(bundle)
+        found = survey(bundle, services)
+        report = UpReport(notes=remove_stale_pidfiles(found.values()))
+        running = [located for located in found.values() if located.running]
+        if running and not detach:
+            listing = ", ".join(f"{item.service.label} pid {item.pid}" for item in running)
+            raise RedkeepError(
+                f"{bundle.root} already runs in the background ({listing}); `redkeep up --detach "
+                f"{bundle.root}` starts what is missing, `redkeep down {bundle.root}` stops it"
+            )
+        try:
+            for service in services:
+                report.outcomes.append(_bring_up_one(bundle, found[service], report))
+        except BaseException:  # interrupted or failed: stop what this `up` started
+            for outcome in reversed(report.outcomes):
+                if outcome.action != "kept":
+                    _stop_or_raise(bundle, outcome.service, outcome.pid)
+            if report.redis_process is not None:
+                report.redis_process.wait(timeout=5)
+            raise
+        return report
+
+
+def _bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome:
+    service = located.service
+    if service is REDIS:
+        if located.pid is not None:
+            wait_until_healthy(bundle, located.pid, None, bundle.run_dir / "redis.log")
+            located.pidfile.write_text(f"{located.pid}\n")  # it may have been lost
+            return Outcome(REDIS, located.pid, "kept")
+        process = start_redis(bundle)
+        report.redis_process = process
+        return Outcome(REDIS, process.pid, "started")
+    if located.pid is None:
+        return Outcome(service, start_helper(bundle, service), "started")
+    port = listen_port(bundle, service)
+    if port is None or port in processes.listening_ports(located.pid):
+        located.pidfile.write_text(f"{located.pid}\n")
+        return Outcome(service, located.pid, "kept")
+    # Running but not serving (stuck, or its port changed): a new one serves the bundle.
+    _stop_or_raise(bundle, service, located.pid)
+    why = f"pid {located.pid} did not listen on port {port}"
+    return Outcome(service, start_helper(bundle, service), "restarted", why)
+
+
+def remove_stale_pidfiles(found: Iterable[Located]) -> list[str]:
+    """Remove pid files that name no process of the bundle; one note per file removed."""
+    notes = []
+    for located in found:
+        if located.stale:
+            located.pidfile.unlink(missing_ok=True)
+            notes.append(f"removed stale {located.pidfile}: it {located.stale}")
+    return notes
+
+
+def start_redis(bundle: Bundle) -> subprocess.Popen:
+    """Start the bundle's redis-server; return once that very process answers."""
     binary = redis_server.find_redis_server()
     version = redis_server.server_version(binary)
     ensure_private_dir(bundle.run_dir)
@@ -65,190 +155,180 @@ def start_redis(bundle: Bundle, detach: bool) -> Running:
     conf_path.chmod(0o600)
     redis_server.check_config(binary, conf_path)
     log_path = bundle.run_dir / "redis.log"
-    pidfile.unlink(missing_ok=True)
+    (bundle.run_dir / "redis.pid").unlink(missing_ok=True)  # redis-server writes its own
     process = redis_server.start(binary, conf_path)
     try:
         with interrupted_by_signals():
-            wait_until_healthy(bundle, process, log_path)
+            wait_until_healthy(bundle, process.pid, process, log_path)
     except BaseException:  # Ctrl-C or a failed start: leave nothing running behind
-        redis_server.stop(process.pid, timeout=10)
-        process.wait(timeout=5)
+        _end_child(process, timeout=30)
         raise
-    return Running(process.pid, None if detach else process, conf_path, log_path)
+    return process
 
 
 def wait_until_healthy(
     bundle: Bundle,
-    process: subprocess.Popen,
+    pid: int,
+    process: subprocess.Popen | None,
     log_path: Path,
     timeout: float = START_TIMEOUT,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Poll PING as the exporter until it answers; raise with the log's reason if Redis exits."""
+    """Poll PING as the exporter until redis-server `pid` itself answers.
+
+    INFO's process_id must be `pid`: a server that someone else runs on the port does not
+    count. Raise with the log's reason if the process exits.
+    """
     target = bundle.target("exporter")
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             reason = redis_server.startup_failure(log_path)
             raise RedkeepError(f"redis-server exited at start: {reason} (see {log_path})")
+        if process is None and not processes.is_ours(pid, REDIS, bundle.root):
+            raise RedkeepError(f"redis-server pid {pid} exited (see {log_path})")
         try:
-            connect(target).close()
-            return
+            client = connect(target)
+            try:
+                answering = int(client.info("server")["process_id"])
+            finally:
+                client.close()
         except UsageError:
             raise  # a bad local file: waiting will not fix it
         except RedkeepError as error:
             last_error = error.message
+        except Exception as error:  # noqa: BLE001 - INFO refused or odd: keep waiting
+            last_error = str(error).splitlines()[0]
+        else:
+            if answering == pid:
+                return
+            last_error = (
+                f"port {target.port} is answered by another redis-server (pid {answering}), "
+                f"not pid {pid}"
+            )
         sleep(0.1)
     raise RedkeepError(
-        f"redis-server did not answer within {timeout:g}s: {last_error} (see {log_path})"
+        f"redis-server pid {pid} did not answer within {timeout:g}s: {last_error} (see {log_path})"
     )
 
 
-def run_foreground(running: Running, on_stop: Callable[[], None]) -> int:
-    """Wait for Ctrl-C, SIGTERM or SIGHUP, then stop redis-server cleanly; return 0."""
-    process = running.process
-    assert process is not None, "foreground runs hold their process"
-    try:
-        with interrupted_by_signals():
-            while process.poll() is None:
-                time.sleep(0.2)
-        tail = redis_server.log_tail(running.log_path, 1)
-        raise RedkeepError(f"redis-server stopped unexpectedly: {tail[-1] if tail else '?'}")
-    except KeyboardInterrupt:
-        on_stop()
-        redis_server.stop(process.pid)
-        process.wait(timeout=5)
-        return 0
+def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEOUT) -> int:
+    """Start `redkeep <service> --dir ROOT` in its own session; its pid once it serves.
 
-
-# Helpers `up` runs beside redis-server: name -> the redkeep command line that identifies them.
-SERVICES = {"backup": ("backup", "run"), "exporter": ("exporter",), "proxy": ("proxy",)}
-
-
-def start_service(bundle: Bundle, name: str, *options: str) -> subprocess.Popen:
-    """Start `redkeep <service> --dir ROOT OPTIONS` in its own session, output in run/NAME.log.
-
-    Its pid is also written to run/NAME.pid for `down`.
+    A listening helper is ready when its own process listens on its port (not merely when
+    something answers there). Interrupted or failed, it leaves nothing behind.
     """
-    with (bundle.run_dir / f"{name}.log").open("ab") as log:
+    port = listen_port(bundle, service)
+    if port is not None:
+        listen = _listen_setting(bundle, service)
+        # Else the helper would fail to bind; say who is in the way and what to change.
+        processes.ensure_free(listen, f"{service.name}.listen", service.label)
+    options = (str(bundle.settings.backup.interval_minutes),) if service is BACKUP else ()
+    log = bundle.run_dir / f"{service.name}.log"
+    with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "redkeep", *SERVICES[name], "--dir", str(bundle.root), *options],
+            [
+                *(sys.executable, "-m", "redkeep", *service.command),
+                *("--dir", str(bundle.root.resolve()), *service.marks, *options),
+            ],
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
+            stdout=output,
+            stderr=output,
             start_new_session=True,
             umask=0o077,
         )
-    (bundle.run_dir / f"{name}.pid").write_text(f"{process.pid}\n")
-    return process
-
-
-def stop_service(bundle: Bundle, name: str, timeout: float = 60.0) -> int | None:
-    """Stop a helper started by `start_service` (SIGTERM, then wait); return its pid."""
-    pidfile = bundle.run_dir / f"{name}.pid"
+    pidfile = bundle.run_dir / f"{service.name}.pid"
+    pidfile.write_text(f"{process.pid}\n")
     try:
-        pid = int(pidfile.read_text())
-    except (OSError, ValueError):
-        return None
-    if not _is_service(pid, name):
-        pidfile.unlink(missing_ok=True)
-        return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout  # a backup in progress finishes or aborts cleanly
-    while _is_service(pid, name) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
-    return pid
-
-
-def _is_service(pid: int, name: str) -> bool:
-    """Whether `pid` runs `redkeep <service>` (so a recycled pid is never signalled).
-
-    Only for processes started earlier: right after exec, /proc/PID/cmdline can still be empty.
-    """
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    words = [word.encode() for word in SERVICES[name]]
-    return b"redkeep" in cmdline and all(word in cmdline for word in words)
-
-
-def start_backup_schedule(bundle: Bundle) -> int | None:
-    """`redkeep backup run --every N` beside Redis when backup.interval_minutes is set."""
-    minutes = bundle.settings.backup.interval_minutes
-    return start_service(bundle, "backup", "--every", str(minutes)).pid if minutes else None
-
-
-def start_exporter(bundle: Bundle, timeout: float = 15.0) -> int:
-    """The exporter on exporter.listen; return its pid once it accepts connections."""
-    return start_listening_service(bundle, "exporter", bundle.settings.exporter.listen, timeout)
-
-
-def start_proxy(bundle: Bundle, timeout: float = 15.0) -> int | None:
-    """The proxy on proxy.listen when proxy.enabled; its pid once it accepts connections."""
-    if not bundle.settings.proxy.enabled:
-        return None
-    return start_listening_service(bundle, "proxy", bundle.settings.proxy.listen, timeout)
-
-
-def start_listening_service(bundle: Bundle, name: str, listen: str, timeout: float) -> int:
-    """`redkeep NAME` in the background; its pid once it accepts connections on `listen`.
-
-    Interrupted or failed, it leaves nothing behind.
-    """
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    # Else the readiness check below would be answered by whoever holds the port.
-    _ensure_free(host, int(port), listen, f"{name}.listen", f"the {name}")
-    process = start_service(bundle, name)
-    log = bundle.run_dir / f"{name}.log"
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:  # our own child: no /proc guesswork needed
+        deadline = time.monotonic() + timeout
+        while port is not None and port not in processes.listening_ports(process.pid):
+            if process.poll() is not None:
                 tail = redis_server.log_tail(log, 1)
                 raise RedkeepError(
-                    f"the {name} stopped at start: {tail[-1] if tail else 'no output'} (see {log})"
+                    f"{service.label} stopped at start: {tail[-1] if tail else 'no output'} "
+                    f"(see {log})"
                 )
-            try:
-                with socket.create_connection((host, int(port)), timeout=0.5):
-                    return process.pid
-            except OSError:
-                time.sleep(0.1)
-        raise RedkeepError(f"the {name} did not listen on {listen} within {timeout:g}s")
+            if time.monotonic() >= deadline:
+                raise RedkeepError(
+                    f"{service.label} did not listen on port {port} within {timeout:g}s (see {log})"
+                )
+            time.sleep(0.05)
     except BaseException:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        (bundle.run_dir / f"{name}.pid").unlink(missing_ok=True)
+        _end_child(process, timeout=HELPER_STOP_TIMEOUT)
+        pidfile.unlink(missing_ok=True)
         raise
+    return process.pid
 
 
-def _ensure_free(host: str, port: int, listen: str, setting: str, what: str) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the service will
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise RedkeepError(
-                f"{what} cannot listen on {listen}: {error.strerror}; stop what holds "
-                f"the port or set {setting} in redkeep.yaml"
-            ) from None
+def _listen_setting(bundle: Bundle, service: Service) -> str:
+    return {EXPORTER: bundle.settings.exporter.listen, PROXY: bundle.settings.proxy.listen}[service]
 
 
-def stop_redis(bundle: Bundle) -> int | None:
-    """Stop the bundle's redis-server if it runs; return its pid, or None if none was running."""
-    pidfile = bundle.run_dir / "redis.pid"
-    pid = redis_server.read_pid(pidfile)
-    if pid is None:
+def _end_child(process: subprocess.Popen, timeout: float) -> None:
+    """Stop a child this `up` just started (its Popen is proof enough of what it is)."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def listen_port(bundle: Bundle, service: Service) -> int | None:
+    """The port a helper serves on (None for the backup schedule)."""
+    if service not in (EXPORTER, PROXY):
         return None
-    if not redis_server.stop(pid):
-        raise RedkeepError(f"redis-server pid {pid} did not stop within 30s; kill it by hand")
-    pidfile.unlink(missing_ok=True)
-    return pid
+    return int(_listen_setting(bundle, service).rpartition(":")[2])
+
+
+@dataclass
+class DownReport:
+    stopped: list[tuple[Service, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+STOP_ORDER = (BACKUP, PROXY, EXPORTER, REDIS)
+
+
+def bring_down(bundle: Bundle, on_wait: Callable[[str], None] = lambda holder: None) -> DownReport:
+    """Stop every process of the bundle (helpers first, redis-server last); under the lock.
+
+    Every service is looked for, whatever redkeep.yaml says now: it may have changed since `up`.
+    """
+    with stack_lock(bundle.run_dir, "down", on_wait):
+        report = DownReport()
+        for service in STOP_ORDER:
+            located = processes.locate(service, bundle.root, bundle.run_dir)
+            report.notes += remove_stale_pidfiles([located])
+            pids = [located.pid] if located.pid else []
+            pids += [
+                pid for pid in processes.find_processes(service, bundle.root) if pid not in pids
+            ]
+            for pid in pids:
+                _stop_or_raise(bundle, service, pid)
+                report.stopped.append((service, pid))
+            located.pidfile.unlink(missing_ok=True)
+        return report
+
+
+def _stop_or_raise(bundle: Bundle, service: Service, pid: int) -> None:
+    timeout = STOP_TIMEOUT.get(service, HELPER_STOP_TIMEOUT)
+    if not processes.stop(pid, service, bundle.root, timeout):
+        raise RedkeepError(
+            f"{service.label} pid {pid} did not stop within {timeout:g}s; see "
+            f"{bundle.run_dir / service.name}.log, then `kill -9 {pid}` if it hangs"
+        )
+    (bundle.run_dir / f"{service.name}.pid").unlink(missing_ok=True)
+
+
+def run_foreground(process: subprocess.Popen, log_path: Path) -> None:
+    """Wait for Ctrl-C, SIGTERM or SIGHUP (then return); raise if redis-server stops by itself."""
+    with interrupted_by_signals():
+        try:
+            while process.poll() is None:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
+    tail = redis_server.log_tail(log_path, 1)
+    raise RedkeepError(f"redis-server stopped unexpectedly: {tail[-1] if tail else '?'}")

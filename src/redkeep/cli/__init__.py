@@ -2,8 +2,8 @@
 
 Each command group lives in its own module; commands parse arguments, call an action and
 render its result through the Application. Errors become one line on stderr and an exit
-status (0 ok, 1 failure, 2 usage or configuration, 3 cannot connect); `--debug` adds the
-traceback.
+status (0 ok, 1 failure, 2 usage or configuration, 3 cannot connect or log in; README "Exit
+codes"); `--debug` adds the traceback.
 """
 
 import importlib

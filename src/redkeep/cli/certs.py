@@ -129,19 +129,41 @@ def verify(
 @certs_group.command()
 @connection_options
 @dir_option
+@json_option
 @click.pass_obj
-def rotate(app: Application, connection: ConnectionOptions, directory: Path | None) -> None:
-    """Issue a new server certificate and apply it to the running Redis (no restart).
+def rotate(
+    app: Application, connection: ConnectionOptions, directory: Path | None, as_json: bool
+) -> int:
+    """Issue a new server certificate and make every TLS endpoint of the bundle serve it.
 
-    Uses CONFIG SET tls-cert-file/tls-key-file as the bundle's admin; connected clients stay.
+    Redis re-reads it on CONFIG SET tls-cert-file/tls-key-file (as the bundle's admin), the
+    proxy on SIGHUP; connected clients stay. Each endpoint is then checked with a TLS
+    handshake. Exit 1 if one still serves another certificate.
     """
+    app.json_mode = as_json
     bundle = load_bundle(app, directory)
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
     with session(target) as client:
         report = actions.rotate_server(bundle, client, target, _now())
+    if as_json:
+        app.emit_json(report.as_dict())
     app.say(f"new server certificate serial {report.new_serial}, valid until {report.not_after}")
-    if report.served_serial != report.new_serial:
-        raise RedkeepError(
-            f"{target.where} still serves serial {report.served_serial}; check its log"
+    for result in report.endpoints:
+        if result.current:
+            app.say(f"{result.name} {result.address}: serves it ({result.applied}; no restart)")
+        elif not result.problem:
+            app.say(f"{result.name} {result.address}: {result.applied}")
+        else:
+            app.error(f"{result.name} {result.address}: {result.problem} ({result.applied})")
+    if report.complete:
+        return ExitStatus.OK
+    failed = [result for result in report.endpoints if result.problem]
+    hint = "check its log"
+    if any(result.name == "proxy" for result in failed):
+        hint += (
+            "; the proxy reloads on SIGHUP (`kill -HUP PID`, `docker compose kill -s HUP proxy`)"
         )
-    app.say(f"{target.where} now serves it (was serial {report.old_serial}); no restart")
+    names = ", ".join(f"{result.name} {result.address}" for result in failed)
+    raise RedkeepError(
+        f"rotation incomplete: {names} does not serve serial {report.new_serial}; {hint}"
+    )

@@ -27,6 +27,9 @@ def health(
 ) -> int:
     """Exit 0 if Redis answers PING, else 1 with the reason (fit for a container healthcheck).
 
+    Always 0 or 1: unlike the other commands it does not exit 3 when it cannot connect or
+    log in, because Docker's HEALTHCHECK defines only 0 (healthy) and 1 (unhealthy).
+
     Inside a bundle it logs in as the bundle's least-privileged `exporter` user.
     """
     app.json_mode = as_json

@@ -10,21 +10,13 @@ import click
 
 from redkeep.actions.health import bundle_status, certificate_expiry
 from redkeep.actions.init import InitReport, init_bundle
-from redkeep.actions.stack import (
-    run_foreground,
-    stack_dir,
-    start_backup_schedule,
-    start_exporter,
-    start_proxy,
-    start_redis,
-    stop_redis,
-    stop_service,
-)
+from redkeep.actions.stack import UpReport, bring_down, bring_up, run_foreground, stack_dir
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.cli.options import connection_options, json_option, load_bundle, target_for
 from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus, UsageError
+from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS
 
 
 def bundle_directory(command: Callable) -> Callable:
@@ -83,70 +75,86 @@ def show_init(app: Application, report: InitReport) -> None:
 
 @click.command()
 @bundle_directory
-@click.option("--detach", "-d", is_flag=True, help="Return once Redis is healthy.")
+@click.option("--detach", "-d", is_flag=True, help="Return once everything serves.")
 @click.pass_obj
 def up(app: Application, directory: Path | None, detach: bool) -> int:
-    """Run the bundle in DIRECTORY locally (no Docker): TLS-only redis-server with ACL users.
+    """Run the bundle in DIRECTORY locally (no Docker): TLS-only redis-server with ACL users,
+    the exporter, the proxy and the backup schedule.
 
     Without DIRECTORY: the current directory if it holds redkeep.yaml, else ./redkeep-stack.
-    Creates the bundle first when there is none. Runs until Ctrl-C unless --detach.
+    Creates the bundle first when there is none. Runs until Ctrl-C unless --detach. With
+    --detach it also brings a partly stopped stack back: it starts what is missing, keeps what
+    runs (and restarts a helper that runs but does not serve), and says which.
     """
     root = stack_dir(directory, Path(os.getcwd()))
     if not (root / CONFIG_NAME).is_file():
         show_init(app, init_bundle(root))
     bundle = load_bundle(app, root)
-    running = start_redis(bundle, detach=detach)
-    try:
-        exporter = start_exporter(bundle)
-        try:
-            proxy = start_proxy(bundle)
-        except BaseException:
-            stop_service(bundle, "exporter", timeout=10)
-            raise
-    except BaseException:  # interrupted or failed: leave nothing running
-        stop_redis(bundle)
-        raise
-    show_running(app, bundle, running.pid)
-    scheme = "https" if bundle.settings.exporter.tls_cert_file else "http"
-    app.say(
-        f"exporter on {scheme}://{bundle.settings.exporter.listen}/metrics (pid {exporter}, "
-        f"log {bundle.run_dir / 'exporter.log'})"
-    )
-    if proxy:
-        proxy_settings = bundle.settings.proxy
-        tls = "TLS" if proxy_settings.tls else "plain TCP"
-        app.say(
-            f"proxy on {proxy_settings.listen} ({tls}; pid {proxy}, access log "
-            f"{proxy_settings.access_log}, metrics http://{proxy_settings.metrics_listen}/metrics)"
-        )
-    scheduler = start_backup_schedule(bundle)
-    if scheduler:
-        every = bundle.settings.backup.interval_minutes
-        app.say(f"backups every {every} min (pid {scheduler}, log {bundle.run_dir / 'backup.log'})")
+    report = bring_up(bundle, detach=detach, on_wait=_waiting(app))
+    for note in report.notes:
+        app.say(note)
+    show_up(app, bundle, report)
     if detach:
         app.say(f"running in the background; stop it with `redkeep down {root}`")
         return ExitStatus.OK
     app.say("running; press Ctrl-C to stop")
-
-    def stopping() -> None:
-        app.say("stopping redis-server ...")
-        stop_service(bundle, "backup")
-        stop_service(bundle, "proxy", timeout=10)
-        stop_service(bundle, "exporter", timeout=10)
-
-    status = run_foreground(running, on_stop=stopping)
+    process = report.redis_process
+    assert process is not None, "a foreground up starts redis-server itself"
+    try:
+        run_foreground(process, bundle.run_dir / "redis.log")
+    finally:  # Ctrl-C, or redis-server died: stop the rest too
+        app.say("stopping ...")
+        bring_down(bundle)
+        process.wait(timeout=5)
     app.say("stopped")
-    return status
+    return ExitStatus.OK
 
 
-def show_running(app: Application, bundle: Bundle, pid: int) -> None:
+def _waiting(app: Application) -> Callable[[str], None]:
+    return lambda holder: app.say(f"waiting for {holder} to finish ...")
+
+
+ACTIONS = {"started": "started", "kept": "already running, kept", "restarted": "restarted"}
+
+
+def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
+    redis = report.outcome(REDIS)
+    show_running(app, bundle, redis.pid, ACTIONS[redis.action])
+    settings = bundle.settings
+    for outcome in report.outcomes[1:]:
+        state = f"pid {outcome.pid}, {ACTIONS[outcome.action]}"
+        if outcome.why:
+            state += f" ({outcome.why})"
+        log = bundle.run_dir / f"{outcome.service.name}.log"
+        if outcome.service is EXPORTER:
+            scheme = "https" if settings.exporter.tls_cert_file else "http"
+            where = f"{scheme}://{settings.exporter.listen}/metrics"
+            app.say(f"exporter on {where} ({state}; log {log})")
+        elif outcome.service is PROXY:
+            proxy = settings.proxy
+            tls = "TLS" if proxy.tls else "plain TCP"
+            metrics = f"http://{proxy.metrics_listen}/metrics" if proxy.metrics_listen else "off"
+            app.say(
+                f"proxy on {proxy.listen} ({tls}; {state}; access log {proxy.access_log}, "
+                f"metrics {metrics})"
+            )
+        elif outcome.service is BACKUP:
+            every = settings.backup.interval_minutes
+            app.say(f"backups every {every} min ({state}; log {log})")
+    by_action: dict[str, list[str]] = {}
+    for outcome in report.outcomes:
+        by_action.setdefault(outcome.action, []).append(outcome.service.label)
+    app.say("; ".join(f"{action}: {', '.join(names)}" for action, names in by_action.items()))
+
+
+def show_running(app: Application, bundle: Bundle, pid: int, action: str) -> None:
     settings = bundle.settings
     expiry = certificate_expiry(bundle, dt.datetime.now(dt.UTC))
     server = expiry.get("server", {})
     rows = [
         (
             "redis-server",
-            f"pid {pid}, TLS only on port {settings.redis.tls_port} (no plaintext port)",
+            f"pid {pid} ({action}), TLS only on port {settings.redis.tls_port} (no plaintext port)",
         ),
         ("app URL", f"{bundle.target('app').display_url}  (REDIS_URL in .env)"),
         ("admin URL", bundle.target("admin").display_url),
@@ -162,20 +170,18 @@ def show_running(app: Application, bundle: Bundle, pid: int) -> None:
 @bundle_directory
 @click.pass_obj
 def down(app: Application, directory: Path | None) -> None:
-    """Stop what `redkeep up --detach` started in DIRECTORY."""
+    """Stop every process the bundle in DIRECTORY runs (what `redkeep up` started)."""
     root = stack_dir(directory, Path(os.getcwd()))
     bundle = load_bundle(app, root)
-    scheduler = stop_service(bundle, "backup")
-    if scheduler:
-        app.say(f"stopped the backup schedule pid {scheduler}")
-    proxy = stop_service(bundle, "proxy", timeout=10)
-    if proxy:
-        app.say(f"stopped the proxy pid {proxy}")
-    exporter = stop_service(bundle, "exporter", timeout=10)
-    if exporter:
-        app.say(f"stopped the exporter pid {exporter}")
-    pid = stop_redis(bundle)
-    app.say(f"stopped redis-server pid {pid}" if pid else f"nothing running in {root}")
+    report = bring_down(bundle, on_wait=_waiting(app))
+    for note in report.notes:
+        app.say(note)
+    for service, pid in report.stopped:
+        app.say(f"stopped {service.label} pid {pid}")
+    if not report.stopped:
+        app.say(f"nothing running in {root}")
+    elif REDIS not in {service for service, _ in report.stopped}:
+        app.say("redis-server was not running")
 
 
 @click.command()
@@ -186,9 +192,11 @@ def down(app: Application, directory: Path | None) -> None:
 def status(
     app: Application, directory: Path | None, connection: ConnectionOptions, as_json: bool
 ) -> int:
-    """One screen: health, clients, memory, certificate expiry, last backup, audit score.
+    """One screen: health of Redis and of each service `up` runs (exporter, proxy, backup
+    schedule), clients, memory, certificate expiry, last backup, audit score.
 
-    Exit 0 when healthy, 3 when Redis cannot be reached, 1 when it answers but is not healthy.
+    Exit 0 when healthy; 3 when Redis cannot be reached or refuses the login; 1 when it
+    answers but something is wrong (a service of the bundle is down, for one).
     """
     app.json_mode = as_json
     bundle = load_bundle(app, directory)
@@ -204,6 +212,7 @@ def status(
 def status_rows(report: dict) -> list[tuple[str, str]]:
     rows = [("health", "healthy" if report["healthy"] else f"UNHEALTHY: {report['detail']}")]
     rows.append(("url", report["url"]))
+    rows += service_rows(report)
     server = report.get("server", {})
     if "error" in server:
         rows.append(("server", f"INFO failed: {server['error']}"))
@@ -227,6 +236,26 @@ def status_rows(report: dict) -> list[tuple[str, str]]:
         ("last backup", report["last_backup"]),
         ("audit score", report.get("audit_score", "not available (Redis does not answer)")),
     ]
+    return rows
+
+
+SERVICE_NAMES = {"redis": "redis-server", "exporter": "exporter", "proxy": "proxy"}
+SERVICE_NAMES["backup"] = "backup schedule"
+
+
+def service_rows(report: dict) -> list[tuple[str, str]]:
+    """One row per service `redkeep up` runs, as this machine's processes show them."""
+    if not report["run_here"]:
+        return [("services", f"not run on this machine (`redkeep up {report['bundle']}`)")]
+    rows = []
+    for name, item in report["services"].items():
+        if not item["running"]:
+            text = "DOWN: not running"
+        elif item.get("listening") is False:
+            text = f"DOWN: pid {item['pid']} does not listen on port {item['port']}"
+        else:
+            text = f"pid {item['pid']}" + (f", port {item['port']}" if "port" in item else "")
+        rows.append((SERVICE_NAMES[name], text))
     return rows
 
 

@@ -1,15 +1,11 @@
-"""The redis-server binary: find it, read its version, check a config, start and stop it.
+"""The redis-server binary: find it, read its version, check a config, start it, read its log.
 
-The only place redkeep starts or signals redis-server processes.
+Which running redis-server is a bundle's, and signalling it: `stack/processes.py`.
 """
 
-import os
 import re
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from redkeep.errors import ConfigError, UsageError
@@ -73,40 +69,6 @@ def start(binary: str, conf_path: Path) -> subprocess.Popen:
         umask=0o077,
         start_new_session=True,
     )
-
-
-def read_pid(pidfile: Path) -> int | None:
-    """The PID in `pidfile` if that process is alive and is a redis-server, else None."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if is_redis_server(pid) else None
-
-
-def is_redis_server(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"redis-server" in cmdline.split(b"\0")[0]
-
-
-def stop(pid: int, timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Ask redis-server `pid` to shut down (SIGTERM: it saves and exits); wait for it.
-
-    Return True if it exited within `timeout` seconds.
-    """
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_redis_server(pid):
-            return True
-        sleep(0.05)
-    return False
 
 
 def startup_failure(log_path: Path) -> str:

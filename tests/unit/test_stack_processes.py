@@ -1,0 +1,103 @@
+"""Which process is a bundle's: real processes with chosen command lines and directories."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from redkeep.stack.processes import (
+    BACKUP,
+    EXPORTER,
+    PROXY,
+    REDIS,
+    is_ours,
+    listening_ports,
+    locate,
+    send_signal,
+)
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def spawn():
+    """Start a sleeping process whose command line ends with ARGS, in `cwd`."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, cwd: Path | None = None) -> int:
+        started.append(subprocess.Popen([*SLEEP, *args], cwd=cwd))
+        cmdline = Path(f"/proc/{started[-1].pid}/cmdline")
+        while not cmdline.read_bytes().endswith(b"\0"):  # right after exec it can be empty
+            assert started[-1].poll() is None
+        return started[-1].pid
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_a_helper_is_known_by_its_subcommand_and_its_bundle(tmp_path, spawn):
+    root = tmp_path / "bundle"
+    root.mkdir()
+    proxy = spawn("redkeep", "proxy", "--dir", str(root))
+    assert is_ours(proxy, PROXY, root)
+    assert not is_ours(proxy, EXPORTER, root)
+    assert not is_ours(proxy, PROXY, tmp_path)  # another bundle
+    relative = spawn("redkeep", "--debug", "exporter", "--dir=bundle", cwd=tmp_path)
+    assert is_ours(relative, EXPORTER, root)
+    # A one-off command that merely mentions a service's name is none of them.
+    assert not is_ours(spawn("redkeep", "certs", "issue", "proxy", "--dir", str(root)), PROXY, root)
+    one_off = spawn("redkeep", "backup", "run", "--dir", str(root))
+    scheduled = spawn("redkeep", "backup", "run", "--dir", str(root), "--every", "5")
+    assert (is_ours(one_off, BACKUP, root), is_ours(scheduled, BACKUP, root)) == (False, True)
+    assert not is_ours(spawn("proxy", "--dir", str(root)), PROXY, root)  # not redkeep
+
+
+def test_redis_server_is_known_by_its_data_directory(tmp_path, redis_factory):
+    other = redis_factory()  # a redis-server working in some other directory
+    assert not is_ours(other.pid, REDIS, tmp_path)
+    assert is_ours(other.pid, REDIS, other.workdir.parent / "x") is False
+    (tmp_path / "b").mkdir()
+    os.symlink(other.workdir, tmp_path / "b" / "data")
+    assert is_ours(other.pid, REDIS, tmp_path / "b")  # `dir` is the bundle's data/
+
+
+def test_an_exited_process_is_nobodys(tmp_path):
+    root = tmp_path
+    process = subprocess.Popen([*SLEEP[:2], "pass", "redkeep", "proxy", "--dir", str(root)])
+    stat = Path(f"/proc/{process.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not yet reaped
+        pass
+    assert not is_ours(process.pid, PROXY, root)
+    process.wait()
+    assert not is_ours(process.pid, PROXY, root)
+
+
+def test_a_pid_file_naming_another_process_is_stale_and_that_process_is_not_signalled(
+    tmp_path, spawn
+):
+    root = tmp_path
+    bystander = spawn()
+    real = spawn("redkeep", "proxy", "--dir", str(root))
+    (tmp_path / "proxy.pid").write_text(f"{bystander}\n")
+    located = locate(PROXY, root, tmp_path)
+    assert located.pid == real  # found in /proc
+    assert "which is not this bundle's proxy" in located.stale
+    assert not send_signal(bystander, PROXY, root, signal.SIGTERM)
+    assert Path(f"/proc/{bystander}/cmdline").read_bytes()  # still alive
+    (tmp_path / "proxy.pid").write_text("garbage\n")
+    assert locate(PROXY, root, tmp_path).stale == "holds no pid"
+
+
+def test_listening_ports_are_the_process_own_sockets():
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.socket() as idle:
+        idle.bind(("127.0.0.1", 0))  # bound, not listening
+        ports = listening_ports(os.getpid())
+        assert server.getsockname()[1] in ports
+        assert idle.getsockname()[1] not in ports
+    assert listening_ports(2**22 + 1) == set()  # no such process
