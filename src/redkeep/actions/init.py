@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -352,9 +353,12 @@ def _started(binary: str, conf_path: Path, socket_path: Path) -> bool:
             time.sleep(0.02)
         return False
     finally:
-        if process.poll() is None and not redis_server.stop(process.pid, timeout=10):
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             process.kill()  # a throw-away server with nothing to save
-        process.wait()
+            process.wait()
 
 
 def _answers(socket_path: Path) -> bool:
