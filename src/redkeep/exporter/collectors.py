@@ -381,7 +381,3 @@ def cluster_parse(state: State, replies: list[Any]) -> list[Family]:
 
 
 CLUSTER = Collector("cluster", cluster_commands, cluster_parse)
-
-# Parsed in this order: CONFIG before INFO (empty databases come from `databases`); the
-# command lists of the others read the version and fields of the INFO before them.
-DEFAULT = (CONFIG, INFO, SLOWLOG, LATENCY, CLIENTS, CLUSTER)
