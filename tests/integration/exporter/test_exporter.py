@@ -81,7 +81,7 @@ def test_keyspace_is_parsed_by_field_name(busy_redis, exporter_factory):
     text = b"# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=5000,subexpiry=3\r\n"
     families = {family.name: family for family in info_parse(state, [text])}
     assert families["redis_db_keys"].samples == [("", {"db": "db0"}, 10.0)]
-    assert families["redis_db_keys_subexpiry"].samples == [("", {"db": "db0"}, 3.0)]
+    assert families["redis_db_keys_with_expiring_items"].samples == [("", {"db": "db0"}, 3.0)]
     assert families["redis_db_keys_cached"].samples == []
     assert families["redis_db_avg_ttl_seconds"].samples == [("", {"db": "db0"}, 5.0)]
 
