@@ -285,10 +285,6 @@ class ExporterServer:
         self._connections: dict[asyncio.StreamWriter, _Connection] = {}
         self._workers: ThreadPoolExecutor | None = None
 
-    @property
-    def address(self) -> tuple:
-        return self.socket.getsockname()
-
     def serve_forever(self) -> None:
         asyncio.run(self._serve())
 
@@ -317,6 +313,14 @@ class ExporterServer:
         finally:
             del self._connections[writer]
             self.endpoint.open_connections = len(self._connections)
+            await self._close(writer)
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        """Send what is still buffered (a last answer), then close; abort a stuck reader."""
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), self.limits.header_timeout)
+        except (OSError, TimeoutError):
             writer.transport.abort()
 
     async def _handshake(self, writer: asyncio.StreamWriter, connection: _Connection) -> bool:
@@ -362,8 +366,8 @@ class ExporterServer:
             # The first byte may take the idle time on a kept connection; once a request has
             # begun, its whole head must arrive within the header deadline.
             try:
-                wait = limits.header_timeout if first else limits.idle_timeout
-                start = await asyncio.wait_for(reader.readexactly(1), wait)
+                async with asyncio.timeout(limits.header_timeout if first else limits.idle_timeout):
+                    start = await reader.readexactly(1)
             except TimeoutError:
                 self._count("header_timeout" if first else "idle_timeout")
                 return
@@ -384,7 +388,8 @@ class ExporterServer:
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(self._workers, self._respond, request)
             writer.write(render_response(response, request.keep_alive, self.tls is not None))
-            await asyncio.wait_for(writer.drain(), limits.header_timeout)
+            async with asyncio.timeout(limits.header_timeout):  # a client that stops reading
+                await writer.drain()
             if not request.keep_alive:
                 return
 
@@ -401,29 +406,27 @@ class ExporterServer:
         self._count(refusal.reason)
         response = Response(refusal.status, f"{HTTPStatus(refusal.status).phrase}\n")
         writer.write(render_response(response, False, self.tls is not None))
-        await asyncio.wait_for(writer.drain(), self.limits.header_timeout)
+        async with asyncio.timeout(self.limits.header_timeout):
+            await writer.drain()
 
     def _count(self, reason: str) -> None:
         self.endpoint.closed[reason] += 1
 
 
 async def _read_head(reader: asyncio.StreamReader, start: bytes) -> bytes:
-    """The request line and headers, line by line: garbage is refused at its first line, and a
-    first byte that cannot start a method (RESP, a TLS handshake) at once."""
+    """The request line, checked as soon as it is in (a first byte that cannot start a method,
+    such as RESP or a TLS handshake, at once), then the headers up to the blank line."""
     if not (start.isalpha() and start.isupper()):
         raise BadRequest(400, "bad_request")
     line = start + await reader.readuntil(b"\r\n")
     parse_request_line(line)
-    head = [line]
-    size = len(line)
-    while True:
-        header = await reader.readuntil(b"\r\n")
-        size += len(header)
-        if size > MAX_HEAD_BYTES:
-            raise BadRequest(431, "too_large")
-        head.append(header)
-        if header == b"\r\n":
-            return b"".join(head)
+    after = await reader.readexactly(2)
+    if after == b"\r\n":
+        return line + after  # no headers
+    head = line + after + await reader.readuntil(b"\r\n\r\n")
+    if len(head) > MAX_HEAD_BYTES:
+        raise BadRequest(431, "too_large")
+    return head
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
