@@ -15,11 +15,13 @@ scrape.
 """
 
 import asyncio
+import contextlib
 import hmac
 import html
 import http.client
 import io
 import logging
+import resource
 import socket
 import ssl
 import threading
@@ -286,6 +288,7 @@ class ExporterServer:
         self._workers: ThreadPoolExecutor | None = None
 
     def serve_forever(self) -> None:
+        _raise_open_files_limit()
         asyncio.run(self._serve())
 
     def server_close(self) -> None:
@@ -311,7 +314,7 @@ class ExporterServer:
         except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError):
             pass  # the client went away, was evicted, or stopped reading its answer
         finally:
-            del self._connections[writer]
+            self._connections.pop(writer, None)
             self.endpoint.open_connections = len(self._connections)
             await self._close(writer)
 
@@ -350,6 +353,9 @@ class ExporterServer:
             oldest = min(waiting, key=lambda c: c.waiting_since)
             oldest.evicted = True
             self._count("evicted")
+            # Out of the count now, not when its task next runs: a flood of connects is accepted
+            # in batches, and the same one must not be "evicted" again to admit each of them.
+            del self._connections[oldest.writer]
             oldest.writer.transport.abort()
         self._connections[connection.writer] = connection
         self.endpoint.open_connections = len(self._connections)
@@ -427,6 +433,16 @@ async def _read_head(reader: asyncio.StreamReader, start: bytes) -> bytes:
     if len(head) > MAX_HEAD_BYTES:
         raise BadRequest(431, "too_large")
     return head
+
+
+def _raise_open_files_limit() -> None:
+    """Soft open-files limit up to the hard one (as Go raises it for redis_exporter): a flood
+    of connects is accepted in batches before the cap closes them, and at a soft limit of 1024
+    the listener would stop accepting for a second at a time."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
