@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +176,7 @@ def run() -> dict:
             for _ in range(WARMUP):
                 exporter.get(PROMETHEUS_REQUEST)
         latency = {}
+        resident = {"ours": [], "peer": []}  # after each round: current RSS
         for request_name, request in (("prometheus", PROMETHEUS_REQUEST), ("plain", PLAIN_REQUEST)):
             rounds = {"ours": [], "peer": []}
             for _ in range(ROUNDS):
@@ -184,12 +186,15 @@ def run() -> dict:
                     samples["peer"].append(peer.timed_get(request))
                 for name, values in samples.items():
                     rounds[name].append(median(values) * 1000)
+                resident["ours"].append(ours.rss_mib()[0])
+                resident["peer"].append(peer.rss_mib()[0])
             latency[request_name] = rounds
         sizes = {
             "ours": len(ours.get(PROMETHEUS_REQUEST)),
             "peer": len(peer.get(PROMETHEUS_REQUEST)),
         }
         rss = {"ours": ours.rss_mib(), "peer": peer.rss_mib()}
+        rss_median = {name: median(values) for name, values in resident.items()}
         version = subprocess.run(
             [peer_binary, "-version"], capture_output=True, text=True, check=False
         )
@@ -213,7 +218,19 @@ def run() -> dict:
         },
         "response_bytes": sizes,
         "rss": rss,
+        "rss_median": rss_median,
+        "interpreter_mib": interpreter_mib(),
     }
+
+
+def interpreter_mib() -> float:
+    """Peak RSS of this Python doing nothing: the floor under any Python exporter."""
+    script = "print(open('/proc/self/status').read())"
+    status = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmHWM"].split()[0]) / 1024
 
 
 def _version(output: str) -> str:

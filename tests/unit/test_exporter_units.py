@@ -1,6 +1,10 @@
 """Pure parts of the exporter: exposition format, INFO parsing, backup textfile pass-through."""
 
+import dataclasses
+
 from redkeep.backup.metrics import write_metrics
+from redkeep.config.defaults import StandaloneExporter
+from redkeep.config.schema import ExporterSettings
 from redkeep.exporter.exposition import Family, format_value, render
 from redkeep.exporter.info import number, parse_info, split_pairs
 from redkeep.exporter.posture import backup_families
@@ -64,3 +68,9 @@ def test_backup_textfile_metrics_pass_through(tmp_path):
         ("beta", 0.0),
     ]
     assert backup_families(tmp_path / "absent.prom") == []
+
+
+def test_exporter_defaults_without_a_bundle_match_the_schema():
+    schema = ExporterSettings().model_dump()
+    standalone = dataclasses.asdict(StandaloneExporter())
+    assert standalone == schema

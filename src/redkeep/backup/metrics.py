@@ -33,11 +33,6 @@ def read_metrics(path: Path, source: str) -> dict[str, float]:
     return values
 
 
-def previous_success(path: Path, source: str) -> float | None:
-    """The last success time recorded for `source` in an existing metrics file."""
-    return read_metrics(path, source).get("last_success_timestamp_seconds")
-
-
 def render_metrics(values: dict[str, float], source: str) -> list[str]:
     """Sample lines for one source (HELP/TYPE are added once per file by write_metrics)."""
     label = source.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -18,7 +18,6 @@ import zstandard
 
 from redkeep.errors import RedkeepError
 
-COMPRESSIONS = ("zstd", "gzip", "none")
 SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 AGE_MAGIC = b"age-encryption.org/v1"
 OUTPUT_CHUNK = 1 << 20  # the most a decompressor passes on at once

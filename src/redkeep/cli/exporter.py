@@ -1,28 +1,34 @@
 """`redkeep exporter`: the Prometheus exporter."""
 
+from __future__ import annotations
+
 import gc
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
-from pydantic import TypeAdapter, ValidationError
 
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
-from redkeep.config.load import format_problem
-from redkeep.config.schema import CheckSettings, ExporterSettings
+from redkeep.config.defaults import StandaloneExporter
 from redkeep.endpoint import ConnectionOptions, Target, resolve_target
 from redkeep.errors import ConfigError, UsageError
 from redkeep.exporter import posture
 from redkeep.exporter.background import Background
 from redkeep.exporter.checks import CheckRunner
-from redkeep.exporter.http import Endpoint, make_server
+from redkeep.exporter.http import Endpoint, Limits, make_server
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import allowed_targets
 from redkeep.rawconn import RawConnection
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import CheckSettings, ExporterSettings
+
+# Without a bundle or a checks file the exporter never imports pydantic (or cryptography):
+# a scrape needs neither, and they would double its resident memory.
 
 
 @click.command()
@@ -56,7 +62,7 @@ def exporter(
     """
     logging.basicConfig(level=log_level.upper(), format="redkeep exporter: %(message)s")
     bundle = load_bundle(app, directory, required=False)
-    settings = bundle.settings.exporter if bundle else ExporterSettings()
+    settings = bundle.settings.exporter if bundle else StandaloneExporter()
     env = {**(bundle.secrets() if bundle else {}), **os.environ}
     base = bundle.root if bundle else None
     target = None if no_main_target else target_for(connection, bundle, "exporter")
@@ -77,7 +83,12 @@ def exporter(
     )
     host, port = _listen(listen or settings.listen)
     tls_files = _tls_files(settings, base)
-    server = make_server(endpoint, host, port, tls_files)
+    limits = Limits(
+        header_timeout=settings.http_header_timeout_seconds,
+        idle_timeout=settings.http_idle_timeout_seconds,
+        max_connections=settings.http_max_connections,
+    )
+    server = make_server(endpoint, host, port, tls_files, limits)
     scheme = "https" if tls_files else "http"
     app.say(f"redkeep exporter on {scheme}://{listen or settings.listen}/metrics")
     background.start()
@@ -97,6 +108,12 @@ def exporter(
 
 def load_checks(path: Path) -> list[CheckSettings]:
     """Checks from a YAML file: a list, or a mapping with a `checks` list."""
+    import yaml  # noqa: PLC0415 - only a checks file needs YAML and pydantic
+    from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
+
+    from redkeep.config.load import format_problem  # noqa: PLC0415
+    from redkeep.config.schema import CheckSettings  # noqa: PLC0415
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as error:
@@ -114,7 +131,7 @@ def load_checks(path: Path) -> list[CheckSettings]:
 
 
 def _background(
-    settings: ExporterSettings,
+    settings: ExporterSettings | StandaloneExporter,
     checks: list[CheckSettings],
     checks_url: str | None,
     target: Target | None,
@@ -162,7 +179,9 @@ def _background(
     return Background(runner, probe, settings.posture_interval_seconds)
 
 
-def _basic_auth(settings: ExporterSettings, env: dict[str, str]) -> tuple[str, str] | None:
+def _basic_auth(
+    settings: ExporterSettings | StandaloneExporter, env: dict[str, str]
+) -> tuple[str, str] | None:
     if not settings.basic_auth_user:
         return None
     password = env.get("EXPORTER_BASIC_AUTH_PASSWORD")
@@ -181,7 +200,9 @@ def _listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _tls_files(settings: ExporterSettings, base: Path | None) -> tuple[Path, Path] | None:
+def _tls_files(
+    settings: ExporterSettings | StandaloneExporter, base: Path | None
+) -> tuple[Path, Path] | None:
     if not settings.tls_cert_file:
         return None
     if not settings.tls_key_file:

@@ -1,4 +1,4 @@
-"""Backup settings outside a bundle: the schema's defaults, as plain objects.
+"""Backup and exporter settings outside a bundle: the schema's defaults, as plain objects.
 
 `redkeep backup run --url ... --dest ...` needs no redkeep.yaml, and loading pydantic would
 cost it a fifth of a second; the schema takes its defaults from here, and a unit test checks
@@ -42,3 +42,34 @@ class StandaloneBackup:
     metrics_file: str | None = None
     notify: StandaloneNotify = field(default_factory=StandaloneNotify)
     s3: StandaloneS3 = field(default_factory=StandaloneS3)
+
+
+# The exporter's settings outside a bundle (`redkeep exporter --url ...`): the schema takes its
+# defaults from here too, and a unit test checks that the two agree. Without a bundle the
+# exporter then never loads pydantic, which would double its resident memory.
+EXPORTER_LISTEN = "127.0.0.1:9121"
+EXPORTER_HEADER_TIMEOUT = 10.0
+EXPORTER_IDLE_TIMEOUT = 120.0  # longer than Prometheus's default 1m interval: its socket is kept
+EXPORTER_MAX_CONNECTIONS = 64
+EXPORTER_POSTURE_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class StandaloneExporter:
+    """What `ExporterSettings` provides, for an exporter without a bundle (no checks)."""
+
+    listen: str = EXPORTER_LISTEN
+    checks: list = field(default_factory=list)
+    checks_url: str | None = None
+    checks_budget_seconds: float = 2.0
+    checks_max_commands: int = 200
+    checks_scan_count: int = 1000
+    posture_interval_seconds: float = EXPORTER_POSTURE_INTERVAL
+    http_header_timeout_seconds: float = EXPORTER_HEADER_TIMEOUT
+    http_idle_timeout_seconds: float = EXPORTER_IDLE_TIMEOUT
+    http_max_connections: int = EXPORTER_MAX_CONNECTIONS
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    basic_auth_user: str | None = None
+    targets: list = field(default_factory=list)
+    profiles: dict = field(default_factory=dict)

@@ -404,7 +404,7 @@ class ProfileSettings(Section):
 
 class ExporterSettings(Section):
     listen: str = Field(
-        "127.0.0.1:9121",
+        defaults.EXPORTER_LISTEN,
         pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
         description="HOST:PORT the exporter listens on (localhost by default).",
     )
@@ -422,7 +422,29 @@ class ExporterSettings(Section):
     )
     checks_scan_count: int = Field(1000, ge=1, description="SCAN COUNT for key_count checks.")
     posture_interval_seconds: float = Field(
-        60.0, gt=0, description="Seconds between the TLS and authentication probes."
+        defaults.EXPORTER_POSTURE_INTERVAL,
+        gt=0,
+        description="Seconds between the TLS and authentication probes.",
+    )
+    http_header_timeout_seconds: float = Field(
+        defaults.EXPORTER_HEADER_TIMEOUT,
+        gt=0,
+        le=300,
+        description="Seconds a client has for its TLS handshake and each request's headers; "
+        "a slower one is closed.",
+    )
+    http_idle_timeout_seconds: float = Field(
+        defaults.EXPORTER_IDLE_TIMEOUT,
+        gt=0,
+        le=3600,
+        description="Seconds a kept-alive connection may wait for its next request.",
+    )
+    http_max_connections: int = Field(
+        defaults.EXPORTER_MAX_CONNECTIONS,
+        ge=1,
+        le=10000,
+        description="Most open HTTP connections: at the cap the one idle longest is closed, "
+        "or, when all are busy, a newcomer gets 503.",
     )
     tls_cert_file: str | None = Field(None, description="Serve HTTPS with this certificate.")
     tls_key_file: str | None = Field(None, description="And this key.")

@@ -8,19 +8,23 @@ a key count SCANs a slice per round and publishes a number only once its pass is
 A scrape only reads the last results, so a slow or hung check never delays `/metrics`.
 """
 
+from __future__ import annotations
+
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from redkeep.config.schema import CheckSettings
 from redkeep.errors import RedkeepError
 from redkeep.exporter.collectors import text
 from redkeep.exporter.exposition import Family
 from redkeep.exporter.info import number
 from redkeep.rawconn import RawConnection
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import CheckSettings
 
 LOG = logging.getLogger("redkeep.exporter")
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}

@@ -65,6 +65,10 @@ class Collector:
 
 
 def info_commands(state: State) -> list[tuple[str, ...]]:
+    # Module sections (Redis 8's Query Engine, Valkey's bundle) come only with EVERYTHING
+    # (7.0+); asked for once the previous INFO listed a loaded module.
+    if state.version >= (7, 0) and "module" in state.info.get("modules", {}):
+        return [("INFO", "EVERYTHING")]
     return [("INFO", "ALL")]
 
 
@@ -153,25 +157,19 @@ def _replication(state: State) -> list[Family]:
 
 
 def _keyspace(state: State) -> list[Family]:
-    keys = Family(PREFIX + "db_keys", "gauge", "Keys in the database")
-    expiring = Family(PREFIX + "db_keys_expiring", "gauge", "Keys with an expiry")
-    avg_ttl = Family(PREFIX + "db_avg_ttl_seconds", "gauge", "Average TTL")
-    cached = Family(PREFIX + "db_keys_cached", "gauge", "KeyDB cached keys")
-    subexpiry = Family(PREFIX + "db_keys_subexpiry", "gauge", "Hashes with field expiry (7.4+)")
+    families: dict[str, Family] = {}
+    for metric, help_text, _ in mapping.KEYSPACE.values():
+        families.setdefault(metric, Family(PREFIX + metric, "gauge", help_text))
     seen = state.info.get("keyspace", {})
     databases = int(number(state.config.get("databases", "0")) or 0)
     names = set(seen) | {f"db{index}" for index in range(databases)}
     for db in sorted(names, key=lambda name: int(name[2:]) if name[2:].isdigit() else 0):
         stats = seen.get(db, {})
-        label = {"db": db}
-        keys.add(float(stats.get("keys", 0)), label)
-        expiring.add(float(stats.get("expires", 0)), label)
-        avg_ttl.add(float(stats.get("avg_ttl", 0)) / 1000, label)
-        if "cached_keys" in stats:
-            cached.add(float(stats["cached_keys"]), label)
-        if "subexpiry" in stats:
-            subexpiry.add(float(stats["subexpiry"]), label)
-    return [keys, expiring, avg_ttl, cached, subexpiry]
+        for name, (metric, _, divisor) in mapping.KEYSPACE.items():
+            if name in stats or name in mapping.KEYSPACE_ALWAYS:
+                value = float(stats.get(name, 0))
+                families[metric].add(value / divisor if divisor != 1 else value, {"db": db})
+    return list(families.values())
 
 
 def _commandstats(state: State) -> list[Family]:
@@ -376,12 +374,9 @@ def cluster_parse(state: State, replies: list[Any]) -> list[Family]:
         name, _, raw = line.partition(":")
         value = number(raw)
         if value is not None and name.startswith("cluster_"):
-            families.append(gauge(PREFIX + name, f"CLUSTER INFO {name}", value))
+            metric = mapping.CLUSTER_INFO.get(name, name)
+            families.append(gauge(PREFIX + metric, f"CLUSTER INFO {name}", value))
     return families
 
 
 CLUSTER = Collector("cluster", cluster_commands, cluster_parse)
-
-# Parsed in this order: CONFIG before INFO (empty databases come from `databases`); the
-# command lists of the others read the version and fields of the INFO before them.
-DEFAULT = (CONFIG, INFO, SLOWLOG, LATENCY, CLIENTS, CLUSTER)

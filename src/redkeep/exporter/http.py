@@ -1,24 +1,42 @@
 """The exporter's HTTP endpoint: /metrics, /scrape?target=, /health and a status page at /.
 
-Binds to localhost unless told otherwise; optional HTTPS (TLS 1.2+) and basic auth; every
-response carries security headers. Prometheus's scrape timeout header sets each scrape's
-deadline, so a slow Redis yields a partial answer, not a timed-out scrape.
+One asyncio loop owns every connection and reads request heads; a complete request goes to a
+few worker threads, which scrape. A connection that waits costs no thread, so slow or idle
+clients cannot pin the exporter: a request head must arrive within a deadline (slowloris), a
+kept connection is closed after an idle time, heads and header counts are bounded, and at most
+`max_connections` are open. At the cap the connection that has waited longest for its next
+request is closed to make room, so a flood of idle sockets cannot lock Prometheus out; only
+when every connection is busy does a newcomer get a 503.
+
+Binds to localhost unless told otherwise; optional HTTPS (TLS 1.2+, handshake under the same
+deadline) and basic auth; every response carries security headers. Prometheus's scrape timeout
+header sets each scrape's deadline, so a slow Redis yields a partial answer, not a timed-out
+scrape.
 """
 
+import asyncio
+import contextlib
 import hmac
 import html
+import http.client
+import io
 import logging
+import resource
 import socket
 import ssl
 import threading
+import time
 from base64 import b64decode
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.utils import formatdate
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from redkeep import __version__
+from redkeep.config import defaults
 from redkeep.endpoint import Target
 from redkeep.exporter.exposition import CONTENT_TYPE
 from redkeep.exporter.scrape import Scraper
@@ -27,6 +45,9 @@ from redkeep.exporter.targets import key_of, lookup
 LOG = logging.getLogger("redkeep.exporter")
 DEFAULT_TIMEOUT = 10.0
 MARGIN = 0.25  # answer a little before Prometheus gives up
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers; Prometheus sends about 300 bytes
+WORKERS = 4  # threads that answer requests; scrapes of one target take turns anyway
+SERVER = f"redkeep-exporter/{__version__}"
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -34,6 +55,40 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# Why connections were closed by the exporter (a series each, from the start).
+CLOSE_REASONS = (
+    "header_timeout",  # a request head did not arrive in time (slowloris)
+    "idle_timeout",  # a kept connection sent no new request
+    "evicted",  # closed to make room at the connection cap
+    "over_capacity",  # refused at the cap: every connection was busy
+    "bad_request",  # not HTTP we serve: garbage, a body, a TLS handshake that failed
+    "too_large",  # request head over MAX_HEAD_BYTES or too many headers
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    header_timeout: float = defaults.EXPORTER_HEADER_TIMEOUT
+    idle_timeout: float = defaults.EXPORTER_IDLE_TIMEOUT
+    max_connections: int = defaults.EXPORTER_MAX_CONNECTIONS
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: http.client.HTTPMessage
+    keep_alive: bool
+    peer: str = ""
+
+
+@dataclass
+class Response:
+    status: int
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +99,8 @@ class Endpoint:
     basic_auth: tuple[str, str] | None = None
     tls: bool = False
     bad_requests: int = 0
+    closed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLOSE_REASONS, 0))
+    open_connections: int = 0
     _scrapers: dict[str, Scraper] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,31 +111,25 @@ class Endpoint:
                 self._scrapers[key] = self.make_scraper(target)
             return self._scrapers[key]
 
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = f"redkeep-exporter/{__version__}"
-    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connection
-    disable_nagle_algorithm = True  # no 40 ms wait for an ACK between writes
-    wbufsize = 1 << 18  # headers and body leave in one write (flushed after each request)
-    endpoint: Endpoint  # set on the subclass made by `serve`
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        if not self._authorized():
-            self._send(401, "unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="redkeep"'})
-            return
-        url = urlsplit(self.path)
+    def respond(self, request: Request) -> Response:
+        """The answer to one request (runs in a worker thread: a scrape blocks)."""
+        if not self._authorized(request.headers):
+            return Response(
+                401, "unauthorized\n", extra={"WWW-Authenticate": 'Basic realm="redkeep"'}
+            )
+        if request.method != "GET":
+            return Response(405, "only GET\n", extra={"Allow": "GET"})
         routes = {"/metrics": self._metrics, "/scrape": self._scrape, "/health": self._health}
-        route = routes.get(url.path, self._index if url.path == "/" else None)
+        route = routes.get(request.path, self._index if request.path == "/" else None)
         if route is None:
-            self._send(404, "not found\n")
-            return
-        route(parse_qs(url.query))
+            return Response(404, "not found\n")
+        return route(request)
 
-    def _authorized(self) -> bool:
-        expected = self.endpoint.basic_auth
+    def _authorized(self, headers: http.client.HTTPMessage) -> bool:
+        expected = self.basic_auth
         if expected is None:
             return True
-        header = self.headers.get("Authorization", "")
+        header = headers.get("Authorization", "")
         if not header.startswith("Basic "):
             return False
         try:
@@ -89,41 +140,44 @@ class Handler(BaseHTTPRequestHandler):
         same_password = hmac.compare_digest(password.encode(), expected[1].encode())
         return same_user and same_password
 
-    def _timeout(self) -> float:
-        raw = self.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
-        try:
-            return max(0.2, float(raw) - MARGIN) if raw else DEFAULT_TIMEOUT
-        except ValueError:
-            return DEFAULT_TIMEOUT
+    def _metrics(self, request: Request) -> Response:
+        if self.main is None:
+            return Response(404, "no main target: use /scrape?target=\n")
+        body = self.main.scrape(_timeout(request.headers))
+        return Response(200, body + self._http_metrics(), CONTENT_TYPE)
 
-    def _metrics(self, query: dict) -> None:
-        if self.endpoint.main is None:
-            self._send(404, "no main target: use /scrape?target=\n")
-            return
-        body = self.endpoint.main.scrape(self._timeout())
-        body += (
+    def _http_metrics(self) -> str:
+        closed = "".join(
+            f'redkeep_exporter_http_closed_connections_total{{reason="{reason}"}} {count}\n'
+            for reason, count in self.closed.items()
+        )
+        return (
             "# HELP redis_target_scrape_request_errors_total Refused /scrape requests\n"
             "# TYPE redis_target_scrape_request_errors_total counter\n"
-            f"redis_target_scrape_request_errors_total {self.endpoint.bad_requests}\n"
+            f"redis_target_scrape_request_errors_total {self.bad_requests}\n"
+            "# HELP redkeep_exporter_http_connections Open HTTP connections\n"
+            "# TYPE redkeep_exporter_http_connections gauge\n"
+            f"redkeep_exporter_http_connections {self.open_connections}\n"
+            "# HELP redkeep_exporter_http_closed_connections_total Connections the exporter "
+            "closed, by reason\n"
+            "# TYPE redkeep_exporter_http_closed_connections_total counter\n" + closed
         )
-        self._send(200, body, CONTENT_TYPE)
 
-    def _scrape(self, query: dict) -> None:
-        requested = (query.get("target") or [""])[0]
-        target = lookup(self.endpoint.allowed, requested) if requested else None
+    def _scrape(self, request: Request) -> Response:
+        requested = (request.query.get("target") or [""])[0]
+        target = lookup(self.allowed, requested) if requested else None
         if target is None:
-            self.endpoint.bad_requests += 1
+            self.bad_requests += 1
             reason = "no target=" if not requested else "target is not in exporter.targets"
-            self._send(403 if requested else 400, f"{reason}\n")
-            return
-        body = self.endpoint.scraper_for(target).scrape(self._timeout())
-        self._send(200, body, CONTENT_TYPE)
+            return Response(403 if requested else 400, f"{reason}\n")
+        body = self.scraper_for(target).scrape(_timeout(request.headers))
+        return Response(200, body, CONTENT_TYPE)
 
-    def _health(self, query: dict) -> None:
-        self._send(200, "ok\n")
+    def _health(self, request: Request) -> Response:
+        return Response(200, "ok\n")
 
-    def _index(self, query: dict) -> None:
-        main = self.endpoint.main
+    def _index(self, request: Request) -> Response:
+        main = self.main
         rows = ""
         if main is not None:
             stats = main.stats
@@ -135,59 +189,283 @@ class Handler(BaseHTTPRequestHandler):
             for name, ok in sorted(stats.collector_ok.items()):
                 state = "off (NOPERM)" if name in main.disabled else ("ok" if ok else "failed")
                 rows += f"<tr><td>collector {html.escape(name)}</td><td>{state}</td></tr>"
-        rows += f"<tr><td>/scrape targets</td><td>{len(self.endpoint.allowed)}</td></tr>"
+        rows += f"<tr><td>/scrape targets</td><td>{len(self.allowed)}</td></tr>"
         page = (
             "<!doctype html><html><head><title>redkeep exporter</title></head><body>"
             f"<h1>redkeep exporter {__version__}</h1><table>{rows}</table>"
             '<p><a href="/metrics">/metrics</a></p></body></html>'
         )
-        self._send(200, page, "text/html; charset=utf-8")
+        return Response(200, page, "text/html; charset=utf-8")
 
-    def _send(
+
+def _timeout(headers: http.client.HTTPMessage) -> float:
+    raw = headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    try:
+        return max(0.2, float(raw) - MARGIN) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+class BadRequest(Exception):
+    """A request head we will not serve; `status` is the answer, then the connection closes."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def parse_request_line(line: bytes) -> tuple[str, str, str]:
+    """`GET /path?query HTTP/1.1` -> its three parts; BadRequest for anything else."""
+    try:
+        method, target, version = line.decode("ascii").rstrip("\r\n").split(" ")
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(400, "bad_request") from None
+    if version not in ("HTTP/1.0", "HTTP/1.1") or not target.startswith("/") or not method:
+        raise BadRequest(400, "bad_request")
+    return method, target, version
+
+
+def parse_head(head: bytes, peer: str = "") -> Request:
+    """A request line and its headers (up to the blank line) -> Request, or BadRequest."""
+    line, _, rest = head.partition(b"\r\n")
+    method, target, version = parse_request_line(line)
+    try:
+        headers = http.client.parse_headers(io.BytesIO(rest))
+    except http.client.HTTPException:  # more than 100 headers, or a line over 64 KiB
+        raise BadRequest(431, "too_large") from None
+    if headers.defects:
+        raise BadRequest(400, "bad_request")
+    if headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in headers:
+        raise BadRequest(400, "bad_request")  # no route takes a body: refuse to guess its end
+    connection = headers.get("Connection", "").lower()
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    url = urlsplit(target)
+    return Request(method, url.path, parse_qs(url.query), headers, keep_alive, peer)
+
+
+def render_response(response: Response, keep_alive: bool, tls: bool) -> bytes:
+    data = response.body.encode()
+    status = HTTPStatus(response.status)
+    headers = {
+        "Server": SERVER,
+        "Date": formatdate(usegmt=True),
+        "Content-Type": response.content_type,
+        "Content-Length": str(len(data)),
+        **HEADERS,
+        **({"Strict-Transport-Security": "max-age=31536000"} if tls else {}),
+        **response.extra,
+    }
+    if not keep_alive:
+        headers["Connection"] = "close"
+    head = f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (head + "\r\n").encode("latin-1") + data
+
+
+@dataclass(eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    waiting_since: float | None  # monotonic time it began waiting for a request; None: busy
+    evicted: bool = False
+
+
+class ExporterServer:
+    """The HTTP(S) server on a bound socket: `serve_forever()`, then `server_close()`."""
+
+    def __init__(
         self,
-        status: int,
-        body: str,
-        content_type: str = "text/plain; charset=utf-8",
-        extra: dict[str, str] | None = None,
+        endpoint: Endpoint,
+        sock: socket.socket,
+        tls: ssl.SSLContext | None = None,
+        limits: Limits = Limits(),
     ) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        headers = dict(HEADERS)
-        if self.endpoint.tls:
-            headers["Strict-Transport-Security"] = "max-age=31536000"
-        for name, value in {**headers, **(extra or {})}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self.endpoint = endpoint
+        self.socket = sock
+        self.tls = tls
+        self.limits = limits
+        self._connections: dict[asyncio.StreamWriter, _Connection] = {}
+        self._workers: ThreadPoolExecutor | None = None
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the http.server API
-        LOG.debug("%s " + format, self.address_string(), *args)
+    def serve_forever(self) -> None:
+        _raise_open_files_limit()
+        asyncio.run(self._serve())
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+    async def _serve(self) -> None:
+        self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="redkeep-http")
+        server = await asyncio.start_server(self._connected, sock=self.socket, limit=MAX_HEAD_BYTES)
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(writer, time.monotonic())
+        if not self._admit(connection):
+            return
+        try:
+            if self.tls is not None and not await self._handshake(writer, connection):
+                return
+            await self._requests(reader, writer, connection)
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError):
+            pass  # the client went away, was evicted, or stopped reading its answer
+        finally:
+            self._connections.pop(writer, None)
+            self.endpoint.open_connections = len(self._connections)
+            await self._close(writer)
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        """Send what is still buffered (a last answer), then close; abort a stuck reader."""
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), self.limits.header_timeout)
+        except (OSError, TimeoutError):
+            writer.transport.abort()
+
+    async def _handshake(self, writer: asyncio.StreamWriter, connection: _Connection) -> bool:
+        """TLS under the header deadline, in the loop: a stalled handshake pins no thread."""
+        try:
+            await writer.start_tls(self.tls, ssl_handshake_timeout=self.limits.header_timeout)
+        except ssl.SSLError:
+            self._count("bad_request")
+            return False
+        except (ConnectionAbortedError, TimeoutError):  # asyncio's handshake timeout
+            if not connection.evicted:
+                self._count("header_timeout")
+            return False
+        return True
+
+    def _admit(self, connection: _Connection) -> bool:
+        """Room for one more connection: evict the longest-waiting idle one, or refuse."""
+        if len(self._connections) >= self.limits.max_connections:
+            waiting = [c for c in self._connections.values() if c.waiting_since is not None]
+            if not waiting:
+                self._count("over_capacity")
+                if self.tls is None:
+                    refusal = Response(503, "too many connections\n", extra={"Retry-After": "1"})
+                    connection.writer.write(render_response(refusal, False, False))
+                connection.writer.close()
+                return False
+            oldest = min(waiting, key=lambda c: c.waiting_since)
+            oldest.evicted = True
+            self._count("evicted")
+            # Out of the count now, not when its task next runs: a flood of connects is accepted
+            # in batches, and the same one must not be "evicted" again to admit each of them.
+            del self._connections[oldest.writer]
+            oldest.writer.transport.abort()
+        self._connections[connection.writer] = connection
+        self.endpoint.open_connections = len(self._connections)
+        return True
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
+    ) -> None:
+        limits = self.limits
+        peer = _peer(writer)
+        first = True
+        while True:
+            connection.waiting_since = time.monotonic()
+            # The first byte may take the idle time on a kept connection; once a request has
+            # begun, its whole head must arrive within the header deadline.
+            try:
+                async with asyncio.timeout(limits.header_timeout if first else limits.idle_timeout):
+                    start = await reader.readexactly(1)
+            except TimeoutError:
+                self._count("header_timeout" if first else "idle_timeout")
+                return
+            first = False
+            try:
+                async with asyncio.timeout(limits.header_timeout):
+                    request = parse_head(await _read_head(reader, start), peer)
+            except TimeoutError:
+                self._count("header_timeout")
+                return
+            except asyncio.LimitOverrunError:
+                await self._refuse(writer, BadRequest(431, "too_large"))
+                return
+            except BadRequest as refusal:
+                await self._refuse(writer, refusal)
+                return
+            connection.waiting_since = None
+            loop = asyncio.get_running_loop()
+            response = await loop.run_in_executor(self._workers, self._respond, request)
+            writer.write(render_response(response, request.keep_alive, self.tls is not None))
+            async with asyncio.timeout(limits.header_timeout):  # a client that stops reading
+                await writer.drain()
+            if not request.keep_alive:
+                return
+
+    def _respond(self, request: Request) -> Response:
+        try:
+            response = self.endpoint.respond(request)
+        except Exception as error:  # noqa: BLE001 - one broken request, not a dead exporter
+            LOG.warning("request %s failed: %r", request.path, error)
+            response = Response(500, "internal error\n")
+        LOG.debug('%s "%s %s" %d', request.peer, request.method, request.path, response.status)
+        return response
+
+    async def _refuse(self, writer: asyncio.StreamWriter, refusal: BadRequest) -> None:
+        self._count(refusal.reason)
+        response = Response(refusal.status, f"{HTTPStatus(refusal.status).phrase}\n")
+        writer.write(render_response(response, False, self.tls is not None))
+        async with asyncio.timeout(self.limits.header_timeout):
+            await writer.drain()
+
+    def _count(self, reason: str) -> None:
+        self.endpoint.closed[reason] += 1
+
+
+async def _read_head(reader: asyncio.StreamReader, start: bytes) -> bytes:
+    """The request line, checked as soon as it is in (a first byte that cannot start a method,
+    such as RESP or a TLS handshake, at once), then the headers up to the blank line."""
+    if not (start.isalpha() and start.isupper()):
+        raise BadRequest(400, "bad_request")
+    line = start + await reader.readuntil(b"\r\n")
+    parse_request_line(line)
+    after = await reader.readexactly(2)
+    if after == b"\r\n":
+        return line + after  # no headers
+    head = line + after + await reader.readuntil(b"\r\n\r\n")
+    if len(head) > MAX_HEAD_BYTES:
+        raise BadRequest(431, "too_large")
+    return head
+
+
+def _raise_open_files_limit() -> None:
+    """Soft open-files limit up to the hard one (as Go raises it for redis_exporter): a flood
+    of connects is accepted in batches before the cap closes them, and at a soft limit of 1024
+    the listener would stop accepting for a second at a time."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
 
 
 def make_server(
-    endpoint: Endpoint, host: str, port: int, tls_files: tuple[Path, Path] | None = None
-) -> ThreadingHTTPServer:
-    """The HTTP(S) server, bound and ready for `serve_forever()`."""
-    handler = type("BoundHandler", (Handler,), {"endpoint": endpoint})
-    family_host = host.strip("[]")
-    server_class = type(
-        "ExporterServer",
-        (ThreadingHTTPServer,),
-        {"address_family": _family(family_host), "daemon_threads": True},
-    )
-    server = server_class((family_host, port), handler)
+    endpoint: Endpoint,
+    host: str,
+    port: int,
+    tls_files: tuple[Path, Path] | None = None,
+    limits: Limits = Limits(),
+) -> ExporterServer:
+    """The HTTP(S) server, bound (so a taken port fails here) and ready for `serve_forever()`."""
+    tls = None
     if tls_files is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
-        # The handshake happens in the request's own thread, so a slow client cannot stall
-        # the accept loop.
-        server.socket = context.wrap_socket(
-            server.socket, server_side=True, do_handshake_on_connect=False
-        )
-    return server
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        tls.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
+    family_host = host.strip("[]")
+    sock = socket.create_server((family_host, port), family=_family(family_host), backlog=128)
+    return ExporterServer(endpoint, sock, tls, limits)
 
 
 def _family(host: str) -> socket.AddressFamily:

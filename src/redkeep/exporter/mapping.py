@@ -45,10 +45,11 @@ GAUGES = {
     "maxmemory": "memory_max_bytes",
     "maxmemory_reservation": "memory_max_reservation_bytes",
     "maxmemory_desired_reservation": "memory_max_reservation_desired_bytes",
-    "maxmemory_fragmentation_reservation": "memory_max_fragmentation_reservation_bytes",
-    "maxmemory_desired_fragmentation_reservation": (
+    "maxfragmentationmemory_reservation": "memory_max_fragmentation_reservation_bytes",
+    "maxfragmentationmemory_desired_reservation": (
         "memory_max_fragmentation_reservation_desired_bytes"
     ),
+    "used_memory_hash_templates": "memory_used_hash_templates_bytes",  # Redis 8.10
     "mem_fragmentation_ratio": "mem_fragmentation_ratio",
     "mem_fragmentation_bytes": "mem_fragmentation_bytes",
     "mem_clients_slaves": "mem_clients_slaves",
@@ -56,6 +57,7 @@ GAUGES = {
     "mem_cluster_links": "mem_cluster_links_bytes",
     "mem_aof_buffer": "mem_aof_buffer_bytes",
     "mem_replication_backlog": "mem_replication_backlog_bytes",
+    "mem_replicas_repl_buffer": "mem_replicas_repl_buffer_bytes",
     "mem_not_counted_for_evict": "mem_not_counted_for_eviction_bytes",
     "mem_total_replication_buffers": "mem_total_replication_buffers_bytes",
     "mem_overhead_db_hashtable_rehashing": "mem_overhead_db_hashtable_rehashing_bytes",
@@ -76,6 +78,11 @@ GAUGES = {
     "total_system_memory": "total_system_memory_bytes",
     # stats
     "expired_stale_perc": "expired_stale_percentage",
+    "expired_keys_with_volatile_items_stale_perc": (
+        "expired_keys_with_volatile_items_stale_percentage"
+    ),
+    "hash_templates": "hash_templates",  # Redis 8.10
+    "hash_template_keys": "hash_template_keys",
     "migrate_cached_sockets": "migrate_cached_sockets_total",
     "current_eviction_exceeded_time": "current_eviction_exceeded_time_ms",
     "pubsub_channels": "pubsub_channels",
@@ -96,6 +103,7 @@ GAUGES = {
     "async_loading": "async_loading",
     "rdb_changes_since_last_save": "rdb_changes_since_last_save",
     "rdb_bgsave_in_progress": "rdb_bgsave_in_progress",
+    "backup_in_progress": "backup_in_progress",  # Redis 8.10
     "rdb_last_save_time": "rdb_last_save_timestamp_seconds",
     "rdb_last_bgsave_status": "rdb_last_bgsave_status",
     "rdb_last_bgsave_time_sec": "rdb_last_bgsave_duration_sec",
@@ -134,8 +142,67 @@ GAUGES = {
     "sync_full": "replica_resyncs_full",
     "sync_partial_ok": "replica_partial_resync_accepted",
     "sync_partial_err": "replica_partial_resync_denied",
+    "replicas_repl_buffer_size": "replicas_repl_buffer_size_bytes",
+    "replicas_repl_buffer_peak": "replicas_repl_buffer_peak_bytes",
+    "replicas_waiting_psync": "replicas_waiting_psync",
     # cluster
     "cluster_enabled": "cluster_enabled",
+    # Valkey: TLS certificates and scripting engines
+    "tls_server_cert_expires_in_seconds": "tls_server_cert_expires_in_seconds",
+    "tls_client_cert_expires_in_seconds": "tls_client_cert_expires_in_seconds",
+    "tls_ca_cert_expires_in_seconds": "tls_ca_cert_expires_in_seconds",
+    "engines_count": "scripting_engines_count",
+    "engines_total_used_memory": "scripting_engines_memory_used_bytes",
+    "engines_total_memory_overhead": "scripting_engines_memory_overhead_bytes",
+    # KeyDB
+    "server_threads": "server_threads_total",
+    "long_lock_waits": "long_lock_waits_total",
+    "current_client_thread": "current_client_thread",
+    # Redis 8 Query Engine (RediSearch), module sections of INFO EVERYTHING
+    "search_number_of_indexes": "search_number_of_indexes",
+    "search_number_of_active_indexes": "search_number_of_active_indexes",
+    "search_number_of_active_indexes_running_queries": (
+        "search_number_of_active_indexes_running_queries"
+    ),
+    "search_number_of_active_indexes_indexing": "search_number_of_active_indexes_indexing",
+    "search_total_active_write_threads": "search_total_active_write_threads",
+    "search_total_num_docs_in_indexes": "search_total_num_docs_in_indexes",
+    "search_used_memory_indexes": "search_used_memory_indexes_bytes",
+    "search_smallest_memory_index": "search_smallest_memory_index_bytes",
+    "search_largest_memory_index": "search_largest_memory_index_bytes",
+    "search_used_memory_vector_index": "search_used_memory_vector_index_bytes",
+    "search_global_idle_user": "search_global_idle_user",
+    "search_global_idle_internal": "search_global_idle_internal",
+    "search_global_total_user": "search_global_total_user",
+    "search_global_total_internal": "search_global_total_internal",
+    "search_gc_bytes_collected": "search_gc_collected_bytes",
+    "search_gc_total_docs_not_collected": "search_gc_total_docs_not_collected",
+    "search_gc_marked_deleted_vectors": "search_gc_marked_deleted_vectors",
+    "search_errors_indexing_failures": "search_errors_indexing_failures",
+    "search_dialect_1": "search_dialect_1",
+    "search_dialect_2": "search_dialect_2",
+    "search_dialect_3": "search_dialect_3",
+    "search_dialect_4": "search_dialect_4",
+    # RediSearch before 8.0 (Redis Stack 7.x); renamed or split since
+    "search_global_idle": "search_global_idle",
+    "search_global_total": "search_global_total",
+    "search_bytes_collected": "search_collected_bytes",
+    # Valkey's bundle modules: valkey-bloom, valkey-json, valkey-search
+    "bf_bloom_total_memory_bytes": "bf_bloom_total_memory_bytes",
+    "bf_bloom_num_objects": "bf_bloom_num_objects",
+    "bf_bloom_num_filters_across_objects": "bf_bloom_num_filters_across_objects",
+    "bf_bloom_num_items_across_objects": "bf_bloom_num_items_across_objects",
+    "bf_bloom_capacity_across_objects": "bf_bloom_capacity_across_objects",
+    "json_total_memory_bytes": "json_total_memory_bytes",
+    "json_num_documents": "json_num_documents",
+    "search_used_memory_bytes": "search_used_memory_bytes",
+    "search_number_of_attributes": "search_number_of_attributes",
+    "search_total_indexed_documents": "search_total_indexed_documents",
+    "search_query_queue_size": "search_query_queue_size",
+    "search_writer_queue_size": "search_writer_queue_size",
+    "search_string_interning_store_size": "search_string_interning_store_size",
+    "search_vector_externing_hash_extern_errors": "search_vector_externing_hash_extern_errors",
+    "search_vector_externing_num_lru_entries": "search_vector_externing_num_lru_entries",
 }
 
 # Fields redis_exporter leaves out; exported under the same naming scheme.
@@ -193,7 +260,69 @@ COUNTERS = {
     "eventloop_cycles": "eventloop_cycles_total",
     "eventloop_duration_sum": "eventloop_duration_sum_usec_total",
     "eventloop_duration_cmd_sum": "eventloop_duration_cmd_sum_usec_total",
+    "expired_fields": "expired_fields_total",
+    "acl_access_denied_tls_cert": "acl_access_denied_tls_cert_total",
+    "acl_access_denied_db": "acl_access_denied_db_total",
+    "used_active_time_main_thread": "active_time_main_thread_seconds_total",  # Valkey, seconds
+    # KeyDB
+    "cached_keys": "cached_keys_total",
+    "storage_provider_read_hits": "storage_provider_read_hits",
+    "storage_provider_read_misses": "storage_provider_read_misses",
+    # Redis 8 Query Engine (RediSearch)
+    "search_total_indexing_time": "search_indexing_time_ms_total",
+    "search_gc_total_cycles": "search_gc_cycles_total",
+    "search_gc_total_ms_run": "search_gc_run_ms_total",
+    "search_total_queries_processed": "search_queries_processed_total",
+    "search_total_query_commands": "search_query_commands_total",
+    "search_total_query_execution_time_ms": "search_query_execution_time_ms_total",
+    "search_total_active_queries": "search_active_queries_total",
+    # RediSearch before 8.0
+    "search_total_cycles": "search_cycles_total",
+    "search_total_ms_run": "search_run_ms_total",
+    # Valkey's bundle modules
+    "bf_bloom_defrag_hits": "bf_bloom_defrag_hits_total",
+    "bf_bloom_defrag_misses": "bf_bloom_defrag_misses_total",
+    "search_worker_pool_suspend_cnt": "search_worker_pool_suspend_count",
+    "search_writer_resumed_cnt": "search_writer_resumed_count",
+    "search_reader_resumed_cnt": "search_reader_resumed_count",
+    "search_writer_suspension_expired_cnt": "search_writer_suspension_expired_count",
+    "search_rdb_load_success_cnt": "search_rdb_load_success_count",
+    "search_rdb_load_failure_cnt": "search_rdb_load_failure_count",
+    "search_rdb_save_success_cnt": "search_rdb_save_success_count",
+    "search_rdb_save_failure_cnt": "search_rdb_save_failure_count",
+    "search_successful_requests_count": "search_successful_requests_count",
+    "search_failure_requests_count": "search_failure_requests_count",
+    "search_hybrid_requests_count": "search_hybrid_requests_count",
+    "search_inline_filtering_requests_count": "search_inline_filtering_requests_count",
+    "search_hnsw_add_exceptions_count": "search_hnsw_add_exceptions_count",
+    "search_hnsw_remove_exceptions_count": "search_hnsw_remove_exceptions_count",
+    "search_hnsw_modify_exceptions_count": "search_hnsw_modify_exceptions_count",
+    "search_hnsw_search_exceptions_count": "search_hnsw_search_exceptions_count",
+    "search_hnsw_create_exceptions_count": "search_hnsw_create_exceptions_count",
+    "search_vector_externing_entry_count": "search_vector_externing_entry_count",
+    "search_vector_externing_generated_value_cnt": "search_vector_externing_generated_value_count",
+    "search_vector_externing_lru_promote_cnt": "search_vector_externing_lru_promote_count",
+    "search_vector_externing_deferred_entry_cnt": "search_vector_externing_deferred_entry_count",
 }
+
+# CLUSTER INFO fields redis_exporter renames (as gauges); other numeric `cluster_*` fields keep
+# their own name (`redis_cluster_state`, `redis_cluster_stats_messages_ping_sent`, ...).
+CLUSTER_INFO = {
+    "cluster_stats_messages_sent": "cluster_messages_sent_total",
+    "cluster_stats_messages_received": "cluster_messages_received_total",
+}
+
+# Keyspace fields (`db0:keys=1,expires=0,...`) -> (metric, help, divisor). Redis and Valkey
+# name the keys with expiring fields differently; redis_exporter serves both as one.
+KEYSPACE = {
+    "keys": ("db_keys", "Keys in the database", 1),
+    "expires": ("db_keys_expiring", "Keys with an expiry", 1),
+    "avg_ttl": ("db_avg_ttl_seconds", "Average TTL", 1000),
+    "cached_keys": ("db_keys_cached", "KeyDB cached keys", 1),
+    "subexpiry": ("db_keys_with_expiring_items", "Keys with expiring fields", 1),
+    "keys_with_volatile_items": ("db_keys_with_expiring_items", "Keys with expiring fields", 1),
+}
+KEYSPACE_ALWAYS = ("keys", "expires", "avg_ttl")  # served for empty databases too
 
 # Unit conversions redis_exporter applies (value multiplied by the factor).
 SCALE = {"latest_fork_usec": 1e-6}

@@ -28,8 +28,9 @@ from redkeep.rawconn import RawConnection
 AUDIT_METRICS = "redkeep_audit.prom"
 LOG = logging.getLogger("redkeep.exporter")
 RETRY_DISABLED = 600.0  # seconds before a collector refused with NOPERM is tried again
+# CONFIG is parsed before INFO (empty databases come from `databases`); the command lists of
+# round two read the version and fields of the INFO before them.
 ROUND_ONE = (collectors.CONFIG, collectors.INFO)
-EXTRA_PARTS = ("posture", "background", "backup")
 ROUND_TWO = (
     collectors.SLOWLOG,
     collectors.LATENCY,
@@ -113,12 +114,7 @@ class Scraper:
         if not up:
             self.state.config = {}  # no stale protected-mode while Redis cannot be asked
         families.append(gauge("redis_up", "1 when Redis answered INFO", up))
-        for name, part in (
-            ("posture", lambda: posture.config_posture(self.state)),
-            ("background", self.extra),
-            ("backup", lambda: posture.backup_families(self.backup_metrics)),
-            ("audit", lambda: posture.audit_families(self.audit_metrics)),
-        ):
+        for name, part in self._extra_parts():
             try:  # a broken part costs its own metrics, never the scrape
                 families += part()
                 self.stats.collector_ok[name] = True
@@ -126,6 +122,15 @@ class Scraper:
                 self.stats.collector_ok[name] = False
                 LOG.warning("%s metrics failed: %r", name, failure)
         return families
+
+    def _extra_parts(self) -> tuple[tuple[str, Callable[[], list[Family]]], ...]:
+        """Families from outside Redis, each with the collector name its self-metrics carry."""
+        return (
+            ("posture", lambda: posture.config_posture(self.state)),
+            ("background", self.extra),
+            ("backup", lambda: posture.backup_families(self.backup_metrics)),
+            ("audit", lambda: posture.audit_families(self.audit_metrics)),
+        )
 
     def _scrape_rounds(self, deadline: float) -> tuple[list[Family], str]:
         """(families, error) of both rounds: a failure in the second keeps the first's."""
@@ -249,7 +254,8 @@ class Scraper:
         enabled = Family(
             "redkeep_exporter_collector_enabled", "gauge", "0 when NOPERM switched it off"
         )
-        for name in [c.name for c in (*ROUND_ONE, *ROUND_TWO)] + list(EXTRA_PARTS):
+        parts = [name for name, _ in self._extra_parts()]
+        for name in [c.name for c in (*ROUND_ONE, *ROUND_TWO)] + parts:
             label = {"collector": name}
             enabled.add(0 if name in self.disabled else 1, label)
             if name in stats.collector_ok:

@@ -5,13 +5,18 @@ variable), never from the request and never from another target. This closes red
 SSRF hole, where `/scrape` reached any address with the main password.
 """
 
+from __future__ import annotations
+
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from redkeep.config.schema import ExporterSettings
 from redkeep.endpoint import Target, parse_url
 from redkeep.errors import UsageError
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import ExporterSettings
 
 
 def key_of(target: Target) -> str:

@@ -12,7 +12,11 @@ import pytest
 import redis
 import yaml
 
+from redkeep.actions.audit import write_metrics as write_audit_metrics
+from redkeep.audit.checks import SEVERITIES
+from redkeep.endpoint import Target
 from redkeep.exporter.collectors import State, info_parse
+from redkeep.exporter.scrape import Scraper
 from tests.conftest import run_redkeep
 from tests.integration.conftest import start_bundle, stop_bundle
 from tests.integration.exporter.conftest import FreezableProxy, parse, value
@@ -77,7 +81,7 @@ def test_keyspace_is_parsed_by_field_name(busy_redis, exporter_factory):
     text = b"# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=5000,subexpiry=3\r\n"
     families = {family.name: family for family in info_parse(state, [text])}
     assert families["redis_db_keys"].samples == [("", {"db": "db0"}, 10.0)]
-    assert families["redis_db_keys_subexpiry"].samples == [("", {"db": "db0"}, 3.0)]
+    assert families["redis_db_keys_with_expiring_items"].samples == [("", {"db": "db0"}, 3.0)]
     assert families["redis_db_keys_cached"].samples == []
     assert families["redis_db_avg_ttl_seconds"].samples == [("", {"db": "db0"}, 5.0)]
 
@@ -354,3 +358,25 @@ def test_status_page_and_health(busy_redis, exporter_factory):
     assert headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert exporter.get("/health")[:2] == (200, "ok\n")
     assert exporter.get("/nothing")[0] == 404
+
+
+def test_every_part_reports_whether_it_is_enabled_and_worked(redis_factory, tmp_path):
+    """The audit's textfile part has self-metrics like the others, and a broken file says so."""
+    server = redis_factory()
+    metrics_dir = tmp_path / "run" / "metrics"
+    metrics_dir.mkdir(parents=True)
+    report = {"target": "redis://x", "counts": dict.fromkeys(SEVERITIES, 0), "score": 97}
+    write_audit_metrics(metrics_dir / "redkeep_audit.prom", [report])
+    scraper = Scraper(
+        Target("redis", "127.0.0.1", server.port), backup_metrics=metrics_dir / "b.prom"
+    )
+    families = parse(scraper.scrape(5.0))
+    assert value(families, "redkeep_audit_score", target="redis://x") == 97
+    for part in ("posture", "background", "backup", "audit"):
+        assert value(families, "redkeep_exporter_collector_enabled", collector=part) == 1
+        assert value(families, "redkeep_exporter_collector_success", collector=part) == 1
+    (metrics_dir / "redkeep_audit.prom").write_text('redkeep_audit_score{target="x"} oops\n')
+    families = parse(scraper.scrape(5.0))
+    assert value(families, "redkeep_exporter_collector_success", collector="audit") == 0
+    assert value(families, "redis_up") == 1  # a broken part costs only its own metrics
+    scraper.close()

@@ -269,3 +269,37 @@ def test_tls_without_a_client_certificate(tls_redis, pki, exporter_factory):
     assert value(families, "redis_up") == 1
     assert value(families, "redkeep_tls_certificate_expires_in_seconds") > 0
     assert value(families, "redkeep_default_user_enabled") == 0
+
+
+def test_the_exporter_without_a_bundle_never_imports_what_a_scrape_does_not_need(
+    mtls_redis, pki, exporter_factory
+):
+    """pydantic and cryptography doubled the exporter's memory; neither serves a scrape.
+
+    Python logs every import as it happens (PYTHONPROFILEIMPORTTIME), later lazy ones too:
+    the log covers start-up, scrapes and the TLS posture probe (certificate expiry).
+    """
+    exporter = exporter_factory(
+        "--url",
+        f"rediss://admin:admin-secret@127.0.0.1:{mtls_redis.tls_port}",
+        "--tls-ca",
+        pki.ca_cert,
+        "--tls-cert",
+        pki.client_cert(),
+        "--tls-key",
+        pki.client_key(),
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    deadline = time.monotonic() + 10
+    while "redkeep_tls_certificate_expires_in_seconds" not in (families := exporter.metrics()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    days = value(families, "redkeep_tls_certificate_expires_in_seconds") / 86400
+    assert 29 < days <= 30  # the pki fixture's 30-day server certificate
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in exporter.log.read_text().splitlines()
+        if line.startswith("import time:")
+    }
+    assert "redkeep" in imported  # the log works
+    assert imported.isdisjoint({"pydantic", "pydantic_core", "cryptography", "yaml", "redis"})
