@@ -315,3 +315,73 @@ def test_what_hiredis_cannot_read_goes_the_exact_way():
         out = scan.feed(data)
         assert out.startswith(frame(b"SET", b"k", b"v"))
     assert scan.commands >= 1
+
+
+class NoHiredis:
+    """A reader that fails the test if the scanner hands it anything."""
+
+    def feed(self, data: bytes) -> None:
+        raise AssertionError(f"hiredis was fed {data[:40]!r}")
+
+
+def test_large_aggregate_counts_never_reach_hiredis():
+    """hiredis makes an N-slot list on reading `*N`; freeing one that never filled took 5 s
+    for N = 2**31 - 1. Such counts go the exact way, which allocates nothing."""
+    for data in (
+        b"*2147483647\r\n",
+        frame(b"GET", b"k") + b"*1000\r\n$3\r\nGET\r\n",
+        b"*1\r\n~999999999\r\n",
+        b"*2\r\n$3\r\nGET\r\n%999999\r\n",
+        b"*1\r\n*1\r\n*1\r\n>123456\r\n",
+    ):
+        scan = scanner()
+        scan._reader = NoHiredis()
+        # Redis refuses some of these too; what matters is that hiredis never saw them.
+        with contextlib.suppress(ProtocolViolation):
+            scan.feed(data)
+    small = frame(*[b"k"] * 99)  # 99 arguments: still the fast path
+    scan = scanner()
+    assert scan.feed(small) == small and scan.commands == 1
+
+
+def test_a_long_login_is_not_held_back():
+    """A long password (or anything long in AUTH/HELLO) is not held: the proxy keeps at most a
+    few hundred bytes of a login frame, however it arrives."""
+    scan = scanner(unauthenticated_limits=False)
+    data = frame(b"HELLO", b"3", b"AUTH", b"app", b"p" * 100_000, b"SETNAME", b"n")
+    held = 0
+    out = b""
+    for i in range(0, len(data), 997):
+        out += scan.feed(data[i : i + 997])
+        held = max(held, len(scan.pending))
+    assert out == data and held < 2048
+    assert scan.user == "app"
+
+
+def test_inline_lines_up_to_what_redis_may_accept_pass():
+    """Redis refuses an inline line only with more than 64 KiB buffered and no end in sight,
+    reading 16 KiB at a time: a 70 KiB line can run, so it must pass; 100 KiB cannot."""
+    line = b"SET k " + b"v" * 70_000 + b"\r\n"
+    scan = scanner()
+    assert b"".join(scan.feed(line[i : i + 16384]) for i in range(0, len(line), 16384)) == line
+    scan = scanner()
+    try:
+        for _ in range(0, 100_000, 16384):
+            scan.feed(b"x" * 16384)
+        raise AssertionError("100 KiB without a line end passed")
+    except ProtocolViolation as violation:
+        assert "too big inline request" in str(violation)
+
+
+def test_a_change_of_redis_password_reaches_open_connections_as_in_redis():
+    policy = Policy(unauthenticated_limits=True)
+    required = RequestScanner(policy, time.monotonic, auth_required=True)
+    open_one = RequestScanner(policy, time.monotonic, auth_required=False)
+    assert required.limited and not open_one.limited
+    for scan in (required, open_one):
+        scan.upstream_changed(False)  # ACL SETUSER default nopass
+    assert not required.limited and not open_one.limited
+    for scan in (required, open_one):
+        scan.upstream_changed(True)  # a password again
+    # Redis: a connection opened without a password counts as logged in for good.
+    assert required.limited and not open_one.limited

@@ -474,15 +474,36 @@ class ExporterSettings(Section):
 
 
 HOST_PORT = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$"
+# What an application never needs and an attacker wants: wiping or scanning the data, changing
+# the server, replication (REPLICAOF to a server of the attacker's makes Redis run whatever it
+# streams, FLUSHALL and CONFIG SET included), persistence, moving data away, watching other
+# clients, changing users, killing or pausing other clients.
 DEFAULT_DENIED_COMMANDS = [
     "FLUSHALL",
     "FLUSHDB",
+    "SWAPDB",
+    "KEYS",
     "CONFIG",
     "DEBUG",
     "MODULE",
-    "KEYS",
     "SHUTDOWN",
+    "REPLICAOF",
+    "SLAVEOF",
+    "SYNC",
+    "PSYNC",
+    "FAILOVER",
+    "MIGRATE",
+    "SAVE",
+    "BGSAVE",
+    "BGREWRITEAOF",
+    "MONITOR",
     "SCRIPT KILL",
+    "ACL SETUSER",
+    "ACL DELUSER",
+    "ACL LOAD",
+    "ACL SAVE",
+    "CLIENT KILL",
+    "CLIENT PAUSE",
 ]
 
 

@@ -19,7 +19,15 @@ STATUS_PAGE = b'<html><body><h1>redkeep proxy</h1><a href="/metrics">metrics</a>
 
 # Labels that exist from the start (at 0), so rates and alerts have a series before the first
 # refusal or error.
-REFUSAL_REASONS = ("denied", "not_allowed", "max_conns", "max_conns_per_ip", "conn_rate", "tls")
+REFUSAL_REASONS = (
+    "denied",
+    "not_allowed",
+    "max_conns",
+    "max_conns_per_ip",
+    "conn_rate",
+    "tls",
+    "no_descriptors",
+)
 COMMAND_REFUSALS = ("command", "rate")
 UPSTREAM_ERRORS = ("connect", "connect_timeout", "tls", "reset")
 
@@ -36,6 +44,7 @@ class Counters:
         self.reloads = 0
         self.reload_failures = 0
         self.probes = 0  # times Redis was asked whether it needs AUTH
+        self.log_reopen_failures = 0
         # Of connections that have ended; open ones are added at scrape time.
         self.commands = 0
         self.bytes_in = 0
@@ -82,7 +91,7 @@ def families(proxy: "Proxy") -> list[Family]:
         labelled(
             "redkeep_proxy_connections_refused_total",
             "Client connections refused, by reason (denied, not_allowed, max_conns, "
-            "max_conns_per_ip, conn_rate, tls).",
+            "max_conns_per_ip, conn_rate, tls, no_descriptors: the proxy ran out of files).",
             "reason",
             counters.refused,
         ),
@@ -126,6 +135,11 @@ def families(proxy: "Proxy") -> list[Family]:
             "redkeep_proxy_reload_failures_total",
             "Reloads refused because the new configuration was invalid.",
             counters.reload_failures,
+        ),
+        counter(
+            "redkeep_proxy_log_reopen_failures_total",
+            "Reloads that could not reopen the access log (the old file is still written).",
+            counters.log_reopen_failures,
         ),
     ]
     if scanning:

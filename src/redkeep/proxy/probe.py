@@ -15,7 +15,7 @@ from redkeep.proxy.config import ProxyConfig
 
 log = logging.getLogger("redkeep.proxy")
 
-PROBE_INTERVAL = 60.0  # seconds between probes once Redis has answered one
+PROBE_INTERVAL = 15.0  # seconds between probes once Redis has answered one
 RETRY_INTERVAL = 2.0  # ... while no probe has been answered yet
 PING = b"*1\r\n$4\r\nPING\r\n"
 

@@ -18,19 +18,25 @@ split across reads, inline, a command the policy looks at, anything hiredis read
 goes through the exact scanner.
 """
 
+import re
 from collections.abc import Callable
 
 import hiredis
 
 from redkeep.proxy.policy import Policy, TokenBucket
 
-MAX_INLINE = 64 * 1024  # PROTO_INLINE_MAX_SIZE: longest inline request or header line
+# Redis refuses an inline request or header line only when more than PROTO_INLINE_MAX_SIZE
+# (64 KiB) is buffered without its end; it reads 16 KiB at a time, so a line of up to 80 KiB
+# may pass. The proxy refuses only what Redis always refuses; Redis judges the rest itself.
+MAX_INLINE = 64 * 1024 + 16 * 1024
 MAX_BULK = 512 * 1024 * 1024  # proto-max-bulk-len's default
 MAX_MULTIBULK = 2**31 - 1  # INT_MAX
 UNAUTHENTICATED_ARGS = 10  # Redis' limits for a client that has not logged in
 UNAUTHENTICATED_BULK = 16 * 1024
 NAME_MAX = 64  # longest command or subcommand name the policy knows (deny entries are shorter)
-CAPTURE_MAX = 64 * 1024  # AUTH/HELLO arguments are held back up to this size
+# AUTH/HELLO arguments are held back up to this size (a user name, an option); a longer one
+# (a password) is judged by its beginning, so a login never makes the proxy hold much.
+CAPTURE_MAX = 256
 LOGIN_ARGS = 16  # ... and up to this many of them
 # Commands whose arguments the scanner reads: the user name for the access log.
 LOGIN = frozenset({b"auth", b"hello"})
@@ -56,6 +62,12 @@ WAITING = frozenset(
     }
 )
 _NEED_MORE = None
+# hiredis makes a list of N slots as soon as it reads an aggregate header `*N`, and freeing the
+# slots of a list that never filled takes seconds for a large N (15 bytes froze the loop 5 s).
+# A chunk with a count of 100 or more anywhere goes the exact way, which allocates nothing; under
+# that, a chunk of nested headers costs at most ~20 slots per byte.
+BIG_REQUEST = re.compile(rb"\*\d\d\d")
+BIG_AGGREGATE = re.compile(rb"[*~>%|]\d\d\d")
 FAST_MARKER_VALUE = b"redkeep-frame-boundary"
 FAST_MARKER = b"+%s\r\n" % FAST_MARKER_VALUE
 
@@ -110,6 +122,7 @@ class RequestScanner:
         # Whether Redis makes a new connection log in: only then do its pre-AUTH caps apply
         # (a default user without password is logged in from the first byte).
         self.auth_required = auth_required
+        self.born_logged_in = not auth_required
         self.limited = False  # Redis' unauthenticated limits apply now
         self.waiting = False  # subscribed or in a blocking command: silence is expected
         self.pending = b""  # bytes of an undecided frame, held back
@@ -140,6 +153,17 @@ class RequestScanner:
             else "rate limit"
         )
 
+    def upstream_changed(self, auth_required: bool) -> None:
+        """Redis now does (or no longer does) make clients log in. Redis decides per client
+        at each request, except that a connection opened while the default user had no
+        password counts as logged in for good: mirror both."""
+        if self.auth_required:
+            self.auth_required = auth_required
+            self._update_limited()
+        elif auth_required and not self.born_logged_in:
+            self.auth_required = True
+            self._update_limited()
+
     def _update_limited(self) -> None:
         self.limited = (
             self.policy.unauthenticated_limits and self.auth_required and not self.logged_in
@@ -156,6 +180,7 @@ class RequestScanner:
             and not self.args_left
             and not self.dropping
             and data[:1] == b"*"
+            and not BIG_REQUEST.search(data)
             and self._fast(data)
         ):
             return data
@@ -175,10 +200,13 @@ class RequestScanner:
         AUTH (the caps need the sizes), each frame must also start with '*' at the offset its
         canonical length puts it.
         """
+        odd = b"~" in data or b"|" in data  # hiredis reads these as lists, Redis as inline
+        if (odd or b">" in data or b"%" in data) and BIG_AGGREGATE.search(data):
+            return False  # see BIG_AGGREGATE: not for hiredis
         reader = self._reader
         reader.feed(data)
         special = self.special
-        sized = self.limited or b"~" in data or b"|" in data
+        sized = self.limited or odd
         # Before AUTH, frames over Redis' caps go the exact way (which refuses them).
         max_args, max_bulk = (
             (UNAUTHENTICATED_ARGS, UNAUTHENTICATED_BULK)

@@ -1,7 +1,9 @@
 """Running the proxy: event loop (uvloop when installed), signals, metrics endpoint."""
 
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import ssl
 from collections.abc import Callable
@@ -27,6 +29,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 def run(load: Callable[[], ProxyConfig], say: Callable[[str], None]) -> None:
     """Serve until SIGTERM or SIGINT; SIGHUP reloads. Configuration errors raise before."""
     config = load()
+    raise_open_files_limit(config.policy.max_conns)
     access_log = AccessLog(config.access_log)
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -68,12 +71,30 @@ async def _serve(
         await proxy.stop()
 
 
+def raise_open_files_limit(max_conns: int) -> None:
+    """Use the hard open-files limit (as Go programs do): each client costs two descriptors,
+    and the soft limit (often 1024) would turn clients away long before max_conns."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    needed = 2 * max_conns + 64
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-files limit (%d) is below what max_conns %d needs (%d): raise it "
+            "(LimitNOFILE=, ulimit -n) or lower max_conns",
+            soft,
+            max_conns,
+            needed,
+        )
+
+
 def _reload(proxy: Proxy, load: Callable[[], ProxyConfig], access_log: AccessLog) -> None:
     try:
         config = load()
         if config.listen != proxy.config.listen:
             raise RedkeepError("the listen address cannot change on reload; restart the proxy")
-        access_log.reopen()  # first: if it fails, nothing has changed yet
         proxy.reload(config)
     except (RedkeepError, OSError, ssl.SSLError, ValueError) as error:
         proxy.counters.reload_failures += 1
@@ -81,6 +102,11 @@ def _reload(proxy: Proxy, load: Callable[[], ProxyConfig], access_log: AccessLog
         log.error("reload refused, the previous policy stays: %s", message)
         return
     log.info("reloaded the policy (allow %s)", ", ".join(map(str, config.policy.allow)) or "all")
+    try:  # after the policy: a log that cannot be reopened must not hold back certificates
+        access_log.reopen()
+    except OSError as error:
+        proxy.counters.log_reopen_failures += 1
+        log.error("cannot reopen the access log, still writing to the old file: %s", error)
 
 
 def _banner(config: ProxyConfig, loop_name: str) -> str:

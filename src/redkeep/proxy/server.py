@@ -11,6 +11,7 @@ inside connection_made()). Counters are plain ints, summed at scrape time.
 """
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
@@ -18,6 +19,7 @@ import time
 
 from redkeep.proxy.accesslog import AccessLog
 from redkeep.proxy.config import ProxyConfig
+from redkeep.proxy.limitedlog import LimitedLog
 from redkeep.proxy.metrics import Counters
 from redkeep.proxy.policy import Address, Admission, Policy
 from redkeep.proxy.probe import PROBE_INTERVAL, RETRY_INTERVAL, describe, requires_auth
@@ -28,6 +30,10 @@ log = logging.getLogger("redkeep.proxy")
 
 PRECONNECT_LIMIT = 1024 * 1024  # client bytes kept while Redis is being connected
 ACCEPT_BATCH = 64  # connections accepted per wake-up, so a flood cannot starve the loop
+# Out of file descriptors (or kernel memory): accept() fails at once while clients wait in the
+# backlog, so stop accepting for a moment instead of spinning, as asyncio's own server does.
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE = 1.0
 
 
 class Session:
@@ -160,12 +166,22 @@ class Session:
         except ssl.SSLError as error:
             self.upstream_failed("tls", error.reason or str(error))
         except OSError as error:
+            if error.errno in OUT_OF_DESCRIPTORS:  # the proxy's own limit, not Redis' fault
+                proxy.counters.count_refused("no_descriptors")
+                proxy.warnings.warning(
+                    "descriptors",
+                    f"cannot connect to Redis: {error.strerror} (the proxy's own "
+                    "open-files limit; raise it or lower max_conns)",
+                )
+                self.fail("-ERR the proxy is out of file descriptors", "proxy", "no_descriptors")
+                return
             self.upstream_failed("connect", error.strerror or str(error))
 
     def upstream_failed(self, kind: str, detail: str) -> None:
         self.proxy.counters.count_upstream_error(kind)
         if not self.finished:
-            log.warning("upstream %s:%s: %s", *self.proxy.config.upstream, detail)
+            host, port = self.proxy.config.upstream
+            self.proxy.warnings.warning(kind, f"upstream {host}:{port}: {detail}")
         self.fail("-ERR Redis is unavailable (redkeep proxy)", "upstream", f"{kind}: {detail}")
 
     def upstream_ready(self, upstream: asyncio.Transport) -> None:
@@ -299,6 +315,7 @@ class Proxy:
         self.client_ssl = client_side_context(config.client_tls) if config.client_tls else None
         self.upstream_ssl = upstream_context(config.upstream_tls) if config.upstream_tls else None
         self.listeners: list[socket.socket] = []
+        self.warnings = LimitedLog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task | None = None
         self._prober: asyncio.Task | None = None
@@ -374,6 +391,10 @@ class Proxy:
             return  # keep what Redis said last
         if first or answer != self.upstream_auth:
             log.info("%s", describe(answer, self.config.upstream))
+        if answer is not None and answer != self.upstream_auth:
+            for session in self.sessions:  # Redis applies the change to open connections too
+                if session.scanner is not None:
+                    session.scanner.upstream_changed(answer)
         self.upstream_auth = answer
 
     async def _probe_periodically(self) -> None:
@@ -388,9 +409,15 @@ class Proxy:
                 sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE and friends: log, keep serving
-                self.counters.count_refused("accept_error")
-                log.warning("accept failed: %s", error.strerror)
+            except OSError as error:
+                if error.errno in OUT_OF_DESCRIPTORS:
+                    self.counters.count_refused("no_descriptors")
+                    self._pause_accepting(listener)
+                    detail = f"{error.strerror}; not accepting for {ACCEPT_PAUSE:g} s"
+                else:
+                    self.counters.count_refused("accept_error")
+                    detail = error.strerror or str(error)
+                self.warnings.warning("accept", f"accept failed: {detail}")
                 return
             address, reason = self.admission.check(self.policy, peer[0], time.monotonic())
             if reason is not None:
@@ -403,6 +430,14 @@ class Proxy:
             session = Session(self, address, peer, self.client_ssl is not None)
             self.sessions.add(session)
             self._loop.create_task(self._handshake(session, sock))
+
+    def _pause_accepting(self, listener: socket.socket) -> None:
+        self._loop.remove_reader(listener.fileno())
+        self._loop.call_later(ACCEPT_PAUSE, self._resume_accepting, listener)
+
+    def _resume_accepting(self, listener: socket.socket) -> None:
+        if listener in self.listeners:  # not closed meanwhile
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
 
     async def _handshake(self, session: Session, sock: socket.socket) -> None:
         sock.setblocking(False)

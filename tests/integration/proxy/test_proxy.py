@@ -4,6 +4,7 @@ import asyncio
 import resource
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import warnings
@@ -13,9 +14,10 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import ACL_USERS
+from tests.conftest import ACL_USERS, REDKEEP
 from tests.integration.proxy.conftest import (
     REFUSED,
+    Proxy,
     access_entries,
     closed_without_reply,
     command,
@@ -480,3 +482,88 @@ def test_an_access_log_that_cannot_be_written_changes_nothing(plain_redis, start
     assert all(REFUSED.match(reply) for reply in replies[:3]), replies
     assert replies[3:] == [b"+OK", value]
     assert proxy.metrics()["redkeep_proxy_log_write_failures_total"] >= 3
+
+
+def test_a_log_that_cannot_be_reopened_does_not_hold_back_a_reload(
+    plain_redis, start_proxy, tmp_path
+):
+    """logrotate moved the log and a directory took its name: the reload still applies the new
+    policy (and certificates), keeps writing the old file, and says so."""
+    config = tmp_path / "redkeep.yaml"
+    section = "proxy:\n  tls: false\n  upstream: 127.0.0.1:{port}\n  allow: [{allow}]\n"
+    config.write_text(section.format(port=plain_redis.port, allow="127.0.0.1/32, 127.0.0.2/32"))
+    proxy = start_proxy(f"--dir={tmp_path}")
+    proxy.access_log.rename(tmp_path / "rotated.log")
+    proxy.access_log.mkdir()
+    config.write_text(section.format(port=plain_redis.port, allow="127.0.0.1/32"))
+    proxy.reload()
+    proxy.wait_for_metric("redkeep_proxy_log_reopen_failures_total", 1)
+    assert proxy.metrics()["redkeep_proxy_reloads_total"] == 1
+    assert closed_without_reply(proxy.connect(source="127.0.0.2"))  # the new allowlist holds
+    assert "cannot reopen the access log" in proxy.log.read_text()
+
+
+def test_caps_follow_a_change_of_redis_password_on_open_connections(acl_redis, start_proxy):
+    """Redis applies a change of the default user to connections already open: so does the
+    proxy once it has asked again (on reload here, else within 15 s)."""
+    proxy = start_proxy(upstream=acl_redis.port)
+    admin = redis.Redis(port=acl_redis.port, username="admin", password="admin-secret")
+    anonymous = proxy.connect()
+    anonymous.sendall(command("PING"))
+    assert read_replies(anonymous, 1)[0].startswith(b"-NOAUTH")
+    admin.acl_setuser("default", enabled=True, nopass=True, commands=["+@all"], keys=["*"])
+    proxy.reload()
+    deadline = time.monotonic() + 10
+    while proxy.metrics().get("redkeep_proxy_upstream_requires_auth") != 0:
+        assert time.monotonic() < deadline, "the proxy did not learn that Redis changed"
+        time.sleep(0.05)
+    anonymous.sendall(command("MSET", *[f"k{i}" for i in range(12)]))  # 13 arguments
+    assert read_replies(anonymous, 1) == [b"+OK"]
+
+
+def test_out_of_file_descriptors_the_proxy_pauses_and_recovers(plain_redis, tmp_path):
+    """A proxy held to 40 open files: clients beyond it wait or are refused, the proxy neither
+    spins nor floods its log, counts why, and serves again once they leave."""
+
+    def tight_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+
+    port, metrics_port = free_port(), free_port()
+    log = tmp_path / "proxy.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [REDKEEP, "proxy", f"--listen=127.0.0.1:{port}",
+             f"--upstream=127.0.0.1:{plain_redis.port}",
+             f"--metrics-listen=127.0.0.1:{metrics_port}", "--access-log=off", "--max-conns=1000"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, preexec_fn=tight_limit,
+        )  # fmt: skip
+    proxy = Proxy(port, metrics_port, process, log, tmp_path / "none")
+    try:
+        deadline = time.monotonic() + 15
+        while "redkeep proxy on" not in log.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert "open-files limit (40) is below what max_conns 1000 needs" in log.read_text()
+        clients = []
+        for _ in range(60):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(command("PING"))
+            clients.append(sock)
+        time.sleep(3)
+        for sock in clients:
+            sock.close()
+        refused = 'redkeep_proxy_connections_refused_total{reason="no_descriptors"}'
+        proxy.wait_for_metric(refused, 1)
+        deadline = time.monotonic() + 10
+        while True:  # the backlog drains and new clients are served again
+            try:
+                assert redis.Redis(port=port, socket_timeout=2).ping()
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        lines = log.read_text().splitlines()
+        assert 1 <= sum("accept failed" in line for line in lines) <= 10, lines[-5:]
+        assert process.poll() is None
+    finally:
+        proxy.stop()

@@ -240,3 +240,54 @@ def test_a_password_protected_redis_behind_the_bundle_policy(redis_factory, star
         received += chunk
     assert admin.get("canary") == b"alive"
     assert "cmdstat_flushall" not in ran(admin)
+
+
+# A plausible request for each default deny entry (what an attacker would send).
+ATTEMPTS = {
+    "FLUSHALL": ["FLUSHALL"],
+    "FLUSHDB": ["FLUSHDB"],
+    "SWAPDB": ["SWAPDB", "0", "1"],
+    "KEYS": ["KEYS", "*"],
+    "CONFIG": ["CONFIG", "SET", "maxmemory", "12345"],
+    "DEBUG": ["DEBUG", "SLEEP", "0"],
+    "MODULE": ["MODULE", "LIST"],
+    "SHUTDOWN": ["SHUTDOWN", "NOSAVE"],
+    "REPLICAOF": ["REPLICAOF", "127.0.0.1", "9"],
+    "SLAVEOF": ["SLAVEOF", "127.0.0.1", "9"],
+    "SYNC": ["SYNC"],
+    "PSYNC": ["PSYNC", "?", "-1"],
+    "FAILOVER": ["FAILOVER"],
+    "MIGRATE": ["MIGRATE", "127.0.0.1", "9", "canary", "0", "100"],
+    "SAVE": ["SAVE"],
+    "BGSAVE": ["BGSAVE"],
+    "BGREWRITEAOF": ["BGREWRITEAOF"],
+    "MONITOR": ["MONITOR"],
+    "SCRIPT KILL": ["SCRIPT", "KILL"],
+    "ACL SETUSER": ["ACL", "SETUSER", "intruder", "on", ">pw", "+@all", "~*"],
+    "ACL DELUSER": ["ACL", "DELUSER", "nobody"],
+    "ACL LOAD": ["ACL", "LOAD"],
+    "ACL SAVE": ["ACL", "SAVE"],
+    "CLIENT KILL": ["CLIENT", "KILL", "TYPE", "normal"],
+    "CLIENT PAUSE": ["CLIENT", "PAUSE", "100000"],
+}
+
+
+def test_every_default_deny_entry_is_refused_on_redis(redis_factory, start_proxy):
+    """Each entry of the default list, sent as an attacker would: Redis runs none of them (it
+    stays a primary, keeps its data and settings, and counts no such command)."""
+    from redkeep.config.schema import DEFAULT_DENIED_COMMANDS  # noqa: PLC0415
+
+    assert set(ATTEMPTS) == set(DEFAULT_DENIED_COMMANDS)
+    server = redis_factory()
+    direct = redis.Redis(port=server.port)
+    direct.set("canary", "alive")
+    direct.config_resetstat()
+    proxy = start_proxy(upstream=server.port)
+    sock = proxy.connect()
+    sock.sendall(b"".join(command(*args) for args in ATTEMPTS.values()) + END)
+    replies = read_replies(sock, len(ATTEMPTS) + 1)
+    assert all(b"is denied by the redkeep proxy" in reply for reply in replies[:-1]), replies
+    calls = set(ran(direct))
+    assert calls <= {"cmdstat_config|resetstat", "cmdstat_ping", "cmdstat_info"}, calls
+    assert direct.info("replication")["role"] == "master"
+    assert direct.get("canary") == b"alive" and direct.config_get("maxmemory")["maxmemory"] == "0"
