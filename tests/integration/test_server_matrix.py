@@ -29,8 +29,9 @@ def version_text(version: tuple[int, int, int]) -> str:
     return ".".join(map(str, version))
 
 
-def test_info_names_the_version_and_flavour(server_build, server_factory):
-    info = client(server_factory(server_build)).info("server")
+def test_info_and_hello_name_the_version_and_flavour(server_build, server_factory):
+    server = server_factory(server_build)
+    info = client(server).info("server")
 
     if server_build.flavour == "valkey":
         assert info["server_name"] == "valkey"
@@ -41,6 +42,12 @@ def test_info_names_the_version_and_flavour(server_build, server_factory):
         assert info["redis_version"] == version_text(server_build.version)
         assert "valkey_version" not in info
         assert "server_name" not in info
+    hello = client(server, protocol=3).execute_command("HELLO", "3")
+    assert (hello["server"], hello["version"], hello["proto"]) == (
+        server_build.flavour,
+        version_text(server_build.version),
+        3,
+    )
 
 
 def test_acl_users_with_the_default_user_off(server_build, server_factory):
@@ -125,3 +132,55 @@ def test_tls_support_is_what_the_registry_says(server_build, pki, tmp_path):
     assert started == server_build.tls, output
     if not server_build.tls:
         assert "TLS" in output or "tls-port" in output, output
+
+
+SINCE_7_0 = {"redis-7.0.15", "valkey-8.1.8", "redis-8.2.3", "valkey-9.1.2"}
+# Which builds have what, as docs/versions.md records it; the probes ask the running server.
+FEATURES = {
+    "ACL DRYRUN": SINCE_7_0,
+    "CLIENT NO-EVICT": SINCE_7_0,
+    "config maxmemory-clients": SINCE_7_0,
+    "config enable-debug-command": SINCE_7_0,
+    "config hide-user-data-from-log": {"valkey-8.1.8", "redis-8.2.3", "valkey-9.1.2"},
+    "config sanitize-dump-payload": {"redis-6.2.14", "redis-7.0.15", "valkey-8.1.8", "redis-8.2.3"},
+    "INFO listener0": {"valkey-8.1.8", "redis-8.2.3", "valkey-9.1.2"},
+    "INFO acl_access_denied_auth": {"valkey-8.1.8", "redis-8.2.3", "valkey-9.1.2"},
+    "INFO redis_mode": {"redis-6.2.14", "redis-7.0.15", "redis-8.2.3"},
+    "COMMANDLOG": {"valkey-8.1.8", "valkey-9.1.2"},
+}
+# DEBUG DIGEST of the dataset below: the same on every build, so digests compare across versions.
+DATASET_DIGEST = "71c68ab45bc8"
+
+
+def answers(call) -> bool:
+    try:
+        call()
+    except redis.ResponseError:
+        return False
+    return True
+
+
+def test_version_gated_features(server_build, server_factory):
+    debug = [] if server_build.version < (7, 0, 0) else ["enable-debug-command yes"]
+    probe = client(server_factory(server_build, debug))
+    info = probe.info("everything")
+
+    found = {
+        "ACL DRYRUN": answers(lambda: probe.execute_command("ACL", "DRYRUN", "default", "PING")),
+        "CLIENT NO-EVICT": answers(lambda: probe.execute_command("CLIENT", "NO-EVICT", "on")),
+        "INFO listener0": "listener0" in info,
+        "INFO acl_access_denied_auth": "acl_access_denied_auth" in info,
+        "INFO redis_mode": "redis_mode" in info,
+        "COMMANDLOG": answers(lambda: probe.execute_command("COMMANDLOG", "LEN", "slow")),
+    }
+    for name in FEATURES:
+        if name.startswith("config "):
+            found[name] = bool(probe.config_get(name.removeprefix("config ")))
+    expected = {name: server_build.name in builds for name, builds in FEATURES.items()}
+    assert found == expected
+
+    probe.set("string", "value")
+    probe.hset("hash", mapping={"field": "value"})
+    probe.zadd("zset", {"member": 1.5})
+    probe.xadd("stream", {"field": "value"}, id="1-1")
+    assert probe.execute_command("DEBUG", "DIGEST")[:12] == DATASET_DIGEST
