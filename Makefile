@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps up test lint format bench clean
+.PHONY: setup system-deps test-servers up test lint format bench clean
 
-setup: system-deps $(VENV)/.installed
+setup: system-deps $(VENV)/.installed test-servers
 
 system-deps:
 	@scripts/install-system-deps
@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
-up: setup
+# The Redis and Valkey builds the version matrix runs against, in .servers/ (docs/versions.md).
+test-servers: $(VENV)/.installed
+	@$(BIN)/python scripts/install-test-servers
+
+up: system-deps $(VENV)/.installed
 	$(BIN)/redkeep up
 
 test: setup lint
@@ -37,4 +41,4 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .servers .pytest_cache .ruff_cache src/*.egg-info

@@ -21,7 +21,16 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from redkeep.cli import run
 from redkeep.pki.files import TLSFiles, init_tls
-from tests.servers import RedisServer, free_port, require_binary, tls_lines
+from tests.servers import (
+    BUILDS,
+    TLS_BUILDS,
+    RedisServer,
+    ServerBuild,
+    ServerPool,
+    free_port,
+    require_binary,
+    tls_lines,
+)
 
 REDKEEP = str(Path(sys.executable).with_name("redkeep"))
 
@@ -201,3 +210,63 @@ def tls_redis(redis_factory, pki) -> RedisServer:
 def mtls_redis(redis_factory, pki) -> RedisServer:
     """TLS only, client certificates required, ACL users."""
     return redis_factory([*ACL_USERS, *tls_lines(pki.directory, "yes")], tls=True)
+
+
+# The version matrix: a test that takes `server_build` runs once on each server build (ids
+# like `redis-6.2.14`, `valkey-8.1.8`), one that takes `tls_server_build` on each TLS-capable
+# one; `server_factory(build, config, tls=...)` starts servers of a build.
+
+
+def _matrix_build(request) -> ServerBuild:
+    build = request.param
+    # Read back by the terminal summary: which builds ran which tests.
+    request.node.user_properties.append(("server_build", build.name))
+    build.require()
+    return build
+
+
+@pytest.fixture(params=BUILDS, ids=lambda build: build.name)
+def server_build(request) -> ServerBuild:
+    return _matrix_build(request)
+
+
+@pytest.fixture(params=TLS_BUILDS, ids=lambda build: build.name)
+def tls_server_build(request) -> ServerBuild:
+    return _matrix_build(request)
+
+
+@pytest.fixture
+def server_factory(tmp_path) -> Iterator["callable"]:
+    """Start servers of any build with extra config lines; all are stopped at teardown."""
+    pools: dict[str, ServerPool] = {}
+
+    def start(build: ServerBuild, config: list[str] | None = None, tls: bool = False):
+        if build.name not in pools:
+            pools[build.name] = ServerPool(build.require(), tmp_path / build.name)
+        return pools[build.name].start(config, tls)
+
+    yield start
+    for pool in pools.values():
+        pool.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per server build that tests ran on, so the output names the versions."""
+    outcomes: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            name = dict(getattr(report, "user_properties", ())).get("server_build")
+            if name and (report.when == "call" or outcome in ("error", "skipped")):
+                counts = outcomes.setdefault(name, {})
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if not outcomes:
+        return
+    terminalreporter.section("server builds")
+    for build in BUILDS:
+        if build.name in outcomes:
+            counts = ", ".join(f"{n} {outcome}" for outcome, n in outcomes[build.name].items())
+            tls = "TLS" if build.tls else "no TLS"
+            terminalreporter.write_line(
+                f"{build.name:<14} {tls:<6} RDB {build.rdb_version:<3} {counts:<22} "
+                f"{build.path} ({build.source})"
+            )

