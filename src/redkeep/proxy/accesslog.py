@@ -8,12 +8,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from redkeep.proxy.policy import TokenBucket
-
-if TYPE_CHECKING:
-    from redkeep.proxy.server import Session
+from redkeep.proxy.records import ConnectionRecord, RefusedCommand
 
 REFUSALS_PER_SECOND = 100.0  # a flood is counted in metrics, not logged line by line
 
@@ -74,35 +72,34 @@ class AccessLog:
     def refused(self, peer: tuple, reason: str) -> None:
         self._limited({"event": "refused", "client": peer[0], "port": peer[1], "reason": reason})
 
-    def command_refused(self, session: "Session", command: str, reason: str) -> None:
+    def command_refused(self, refused: RefusedCommand) -> None:
         self._limited(
             {
                 "event": "command_refused",
-                "client": session.peer[0],
-                "port": session.peer[1],
-                "user": session.scanner.user if session.scanner else None,
-                "command": command,
-                "reason": reason,
+                "client": refused.client,
+                "port": refused.port,
+                "user": refused.user,
+                "command": refused.command,
+                "reason": refused.reason,
             }
         )
 
-    def closed(self, session: "Session") -> None:
-        scanner = session.scanner
+    def closed(self, record: ConnectionRecord) -> None:
         self._write(
             {
                 "event": "connection",
-                "client": session.peer[0],
-                "port": session.peer[1],
-                "user": scanner.user if scanner else None,
-                "tls": session.tls_version or None,
-                "client_cert": session.client_cert or None,
-                "bytes_in": session.bytes_in,
-                "bytes_out": session.bytes_out,
-                "commands": scanner.commands if scanner else None,
-                "refused": dict(scanner.refused) if scanner and scanner.refused else {},
-                "duration": round(time.time() - session.started, 3),
-                "closed_by": session.closed_by,
-                "error": session.error or None,
+                "client": record.client,
+                "port": record.port,
+                "user": record.user,
+                "tls": record.tls,
+                "client_cert": record.client_cert,
+                "bytes_in": record.bytes_in,
+                "bytes_out": record.bytes_out,
+                "commands": record.commands,
+                "refused": dict(record.refused),
+                "duration": record.duration,
+                "closed_by": record.closed_by,
+                "error": record.error,
             }
         )
 

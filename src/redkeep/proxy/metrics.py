@@ -9,9 +9,10 @@ import time
 from typing import TYPE_CHECKING
 
 from redkeep.exporter.exposition import CONTENT_TYPE, Family, counter, gauge, render
+from redkeep.proxy.records import ConnectionRecord
 
 if TYPE_CHECKING:
-    from redkeep.proxy.server import Proxy, Session
+    from redkeep.proxy.server import Proxy
 
 REQUEST_LIMIT = 8192  # bytes of an HTTP request head we read
 STATUS_PAGE = b'<html><body><h1>redkeep proxy</h1><a href="/metrics">metrics</a></body></html>\n'
@@ -59,19 +60,18 @@ class Counters:
     def count_upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
 
-    def session_ended(self, session: "Session") -> None:
-        self.bytes_in += session.bytes_in
-        self.bytes_out += session.bytes_out
-        if session.scanner is not None:
-            self.commands += session.scanner.commands
+    def connection_ended(self, record: ConnectionRecord) -> None:
+        self.bytes_in += record.bytes_in
+        self.bytes_out += record.bytes_out
+        self.commands += record.commands or 0
 
 
 def families(proxy: "Proxy") -> list[Family]:
     counters = proxy.counters
-    sessions = list(proxy.sessions)
-    commands = counters.commands + sum(s.scanner.commands for s in sessions if s.scanner)
-    bytes_in = counters.bytes_in + sum(s.bytes_in for s in sessions)
-    bytes_out = counters.bytes_out + sum(s.bytes_out for s in sessions)
+    live = proxy.live_totals()
+    commands = counters.commands + live.commands
+    bytes_in = counters.bytes_in + live.bytes_in
+    bytes_out = counters.bytes_out + live.bytes_out
 
     def labelled(name: str, help_text: str, label: str, values: dict[str, int]) -> Family:
         family = counter(name, help_text)
@@ -95,7 +95,7 @@ def families(proxy: "Proxy") -> list[Family]:
             "reason",
             counters.refused,
         ),
-        gauge("redkeep_proxy_connections_active", "Client connections open now.", len(sessions)),
+        gauge("redkeep_proxy_connections_active", "Client connections open now.", live.connections),
         gauge(
             "redkeep_proxy_request_scanning",
             "1 when requests are parsed (command policy, rate limit), 0 in pass-through.",

@@ -23,6 +23,7 @@ from redkeep.proxy.limitedlog import LimitedLog
 from redkeep.proxy.metrics import Counters
 from redkeep.proxy.policy import Address, Admission, Policy
 from redkeep.proxy.probe import PROBE_INTERVAL, RETRY_INTERVAL, describe, requires_auth
+from redkeep.proxy.records import ConnectionRecord, LiveTotals, RefusedCommand
 from redkeep.proxy.resp import POISON, ProtocolViolation, RequestScanner
 from redkeep.proxy.tlsconf import client_side_context, upstream_context
 
@@ -147,7 +148,29 @@ class Session:
     def refused_command(self, command: bytes, reason: str) -> None:
         self.proxy.counters.count_refused_command(reason)
         if self.proxy.policy.log_denied_commands:
-            self.proxy.access_log.command_refused(self, command.decode("ascii", "replace"), reason)
+            user = self.scanner.user if self.scanner else None
+            text = command.decode("ascii", "replace")
+            self.proxy.access_log.command_refused(
+                RefusedCommand(self.peer[0], self.peer[1], user, text, reason)
+            )
+
+    def record(self) -> ConnectionRecord:
+        """What this connection was, for the access log and the metrics (once it has ended)."""
+        scanner = self.scanner
+        return ConnectionRecord(
+            client=self.peer[0],
+            port=self.peer[1],
+            user=scanner.user if scanner else None,
+            tls=self.tls_version or None,
+            client_cert=self.client_cert or None,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            commands=scanner.commands if scanner else None,
+            refused=dict(scanner.refused) if scanner else {},
+            duration=round(time.time() - self.started, 3),
+            closed_by=self.closed_by,
+            error=self.error or None,
+        )
 
     async def connect_upstream(self) -> None:
         proxy = self.proxy
@@ -464,8 +487,19 @@ class Proxy:
             return
         self.sessions.discard(session)
         self.admission.closed(session.address)
-        self.counters.session_ended(session)
-        self.access_log.closed(session)
+        record = session.record()
+        self.counters.connection_ended(record)
+        self.access_log.closed(record)
+
+    def live_totals(self) -> LiveTotals:
+        """Sums over the open connections, for /metrics."""
+        sessions = list(self.sessions)
+        return LiveTotals(
+            connections=len(sessions),
+            commands=sum(s.scanner.commands for s in sessions if s.scanner is not None),
+            bytes_in=sum(s.bytes_in for s in sessions),
+            bytes_out=sum(s.bytes_out for s in sessions),
+        )
 
     async def _sweep(self) -> None:
         """Idle timeouts, checked once a second rather than with a timer per read."""
