@@ -152,7 +152,7 @@ class RawConnection:
             raise self.reply_error(line[1:], args)
         return line[1:]
 
-    def reply_error(self, line: str, args: tuple[str, ...]) -> Exception:
+    def reply_error(self, line: str, args: tuple[str, ...]) -> RedkeepError:
         """The error for an error reply `line` (without its '-') to the command `args`."""
         name = " ".join(args[:2]) if args[0] in ("REPLCONF", "CONFIG") else args[0]
         return explain(ErrorReply.parse(line), self.target, name, self.hints)
