@@ -10,10 +10,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redkeep.endpoint import Target
 from redkeep.envfile import read_env
 from redkeep.errors import UsageError
 from redkeep.pki.layout import TLSFiles
+from redkeep.redis.deployment import Deployment
+from redkeep.redis.target import Target
 from redkeep.render.env import PASSWORD_KEYS
 
 if TYPE_CHECKING:
@@ -92,10 +93,11 @@ class Bundle:
         keys = [*sorted(self.tls.directory.glob("*.key")), self.backup_key_path]
         return [self.env_path, self.acl_path, *keys]
 
-    def target(self, role: str, with_password: bool = True) -> Target:
-        """How to reach this bundle's Redis as `role`: TLS, its CA, the bundle client cert."""
+    def deployment(self, role: str, with_password: bool = True) -> Deployment:
+        """The bundle's Redis servers, each reached as `role`: TLS, its CA, the bundle client
+        cert. One standalone server today."""
         settings = self.settings
-        return Target(
+        redis = Target(
             "rediss",
             host=settings.host,
             port=settings.redis.tls_port,
@@ -106,6 +108,11 @@ class Bundle:
             tls_cert=self.tls.client_cert(),
             tls_key=self.tls.client_key(),
         )
+        return Deployment.standalone(redis)
+
+    def target(self, role: str, with_password: bool = True) -> Target:
+        """How to reach the bundle's primary as `role`."""
+        return self.deployment(role, with_password).primary().target
 
 
 def find_bundle(directory: Path | None, required: bool = True) -> Bundle | None:

@@ -2,10 +2,11 @@
 
 Every failure a user can cause or meet is a `RedkeepError` with a one-line message that says
 what went wrong, where, and what to do. The CLI prints that line and exits with its status;
-a traceback is shown only with `--debug`.
+a traceback is shown only with `--debug`. A failure talking to Redis also has a `kind`, set
+where it is raised: code branches on the kind, never on the words of the message.
 """
 
-from enum import IntEnum, unique
+from enum import Enum, IntEnum, unique
 
 
 @unique
@@ -17,15 +18,38 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130
 
 
+@unique
+class ErrorKind(Enum):
+    """What went wrong, for code to branch on (retry a login, pick a metric label)."""
+
+    AUTH = "auth"  # WRONGPASS, NOAUTH: the credentials
+    PERMISSION = "permission"  # NOPERM: logged in, but the user may not
+    TIMEOUT = "timeout"  # no connection or no answer in time
+    TLS = "tls"  # the handshake failed: trust, name, client certificate, version
+    REFUSED = "refused"  # nothing listens there
+    NOT_FOUND = "not found"  # no such host name or socket file
+    CLOSED = "closed"  # the server closed the connection
+    BROKEN = "broken"  # the connection failed midway (reset, broken pipe)
+    PROTOCOL = "protocol"  # the peer does not speak RESP, or answered out of turn
+    UNKNOWN_COMMAND = "unknown command"  # the server does not offer the command
+    COMMAND = "command"  # another error reply
+    OTHER = "other"
+
+
 class RedkeepError(Exception):
-    """A failure with a user-facing one-line message and an exit status."""
+    """A failure with a user-facing one-line message, an exit status and a kind."""
 
     status = ExitStatus.FAILURE
+    kind = ErrorKind.OTHER
 
-    def __init__(self, message: str, status: ExitStatus | None = None) -> None:
+    def __init__(
+        self, message: str, status: ExitStatus | None = None, kind: ErrorKind | None = None
+    ) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
+        if kind is not None:
+            self.kind = kind
 
     @property
     def message(self) -> str:

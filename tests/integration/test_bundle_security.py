@@ -12,7 +12,7 @@ import redis
 import yaml
 
 from redkeep.fsutil import mode_of
-from redkeep.tlsprobe import handshake
+from redkeep.redis.handshake import handshake
 from tests.integration.conftest import client_as, start_bundle, stop_bundle
 from tests.servers import require_binary, tls_lines
 

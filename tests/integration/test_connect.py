@@ -4,11 +4,12 @@ import datetime as dt
 
 import pytest
 
-from redkeep.connect import connect, explain_command_error
-from redkeep.endpoint import ConnectionOptions, resolve_target
 from redkeep.errors import ConnectError, ExitStatus, RedisCommandError
 from redkeep.pki import issue
 from redkeep.pki.files import TLSFiles, init_tls, load_ca, write_pair
+from redkeep.redis.client import connect
+from redkeep.redis.client import explain_failure as explain_command_error
+from redkeep.redis.target import ConnectionOptions, resolve_target
 from tests.servers import free_port, tls_lines
 
 NOW = dt.datetime.now(dt.UTC)

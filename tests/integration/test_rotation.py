@@ -13,8 +13,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redkeep.pki.inspect import load_certificate
+from redkeep.redis.handshake import handshake
 from redkeep.render.acl import password_hash
-from redkeep.tlsprobe import handshake
 from tests.conftest import run_redkeep
 from tests.integration.conftest import client_as
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redkeep.endpoint import ConnectionOptions, Target, mask_url, parse_url, resolve_target
 from redkeep.errors import UsageError
+from redkeep.redis.target import ConnectionOptions, Target, mask_url, parse_url, resolve_target
 
 
 def test_parse_rediss_url_with_user_password_and_db():

@@ -7,9 +7,9 @@ from redkeep.audit.checks import SEVERITIES
 from redkeep.audit.facts import gather
 from redkeep.audit.report import run_checks, unreachable_report
 from redkeep.bundle import Bundle
-from redkeep.endpoint import Target
 from redkeep.errors import ConnectError, RedkeepError, UsageError
 from redkeep.fsutil import atomic_write
+from redkeep.redis.target import Target
 
 ACCEPT_FILE = "audit-accept.txt"  # a bundle's accepted check ids, if it has any
 

@@ -40,8 +40,8 @@ from redkeep.backup.rdb import RdbValidator
 from redkeep.backup.replication import capture_rdb
 from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
-from redkeep.endpoint import Target
 from redkeep.errors import DamagedBackup, RedkeepError, StoreError
+from redkeep.redis.target import Target
 from redkeep.signals import interrupted_by_signals
 
 
@@ -207,7 +207,7 @@ def _store_aof(
 ) -> None:
     # redis-py (for CONFIG SET) is loaded only by AOF backups: RDB runs start faster without.
     from redkeep.backup import aof  # noqa: PLC0415
-    from redkeep.connect import session  # noqa: PLC0415
+    from redkeep.redis.client import session  # noqa: PLC0415
 
     name = _object_name("appendonlydir.tar", options, encryption)
     with session(target) as client:

@@ -11,8 +11,6 @@ import redis
 
 from redkeep.bundle import Bundle
 from redkeep.config.schema import Settings
-from redkeep.connect import explain_command_error
-from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
 from redkeep.pki import issue
@@ -25,9 +23,11 @@ from redkeep.pki.inspect import (
     load_private_key,
     verify_certificate,
 )
+from redkeep.redis.client import explain_failure
+from redkeep.redis.handshake import handshake
+from redkeep.redis.target import Target, parse_host_port
 from redkeep.stack import processes
 from redkeep.stack.processes import PROXY
-from redkeep.tlsprobe import handshake
 
 
 def init_certificates(files: TLSFiles, settings: Settings, force: bool, now: dt.datetime) -> None:
@@ -134,9 +134,8 @@ def tls_endpoints(bundle: Bundle, target: Target) -> list[Endpoint]:
     endpoints = [Endpoint("redis", target.host, target.port, target.host)]
     proxy = bundle.settings.proxy
     if proxy.enabled and proxy.tls and _same_file(bundle, proxy.tls_cert, bundle.tls.server_cert):
-        host, _, port = proxy.listen.rpartition(":")
-        host = LOOPBACK.get(host.strip("[]"), host.strip("[]"))
-        endpoints.append(Endpoint("proxy", host, int(port), bundle.settings.host))
+        host, port = parse_host_port(proxy.listen, "proxy.listen")
+        endpoints.append(Endpoint("proxy", LOOPBACK.get(host, host), port, bundle.settings.host))
     return endpoints
 
 
@@ -250,7 +249,7 @@ def _served_paths(client: redis.Redis, target: Target) -> tuple[str, str]:
     try:
         config = client.config_get("tls-cert-file", "tls-key-file")
     except redis.RedisError as error:
-        raise explain_command_error(error, target, "CONFIG GET") from None
+        raise explain_failure(error, target, "CONFIG GET") from None
     cert_path, key_path = config.get("tls-cert-file", ""), config.get("tls-key-file", "")
     if not cert_path or not key_path:
         raise RedkeepError(f"{target.where} serves no TLS certificate (tls-cert-file is empty)")
@@ -267,4 +266,4 @@ def _config_set(client: redis.Redis, target: Target, paths: tuple[str, str]) -> 
     try:
         client.execute_command("CONFIG", "SET", "tls-cert-file", paths[0], "tls-key-file", paths[1])
     except redis.RedisError as error:
-        raise explain_command_error(error, target, "CONFIG SET tls-cert-file") from None
+        raise explain_failure(error, target, "CONFIG SET tls-cert-file") from None

@@ -10,10 +10,10 @@ import redis
 from redkeep.actions.stack import bundle_services, listen_port
 from redkeep.backup.metrics import read_metrics
 from redkeep.bundle import Bundle
-from redkeep.connect import connect, session
-from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 from redkeep.pki.inspect import load_certificate
+from redkeep.redis.client import connect, session
+from redkeep.redis.target import Target
 from redkeep.stack import processes
 
 

@@ -30,9 +30,9 @@ from redkeep.backup.manifest import VERIFIED, Manifest, StoredObject, object_key
 from redkeep.backup.rdb import RdbValidator
 from redkeep.backup.stores import Store
 from redkeep.backup.transfer import copy_keys
-from redkeep.connect import client_for, explain_command_error, session
-from redkeep.endpoint import Target
 from redkeep.errors import DamagedBackup, RedkeepError, UsageError
+from redkeep.redis.client import client_for, explain_failure, session
+from redkeep.redis.target import Target
 
 SAMPLE = 100
 SAMPLE_MAX_BYTES = 16 << 20
@@ -379,7 +379,7 @@ def restore_to_server(
                 replace,
             )
     except redis.RedisError as error:
-        raise explain_command_error(error, target, "RESTORE") from None
+        raise explain_failure(error, target, "RESTORE") from None
     finally:
         drill.remove(workdir)
     result["restored"] = copied.keys
@@ -441,7 +441,7 @@ def _target_keyspace(target: Target) -> dict[str, dict[str, int]]:
         try:
             return drill.keyspace(client)
         except redis.RedisError as error:
-            raise explain_command_error(error, target, "INFO keyspace") from None
+            raise explain_failure(error, target, "INFO keyspace") from None
 
 
 def _target_factory(target: Target) -> Callable[[int], redis.Redis]:

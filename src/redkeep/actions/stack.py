@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redkeep.bundle import CONFIG_NAME, Bundle
-from redkeep.connect import connect
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
+from redkeep.redis.client import connect
+from redkeep.redis.target import parse_host_port
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.signals import interrupted_by_signals
 from redkeep.stack import processes, redis_server
@@ -279,7 +280,7 @@ def listen_port(bundle: Bundle, service: Service) -> int | None:
     """The port a helper serves on (None for the backup schedule)."""
     if service not in (EXPORTER, PROXY):
         return None
-    return int(_listen_setting(bundle, service).rpartition(":")[2])
+    return parse_host_port(_listen_setting(bundle, service))[1]
 
 
 @dataclass

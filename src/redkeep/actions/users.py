@@ -13,11 +13,11 @@ from typing import Any
 import redis
 
 from redkeep.bundle import Bundle
-from redkeep.connect import connect, explain_command_error
-from redkeep.endpoint import Target
 from redkeep.envfile import generate_password, update_env
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import SECRET_MODE
+from redkeep.redis.client import connect, explain_failure
+from redkeep.redis.target import Target
 from redkeep.render.acl import password_hash
 from redkeep.render.env import PASSWORD_KEYS, app_url
 
@@ -41,7 +41,7 @@ def get_user(client: redis.Redis, target: Target, name: str) -> dict[str, Any] |
     try:
         reply = client.execute_command("ACL", "GETUSER", name)
     except redis.RedisError as error:
-        raise explain_command_error(error, target, "ACL GETUSER") from None
+        raise explain_failure(error, target, "ACL GETUSER") from None
     if reply is None:
         return None
     if isinstance(reply, dict):  # RESP3
@@ -54,7 +54,7 @@ def list_users(client: redis.Redis, target: Target) -> list[UserInfo]:
     try:
         names = sorted(client.execute_command("ACL", "USERS"))
     except redis.RedisError as error:
-        raise explain_command_error(error, target, "ACL USERS") from None
+        raise explain_failure(error, target, "ACL USERS") from None
     users = []
     for name in names:
         info = get_user(client, target, name)
@@ -160,7 +160,7 @@ def _acl(client: redis.Redis, target: Target, label: str, *args: str) -> None:
     try:
         client.execute_command(*args)
     except redis.RedisError as error:
-        raise explain_command_error(error, target, label) from None
+        raise explain_failure(error, target, label) from None
 
 
 def _prove_login(target: Target, user: str, password: str) -> None:

@@ -19,11 +19,11 @@ from typing import Any
 import hiredis
 
 from redkeep.audit.aclrules import allows
-from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 from redkeep.exporter.info import parse_info
-from redkeep.rawconn import RawConnection
-from redkeep.tlsprobe import handshake
+from redkeep.redis.handshake import handshake
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import Target
 
 CONFIG_PARAMETERS = (
     "bind", "protected-mode", "port", "tls-port", "unixsocket", "unixsocketperm", "timeout",
@@ -324,10 +324,9 @@ def _probe_tls(target: Target, facts: Facts, timeout: float) -> None:
         ciphers="DEFAULT:@SECLEVEL=0",
         **common,
     )
-    error = old.error.lower()
     if old.ok:
         facts.values["old_tls"] = old.version
-    elif "alert" in error or "wrong version" in error or "unsupported protocol" in error:
+    elif old.refused:
         facts.values["old_tls"] = ""  # the server ended the handshake: refused
     else:  # e.g. this machine's OpenSSL cannot offer TLS 1.0/1.1 (NO_PROTOCOLS_AVAILABLE)
         facts.values["old_tls"] = Unavailable(

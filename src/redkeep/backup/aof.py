@@ -22,9 +22,9 @@ from typing import IO
 
 import redis
 
-from redkeep.connect import explain_command_error
-from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
+from redkeep.redis.client import explain_failure
+from redkeep.redis.target import Target
 
 REWRITE_SETTING = "auto-aof-rewrite-percentage"
 WORKDIR_PREFIX = ".redkeep-aof-"  # beside the AOF directory, to hard-link its files
@@ -69,7 +69,7 @@ def locate(client: redis.Redis, target: Target) -> AofLocation:
         persistence = client.info("persistence")
         config = client.config_get("dir", "appenddirname", "appendfilename")
     except redis.RedisError as error:
-        raise explain_command_error(error, target, "INFO/CONFIG GET") from None
+        raise explain_failure(error, target, "INFO/CONFIG GET") from None
     if not persistence.get("aof_enabled"):
         raise RedkeepError(f"{target.where} has appendonly off: there is no AOF to back up")
     if "appenddirname" not in config:
@@ -100,7 +100,7 @@ def rewrites_paused(client: redis.Redis, target: Target, record: IO) -> Iterator
         _write_record(record, previous)
         client.config_set(REWRITE_SETTING, 0)
     except redis.RedisError as error:
-        raise explain_command_error(error, target, f"CONFIG SET {REWRITE_SETTING}") from None
+        raise explain_failure(error, target, f"CONFIG SET {REWRITE_SETTING}") from None
     try:
         yield
     finally:

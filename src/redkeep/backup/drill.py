@@ -15,6 +15,8 @@ from pathlib import Path
 import redis
 
 from redkeep.errors import RedkeepError
+from redkeep.redis.client import client_for
+from redkeep.redis.target import Target
 from redkeep.stack import redis_server
 
 LOAD_TIMEOUT = 600.0
@@ -27,7 +29,7 @@ class Drill:
         self.socket_path = socket_path
 
     def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket_path), db=db)
+        return _client(self.socket_path, db)
 
 
 @contextlib.contextmanager
@@ -57,7 +59,7 @@ def scratch_server(
     process = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077
     )
-    client = redis.Redis(unix_socket_path=str(socket_path))
+    client = _client(socket_path)
     try:
         _wait_loaded(client, process, data / "redis.log")
         yield Drill(socket_path)
@@ -69,6 +71,12 @@ def scratch_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _client(socket_path: Path, db: int = 0) -> redis.Redis:
+    """Raw bytes (DUMP payloads); a reply may take as long as loading does."""
+    target = Target("unix", socket_path=str(socket_path), db=db, timeout=LOAD_TIMEOUT)
+    return client_for(target, decode_responses=False)
 
 
 def _wait_loaded(client: redis.Redis, process: subprocess.Popen, log: Path) -> None:

@@ -12,11 +12,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redkeep.backup.rdb import RdbError
-from redkeep.endpoint import Target
-from redkeep.errors import RedisCommandError
-from redkeep.rawconn import RawConnection
+from redkeep.errors import ErrorKind, RedisCommandError
+from redkeep.redis.explain import Hints
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import Target
 
 EOF_MARK_LENGTH = 40
+# What a backup adds to a failure of its connection: the rights a backup needs...
+BACKUP_HINTS: Hints = {
+    ErrorKind.PERMISSION: "; a backup needs +info +replconf +psync (the bundle's backup user "
+    "has them)",
+    ErrorKind.UNKNOWN_COMMAND: "; replication capture is not possible there",
+    ErrorKind.CLOSED: ", before the snapshot was complete",
+}
+# ...and, while the server prepares the snapshot, what to do when it is slow to start sending.
+CAPTURE_HINTS: Hints = {
+    **BACKUP_HINTS,
+    ErrorKind.TIMEOUT: "; raise --idle-timeout if the server is slow to fork",
+}
 
 
 @dataclass(frozen=True)
@@ -32,8 +45,7 @@ def capture_rdb(
     target: Target, write: Callable[[bytes], None], idle_timeout: float = 60.0
 ) -> Capture:
     """Stream a fresh RDB snapshot of `target` into `write`, chunk by chunk."""
-    stream = RawConnection(target, idle_timeout)
-    stream.idle_hint = "; raise --idle-timeout if the server is slow to fork"
+    stream = RawConnection(target, idle_timeout, hints=CAPTURE_HINTS)
     try:
         stream.login()
         stream.command("REPLCONF", "capa", "eof")
@@ -60,7 +72,7 @@ def capture_rdb(
 
 def _fullresync(stream: RawConnection, line: str) -> tuple[str, int]:
     if line.startswith("-"):
-        raise stream._error(line[1:], ("PSYNC",))
+        raise stream.reply_error(line[1:], ("PSYNC",))
     parts = line.split()
     if len(parts) == 3 and parts[0] == "+FULLRESYNC" and parts[2].isdigit():
         return parts[1], int(parts[2])

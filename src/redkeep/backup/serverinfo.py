@@ -2,13 +2,14 @@
 
 from typing import Any
 
-from redkeep.endpoint import Target
-from redkeep.rawconn import RawConnection
+from redkeep.backup.replication import BACKUP_HINTS
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import Target
 
 
 def read_info(target: Target, timeout: float = 30.0) -> dict[str, Any]:
     """`INFO all` of `target` as a dict (numbers as numbers; dbN as {keys, expires, ...})."""
-    connection = RawConnection(target, timeout)
+    connection = RawConnection(target, timeout, hints=BACKUP_HINTS)
     try:
         connection.login()
         return parse_info(connection.bulk("INFO", "all"))

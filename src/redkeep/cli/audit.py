@@ -17,8 +17,8 @@ from redkeep.app import Application
 from redkeep.audit.checks import CHECKS, SEVERITIES
 from redkeep.audit.report import failed, fix_hints, sarif
 from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
-from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus, UsageError
+from redkeep.redis.target import ConnectionOptions
 
 
 @click.command()

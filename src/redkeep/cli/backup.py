@@ -24,8 +24,8 @@ from redkeep.backup.stores import Store, open_store
 from redkeep.bundle import Bundle
 from redkeep.cli.options import connection_options, dir_option, json_option, load_bundle, target_for
 from redkeep.config.defaults import StandaloneBackup
-from redkeep.endpoint import ConnectionOptions, Target, resolve_target
 from redkeep.errors import ExitStatus, RedkeepError, StoreError, UsageError
+from redkeep.redis.target import ConnectionOptions, Target, resolve_target
 
 if TYPE_CHECKING:
     from redkeep.config.schema import BackupSettings

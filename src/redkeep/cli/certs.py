@@ -15,10 +15,10 @@ from redkeep.cli.options import (
     target_for,
 )
 from redkeep.config.load import load_settings
-from redkeep.connect import session
-from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.files import TLSFiles, issue_client
+from redkeep.redis.client import session
+from redkeep.redis.target import ConnectionOptions
 
 PathArg = click.Path(path_type=Path)
 

@@ -9,8 +9,8 @@ from redkeep.app import Application
 from redkeep.cli.options import dir_option, json_option, load_bundle
 from redkeep.config.load import load_settings
 from redkeep.config.sample import render_sample
-from redkeep.endpoint import mask_url
 from redkeep.envfile import read_env
+from redkeep.redis.target import mask_url
 
 REDACTED = "********"
 

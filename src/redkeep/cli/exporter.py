@@ -14,7 +14,6 @@ from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
 from redkeep.config.defaults import StandaloneExporter
-from redkeep.endpoint import ConnectionOptions, Target, resolve_target
 from redkeep.errors import ConfigError, UsageError
 from redkeep.exporter import posture
 from redkeep.exporter.background import Background
@@ -22,7 +21,8 @@ from redkeep.exporter.checks import CheckRunner
 from redkeep.exporter.http import Endpoint, Limits, make_server
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import allowed_targets
-from redkeep.rawconn import RawConnection
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import ConnectionOptions, Target, parse_host_port, resolve_target
 
 if TYPE_CHECKING:
     from redkeep.config.schema import CheckSettings, ExporterSettings
@@ -81,7 +81,7 @@ def exporter(
         basic_auth=_basic_auth(settings, env),
         tls=bool(settings.tls_cert_file),
     )
-    host, port = _listen(listen or settings.listen)
+    host, port = parse_host_port(listen or settings.listen, "--listen", "127.0.0.1:9121")
     tls_files = _tls_files(settings, base)
     limits = Limits(
         header_timeout=settings.http_header_timeout_seconds,
@@ -191,13 +191,6 @@ def _basic_auth(
             "(environment or .env)"
         )
     return settings.basic_auth_user, password
-
-
-def _listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen {value}: expected HOST:PORT, e.g. 127.0.0.1:9121")
-    return host, int(port)
 
 
 def _tls_files(

@@ -13,8 +13,8 @@ from redkeep.cli.options import (
     load_bundle,
     target_for,
 )
-from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus
+from redkeep.redis.target import ConnectionOptions
 
 
 @click.command()

@@ -9,8 +9,8 @@ import click
 
 from redkeep.app import Application
 from redkeep.bundle import Bundle, find_bundle
-from redkeep.endpoint import ConnectionOptions, Target, resolve_target
 from redkeep.fsutil import mode_of, too_open
+from redkeep.redis.target import ConnectionOptions, Target, resolve_target
 from redkeep.render.env import PASSWORD_KEYS
 
 PathType = click.Path(path_type=Path)

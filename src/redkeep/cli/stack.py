@@ -14,8 +14,8 @@ from redkeep.actions.stack import UpReport, bring_down, bring_up, run_foreground
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.cli.options import connection_options, json_option, load_bundle, target_for
-from redkeep.endpoint import ConnectionOptions
 from redkeep.errors import ExitStatus, UsageError
+from redkeep.redis.target import ConnectionOptions
 from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS
 
 

@@ -13,8 +13,8 @@ from redkeep.cli.options import (
     load_bundle,
     target_for,
 )
-from redkeep.connect import session
-from redkeep.endpoint import ConnectionOptions
+from redkeep.redis.client import session
+from redkeep.redis.target import ConnectionOptions
 
 
 @click.group(name="users")

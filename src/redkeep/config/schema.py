@@ -10,9 +10,19 @@ import re
 import socket
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from redkeep.config import defaults
+from redkeep.errors import UsageError
+from redkeep.redis.target import parse_host_port
 
 MEMORY_SIZE = re.compile(r"\d+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
 KEY_PATTERN = re.compile(r"(~|%R~|%W~|%RW~)\S*|allkeys|resetkeys")
@@ -36,6 +46,17 @@ def _number_as_text(value: object) -> object:
 
 
 Size = Annotated[str, BeforeValidator(_number_as_text)]
+
+
+def _host_port(value: str) -> str:
+    try:
+        parse_host_port(value)
+    except UsageError as error:
+        raise ValueError(error.message) from None
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 def default_server_names() -> list[str]:
@@ -403,9 +424,8 @@ class ProfileSettings(Section):
 
 
 class ExporterSettings(Section):
-    listen: str = Field(
+    listen: HostPort = Field(
         defaults.EXPORTER_LISTEN,
-        pattern=r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$",
         description="HOST:PORT the exporter listens on (localhost by default).",
     )
     checks: list[CheckSettings] = Field(
@@ -473,7 +493,6 @@ class ExporterSettings(Section):
         return self
 
 
-HOST_PORT = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$"
 # What an application never needs and an attacker wants: wiping or scanning the data, changing
 # the server, replication (REPLICAOF to a server of the attacker's makes Redis run whatever it
 # streams, FLUSHALL and CONFIG SET included), persistence, moving data away, watching other
@@ -509,12 +528,9 @@ DEFAULT_DENIED_COMMANDS = [
 
 class ProxySettings(Section):
     enabled: bool = Field(True, description="`redkeep up` starts the proxy in front of Redis.")
-    listen: str = Field(
-        "127.0.0.1:6381", pattern=HOST_PORT, description="HOST:PORT clients connect to."
-    )
-    upstream: str | None = Field(
+    listen: HostPort = Field("127.0.0.1:6381", description="HOST:PORT clients connect to.")
+    upstream: HostPort | None = Field(
         None,
-        pattern=HOST_PORT,
         description="HOST:PORT of Redis (default: this bundle's redis-server on its TLS port).",
     )
     allow: list[str] = Field(
@@ -586,8 +602,8 @@ class ProxySettings(Section):
         description="JSON access log, one line per connection ('-': standard output; null: off).",
     )
     log_denied_commands: bool = Field(True, description="Also log one line per denied command.")
-    metrics_listen: str | None = Field(
-        "127.0.0.1:9122", pattern=HOST_PORT, description="HOST:PORT of /metrics (null: off)."
+    metrics_listen: HostPort | None = Field(
+        "127.0.0.1:9122", description="HOST:PORT of /metrics (null: off)."
     )
 
     @field_validator("allow", "deny")

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from redkeep.errors import RedkeepError
+from redkeep.errors import ErrorKind, RedkeepError
 from redkeep.exporter.collectors import text
 from redkeep.exporter.exposition import Family
 from redkeep.exporter.info import number
-from redkeep.rawconn import RawConnection
+from redkeep.redis.raw import RawConnection
 
 if TYPE_CHECKING:
     from redkeep.config.schema import CheckSettings
@@ -50,9 +50,7 @@ class ScanState:
 class CheckRefused(RedkeepError):
     """Redis refused one check's command (NOPERM, WRONGTYPE, a script error): not the connection."""
 
-    def __init__(self, message: str, noperm: bool = False) -> None:
-        super().__init__(message)
-        self.noperm = noperm
+    kind = ErrorKind.COMMAND
 
 
 RETRY_REFUSED = 600.0  # seconds before a check refused with NOPERM is tried again
@@ -110,7 +108,7 @@ class CheckRunner:
             try:
                 values = self._run(check, deadline)
             except CheckRefused as error:
-                self._failed(check, now, error.message, error.noperm)
+                self._failed(check, now, error.message, error.kind is ErrorKind.PERMISSION)
                 continue
             except RedkeepError as error:  # the connection: every other check would fail too
                 self._drop_connection()
@@ -168,7 +166,8 @@ class CheckRunner:
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
-                raise CheckRefused(message, noperm=message.startswith("NOPERM"))
+                noperm = message.startswith("NOPERM")  # the reply's code
+                raise CheckRefused(message, kind=ErrorKind.PERMISSION if noperm else None)
         return replies[1:]
 
     def _run(self, check: CheckSettings, deadline: float):

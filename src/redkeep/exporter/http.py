@@ -37,10 +37,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from redkeep import __version__
 from redkeep.config import defaults
-from redkeep.endpoint import Target
 from redkeep.exporter.exposition import CONTENT_TYPE
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import key_of, lookup
+from redkeep.redis.target import Target
 
 LOG = logging.getLogger("redkeep.exporter")
 DEFAULT_TIMEOUT = 10.0
@@ -463,8 +463,7 @@ def make_server(
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.minimum_version = ssl.TLSVersion.TLSv1_2
         tls.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
-    family_host = host.strip("[]")
-    sock = socket.create_server((family_host, port), family=_family(family_host), backlog=128)
+    sock = socket.create_server((host, port), family=_family(host), backlog=128)
     return ExporterServer(endpoint, sock, tls, limits)
 
 

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redkeep.endpoint import Target
 from redkeep.errors import RedkeepError
 from redkeep.exporter.collectors import Collector, State, text
 from redkeep.exporter.exposition import Family, gauge
-from redkeep.rawconn import RawConnection
-from redkeep.tls import client_context
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import Target
+from redkeep.redis.tls import client_context
 
 
 def acl_log_commands(state: State) -> list[tuple[str, ...]]:

@@ -18,12 +18,12 @@ from pathlib import Path
 import hiredis
 
 from redkeep import __version__
-from redkeep.endpoint import Target
-from redkeep.errors import ConnectError, RedkeepError, StreamError
+from redkeep.errors import ConnectError, ErrorKind, RedkeepError, StreamError
 from redkeep.exporter import collectors, posture
 from redkeep.exporter.collectors import Collector, State
 from redkeep.exporter.exposition import Family, counter, gauge, render
-from redkeep.rawconn import RawConnection
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import Target
 
 AUDIT_METRICS = "redkeep_audit.prom"
 LOG = logging.getLogger("redkeep.exporter")
@@ -102,7 +102,7 @@ class Scraper:
                 break
             except Exception as failure:  # noqa: BLE001 - any failure: the connection is suspect
                 self._drop()
-                error = _category(failure.message if isinstance(failure, RedkeepError) else "")
+                error = _category(failure)
                 if not isinstance(failure, RedkeepError):
                     LOG.warning("scrape failed unexpectedly: %r", failure)
                 # A kept connection may have died quietly (server restart, CLIENT KILL, idle
@@ -143,7 +143,7 @@ class Scraper:
             families += self._round(connection, ROUND_TWO, deadline)
         except RedkeepError as error:  # a partial answer: Redis is up, but slow
             self._drop()
-            return families, _category(error.message)
+            return families, _category(error)
         return families, ""
 
     def _report(self, error: str) -> None:
@@ -161,7 +161,7 @@ class Scraper:
             try:
                 connection = self._open(deadline)
             except ConnectError as error:
-                if _category(error.message) != "auth" or self.refresh is None:
+                if error.kind is not ErrorKind.AUTH or self.refresh is None:
                     raise
                 fresh = self.refresh()
                 if fresh.password == self.target.password:
@@ -176,7 +176,7 @@ class Scraper:
     def _open(self, deadline: float) -> RawConnection:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise StreamError(f"{self.target.where} did not answer in time")
+            raise StreamError(f"{self.target.where} did not answer in time", kind=ErrorKind.TIMEOUT)
         connection = RawConnection(self.target, self.target.timeout, min(remaining, 30.0))
         try:
             connection.login(max(0.05, deadline - time.monotonic()))
@@ -293,20 +293,18 @@ class Scraper:
         ]
 
 
-def _category(message: str) -> str:
+# The values of redis_exporter_last_scrape_error's `err` label: a few, never a raw message.
+ERROR_LABELS = {
+    ErrorKind.AUTH: "auth",
+    ErrorKind.TIMEOUT: "timeout",
+    ErrorKind.PROTOCOL: "protocol",
+    ErrorKind.REFUSED: "connection refused",
+    ErrorKind.TLS: "tls",
+    ErrorKind.CLOSED: "connection closed",
+}
+
+
+def _category(failure: BaseException) -> str:
     """A short, bounded description of a failure, fit for a label value."""
-    lowered = message.lower()
-    for needle, category in (
-        ("wrongpass", "auth"),
-        ("noauth", "auth"),
-        ("in time", "timeout"),
-        ("sent nothing", "timeout"),
-        ("redis protocol", "protocol"),
-        ("timed out", "timeout"),
-        ("refused", "connection refused"),
-        ("tls", "tls"),
-        ("closed", "connection closed"),
-    ):
-        if needle in lowered:
-            return category
-    return "error"
+    kind = failure.kind if isinstance(failure, RedkeepError) else ErrorKind.OTHER
+    return ERROR_LABELS.get(kind, "error")

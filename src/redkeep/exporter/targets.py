@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redkeep.endpoint import Target, parse_url
 from redkeep.errors import UsageError
+from redkeep.redis.target import Target, parse_url
 
 if TYPE_CHECKING:
     from redkeep.config.schema import ExporterSettings

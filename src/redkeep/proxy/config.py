@@ -11,6 +11,9 @@ from typing import Any
 from redkeep.config.schema import ProxySettings, Settings, TLSSettings
 from redkeep.errors import UsageError
 from redkeep.proxy.policy import Policy, networks, parse_commands
+from redkeep.redis.target import parse_host_port
+
+EXAMPLE = "127.0.0.1:6381"  # for a HOST:PORT error
 
 
 @dataclass(frozen=True)
@@ -45,15 +48,6 @@ class ProxyConfig:
     metrics_listen: tuple[str, int] | None
 
 
-def host_port(value: str, what: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[v6]:PORT' as (host, port); a clear error otherwise."""
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{what} {value}: expected HOST:PORT, e.g. 127.0.0.1:6381")
-    return host, int(port)
-
-
 def effective_settings(base: ProxySettings, overrides: dict[str, Any]) -> ProxySettings:
     """The proxy section with the flags that were given applied (validated like the file)."""
     given = {key: value for key, value in overrides.items() if value not in (None, (), [])}
@@ -78,7 +72,7 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
     tls_dir = root / "tls" if root is not None else None
     in_bundle = settings is not None and tls_dir is not None
     if proxy.upstream:
-        upstream = host_port(proxy.upstream, "--upstream")
+        upstream = parse_host_port(proxy.upstream, "--upstream", EXAMPLE)
     elif settings is not None:
         upstream = ("127.0.0.1", settings.redis.tls_port)
     else:
@@ -138,7 +132,7 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
     elif proxy.access_log:
         access_log = path(proxy.access_log, None)
     return ProxyConfig(
-        listen=host_port(proxy.listen, "--listen"),
+        listen=parse_host_port(proxy.listen, "--listen", EXAMPLE),
         upstream=upstream,
         policy=policy,
         client_tls=client_tls,
@@ -146,7 +140,7 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
         connect_timeout=proxy.connect_timeout,
         handshake_timeout=proxy.handshake_timeout,
         access_log=access_log,
-        metrics_listen=host_port(proxy.metrics_listen, "--metrics-listen")
+        metrics_listen=parse_host_port(proxy.metrics_listen, "--metrics-listen", EXAMPLE)
         if proxy.metrics_listen
         else None,
     )

@@ -3,7 +3,7 @@
 import ssl
 
 from redkeep.proxy.config import ClientTLS, UpstreamTLS
-from redkeep.tls import client_context
+from redkeep.redis.tls import client_context
 
 VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 VERIFY = {"yes": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "no": ssl.CERT_NONE}

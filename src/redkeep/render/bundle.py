@@ -12,6 +12,7 @@ from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE
 from redkeep.monitoring.dashboard import render_dashboard
 from redkeep.monitoring.rules import render_rules
 from redkeep.proxy.config import build_config
+from redkeep.redis.target import parse_host_port
 from redkeep.render import templates
 from redkeep.render.acl import render_acl
 from redkeep.render.env import ENV_HEADER, EXAMPLE_HEADER, env_values, example_values
@@ -52,7 +53,7 @@ def render_compose(settings: Settings, uid: int, gid: int) -> str:
             uid=uid,
             gid=gid,
             backup_minutes=settings.backup.interval_minutes or 1440,
-            proxy={"port": int(settings.proxy.listen.rpartition(":")[2])},
+            proxy={"port": parse_host_port(settings.proxy.listen)[1]},
         )
     )
 

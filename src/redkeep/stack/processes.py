@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redkeep.errors import RedkeepError
+from redkeep.redis.target import parse_host_port
 
 LISTEN_STATE = "0A"  # TCP_LISTEN in /proc/net/tcp
 
@@ -217,13 +218,12 @@ def listening_ports(pid: int) -> set[int]:
 
 def ensure_free(listen: str, setting: str, what: str) -> None:
     """Raise RedkeepError if HOST:PORT `listen` cannot be bound (someone else holds it)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = parse_host_port(listen, setting)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the service will
         try:
-            probe.bind((host, int(port)))
+            probe.bind((host, port))
         except OSError as error:
             raise RedkeepError(
                 f"{what} cannot listen on {listen}: {error.strerror}; stop what holds "

@@ -14,9 +14,9 @@ import yaml
 
 from redkeep.actions.audit import write_metrics as write_audit_metrics
 from redkeep.audit.checks import SEVERITIES
-from redkeep.endpoint import Target
 from redkeep.exporter.collectors import State, info_parse
 from redkeep.exporter.scrape import Scraper
+from redkeep.redis.target import Target
 from tests.conftest import run_redkeep
 from tests.integration.conftest import start_bundle, stop_bundle
 from tests.integration.exporter.conftest import FreezableProxy, parse, value

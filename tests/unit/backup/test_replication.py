@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from redkeep.backup.rdb import RdbError, check_rdb_bytes, crc64
 from redkeep.backup.replication import _read_until_mark, capture_rdb
-from redkeep.endpoint import Target
 from redkeep.errors import RedisCommandError, StreamError
+from redkeep.redis.target import Target
 
 MARK = b"0123456789abcdef0123456789abcdef01234567"
 

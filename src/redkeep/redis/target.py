@@ -1,23 +1,20 @@
-"""Where Redis is and how to log in: URLs, options, environment and bundle defaults -> Target.
+"""Where a Redis server is and how to log in: URLs, HOST:PORT, options, environment -> Target.
 
 Sources, first match wins: `--url`, else `REDIS_URL`, else the bundle's URL for the command's
 role. The password comes from the URL, else `--password-file`, else the bundle's `.env` (for
 a user it knows), else `REDIS_PASSWORD`. TLS files come from the options, else from the
 bundle. Secrets are never part of a message: URLs are shown with the password masked.
-Also here: one-line explanations of socket and TLS failures. No redis-py: raw-socket code
-(backup capture) uses this without loading a client library.
+Standard library only: the proxy, the exporter and the config schema import this.
 """
 
 import dataclasses
-import errno
-import socket
-import ssl
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
-from redkeep.errors import ConnectError, UsageError
+from redkeep.errors import UsageError
 
 SCHEMES = ("redis", "rediss", "unix")
 
@@ -244,106 +241,22 @@ def read_password_file(path: Path) -> str:
     return password
 
 
-def _timeout(target: Target) -> ConnectError:
-    # A plaintext server reads a TLS ClientHello as a command and waits for the rest.
-    hint = "; if it is a plaintext port, use redis://" if target.tls else ""
-    return ConnectError(
-        f"cannot connect to {target.where}: timed out after {target.timeout:g}s{hint}"
-    )
+# A name or IPv4 address, or an IPv6 address in brackets; then the port.
+HOST_PORT = re.compile(
+    r"(?:\[(?P<ipv6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})"
+)
 
 
-def _verify_message(error: ssl.SSLCertVerificationError, target: Target) -> str:
-    reason = error.verify_message or error.reason or "verification failed"
-    where = target.where
-    if "Hostname mismatch" in reason or "IP address mismatch" in reason:
-        return (
-            f"TLS handshake with {where} failed: the server certificate is not valid for "
-            f"'{target.host}'; connect with a name it lists (see `redkeep certs show`)"
+def parse_host_port(value: str, what: str = "", example: str = "127.0.0.1:6379") -> tuple[str, int]:
+    """'HOST:PORT' or '[IPv6]:PORT' as (host, port); raise UsageError in one line otherwise.
+
+    `what` names the setting or flag in the message ("--listen"); `example` shows a good value.
+    """
+    match = HOST_PORT.fullmatch(value)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        setting = f"{what} " if what else ""
+        raise UsageError(
+            f"{setting}'{value}' is not HOST:PORT (an IPv6 address in brackets, a port from 1 "
+            f"to 65535), e.g. {example}"
         )
-    if "expired" in reason:
-        return f"TLS handshake with {where} failed: the server certificate has expired"
-    return (
-        f"TLS handshake with {where} failed: server certificate not trusted ({reason}); "
-        "pass the CA that signed it with --tls-ca"
-    )
-
-
-TLS_REASONS = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate; "
-    "pass --tls-cert and --tls-key",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the server rejected the handshake (a client certificate "
-    "is required, or no cipher in common)",
-    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust our client certificate (unknown CA); "
-    "use one issued by its CA (`redkeep certs issue`)",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected our client certificate",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server says our client certificate has expired",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common (protocol version refused)",
-    "UNSUPPORTED_PROTOCOL": "no TLS version in common (protocol version refused)",
-    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common (protocol version refused)",
-    "WRONG_VERSION_NUMBER": "the server does not speak TLS there; for a plaintext port use redis://",
-    "PEM_LIB": "cannot read the client certificate or key (not PEM?)",
-    "KEY_VALUES_MISMATCH": "the client key does not match the client certificate",
-}
-
-
-def _tls_eof_reason(target: Target) -> str:
-    # With TLS 1.3 the server's refusal of a client can arrive as a bare EOF instead of an alert.
-    if target.tls_cert is None:
-        return (
-            "the server closed the session at once; it requires a client certificate: "
-            "pass --tls-cert and --tls-key"
-        )
-    return "the server closed the session at once; it rejected our client certificate"
-
-
-def _tls_reason(error: ssl.SSLError) -> str:
-    reason = error.reason or ""
-    return TLS_REASONS.get(reason, first_line(str(error)))
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _is_errno(error: BaseException, number: int) -> bool:
-    return any(isinstance(cause, OSError) and cause.errno == number for cause in _chain(error))
-
-
-def first_line(text: str) -> str:
-    """The first line of `text`, for one-line messages."""
-    return text.strip().splitlines()[0] if text.strip() else "unknown error"
-
-
-def explain_os_error(error: BaseException, target: Target) -> ConnectError:
-    """Turn a socket or TLS failure (anywhere in the exception chain) into a one-line error."""
-    where = target.where
-    for cause in _chain(error):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return ConnectError(_verify_message(cause, target))
-        if isinstance(cause, ssl.SSLEOFError):
-            return ConnectError(f"TLS handshake with {where} failed: {_tls_eof_reason(target)}")
-        if isinstance(cause, ssl.SSLError):
-            return ConnectError(f"TLS handshake with {where} failed: {_tls_reason(cause)}")
-        if isinstance(cause, ConnectionRefusedError):
-            return ConnectError(
-                f"cannot connect to {where}: connection refused; is Redis running and "
-                "listening on that port?"
-            )
-        if isinstance(cause, socket.gaierror):
-            return ConnectError(f"cannot connect to {where}: host name not found")
-        if isinstance(cause, FileNotFoundError) and target.scheme == "unix":
-            return ConnectError(f"cannot connect to {where}: no such socket")
-        if isinstance(cause, TimeoutError | socket.timeout):
-            return _timeout(target)
-    text = str(error)
-    if "closed by server" in text or "reset by peer" in text or _is_errno(error, errno.ECONNRESET):
-        hint = "" if target.tls else "; if it is a TLS port, use rediss://"
-        return ConnectError(f"{where} closed the connection before answering{hint}")
-    if "Timeout" in text:
-        return _timeout(target)
-    return ConnectError(f"cannot connect to {where}: {first_line(text)}")
+    return match["ipv6"] or match["host"], int(match["port"])

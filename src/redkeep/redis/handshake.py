@@ -2,6 +2,7 @@
 
 Used to prove a rotated certificate is live, and to test which protocol versions a server
 accepts. Apart from one unauthenticated PING (see `_await_refusal`), no command is sent.
+The context is the one every path uses (`tls.client_context`).
 """
 
 import socket
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from redkeep.tls import client_context
+from redkeep.redis.tls import client_context
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Handshake:
     version: str = ""
     certificate: x509.Certificate | None = None
     error: str = ""
+    refused: bool = False  # the server ended the handshake: an alert, or the wrong version
 
 
 def handshake(
@@ -61,8 +63,15 @@ def handshake(
             peer = x509.load_der_x509_certificate(der) if der else None
             return Handshake(True, version=version, certificate=peer)
     except (OSError, ssl.SSLError) as error:
-        reason = getattr(error, "reason", None) or str(error)
-        return Handshake(False, error=str(reason))
+        reason = str(getattr(error, "reason", None) or error)
+        return Handshake(False, error=reason, refused=_refused(reason))
+
+
+def _refused(reason: str) -> bool:
+    """Did the server say no (OpenSSL's reason for an alert or a version it will not speak),
+    rather than the handshake not happening at all?"""
+    reason = reason.lower()
+    return "alert" in reason or "wrong version" in reason or "unsupported protocol" in reason
 
 
 def _await_refusal(tls: ssl.SSLSocket) -> None:

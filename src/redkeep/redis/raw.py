@@ -1,34 +1,43 @@
 """A raw connection to Redis: AUTH, pipelined commands, and the replication byte stream.
 
-Backups and the exporter speak to Redis without redis-py: the replication stream is raw bytes
-anyway, and the exporter sends a scrape's commands in one round trip and reads the replies
-with hiredis under a deadline. `redkeep backup run` also starts faster without redis-py.
+Backups, the audit and the exporter speak to Redis without redis-py: the replication stream is
+raw bytes anyway, and the exporter sends a scrape's commands in one round trip and reads the
+replies with hiredis under a deadline. `redkeep backup run` also starts faster without redis-py.
+Failures are explained by `explain.py`, with the caller's `hints` for what its commands need.
 """
 
 import functools
 import socket
+import ssl
 import time
 
 import hiredis
 
-from redkeep.endpoint import Target, explain_os_error, first_line
-from redkeep.errors import ConnectError, RedisCommandError, StreamError
-from redkeep.tls import client_context
+from redkeep.errors import ErrorKind, RedisCommandError, RedkeepError, StreamError
+from redkeep.redis.explain import NO_HINTS, ErrorReply, Hints, explain
+from redkeep.redis.target import Target
+from redkeep.redis.tls import context_for
 
 CHUNK = 1 << 20
 
 
 class RawConnection:
-    """A connection to Redis speaking just enough RESP for AUTH, INFO and replication."""
+    """A connection to Redis speaking just enough RESP for AUTH, INFO and replication.
 
-    # Said when the server goes quiet; the backup sets a hint about its --idle-timeout.
-    idle_hint = ""
+    `hints` are appended to failures met once connected (error replies, a server gone quiet
+    or closed midway), by kind: the caller knows what its commands need.
+    """
 
     def __init__(
-        self, target: Target, idle_timeout: float, connect_timeout: float | None = None
+        self,
+        target: Target,
+        idle_timeout: float,
+        connect_timeout: float | None = None,
+        hints: Hints = NO_HINTS,
     ) -> None:
         self.target = target
         self.idle_timeout = idle_timeout
+        self.hints = hints
         self._buffer = bytearray()
         self._received = 0
         self.sock = self._open(connect_timeout or target.timeout)
@@ -36,6 +45,7 @@ class RawConnection:
     def _open(self, timeout: float) -> socket.socket:
         """Connect and, for rediss://, handshake: both within `timeout`."""
         target = self.target
+        context = context_for(target) if target.tls else None  # a bad file: before connecting
         try:
             if target.scheme == "unix":
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -43,11 +53,10 @@ class RawConnection:
                 sock.connect(target.socket_path)
             else:
                 sock = socket.create_connection((target.host, target.port), timeout=timeout)
-            if target.tls:
-                context = client_context(target.tls_ca, target.tls_cert, target.tls_key)
+            if context is not None:
                 sock = context.wrap_socket(sock, server_hostname=target.host)
         except OSError as error:
-            raise explain_os_error(error, target) from None
+            raise explain(error, target) from None
         sock.settimeout(self.idle_timeout)
         return sock
 
@@ -65,33 +74,37 @@ class RawConnection:
         if self._buffer:  # anything read past the last line-based reply
             reader.feed(bytes(self._buffer))
             self._buffer.clear()
+        where = self.target.where
         try:
             self.sock.sendall(b"".join([_encode_cached(command) for command in commands]))
         except OSError as error:
-            raise StreamError(f"connection to {self.target.where} failed: {error}") from None
+            raise self._broken(f"connection to {where} failed: {error}", error) from None
         replies: list = []
         while len(replies) < len(commands):
             try:
                 reply = reader.gets()
             except hiredis.ProtocolError:
                 raise StreamError(
-                    f"{self.target.where} does not speak the Redis protocol"
+                    f"{where} does not speak the Redis protocol", kind=ErrorKind.PROTOCOL
                 ) from None
             if reply is not False:
                 replies.append(reply)
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise StreamError(f"{self.target.where} did not answer in time")
+                raise StreamError(f"{where} did not answer in time", kind=ErrorKind.TIMEOUT)
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(CHUNK)
             except TimeoutError:
-                raise StreamError(f"{self.target.where} did not answer in time") from None
+                raise StreamError(
+                    f"{where} did not answer in time", kind=ErrorKind.TIMEOUT
+                ) from None
             except OSError as error:
-                raise StreamError(f"connection to {self.target.where} failed: {error}") from None
+                raise self._broken(f"connection to {where} failed: {error}", error) from None
             if not data:
-                raise StreamError(f"{self.target.where} closed the connection")
+                raise StreamError(f"{where} closed the connection", kind=ErrorKind.CLOSED)
+            self._received += len(data)
             reader.feed(data)
         return replies
 
@@ -111,9 +124,12 @@ class RawConnection:
         self.send(*args)
         line = self.read_line()
         if line.startswith("-"):
-            raise self._error(line[1:], args)
+            raise self.reply_error(line[1:], args)
         if not line.startswith("$") or not line[1:].lstrip("-").isdigit():
-            raise RedisCommandError(f"{self.target.where} answered {args[0]} with {line[:40]!r}")
+            raise RedisCommandError(
+                f"{self.target.where} answered {args[0]} with {line[:40]!r}",
+                kind=ErrorKind.PROTOCOL,
+            )
         length = int(line[1:])
         while len(self._buffer) < length + 2:
             self._fill()
@@ -122,55 +138,52 @@ class RawConnection:
         return data.decode(errors="replace")
 
     def send(self, *args: str) -> None:
-        self.sock.sendall(_encode(args))
+        try:
+            self.sock.sendall(_encode(args))
+        except OSError as error:
+            where = self.target.where
+            raise self._broken(f"connection to {where} failed: {error}", error) from None
 
     def command(self, *args: str) -> str:
         """Send a command and return its status reply; raise on an error reply."""
         self.send(*args)
         line = self.read_line()
         if line.startswith("-"):
-            raise self._error(line[1:], args)
+            raise self.reply_error(line[1:], args)
         return line[1:]
 
-    def _error(self, message: str, args: tuple[str, ...]) -> Exception:
+    def reply_error(self, line: str, args: tuple[str, ...]) -> RedkeepError:
+        """The error for an error reply `line` (without its '-') to the command `args`."""
         name = " ".join(args[:2]) if args[0] in ("REPLCONF", "CONFIG") else args[0]
-        user = self.target.username or "default"
-        if message.startswith(("WRONGPASS", "NOAUTH")):
-            code = message.split(maxsplit=1)[0]
-            return ConnectError(
-                f"{self.target.where} refused user '{user}' ({code}): wrong password or the "
-                "user is disabled"
-            )
-        if message.startswith("NOPERM"):
-            return RedisCommandError(
-                f"user '{user}' may not run {name} on {self.target.where} (NOPERM); a backup "
-                "needs +info +replconf +psync (the bundle's backup user has them)"
-            )
-        if "unknown command" in message:
-            return RedisCommandError(
-                f"{self.target.where} does not offer {name} (a managed service?); "
-                "replication capture is not possible there"
-            )
-        return RedisCommandError(f"{name} failed on {self.target.where}: {first_line(message)}")
+        return explain(ErrorReply.parse(line), self.target, name, self.hints)
+
+    def _broken(self, message: str, error: OSError) -> RedkeepError:
+        """A connection that failed midway; a TLS alert before the first byte is the server
+        refusing the handshake (TLS 1.3 refuses a client certificate only after it)."""
+        if isinstance(error, ssl.SSLError) and not self._received:
+            return explain(error, self.target)
+        kind = ErrorKind.TIMEOUT if isinstance(error, TimeoutError) else ErrorKind.BROKEN
+        return StreamError(message, kind=kind)
 
     def _fill(self) -> None:
+        where = self.target.where
         try:
             data = self.sock.recv(CHUNK)
         except TimeoutError:
             waited = self.sock.gettimeout() or self.idle_timeout
+            hint = self.hints.get(ErrorKind.TIMEOUT, "")
             raise StreamError(
-                f"{self.target.where} sent nothing for {waited:g}s (after {self._received} "
-                f"bytes){self.idle_hint}"
+                f"{where} sent nothing for {waited:g}s (after {self._received} bytes){hint}",
+                kind=ErrorKind.TIMEOUT,
             ) from None
         except OSError as error:
-            raise StreamError(
-                f"connection to {self.target.where} failed after {self._received} bytes: "
-                f"{error.strerror or error}"
-            ) from None
+            message = f"connection to {where} failed after {self._received} bytes"
+            raise self._broken(f"{message}: {error.strerror or error}", error) from None
         if not data:
+            hint = self.hints.get(ErrorKind.CLOSED, "")
             raise StreamError(
-                f"{self.target.where} closed the connection after {self._received} bytes, "
-                "before the snapshot was complete"
+                f"{where} closed the connection after {self._received} bytes{hint}",
+                kind=ErrorKind.CLOSED,
             )
         self._received += len(data)
         self._buffer += data
