@@ -164,6 +164,16 @@ def test_unknown_rdb_version_from_a_newer_server(backup_bundle, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def wait_for_replica(server, timeout: float = 30) -> None:
+    """Until the backup is connected as a replica and its snapshot is streaming."""
+    client = redis.Redis(port=server.port)
+    deadline = time.monotonic() + timeout
+    while not client.client_list(_type="replica"):
+        assert time.monotonic() < deadline, "the backup never connected as a replica"
+        time.sleep(0.05)
+    time.sleep(0.2)  # a few keys into the stream
+
+
 @pytest.fixture
 def slow_server(redis_factory, tmp_path):
     """A plain server whose snapshots take seconds (rdb-key-save-delay), with enough keys."""
@@ -196,7 +206,7 @@ def test_server_dropping_mid_transfer(slow_server, tmp_path, s3_server, where):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)
+    wait_for_replica(slow_server)
     slow_server.process.kill()  # the server dies while streaming its snapshot
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1, out + err
@@ -231,7 +241,7 @@ def test_backup_killed_mid_run_leaves_nothing_complete(slow_server, tmp_path, s3
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(1.5)
+    wait_for_replica(slow_server)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     listing = run_redkeep("backup", "list", "--dest", dest, "--source", "killed", "--json")

@@ -184,7 +184,9 @@ def test_refused_and_failing_checks_back_off_and_say_so_once(
     refusals = [entry for entry in admin.acl_log() if entry["object"] == "other:key"]
     assert [entry["count"] for entry in refusals] == [1]
     assert admin.info("errorstats")["errorstat_WRONGTYPE"]["count"] <= 5
-    assert admin.info("stats")["total_connections_received"] - before <= 2
+    # One connection for the checks and one for scrapes (a reconnect or two on a loaded
+    # machine); a storm would open one per check run, 30 or more in these 3 s.
+    assert admin.info("stats")["total_connections_received"] - before <= 6
     log = exporter.log.read_text()
     assert log.count("check secret switched off") == 1
     assert "redkeep init --force" in log
