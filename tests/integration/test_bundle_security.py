@@ -121,6 +121,31 @@ def test_default_user_cannot_authenticate(running_bundle):
         anonymous.ping()
 
 
+def test_transactions_scripts_and_stream_groups_survive_a_restart_from_the_aof(tmp_path):
+    """Redis 7.0 replays the AOF's MULTI/EXEC blocks (transactions, a Lua script's writes,
+    XREADGROUP) under the default user's rules: the bundle's must not refuse them."""
+    bundle = start_bundle(tmp_path / "stack")
+    try:
+        app = client_as(bundle, "app")
+        app.set("plain", "1")
+        app.pipeline(transaction=True).set("tx:a", "1").set("tx:b", "2").execute()
+        app.eval("redis.call('SET', 'lua:d', '4'); redis.call('SET', 'lua:e', '5')", 0)
+        app.xadd("jobs", {"n": 1})
+        app.xadd("jobs", {"n": 2})
+        app.xgroup_create("jobs", "workers", id="0")
+        assert len(app.xreadgroup("workers", "w1", {"jobs": ">"})[0][1]) == 2
+        stop_bundle(bundle)
+        start_bundle(bundle.root)
+        app = client_as(bundle, "app")
+        assert client_as(bundle, "admin").info("persistence")["aof_enabled"] == 1
+        for key in ("plain", "tx:a", "tx:b", "lua:d", "lua:e"):
+            assert app.exists(key), key
+        assert app.xpending("jobs", "workers")["pending"] == 2
+        assert "AOF-loading-client" not in (bundle.run_dir / "redis.log").read_text()
+    finally:
+        stop_bundle(bundle)
+
+
 def test_exporter_reads_server_state_but_no_values(running_bundle):
     exporter = client_as(running_bundle, "exporter")
     assert "redis_version" in exporter.info()

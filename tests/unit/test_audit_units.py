@@ -2,7 +2,7 @@
 
 import hashlib
 
-from redkeep.audit import cve
+from redkeep.audit import aofreplay, cve
 from redkeep.audit.aclrules import allows
 from redkeep.audit.checks import CHECKS, Finding, Passed, weak_password_hashes
 from redkeep.audit.facts import Facts, Unavailable
@@ -38,7 +38,7 @@ def run(check_id: str, fact: Facts):
 
 def test_the_checklist_is_complete_and_unique():
     ids = [check.id for check in CHECKS]
-    assert len(ids) == len(set(ids)) == 42
+    assert len(ids) == len(set(ids)) == 43
     groups = {"NET", "MEM", "AUTH", "TLS", "CMD", "VER", "PERS", "LOG"}
     assert {check.group for check in CHECKS} == groups
 
@@ -117,6 +117,60 @@ def test_default_user_powers_seen_by_dryrun_even_with_a_minus_rule():
                          "keys": "~*", "channels": ""}}  # fmt: skip
     fact = facts(users=users, dryrun={("default", "config set"): True})
     assert run("AUTH-01", fact).severity == "high"
+
+
+def default_user(flags=("off",), commands="+@all", keys="~*", passwords=()) -> dict:
+    return {"default": {"flags": set(flags), "passwords": list(passwords),
+                        "commands": commands, "keys": keys, "channels": "&*"}}  # fmt: skip
+
+
+def test_a_disabled_default_user_without_password_is_harmless_whatever_its_rules():
+    # The bundle's line: off, resetpass, every command (so the AOF loader may replay).
+    bundle = facts(users=default_user(), dryrun={})
+    result = run("AUTH-01", bundle)
+    assert isinstance(result, Passed) and "nobody can log in" in result.evidence
+    for check_id in ("AUTH-02", "AUTH-03", "AUTH-05", "AUTH-06", "AUTH-08", "NET-03"):
+        assert isinstance(run(check_id, facts({"protected-mode": "yes"}, users=default_user())),
+                          Passed), check_id  # fmt: skip
+    # Enabled with every command it is still AUTH-01's finding, and the fix keeps the rules.
+    enabled = run("AUTH-01", facts(users=default_user(flags=("on",), passwords=["a" * 64])))
+    assert enabled.severity == "high"
+    assert enabled.remediation.startswith("user default off resetpass ~* &* +@all")
+
+
+def aof(version="7.0.15", server_name="redis", aof_enabled="1", **user) -> Facts:
+    info = {"server": {"redis_version": version, "server_name": server_name},
+            "persistence": {"aof_enabled": aof_enabled}}  # fmt: skip
+    if server_name == "valkey":
+        info["server"] |= {"redis_version": "7.2.4", "valkey_version": version}
+    return facts(info=info, users=default_user(**user))
+
+
+def test_aof_replay_with_a_restricted_default_user():
+    restricted = {"commands": "-@all", "keys": ""}
+    # Observed on the test matrix: these drop the AOF's MULTI/EXEC blocks.
+    for version, name in (("7.0.15", "redis"), ("8.2.3", "redis"), ("8.1.8", "valkey")):
+        result = run("PERS-02", aof(version, name, **restricted))
+        assert isinstance(result, Finding) and result.severity == "critical", version
+        assert "dropped at every restart" in result.evidence
+        assert result.remediation.startswith("user default off resetpass ~* &* +@all")
+    # ... and these keep them: no EXEC re-check (6.2) or the fix (8.6, Valkey 8.1.10, 9.1.2).
+    for version, name in (("6.2.14", "redis"), ("8.6.0", "redis"), ("8.1.10", "valkey"),
+                          ("9.1.2", "valkey")):  # fmt: skip
+        assert isinstance(run("PERS-02", aof(version, name, **restricted)), Passed), version
+    # A release nobody has looked at: could not verify, with the safe line in the reason.
+    for version, name in (("7.4.6", "redis"), ("8.2.9", "redis"), ("9.0.3", "valkey")):
+        unknown = run("PERS-02", aof(version, name, **restricted))
+        assert isinstance(unknown, Unavailable) and "user default off resetpass" in unknown.reason
+    # An open default user, or no AOF: nothing is dropped whatever the version.
+    assert isinstance(run("PERS-02", aof()), Passed)
+    assert isinstance(run("PERS-02", aof(aof_enabled="0", **restricted)), Passed)
+    # Every command but a few: only blocks with those commands are dropped.
+    assert run("PERS-02", aof(commands="+@all -debug")).severity == "medium"
+    # Redis 6.2 lists key patterns bare and says allkeys in the flags.
+    assert isinstance(run("PERS-02", aof(flags=("off", "allkeys"), keys="*")), Passed)
+    assert aofreplay.status("redis", (7, 2, 5)) == "affected"
+    assert aofreplay.status("redis", (7, 2, 6)) == "unknown"
 
 
 def test_acl_log_off_is_not_a_clean_log():
