@@ -10,6 +10,7 @@ import re
 import socket
 from typing import Annotated, Literal
 
+import pyrage
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from redkeep.config import defaults
@@ -333,9 +334,21 @@ class BackupSettings(Section):
     @field_validator("age_recipients")
     @classmethod
     def _recipients(cls, value: list[str]) -> list[str]:
+        # Parsed as encryption parses them: a key it cannot read would fail every backup.
         for key in value:
-            if not key.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
-                raise ValueError(f"'{key[:16]}...' is not an age1... or ssh public key")
+            try:
+                if key.startswith("age1"):
+                    pyrage.x25519.Recipient.from_str(key)
+                    continue
+                if key.startswith(("ssh-ed25519 ", "ssh-rsa ")):
+                    pyrage.ssh.Recipient.from_str(key)
+                    continue
+            except pyrage.RecipientError:
+                pass
+            raise ValueError(
+                f"'{key[:16]}...' is not an age public key (age1..., as `age-keygen -y KEYFILE` "
+                "prints it) nor an ssh-ed25519/ssh-rsa public key"
+            )
         return value
 
 
