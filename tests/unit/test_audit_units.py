@@ -263,6 +263,48 @@ def test_report_score_accept_fail_on_and_sarif():
     assert "TLS-07" in unseen and "NET-06" in unseen
 
 
+def test_an_audit_that_could_not_see_says_so():
+    # A user refused everything but PING: the score rests on almost nothing, and says so.
+    refused = Unavailable("NOPERM: the auditing user may not run this (CONFIG)")
+    blind = Facts(where="redis://reader:****@h:6379", tls=False,
+                  values={"info": refused, "config": refused, "users": refused,
+                          "dryrun": refused, "unauthenticated": "NOAUTH"})  # fmt: skip
+    report = run_checks(blind, accepted=set())
+    assert report["checks"] == {"total": len(CHECKS), "verified": 1}
+    assert report["score"] == 100 and "NOPERM" in report["incomplete"]
+    notes = sarif([report])["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert notes[0]["level"] == "warning" and "incomplete" in notes[0]["message"]["text"]
+    # Nothing refused, but under half of the checks could see: incomplete too.
+    sparse = facts(unauthenticated="NOAUTH")
+    sparse.values["config"] = {"bind": "127.0.0.1"}
+    report = run_checks(sparse, accepted=set())
+    assert report["checks"]["verified"] < len(CHECKS) / 2
+    assert report["incomplete"].startswith(f"only {report['checks']['verified']} of")
+    # An administrator's view of a whole server is complete.
+    full = run_checks(facts(REDIS_62_LIKE_CONFIG, acl_log=[], clients=[], renamed=[],
+                            modules=[], unauthenticated="NOAUTH"), accepted=set())  # fmt: skip
+    assert full["incomplete"] is None, full["could_not_verify"]
+    # A refusal the team accepted (--accept ID) does not make the audit incomplete.
+    one = facts(REDIS_62_LIKE_CONFIG, acl_log=refused, clients=[], renamed=[], modules=[],
+                unauthenticated="NOAUTH")  # fmt: skip
+    assert "NOPERM" in run_checks(one, accepted=set())["incomplete"]
+    assert run_checks(one, accepted={"AUTH-09"})["incomplete"] is None
+
+
+# CONFIG GET answers of a complete server (a value for every parameter the checks read).
+REDIS_62_LIKE_CONFIG = {
+    "bind": "127.0.0.1", "protected-mode": "yes", "port": "6379", "tls-port": "0",
+    "unixsocket": "", "timeout": "300", "client-output-buffer-limit": REDIS_7_BUFFERS.format(0),
+    "maxmemory": "0", "maxmemory-policy": "noeviction", "maxmemory-clients": "0",
+    "requirepass": "", "aclfile": "/etc/users.acl", "acllog-max-len": "128",
+    "acl-pubsub-default": "resetchannels", "enable-debug-command": "no",
+    "enable-module-command": "no", "enable-protected-configs": "no",
+    "sanitize-dump-payload": "yes", "replica-read-only": "yes", "dir": "/var/lib/redis",
+    "hide-user-data-from-log": "yes", "logfile": "/var/log/redis.log", "loglevel": "notice",
+    "tls-key-file-pass": "", "tls-client-key-file-pass": "",
+}  # fmt: skip
+
+
 def test_second_review_cases():
     # A UNIX socket listener is not an address.
     info = parse_info(

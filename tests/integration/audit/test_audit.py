@@ -138,6 +138,17 @@ def test_a_user_that_may_not_look_gets_could_not_verify_never_pass(redis_factory
         assert check_id in unknown, check_id
     assert "NOPERM" in unknown["AUTH-03"]
     assert not {item["id"] for item in report["passed"]} & set(unknown)
+    # No finding it could see, yet no pass: exit 1, one line why, a score that says its basis.
+    assert report["checks"]["verified"] < 5 and "NOPERM" in report["incomplete"]
+    url = f"redis://reader@127.0.0.1:{server.port}"
+    for extra in ((), ("--fail-on", "low")):
+        table = run_redkeep("audit", url, *extra, env={"REDIS_PASSWORD": "reader-secret"})
+        assert table.returncode == 1, table.stdout
+        (line,) = table.stderr.strip().splitlines()
+        assert "incomplete" in line and "audit as an administrator" in line
+        assert f"from {report['checks']['verified']} of {report['checks']['total']} checks" in (
+            table.stdout
+        )
 
 
 def test_the_audit_changes_nothing(redis_factory):
