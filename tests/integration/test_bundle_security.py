@@ -263,11 +263,35 @@ def test_compose_healthcheck_command_passes_and_the_plans_one_fails(running_bund
     ]
 
 
-# --- a client that never reads its replies --------------------------------------------------
+# --- big values and a client that never reads its replies ----------------------------------
+
+
+def test_values_of_tens_of_mib_get_through_with_the_defaults(running_bundle):
+    """maxmemory 256mb, maxmemory-clients auto (64 MiB): a value of 24 MiB is written and read
+    back on one connection (its query buffer and its reply at once), and a 48 MiB one read on
+    a fresh connection, without any client evicted."""
+    admin = client_as(running_bundle, "admin")
+    evicted = admin.info("stats")["evicted_clients"]
+    app = client_as(running_bundle, "app", decode_responses=False)
+    value = os.urandom(24 << 20)
+    try:
+        assert app.set("big:24", value)
+        assert app.get("big:24") == value
+        for offset in range(0, 48 << 20, 8 << 20):
+            app.setrange("big:48", offset, os.urandom(8 << 20))
+        reader = client_as(running_bundle, "app", decode_responses=False)
+        assert len(reader.get("big:48")) == 48 << 20
+        assert admin.info("stats")["evicted_clients"] == evicted
+    finally:
+        admin.delete("big:24", "big:48")
+
+
+# The slow-reader attack.
 
 VALUE = 200 * 1024  # bytes per value: the issue's `GET big` of a 200 KB value
 CLIENT_LIMITS = {
-    # The bundle's defaults: maxmemory-clients 10% (6.4 MB here), 64mb per client.
+    # The bundle's defaults: maxmemory-clients auto (half of maxmemory here: 32 MiB; a quarter
+    # of the default 256mb), 64mb per client.
     "bundle defaults": {},
     # What Redis does without them, and what a per-client limit alone does against two.
     "no limits": {"MAXMEMORY_CLIENTS": "0", "CLIENT_OUTPUT_BUFFER_LIMIT_NORMAL": "0"},

@@ -227,13 +227,21 @@ def test_client_buffers_that_can_evict_the_data():
     # Redis' defaults with a maxmemory and an evicting policy: one slow reader empties it.
     unbounded = run("MEM-01", memory())
     assert unbounded.severity == "high" and "allkeys-lru evicts keys" in unbounded.evidence
-    assert unbounded.remediation.startswith("maxmemory-clients 10%")
+    assert unbounded.remediation.startswith("maxmemory-clients 25%")
     # A per-client limit alone: a few slow readers together still fill maxmemory.
     per_client = run("MEM-01", memory(normal="67108864"))
     assert per_client.severity == "medium" and "4 slow readers" in per_client.evidence
     # A bound on all clients together, as a percentage or a size below maxmemory, passes.
     assert "25.6 MiB" in run("MEM-01", memory(clients="10%")).evidence
     assert isinstance(run("MEM-01", memory(clients="33554432")), Passed)
+    # Data beyond maxmemory minus the clients' share: a slow reader makes Redis evict keys.
+    full = memory(clients="67108864")
+    full.values["info"]["memory"] = {"used_memory": str(200 * 2**20), "mem_clients_normal": "0"}
+    over = run("MEM-01", full)
+    assert over.severity == "medium" and "leaves data 192 MiB" in over.evidence
+    assert over.remediation.startswith("maxmemory 314mb")  # 200 * 1.25 + 64
+    full.values["info"]["memory"]["used_memory"] = str(150 * 2**20)
+    assert "(uses 150 MiB)" in run("MEM-01", full).evidence
     # ... but not one as large as maxmemory itself.
     assert run("MEM-01", memory(clients="100%")).severity == "high"
     # Nothing is evicted without maxmemory or with noeviction.

@@ -296,15 +296,27 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
     setting = facts.config("maxmemory-clients")  # None before Redis 7.0
     together = _clients_limit(setting or "0", maxmemory)
     if 0 < together < maxmemory:
-        return Passed(
+        budget = maxmemory - together
+        bounded = (
             f"maxmemory-clients {setting}: all clients together get at most {_mib(together)} "
-            f"of maxmemory {_mib(maxmemory)}"
+            f"of maxmemory {_mib(maxmemory)}, which leaves data {_mib(budget)}"
         )
+        data = _data_memory(facts)
+        if data is not None and data > budget:
+            return Finding(
+                "medium",
+                f"{bounded}, and data already uses {_mib(data)}: clients that read slowly make "
+                f"{policy} evict keys before they are disconnected",
+                f"maxmemory {-(-(data * 5 // 4 + together) // 2**20)}mb  (data plus a quarter, "
+                "plus the clients' share; or less data: the RedisDataNearBudget alert warns first)",
+            )
+        return Passed(bounded + (f" (uses {_mib(data)})" if data is not None else ""))
     limits = (facts.config("client-output-buffer-limit") or "").split()
     hard = int(limits[limits.index("normal") + 1]) if "normal" in limits else 0
     bound = f"maxmemory-clients {setting}" if setting is not None else "no maxmemory-clients"
     remediation = (
-        "maxmemory-clients 10%  (disconnects the biggest client instead)"
+        "maxmemory-clients 25%  (disconnects the biggest client instead; at least twice the "
+        "largest value)"
         if setting is not None
         else "client-output-buffer-limit normal 32mb 0 0  (and Redis 7.0+ for maxmemory-clients)"
     )
@@ -323,6 +335,16 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
         f"against maxmemory {_mib(maxmemory)} and {policy} evicts keys to make room",
         remediation,
     )
+
+
+def _data_memory(facts: Facts) -> int | None:
+    """What data uses: used_memory without the normal clients' buffers (None: unknown)."""
+    try:
+        used = facts.info("used_memory", "memory")
+        clients = facts.info("mem_clients_normal", "memory") or "0"
+    except Unavailable:
+        return None
+    return int(used) - int(clients) if used is not None else None
 
 
 def _clients_limit(setting: str, maxmemory: int) -> int:
