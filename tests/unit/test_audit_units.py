@@ -241,7 +241,7 @@ def test_client_buffers_that_can_evict_the_data():
     assert over.severity == "medium" and "leaves data 192 MiB" in over.evidence
     assert over.remediation.startswith("maxmemory 314mb")  # 200 * 1.25 + 64
     full.values["info"]["memory"]["used_memory"] = str(150 * 2**20)
-    assert "(uses 150 MiB)" in run("MEM-01", full).evidence
+    assert "(uses 150.0 MiB)" in run("MEM-01", full).evidence
     # ... but not one as large as maxmemory itself.
     assert run("MEM-01", memory(clients="100%")).severity == "high"
     # Nothing is evicted without maxmemory or with noeviction.

@@ -305,12 +305,12 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
         if data is not None and data > budget:
             return Finding(
                 "medium",
-                f"{bounded}, and data already uses {_mib(data)}: clients that read slowly make "
-                f"{policy} evict keys before they are disconnected",
+                f"{bounded}, and data already uses {data / 2**20:.1f} MiB: clients that read "
+                f"slowly make {policy} evict keys before they are disconnected",
                 f"maxmemory {-(-(data * 5 // 4 + together) // 2**20)}mb  (data plus a quarter, "
                 "plus the clients' share; or less data: the RedisDataNearBudget alert warns first)",
             )
-        return Passed(bounded + (f" (uses {_mib(data)})" if data is not None else ""))
+        return Passed(bounded + (f" (uses {data / 2**20:.1f} MiB)" if data is not None else ""))
     limits = (facts.config("client-output-buffer-limit") or "").split()
     hard = int(limits[limits.index("normal") + 1]) if "normal" in limits else 0
     bound = f"maxmemory-clients {setting}" if setting is not None else "no maxmemory-clients"
