@@ -121,6 +121,31 @@ def test_default_user_cannot_authenticate(running_bundle):
         anonymous.ping()
 
 
+def test_transactions_scripts_and_stream_groups_survive_a_restart_from_the_aof(tmp_path):
+    """Redis 7.0 replays the AOF's MULTI/EXEC blocks (transactions, a Lua script's writes,
+    XREADGROUP) under the default user's rules: the bundle's must not refuse them."""
+    bundle = start_bundle(tmp_path / "stack")
+    try:
+        app = client_as(bundle, "app")
+        app.set("plain", "1")
+        app.pipeline(transaction=True).set("tx:a", "1").set("tx:b", "2").execute()
+        app.eval("redis.call('SET', 'lua:d', '4'); redis.call('SET', 'lua:e', '5')", 0)
+        app.xadd("jobs", {"n": 1})
+        app.xadd("jobs", {"n": 2})
+        app.xgroup_create("jobs", "workers", id="0")
+        assert len(app.xreadgroup("workers", "w1", {"jobs": ">"})[0][1]) == 2
+        stop_bundle(bundle)
+        start_bundle(bundle.root)
+        app = client_as(bundle, "app")
+        assert client_as(bundle, "admin").info("persistence")["aof_enabled"] == 1
+        for key in ("plain", "tx:a", "tx:b", "lua:d", "lua:e"):
+            assert app.exists(key), key
+        assert app.xpending("jobs", "workers")["pending"] == 2
+        assert "AOF-loading-client" not in (bundle.run_dir / "redis.log").read_text()
+    finally:
+        stop_bundle(bundle)
+
+
 def test_exporter_reads_server_state_but_no_values(running_bundle):
     exporter = client_as(running_bundle, "exporter")
     assert "redis_version" in exporter.info()
@@ -238,11 +263,35 @@ def test_compose_healthcheck_command_passes_and_the_plans_one_fails(running_bund
     ]
 
 
-# --- a client that never reads its replies --------------------------------------------------
+# --- big values and a client that never reads its replies ----------------------------------
+
+
+def test_values_of_tens_of_mib_get_through_with_the_defaults(running_bundle):
+    """maxmemory 256mb, maxmemory-clients auto (64 MiB): a value of 24 MiB is written and read
+    back on one connection (its query buffer and its reply at once), and a 48 MiB one read on
+    a fresh connection, without any client evicted."""
+    admin = client_as(running_bundle, "admin")
+    evicted = admin.info("stats")["evicted_clients"]
+    app = client_as(running_bundle, "app", decode_responses=False)
+    value = os.urandom(24 << 20)
+    try:
+        assert app.set("big:24", value)
+        assert app.get("big:24") == value
+        for offset in range(0, 48 << 20, 8 << 20):
+            app.setrange("big:48", offset, os.urandom(8 << 20))
+        reader = client_as(running_bundle, "app", decode_responses=False)
+        assert len(reader.get("big:48")) == 48 << 20
+        assert admin.info("stats")["evicted_clients"] == evicted
+    finally:
+        admin.delete("big:24", "big:48")
+
+
+# The slow-reader attack.
 
 VALUE = 200 * 1024  # bytes per value: the issue's `GET big` of a 200 KB value
 CLIENT_LIMITS = {
-    # The bundle's defaults: maxmemory-clients 10% (6.4 MB here), 64mb per client.
+    # The bundle's defaults: maxmemory-clients auto (half of maxmemory here: 32 MiB; a quarter
+    # of the default 256mb), 64mb per client.
     "bundle defaults": {},
     # What Redis does without them, and what a per-client limit alone does against two.
     "no limits": {"MAXMEMORY_CLIENTS": "0", "CLIENT_OUTPUT_BUFFER_LIMIT_NORMAL": "0"},

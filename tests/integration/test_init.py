@@ -426,3 +426,26 @@ def test_a_first_init_redis_server_refuses_leaves_nothing(tmp_path, redis_binary
     assert result.returncode == 2
     assert "Failed to configure ciphers" in result.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_an_age_recipient_that_is_not_one_is_refused_and_the_bundle_keeps_its_own(
+    tmp_path, redis_binary
+):
+    bundle = make(tmp_path)
+    before = snapshot(bundle.root)
+    forced = run_redkeep(
+        "init", bundle.root, "--force", env={"REDKEEP_BACKUP__AGE_RECIPIENTS": '["age1bogus"]'}
+    )
+    assert forced.returncode == 2
+    assert "backup.age_recipients" in forced.stderr and "age1bogus" in forced.stderr
+    assert snapshot(bundle.root) == before  # the bundle's own recipient is still there
+    # A file that names one fails validation with the same message.
+    config = yaml.safe_load(bundle.config_path.read_text())
+    good = config["backup"]["age_recipients"][0]
+    assert run_redkeep("config", "validate", bundle.config_path).returncode == 0
+    for bad in ("age1bogus", good[:-1] + ("q" if good[-1] != "q" else "p"), "ssh-ed25519 AAAA"):
+        config["backup"]["age_recipients"] = [bad]
+        bundle.config_path.write_text(yaml.safe_dump(config))
+        validate = run_redkeep("config", "validate", bundle.config_path)
+        assert validate.returncode == 2, bad
+        assert "is not an age public key" in validate.stderr, validate.stderr

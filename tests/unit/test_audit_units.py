@@ -2,7 +2,7 @@
 
 import hashlib
 
-from redkeep.audit import cve
+from redkeep.audit import aofreplay, cve
 from redkeep.audit.aclrules import allows
 from redkeep.audit.checks import CHECKS, Finding, Passed, weak_password_hashes
 from redkeep.audit.facts import Facts, Unavailable
@@ -38,7 +38,7 @@ def run(check_id: str, fact: Facts):
 
 def test_the_checklist_is_complete_and_unique():
     ids = [check.id for check in CHECKS]
-    assert len(ids) == len(set(ids)) == 42
+    assert len(ids) == len(set(ids)) == 43
     groups = {"NET", "MEM", "AUTH", "TLS", "CMD", "VER", "PERS", "LOG"}
     assert {check.group for check in CHECKS} == groups
 
@@ -119,6 +119,60 @@ def test_default_user_powers_seen_by_dryrun_even_with_a_minus_rule():
     assert run("AUTH-01", fact).severity == "high"
 
 
+def default_user(flags=("off",), commands="+@all", keys="~*", passwords=()) -> dict:
+    return {"default": {"flags": set(flags), "passwords": list(passwords),
+                        "commands": commands, "keys": keys, "channels": "&*"}}  # fmt: skip
+
+
+def test_a_disabled_default_user_without_password_is_harmless_whatever_its_rules():
+    # The bundle's line: off, resetpass, every command (so the AOF loader may replay).
+    bundle = facts(users=default_user(), dryrun={})
+    result = run("AUTH-01", bundle)
+    assert isinstance(result, Passed) and "nobody can log in" in result.evidence
+    for check_id in ("AUTH-02", "AUTH-03", "AUTH-05", "AUTH-06", "AUTH-08", "NET-03"):
+        assert isinstance(run(check_id, facts({"protected-mode": "yes"}, users=default_user())),
+                          Passed), check_id  # fmt: skip
+    # Enabled with every command it is still AUTH-01's finding, and the fix keeps the rules.
+    enabled = run("AUTH-01", facts(users=default_user(flags=("on",), passwords=["a" * 64])))
+    assert enabled.severity == "high"
+    assert enabled.remediation.startswith("user default off resetpass ~* &* +@all")
+
+
+def aof(version="7.0.15", server_name="redis", aof_enabled="1", **user) -> Facts:
+    info = {"server": {"redis_version": version, "server_name": server_name},
+            "persistence": {"aof_enabled": aof_enabled}}  # fmt: skip
+    if server_name == "valkey":
+        info["server"] |= {"redis_version": "7.2.4", "valkey_version": version}
+    return facts(info=info, users=default_user(**user))
+
+
+def test_aof_replay_with_a_restricted_default_user():
+    restricted = {"commands": "-@all", "keys": ""}
+    # Observed on the test matrix: these drop the AOF's MULTI/EXEC blocks.
+    for version, name in (("7.0.15", "redis"), ("8.2.3", "redis"), ("8.1.8", "valkey")):
+        result = run("PERS-02", aof(version, name, **restricted))
+        assert isinstance(result, Finding) and result.severity == "critical", version
+        assert "dropped at every restart" in result.evidence
+        assert result.remediation.startswith("user default off resetpass ~* &* +@all")
+    # ... and these keep them: no EXEC re-check (6.2) or the fix (8.6, Valkey 8.1.10, 9.1.2).
+    for version, name in (("6.2.14", "redis"), ("8.6.0", "redis"), ("8.1.10", "valkey"),
+                          ("9.1.2", "valkey")):  # fmt: skip
+        assert isinstance(run("PERS-02", aof(version, name, **restricted)), Passed), version
+    # A release nobody has looked at: could not verify, with the safe line in the reason.
+    for version, name in (("7.4.6", "redis"), ("8.2.9", "redis"), ("9.0.3", "valkey")):
+        unknown = run("PERS-02", aof(version, name, **restricted))
+        assert isinstance(unknown, Unavailable) and "user default off resetpass" in unknown.reason
+    # An open default user, or no AOF: nothing is dropped whatever the version.
+    assert isinstance(run("PERS-02", aof()), Passed)
+    assert isinstance(run("PERS-02", aof(aof_enabled="0", **restricted)), Passed)
+    # Every command but a few: only blocks with those commands are dropped.
+    assert run("PERS-02", aof(commands="+@all -debug")).severity == "medium"
+    # Redis 6.2 lists key patterns bare and says allkeys in the flags.
+    assert isinstance(run("PERS-02", aof(flags=("off", "allkeys"), keys="*")), Passed)
+    assert aofreplay.status("redis", (7, 2, 5)) == "affected"
+    assert aofreplay.status("redis", (7, 2, 6)) == "unknown"
+
+
 def test_acl_log_off_is_not_a_clean_log():
     fact = facts({"acllog-max-len": "0"}, acl_log=[])
     assert "switched off" in run("AUTH-09", fact).reason
@@ -173,13 +227,21 @@ def test_client_buffers_that_can_evict_the_data():
     # Redis' defaults with a maxmemory and an evicting policy: one slow reader empties it.
     unbounded = run("MEM-01", memory())
     assert unbounded.severity == "high" and "allkeys-lru evicts keys" in unbounded.evidence
-    assert unbounded.remediation.startswith("maxmemory-clients 10%")
+    assert unbounded.remediation.startswith("maxmemory-clients 25%")
     # A per-client limit alone: a few slow readers together still fill maxmemory.
     per_client = run("MEM-01", memory(normal="67108864"))
     assert per_client.severity == "medium" and "4 slow readers" in per_client.evidence
     # A bound on all clients together, as a percentage or a size below maxmemory, passes.
     assert "25.6 MiB" in run("MEM-01", memory(clients="10%")).evidence
     assert isinstance(run("MEM-01", memory(clients="33554432")), Passed)
+    # Data beyond maxmemory minus the clients' share: a slow reader makes Redis evict keys.
+    full = memory(clients="67108864")
+    full.values["info"]["memory"] = {"used_memory": str(200 * 2**20), "mem_clients_normal": "0"}
+    over = run("MEM-01", full)
+    assert over.severity == "medium" and "leaves data 192 MiB" in over.evidence
+    assert over.remediation.startswith("maxmemory 314mb")  # 200 * 1.25 + 64
+    full.values["info"]["memory"]["used_memory"] = str(150 * 2**20)
+    assert "(uses 150.0 MiB)" in run("MEM-01", full).evidence
     # ... but not one as large as maxmemory itself.
     assert run("MEM-01", memory(clients="100%")).severity == "high"
     # Nothing is evicted without maxmemory or with noeviction.
@@ -207,6 +269,48 @@ def test_report_score_accept_fail_on_and_sarif():
     unseen = {item["id"]: item["reason"] for item in report["could_not_verify"]}
     assert "AUTH-09" in unseen and "acl_log was not read" in unseen["AUTH-09"]
     assert "TLS-07" in unseen and "NET-06" in unseen
+
+
+def test_an_audit_that_could_not_see_says_so():
+    # A user refused everything but PING: the score rests on almost nothing, and says so.
+    refused = Unavailable("NOPERM: the auditing user may not run this (CONFIG)")
+    blind = Facts(where="redis://reader:****@h:6379", tls=False,
+                  values={"info": refused, "config": refused, "users": refused,
+                          "dryrun": refused, "unauthenticated": "NOAUTH"})  # fmt: skip
+    report = run_checks(blind, accepted=set())
+    assert report["checks"] == {"total": len(CHECKS), "verified": 1}
+    assert report["score"] == 100 and "NOPERM" in report["incomplete"]
+    notes = sarif([report])["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert notes[0]["level"] == "warning" and "incomplete" in notes[0]["message"]["text"]
+    # Nothing refused, but under half of the checks could see: incomplete too.
+    sparse = facts(unauthenticated="NOAUTH")
+    sparse.values["config"] = {"bind": "127.0.0.1"}
+    report = run_checks(sparse, accepted=set())
+    assert report["checks"]["verified"] < len(CHECKS) / 2
+    assert report["incomplete"].startswith(f"only {report['checks']['verified']} of")
+    # An administrator's view of a whole server is complete.
+    full = run_checks(facts(REDIS_62_LIKE_CONFIG, acl_log=[], clients=[], renamed=[],
+                            modules=[], unauthenticated="NOAUTH"), accepted=set())  # fmt: skip
+    assert full["incomplete"] is None, full["could_not_verify"]
+    # A refusal the team accepted (--accept ID) does not make the audit incomplete.
+    one = facts(REDIS_62_LIKE_CONFIG, acl_log=refused, clients=[], renamed=[], modules=[],
+                unauthenticated="NOAUTH")  # fmt: skip
+    assert "NOPERM" in run_checks(one, accepted=set())["incomplete"]
+    assert run_checks(one, accepted={"AUTH-09"})["incomplete"] is None
+
+
+# CONFIG GET answers of a complete server (a value for every parameter the checks read).
+REDIS_62_LIKE_CONFIG = {
+    "bind": "127.0.0.1", "protected-mode": "yes", "port": "6379", "tls-port": "0",
+    "unixsocket": "", "timeout": "300", "client-output-buffer-limit": REDIS_7_BUFFERS.format(0),
+    "maxmemory": "0", "maxmemory-policy": "noeviction", "maxmemory-clients": "0",
+    "requirepass": "", "aclfile": "/etc/users.acl", "acllog-max-len": "128",
+    "acl-pubsub-default": "resetchannels", "enable-debug-command": "no",
+    "enable-module-command": "no", "enable-protected-configs": "no",
+    "sanitize-dump-payload": "yes", "replica-read-only": "yes", "dir": "/var/lib/redis",
+    "hide-user-data-from-log": "yes", "logfile": "/var/log/redis.log", "loglevel": "notice",
+    "tls-key-file-pass": "", "tls-client-key-file-pass": "",
+}  # fmt: skip
 
 
 def test_second_review_cases():

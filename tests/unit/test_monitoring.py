@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redkeep.config.schema import MonitoringSettings, Settings
+from redkeep.config.schema import MonitoringSettings, RedisSettings, Settings
 from redkeep.monitoring.dashboard import build_dashboard, queries
 from redkeep.monitoring.rules import alerts, render_rules
 from redkeep.render.bundle import render_compose
@@ -54,6 +54,19 @@ def test_the_unit_tests_notice_a_changed_threshold(tmp_path):
     result = promtool_test(tmp_path, MonitoringSettings(memory_warning_percent=96))
     assert result.returncode != 0
     assert "RedisHighMemory" in result.stdout + result.stderr
+
+
+def test_the_data_budget_alert_follows_the_bundle_client_share():
+    def rule(redis: RedisSettings) -> dict:
+        groups = yaml.safe_load(render_rules(MonitoringSettings(), redis))["groups"]
+        return next(r for g in groups for r in g["rules"] if r["alert"] == "RedisDataNearBudget")
+
+    half = rule(RedisSettings(maxmemory_clients="50%"))
+    assert half["expr"].endswith("> 0.45")  # 90% of the 50% left to data
+    assert "50% of maxmemory" in half["annotations"]["summary"]
+    assert rule(RedisSettings(maxmemory="4gb"))["expr"].endswith("> 0.675")  # auto: a quarter
+    # Without a client share, data may use all of maxmemory: the alert is RedisHighMemory's.
+    assert rule(RedisSettings(maxmemory_clients="0"))["expr"].endswith("> 0.9")
 
 
 @pytest.mark.parametrize("targets", [[], [{"url": "rediss://cache-2:6380", "profile": "cache"}]])

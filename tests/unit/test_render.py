@@ -45,7 +45,7 @@ def test_redis_conf_is_tls_only_and_hardened():
         "enable-protected-configs": "no",
         "maxmemory": "256mb",
         "maxmemory-policy": "allkeys-lru",
-        "maxmemory-clients": "10%",
+        "maxmemory-clients": "67108864",  # auto: a quarter of 256mb, 64 MiB
         "client-output-buffer-limit": "normal 64mb 0 0",
         "timeout": "300",
         "tcp-keepalive": "300",
@@ -80,7 +80,7 @@ def test_version_gated_directive_only_for_new_servers():
     assert "hide-user-data-from-log" not in old
     # maxmemory-clients came with 7.0; before it, the per-client limit is what bounds a client.
     older = render_redis_conf(settings, CONTAINER_PATHS, (6, 2), CONTAINER_BIND, "t")
-    assert "maxmemory-clients 10%" in old and "maxmemory-clients" not in older
+    assert "maxmemory-clients 67108864" in old and "maxmemory-clients" not in older
     assert "client-output-buffer-limit normal 64mb 0 0" in older
 
 
@@ -100,6 +100,28 @@ def test_client_memory_settings_are_checked():
             Settings.model_validate({"redis": bad})
 
 
+@pytest.mark.parametrize(
+    ("maxmemory", "clients", "budget"),
+    [
+        ("256mb", 64, 192),  # the default: a quarter
+        ("4gb", 1024, 3072),  # a quarter
+        ("100mb", 50, 50),  # at least 64 MiB, but at most half
+        ("1g", 238.4185791015625, 715.2557373046875),  # 1g is 10^9 bytes, as Redis reads it
+        ("0", 64, 0),  # no maxmemory: clients still bounded, no data budget
+    ],
+)
+def test_auto_client_memory_and_the_data_budget(maxmemory, clients, budget):
+    redis = Settings.model_validate({"redis": {"maxmemory": maxmemory}}).redis
+    assert redis.maxmemory_clients == "auto"
+    assert redis.clients_memory_bytes() / 2**20 == clients
+    assert redis.data_budget_bytes() / 2**20 == budget
+    conf = directives(container_conf(Settings.model_validate({"redis": {"maxmemory": maxmemory}})))
+    assert conf["maxmemory-clients"] == [str(redis.clients_memory_bytes())]
+    # An explicit setting is written as given (Redis resolves a percentage itself).
+    explicit = Settings.model_validate({"redis": {"maxmemory_clients": "30%"}})
+    assert directives(container_conf(explicit))["maxmemory-clients"] == ["30%"]
+
+
 def test_image_version_guess():
     assert image_version("redis:7") == (7, 4)
     assert image_version("redis:7.2.5-alpine") == (7, 2)
@@ -117,7 +139,9 @@ def test_local_paths_with_spaces_are_quoted(tmp_path):
 def test_acl_file_switches_default_off_and_stores_only_hashes():
     acl = render_acl(Settings(), PASSWORDS)
     lines = acl.splitlines()
-    assert lines[0] == "user default off resetpass resetkeys resetchannels -@all"
+    # Off and without a password (nobody logs in), every command (the AOF loader replays
+    # transactions under these rules on Redis 7.0-8.4).
+    assert lines[0] == "user default off resetpass ~* &* +@all"
     for password in PASSWORDS.values():
         assert password not in acl
     for role, password in PASSWORDS.items():

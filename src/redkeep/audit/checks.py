@@ -18,7 +18,7 @@ from importlib import resources
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from redkeep.audit import cve
+from redkeep.audit import aofreplay, cve
 from redkeep.audit.facts import Facts, Unavailable
 from redkeep.pki.inspect import subject_alt_names
 
@@ -296,15 +296,27 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
     setting = facts.config("maxmemory-clients")  # None before Redis 7.0
     together = _clients_limit(setting or "0", maxmemory)
     if 0 < together < maxmemory:
-        return Passed(
+        budget = maxmemory - together
+        bounded = (
             f"maxmemory-clients {setting}: all clients together get at most {_mib(together)} "
-            f"of maxmemory {_mib(maxmemory)}"
+            f"of maxmemory {_mib(maxmemory)}, which leaves data {_mib(budget)}"
         )
+        data = _data_memory(facts)
+        if data is not None and data > budget:
+            return Finding(
+                "medium",
+                f"{bounded}, and data already uses {data / 2**20:.1f} MiB: clients that read "
+                f"slowly make {policy} evict keys before they are disconnected",
+                f"maxmemory {-(-(data * 5 // 4 + together) // 2**20)}mb  (data plus a quarter, "
+                "plus the clients' share; or less data: the RedisDataNearBudget alert warns first)",
+            )
+        return Passed(bounded + (f" (uses {data / 2**20:.1f} MiB)" if data is not None else ""))
     limits = (facts.config("client-output-buffer-limit") or "").split()
     hard = int(limits[limits.index("normal") + 1]) if "normal" in limits else 0
     bound = f"maxmemory-clients {setting}" if setting is not None else "no maxmemory-clients"
     remediation = (
-        "maxmemory-clients 10%  (disconnects the biggest client instead)"
+        "maxmemory-clients 25%  (disconnects the biggest client instead; at least twice the "
+        "largest value)"
         if setting is not None
         else "client-output-buffer-limit normal 32mb 0 0  (and Redis 7.0+ for maxmemory-clients)"
     )
@@ -325,6 +337,16 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
     )
 
 
+def _data_memory(facts: Facts) -> int | None:
+    """What data uses: used_memory without the normal clients' buffers (None: unknown)."""
+    try:
+        used = facts.info("used_memory", "memory")
+        clients = facts.info("mem_clients_normal", "memory") or "0"
+    except Unavailable:
+        return None
+    return int(used) - int(clients) if used is not None else None
+
+
 def _clients_limit(setting: str, maxmemory: int) -> int:
     """maxmemory-clients in bytes (CONFIG GET gives bytes, or N% of maxmemory); 0: none."""
     if setting.endswith("%"):
@@ -340,6 +362,8 @@ def _mib(size: int) -> str:
 
 
 POWERS = ("config set", "flushall", "module", "debug", "acl setuser")
+# Closed to logins (off, no password, no nopass), open to the AOF loader (see PERS-02).
+SAFE_DEFAULT_USER = "user default off resetpass ~* &* +@all"
 
 
 @check("AUTH-01", "Default user enabled with every command", "ACL GETUSER default")
@@ -357,9 +381,14 @@ def default_user(facts: Facts) -> Passed | Finding:
             "high",
             f"user default {' '.join(sorted(default['flags']))} {default['commands']}"
             + (f" (may {', '.join(p.upper() for p in powers)})" if powers else ""),
-            "user default off resetpass resetkeys resetchannels -@all",
+            SAFE_DEFAULT_USER + "  (keep its command rules: see PERS-02)",
         )
-    return Passed(f"user default {'on' if 'on' in default['flags'] else 'off'}")
+    if "on" in default["flags"]:
+        return Passed(f"user default on {default['commands']}")
+    if not default["passwords"] and "nopass" not in default["flags"]:
+        # Its command rules do not matter: nobody can log in as it, even once switched on.
+        return Passed("user default off, without a password: nobody can log in as it")
+    return Passed("user default off")
 
 
 @check("AUTH-02", "Users without a password", "ACL GETUSER for every user")
@@ -916,6 +945,55 @@ def data_dir(facts: Facts) -> Passed | Finding:
             "dir /var/lib/redis  (owned by the redis user, 0700)",
         )
     return Passed(f"dir {value}")
+
+
+@check(
+    "PERS-02",
+    "AOF replay drops transactions",
+    "INFO server and persistence; ACL GETUSER default",
+)
+def aof_replay_drops_transactions(facts: Facts) -> Passed | Finding:
+    """Redis 7.0-8.4 (and Valkey before 8.1.10) replay the AOF's MULTI/EXEC blocks under the
+    default user's rules: a restricted default user loses them at every restart."""
+    if facts.info("aof_enabled", "persistence") != "1":
+        return Passed("appendonly no: nothing is replayed from an AOF")
+    default = facts.users().get("default")
+    if default is None:
+        raise Unavailable("ACL GETUSER default returned nothing")
+    rules = " ".join(part for part in (default["commands"], default["keys"]) if part)
+    refused = _default_refusals(default)
+    if not refused:
+        return Passed(f"appendonly yes; the default user's rules ({rules}) refuse no write")
+    name, version = facts.server_name, facts.own_version
+    shown = f"{name.title()} {'.'.join(map(str, version))}"
+    verdict = aofreplay.status(name, version)
+    if verdict in ("unaffected", "fixed"):
+        return Passed(f"appendonly yes; {shown} replays the AOF without the default user's rules")
+    if verdict == "unknown":
+        raise Unavailable(
+            f"{shown}: not known whether it replays the AOF's transactions under the default "
+            f"user's rules ({rules}), which refuse {refused} (fixed in "
+            f"{aofreplay.fixed_releases()}); safe either way: {SAFE_DEFAULT_USER}"
+        )
+    return Finding(
+        "critical" if refused == "writes" else "medium",
+        f"appendonly yes and {shown} replays the AOF's MULTI/EXEC blocks (transactions, Lua "
+        f"scripts, XREADGROUP) under the default user's rules ({rules}), which refuse {refused}: "
+        "those blocks are dropped at every restart (redis/redis#14541)",
+        f"{SAFE_DEFAULT_USER}  (off and without a password nobody can log in as it; or upgrade "
+        f"to {aofreplay.fixed_releases()})",
+    )
+
+
+def _default_refusals(user: dict) -> str:
+    """What the default user's rules refuse of an AOF's writes: "writes" (commands or keys
+    closed), "some commands" (+@all minus some), or "" (nothing)."""
+    commands, keys = user["commands"].split(), user["keys"].split()
+    all_keys = "allkeys" in user["flags"] or "~*" in keys or "*" in keys  # 6.2 lists bare "*"
+    all_commands = "allcommands" in user["flags"] or commands[:1] == ["+@all"]
+    if not (all_keys and all_commands):
+        return "writes"
+    return "" if "allcommands" in user["flags"] or commands == ["+@all"] else "some commands"
 
 
 @check("LOG-01", "User data in crash logs", "CONFIG GET hide-user-data-from-log (7.4+)")

@@ -107,6 +107,14 @@ class Facts:
     def server_name(self) -> str:
         return (self.info("server_name", "server") or "redis").lower()
 
+    @property
+    def own_version(self) -> tuple[int, ...]:
+        """The server's own release: Valkey's from valkey_version (its redis_version is a
+        fixed 7.2.4), Redis' from redis_version."""
+        text = self.info("valkey_version", "server") if self.server_name == "valkey" else None
+        text = text or self.info("redis_version", "server") or "0"
+        return tuple(int(part) for part in text.split(".") if part.isdigit())
+
     def users(self) -> dict[str, dict]:
         return self.get("users")
 

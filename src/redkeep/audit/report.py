@@ -64,11 +64,37 @@ def run_checks(facts: Facts, accepted: set[str]) -> dict[str, Any]:
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cve_data_updated": cve.load()["updated"],
         "score": score,
+        # What the score rests on: the checks that could see what they judge.
+        "checks": {"total": len(CHECKS), "verified": len(findings) + len(passed)},
+        "incomplete": _incomplete(unknown, len(findings) + len(passed), accepted),
         "counts": counts,
         "findings": findings,
         "passed": passed,
         "could_not_verify": unknown,
     }
+
+
+def _incomplete(unknown: list[dict[str, str]], verified: int, accepted: set[str]) -> str | None:
+    """Why this report cannot be trusted as a clean bill of health, or None.
+
+    A refused read (NOPERM) hides what the server does, and a score resting on fewer than half
+    of the checks says little. A check accepted by id is left out: the team has judged it.
+    """
+    denied = [item for item in unknown if "NOPERM" in item["reason"] and item["id"] not in accepted]
+    total = len(CHECKS)
+    if denied:
+        return (
+            f"{len(denied)} checks could not be verified because the auditing user may not run "
+            f"what they read (NOPERM, e.g. {denied[0]['id']}); audit as an administrator"
+        )
+    if verified < total / 2:
+        return f"only {verified} of {total} checks could be verified (see could_not_verify)"
+    return None
+
+
+def incomplete(report: dict[str, Any]) -> str | None:
+    """The reason a server's report is incomplete (see `_incomplete`), or None."""
+    return report.get("incomplete")
 
 
 def _server(facts: Facts) -> dict[str, Any]:
@@ -139,13 +165,15 @@ def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 ]
             results.append(result)
     failures = [report for report in reports if "error" in report]
-    invocation = {
-        "executionSuccessful": not failures,
-        "toolExecutionNotifications": [
-            {"level": "error", "message": {"text": f"{report['target']}: {report['error']}"}}
-            for report in failures
-        ],
-    }
+    notes = [
+        {"level": "error", "message": {"text": f"{report['target']}: {report['error']}"}}
+        for report in failures
+    ] + [
+        {"level": "warning", "message": {"text": f"{report['target']}: incomplete: {why}"}}
+        for report in reports
+        if (why := incomplete(report))
+    ]
+    invocation = {"executionSuccessful": not failures, "toolExecutionNotifications": notes}
     return {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",

@@ -15,7 +15,7 @@ from redkeep.actions.audit import (
 )
 from redkeep.app import Application
 from redkeep.audit.checks import CHECKS, SEVERITIES
-from redkeep.audit.report import failed, fix_hints, sarif
+from redkeep.audit.report import failed, fix_hints, incomplete, sarif
 from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
 from redkeep.errors import ExitStatus, UsageError
 from redkeep.redis.target import ConnectionOptions
@@ -75,7 +75,8 @@ def audit(
     Without URL: the bundle's Redis as its admin user (or REDIS_URL). Findings have a severity
     (critical, high, medium, low, info) and the exact redis.conf or ACL line that fixes them;
     what the audit could not see is listed as "could not verify", never as passed. Exit 3 when
-    a server cannot be reached, 1 with --fail-on when a finding is that severe.
+    a server cannot be reached, 1 with --fail-on when a finding is that severe, and 1 when the
+    audit is incomplete: a read was refused (NOPERM) or under half of the checks could see.
     """
     if connection.url and urls:
         raise UsageError("give the servers as URL arguments or one --url, not both")
@@ -106,7 +107,11 @@ def audit(
             show(app, report, fix_hints)
     if any("error" in report for report in reports):
         return ExitStatus.UNREACHABLE
-    if any(failed(report, fail_on) for report in reports):
+    # An audit that could not see is not a pass, whatever its score.
+    blind = [report for report in reports if incomplete(report)]
+    for report in blind:
+        app.error(f"redkeep audit: {report['target']}: incomplete: {incomplete(report)}")
+    if blind or any(failed(report, fail_on) for report in reports):
         return ExitStatus.FAILURE
     return ExitStatus.OK
 
@@ -118,9 +123,11 @@ def show(app: Application, report: dict, with_hints: bool) -> None:
     server = report["server"]
     counts = report["counts"]
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s]) or "no findings"
+    checks = report["checks"]
     app.say(
         f"redkeep audit: {report['target']} ({server.get('name', 'redis')} "
-        f"{server.get('version', '?')}): score {report['score']}/100, {summary}"
+        f"{server.get('version', '?')}): score {report['score']}/100 from {checks['verified']} "
+        f"of {checks['total']} checks, {summary}"
     )
     rows = [
         (

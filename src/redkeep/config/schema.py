@@ -10,6 +10,7 @@ import re
 import socket
 from typing import Annotated, Literal
 
+import pyrage
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,6 +26,10 @@ from redkeep.errors import UsageError
 from redkeep.redis.target import parse_host_port
 
 MEMORY_SIZE = re.compile(r"\d+(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
+# Redis' units (memtoull): k, m, g are powers of 1000; kb, mb, gb powers of 1024.
+MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2,
+                "g": 1000**3, "gb": 1024**3}  # fmt: skip
+MIB = 1024**2
 KEY_PATTERN = re.compile(r"(~|%R~|%W~|%RW~)\S*|allkeys|resetkeys")
 CHANNEL_PATTERN = re.compile(r"&\S*|allchannels|resetchannels")
 COMMAND_RULE = re.compile(r"[+-](@?[a-z0-9_.|-]+)|allcommands|nocommands", re.IGNORECASE)
@@ -105,9 +110,10 @@ class RedisSettings(Section):
         "noeviction",
     ] = Field("allkeys-lru", description="What Redis evicts when maxmemory is reached.")
     maxmemory_clients: Size = Field(
-        "10%",
-        description="Memory all clients may use together (a size, or a % of maxmemory; Redis "
-        "7.0+): beyond it the biggest client is disconnected instead of data evicted; 0: no limit.",
+        "auto",
+        description="Memory all clients may use together (Redis 7.0+): beyond it the biggest "
+        "client is disconnected instead of data evicted. auto: a quarter of maxmemory, at least "
+        "64mb, at most half; or a size, a % of maxmemory, 0 for no limit.",
     )
     client_output_buffer_limit_normal: Size = Field(
         "64mb",
@@ -143,9 +149,32 @@ class RedisSettings(Section):
     @classmethod
     def _clients_memory(cls, value: str) -> str:
         percent = value.endswith("%") and value[:-1].isdigit() and int(value[:-1]) <= 100
-        if not (percent or MEMORY_SIZE.fullmatch(value)):
-            raise ValueError("expected a size such as 32mb, a percentage of maxmemory (10%) or 0")
+        if not (percent or value.lower() == "auto" or MEMORY_SIZE.fullmatch(value)):
+            raise ValueError(
+                "expected a size such as 64mb, a percentage of maxmemory (25%), auto or 0"
+            )
         return value.lower()
+
+    def maxmemory_bytes(self) -> int:
+        return memory_bytes(self.maxmemory)
+
+    def clients_memory_bytes(self) -> int:
+        """maxmemory-clients in bytes (0: no limit). auto leaves a quarter of maxmemory to
+        client buffers, at least 64 MiB (a SET then GET of a 28 MiB value on one connection
+        needs about twice the value) and at most half, so data keeps the larger part."""
+        value, maxmemory = self.maxmemory_clients, self.maxmemory_bytes()
+        if value == "auto":
+            reserve = max(maxmemory // 4, 64 * MIB)
+            return min(reserve, maxmemory // 2) if maxmemory else reserve
+        if value.endswith("%"):
+            return maxmemory * int(value[:-1]) // 100
+        return memory_bytes(value)
+
+    def data_budget_bytes(self) -> int:
+        """What data may use before client buffers at their limit make Redis evict keys:
+        maxmemory minus maxmemory-clients (0: no maxmemory, no budget)."""
+        maxmemory = self.maxmemory_bytes()
+        return max(0, maxmemory - self.clients_memory_bytes()) if maxmemory else 0
 
     @field_validator("save")
     @classmethod
@@ -354,9 +383,21 @@ class BackupSettings(Section):
     @field_validator("age_recipients")
     @classmethod
     def _recipients(cls, value: list[str]) -> list[str]:
+        # Parsed as encryption parses them: a key it cannot read would fail every backup.
         for key in value:
-            if not key.startswith(("age1", "ssh-ed25519 ", "ssh-rsa ")):
-                raise ValueError(f"'{key[:16]}...' is not an age1... or ssh public key")
+            try:
+                if key.startswith("age1"):
+                    pyrage.x25519.Recipient.from_str(key)
+                    continue
+                if key.startswith(("ssh-ed25519 ", "ssh-rsa ")):
+                    pyrage.ssh.Recipient.from_str(key)
+                    continue
+            except pyrage.RecipientError:
+                pass
+            raise ValueError(
+                f"'{key[:16]}...' is not an age public key (age1..., as `age-keygen -y KEYFILE` "
+                "prints it) nor an ssh-ed25519/ssh-rsa public key"
+            )
         return value
 
 
@@ -691,6 +732,12 @@ class Settings(Section):
                 "would fail; add it there"
             )
         return self
+
+
+def memory_bytes(size: str) -> int:
+    """A redis.conf memory size ('256mb', '1g', '1048576') in bytes, as Redis reads it."""
+    number, unit = re.fullmatch(r"(\d+)([a-z]*)", size.lower()).groups()
+    return int(number) * MEMORY_UNITS[unit]
 
 
 def _check_rules(values: list[str], pattern: re.Pattern[str], example: str) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from redkeep.config.schema import MonitoringSettings
+from redkeep.config.schema import MonitoringSettings, RedisSettings
 
 # A {name} placeholder, not Prometheus's own {{ template }} braces.
 PLACEHOLDER = re.compile(r"(?<!\{)\{([a-z_]+)\}(?!\})")
@@ -20,10 +20,18 @@ def alert_definitions() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def thresholds(settings: MonitoringSettings) -> dict[str, str]:
+def thresholds(settings: MonitoringSettings, redis: RedisSettings | None = None) -> dict[str, str]:
+    """Values for alerts.yaml's placeholders; `redis` gives the data budget (default: the
+    default maxmemory and maxmemory-clients)."""
+    redis = redis or RedisSettings()
+    maxmemory = redis.maxmemory_bytes()
+    # The share of maxmemory data may use: the rest is the clients' (maxmemory-clients).
+    budget = redis.data_budget_bytes() / maxmemory if maxmemory else 1.0
     return {
         "memory_ratio": str(settings.memory_warning_percent / 100),
         "memory_percent": str(settings.memory_warning_percent),
+        "data_ratio": str(round(budget * settings.memory_warning_percent / 100, 4)),
+        "data_budget_percent": f"{round(budget * 100, 1):g}",
         "connections_ratio": str(settings.connections_warning_percent / 100),
         "hit_ratio": str(settings.hit_rate_warning_percent / 100),
         "slow_queries": str(settings.slow_queries_per_5m),
@@ -38,9 +46,11 @@ def fill(text: str, values: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda match: values[match[1]], text)
 
 
-def alerts(settings: MonitoringSettings) -> list[dict[str, str]]:
+def alerts(
+    settings: MonitoringSettings, redis: RedisSettings | None = None
+) -> list[dict[str, str]]:
     """Every alert with its placeholders filled: name, expr, signal, severity, origin ..."""
-    values = thresholds(settings)
+    values = thresholds(settings, redis)
     filled = []
     for group in alert_definitions()["groups"]:
         for alert in group["alerts"]:
@@ -48,9 +58,9 @@ def alerts(settings: MonitoringSettings) -> list[dict[str, str]]:
     return filled
 
 
-def render_rules(settings: MonitoringSettings) -> str:
+def render_rules(settings: MonitoringSettings, redis: RedisSettings | None = None) -> str:
     """The rules file Prometheus loads (`rule_files`)."""
-    values = thresholds(settings)
+    values = thresholds(settings, redis)
     groups = []
     for group in alert_definitions()["groups"]:
         rules = []

@@ -118,7 +118,9 @@ def monitoring_files(settings: Settings, secrets: Mapping[str, str]) -> list[Bun
     return [
         BundleFile("prometheus/prometheus.yml", render_prometheus(settings), PUBLIC_MODE),
         BundleFile(
-            "prometheus/rules/redkeep.rules.yml", render_rules(settings.monitoring), PUBLIC_MODE
+            "prometheus/rules/redkeep.rules.yml",
+            render_rules(settings.monitoring, settings.redis),
+            PUBLIC_MODE,
         ),
         BundleFile(
             "alertmanager/alertmanager.yml", render_alertmanager(settings, secrets), SECRET_MODE

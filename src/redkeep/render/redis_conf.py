@@ -72,9 +72,18 @@ def render_redis_conf(
             version=__version__,
             target=target,
             redis=settings.redis,
+            clients_memory=clients_memory(settings),
             tls=settings.tls,
             bind=bind,
             paths=paths,
             features=features,
         )
     )
+
+
+def clients_memory(settings: Settings) -> str:
+    """maxmemory-clients as redis.conf gets it: auto in bytes, anything else as written."""
+    redis = settings.redis
+    if redis.maxmemory_clients == "auto":
+        return str(redis.clients_memory_bytes())
+    return redis.maxmemory_clients

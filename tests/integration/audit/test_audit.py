@@ -105,10 +105,16 @@ def test_client_buffers_that_can_evict_the_data(redis_factory):
     bounded = redis_factory([*evicting, "maxmemory-clients 10%"])
     report, _ = audit("--url", admin_url(bounded.port), env=ADMIN_ENV)
     (passed,) = [item["evidence"] for item in report["passed"] if item["id"] == "MEM-01"]
-    assert (
-        passed == "maxmemory-clients 10%: all clients together get at most 6.4 MiB of "
-        "maxmemory 64 MiB"
+    assert passed.startswith(
+        "maxmemory-clients 10%: all clients together get at most 6.4 MiB of maxmemory 64 MiB, "
+        "which leaves data 57.6 MiB (uses "
     )
+    # Data past that budget: slow readers would evict keys.
+    admin = redis.Redis(port=bounded.port, username="admin", password="admin-secret")
+    for index in range(60):
+        admin.set(f"data:{index}", b"x" * 2**20)
+    report, _ = audit("--url", admin_url(bounded.port), env=ADMIN_ENV)
+    assert findings(report)["MEM-01"] == "medium"
 
 
 def test_no_tls(redis_factory):
@@ -138,6 +144,17 @@ def test_a_user_that_may_not_look_gets_could_not_verify_never_pass(redis_factory
         assert check_id in unknown, check_id
     assert "NOPERM" in unknown["AUTH-03"]
     assert not {item["id"] for item in report["passed"]} & set(unknown)
+    # No finding it could see, yet no pass: exit 1, one line why, a score that says its basis.
+    assert report["checks"]["verified"] < 5 and "NOPERM" in report["incomplete"]
+    url = f"redis://reader@127.0.0.1:{server.port}"
+    for extra in ((), ("--fail-on", "low")):
+        table = run_redkeep("audit", url, *extra, env={"REDIS_PASSWORD": "reader-secret"})
+        assert table.returncode == 1, table.stdout
+        (line,) = table.stderr.strip().splitlines()
+        assert "incomplete" in line and "audit as an administrator" in line
+        assert f"from {report['checks']['verified']} of {report['checks']['total']} checks" in (
+            table.stdout
+        )
 
 
 def test_the_audit_changes_nothing(redis_factory):
