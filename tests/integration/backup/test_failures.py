@@ -153,7 +153,7 @@ def test_unknown_rdb_version_from_a_newer_server(backup_bundle, tmp_path):
     data += crc64(data).to_bytes(8, "little")
     path.write_bytes(data)
     manifest_path = stored(backup_bundle, report, "manifest.json")
-    manifest = Manifest.from_json(manifest_path.read_bytes(), "test")
+    manifest = Manifest.from_json(manifest_path.read_bytes())
     digest = hashlib.sha256(data).hexdigest()
     manifest.objects[0].sha256 = manifest.objects[0].raw_sha256 = digest
     manifest.objects[0].size = manifest.objects[0].raw_size = len(data)
