@@ -66,11 +66,12 @@ class ServerBinary:
         return f"{self.path} ({self.flavour.capitalize()} {self.version})"
 
 
-def server_binary(path: str | None = None) -> ServerBinary:
-    """The drill server: `path`, else redis-server on PATH; raise UsageError if it is not one."""
+def server_binary(path: str | None = None, given_by: str = "--server-binary") -> ServerBinary:
+    """The drill server: `path` (named by `given_by`), else redis-server on PATH; raise
+    UsageError if it is not one."""
     binary = path or redis_server.find_redis_server()
     if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        raise UsageError(f"--server-binary {path}: not an executable file")
+        raise UsageError(f"{given_by} {path}: not an executable file")
     try:
         output = subprocess.run(
             [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
@@ -80,8 +81,8 @@ def server_binary(path: str | None = None) -> ServerBinary:
     match = re.match(r"(Redis|Valkey) server v=(\S+)", output)
     if not match:
         raise UsageError(
-            f"{binary} is not a redis-server or valkey-server (--version says "
-            f"{output.strip()[:60]!r}); point --server-binary at one"
+            f"{given_by} {binary} is not a redis-server or valkey-server (--version says "
+            f"{output.strip()[:60]!r})"
         )
     return ServerBinary(binary, match[1].lower(), match[2])
 

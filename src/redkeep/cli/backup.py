@@ -336,8 +336,10 @@ def server_binary_option(command: Callable) -> Callable:
 def _server(server_binary: Path | None, settings, bundle):
     from redkeep.backup import drill  # noqa: PLC0415 - loads redis-py
 
-    path = server_binary or _bundle_path(settings.server_binary, bundle)
-    return drill.server_binary(str(path) if path else None)
+    if server_binary is not None:
+        return drill.server_binary(str(server_binary))
+    configured = _bundle_path(settings.server_binary, bundle)
+    return drill.server_binary(str(configured) if configured else None, "backup.server_binary")
 
 
 @backup_group.command()
