@@ -156,10 +156,11 @@ def _die_with_parent():
     if not sys.platform.startswith("linux"):
         return None
     parent = os.getpid()
-    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    sigkill = int(signal.SIGKILL)
 
     def arm() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, sigkill)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 

@@ -8,25 +8,39 @@ import pytest
 import redis
 
 from tests.conftest import run_redkeep
+from tests.servers import RedisServer, free_port
 
 SOURCE = "m"
 
 
-@pytest.fixture
-def two_backups(redis_factory, tmp_path):
+@pytest.fixture(scope="module")
+def stored_pair(tmp_path_factory, redis_binary):
     """A local store with two complete backups of one server: A (older) and X."""
-    server = redis_factory(["repl-diskless-sync-delay 0"])
-    redis.Redis(port=server.port).set("key", "value")
-    dest = tmp_path / "dest"
-    url = f"redis://127.0.0.1:{server.port}"
-    ids = []
-    for _ in range(2):
-        run = run_redkeep(
-            "backup", "run", "--url", url, "--dest", dest, "--source", SOURCE, "--json"
-        )
-        assert run.returncode == 0, run.stderr
-        ids.append(json.loads(run.stdout)["id"])
+    base = tmp_path_factory.mktemp("pair")
+    server = RedisServer(redis_binary, base / "server", ["repl-diskless-sync-delay 0"], free_port())
+    server.start()
+    try:
+        redis.Redis(port=server.port).set("key", "value")
+        dest = base / "dest"
+        url = f"redis://127.0.0.1:{server.port}"
+        ids = []
+        for _ in range(2):
+            run = run_redkeep(
+                "backup", "run", "--url", url, "--dest", dest, "--source", SOURCE, "--json"
+            )
+            assert run.returncode == 0, run.stderr
+            ids.append(json.loads(run.stdout)["id"])
+    finally:
+        server.stop()
     return dest, *ids
+
+
+@pytest.fixture
+def two_backups(stored_pair, tmp_path):
+    """A copy of the pair's store for one test to damage."""
+    dest, older, newer = stored_pair
+    shutil.copytree(dest, tmp_path / "dest")
+    return tmp_path / "dest", older, newer
 
 
 def edit(path, change) -> None:
@@ -35,14 +49,14 @@ def edit(path, change) -> None:
     path.write_text(json.dumps(manifest))
 
 
-def listing(dest) -> dict:
-    result = run_redkeep("backup", "list", "--dest", dest, "--json")
-    assert result.returncode == 0, result.stderr
-    return {row["id"]: row for row in json.loads(result.stdout)}
+def listing(cli, dest) -> dict:
+    result = cli("backup", "list", "--dest", dest, "--json")
+    assert result.code == 0, result.err
+    return {row["id"]: row for row in json.loads(result.out)}
 
 
 def one_line_error(result) -> str:
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = result.err.strip().splitlines()
     assert line.startswith("redkeep: error: ")
     for raw in ("TypeError", "ValueError", "ReadError", "TimeoutError", "KeyError", "Traceback"):
         assert raw not in line
@@ -79,30 +93,30 @@ EDITS = {
 
 
 @pytest.mark.parametrize("change", EDITS)
-def test_an_edited_manifest_is_damaged_and_breaks_nothing_else(two_backups, tmp_path, change):
+def test_an_edited_manifest_is_damaged_and_breaks_nothing_else(cli, two_backups, tmp_path, change):
     dest, older, newer = two_backups
     EDITS[change](dest / SOURCE, older, newer)
-    rows = listing(dest)
+    rows = listing(cli, dest)
     assert rows[newer]["damaged"] and not rows[newer]["complete"]
     assert rows[newer]["time"].startswith(newer[:4])  # the time in the id
     assert rows[older]["complete"] and not rows[older]["damaged"]
-    verify = run_redkeep("backup", "verify", newer, "--dest", dest)
-    assert verify.returncode == 1
+    verify = cli("backup", "verify", newer, "--dest", dest)
+    assert verify.code == 1
     assert f"backup {newer} cannot be used: its manifest" in one_line_error(verify)
-    restore = run_redkeep("backup", "restore", newer, "--dest", dest, "--to-file", tmp_path / "x")
-    assert restore.returncode == 1 and not (tmp_path / "x").exists()
+    restore = cli("backup", "restore", newer, "--dest", dest, "--to-file", tmp_path / "x")
+    assert restore.code == 1 and not (tmp_path / "x").exists()
     one_line_error(restore)
     assert not (dest / SOURCE / older / "verify.json").exists()  # the good one is untouched
     assert not (dest / SOURCE / newer / "verify.json").exists()
     # The other backup still works, and `latest` means the latest usable one.
-    latest = run_redkeep("backup", "verify", "latest", "--dest", dest, "--json")
-    assert latest.returncode == 0, latest.stderr
-    assert json.loads(latest.stdout)["id"] == older
-    pruned = run_redkeep("backup", "prune", "--dest", dest, "--keep-last", "5", "--dry-run")
-    assert pruned.returncode == 0, pruned.stderr
+    latest = cli("backup", "verify", "latest", "--dest", dest, "--json")
+    assert latest.code == 0, latest.err
+    assert json.loads(latest.out)["id"] == older
+    pruned = cli("backup", "prune", "--dest", dest, "--keep-last", "5", "--dry-run")
+    assert pruned.code == 0, pruned.err
 
 
-def test_a_manifest_of_another_backup_in_s3_is_damaged(redis_factory, s3_server):
+def test_a_manifest_of_another_backup_in_s3_is_damaged(cli, redis_factory, s3_server):
     server = redis_factory(["repl-diskless-sync-delay 0"])
     redis.Redis(port=server.port).set("key", "value")
     dest = f"s3://{s3_server.bucket}/identity"
@@ -121,11 +135,11 @@ def test_a_manifest_of_another_backup_in_s3_is_damaged(redis_factory, s3_server)
         Key=f"identity/{SOURCE}/{ids[1]}/manifest.json",
         Body=older["Body"].read(),
     )
-    rows = listing(dest)
+    rows = listing(cli, dest)
     assert (
         rows[ids[1]]["damaged"] and f"describes backup {SOURCE}/{ids[0]}" in rows[ids[1]]["problem"]
     )
-    verify = run_redkeep("backup", "verify", ids[1], "--dest", dest)
-    assert verify.returncode == 1 and "cannot be used" in one_line_error(verify)
+    verify = cli("backup", "verify", ids[1], "--dest", dest)
+    assert verify.code == 1 and "cannot be used" in one_line_error(verify)
     listed = s3.list_objects_v2(Bucket=s3_server.bucket, Prefix=f"identity/{SOURCE}/{ids[0]}/")
     assert not any(o["Key"].endswith("verify.json") for o in listed["Contents"])
