@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redkeep.backup import aoflock, notify, retention
 from redkeep.backup.encryption import KEY_OBJECT, Encryption, plan_encryption
@@ -44,6 +44,9 @@ from redkeep.backup.stores import Store
 from redkeep.endpoint import Target
 from redkeep.errors import DamagedBackup, RedkeepError, StoreError
 from redkeep.signals import interrupted_by_signals
+
+if TYPE_CHECKING:
+    from redkeep.backup.aof import AofLocation
 
 
 @dataclass
@@ -161,7 +164,7 @@ def _paused_warning(state: Path, info: dict[str, Any], target: Target) -> list[s
     ]
 
 
-def _lock_aof(target: Target, state: Path):
+def _lock_aof(target: Target, state: Path) -> tuple["AofLocation", aoflock.AofLock]:
     """Where the server keeps its AOF, and the lock for backing it up (held by the caller)."""
     from redkeep.connect import session  # noqa: PLC0415
 
@@ -259,8 +262,8 @@ def _store_aof(
     target: Target,
     manifest: Manifest,
     encryption: Encryption,
-    location,
-    lock,
+    location: "AofLocation",
+    lock: aoflock.AofLock,
 ) -> list[str]:
     from redkeep.connect import session  # noqa: PLC0415
 

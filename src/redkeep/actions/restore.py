@@ -1,10 +1,13 @@
 """`redkeep backup verify` and `backup restore`.
 
-verify: download each object, check its SHA-256, decrypt, decompress, check the RDB's CRC64
-(and `redis-check-rdb` when installed), then a restore drill: load it into a throw-away
-redis-server and compare keys and expires per database with what the manifest recorded.
+verify: check that the drill server reads the backup's RDB format (else "cannot verify here"),
+download each object, check its SHA-256, decrypt, decompress, check the RDB's CRC64 and run the
+drill server's RDB checker, then a restore drill: load it into a throw-away server and compare
+keys and expires per database with what the snapshot holds.
 restore: to a file (the RDB, or the AOF directory), or into a live server through the drill
-server and DUMP/RESTORE, TTLs kept.
+server and DUMP/RESTORE, TTLs kept; refused when the last verify failed or the RDB does not hold
+what its manifest recorded (unless --force), and checked against the target's version and client
+limits before anything is written.
 """
 
 import datetime as dt
