@@ -15,6 +15,7 @@ class ExitStatus(IntEnum):
     FAILURE = 1  # the command ran and the answer is "no": unhealthy, findings, refused
     USAGE = 2  # bad arguments or configuration
     UNREACHABLE = 3  # cannot connect or log in (refused, TLS, WRONGPASS, NOAUTH)
+    CANNOT_CHECK = 4  # `backup verify`: the backup is newer than the local tools can read
     INTERRUPTED = 130
 
 

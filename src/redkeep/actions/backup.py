@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redkeep.backup import notify, retention
+from redkeep.backup import aoflock, notify, retention
 from redkeep.backup.encryption import KEY_OBJECT, Encryption, plan_encryption
 from redkeep.backup.manifest import (
     MANIFEST,
@@ -37,12 +37,16 @@ from redkeep.backup.pipeline import (
     compressor,
 )
 from redkeep.backup.rdb import RdbValidator
+from redkeep.backup.rdbkeys import KeyCounter
 from redkeep.backup.replication import capture_rdb
 from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
 from redkeep.errors import DamagedBackup, RedkeepError, StoreError
 from redkeep.redis.target import Target
 from redkeep.signals import interrupted_by_signals
+
+if TYPE_CHECKING:
+    from redkeep.backup.aof import AofLocation
 
 
 @dataclass
@@ -58,6 +62,7 @@ class RunOptions:
     channels: notify.Channels = field(default_factory=notify.Channels)
     notify_on_success: bool = False
     progress: Callable[[int], None] | None = None  # told the size of every chunk received
+    state_dir: Path | None = None  # the AOF lock and paused setting (aof.state_dir)
 
 
 def run_backup(
@@ -81,7 +86,9 @@ def run_backup(
     }
     manifest = Manifest(backup_id, options.source, options.kind, now.isoformat())
     try:
-        _capture_all(options, target, aof_target, manifest)
+        warnings = _capture_all(options, target, aof_target, manifest)
+        if warnings:
+            report["warnings"] = warnings
         manifest.finished = dt.datetime.now(dt.UTC).isoformat()
         manifest.duration_seconds = round(time.monotonic() - started, 3)
         report |= _success_fields(manifest)
@@ -110,22 +117,62 @@ def _unexpected(error: Exception) -> RedkeepError:
 
 def _capture_all(
     options: RunOptions, target: Target, aof_target: Target | None, manifest: Manifest
-) -> None:
+) -> list[str]:
+    """Capture and store every object of the run; return warnings for the report."""
     encryption = plan_encryption(options.public_keys, options.passphrase)
     manifest.encryption = {"mode": encryption.mode, "recipients": encryption.public_keys}
     info = read_info(target)
     manifest.server = server_facts(info)
     manifest.keyspace["before"] = keyspace_of(info)
-    if options.kind in ("rdb", "both"):
-        _store_rdb(options, target, manifest, encryption, int(info.get("used_memory", 0)))
-    if options.kind in ("aof", "both"):
-        _store_aof(options, aof_target or target, manifest, encryption)
+    state = options.state_dir or aoflock.state_dir(None)
+    warnings = _paused_warning(state, info, target)
+    # The AOF lock is taken first: a second `--type both` fails now, not after its RDB.
+    aof = _lock_aof(aof_target or target, state) if options.kind in ("aof", "both") else None
+    try:
+        if options.kind in ("rdb", "both"):
+            _store_rdb(options, target, manifest, encryption, int(info.get("used_memory", 0)))
+        if aof is not None:
+            warnings += _store_aof(options, aof_target or target, manifest, encryption, *aof)
+    finally:
+        if aof is not None:
+            aof[1].close()
     if encryption.key_object is not None:
         options.store.put_bytes(_key(manifest, KEY_OBJECT), encryption.key_object)
         manifest.encryption["key_object"] = KEY_OBJECT
     if encryption.enabled:
         _prove_encrypted(options.store, manifest)
     manifest.keyspace["after"] = keyspace_of(read_info(target))
+    return warnings
+
+
+def _aof():
+    # redis-py (for CONFIG SET) is loaded only by AOF backups: RDB runs start faster without.
+    from redkeep.backup import aof  # noqa: PLC0415
+
+    return aof
+
+
+def _paused_warning(state: Path, info: dict[str, Any], target: Target) -> list[str]:
+    """A warning when a killed AOF backup left this server's automatic rewrites paused."""
+    saved = aoflock.paused_by_a_killed_run(state, str(info.get("run_id", "")))
+    if saved is None:
+        return []
+    setting = aoflock.REWRITE_SETTING
+    return [
+        f"a killed AOF backup left {setting} paused (0) on {target.where}: the next "
+        f"`backup run --type aof` puts back {saved}, or run CONFIG SET {setting} {saved}"
+    ]
+
+
+def _lock_aof(target: Target, state: Path) -> tuple["AofLocation", aoflock.AofLock]:
+    """Where the server keeps its AOF, and the lock for backing it up (held by the caller)."""
+    from redkeep.redis.client import session  # noqa: PLC0415
+
+    aof = _aof()
+    with session(target) as client:
+        location = aof.locate(client, target)
+        run_id = str(client.info("server").get("run_id", ""))
+    return location, aoflock.AofLock(state, run_id)
 
 
 def server_facts(info: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +230,8 @@ def _store_rdb(
     name = _object_name("dump.rdb", options, encryption)
     raw, stored = _chain(options, manifest, name, encryption, hint)
     validator = RdbValidator()
-    head = TeeSink(validator.feed, raw)
+    counter = KeyCounter()
+    head = TeeSink(counter.feed, TeeSink(validator.feed, raw))
     if options.progress is not None:
         progress = options.progress
         head = TeeSink(lambda chunk: progress(len(chunk)), head)
@@ -192,6 +240,7 @@ def _store_rdb(
         check = validator.finish()
         head.close()
     except BaseException:
+        counter.close()
         head.abort()
         raise
     manifest.rdb = check.as_dict() | {
@@ -199,20 +248,30 @@ def _store_rdb(
         "replid": capture.replid,
         "offset": capture.offset,
     }
+    # What the snapshot holds, per database: what `verify` expects the drill to load.
+    keyspace = counter.finish()
+    if keyspace is not None:
+        manifest.rdb["keyspace"] = keyspace
+    else:
+        manifest.rdb["keyspace_unknown"] = counter.problem
     _record(manifest, name, "rdb", options, encryption, raw, stored)
 
 
 def _store_aof(
-    options: RunOptions, target: Target, manifest: Manifest, encryption: Encryption
-) -> None:
-    # redis-py (for CONFIG SET) is loaded only by AOF backups: RDB runs start faster without.
-    from redkeep.backup import aof  # noqa: PLC0415
+    options: RunOptions,
+    target: Target,
+    manifest: Manifest,
+    encryption: Encryption,
+    location: "AofLocation",
+    lock: aoflock.AofLock,
+) -> list[str]:
     from redkeep.redis.client import session  # noqa: PLC0415
 
+    aof = _aof()
     name = _object_name("appendonlydir.tar", options, encryption)
     with session(target) as client:
-        location = aof.locate(client, target)
-        snapshot = aof.snapshot(client, target, location)
+        snapshot = aof.snapshot(client, target, location, lock)
+        setting = client.config_get(aoflock.REWRITE_SETTING).get(aoflock.REWRITE_SETTING)
     try:
         raw, stored = _chain(options, manifest, name, encryption, sum(snapshot.sizes.values()))
         try:
@@ -229,6 +288,13 @@ def _store_aof(
         "hard_linked": snapshot.linked,
     }
     _record(manifest, name, "aof", options, encryption, raw, stored)
+    if setting == "0":  # the user's own value: automatic rewrites are off for good
+        return [
+            f"{aoflock.REWRITE_SETTING} is 0 on {target.where}: Redis never rewrites the AOF by "
+            "itself, so it grows until the disk is full; set it (the default is 100) unless "
+            "something else runs BGREWRITEAOF"
+        ]
+    return []
 
 
 def _prove_encrypted(store: Store, manifest: Manifest) -> None:
@@ -289,7 +355,7 @@ def _after_run(
             problems.append(f"could not write {options.metrics_file}: {error.strerror}")
     report["notifications"] = notify.send(options.channels, report, options.notify_on_success)
     if problems:
-        report["warnings"] = problems
+        report.setdefault("warnings", []).extend(problems)
 
 
 def _key(manifest: Manifest, name: str) -> str:
@@ -336,6 +402,7 @@ class Listed:
     objects: dict[str, int]
     manifest: Manifest | None = None
     damaged: bool = False
+    problem: str = ""  # why a damaged manifest cannot be used
 
     def row(self) -> dict[str, Any]:
         manifest = self.manifest
@@ -351,6 +418,7 @@ class Listed:
             "verified": self.verified,
             "complete": self.complete,
             "damaged": self.damaged,
+            **({"problem": self.problem} if self.problem else {}),
         }
 
 
@@ -370,15 +438,15 @@ def list_backups(store: Store, source: str | None = None) -> list[Listed]:
         listed = Listed(src, backup_id, started, MANIFEST in objects, False, objects)
         if listed.complete:
             try:
-                listed.manifest = Manifest.from_json(
-                    store.get_bytes(object_key(src, backup_id, MANIFEST)), f"{src}/{backup_id}"
-                )
-            except DamagedBackup:  # unusable, but it must not hide the other backups
-                listed.complete, listed.damaged = False, True
+                manifest = Manifest.from_json(store.get_bytes(object_key(src, backup_id, MANIFEST)))
+                manifest.check_identity(src, backup_id)
+            except DamagedBackup as error:  # unusable, but it must not hide the other backups
+                listed.complete, listed.damaged, listed.problem = False, True, error.message
                 found.append(listed)
                 continue
+            listed.manifest = manifest
             # The manifest's start time has microseconds: two backups in one second still order.
-            listed.time = dt.datetime.fromisoformat(listed.manifest.created)
+            listed.time = manifest.started
             listed.verified = _verified(store, src, backup_id, objects)
         found.append(listed)
     return sorted(found, key=lambda item: (item.source, item.time, item.id))
@@ -408,7 +476,7 @@ def find_backup(store: Store, source: str | None, backup_id: str) -> Listed:
             return item
     for item in list_backups(store, source):
         if item.id == backup_id:
-            why = "its manifest is damaged" if item.damaged else "it is incomplete (no manifest)"
+            why = item.problem if item.damaged else "it is incomplete (no manifest)"
             raise RedkeepError(f"backup {backup_id} cannot be used: {why}")
     raise RedkeepError(f"no backup {backup_id} in {store.url}; `redkeep backup list` shows them")
 

@@ -8,8 +8,6 @@ Needs the data directory on this machine and a user allowed CONFIG SET.
 """
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import shutil
 import tarfile
@@ -18,15 +16,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import redis
 
+from redkeep.backup.aoflock import REWRITE_SETTING, AofLock
 from redkeep.errors import RedkeepError
 from redkeep.redis.client import explain_failure
 from redkeep.redis.target import Target
 
-REWRITE_SETTING = "auto-aof-rewrite-percentage"
 WORKDIR_PREFIX = ".redkeep-aof-"  # beside the AOF directory, to hard-link its files
 WAIT_TIMEOUT = 300.0
 
@@ -86,18 +83,17 @@ def locate(client: redis.Redis, target: Target) -> AofLocation:
 
 
 @contextlib.contextmanager
-def rewrites_paused(client: redis.Redis, target: Target, record: IO) -> Iterator[None]:
+def rewrites_paused(client: redis.Redis, target: Target, lock: AofLock) -> Iterator[None]:
     """Pause automatic AOF rewrites; restore the previous value however the block ends.
 
-    The previous value is kept in `record` (the lock file) while paused: a run killed with
-    SIGKILL cannot put it back, so the next run finds it there and puts it back instead of
-    taking the 0 it would read from the server for the user's own setting.
+    The previous value is kept in the lock file while paused: a run killed with SIGKILL cannot
+    put it back, so the next run finds it there and puts it back instead of taking the 0 it
+    would read from the server for the user's own setting.
     """
-    record.seek(0)
-    left_by_a_killed_run = record.read().strip()
+    left_by_a_killed_run = lock.saved()
     try:
         previous = left_by_a_killed_run or client.config_get(REWRITE_SETTING)[REWRITE_SETTING]
-        _write_record(record, previous)
+        lock.save(previous)
         client.config_set(REWRITE_SETTING, 0)
     except redis.RedisError as error:
         raise explain_failure(error, target, f"CONFIG SET {REWRITE_SETTING}") from None
@@ -111,14 +107,7 @@ def rewrites_paused(client: redis.Redis, target: Target, record: IO) -> Iterator
                 f"could not restore {REWRITE_SETTING} {previous} on {target.where}: {error}; "
                 f"set it by hand: CONFIG SET {REWRITE_SETTING} {previous}"
             ) from None
-        _write_record(record, "")
-
-
-def _write_record(record: IO, value: str) -> None:
-    record.seek(0)
-    record.truncate()
-    record.write(value)
-    record.flush()
+        lock.save("")
 
 
 def wait_for_no_rewrite(client: redis.Redis, target: Target, timeout: float = WAIT_TIMEOUT) -> None:
@@ -134,35 +123,17 @@ def wait_for_no_rewrite(client: redis.Redis, target: Target, timeout: float = WA
 
 @dataclass
 class AofSnapshot:
-    """Links (or copies) of the AOF files, with the sizes to read: a point in time. It holds
-    the server's AOF backup lock until `cleanup`."""
+    """Links (or copies) of the AOF files, with the sizes to read: a point in time. Its
+    caller holds the server's AOF backup lock until the tar is written."""
 
     workdir: Path
     manifest: str
     files: list[AofFile]
     sizes: dict[str, int]
     linked: bool
-    lock: IO
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-        self.lock.close()
-
-
-def exclusive(location: AofLocation) -> IO:
-    """One AOF backup of a server at a time: two would save each other's paused setting.
-    The lock is held (the file open) until the caller closes what this returns."""
-    name = hashlib.sha256(str(location.directory).encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"redkeep-aof-{name}.lock"
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise RedkeepError(
-            f"another AOF backup of {location.directory} is running; try again later"
-        ) from None
-    return handle
 
 
 def remove_stale_workdirs(location: AofLocation) -> None:
@@ -172,9 +143,10 @@ def remove_stale_workdirs(location: AofLocation) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def snapshot(client: redis.Redis, target: Target, location: AofLocation) -> AofSnapshot:
-    """Take a consistent snapshot of the AOF files, per the official procedure."""
-    lock = exclusive(location)
+def snapshot(
+    client: redis.Redis, target: Target, location: AofLocation, lock: AofLock
+) -> AofSnapshot:
+    """Take a consistent snapshot of the AOF files, per the official procedure (`lock` held)."""
     workdir = None
     try:
         remove_stale_workdirs(location)
@@ -195,9 +167,8 @@ def snapshot(client: redis.Redis, target: Target, location: AofLocation) -> AofS
     except BaseException:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
-        lock.close()
         raise
-    return AofSnapshot(workdir, location.manifest, files, sizes, linked, lock)
+    return AofSnapshot(workdir, location.manifest, files, sizes, linked)
 
 
 def _workdir(directory: Path) -> tuple[Path, bool]:

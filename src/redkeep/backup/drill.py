@@ -1,25 +1,90 @@
 """Restore drills: load a backup into a throw-away redis-server and look at what is there.
 
-The server listens on a unix socket only (no TCP port), in a temp dir, with persistence off,
-and is stopped at the end. It must be a version that can read the backup's RDB version.
+The server listens on a unix socket only (no TCP port), in a private (0700) temp dir, with
+persistence off, and is stopped at the end. It must be a version that can read the backup's RDB
+version: `--server-binary` (or `backup.server_binary`) names another redis-server or
+valkey-server than the one on PATH, and the same binary checks the RDB (it acts as
+redis-check-rdb when called by that name).
+
+A drill holds the decrypted data, so it must not outlive its command. On Linux the server gets
+SIGKILL when the command dies (PR_SET_PDEATHSIG), even by SIGKILL; each drill dir carries its
+owner's pid, and the next drill removes the dirs of owners that are gone. Elsewhere a SIGKILLed
+command leaves its drill server running (its pid is in the dir's redis.pid) until killed.
 """
 
 import contextlib
+import ctypes
+import os
+import re
 import shutil
+import signal
+import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from redkeep.errors import RedkeepError
+from redkeep.backup.rdb import crc64
+from redkeep.errors import ExitStatus, RedkeepError, UsageError
 from redkeep.redis.client import client_for
 from redkeep.redis.target import Target
 from redkeep.stack import redis_server
 
 LOAD_TIMEOUT = 600.0
+DIR_PREFIX = "redkeep-drill-"
+PR_SET_PDEATHSIG = 1
+# What a server (or its checker) says about an RDB it cannot read because of its version.
+VERSION_REFUSALS = (
+    "Can't handle RDB format version",
+    "Wrong signature",
+    "Foreign RDB version",
+    "rdb-version-check relaxed",
+)
+
+
+class CannotCheckHere(RedkeepError):
+    """The backup is newer than the local tools can read: no verdict, not damage."""
+
+    status = ExitStatus.CANNOT_CHECK
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """The redis-server or valkey-server that runs drills and checks RDB files."""
+
+    path: str
+    flavour: str  # "redis" or "valkey"
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.path} ({self.flavour.capitalize()} {self.version})"
+
+
+def server_binary(path: str | None = None, given_by: str = "--server-binary") -> ServerBinary:
+    """The drill server: `path` (named by `given_by`), else redis-server on PATH; raise
+    UsageError if it is not one."""
+    binary = path or redis_server.find_redis_server()
+    if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise UsageError(f"{given_by} {path}: not an executable file")
+    try:
+        output = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
+        ).stdout
+    except OSError as error:
+        raise UsageError(f"cannot run {binary}: {error.strerror or error}") from None
+    match = re.match(r"(Redis|Valkey) server v=(\S+)", output)
+    if not match:
+        raise UsageError(
+            f"{given_by} {binary} is not a redis-server or valkey-server (--version says "
+            f"{output.strip()[:60]!r})"
+        )
+    return ServerBinary(binary, match[1].lower(), match[2])
 
 
 class Drill:
@@ -34,11 +99,14 @@ class Drill:
 
 @contextlib.contextmanager
 def scratch_server(
-    data: Path, aof_dirname: str | None = None, databases: int = 16
+    data: Path,
+    aof_dirname: str | None = None,
+    databases: int = 16,
+    server: ServerBinary | None = None,
 ) -> Iterator[Drill]:
-    """A throw-away redis-server that loads `data/dump.rdb` (or the AOF dir)."""
-    binary = redis_server.find_redis_server()
-    socket_path = data / "redis.sock"
+    """A throw-away server that loads `data/dump.rdb` (or the AOF dir)."""
+    binary = server.path if server else redis_server.find_redis_server()
+    socket_path = data / "sock"  # short: a unix socket path must stay under 108 bytes
     settings = {
         "port": "0",  # no TCP listener at all
         "unixsocket": str(socket_path),
@@ -47,6 +115,7 @@ def scratch_server(
         "dbfilename": "dump.rdb",
         "save": "",
         "logfile": str(data / "redis.log"),
+        "pidfile": str(data / "redis.pid"),
         "daemonize": "no",
         # DEBUG DIGEST-VALUE compares values whatever their layout; only over the socket.
         "enable-debug-command": "local",
@@ -57,7 +126,11 @@ def scratch_server(
     if aof_dirname:
         args += ["--appenddirname", aof_dirname, "--auto-aof-rewrite-percentage", "0"]
     process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        umask=0o077,
+        preexec_fn=_die_with_parent(),  # noqa: PLW1509 - no threads run while a drill starts
     )
     client = _client(socket_path)
     try:
@@ -74,16 +147,39 @@ def scratch_server(
 
 
 def _client(socket_path: Path, db: int = 0) -> redis.Redis:
-    """Raw bytes (DUMP payloads); a reply may take as long as loading does."""
+    """Raw bytes (DUMP payloads), no retries; a reply may take as long as loading does."""
     target = Target("unix", socket_path=str(socket_path), db=db, timeout=LOAD_TIMEOUT)
     return client_for(target, decode_responses=False)
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to SIGKILL the child when this process dies (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    sigkill = int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, sigkill)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
 
 
 def _wait_loaded(client: redis.Redis, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + LOAD_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RedkeepError(f"the drill server could not load the backup: {_why(log)}")
+            why = _why(log)
+            if any(refusal in why for refusal in VERSION_REFUSALS):
+                raise CannotCheckHere(
+                    f"the drill server cannot read this backup's format: {why}; verify it "
+                    "with --server-binary pointing at a redis-server or valkey-server at "
+                    "least as new as the one that made it"
+                )
+            raise RedkeepError(f"the drill server could not load the backup: {why}")
         try:
             if not client.info("persistence").get("loading"):
                 return
@@ -97,10 +193,7 @@ def _why(log: Path) -> str:
     """The load failure in the drill server's log, without its unrelated warnings."""
     lines = [line for line in redis_server.log_tail(log, 12) if "overcommit" not in line]
     failures = [line.split(" # ", 1)[-1] for line in lines if " # " in line or "FATAL" in line]
-    text = "; ".join(failures[-2:]) or (lines[-1] if lines else "no log")
-    if "Can't handle RDB format version" in text:
-        text += " (install a redis-server at least as new as the one that made the backup)"
-    return text
+    return "; ".join(failures[-2:]) or (lines[-1] if lines else "no log")
 
 
 def keyspace(client: redis.Redis) -> dict[str, dict[str, int]]:
@@ -113,8 +206,130 @@ def keyspace(client: redis.Redis) -> dict[str, dict[str, int]]:
     }
 
 
+# --- what the local server can read -------------------------------------------------------
+
+
+def empty_rdb(engine: str, version: int) -> bytes:
+    """An RDB with no data in the given format: magic, EOF opcode, CRC64."""
+    magic = f"VALKEY{version:03d}" if engine == "valkey" else f"REDIS{version:04d}"
+    body = magic.encode() + b"\xff"
+    return body + crc64(body).to_bytes(8, "little")
+
+
+def require_readable(
+    server: ServerBinary, engine: str, version: int, backup: str, doing: str = "verify"
+) -> None:
+    """Raise CannotCheckHere unless `server` loads RDB files of this engine and version: an
+    empty one in that format is loaded before anything is downloaded. `backup` describes the
+    backup for the message, `doing` is what cannot be done here."""
+    probe = scratch_dir()
+    try:
+        (probe / "dump.rdb").write_bytes(empty_rdb(engine, version))
+        with scratch_server(probe, server=server):
+            return
+    except CannotCheckHere:
+        own = written_version(server)
+        writes = f", which writes RDB version {own}," if own else ""
+        raise CannotCheckHere(
+            f"cannot {doing} here: {backup} is RDB version {version}, and the drill server "
+            f"{server.name}{writes} cannot read it. Run this where a server at least as new "
+            "as the one that made the backup is installed, or pass --server-binary PATH (or "
+            "set backup.server_binary) to such a redis-server or valkey-server"
+        ) from None
+    except OSError as error:
+        raise RedkeepError(f"cannot prepare a drill in {probe}: {error.strerror}") from None
+    finally:
+        remove(probe)
+
+
+def written_version(server: ServerBinary) -> int | None:
+    """The RDB version `server` writes (the footer of a DUMP), or None if it cannot tell."""
+    probe = scratch_dir()
+    try:
+        with scratch_server(probe, server=server) as drill:
+            client = drill.client()
+            client.set("probe", "x")
+            payload = client.dump("probe")
+            client.close()
+        return int.from_bytes(payload[-10:-8], "little") if payload else None
+    except (RedkeepError, redis.RedisError, OSError):
+        return None
+    finally:
+        remove(probe)
+
+
+def check_rdb(server: ServerBinary, path: Path) -> tuple[bool, str]:
+    """Run the server binary as its RDB checker on `path`: (readable, reason).
+
+    The reason is the checker's own error (the lines after `--- RDB ERROR DETECTED ---`), not
+    its last line, which is a summary such as `[info] 0 already expired`.
+    """
+    result = subprocess.run(
+        [f"{server.flavour}-check-rdb", str(path)],
+        executable=server.path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if result.returncode == 0 and any("RDB looks OK" in line for line in lines):
+        if any("rdb-version-check relaxed" in line for line in lines):
+            return False, "; ".join(line for line in lines if "relaxed" in line)
+        return True, "ok"
+    return False, _checker_reason(lines) or f"exit status {result.returncode}"
+
+
+def _checker_reason(lines: list[str]) -> str:
+    if "--- RDB ERROR DETECTED ---" in lines:
+        after = lines[lines.index("--- RDB ERROR DETECTED ---") + 1 :]
+        reason = [line for line in after if not line.startswith("[info]")][:3]
+        return "; ".join(reason)
+    return lines[-1] if lines else ""
+
+
+# --- drill directories --------------------------------------------------------------------
+
+
 def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="redkeep-drill-"))
+    """A new private (0700) temp dir named after this process, after reaping the dirs of
+    drills whose command died without cleaning up."""
+    reap_stale()
+    return Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-"))
+
+
+def reap_stale() -> None:
+    """Remove drill dirs (ours, by owner) whose process is gone, and any server still in one."""
+    base = Path(tempfile.gettempdir())
+    for path in base.glob(f"{DIR_PREFIX}*-*"):
+        owner = path.name.removeprefix(DIR_PREFIX).split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            info = path.lstat()  # never follow a link someone else put there
+            ours = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            if ours and owner.isdigit() and not _alive(int(owner)):
+                _stop_server_in(path)
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_server_in(path: Path) -> None:
+    """A drill server left in `path` (where PR_SET_PDEATHSIG does not exist): stop it, if its
+    command line names this dir (Linux /proc; elsewhere it is left to the operator)."""
+    for pid_file in path.rglob("redis.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(path).encode() in cmdline:
+                os.kill(pid, signal.SIGKILL)
 
 
 def remove(path: Path) -> None:

@@ -47,6 +47,13 @@ def object_key(source: str, backup_id: str, name: str) -> str:
     return f"{source}/{backup_id}/{name}"
 
 
+# What each backup type holds.
+KINDS = {"rdb": ("rdb",), "aof": ("aof",), "both": ("rdb", "aof")}
+COMPRESSIONS = ("zstd", "gzip", "none")
+OBJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+DB_NAME = re.compile(r"db\d{1,5}")
+
+
 @dataclass
 class StoredObject:
     name: str
@@ -80,15 +87,88 @@ class Manifest:
         return json.dumps(asdict(self), indent=2).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> "Manifest":
+    def from_json(cls, data: bytes) -> "Manifest":
+        """Parse a manifest; raise DamagedBackup (one line) for anything that is not one."""
         try:
             raw = json.loads(data)
-            raw["objects"] = [StoredObject(**item) for item in raw.get("objects", [])]
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
             if raw.get("format") != FORMAT:
-                raise DamagedBackup(f"{where}: manifest format {raw.get('format')} is not {FORMAT}")
-            return cls(**raw)
+                raise DamagedBackup(
+                    f"its manifest has format {raw.get('format')!r}, not {FORMAT} (a newer "
+                    "redkeep wrote it?)"
+                )
+            objects = raw.get("objects", [])
+            if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+                raise ValueError("'objects' is not a list of objects")
+            raw["objects"] = [StoredObject(**item) for item in objects]
+            manifest = cls(**raw)
+            manifest._check()
         except (ValueError, TypeError, KeyError) as error:
-            raise DamagedBackup(f"{where}: damaged manifest ({error})") from None
+            raise DamagedBackup(f"its manifest is damaged ({error})") from None
+        return manifest
+
+    def _check(self) -> None:
+        """Types and values the commands rely on; raise ValueError naming the first bad one."""
+        for name in ("id", "source", "type", "created"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"'{name}' is not a string")
+        created = dt.datetime.fromisoformat(self.created)
+        if created.tzinfo is None:
+            raise ValueError(f"'created' {self.created!r} has no time zone")
+        if self.type not in KINDS:
+            raise ValueError(f"type {self.type!r} is not one of {', '.join(KINDS)}")
+        for item in self.objects:
+            _check_object(item)
+        for window, counts in self.keyspace.items():
+            _check_counts(counts, f"keyspace.{window}")
+        if not isinstance(self.rdb, dict) or not isinstance(self.encryption, dict):
+            raise ValueError("'rdb' or 'encryption' is not an object")
+        if "keyspace" in self.rdb:
+            _check_counts(self.rdb["keyspace"], "rdb.keyspace")
+
+    def check_identity(self, source: str, backup_id: str) -> None:
+        """Raise DamagedBackup unless this manifest describes the backup at `source/backup_id`
+        with the objects its type implies: a manifest copied from elsewhere must not vouch
+        for (or fail) another backup's objects."""
+        if (self.source, self.id) != (source, backup_id):
+            raise DamagedBackup(
+                f"its manifest describes backup {self.source}/{self.id}, not {source}/{backup_id}"
+            )
+        missing = [c for c in KINDS[self.type] if self.object(c) is None]
+        if missing:
+            raise DamagedBackup(
+                f"its manifest lists no {' or '.join(missing)} object for a {self.type} backup"
+            )
+
+    @property
+    def started(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.created)
 
     def object(self, content: str) -> StoredObject | None:
         return next((item for item in self.objects if item.content == content), None)
+
+
+def _check_object(item: StoredObject) -> None:
+    if not isinstance(item.name, str) or not OBJECT_NAME.fullmatch(item.name):
+        raise ValueError(f"object name {item.name!r} is not a plain file name")
+    if item.content not in ("rdb", "aof") or item.compression not in COMPRESSIONS:
+        raise ValueError(f"object {item.name}: unknown content or compression")
+    for name in ("size", "raw_size"):
+        if not isinstance(getattr(item, name), int) or getattr(item, name) < 0:
+            raise ValueError(f"object {item.name}: '{name}' is not a size")
+    if not all(isinstance(v, str) for v in (item.sha256, item.raw_sha256, item.encryption)):
+        raise ValueError(f"object {item.name}: a digest or the encryption is not a string")
+
+
+def _check_counts(counts: Any, where: str) -> None:
+    """{"dbN": {"keys": int, "expires": int}}, N below 100,000."""
+    if not isinstance(counts, dict):
+        raise ValueError(f"'{where}' is not an object")
+    for db, sizes in counts.items():
+        if not DB_NAME.fullmatch(db) or not isinstance(sizes, dict):
+            raise ValueError(f"'{where}' names {db!r}, not a database (db0 to db99999)")
+        for field_name in ("keys", "expires"):
+            value = sizes.get(field_name, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"'{where}.{db}.{field_name}' is not a count")

@@ -16,6 +16,23 @@ BATCH = 500
 BATCH_BYTES = 32 << 20
 
 
+class ConnectionLost(RedkeepError):
+    """The target's connection broke in the middle of a batch (evicted, closed, stalled)."""
+
+    def __init__(self, db: int, written: int, cause: Exception, during: str = "") -> None:
+        self.cause = cause
+        self.during = during or f"during RESTORE into db{db}"
+        if during:  # before the copy began
+            self.partial = "nothing was written (fix the cause, then restore again)"
+        else:
+            self.partial = (
+                f"{written} keys were written before, and perhaps part of the last batch: the "
+                "target may hold part of the backup (fix the cause, then restore again with "
+                "--replace)"
+            )
+        super().__init__(f"the connection broke {self.during}; {self.partial}")
+
+
 @dataclass
 class TransferCount:
     keys: dict[str, int] = field(default_factory=dict)
@@ -47,7 +64,12 @@ def copy_keys(
                         continue
                     pipe.restore(key, max(pttl, 0), payload, replace=replace)
                     sent.append(key)
-                replies = pipe.execute(raise_on_error=False)
+                try:
+                    replies = pipe.execute(raise_on_error=False)
+                except (redis.ConnectionError, redis.TimeoutError) as error:
+                    # How much of the batch arrived is unknown.
+                    written = sum(count.keys.values()) + copied
+                    raise ConnectionLost(db, written, error) from None
                 failed = [
                     (key, reply)
                     for key, reply in zip(sent, replies, strict=True)

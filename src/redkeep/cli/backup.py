@@ -15,7 +15,7 @@ import click
 
 from redkeep.actions import backup as actions
 from redkeep.app import Application
-from redkeep.backup import notify
+from redkeep.backup import aoflock, notify
 from redkeep.backup.encryption import read_identities, read_passphrase, read_recipients
 from redkeep.backup.manifest import check_source
 from redkeep.backup.retention import Policy
@@ -172,6 +172,7 @@ def run(
         metrics_file=metrics_file or _bundle_path(settings.metrics_file, bundle),
         channels=notify.Channels.from_env(env, settings.notify.telegram_api_url),
         notify_on_success=settings.notify.on_success if notify_on_success is None else True,
+        state_dir=aoflock.state_dir(bundle.root if bundle else None),
     )
 
     def once() -> None:
@@ -197,11 +198,16 @@ def run(
 
 def _finish_run(app, report, store, source, bundle, settings, as_json) -> None:
     if bundle is not None and settings.retention.prune_after_run:
-        report["pruned"] = [
-            entry["id"]
-            for entry in actions.prune(store, source, _policy(settings), _now(), False)
-            if entry["action"] == "delete"
-        ]
+        try:
+            report["pruned"] = [
+                entry["id"]
+                for entry in actions.prune(store, source, _policy(settings), _now(), False)
+                if entry["action"] == "delete"
+            ]
+        except RedkeepError as error:  # the backup is stored: pruning can wait for next time
+            report.setdefault("warnings", []).append(f"pruning after the run failed: {error}")
+    for warning in report.get("warnings", []):
+        app.warn(warning)
     for result in report.get("notifications", []):
         if not result["ok"]:
             app.warn(f"{result['channel']} notification failed: {result['error']}")
@@ -318,6 +324,24 @@ def _keys(identity: tuple[Path, ...], passphrase_file: Path | None, settings, bu
     )
 
 
+def server_binary_option(command: Callable) -> Callable:
+    return click.option(
+        "--server-binary",
+        type=PathType,
+        help="redis-server or valkey-server for the restore drill (and its RDB check); it "
+        "must read the backup's RDB version. Default: backup.server_binary, else redis-server.",
+    )(command)
+
+
+def _server(server_binary: Path | None, settings, bundle):
+    from redkeep.backup import drill  # noqa: PLC0415 - loads redis-py
+
+    if server_binary is not None:
+        return drill.server_binary(str(server_binary))
+    configured = _bundle_path(settings.server_binary, bundle)
+    return drill.server_binary(str(configured) if configured else None, "backup.server_binary")
+
+
 @backup_group.command()
 @click.argument("backup_id", default="latest", metavar="[ID|latest]")
 @store_options
@@ -327,6 +351,7 @@ def _keys(identity: tuple[Path, ...], passphrase_file: Path | None, settings, bu
 @click.option(
     "--passphrase-file", type=PathType, help="Passphrase of a passphrase-encrypted backup."
 )
+@server_binary_option
 @json_option
 def verify(
     app: Application,
@@ -337,18 +362,21 @@ def verify(
     settings: BackupSettings,
     age_identity: tuple[Path, ...],
     passphrase_file: Path | None,
+    server_binary: Path | None,
     as_json: bool,
 ) -> int:
     """Prove a backup restores: SHA-256, decrypt, decompress, CRC64, then a restore drill.
 
-    Exit 1 if any check fails.
+    Exit 1 if a check fails (the backup is damaged), 4 if the backup is newer than the local
+    drill server can read (no verdict: use --server-binary).
     """
     app.json_mode = as_json
     from redkeep.actions import restore as restoring  # noqa: PLC0415 - loads redis-py
 
     listed = actions.find_backup(store, source, backup_id)
     keys = _keys(age_identity, passphrase_file, settings, bundle)
-    result = restoring.verify_backup(store, listed, keys, _now())
+    server = _server(server_binary, settings, bundle)
+    result = restoring.verify_backup(store, listed, keys, _now(), server)
     if as_json:
         app.emit_json(result)
     elif result["result"] == "ok":
@@ -362,6 +390,8 @@ def verify(
         app.say(f"backup {result['id']} verified")
     else:
         app.error(f"backup {result['id']} FAILED verification: {result['error']}")
+    if "record_error" in result:  # the verdict was shown; now say it could not be kept
+        raise StoreError(f"{result['record_error']} (backup {result['id']} in {store.url})")
     return ExitStatus.OK if result["result"] == "ok" else ExitStatus.FAILURE
 
 
@@ -387,6 +417,12 @@ def verify(
     "--age-identity", type=PathType, multiple=True, help="age identity file (repeatable)."
 )
 @click.option("--passphrase-file", "backup_passphrase", type=PathType, help="Backup passphrase.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore even a backup whose verify failed or whose keys differ from its manifest.",
+)
+@server_binary_option
 @json_option
 def restore(
     app: Application,
@@ -406,9 +442,15 @@ def restore(
     dry_run: bool,
     age_identity: tuple[Path, ...],
     backup_passphrase: Path | None,
+    force: bool,
+    server_binary: Path | None,
     as_json: bool,
 ) -> None:
-    """Restore backup ID into a file (--to-file) or a live server (--to-url)."""
+    """Restore backup ID into a file (--to-file) or a live server (--to-url).
+
+    A backup whose last verify failed, or whose RDB does not hold the keys its manifest
+    recorded, is refused unless --force.
+    """
     app.json_mode = as_json
     if (to_file is None) == (to_url is None):
         raise UsageError("pass exactly one of --to-file PATH or --to-url URL")
@@ -418,7 +460,7 @@ def restore(
     keys = _keys(age_identity, backup_passphrase, settings, bundle)
     if to_file is not None:
         result = restoring.restore_to_file(
-            store, listed, keys, to_file, content, replace, dry_run=dry_run
+            store, listed, keys, to_file, content, replace, dry_run=dry_run, force=force
         )
     else:
         options = ConnectionOptions(
@@ -431,7 +473,12 @@ def restore(
         fallback = bundle.target("admin", with_password=False) if bundle else None
         known = bundle.known_passwords() if bundle else {}
         target = resolve_target(options, os.environ, fallback, known_passwords=known)
-        result = restoring.restore_to_server(store, listed, keys, target, content, replace, dry_run)
+        server = _server(server_binary, settings, bundle)
+        result = restoring.restore_to_server(
+            store, listed, keys, target, content, replace, dry_run, server, force=force
+        )
+    for warning in result.get("warnings", []):
+        app.warn(warning)
     if as_json:
         app.emit_json(result)
     elif dry_run:

@@ -39,6 +39,7 @@ class StandaloneBackup:
     identity_file: str | None = None
     passphrase_file: str | None = None
     idle_timeout: float = IDLE_TIMEOUT
+    server_binary: str | None = None
     metrics_file: str | None = None
     notify: StandaloneNotify = field(default_factory=StandaloneNotify)
     s3: StandaloneS3 = field(default_factory=StandaloneS3)

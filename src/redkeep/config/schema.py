@@ -367,6 +367,12 @@ class BackupSettings(Section):
         gt=0,
         description="Give up when the server sends nothing for this many seconds.",
     )
+    server_binary: str | None = Field(
+        None,
+        description="redis-server or valkey-server that `backup verify` and `restore --to-url` "
+        "load backups into (relative to the bundle); it must read the backups' RDB version. "
+        "Default: redis-server on PATH.",
+    )
     interval_minutes: int = Field(
         0, ge=0, description="`redkeep up` runs a backup every N minutes (0: never)."
     )

@@ -23,6 +23,13 @@ from tests.servers import free_port
 FAST_SNAPSHOTS = {"REDKEEP_REDIS__REPL_DISKLESS_SYNC_DELAY": "0"}
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path, monkeypatch):
+    """AOF backups outside a bundle keep their lock in $XDG_STATE_HOME/redkeep: a temp dir
+    here, never the home directory of whoever runs the tests."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture(scope="module")
 def backup_bundle(tmp_path_factory, redis_binary) -> Iterator[Bundle]:
     """A running bundle holding the shared dataset (tests/datasets.py)."""

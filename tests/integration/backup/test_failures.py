@@ -21,6 +21,7 @@ from redkeep.backup.store_local import LocalStore
 from tests import datasets
 from tests.conftest import REDKEEP, run_redkeep
 from tests.integration.conftest import client_as
+from tests.servers import BUILDS
 
 
 def backup(bundle, *args):
@@ -153,7 +154,7 @@ def test_unknown_rdb_version_from_a_newer_server(backup_bundle, tmp_path):
     data += crc64(data).to_bytes(8, "little")
     path.write_bytes(data)
     manifest_path = stored(backup_bundle, report, "manifest.json")
-    manifest = Manifest.from_json(manifest_path.read_bytes(), "test")
+    manifest = Manifest.from_json(manifest_path.read_bytes())
     digest = hashlib.sha256(data).hexdigest()
     manifest.objects[0].sha256 = manifest.objects[0].raw_sha256 = digest
     manifest.objects[0].size = manifest.objects[0].raw_size = len(data)
@@ -661,3 +662,37 @@ def test_restore_to_file_never_replaces_a_directory_with_other_things(backup_bun
     assert replaced.returncode == 0, replaced.stderr
     assert existing.read_bytes().startswith(b"REDIS")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.rdb", "precious"]
+
+
+def test_one_bad_created_time_breaks_neither_the_run_nor_its_prune(backup_bundle):
+    first = backup(backup_bundle)
+    path = stored(backup_bundle, first, "manifest.json")
+    manifest = json.loads(path.read_text())
+    manifest["created"] = "2026-11-30T13:00:00"  # no time zone
+    path.write_text(json.dumps(manifest))
+    metrics = backup_bundle.root / "run" / "metrics" / "redkeep_backup.prom"
+    run = run_redkeep("backup", "run", "--dir", backup_bundle.root, "--json")
+    assert run.returncode == 0, run.stderr  # stored, then pruned around the damaged one
+    assert 'redkeep_backup_last_result{source="' in metrics.read_text()
+    assert "} 1" in next(
+        line for line in metrics.read_text().splitlines() if "last_result{" in line
+    )
+    listing = run_redkeep("backup", "list", "--dir", backup_bundle.root, "--json")
+    rows = {row["id"]: row for row in json.loads(listing.stdout)}
+    assert rows[first["id"]]["damaged"] and "no time zone" in rows[first["id"]]["problem"]
+    path.unlink()  # the other tests of this module expect usable backups only
+
+
+def test_the_drill_server_comes_from_the_setting(backup_bundle):
+    report = backup(backup_bundle)
+    valkey = next(build for build in BUILDS if build.flavour == "valkey")
+    env = {"REDKEEP_BACKUP__SERVER_BINARY": str(valkey.require())}
+    verify = run_redkeep(
+        "backup", "verify", report["id"], "--dir", backup_bundle.root, "--json", env=env
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert json.loads(verify.stdout)["drill_server"] == "valkey 8.1.8"
+    env = {"REDKEEP_BACKUP__SERVER_BINARY": "/nonexistent/redis-server"}
+    wrong = run_redkeep("backup", "verify", report["id"], "--dir", backup_bundle.root, env=env)
+    assert wrong.returncode == 2
+    assert "backup.server_binary /nonexistent/redis-server: not an executable file" in wrong.stderr

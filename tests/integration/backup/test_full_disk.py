@@ -10,6 +10,10 @@ import pyrage
 import pytest
 import redis
 
+from redkeep.actions.backup import find_backup
+from redkeep.actions.restore import Keys, _download
+from redkeep.backup.fetch import OutputError
+from redkeep.backup.stores import open_store
 from tests.conftest import REDKEEP, run_redkeep
 from tests.servers import require_binary
 
@@ -167,3 +171,50 @@ def test_a_full_disk_while_verifying_or_restoring_is_not_damage(
     assert restore.returncode == 1 and "No space left on device" in restore.stderr
     assert list(small_disk.iterdir()) == []
     assert run_redkeep("backup", "verify", backup_id, "--dest", dest).returncode == 0
+
+
+def test_a_disk_that_fills_on_the_last_write_is_named(redis_factory, tmp_path):
+    """A small object stays in the file's buffer until it is closed: the full disk shows only
+    then (here /dev/full), and the error must still name the place."""
+    server = redis_factory(["repl-diskless-sync-delay 0"])
+    redis.Redis(port=server.port).set("k", "v")
+    dest = tmp_path / "dest"
+    url = f"redis://127.0.0.1:{server.port}"
+    run = run_redkeep("backup", "run", "--url", url, "--dest", dest, "--source", "s", "--json")
+    assert run.returncode == 0, run.stderr
+    store = open_store(str(dest))
+    listed = find_backup(store, "s", "latest")
+    full = tmp_path / "staging" / "dump.rdb"
+    full.parent.mkdir()
+    full.symlink_to("/dev/full")
+    with pytest.raises(OutputError, match=f"cannot write the restored data to {full.parent}: No"):
+        _download(store, listed.manifest, listed.manifest.objects[0], Keys([]).identities, full)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only bind mount of a directory (the suite runs as root), unmounted afterwards."""
+    source, view = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    mount = require_binary("mount")
+    subprocess.run([mount, "--bind", str(source), str(view)], check=True)
+    subprocess.run([mount, "-o", "remount,bind,ro", str(view)], check=True)
+    yield source, view
+    subprocess.run([require_binary("umount"), str(view)], check=True)
+
+
+def test_a_read_only_store_shows_the_verdict_then_fails_on_recording_it(redis_factory, read_only):
+    source, view = read_only
+    server = redis_factory(["repl-diskless-sync-delay 0"])
+    redis.Redis(port=server.port).set("k", "v")
+    url = f"redis://127.0.0.1:{server.port}"
+    run = run_redkeep("backup", "run", "--url", url, "--dest", source, "--source", "s")
+    assert run.returncode == 0, run.stderr
+    verify = run_redkeep("backup", "verify", "latest", "--dest", view)
+    assert verify.returncode == 1
+    assert verify.stdout.strip().endswith("verified")  # the verdict of the whole drill
+    (line,) = verify.stderr.strip().splitlines()
+    assert "the verdict could not be stored as verify.json" in line
+    assert "Read-only file system" in line
+    assert list(source.glob("s/*/verify.json")) == []
