@@ -15,7 +15,7 @@ import click
 
 from redkeep.actions import backup as actions
 from redkeep.app import Application
-from redkeep.backup import notify
+from redkeep.backup import lastrun, notify
 from redkeep.backup.encryption import read_identities, read_passphrase, read_recipients
 from redkeep.backup.manifest import check_source
 from redkeep.backup.retention import Policy
@@ -172,6 +172,7 @@ def run(
         metrics_file=metrics_file or _bundle_path(settings.metrics_file, bundle),
         channels=notify.Channels.from_env(env, settings.notify.telegram_api_url),
         notify_on_success=settings.notify.on_success if notify_on_success is None else True,
+        last_run_file=bundle.run_dir / lastrun.NAME if bundle and every is not None else None,
     )
 
     def once() -> None:
