@@ -12,7 +12,7 @@ from redkeep.backup import lastrun
 from redkeep.backup.metrics import read_metrics
 from redkeep.bundle import Bundle
 from redkeep.connect import client_for, explain_failure, session
-from redkeep.endpoint import Target
+from redkeep.endpoint import Target, first_line
 from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.stack import processes, redis_server
@@ -26,6 +26,7 @@ class Health:
     detail: str
     latency_ms: float | None = None
     status: int = 0  # the exit status of the failure (3: cannot connect)
+    cannot_persist: str = ""  # Redis' MISCONF reply: a failed save or AOF write stops writes
 
 
 def check_health(target: Target) -> Health:
@@ -43,8 +44,10 @@ def check_health(target: Target) -> Health:
         client.ping()
     except (redis.RedisError, OSError) as error:
         if str(error).startswith("MISCONF"):
-            message = misconf_message(target)
-            return Health(False, target.display_url, message, status=ExitStatus.FAILURE)
+            reply = first_line(str(error))
+            message = misconf_message(target, reply)
+            status = int(ExitStatus.FAILURE)  # reached and logged in: not "cannot connect"
+            return Health(False, target.display_url, message, status=status, cannot_persist=reply)
         failure = explain_failure(error, target)
         return Health(False, target.display_url, failure.message, status=int(failure.status))
     finally:
@@ -53,11 +56,17 @@ def check_health(target: Target) -> Health:
     return Health(True, target.display_url, "PONG", round(latency, 1))
 
 
-def misconf_message(target: Target, data_dir: str = "its data directory", why: str = "") -> str:
+def misconf_message(
+    target: Target, reply: str, data_dir: str = "its data directory", why: str = ""
+) -> str:
+    """What a MISCONF `reply` means and what to do; `why` the cause, if known."""
+    if "AOF" in reply:  # "MISCONF Errors writing to the AOF file: No space left on device"
+        what, why = "writing its AOF failed", reply.split(":", 1)[-1].strip()
+    else:
+        what = "its last RDB save failed"
     return (
-        f"MISCONF: {target.where} cannot persist to disk (its last background save failed"
-        f"{': ' + why if why else ''}), so it refuses writes and even PING; free disk space "
-        f"in {data_dir}"
+        f"MISCONF: {target.where} cannot persist to disk ({what}{': ' + why if why else ''}), "
+        f"so it refuses writes and even PING; free disk space in {data_dir}"
     )
 
 
@@ -85,8 +94,9 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     health = check_health(target)
     problems = service_problems(bundle, services) if run_here else []
     detail = health.detail
-    if health.detail.startswith("MISCONF"):
-        detail = misconf_message(target, str(bundle.data_dir), save_failure(bundle))
+    if health.cannot_persist:
+        why = save_failure(bundle)
+        detail = misconf_message(target, health.cannot_persist, str(bundle.data_dir), why)
     if health.healthy and problems:
         detail = "; ".join(problems)
     report: dict[str, Any] = {
