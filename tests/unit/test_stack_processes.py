@@ -1,23 +1,30 @@
-"""Which process is a bundle's: real processes with chosen command lines and directories."""
+"""Which process is a bundle's: real processes with chosen command lines and directories;
+probes of a port whose process does not answer."""
 
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from redkeep.stack.probe import http_get, redis_ping
 from redkeep.stack.processes import (
     BACKUP,
     EXPORTER,
     PROXY,
     REDIS,
     is_ours,
+    is_stopped,
     listening_ports,
     locate,
+    option_value,
     send_signal,
+    stop,
 )
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -101,3 +108,48 @@ def test_listening_ports_are_the_process_own_sockets():
         assert server.getsockname()[1] in ports
         assert idle.getsockname()[1] not in ports
     assert listening_ports(2**22 + 1) == set()  # no such process
+
+
+def test_a_stopped_helper_is_seen_as_stopped_and_still_stops(tmp_path, spawn):
+    proxy = spawn("redkeep", "proxy", "--dir", str(tmp_path))
+    assert not is_stopped(proxy)
+    os.kill(proxy, signal.SIGSTOP)
+    while not is_stopped(proxy):  # the signal is delivered asynchronously
+        pass
+    # SIGTERM alone waits for a SIGCONT that never comes: `down` would time out.
+    assert stop(proxy, PROXY, tmp_path, timeout=10)
+    assert not Path(f"/proc/{proxy}/cmdline").exists() or not is_ours(proxy, PROXY, tmp_path)
+
+
+def test_the_schedule_interval_is_read_from_the_command_line(tmp_path, spawn):
+    spaced = spawn("redkeep", "backup", "run", "--dir", str(tmp_path), "--every", "5")
+    joined = spawn("redkeep", "backup", "run", "--dir", str(tmp_path), "--every=7")
+    assert (option_value(spaced, "--every"), option_value(joined, "--every")) == ("5", "7")
+    assert option_value(spaced, "--dest") is None
+
+
+def test_a_port_that_accepts_but_never_answers_is_not_answering():
+    """What a stopped process looks like: the kernel completes the connect from the backlog."""
+    with socket.create_server(("127.0.0.1", 0)) as frozen:  # listens, never accepts
+        port = frozen.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # a TCP connect alone succeeds
+        http = http_get("127.0.0.1", port, "/health", tls=False, timeout=0.5)
+        ping = redis_ping("127.0.0.1", port, None, timeout=0.5)
+    assert (http.answering, http.detail) == (False, "no answer to GET /health within 0.5s")
+    assert (ping.answering, ping.detail) == (False, "no answer to PING within 0.5s")
+
+
+def test_any_http_answer_counts_even_a_refusal():
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_error(401)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        answer = http_get("127.0.0.1", server.server_address[1], "/health", tls=False)
+        server.shutdown()
+    assert (answer.answering, answer.detail) == (True, "HTTP 401 to GET /health")

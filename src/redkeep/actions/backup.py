@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from redkeep.backup import aoflock, notify, retention
 from redkeep.backup.encryption import KEY_OBJECT, Encryption, plan_encryption
+from redkeep.backup.lastrun import write_last_run
 from redkeep.backup.manifest import (
     MANIFEST,
     REPORT,
@@ -63,6 +64,7 @@ class RunOptions:
     notify_on_success: bool = False
     progress: Callable[[int], None] | None = None  # told the size of every chunk received
     state_dir: Path | None = None  # the AOF lock and paused setting (aof.state_dir)
+    last_run_file: Path | None = None  # a scheduled run records its result here (status)
 
 
 def run_backup(
@@ -353,6 +355,11 @@ def _after_run(
             )
         except OSError as error:
             problems.append(f"could not write {options.metrics_file}: {error.strerror}")
+    if options.last_run_file is not None:
+        try:
+            write_last_run(options.last_run_file, report, time.time())
+        except OSError as error:
+            problems.append(f"could not write {options.last_run_file}: {error.strerror}")
     report["notifications"] = notify.send(options.channels, report, options.notify_on_success)
     if problems:
         report.setdefault("warnings", []).extend(problems)

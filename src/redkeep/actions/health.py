@@ -7,14 +7,17 @@ from typing import Any
 
 import redis
 
-from redkeep.actions.stack import bundle_services, listen_port
+from redkeep.actions.stack import bundle_services, listen_port, probe_service
+from redkeep.backup import lastrun
 from redkeep.backup.metrics import read_metrics
 from redkeep.bundle import Bundle
-from redkeep.errors import RedkeepError
+from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.inspect import load_certificate
-from redkeep.redis.client import connect, session
+from redkeep.redis.client import client_for, explain_failure, session
+from redkeep.redis.explain import first_line
 from redkeep.redis.target import Target
-from redkeep.stack import processes
+from redkeep.stack import processes, redis_server
+from redkeep.stack.processes import BACKUP
 
 
 @dataclass(frozen=True)
@@ -24,18 +27,59 @@ class Health:
     detail: str
     latency_ms: float | None = None
     status: int = 0  # the exit status of the failure (3: cannot connect)
+    cannot_persist: str = ""  # Redis' MISCONF reply: a failed save or AOF write stops writes
 
 
 def check_health(target: Target) -> Health:
-    """PING over the target's TLS and ACL settings; never raises for an unhealthy server."""
+    """PING over the target's TLS and ACL settings; never raises for an unhealthy server.
+
+    A server that cannot persist (MISCONF, a full disk) answers PING with an error: it is
+    reached, so that is exit status 1 with what to do, not "cannot connect" (3).
+    """
     started = time.perf_counter()
     try:
-        client = connect(target)
+        client = client_for(target)
     except RedkeepError as error:
         return Health(False, target.display_url, error.message, status=int(error.status))
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        if str(error).startswith("MISCONF"):
+            reply = first_line(str(error))
+            message = misconf_message(target, reply)
+            status = int(ExitStatus.FAILURE)  # reached and logged in: not "cannot connect"
+            return Health(False, target.display_url, message, status=status, cannot_persist=reply)
+        failure = explain_failure(error, target)
+        return Health(False, target.display_url, failure.message, status=int(failure.status))
+    finally:
+        client.close()
     latency = (time.perf_counter() - started) * 1000
-    client.close()
     return Health(True, target.display_url, "PONG", round(latency, 1))
+
+
+def misconf_message(
+    target: Target, reply: str, data_dir: str = "its data directory", why: str = ""
+) -> str:
+    """What a MISCONF `reply` means and what to do; `why` the cause, if known."""
+    if "AOF" in reply:  # "MISCONF Errors writing to the AOF file: No space left on device"
+        what, why = "writing its AOF failed", reply.split(":", 1)[-1].strip()
+    else:
+        what = "its last RDB save failed"
+    return (
+        f"MISCONF: {target.where} cannot persist to disk ({what}{': ' + why if why else ''}), "
+        f"so it refuses writes and even PING; free disk space in {data_dir}"
+    )
+
+
+def save_failure(bundle: Bundle) -> str:
+    """Why the bundle's redis-server could not save, from the end of its log."""
+    log = bundle.run_dir / "redis.log"
+    warnings = [
+        line.split(" # ", 1)[1]
+        for line in redis_server.log_tail(log, 30)
+        if " # " in line and "Background saving error" not in line
+    ]
+    return f"{warnings[-1]}, see {log}" if warnings else f"see {log}"
 
 
 def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str, Any]:
@@ -43,23 +87,23 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     server, clients, memory, persistence, certificates, last backup, audit score.
 
     Healthy means Redis answers and, when the bundle runs on this machine, each of its
-    services runs (and the exporter and the proxy listen on their ports).
+    services runs and answers (the exporter and the proxy a request, within a few seconds),
+    and the backup schedule's last run succeeded no longer than two intervals ago.
     """
-    labels = {service.name: service.label for service in bundle_services(bundle)}
-    services = service_status(bundle)
+    services = service_status(bundle, now)
     run_here = any(item["running"] or item["stale_pidfile"] for item in services.values())
     health = check_health(target)
-    down = [name for name, item in services.items() if not item["up"]] if run_here else []
+    problems = service_problems(bundle, services) if run_here else []
     detail = health.detail
-    if health.healthy and down:
-        detail = (
-            f"{', '.join(labels[name] for name in down)} {'is' if len(down) == 1 else 'are'} "
-            f"down; `redkeep up --detach {bundle.root}` starts what is missing"
-        )
+    if health.cannot_persist:
+        why = save_failure(bundle)
+        detail = misconf_message(target, health.cannot_persist, str(bundle.data_dir), why)
+    if health.healthy and problems:
+        detail = "; ".join(problems)
     report: dict[str, Any] = {
         "bundle": str(bundle.root),
         "url": health.url,
-        "healthy": health.healthy and not down,
+        "healthy": health.healthy and not problems,
         "detail": detail,
         "local_pid": services["redis"]["pid"],
         "run_here": run_here,
@@ -84,11 +128,13 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     return report
 
 
-def service_status(bundle: Bundle) -> dict[str, dict[str, Any]]:
+def service_status(bundle: Bundle, now: dt.datetime) -> dict[str, dict[str, Any]]:
     """Each service the bundle runs: its pid on this machine, and whether it serves.
 
-    A helper serves when its own process listens on its port; redis-server's answer is
-    judged by PING (`check_health`), not here.
+    A helper serves when its own process listens on its port and answers a request there
+    (a TCP connect alone would succeed for a stopped process); redis-server's answer is
+    judged by PING (`check_health`), not here. The backup schedule's item says how its last
+    run went.
     """
     result = {}
     for service in bundle_services(bundle):
@@ -102,9 +148,83 @@ def service_status(bundle: Bundle) -> dict[str, dict[str, Any]]:
         if port is not None:
             item["port"] = port
             item["listening"] = located.running and port in processes.listening_ports(located.pid)
-        item["up"] = item.get("listening", located.running)
+            answer = probe_service(bundle, service) if item["listening"] else None
+            item["answering"] = answer is not None and answer.answering
+            item["probe"] = answer.detail if answer else None
+            if answer is not None and not answer.answering:
+                item["stopped"] = processes.is_stopped(located.pid)
+        item["up"] = item.get("answering", located.running)
+        if service is BACKUP:
+            item |= schedule_status(bundle, located.pid, now)
         result[service.name] = item
     return result
+
+
+def schedule_status(bundle: Bundle, pid: int | None, now: dt.datetime) -> dict[str, Any]:
+    """How the bundle's scheduled backups go: the last run's result and age, and whether the
+    schedule is overdue (no run finished for two intervals, counted from the last run or from
+    when the schedule started, whichever is later)."""
+    interval = bundle.settings.backup.interval_minutes
+    record = lastrun.read_last_run(bundle.run_dir / lastrun.NAME)
+    finished = record["finished"] if record else None
+    started = processes.started_at(pid) if pid else None
+    since = max((moment for moment in (finished, started) if moment is not None), default=None)
+    return {
+        "interval_minutes": interval,
+        "last_result": record.get("result") if record else None,
+        "last_finished": dt.datetime.fromtimestamp(finished, dt.UTC).isoformat()
+        if finished
+        else None,
+        "last_age_seconds": round(now.timestamp() - finished, 1) if finished else None,
+        "last_error": record.get("error") if record else None,
+        "last_dest": record.get("dest") if record else None,
+        "overdue": since is not None and now.timestamp() - since > 2 * interval * 60,
+    }
+
+
+def service_problems(bundle: Bundle, services: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with the services of a bundle run here, one clause each."""
+    labels = {service.name: service.label for service in bundle_services(bundle)}
+    root = bundle.root
+    problems = []
+    down = [name for name, item in services.items() if not item.get("listening", item["running"])]
+    if down:
+        problems.append(
+            f"{', '.join(labels[name] for name in down)} {'is' if len(down) == 1 else 'are'} "
+            f"down; `redkeep up --detach {root}` starts what is missing"
+        )
+    for name, item in services.items():
+        if name in down or item.get("answering", True):
+            continue
+        pid = item["pid"]
+        if item.get("stopped"):
+            fix = f"pid {pid} is stopped: `kill -CONT {pid}` resumes it"
+        else:
+            fix = f"`redkeep up --detach {root}` restarts it"
+        problems.append(f"{labels[name]} does not answer ({item['probe']}); {fix}")
+    schedule = services.get("backup")
+    if schedule and schedule["running"]:
+        log = bundle.run_dir / "backup.log"
+        every = f"every {schedule['interval_minutes']} min"
+        if schedule["last_result"] == "failure":
+            problems.append(
+                f"the last scheduled backup failed {ago(schedule['last_age_seconds'])}: "
+                f"{schedule['last_error']} (see {log})"
+            )
+        elif schedule["overdue"]:
+            last = schedule["last_age_seconds"]
+            when = f"the last one {ago(last)}" if last is not None else "none yet"
+            problems.append(f"scheduled backups are overdue ({every}, {when}); see {log}")
+    return problems
+
+
+def ago(seconds: float) -> str:
+    """'45 s ago', '12 min ago', '3.5 h ago'."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
 
 
 def audit_summary(bundle: Bundle) -> str:

@@ -2,9 +2,10 @@
 
 `up` runs redis-server (run/redis.conf: the bundle's configuration with local paths), the
 exporter, the proxy and the backup schedule. It starts what is missing and keeps what runs,
-so it also brings a partly dead stack back. `down` stops every process of the bundle. Both
-hold the bundle's lock (run/stack.lock), and both know the bundle's processes by what they
-are (`stack/processes.py`), never by a pid file alone.
+so it also brings a partly dead stack back; a helper that runs but does not answer is
+restarted, and one redkeep.yaml no longer asks for is stopped. `down` stops every process of
+the bundle. Both hold the bundle's lock (run/stack.lock), and both know the bundle's processes
+by what they are (`stack/processes.py`), never by a pid file alone.
 """
 
 import subprocess
@@ -17,11 +18,11 @@ from pathlib import Path
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
-from redkeep.redis.client import connect
+from redkeep.redis.client import client_for, connect
 from redkeep.redis.target import parse_host_port
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.signals import interrupted_by_signals
-from redkeep.stack import processes, redis_server
+from redkeep.stack import probe, processes, redis_server
 from redkeep.stack.lock import stack_lock
 from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Located, Service
 
@@ -30,6 +31,8 @@ START_TIMEOUT = 30.0
 HELPER_TIMEOUT = 15.0
 STOP_TIMEOUT = {REDIS: 30.0, BACKUP: 60.0}  # a backup in progress finishes or aborts cleanly
 HELPER_STOP_TIMEOUT = 10.0
+# What redis-server logs when it will not exit because its final save failed (6.x to 8.x).
+SHUTDOWN_REFUSED = ("can't exit", "Errors trying to shut down")
 
 
 def stack_dir(directory: Path | None, cwd: Path) -> Path:
@@ -52,6 +55,39 @@ def bundle_services(bundle: Bundle) -> list[Service]:
     return services
 
 
+def unwanted_services(bundle: Bundle) -> dict[Service, str]:
+    """Helpers redkeep.yaml no longer asks for, and the setting that says so."""
+    settings = bundle.settings
+    unwanted = {}
+    if not settings.proxy.enabled:
+        unwanted[PROXY] = "proxy.enabled is false"
+    if not settings.backup.interval_minutes:
+        unwanted[BACKUP] = "backup.interval_minutes is 0"
+    return unwanted
+
+
+def probe_service(
+    bundle: Bundle, service: Service, timeout: float = probe.PROBE_TIMEOUT
+) -> probe.Answer | None:
+    """Ask a helper what its users ask: the exporter for /health, the proxy for its /metrics
+    (served by the loop that carries the data) or, without that endpoint, for a PING through
+    it. None for a service that serves nothing (the backup schedule, redis-server)."""
+    settings = bundle.settings
+    if service is EXPORTER:
+        host, port = probe.connect_host(settings.exporter.listen)
+        tls = bool(settings.exporter.tls_cert_file)
+        return probe.http_get(host, port, "/health", tls, timeout)
+    if service is PROXY:
+        proxy = settings.proxy
+        if proxy.metrics_listen:
+            host, port = probe.connect_host(proxy.metrics_listen)
+            return probe.http_get(host, port, "/metrics", False, timeout)
+        host, port = probe.connect_host(proxy.listen)
+        pair = (bundle.tls.client_cert(), bundle.tls.client_key()) if proxy.tls else None
+        return probe.redis_ping(host, port, pair, timeout)
+    return None
+
+
 def survey(bundle: Bundle, services: list[Service]) -> dict[Service, Located]:
     """Where each service runs now (read-only)."""
     return {service: processes.locate(service, bundle.root, bundle.run_dir) for service in services}
@@ -71,6 +107,7 @@ class Outcome:
 class UpReport:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # stale pid files removed
+    stopped: list[Outcome] = field(default_factory=list)  # helpers no longer configured
     redis_process: subprocess.Popen | None = None  # set when this `up` started redis-server
 
     def outcome(self, service: Service) -> Outcome | None:
@@ -82,8 +119,9 @@ def bring_up(
 ) -> UpReport:
     """Start what is missing of the bundle's stack and keep what runs; under the lock.
 
-    Interrupted or failed, it stops what it started and leaves what it found running.
-    In the foreground (not `detach`), nothing may be running yet: Ctrl-C will stop it all.
+    Interrupted or failed, it stops what it started and leaves what it found running. A helper
+    redkeep.yaml no longer asks for is stopped (`report.stopped`). In the foreground (not
+    `detach`), nothing may be running yet: Ctrl-C will stop it all.
     """
     with stack_lock(bundle.run_dir, "up", on_wait):
         services = bundle_services(bundle)
@@ -96,6 +134,10 @@ def bring_up(
                 f"{bundle.root} already runs in the background ({listing}); `redkeep up --detach "
                 f"{bundle.root}` starts what is missing, `redkeep down {bundle.root}` stops it"
             )
+        for service, why in unwanted_services(bundle).items():
+            for pid in _running(bundle, service):
+                _stop_or_raise(bundle, service, pid)
+                report.stopped.append(Outcome(service, pid, "stopped", why))
         try:
             for service in services:
                 report.outcomes.append(_bring_up_one(bundle, found[service], report))
@@ -121,14 +163,37 @@ def _bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome
         return Outcome(REDIS, process.pid, "started")
     if located.pid is None:
         return Outcome(service, start_helper(bundle, service), "started")
-    port = listen_port(bundle, service)
-    if port is None or port in processes.listening_ports(located.pid):
+    why = _why_not_serving(bundle, service, located.pid)
+    if why is None:
         located.pidfile.write_text(f"{located.pid}\n")
         return Outcome(service, located.pid, "kept")
-    # Running but not serving (stuck, or its port changed): a new one serves the bundle.
+    # Running but not serving as configured now: a new one serves the bundle.
     _stop_or_raise(bundle, service, located.pid)
-    why = f"pid {located.pid} did not listen on port {port}"
     return Outcome(service, start_helper(bundle, service), "restarted", why)
+
+
+def _why_not_serving(bundle: Bundle, service: Service, pid: int) -> str | None:
+    """Why a running helper must be replaced (stuck, or redkeep.yaml changed), or None."""
+    if service is BACKUP:
+        every = processes.option_value(pid, "--every")
+        wanted = bundle.settings.backup.interval_minutes
+        if every is None or float(every) != wanted:
+            return f"pid {pid} ran every {every} min, backup.interval_minutes is {wanted}"
+        return None
+    port = listen_port(bundle, service)
+    if port is not None and port not in processes.listening_ports(pid):
+        return f"pid {pid} did not listen on port {port}"
+    answer = probe_service(bundle, service)
+    if answer is not None and not answer.answering:
+        return f"pid {pid} did not answer: {answer.detail}"
+    return None
+
+
+def _running(bundle: Bundle, service: Service) -> list[int]:
+    """Every process of `service` for the bundle: the one its pid file names, and any other."""
+    located = processes.locate(service, bundle.root, bundle.run_dir)
+    pids = [located.pid] if located.pid else []
+    return pids + [pid for pid in processes.find_processes(service, bundle.root) if pid not in pids]
 
 
 def remove_stale_pidfiles(found: Iterable[Located]) -> list[str]:
@@ -292,22 +357,25 @@ class DownReport:
 STOP_ORDER = (BACKUP, PROXY, EXPORTER, REDIS)
 
 
-def bring_down(bundle: Bundle, on_wait: Callable[[str], None] = lambda holder: None) -> DownReport:
+def bring_down(
+    bundle: Bundle, on_wait: Callable[[str], None] = lambda holder: None, force: bool = False
+) -> DownReport:
     """Stop every process of the bundle (helpers first, redis-server last); under the lock.
 
     Every service is looked for, whatever redkeep.yaml says now: it may have changed since `up`.
+    redis-server saves on the way out and refuses to exit when that save fails (a full disk):
+    with `force` it is then stopped without saving (SHUTDOWN NOSAVE), else that is an error.
     """
     with stack_lock(bundle.run_dir, "down", on_wait):
         report = DownReport()
         for service in STOP_ORDER:
             located = processes.locate(service, bundle.root, bundle.run_dir)
             report.notes += remove_stale_pidfiles([located])
-            pids = [located.pid] if located.pid else []
-            pids += [
-                pid for pid in processes.find_processes(service, bundle.root) if pid not in pids
-            ]
-            for pid in pids:
-                _stop_or_raise(bundle, service, pid)
+            for pid in _running(bundle, service):
+                if service is REDIS:
+                    report.notes += _stop_redis(bundle, pid, force)
+                else:
+                    _stop_or_raise(bundle, service, pid)
                 report.stopped.append((service, pid))
             located.pidfile.unlink(missing_ok=True)
         return report
@@ -321,6 +389,65 @@ def _stop_or_raise(bundle: Bundle, service: Service, pid: int) -> None:
             f"{bundle.run_dir / service.name}.log, then `kill -9 {pid}` if it hangs"
         )
     (bundle.run_dir / f"{service.name}.pid").unlink(missing_ok=True)
+
+
+def _stop_redis(bundle: Bundle, pid: int, force: bool) -> list[str]:
+    """SIGTERM redis-server (it saves, then exits); notes on what else it took."""
+    log = bundle.run_dir / "redis.log"
+    start = log.stat().st_size if log.exists() else 0
+    timeout = STOP_TIMEOUT[REDIS]
+    if processes.stop(pid, REDIS, bundle.root, timeout, lambda: bool(_refusal(log, start))):
+        (bundle.run_dir / "redis.pid").unlink(missing_ok=True)
+        return []
+    refusal = _refusal(log, start)
+    why = f"its final save failed: {refusal}" if refusal else f"it did not exit within {timeout:g}s"
+    if not force:
+        advice = (
+            f"free disk space in {bundle.data_dir} (see {log}) and run `redkeep down "
+            f"{bundle.root}` again, or `redkeep down --force {bundle.root}` to stop it without "
+            "saving (writes since its last successful save are lost unless the AOF has them)"
+        )
+        raise RedkeepError(f"redis-server pid {pid} refuses to stop: {why}; {advice}")
+    _shutdown_nosave(bundle, pid)
+    (bundle.run_dir / "redis.pid").unlink(missing_ok=True)
+    return [f"redis-server pid {pid} stopped without saving (--force): {why}"]
+
+
+def _refusal(log: Path, start: int) -> str | None:
+    """Why redis-server refused to exit, from what its log gained since offset `start`."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    if not any(mark in text for mark in SHUTDOWN_REFUSED):
+        return None
+    warnings = [line.split(" # ", 1)[1] for line in text.splitlines() if " # " in line]
+    reasons = [
+        line
+        for line in warnings
+        if not any(mark in line for mark in (*SHUTDOWN_REFUSED, "User requested shutdown"))
+    ]
+    return reasons[0] if reasons else "see the log"
+
+
+def _shutdown_nosave(bundle: Bundle, pid: int) -> None:
+    """SHUTDOWN NOSAVE as the bundle's admin, then wait for `pid` to exit."""
+    client = client_for(bundle.target("admin"))
+    try:
+        client.shutdown(nosave=True)
+    except Exception as error:  # noqa: BLE001 - any failure gets the same advice
+        raise RedkeepError(
+            f"redis-server pid {pid} refused SHUTDOWN NOSAVE: {str(error).splitlines()[0]}; "
+            f"`kill -9 {pid}` stops it (writes since its last save are lost)"
+        ) from None
+    finally:
+        client.close()
+    if not processes.wait_for_exit(pid, STOP_TIMEOUT[REDIS]):
+        raise RedkeepError(
+            f"redis-server pid {pid} did not exit after SHUTDOWN NOSAVE; `kill -9 {pid}` stops it"
+        )
 
 
 def run_foreground(process: subprocess.Popen, log_path: Path) -> None:

@@ -15,7 +15,7 @@ import click
 
 from redkeep.actions import backup as actions
 from redkeep.app import Application
-from redkeep.backup import aoflock, notify
+from redkeep.backup import aoflock, lastrun, notify
 from redkeep.backup.encryption import read_identities, read_passphrase, read_recipients
 from redkeep.backup.manifest import check_source
 from redkeep.backup.retention import Policy
@@ -173,6 +173,7 @@ def run(
         channels=notify.Channels.from_env(env, settings.notify.telegram_api_url),
         notify_on_success=settings.notify.on_success if notify_on_success is None else True,
         state_dir=aoflock.state_dir(bundle.root if bundle else None),
+        last_run_file=bundle.run_dir / lastrun.NAME if bundle and every is not None else None,
     )
 
     def once() -> None:

@@ -86,7 +86,9 @@ def exporter(
     limits = Limits(
         header_timeout=settings.http_header_timeout_seconds,
         idle_timeout=settings.http_idle_timeout_seconds,
+        write_timeout=settings.http_write_timeout_seconds,
         max_connections=settings.http_max_connections,
+        max_connections_per_address=settings.http_max_connections_per_address,
     )
     server = make_server(endpoint, host, port, tls_files, limits)
     scheme = "https" if tls_files else "http"

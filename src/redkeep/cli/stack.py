@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from redkeep.actions.health import bundle_status, certificate_expiry
+from redkeep.actions.health import ago, bundle_status, certificate_expiry
 from redkeep.actions.init import InitReport, init_bundle
 from redkeep.actions.stack import UpReport, bring_down, bring_up, run_foreground, stack_dir
 from redkeep.app import Application
@@ -93,6 +93,10 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
     report = bring_up(bundle, detach=detach, on_wait=_waiting(app))
     for note in report.notes:
         app.say(note)
+    for outcome in report.stopped:
+        app.say(
+            f"stopped {outcome.service.label} pid {outcome.pid}: {outcome.why} in {CONFIG_NAME}"
+        )
     show_up(app, bundle, report)
     if detach:
         app.say(f"running in the background; stop it with `redkeep down {root}`")
@@ -142,7 +146,7 @@ def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
             every = settings.backup.interval_minutes
             app.say(f"backups every {every} min ({state}; log {log})")
     by_action: dict[str, list[str]] = {}
-    for outcome in report.outcomes:
+    for outcome in report.outcomes + report.stopped:
         by_action.setdefault(outcome.action, []).append(outcome.service.label)
     app.say("; ".join(f"{action}: {', '.join(names)}" for action, names in by_action.items()))
 
@@ -168,12 +172,23 @@ def show_running(app: Application, bundle: Bundle, pid: int, action: str) -> Non
 
 @click.command()
 @bundle_directory
+@click.option(
+    "--force",
+    is_flag=True,
+    help="If redis-server cannot save on the way down (a full disk), stop it without saving.",
+)
 @click.pass_obj
-def down(app: Application, directory: Path | None) -> None:
-    """Stop every process the bundle in DIRECTORY runs (what `redkeep up` started)."""
+def down(app: Application, directory: Path | None, force: bool) -> None:
+    """Stop every process the bundle in DIRECTORY runs (what `redkeep up` started).
+
+    redis-server saves its data as it stops, and refuses to stop when that save fails (a full
+    disk): `down` then says so. Free disk space and run it again, or pass --force to stop it
+    without saving (SHUTDOWN NOSAVE): writes since its last successful save are lost unless
+    the AOF holds them.
+    """
     root = stack_dir(directory, Path(os.getcwd()))
     bundle = load_bundle(app, root)
-    report = bring_down(bundle, on_wait=_waiting(app))
+    report = bring_down(bundle, on_wait=_waiting(app), force=force)
     for note in report.notes:
         app.say(note)
     for service, pid in report.stopped:
@@ -253,10 +268,30 @@ def service_rows(report: dict) -> list[tuple[str, str]]:
             text = "DOWN: not running"
         elif item.get("listening") is False:
             text = f"DOWN: pid {item['pid']} does not listen on port {item['port']}"
+        elif item.get("answering") is False:
+            stopped = " (stopped: `kill -CONT` resumes it)" if item.get("stopped") else ""
+            text = f"NOT ANSWERING: pid {item['pid']}, port {item['port']}: {item['probe']}"
+            text += stopped
         else:
             text = f"pid {item['pid']}" + (f", port {item['port']}" if "port" in item else "")
+        if name == "backup":
+            text += f"; {schedule_text(item)}"
         rows.append((SERVICE_NAMES[name], text))
     return rows
+
+
+def schedule_text(item: dict) -> str:
+    """'every 5 min, last run ok 3 min ago (to DEST)' or what went wrong."""
+    text = f"every {item['interval_minutes']} min"
+    if item["last_result"] is None:
+        text += ", no run recorded yet"
+    elif item["last_result"] == "success":
+        text += f", last run ok {ago(item['last_age_seconds'])} (to {item['last_dest']})"
+    else:
+        text += f", last run FAILED {ago(item['last_age_seconds'])}: {item['last_error']}"
+    if item["overdue"]:
+        text += "; OVERDUE"
+    return text
 
 
 def _persistence(server: dict) -> str:

@@ -51,7 +51,9 @@ class StandaloneBackup:
 EXPORTER_LISTEN = "127.0.0.1:9121"
 EXPORTER_HEADER_TIMEOUT = 10.0
 EXPORTER_IDLE_TIMEOUT = 120.0  # longer than Prometheus's default 1m interval: its socket is kept
+EXPORTER_WRITE_TIMEOUT = 10.0
 EXPORTER_MAX_CONNECTIONS = 64
+EXPORTER_MAX_CONNECTIONS_PER_ADDRESS = 16
 EXPORTER_POSTURE_INTERVAL = 60.0
 
 
@@ -68,7 +70,9 @@ class StandaloneExporter:
     posture_interval_seconds: float = EXPORTER_POSTURE_INTERVAL
     http_header_timeout_seconds: float = EXPORTER_HEADER_TIMEOUT
     http_idle_timeout_seconds: float = EXPORTER_IDLE_TIMEOUT
+    http_write_timeout_seconds: float = EXPORTER_WRITE_TIMEOUT
     http_max_connections: int = EXPORTER_MAX_CONNECTIONS
+    http_max_connections_per_address: int = EXPORTER_MAX_CONNECTIONS_PER_ADDRESS
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     basic_auth_user: str | None = None

@@ -506,12 +506,26 @@ class ExporterSettings(Section):
         le=3600,
         description="Seconds a kept-alive connection may wait for its next request.",
     )
+    http_write_timeout_seconds: float = Field(
+        defaults.EXPORTER_WRITE_TIMEOUT,
+        gt=0,
+        le=300,
+        description="Seconds an answer may take to leave; a client that does not read it is "
+        "closed.",
+    )
     http_max_connections: int = Field(
         defaults.EXPORTER_MAX_CONNECTIONS,
         ge=1,
         le=10000,
-        description="Most open HTTP connections: at the cap the one idle longest is closed, "
-        "or, when all are busy, a newcomer gets 503.",
+        description="Most open HTTP connections: at the cap one that is not being answered "
+        "(stuck writing, idle, or queued) is closed, or, when all are, a newcomer gets 503.",
+    )
+    http_max_connections_per_address: int = Field(
+        defaults.EXPORTER_MAX_CONNECTIONS_PER_ADDRESS,
+        ge=1,
+        le=10000,
+        description="Most open HTTP connections from one client address; beyond, its own "
+        "connections make room, so one address cannot take all.",
     )
     tls_cert_file: str | None = Field(None, description="Serve HTTPS with this certificate.")
     tls_key_file: str | None = Field(None, description="And this key.")

@@ -3,10 +3,14 @@
 One asyncio loop owns every connection and reads request heads; a complete request goes to a
 few worker threads, which scrape. A connection that waits costs no thread, so slow or idle
 clients cannot pin the exporter: a request head must arrive within a deadline (slowloris), a
-kept connection is closed after an idle time, heads and header counts are bounded, and at most
-`max_connections` are open. At the cap the connection that has waited longest for its next
-request is closed to make room, so a flood of idle sockets cannot lock Prometheus out; only
-when every connection is busy does a newcomer get a 503.
+kept connection is closed after an idle time, an answer must leave within a deadline (a client
+that pipelines requests and never reads), heads and header counts are bounded, and at most
+`max_connections` are open, `max_connections_per_address` of them from one address. At a cap a
+connection no worker is answering is closed to make room (one that pipelined requests first,
+then one stuck writing, waiting for a request, queued for a worker), so neither a flood of idle
+sockets nor of non-readers can lock Prometheus out, even from its own address; only when every
+connection is being answered does a newcomer get a 503. /health is answered in the loop
+itself: it shows the loop is alive.
 
 Binds to localhost unless told otherwise; optional HTTPS (TLS 1.2+, handshake under the same
 deadline) and basic auth; every response carries security headers. Prometheus's scrape timeout
@@ -15,6 +19,7 @@ scrape.
 """
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import html
@@ -59,6 +64,7 @@ HEADERS = {
 CLOSE_REASONS = (
     "header_timeout",  # a request head did not arrive in time (slowloris)
     "idle_timeout",  # a kept connection sent no new request
+    "write_timeout",  # an answer did not leave in time: the client does not read
     "evicted",  # closed to make room at the connection cap
     "over_capacity",  # refused at the cap: every connection was busy
     "bad_request",  # not HTTP we serve: garbage, a body, a TLS handshake that failed
@@ -70,7 +76,9 @@ CLOSE_REASONS = (
 class Limits:
     header_timeout: float = defaults.EXPORTER_HEADER_TIMEOUT
     idle_timeout: float = defaults.EXPORTER_IDLE_TIMEOUT
+    write_timeout: float = defaults.EXPORTER_WRITE_TIMEOUT
     max_connections: int = defaults.EXPORTER_MAX_CONNECTIONS
+    max_connections_per_address: int = defaults.EXPORTER_MAX_CONNECTIONS_PER_ADDRESS
 
 
 @dataclass
@@ -263,11 +271,44 @@ def render_response(response: Response, keep_alive: bool, tls: bool) -> bytes:
     return (head + "\r\n").encode("latin-1") + data
 
 
+# What a connection is doing. At a cap one makes room in this order (longest in its state
+# first), after any that has sent requests ahead (pipelined: Prometheus never does, a flood of
+# non-readers does); one a worker is answering (WORKING) is never closed.
+WRITING = "writing"  # its answer waits for the client to read
+READING = "reading"  # waits for a request: idle, or its head is arriving
+QUEUED = "queued"  # its request waits for a worker: nothing spent on it yet
+WORKING = "working"
+EVICTION_ORDER = (WRITING, READING, QUEUED)
+
+
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that counts what it was given: bytes beyond the requests read so far
+    are requests the client sent ahead."""
+
+    received = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.received += len(data)
+        super().feed_data(data)
+
+
 @dataclass(eq=False)
 class _Connection:
     writer: asyncio.StreamWriter
-    waiting_since: float | None  # monotonic time it began waiting for a request; None: busy
+    reader: _Reader
+    address: str  # the client's IP address, for the per-address cap
+    state: str = READING
+    since: float = field(default_factory=time.monotonic)  # when it entered `state`
+    consumed: int = 0  # bytes of the requests read so far
     evicted: bool = False
+
+    def enter(self, state: str) -> None:
+        self.state, self.since = state, time.monotonic()
+
+    @property
+    def sent_ahead(self) -> bool:
+        """Whether more requests wait behind the one being answered."""
+        return self.state != READING and self.reader.received > self.consumed
 
 
 class ExporterServer:
@@ -296,23 +337,31 @@ class ExporterServer:
 
     async def _serve(self) -> None:
         self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="redkeep-http")
-        server = await asyncio.start_server(self._connected, sock=self.socket, limit=MAX_HEAD_BYTES)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:  # as asyncio.start_server makes it
+            return asyncio.StreamReaderProtocol(_Reader(MAX_HEAD_BYTES), self._connected)
+
+        server = await loop.create_server(protocol, sock=self.socket)
         try:
             async with server:
                 await server.serve_forever()
         finally:
             self._workers.shutdown(wait=False, cancel_futures=True)
 
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = _Connection(writer, time.monotonic())
+    async def _connected(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
+        connection = _Connection(writer, reader, _address(writer))
         if not self._admit(connection):
             return
         try:
             if self.tls is not None and not await self._handshake(writer, connection):
                 return
+            # drain() then waits until the kernel holds the whole answer: the write timeout
+            # counts from the moment the client stops reading, not from when our buffer fills.
+            writer.transport.set_write_buffer_limits(high=0)
             await self._requests(reader, writer, connection)
         except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError):
-            pass  # the client went away, was evicted, or stopped reading its answer
+            pass  # the client went away or was evicted
         finally:
             self._connections.pop(writer, None)
             self.endpoint.open_connections = len(self._connections)
@@ -322,7 +371,7 @@ class ExporterServer:
         """Send what is still buffered (a last answer), then close; abort a stuck reader."""
         writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), self.limits.header_timeout)
+            await asyncio.wait_for(writer.wait_closed(), self.limits.write_timeout)
         except (OSError, TimeoutError):
             writer.transport.abort()
 
@@ -340,35 +389,46 @@ class ExporterServer:
         return True
 
     def _admit(self, connection: _Connection) -> bool:
-        """Room for one more connection: evict the longest-waiting idle one, or refuse."""
-        if len(self._connections) >= self.limits.max_connections:
-            waiting = [c for c in self._connections.values() if c.waiting_since is not None]
-            if not waiting:
+        """Room for one more connection: at a cap close one no worker is answering, or refuse.
+
+        At the per-address cap the room comes from the newcomer's own address; at the overall
+        cap from the address that holds the most.
+        """
+        connections = list(self._connections.values())
+        same = [c for c in connections if c.address == connection.address]
+        pool: list[_Connection] | None = None
+        held = None
+        if len(same) >= self.limits.max_connections_per_address:
+            pool = same
+        elif len(connections) >= self.limits.max_connections:
+            pool, held = connections, collections.Counter(c.address for c in connections)
+        if pool is not None:
+            victim = _victim(pool, held)
+            if victim is None:
                 self._count("over_capacity")
                 if self.tls is None:
                     refusal = Response(503, "too many connections\n", extra={"Retry-After": "1"})
                     connection.writer.write(render_response(refusal, False, False))
                 connection.writer.close()
                 return False
-            oldest = min(waiting, key=lambda c: c.waiting_since)
-            oldest.evicted = True
+            victim.evicted = True
             self._count("evicted")
             # Out of the count now, not when its task next runs: a flood of connects is accepted
             # in batches, and the same one must not be "evicted" again to admit each of them.
-            del self._connections[oldest.writer]
-            oldest.writer.transport.abort()
+            del self._connections[victim.writer]
+            victim.writer.transport.abort()
         self._connections[connection.writer] = connection
         self.endpoint.open_connections = len(self._connections)
         return True
 
     async def _requests(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: _Connection
+        self, reader: _Reader, writer: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         limits = self.limits
         peer = _peer(writer)
         first = True
         while True:
-            connection.waiting_since = time.monotonic()
+            connection.enter(READING)
             # The first byte may take the idle time on a kept connection; once a request has
             # begun, its whole head must arrive within the header deadline.
             try:
@@ -380,7 +440,9 @@ class ExporterServer:
             first = False
             try:
                 async with asyncio.timeout(limits.header_timeout):
-                    request = parse_head(await _read_head(reader, start), peer)
+                    head = await _read_head(reader, start)
+                    connection.consumed += len(head)
+                    request = parse_head(head, peer)
             except TimeoutError:
                 self._count("header_timeout")
                 return
@@ -390,16 +452,40 @@ class ExporterServer:
             except BadRequest as refusal:
                 await self._refuse(writer, refusal)
                 return
-            connection.waiting_since = None
-            loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(self._workers, self._respond, request)
+            if request.path == "/health":  # no scrape: answered here, without a worker
+                response = self._respond(request, connection)
+            else:
+                connection.enter(QUEUED)
+                loop = asyncio.get_running_loop()
+                response = await loop.run_in_executor(
+                    self._workers, self._respond, request, connection
+                )
+            if response is None or connection.evicted:
+                return
+            connection.enter(WRITING)
             writer.write(render_response(response, request.keep_alive, self.tls is not None))
-            async with asyncio.timeout(limits.header_timeout):  # a client that stops reading
-                await writer.drain()
+            if not await self._drain(writer):
+                return
             if not request.keep_alive:
                 return
 
-    def _respond(self, request: Request) -> Response:
+    async def _drain(self, writer: asyncio.StreamWriter) -> bool:
+        """Wait until the kernel holds everything written; False (and the connection aborted)
+        if the client has not read enough for that within the write timeout."""
+        try:
+            async with asyncio.timeout(self.limits.write_timeout):
+                await writer.drain()
+        except TimeoutError:
+            self._count("write_timeout")
+            writer.transport.abort()  # what is still buffered will never be read
+            return False
+        return True
+
+    def _respond(self, request: Request, connection: _Connection) -> Response | None:
+        """Answer in a worker thread; None if the connection was evicted while queued."""
+        if connection.evicted:
+            return None
+        connection.enter(WORKING)  # plain attribute stores: the loop only reads them
         try:
             response = self.endpoint.respond(request)
         except Exception as error:  # noqa: BLE001 - one broken request, not a dead exporter
@@ -412,8 +498,7 @@ class ExporterServer:
         self._count(refusal.reason)
         response = Response(refusal.status, f"{HTTPStatus(refusal.status).phrase}\n")
         writer.write(render_response(response, False, self.tls is not None))
-        async with asyncio.timeout(self.limits.header_timeout):
-            await writer.drain()
+        await self._drain(writer)
 
     def _count(self, reason: str) -> None:
         self.endpoint.closed[reason] += 1
@@ -443,6 +528,32 @@ def _raise_open_files_limit() -> None:
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _victim(
+    connections: list[_Connection], held: Mapping[str, int] | None = None
+) -> _Connection | None:
+    """The connection to close to make room (None: every one is being answered).
+
+    With `held` (connections per address), the busiest address gives first.
+    """
+    candidates = [c for c in connections if c.state != WORKING]
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda c: (
+            -(held[c.address] if held else 0),
+            not c.sent_ahead,
+            EVICTION_ORDER.index(c.state),
+            c.since,
+        ),
+    )
+
+
+def _address(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:

@@ -112,7 +112,8 @@ def _as_explained(error: BaseException) -> BaseException:
             return _caused(ConnectionResetError(errno.ECONNRESET, text), error)
         return error
     if isinstance(error, redis.RedisError):
-        return ErrorReply("ERR", text)
+        code = text.split(" ", 1)[0]  # redis-py keeps codes it has no exception type for
+        return ErrorReply(code if code == "MISCONF" else "ERR", text)
     return error
 
 

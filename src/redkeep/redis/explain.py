@@ -66,6 +66,12 @@ def _reply(reply: ErrorReply, target: Target, command: str, hints: Hints) -> Red
             f"user '{user}' may not do that on {where} (NOPERM): {first_line(reply.text)}",
             kind=ErrorKind.PERMISSION,
         )
+    if reply.code == "MISCONF":  # it answers, but refuses writes (and PING) until it can save
+        return RedisCommandError(
+            f"{where} cannot persist to disk (MISCONF): its last save failed, so it refuses "
+            "commands; free disk space in its data directory (its log says why)",
+            kind=ErrorKind.COMMAND,
+        )
     # Redis gives "unknown command" no code of its own: ERR and these words.
     if command and "unknown command" in reply.text:
         hint = hints.get(ErrorKind.UNKNOWN_COMMAND, "")

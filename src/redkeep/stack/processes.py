@@ -12,7 +12,8 @@ import os
 import select
 import signal
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +77,16 @@ def _subcommand(argv: list[str], length: int) -> tuple[str, ...] | None:
 
 
 def _dir_argument(argv: list[str]) -> str | None:
+    return _option(argv, "--dir")
+
+
+def _option(argv: list[str], option: str) -> str | None:
+    """The value of `option` (`--dir X` or `--dir=X`) in `argv`, or None."""
     for index, word in enumerate(argv):
-        if word == "--dir" and index + 1 < len(argv):
+        if word == option and index + 1 < len(argv):
             return argv[index + 1]
-        if word.startswith("--dir="):
-            return word.removeprefix("--dir=")
+        if word.startswith(f"{option}="):
+            return word.removeprefix(f"{option}=")
     return None
 
 
@@ -165,11 +171,17 @@ def send_signal(pid: int, service: Service, root: Path, signum: int) -> bool:
         os.close(handle)
 
 
-def stop(pid: int, service: Service, root: Path, timeout: float) -> bool:
+def stop(
+    pid: int,
+    service: Service,
+    root: Path,
+    timeout: float,
+    give_up: Callable[[], bool] = lambda: False,
+) -> bool:
     """SIGTERM the bundle's `service` at `pid` and wait for it to exit.
 
     Return True once it has exited (or was not ours to stop), False if it is still running
-    after `timeout` seconds.
+    after `timeout` seconds, or as soon as `give_up()` says it will not exit.
     """
     try:
         handle = os.pidfd_open(pid)
@@ -180,12 +192,66 @@ def stop(pid: int, service: Service, root: Path, timeout: float) -> bool:
             return True
         try:
             signal.pidfd_send_signal(handle, signal.SIGTERM)
+            # A stopped process (SIGSTOP, Ctrl-Z) only acts on SIGTERM once it runs again.
+            signal.pidfd_send_signal(handle, signal.SIGCONT)
         except ProcessLookupError:
             return True
-        readable, _, _ = select.select([handle], [], [], timeout)  # readable once it exited
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = max(0.0, min(0.2, deadline - time.monotonic()))
+            readable, _, _ = select.select([handle], [], [], wait)  # readable once it exited
+            if readable:
+                return True
+            if time.monotonic() >= deadline or give_up():
+                return False
+    finally:
+        os.close(handle)
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for process `pid` to exit; whether it has."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([handle], [], [], timeout)
         return bool(readable)
     finally:
         os.close(handle)
+
+
+def is_stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (SIGSTOP, Ctrl-Z) or held by a debugger."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
+
+
+def started_at(pid: int) -> float | None:
+    """When process `pid` started (Unix time), or None if it has exited."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def option_value(pid: int, option: str) -> str | None:
+    """The value given to `option` (`--every 5` or `--every=5`) on process `pid`'s command
+    line, or None."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return _option(argv, option)
 
 
 def listening_ports(pid: int) -> set[int]:

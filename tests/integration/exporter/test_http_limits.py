@@ -1,9 +1,13 @@
-"""`redkeep exporter`'s HTTP server under attack: slow, idle, many, garbage and busy clients.
+"""`redkeep exporter`'s HTTP server under attack: slow, idle, many, garbage, busy and
+non-reading clients.
 
 Each exporter runs from a minimal bundle (only an `exporter:` section) so the HTTP limits are
-small: a request head must arrive within 1 s, a kept connection may idle 2 s.
+small: a request head must arrive within 1 s, a kept connection may idle 2 s, at most 20
+connections, 16 of them from one address.
 """
 
+import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -29,6 +33,46 @@ def limited_exporter(exporter_factory, tmp_path: Path, url: str, **settings):
     (bundle / "redkeep.yaml").write_text(yaml.safe_dump({"exporter": exporter}))
     scheme = "https" if "tls_cert_file" in settings else "http"
     return exporter_factory("--dir", bundle, "--url", url, scheme=scheme)
+
+
+def established_from(pid: int, port: int) -> dict[str, int]:
+    """The connections process `pid` itself holds on its `port`, counted by client address
+    (from its own file descriptors and the kernel's TCP table, not from the exporter)."""
+    inodes = {
+        os.readlink(fd)[8:-1]
+        for fd in Path(f"/proc/{pid}/fd").iterdir()
+        if os.readlink(fd).startswith("socket:[")
+    }
+    counts: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+        if state == "01" and inode in inodes and int(local.split(":")[1], 16) == port:
+            address = str(ipaddress.IPv4Address(bytes.fromhex(remote.split(":")[0])[::-1]))
+            counts[address] = counts.get(address, 0) + 1
+    return counts
+
+
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def scrape_from(exporter, source: str) -> tuple[bytes, str]:
+    """GET /metrics from the loopback address `source`: (status line, body)."""
+    host, port = exporter.url.rsplit("//", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), 15, source_address=(source, 0)) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:  # refused or evicted: the status line says which, if any
+            pass
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body.decode()
 
 
 def threads_of(pid: int) -> int:
@@ -92,6 +136,62 @@ def test_slow_clients_pin_no_threads_and_cannot_lock_out_a_scrape(
     )
     assert evicted + timed_out >= 100, closed
     assert evicted >= 80  # only 20 fit under the cap at any time
+
+
+def test_clients_that_pipeline_and_never_read_cannot_lock_out_a_scrape(
+    redis_factory, exporter_factory, tmp_path
+):
+    """100 connections from 127.0.0.1 each send 50 requests at once and never read an answer
+    (the exporter used to answer 503 to everyone for 15 to 60 s). Scrapes from another address
+    and from that very one get through."""
+    server = redis_factory()
+    exporter = limited_exporter(exporter_factory, tmp_path, f"redis://127.0.0.1:{server.port}")
+    host, port = exporter.url.rsplit("//", 1)[1].rsplit(":", 1)
+    flood = []
+    try:
+        for _ in range(100):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up at once
+            sock.connect((host, int(port)))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+            flood.append(sock)
+        for source in ("127.0.0.2", "127.0.0.1", "127.0.0.2", "127.0.0.1"):
+            status, body = scrape_from(exporter, source)
+            assert status == b"HTTP/1.1 200 OK", (source, status, body[:200])
+            assert value(parse(body), "redis_up") == 1
+            held = established_from(exporter.process.pid, int(port))
+            assert held.get("127.0.0.1", 0) <= 16, held  # the per-address cap
+    finally:
+        for sock in flood:
+            sock.close()
+    families = exporter.metrics()
+    evicted = value(families, "redkeep_exporter_http_closed_connections_total", reason="evicted")
+    assert evicted >= 100 - 16  # the flood made room for itself, and for the scrapes
+
+
+def test_a_client_that_does_not_read_its_answers_is_closed(
+    redis_factory, exporter_factory, tmp_path
+):
+    server = redis_factory()
+    exporter = limited_exporter(
+        exporter_factory,
+        tmp_path,
+        f"redis://127.0.0.1:{server.port}",
+        http_write_timeout_seconds=1,
+    )
+    host, port = exporter.url.rsplit("//", 1)[1].rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        # Far more answers than the kernel's buffers hold (each is about 30 KB).
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 500)
+        # Held by the exporter (it answers for a second or more, then waits 1 s), then let go.
+        pid = exporter.process.pid
+        wait_until(lambda: established_from(pid, int(port)), "never accepted")
+        wait_until(lambda: not established_from(pid, int(port)), "still held")
+    families = exporter.metrics()
+    closed = "redkeep_exporter_http_closed_connections_total"
+    assert value(families, closed, reason="write_timeout") == 1
 
 
 def test_a_kept_connection_is_closed_when_idle(redis_factory, exporter_factory, tmp_path):
