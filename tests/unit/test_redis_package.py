@@ -139,3 +139,21 @@ def test_what_a_module_imports_stays_light(modules, heavy):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_misconf_is_a_server_that_cannot_save_not_one_that_cannot_be_reached():
+    import redis  # noqa: PLC0415
+
+    from redkeep.errors import ExitStatus  # noqa: PLC0415
+    from redkeep.redis.client import explain_failure  # noqa: PLC0415
+    from redkeep.redis.explain import ErrorReply, explain  # noqa: PLC0415
+
+    target = Target("redis", host="127.0.0.1", port=6379)
+    text = "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist"
+    for error in (
+        explain(ErrorReply.parse(text), target),
+        explain_failure(redis.ResponseError(text), target),
+    ):
+        assert error.status is ExitStatus.FAILURE
+        assert "cannot persist to disk (MISCONF)" in error.message
+        assert "cannot connect" not in error.message
