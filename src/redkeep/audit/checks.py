@@ -824,6 +824,11 @@ def lua_reachable(facts: Facts) -> Passed | Finding:
 def restore_unsanitized(facts: Facts) -> Passed | Finding:
     value = facts.config("sanitize-dump-payload")
     users = [user for user in dryrun_users(facts, "restore") if not named_admin(user)]
+    if value is None and users:  # Valkey 9.1 takes it in redis.conf but CONFIG GET hides it
+        raise Unavailable(
+            f"CONFIG GET sanitize-dump-payload returns nothing here, and {', '.join(users)} "
+            "may RESTORE: set sanitize-dump-payload yes in the config file, or deny RESTORE"
+        )
     if value == "no" and users:
         return Finding(
             "medium",
