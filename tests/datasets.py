@@ -10,7 +10,9 @@ What it holds (about 1.5 MiB, loads in well under a second):
 - db0: strings (int, embstr, raw, a 1 MiB value), lists (small, big), sets (intset, small
   strings, big), 50 small sets of strings (hash-table sets whose DUMP order changes on
   RESTORE), hashes, sorted sets, a stream with two consumer groups, pending and deleted
-  entries, HyperLogLogs (sparse and dense), a bitmap, geo sets (small, big).
+  entries, HyperLogLogs (sparse and dense), a bitmap, geo sets (small, big); and on servers
+  with hash field TTLs (Redis 7.4+, Valkey 9+) hashes with some fields expiring (their own
+  RDB types; a snapshot holds each such field's deadline).
 - db1: keys and values with binary bytes (NUL, 0xff, CR/LF) and spaces.
 - db2: TTLs in seconds and in milliseconds on several types, next to keys without one.
 - db15: the highest database of a default server.
@@ -21,6 +23,7 @@ release) or `redis_version`. The differences, observed on every build of tests/s
 - small hashes and sorted sets (and a small geo set): ziplist on Redis 6.2, listpack from 7.0;
 - small lists and small sets of strings: quicklist and hashtable before Redis 7.2, listpack
   from Redis 7.2 and on every Valkey;
+- a small hash with a field TTL: listpackex on Redis, hashtable on Valkey 9;
 - short strings: Redis up to 7.x keeps a value of up to 44 bytes in one allocation with its
   object (embstr). Redis 8 and Valkey 8.1 put the key, and a TTL, in that allocation too:
   embstr while key + value <= 41 bytes (33 with a TTL). Valkey 9.1 drops the object's pointer
@@ -159,6 +162,11 @@ def _listpack(server: Server) -> str:
     return "listpack" if server.flavour == "valkey" or server.version >= (7, 0) else "ziplist"
 
 
+def field_ttls(server: Server) -> bool:
+    """Whether the server has hash field TTLs (HEXPIRE, HPEXPIRETIME)."""
+    return server.version >= ((7, 4) if server.flavour == "redis" else (9, 0))
+
+
 def _string(server: Server, key: bytes | str, value: bytes | str, ttl: bool = False) -> str:
     """embstr or raw for a string value that is not an integer (see the module docstring)."""
     size = len(value)
@@ -204,7 +212,18 @@ def _types(pipe, rng: random.Random, server: Server) -> dict[bytes, str]:
     small_sets = {
         f"set:many:{i}".encode(): _listpack_sets(server) for i in range(1, SMALL_SETS + 1)
     }
+    expiring_fields = {}
+    if field_ttls(server):
+        pipe.hset("hash:field-ttl", mapping={"a": "1", "b": "2", "c": "3"})
+        pipe.execute_command("HPEXPIRE", "hash:field-ttl", 3_600_123, "FIELDS", 1, "a")
+        pipe.hset("hash:field-ttl:big", mapping={f"field-{i}": i for i in range(600)})
+        pipe.execute_command(
+            "HEXPIRE", "hash:field-ttl:big", 7200, "FIELDS", 2, "field-1", "field-7"
+        )
+        small = "listpackex" if server.flavour == "redis" else "hashtable"
+        expiring_fields = {b"hash:field-ttl": small, b"hash:field-ttl:big": "hashtable"}
     return {
+        **expiring_fields,
         b"str:int": "int",
         b"str:embstr": "embstr",
         b"str:44": _string(server, "str:44", STR_44),
@@ -308,27 +327,33 @@ def snapshot(
         databases = [int(name[2:]) for name in keyspace if name.startswith("db")]
     server = server_of(first)
     exact_deadlines = server.flavour == "valkey" or server.version >= (7, 0)
+    fields = field_ttls(server)
     first.close()
     found = {}
     for db in databases:
         client = client_for(source, db)
         for key in client.scan_iter(count=1000):
-            entry = read_entry(client, key, exact_deadlines)
+            entry = read_entry(client, key, exact_deadlines, fields)
             if entry is not None:
                 found[(db, key)] = entry
         client.close()
     return found
 
 
-def read_entry(client: redis.Redis, key: bytes, exact_deadlines: bool = True) -> Entry | None:
+def read_entry(
+    client: redis.Redis, key: bytes, exact_deadlines: bool = True, field_ttls: bool = False
+) -> Entry | None:
     """One key as an Entry; None if it is gone (expired while we looked).
 
-    The deadline is PEXPIRETIME (Redis 7.0+, exact), or this clock plus PTTL before 7.0.
+    The deadline is PEXPIRETIME (Redis 7.0+, exact), or this clock plus PTTL before 7.0. With
+    `field_ttls`, a hash whose fields expire also holds each such field's deadline.
     """
     kind = client.type(key).decode()
     if kind == "none":
         return None
     value = READERS[kind](client, key)
+    if kind == "hash" and field_ttls:
+        value = _with_field_deadlines(client, key, value)
     pttl = client.pttl(key)
     if pttl == -2:
         return None
@@ -340,6 +365,15 @@ def read_entry(client: redis.Redis, key: bytes, exact_deadlines: bool = True) ->
             else int(time.time() * 1000) + pttl
         )
     return Entry(kind, value, pttl >= 0, deadline)
+
+
+def _with_field_deadlines(client: redis.Redis, key: bytes, items: tuple) -> tuple:
+    """A hash's items, and (field, deadline in Unix ms) for its fields that expire; the
+    items alone when none does, so that it compares equal to a server without field TTLs."""
+    names = [name for name, _ in items]
+    deadlines = client.execute_command("HPEXPIRETIME", key, "FIELDS", len(names), *names)
+    expiring = tuple((name, at) for name, at in zip(names, deadlines, strict=True) if at >= 0)
+    return (items, expiring) if expiring else items
 
 
 def _stream(client: redis.Redis, key: bytes) -> tuple:
