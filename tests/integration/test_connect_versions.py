@@ -4,6 +4,7 @@ their one-line errors, and TLS with client certificates on the TLS-capable build
 
 import pytest
 
+from redkeep.actions.health import server_summary
 from redkeep.errors import ConnectError, ErrorKind, RedisCommandError
 from redkeep.redis.client import connect
 from redkeep.redis.client import explain_failure as explain_command_error
@@ -47,6 +48,7 @@ def test_plain_server(server_build, server_factory, cli):
     assert connect(target(url)).ping()
     version = ".".join(map(str, server_build.version))
     assert f"{server_build.flavour}_version:{version}" in raw_info(url)
+    assert server_summary(target(url))["version"] == version  # `redkeep status`
     health = cli("health", "--url", url)
     assert health.code == 0, health.err
 

@@ -24,6 +24,10 @@ def test_backup_verify_and_restore_of_the_dataset(server_build, server_factory, 
     assert report["rdb"]["version"] == server_build.rdb_version
     assert report["rdb"]["checksum"] == "ok"
     backup_id = report["id"]
+    manifest = json.loads((dest / "s" / backup_id / "manifest.json").read_text())
+    version = ".".join(map(str, server_build.version))
+    assert manifest["server"]["engine"] == server_build.flavour
+    assert (manifest["server"]["version"], manifest["server"]["mode"]) == (version, "standalone")
 
     here = cli("backup", "verify", backup_id, "--dest", dest, "--json")
     readable_here = server_build.rdb_version <= DEFAULT.rdb_version
