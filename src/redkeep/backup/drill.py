@@ -105,7 +105,8 @@ def scratch_server(
     server: ServerBinary | None = None,
 ) -> Iterator[Drill]:
     """A throw-away server that loads `data/dump.rdb` (or the AOF dir)."""
-    binary = server.path if server else redis_server.find_redis_server()
+    server = server or server_binary()
+    binary = server.path
     socket_path = data / "sock"  # short: a unix socket path must stay under 108 bytes
     settings = {
         "port": "0",  # no TCP listener at all
@@ -117,11 +118,13 @@ def scratch_server(
         "logfile": str(data / "redis.log"),
         "pidfile": str(data / "redis.pid"),
         "daemonize": "no",
-        # DEBUG DIGEST-VALUE compares values whatever their layout; only over the socket.
-        "enable-debug-command": "local",
         "databases": str(databases),
         "appendonly": "yes" if aof_dirname else "no",
     }
+    if int(server.version.split(".")[0]) >= 7:
+        # DEBUG DIGEST-VALUE compares values whatever their layout; only over the socket.
+        # (Redis before 7.0 has no such setting: DEBUG is always there.)
+        settings["enable-debug-command"] = "local"
     args = [binary, *(part for name, value in settings.items() for part in (f"--{name}", value))]
     if aof_dirname:
         args += ["--appenddirname", aof_dirname, "--auto-aof-rewrite-percentage", "0"]
