@@ -10,10 +10,10 @@ import pyrage
 import pytest
 import redis
 
-from redkeep.actions.backup import find_backup
-from redkeep.actions.restore import Keys, _download
+from redkeep.actions.backup_catalog import find_backup
 from redkeep.backup.fetch import OutputError
 from redkeep.backup.stores import open_store
+from redkeep.backup.unpack import Decryption, download
 from tests.conftest import REDKEEP, run_redkeep
 from tests.servers import require_binary
 
@@ -188,7 +188,9 @@ def test_a_disk_that_fills_on_the_last_write_is_named(redis_factory, tmp_path):
     full.parent.mkdir()
     full.symlink_to("/dev/full")
     with pytest.raises(OutputError, match=f"cannot write the restored data to {full.parent}: No"):
-        _download(store, listed.manifest, listed.manifest.objects[0], Keys([]).identities, full)
+        download(
+            store, listed.manifest, listed.manifest.objects[0], Decryption([]).identities, full
+        )
 
 
 @pytest.fixture
