@@ -193,19 +193,6 @@ def test_a_disk_that_fills_on_the_last_write_is_named(redis_factory, tmp_path):
         )
 
 
-@pytest.fixture
-def read_only(tmp_path):
-    """A read-only bind mount of a directory (the suite runs as root), unmounted afterwards."""
-    source, view = tmp_path / "rw", tmp_path / "ro"
-    source.mkdir()
-    view.mkdir()
-    mount = require_binary("mount")
-    subprocess.run([mount, "--bind", str(source), str(view)], check=True)
-    subprocess.run([mount, "-o", "remount,bind,ro", str(view)], check=True)
-    yield source, view
-    subprocess.run([require_binary("umount"), str(view)], check=True)
-
-
 def test_a_read_only_store_shows_the_verdict_then_fails_on_recording_it(redis_factory, read_only):
     source, view = read_only
     server = redis_factory(["repl-diskless-sync-delay 0"])
