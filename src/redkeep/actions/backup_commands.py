@@ -119,10 +119,11 @@ def _source_name(target: Target) -> str:
 
 def _prune_after(report: BackupReport, context: BackupContext) -> BackupReport:
     """In a bundle (backup.retention.prune_after_run), apply retention after a stored run."""
-    if context.bundle is None or not context.settings.retention.prune_after_run:  # type: ignore[union-attr]
+    policy = context.retention()
+    if policy is None or not context.prunes_after_run:
         return report
     try:
-        pruned = prune(context.store, report.source, context.retention(), _now(), False)
+        pruned = prune(context.store, report.source, policy, _now(), False)
     except RedkeepError as error:  # the backup is stored: pruning can wait for next time
         return report.with_problems(f"pruning after the run failed: {error}")
     return dataclasses.replace(report, pruned=pruned.deleted)
@@ -238,7 +239,8 @@ def prune_command(request: PruneRequest, app: Application) -> int:
         request.keep_monthly,
         request.max_age,
     )
-    policy = flags if not flags.empty() or context.bundle is None else context.retention()
+    retention = context.retention()
+    policy = retention if flags.empty() and retention is not None else flags
     result = prune(context.store, context.source, policy, _now(), request.dry_run)
     output.show_prune(app, result)
     return ExitStatus.OK

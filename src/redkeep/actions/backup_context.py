@@ -91,9 +91,11 @@ class BackupContext:
         configured = self.path(self.settings.server_binary)
         return drill.server_binary(str(configured) if configured else None, "backup.server_binary")
 
-    def retention(self) -> Policy:
-        """The bundle's backup.retention (standalone runs have none)."""
-        retention = self.settings.retention  # type: ignore[union-attr]
+    def retention(self) -> Policy | None:
+        """The bundle's backup.retention; None outside a bundle (standalone runs keep all)."""
+        if self.bundle is None:
+            return None
+        retention = self.bundle.settings.backup.retention
         return Policy(
             keep_last=retention.keep_last,
             keep_daily=retention.keep_daily,
@@ -101,3 +103,8 @@ class BackupContext:
             keep_monthly=retention.keep_monthly,
             max_age_days=retention.max_age_days,
         )
+
+    @property
+    def prunes_after_run(self) -> bool:
+        """backup.retention.prune_after_run of a bundle."""
+        return self.bundle is not None and self.bundle.settings.backup.retention.prune_after_run

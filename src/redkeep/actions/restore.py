@@ -24,13 +24,11 @@ from redkeep.backup.results import FileRestoreResult, ServerRestoreResult, Verdi
 from redkeep.backup.stores import Store
 from redkeep.backup.transfer import ConnectionLost, TransferCount, copy_keys
 from redkeep.backup.unpack import (
-    AOF_DIRNAME,
     Decryption,
     databases_for,
-    download,
-    extract_aof,
     require_readable,
     snapshot_counts_problem,
+    stage,
 )
 from redkeep.errors import DamagedBackup, RedkeepError, StoreError, UsageError
 from redkeep.redis.client import client_for, explain_failure, session
@@ -60,18 +58,14 @@ def restore_to_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".redkeep-restore-", dir=path.parent))
     try:
-        rdb = None
-        if item.content == "rdb":
-            staged = staging / "dump.rdb"
-            rdb = download(store, manifest, item, identities, staged)
-            warnings += _check_counts(staged, manifest, force)
-        else:
-            download(store, manifest, item, identities, staging / "aof.tar")
-            staged = extract_aof(staging / "aof.tar", staging / "out")
-        _swap_into_place(staged, path)
+        (staging / "out").mkdir()
+        staged = stage(store, manifest, item, identities, staging / "out")
+        if staged.rdb is not None:
+            warnings += _check_counts(staged.path, manifest, force)
+        _swap_into_place(staged.path, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return dataclasses.replace(result, warnings=warnings, rdb=rdb)
+    return dataclasses.replace(result, warnings=warnings, rdb=staged.rdb)
 
 
 def _refuse_failed_verdict(store: Store, manifest: Manifest, force: bool) -> tuple[str, ...]:
@@ -180,15 +174,11 @@ def restore_to_server(
     try:
         data = workdir / "data"
         data.mkdir()
-        aof_dirname = None
-        if item.content == "rdb":
-            download(store, manifest, item, identities, data / "dump.rdb")
-            warnings += _check_counts(data / "dump.rdb", manifest, force)
-        else:
-            download(store, manifest, item, identities, workdir / "aof.tar")
-            extract_aof(workdir / "aof.tar", data)
-            aof_dirname = AOF_DIRNAME
-        with drill.scratch_server(data, aof_dirname, databases_for(manifest), server) as drilled:
+        staged = stage(store, manifest, item, identities, data)
+        if staged.rdb is not None:
+            warnings += _check_counts(staged.path, manifest, force)
+        databases = databases_for(manifest)
+        with drill.scratch_server(data, staged.aof_dirname, databases, server) as drilled:
             plan = drill.keyspace(drilled.client())
             result = ServerRestoreResult(manifest.id, target.display_url, plan, dry_run)
             if dry_run:

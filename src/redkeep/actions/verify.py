@@ -21,14 +21,7 @@ from redkeep.backup.fetch import OutputError
 from redkeep.backup.manifest import VERIFIED, Manifest, StoredObject, object_key
 from redkeep.backup.results import DrillCheck, ObjectChecks, VerifyResult
 from redkeep.backup.stores import Store
-from redkeep.backup.unpack import (
-    AOF_DIRNAME,
-    Decryption,
-    databases_for,
-    download,
-    extract_aof,
-    require_readable,
-)
+from redkeep.backup.unpack import Decryption, databases_for, require_readable, stage
 from redkeep.errors import DamagedBackup, RedkeepError
 
 SAMPLE = 100
@@ -98,20 +91,12 @@ def _verify_object(
         workdir.mkdir(parents=True)
     except OSError as error:
         raise OutputError(f"cannot create {workdir}: {error.strerror}") from None
-    rdb = checker = None
-    if item.content == "rdb":
-        rdb = download(store, manifest, item, identities, workdir / "dump.rdb")
-        checker = _check_rdb(server, workdir / "dump.rdb")
-        aof_dirname = None
-    else:
-        tar_path = workdir.parent / f"{item.content}.tar"
-        download(store, manifest, item, identities, tar_path)
-        extract_aof(tar_path, workdir)
-        tar_path.unlink()
-        aof_dirname = AOF_DIRNAME
-    with drill.scratch_server(workdir, aof_dirname, databases_for(manifest), server) as drilled:
+    staged = stage(store, manifest, item, identities, workdir)
+    checker = _check_rdb(server, staged.path) if staged.rdb is not None else None
+    databases = databases_for(manifest)
+    with drill.scratch_server(workdir, staged.aof_dirname, databases, server) as drilled:
         loaded = compare_keyspace(drilled, manifest, item.content)
-    return ObjectChecks(drill=loaded, rdb=rdb, rdb_checker=checker)
+    return ObjectChecks(drill=loaded, rdb=staged.rdb, rdb_checker=checker)
 
 
 def _check_rdb(server: drill.ServerBinary, path: Path) -> str:

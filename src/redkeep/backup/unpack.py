@@ -62,6 +62,35 @@ def download(
     return validator.finish() if validator else None
 
 
+@dataclass(frozen=True)
+class Staged:
+    """One object of a backup on disk, as a server reads it."""
+
+    path: Path  # the RDB file, or the AOF directory
+    rdb: RdbCheck | None  # an RDB's header, version and CRC64
+
+    @property
+    def aof_dirname(self) -> str | None:
+        """The `appenddirname` a server loading it needs (None for an RDB)."""
+        return None if self.rdb is not None else self.path.name
+
+
+def stage(
+    store: Store, manifest: Manifest, item: StoredObject, identities: list, data: Path
+) -> Staged:
+    """Put `item` into the directory `data`: `dump.rdb`, or the AOF's `appendonlydir/`
+    (its tar is downloaded beside `data` and removed once unpacked)."""
+    if item.content == "rdb":
+        rdb = download(store, manifest, item, identities, data / "dump.rdb")
+        assert rdb is not None
+        return Staged(data / "dump.rdb", rdb)
+    tar_path = data.parent / f"{data.name}.tar"
+    download(store, manifest, item, identities, tar_path)
+    directory = extract_aof(tar_path, data)
+    tar_path.unlink()
+    return Staged(directory, None)
+
+
 def _create_private(path: Path):
     try:
         return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
