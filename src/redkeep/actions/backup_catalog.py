@@ -2,13 +2,15 @@
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redkeep.backup import retention
 from redkeep.backup.manifest import MANIFEST, VERIFIED, Manifest, object_key, time_of
-from redkeep.backup.results import PruneDecision, PruneResult, Verdict
 from redkeep.backup.stores import Store
 from redkeep.errors import DamagedBackup, RedkeepError, StoreError
+
+if TYPE_CHECKING:
+    from redkeep.backup.results import PruneResult
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ def _listed(
 def _verified(store: Store, source: str, backup_id: str, objects: dict[str, int]) -> bool:
     if VERIFIED not in objects:
         return False
+    from redkeep.backup.results import Verdict  # noqa: PLC0415 - only verified backups need it
+
     try:
         return Verdict.from_json(store.get_bytes(object_key(source, backup_id, VERIFIED))).ok
     except (ValueError, StoreError):
@@ -122,8 +126,10 @@ def find_backup(store: Store, source: str | None, backup_id: str) -> Listed:
 
 def prune(
     store: Store, source: str | None, policy: retention.Policy, now: dt.datetime, dry_run: bool
-) -> PruneResult:
+) -> "PruneResult":
     """Apply `policy` to each source separately; delete (unless `dry_run`) what it drops."""
+    from redkeep.backup.results import PruneDecision, PruneResult  # noqa: PLC0415 - see _verified
+
     retention.require(policy)
     by_source: dict[str, list[Listed]] = {}
     for item in list_backups(store, source):

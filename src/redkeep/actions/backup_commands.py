@@ -12,9 +12,9 @@ import re
 import time
 from collections.abc import Callable
 
+from redkeep.actions import backup_catalog as catalog
 from redkeep.actions import backup_output as output
 from redkeep.actions.backup import RunOptions, run_backup, unexpected
-from redkeep.actions.backup_catalog import find_backup, list_backups, prune
 from redkeep.actions.backup_context import BackupContext
 from redkeep.actions.backup_requests import (
     ListRequest,
@@ -123,7 +123,7 @@ def _prune_after(report: BackupReport, context: BackupContext) -> BackupReport:
     if policy is None or not context.prunes_after_run:
         return report
     try:
-        pruned = prune(context.store, report.source, policy, _now(), False)
+        pruned = catalog.prune(context.store, report.source, policy, _now(), False)
     except RedkeepError as error:  # the backup is stored: pruning can wait for next time
         return report.with_problems(f"pruning after the run failed: {error}")
     return dataclasses.replace(report, pruned=pruned.deleted)
@@ -161,7 +161,7 @@ def list_command(request: ListRequest, app: Application) -> int:
     store = context.store
     if isinstance(store, LocalStore) and not store.root.is_dir():
         raise StoreError(f"{store.root} does not exist: there are no backups there (check --dest)")
-    output.show_list(app, list_backups(store, context.source))
+    output.show_list(app, catalog.list_backups(store, context.source))
     return ExitStatus.OK
 
 
@@ -171,7 +171,7 @@ def verify(request: VerifyRequest, app: Application) -> int:
     app.json_mode = request.as_json
     from redkeep.actions.verify import verify_backup  # noqa: PLC0415 - loads redis-py
 
-    listed = find_backup(context.store, context.source, request.backup_id)
+    listed = catalog.find_backup(context.store, context.source, request.backup_id)
     decryption = context.decryption(request.age_identity, request.passphrase_file)
     server = context.drill_server(request.server_binary)
     result = verify_backup(context.store, listed, decryption, _now(), server)
@@ -189,7 +189,7 @@ def restore(request: RestoreRequest, app: Application) -> int:
     from redkeep.actions import restore as restoring  # noqa: PLC0415 - loads redis-py
 
     store, bundle = context.store, context.bundle
-    listed = find_backup(store, context.source, request.backup_id)
+    listed = catalog.find_backup(store, context.source, request.backup_id)
     decryption = context.decryption(request.age_identity, request.passphrase_file)
     if request.to_file is not None:
         result = restoring.restore_to_file(
@@ -241,6 +241,6 @@ def prune_command(request: PruneRequest, app: Application) -> int:
     )
     retention = context.retention()
     policy = retention if flags.empty() and retention is not None else flags
-    result = prune(context.store, context.source, policy, _now(), request.dry_run)
+    result = catalog.prune(context.store, context.source, policy, _now(), request.dry_run)
     output.show_prune(app, result)
     return ExitStatus.OK

@@ -5,17 +5,14 @@ Warnings go to stderr in both modes; stdout holds either the text or one JSON do
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from redkeep.actions.backup_catalog import Listed
 from redkeep.app import Application
 from redkeep.backup.report import BackupReport
-from redkeep.backup.results import (
-    ObjectChecks,
-    PruneResult,
-    RestoreResult,
-    ServerRestoreResult,
-    VerifyResult,
-)
+
+if TYPE_CHECKING:  # a run needs none of them: it starts faster without
+    from redkeep.actions.backup_catalog import Listed
+    from redkeep.backup.results import ObjectChecks, PruneResult, RestoreResult, VerifyResult
 
 MIB = 1 << 20
 
@@ -61,7 +58,7 @@ def progress_bar(app: Application) -> Iterator[Callable[[int], None] | None]:
         yield lambda size: bar.advance(task, size)
 
 
-def show_list(app: Application, backups: list[Listed]) -> None:
+def show_list(app: Application, backups: "list[Listed]") -> None:
     if app.json_mode:
         app.emit_json([item.to_json() for item in backups])
         return
@@ -83,7 +80,7 @@ def show_list(app: Application, backups: list[Listed]) -> None:
     )
 
 
-def _completeness(item: Listed) -> str:
+def _completeness(item: "Listed") -> str:
     if item.complete:
         return "yes"
     return "NO (damaged manifest)" if item.damaged else "NO (no manifest)"
@@ -97,7 +94,7 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def show_verify(app: Application, result: VerifyResult) -> None:
+def show_verify(app: Application, result: "VerifyResult") -> None:
     """The verdict: each object's checks, or the damage found (on stderr)."""
     if app.json_mode:
         app.emit_json(result.to_json())
@@ -113,11 +110,13 @@ def show_verify(app: Application, result: VerifyResult) -> None:
         app.error(f"backup {result.id} FAILED verification: {result.error}")
 
 
-def _crc(checks: ObjectChecks) -> str:
+def _crc(checks: "ObjectChecks") -> str:
     return f"RDB CRC64 {checks.rdb.checksum}" if checks.rdb else "AOF loaded"
 
 
-def show_restore(app: Application, result: RestoreResult) -> None:
+def show_restore(app: Application, result: "RestoreResult") -> None:
+    from redkeep.backup.results import ServerRestoreResult  # noqa: PLC0415 - loaded by restore
+
     for warning in result.warnings:
         app.warn(warning)
     if app.json_mode:
@@ -134,7 +133,7 @@ def show_restore(app: Application, result: RestoreResult) -> None:
         app.say(f"restored backup {result.id} to {result.to}")
 
 
-def show_prune(app: Application, result: PruneResult) -> None:
+def show_prune(app: Application, result: "PruneResult") -> None:
     if app.json_mode:
         app.emit_json(result.to_json())
         return
