@@ -90,6 +90,7 @@ def _run_options(
         list(request.age_recipients_file),
     )
     passphrase_path = context.passphrase_file(request.passphrase_file)
+    # Webhook URLs and the bot token: the environment, else the bundle's .env.
     environment = {**(bundle.secrets() if bundle else {}), **os.environ}
     source = context.source or check_source(_source_name(target))
     return RunOptions(
