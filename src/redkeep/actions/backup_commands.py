@@ -1,8 +1,8 @@
 """The `redkeep backup` commands: from the flags (backup_requests.py) to a shown result.
 
-Each opens the store (and the bundle), reads the files the flags name (keys, passphrases),
-runs the action and shows its result through the Application. `run` also sends and records
-each run, prunes after it in a bundle, and with --every keeps going.
+Each opens the store (and the bundle), reads the files the flags name (age recipients and
+identities, passphrases), runs the action and shows its result through the Application.
+`run` also prunes after a run in a bundle, and with --every keeps going.
 """
 
 import dataclasses

@@ -1,6 +1,6 @@
 """Where a backup command works: the store, the source, the bundle and its backup settings,
 opened from --dest, --source and --dir; and what the settings add to the flags (paths
-relative to the bundle, keys, the drill server, the retention policy)."""
+relative to the bundle, what decrypts backups, the drill server, the retention policy)."""
 
 from __future__ import annotations
 
