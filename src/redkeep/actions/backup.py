@@ -1,33 +1,31 @@
-"""`redkeep backup run`, `list` and `prune`.
+"""One `redkeep backup run`: capture, store, report.
 
-A run: read the server's state, stream each capture through check -> compress -> encrypt ->
-hash -> store, prove the stored bytes are ciphertext when encryption is on, write the report
-and then the manifest (last: a backup without one is incomplete), then record metrics and
-notify. A failure at any point aborts what was being written and is reported the same way.
+Read the server's state, stream each capture through check -> compress -> encrypt -> hash ->
+store, prove the stored bytes are ciphertext when encryption is on, write the report and then
+the manifest (last: a backup without one is incomplete), then record metrics and notify. A
+failure at any point aborts what was being written and is reported the same way.
 """
 
 import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from redkeep.backup import aoflock, notify, retention
+from redkeep.backup import aoflock, notify
 from redkeep.backup.encryption import KEY_OBJECT, Encryption, plan_encryption
 from redkeep.backup.lastrun import write_last_run
 from redkeep.backup.manifest import (
     MANIFEST,
     REPORT,
-    VERIFIED,
     Manifest,
     StoredObject,
     new_backup_id,
     object_key,
-    time_of,
 )
-from redkeep.backup.metrics import write_metrics
+from redkeep.backup.metrics import record_run
 from redkeep.backup.pipeline import (
     AGE_MAGIC,
     SUFFIX,
@@ -40,23 +38,25 @@ from redkeep.backup.pipeline import (
 from redkeep.backup.rdb import RdbValidator
 from redkeep.backup.rdbkeys import KeyCounter
 from redkeep.backup.replication import capture_rdb
+from redkeep.backup.report import BackupFailed, BackupReport, Stored
 from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
-from redkeep.errors import DamagedBackup, RedkeepError, StoreError
+from redkeep.errors import RedkeepError, StoreError
 from redkeep.redis.target import Target
-from redkeep.signals import interrupted_by_signals
 
 if TYPE_CHECKING:
     from redkeep.backup.aof import AofLocation
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOptions:
+    """Everything one run needs, resolved: no file is read and no setting looked up after."""
+
     store: Store
     source: str
     kind: str  # rdb, aof or both
     compression: str = "zstd"
-    public_keys: list[str] = field(default_factory=list)
+    recipients: tuple[str, ...] = ()  # age public keys
     passphrase: str | None = None
     idle_timeout: float = 60.0
     metrics_file: Path | None = None
@@ -69,48 +69,57 @@ class RunOptions:
 
 def run_backup(
     options: RunOptions, target: Target, aof_target: Target | None, now: dt.datetime
-) -> dict[str, Any]:
+) -> BackupReport:
     """Take one backup of `target`; return the run report.
 
-    Raise RedkeepError on failure, with the failure report as its `report` attribute. Every
-    failure - also an unexpected one, or Ctrl-C/SIGTERM - is reported, counted in the metrics
-    and notified before it propagates.
+    Raise BackupFailed, which carries the failure report, on failure. Every failure - also an
+    unexpected one, or Ctrl-C/SIGTERM - is reported, counted in the metrics and notified
+    before it propagates.
     """
     started = time.monotonic()
     backup_id = new_backup_id(now)
-    report: dict[str, Any] = {
-        "result": "failure",
-        "id": backup_id,
-        "source": options.source,
-        "dest": options.store.url,
-        "type": options.kind,
-        "started": now.isoformat(),
-    }
+    base = BackupReport(
+        id=backup_id,
+        source=options.source,
+        dest=options.store.url,
+        type=options.kind,
+        started=now.isoformat(),
+        duration_seconds=0.0,
+    )
     manifest = Manifest(backup_id, options.source, options.kind, now.isoformat())
+    warnings: tuple[str, ...] = ()
     try:
-        warnings = _capture_all(options, target, aof_target, manifest)
-        if warnings:
-            report["warnings"] = warnings
+        warnings = tuple(_capture_all(options, target, aof_target, manifest))
         manifest.finished = dt.datetime.now(dt.UTC).isoformat()
         manifest.duration_seconds = round(time.monotonic() - started, 3)
-        report |= _success_fields(manifest)
+        report = replace(
+            base,
+            stored=_stored(manifest),
+            warnings=warnings,
+            duration_seconds=manifest.duration_seconds,
+        )
         options.store.put_bytes(_key(manifest, REPORT), _json(report))
         options.store.put_bytes(_key(manifest, MANIFEST), manifest.to_json())
     except KeyboardInterrupt:
-        report["error"] = "interrupted (Ctrl-C or SIGTERM) before the backup was complete"
-        _after_run(options, manifest, report, started)
+        error = "interrupted (Ctrl-C or SIGTERM) before the backup was complete"
+        _after_run(options, manifest, _failed(base, error, warnings, started))
         raise
     except Exception as error:  # noqa: BLE001 - every failure must be reported and notified
-        failure = error if isinstance(error, RedkeepError) else _unexpected(error)
-        report["error"] = failure.message
-        _after_run(options, manifest, report, started)
-        failure.report = report  # type: ignore[attr-defined]
-        raise failure from None
-    _after_run(options, manifest, report, started)
-    return report
+        failure = error if isinstance(error, RedkeepError) else unexpected(error)
+        report = _after_run(options, manifest, _failed(base, failure.message, warnings, started))
+        raise BackupFailed(failure, report) from error
+    return _after_run(options, manifest, report)
 
 
-def _unexpected(error: Exception) -> RedkeepError:
+def _failed(
+    base: BackupReport, error: str, warnings: tuple[str, ...], started: float
+) -> BackupReport:
+    duration = round(time.monotonic() - started, 3)
+    return replace(base, error=error, warnings=warnings, duration_seconds=duration)
+
+
+def unexpected(error: Exception) -> RedkeepError:
+    """A failure redkeep did not foresee, as one line (a file error names the file)."""
     if isinstance(error, OSError):
         where = f"{error.filename}: " if error.filename else ""
         return RedkeepError(f"{where}{error.strerror or error}")
@@ -121,7 +130,7 @@ def _capture_all(
     options: RunOptions, target: Target, aof_target: Target | None, manifest: Manifest
 ) -> list[str]:
     """Capture and store every object of the run; return warnings for the report."""
-    encryption = plan_encryption(options.public_keys, options.passphrase)
+    encryption = plan_encryption(list(options.recipients), options.passphrase)
     manifest.encryption = {"mode": encryption.mode, "recipients": encryption.public_keys}
     info = read_info(target)
     manifest.server = server_facts(info)
@@ -312,27 +321,23 @@ def _prove_encrypted(store: Store, manifest: Manifest) -> None:
             )
 
 
-def _success_fields(manifest: Manifest) -> dict[str, Any]:
-    return {
-        "result": "success",
-        "finished": manifest.finished,
-        "duration_seconds": manifest.duration_seconds,
-        "bytes_stored": sum(item.size for item in manifest.objects),
-        "bytes_raw": sum(item.raw_size for item in manifest.objects),
-        "objects": [item.name for item in manifest.objects],
-        "encryption": manifest.encryption.get("mode"),
-        "rdb": manifest.rdb,
-        "keyspace": manifest.keyspace.get("before", {}),
-    }
+def _stored(manifest: Manifest) -> Stored:
+    return Stored(
+        finished=manifest.finished,
+        bytes_stored=sum(item.size for item in manifest.objects),
+        bytes_raw=sum(item.raw_size for item in manifest.objects),
+        objects=tuple(item.name for item in manifest.objects),
+        encryption=manifest.encryption.get("mode", "none"),
+        rdb=manifest.rdb,
+        keyspace=manifest.keyspace.get("before", {}),
+    )
 
 
-def _after_run(
-    options: RunOptions, manifest: Manifest, report: dict[str, Any], started: float
-) -> None:
-    """The failure report, metrics, notifications; never raises (it runs while failing)."""
-    report.setdefault("duration_seconds", round(time.monotonic() - started, 3))
+def _after_run(options: RunOptions, manifest: Manifest, report: BackupReport) -> BackupReport:
+    """Clean up after a failure, record metrics, notify; return the report with how that
+    went. Never raises (it runs while failing)."""
     problems = []
-    if report["result"] != "success":
+    if not report.succeeded:
         # Without a manifest its objects are of no use: they would only fill the store.
         try:
             options.store.discard(object_key(manifest.source, manifest.id, ""))
@@ -345,14 +350,7 @@ def _after_run(
             problems.append(f"could not store the failure report: {error}")
     if options.metrics_file is not None:
         try:
-            write_metrics(
-                options.metrics_file,
-                options.source,
-                report["result"] == "success",
-                time.time(),
-                report["duration_seconds"],
-                report.get("bytes_stored", 0),
-            )
+            record_run(options.metrics_file, report, time.time())
         except OSError as error:
             problems.append(f"could not write {options.metrics_file}: {error.strerror}")
     if options.last_run_file is not None:
@@ -360,170 +358,13 @@ def _after_run(
             write_last_run(options.last_run_file, report, time.time())
         except OSError as error:
             problems.append(f"could not write {options.last_run_file}: {error.strerror}")
-    report["notifications"] = notify.send(options.channels, report, options.notify_on_success)
-    if problems:
-        report.setdefault("warnings", []).extend(problems)
+    sent = notify.send(options.channels, report, options.notify_on_success)
+    return replace(report, notifications=sent).with_problems(*problems)
 
 
 def _key(manifest: Manifest, name: str) -> str:
     return object_key(manifest.source, manifest.id, name)
 
 
-def _json(data: Any) -> bytes:
-    return json.dumps(data, indent=2, default=str).encode()
-
-
-def run_periodically(
-    interval: float,
-    job: Callable[[], None],
-    on_error: Callable[[RedkeepError], None],
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Run `job` every `interval` seconds until Ctrl-C, SIGTERM or SIGHUP; failures go to
-    `on_error` and do not stop the schedule (the run's notifications tell people)."""
-    try:
-        with interrupted_by_signals():
-            while True:
-                started = time.monotonic()
-                try:
-                    job()
-                except RedkeepError as error:
-                    on_error(error)
-                except Exception as error:  # noqa: BLE001 - a schedule must outlive one bad run
-                    on_error(_unexpected(error))
-                sleep(max(0.0, interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
-        return
-
-
-# --- list ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Listed:
-    source: str
-    id: str
-    time: dt.datetime
-    complete: bool
-    verified: bool
-    objects: dict[str, int]
-    manifest: Manifest | None = None
-    damaged: bool = False
-    problem: str = ""  # why a damaged manifest cannot be used
-
-    def row(self) -> dict[str, Any]:
-        manifest = self.manifest
-        return {
-            "id": self.id,
-            "source": self.source,
-            "time": self.time.isoformat(),
-            "type": manifest.type if manifest else "?",
-            "size": sum(item.size for item in manifest.objects)
-            if manifest
-            else sum(self.objects.values()),
-            "encrypted": bool(manifest and manifest.encryption.get("mode", "none") != "none"),
-            "verified": self.verified,
-            "complete": self.complete,
-            "damaged": self.damaged,
-            **({"problem": self.problem} if self.problem else {}),
-        }
-
-
-def list_backups(store: Store, source: str | None = None) -> list[Listed]:
-    """Every backup in `store` (of `source`), oldest first; incomplete ones are marked."""
-    groups: dict[tuple[str, str], dict[str, int]] = {}
-    for key, size in store.list_objects(f"{source}/" if source else "").items():
-        parts = key.split("/")
-        if len(parts) == 3:
-            groups.setdefault((parts[0], parts[1]), {})[parts[2]] = size
-    found = []
-    for (src, backup_id), objects in groups.items():
-        try:
-            started = time_of(backup_id)
-        except ValueError:
-            continue  # not ours
-        listed = Listed(src, backup_id, started, MANIFEST in objects, False, objects)
-        if listed.complete:
-            try:
-                manifest = Manifest.from_json(store.get_bytes(object_key(src, backup_id, MANIFEST)))
-                manifest.check_identity(src, backup_id)
-            except DamagedBackup as error:  # unusable, but it must not hide the other backups
-                listed.complete, listed.damaged, listed.problem = False, True, error.message
-                found.append(listed)
-                continue
-            listed.manifest = manifest
-            # The manifest's start time has microseconds: two backups in one second still order.
-            listed.time = manifest.started
-            listed.verified = _verified(store, src, backup_id, objects)
-        found.append(listed)
-    return sorted(found, key=lambda item: (item.source, item.time, item.id))
-
-
-def _verified(store: Store, source: str, backup_id: str, objects: dict[str, int]) -> bool:
-    if VERIFIED not in objects:
-        return False
-    try:
-        record = json.loads(store.get_bytes(object_key(source, backup_id, VERIFIED)))
-    except (ValueError, StoreError):
-        return False
-    return record.get("result") == "ok"
-
-
-def find_backup(store: Store, source: str | None, backup_id: str) -> Listed:
-    """The complete backup `backup_id` (or `latest`) of `source`; raise if there is none."""
-    complete = [item for item in list_backups(store, source) if item.complete]
-    if backup_id == "latest":
-        if not complete:
-            raise RedkeepError(
-                f"no complete backup in {store.url}" + (f" for {source}" if source else "")
-            )
-        return max(complete, key=lambda item: item.time)
-    for item in complete:
-        if item.id == backup_id:
-            return item
-    for item in list_backups(store, source):
-        if item.id == backup_id:
-            why = item.problem if item.damaged else "it is incomplete (no manifest)"
-            raise RedkeepError(f"backup {backup_id} cannot be used: {why}")
-    raise RedkeepError(f"no backup {backup_id} in {store.url}; `redkeep backup list` shows them")
-
-
-# --- prune --------------------------------------------------------------------------------
-
-
-def prune(
-    store: Store, source: str | None, policy: retention.Policy, now: dt.datetime, dry_run: bool
-) -> list[dict[str, Any]]:
-    """Apply `policy` to each source separately; delete (unless `dry_run`) what it drops."""
-    retention.require(policy)
-    listed = list_backups(store, source)
-    by_source: dict[str, list[Listed]] = {}
-    for item in listed:
-        by_source.setdefault(item.source, []).append(item)
-    results = []
-    for src, items in by_source.items():
-        index = {item.id: item for item in items}
-        entries = [retention.Backup(i.id, i.time, i.complete, i.verified) for i in items]
-        for decision in retention.plan(entries, policy, now):
-            item = index[decision.backup.id]
-            if not decision.keep and not dry_run:
-                _delete_backup(store, item)
-            results.append(
-                {
-                    "source": src,
-                    "id": item.id,
-                    "time": item.time.isoformat(),
-                    "action": "keep" if decision.keep else "delete",
-                    "reason": decision.reason,
-                }
-            )
-    return results
-
-
-def _delete_backup(store: Store, item: Listed) -> None:
-    if not item.complete:  # all of it, with what a killed run left: temp files, uploads
-        store.discard(object_key(item.source, item.id, ""))
-        return
-    # The manifest goes first: a half-deleted backup is then incomplete, not broken.
-    for name in sorted(item.objects, key=lambda name: name != MANIFEST):
-        store.delete([object_key(item.source, item.id, name)])
+def _json(report: BackupReport) -> bytes:
+    return json.dumps(report.to_json(), indent=2, default=str).encode()

@@ -9,7 +9,7 @@ import redis
 
 from redkeep.actions.stack import bundle_services, listen_port, probe_service
 from redkeep.backup import lastrun
-from redkeep.backup.metrics import read_metrics
+from redkeep.backup.metrics import LastRuns
 from redkeep.bundle import Bundle
 from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.inspect import load_certificate
@@ -166,18 +166,18 @@ def schedule_status(bundle: Bundle, pid: int | None, now: dt.datetime) -> dict[s
     when the schedule started, whichever is later)."""
     interval = bundle.settings.backup.interval_minutes
     record = lastrun.read_last_run(bundle.run_dir / lastrun.NAME)
-    finished = record["finished"] if record else None
+    finished = record.finished if record else None
     started = processes.started_at(pid) if pid else None
     since = max((moment for moment in (finished, started) if moment is not None), default=None)
     return {
         "interval_minutes": interval,
-        "last_result": record.get("result") if record else None,
+        "last_result": record.result if record else None,
         "last_finished": dt.datetime.fromtimestamp(finished, dt.UTC).isoformat()
         if finished
         else None,
         "last_age_seconds": round(now.timestamp() - finished, 1) if finished else None,
-        "last_error": record.get("error") if record else None,
-        "last_dest": record.get("dest") if record else None,
+        "last_error": record.error if record else None,
+        "last_dest": record.dest if record else None,
         "overdue": since is not None and now.timestamp() - since > 2 * interval * 60,
     }
 
@@ -243,14 +243,13 @@ def audit_summary(bundle: Bundle) -> str:
 
 def last_backup(bundle: Bundle, now: dt.datetime) -> str:
     """When the bundle's last backup succeeded, from the textfile metrics of its runs."""
-    metrics = read_metrics(bundle.root / bundle.settings.backup.metrics_file, bundle.settings.name)
-    success = metrics.get("last_success_timestamp_seconds")
-    if success is None:
+    runs = LastRuns.read(bundle.root / bundle.settings.backup.metrics_file, bundle.settings.name)
+    if runs.last_success is None:
         return "none yet (`redkeep backup run`)"
-    when = dt.datetime.fromtimestamp(success, dt.UTC)
+    when = dt.datetime.fromtimestamp(runs.last_success, dt.UTC)
     hours = (now - when).total_seconds() / 3600
     text = f"{when:%Y-%m-%d %H:%M} UTC ({hours:.1f} h ago)"
-    if metrics.get("last_result") == 0:
+    if runs.last_ok is False:
         text += "; the latest run FAILED"
     return text
 

@@ -6,9 +6,14 @@ success time.
 """
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from redkeep.fsutil import PUBLIC_MODE, atomic_write
+
+if TYPE_CHECKING:
+    from redkeep.backup.report import BackupReport
 
 PREFIX = "redkeep_backup_"
 HELP = {
@@ -31,6 +36,25 @@ def read_metrics(path: Path, source: str) -> dict[str, float]:
         if match:
             values[match[1]] = float(match[2])
     return values
+
+
+@dataclass(frozen=True)
+class LastRuns:
+    """What the textfile says about a source's last runs (None: not recorded)."""
+
+    last_success: float | None = None  # Unix time
+    last_run: float | None = None
+    last_ok: bool | None = None
+
+    @classmethod
+    def read(cls, path: Path, source: str) -> "LastRuns":
+        values = read_metrics(path, source)
+        result = values.get("last_result")
+        return cls(
+            last_success=values.get("last_success_timestamp_seconds"),
+            last_run=values.get("last_run_timestamp_seconds"),
+            last_ok=None if result is None else result == 1,
+        )
 
 
 def render_metrics(values: dict[str, float], source: str) -> list[str]:
@@ -71,3 +95,15 @@ def write_metrics(
         lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} gauge"]
         lines += [line for line in samples if line.startswith(f"{PREFIX}{name}{{")]
     atomic_write(path, "\n".join(lines) + "\n", PUBLIC_MODE)
+
+
+def record_run(path: Path, report: "BackupReport", finished: float) -> None:
+    """Record the run `report` describes, finished at Unix time `finished`."""
+    write_metrics(
+        path,
+        report.source,
+        report.succeeded,
+        finished,
+        report.duration_seconds,
+        report.bytes_stored,
+    )

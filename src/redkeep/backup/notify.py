@@ -8,7 +8,8 @@ status or the error type is reported).
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from redkeep.backup.report import BackupReport, Notification
 
 TIMEOUT = 10.0
 SLACK_ENV = "SLACK_WEBHOOK_URL"
@@ -36,22 +37,22 @@ class Channels:
         )
 
 
-def message(report: Mapping[str, Any]) -> str:
+def message(report: BackupReport) -> str:
     """One human line about a run, built from the report (which holds no secret)."""
-    where = f"{report['source']} -> {report['dest']}"
-    if report["result"] == "success":
-        size = report.get("bytes_stored", 0) / (1 << 20)
+    where = f"{report.source} -> {report.dest}"
+    if report.succeeded:
+        size = report.bytes_stored / (1 << 20)
         return (
-            f"redkeep backup OK: {where}, id {report['id']}, {report['type']}, {size:.1f} MiB, "
-            f"{report['duration_seconds']:.1f}s"
+            f"redkeep backup OK: {where}, id {report.id}, {report.type}, {size:.1f} MiB, "
+            f"{report.duration_seconds:.1f}s"
         )
-    return f"redkeep backup FAILED: {where}: {report.get('error', 'unknown error')}"
+    return f"redkeep backup FAILED: {where}: {report.error or 'unknown error'}"
 
 
-def send(channels: Channels, report: Mapping[str, Any], on_success: bool) -> list[dict]:
+def send(channels: Channels, report: BackupReport, on_success: bool) -> tuple[Notification, ...]:
     """Send the report to every configured channel; return one result per channel."""
-    if report["result"] == "success" and not on_success:
-        return []
+    if report.succeeded and not on_success:
+        return ()
     text = message(report)
     posts = []
     if channels.slack_url:
@@ -60,17 +61,17 @@ def send(channels: Channels, report: Mapping[str, Any], on_success: bool) -> lis
         url = f"{channels.telegram_api}/bot{channels.telegram_token}/sendMessage"
         posts.append(("telegram", url, {"chat_id": channels.telegram_chat, "text": text}))
     if channels.webhook_url:
-        posts.append(("webhook", channels.webhook_url, {"text": text, "report": dict(report)}))
-    return [_post(name, url, body) for name, url, body in posts]
+        posts.append(("webhook", channels.webhook_url, {"text": text, "report": report.to_json()}))
+    return tuple(_post(name, url, body) for name, url, body in posts)
 
 
-def _post(channel: str, url: str, body: dict) -> dict:
+def _post(channel: str, url: str, body: dict) -> Notification:
     import httpx  # noqa: PLC0415 - only runs that notify pay for loading it
 
     try:
         response = httpx.post(url, json=body, timeout=TIMEOUT)
     except httpx.HTTPError as error:
-        return {"channel": channel, "ok": False, "error": type(error).__name__}
+        return Notification(channel, ok=False, error=type(error).__name__)
     if response.is_success:
-        return {"channel": channel, "ok": True}
-    return {"channel": channel, "ok": False, "error": f"HTTP {response.status_code}"}
+        return Notification(channel, ok=True)
+    return Notification(channel, ok=False, error=f"HTTP {response.status_code}")

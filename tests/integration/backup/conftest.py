@@ -1,9 +1,10 @@
 """Fixtures for backups: a bundle that snapshots at once and holds the shared dataset
-(tests/datasets.py), an S3 API server (moto, on loopback), and an HTTP sink that records
-webhook calls."""
+(tests/datasets.py), a read-only mount, an S3 API server (moto, on loopback), and an HTTP
+sink that records webhook calls."""
 
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from moto.server import ThreadedMotoServer
 from redkeep.bundle import Bundle
 from tests import datasets
 from tests.integration.conftest import client_as, start_bundle, stop_bundle
-from tests.servers import free_port
+from tests.servers import free_port, require_binary
 
 # Snapshots for replicas start at once instead of after 5 s (tests take many).
 FAST_SNAPSHOTS = {"REDKEEP_REDIS__REPL_DISKLESS_SYNC_DELAY": "0"}
@@ -41,6 +42,19 @@ def backup_bundle(tmp_path_factory, redis_binary) -> Iterator[Bundle]:
 
 def admin(bundle: Bundle, db: int = 0) -> redis.Redis:
     return client_as(bundle, "admin", db=db, decode_responses=False)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only bind mount of a directory (the suite runs as root), unmounted afterwards."""
+    source, view = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    mount = require_binary("mount")
+    subprocess.run([mount, "--bind", str(source), str(view)], check=True)
+    subprocess.run([mount, "-o", "remount,bind,ro", str(view)], check=True)
+    yield source, view
+    subprocess.run([require_binary("umount"), str(view)], check=True)
 
 
 @dataclass

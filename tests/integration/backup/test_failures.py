@@ -13,7 +13,7 @@ import pyrage
 import pytest
 import redis
 
-from redkeep.actions.backup import prune
+from redkeep.actions.backup_catalog import prune
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.rdb import crc64
 from redkeep.backup.retention import Policy
@@ -279,7 +279,7 @@ def test_a_killed_run_is_listed_incomplete_and_pruned_with_its_temp_file(slow_se
     assert not row["complete"] and row["size"] > 0  # the temp file, seen and counted
     store = LocalStore.at(str(dest))
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    (decision,) = prune(store, None, Policy(keep_last=5), later, dry_run=False)
+    (decision,) = prune(store, None, Policy(keep_last=5), later, dry_run=False).to_json()
     assert decision["action"] == "delete" and decision["reason"] == "incomplete (no manifest)"
     assert list(dest.rglob("*")) == [dest / "killed"]  # the source's directory, empty
 

@@ -10,10 +10,10 @@ import pyrage
 import pytest
 import redis
 
-from redkeep.actions.backup import find_backup
-from redkeep.actions.restore import Keys, _download
+from redkeep.actions.backup_catalog import find_backup
 from redkeep.backup.fetch import OutputError
 from redkeep.backup.stores import open_store
+from redkeep.backup.unpack import Decryption, download
 from tests.conftest import REDKEEP, run_redkeep
 from tests.servers import require_binary
 
@@ -188,20 +188,9 @@ def test_a_disk_that_fills_on_the_last_write_is_named(redis_factory, tmp_path):
     full.parent.mkdir()
     full.symlink_to("/dev/full")
     with pytest.raises(OutputError, match=f"cannot write the restored data to {full.parent}: No"):
-        _download(store, listed.manifest, listed.manifest.objects[0], Keys([]).identities, full)
-
-
-@pytest.fixture
-def read_only(tmp_path):
-    """A read-only bind mount of a directory (the suite runs as root), unmounted afterwards."""
-    source, view = tmp_path / "rw", tmp_path / "ro"
-    source.mkdir()
-    view.mkdir()
-    mount = require_binary("mount")
-    subprocess.run([mount, "--bind", str(source), str(view)], check=True)
-    subprocess.run([mount, "-o", "remount,bind,ro", str(view)], check=True)
-    yield source, view
-    subprocess.run([require_binary("umount"), str(view)], check=True)
+        download(
+            store, listed.manifest, listed.manifest.objects[0], Decryption([]).identities, full
+        )
 
 
 def test_a_read_only_store_shows_the_verdict_then_fails_on_recording_it(redis_factory, read_only):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from redkeep.actions.restore import copy_one, round_trip_problem
+from redkeep.actions.verify import copy_one, round_trip_problem
 from redkeep.backup import drill
 from tests import datasets
 from tests.conftest import run_redkeep
