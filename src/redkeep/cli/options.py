@@ -1,17 +1,14 @@
 """Options shared by many commands: connection, bundle directory, JSON output."""
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from redkeep.app import Application
-from redkeep.bundle import Bundle, find_bundle
-from redkeep.fsutil import mode_of, too_open
-from redkeep.redis.target import ConnectionOptions, Target, resolve_target
-from redkeep.render.env import PASSWORD_KEYS
+# Finding the bundle and the target is the actions' work; commands still import them here.
+from redkeep.actions.locate import load_bundle, target_for  # noqa: F401
+from redkeep.redis.target import ConnectionOptions
 
 PathType = click.Path(path_type=Path)
 
@@ -64,34 +61,3 @@ def json_option(command: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
         command
     )
-
-
-def target_for(
-    connection: ConnectionOptions,
-    bundle: Bundle | None,
-    role: str,
-    prefer_bundle: bool = False,
-) -> Target:
-    """The Redis to talk to as `role`: options, environment, then the bundle's own endpoint."""
-    if bundle is None:
-        return resolve_target(connection, os.environ)
-    target = resolve_target(
-        connection,
-        os.environ,
-        bundle.target(role, with_password=False),
-        known_passwords=bundle.known_passwords(),
-        prefer_fallback=prefer_bundle,
-    )
-    if target.password is None and target.username in PASSWORD_KEYS:
-        bundle.password(target.username)  # says which .env key is missing
-    return target
-
-
-def load_bundle(app: Application, directory: Path | None, required: bool = True) -> Bundle | None:
-    """The bundle at --dir (or here); warn about secret files others can read."""
-    bundle = find_bundle(directory, required=required)
-    if bundle is not None:
-        for path in bundle.secret_files():
-            if too_open(path):
-                app.warn(f"{path} is readable by others (mode {mode_of(path):o}); chmod 600 it")
-    return bundle
