@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from redkeep.actions.init import InitReport, init_bundle
 from redkeep.actions.locate import load_bundle
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
@@ -29,6 +29,9 @@ from redkeep.signals import interrupted_by_signals
 from redkeep.stack import probe, processes, redis_server
 from redkeep.stack.lock import stack_lock
 from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Located, Service
+
+if TYPE_CHECKING:
+    from redkeep.actions.init import InitReport
 
 DEFAULT_STACK_DIR = "redkeep-stack"
 START_TIMEOUT = 30.0
@@ -53,9 +56,11 @@ SERVICES = (REDIS, EXPORTER, PROXY, BACKUP)
 STOP_ORDER = SERVICES[::-1]
 
 
-def open_stack(app: Application, directory: Path | None) -> tuple[Bundle, InitReport | None]:
+def open_stack(app: Application, directory: Path | None) -> "tuple[Bundle, InitReport | None]":
     """The bundle `up` runs (see `stack_dir`), created first when there is none; the report of
     that creation, if any."""
+    from redkeep.actions.init import init_bundle  # noqa: PLC0415 - status and health need not
+
     root = stack_dir(directory, Path(os.getcwd()))
     created = None if (root / CONFIG_NAME).is_file() else init_bundle(root)
     return load_bundle(app, root), created

@@ -1,9 +1,10 @@
 """What the audit knows about a server: read once, with read-only commands, before any check.
 
 Every fact is either its value or an `Unavailable` saying why it could not be read (NOPERM, a
-command this version lacks, a managed service blocking CONFIG). Checks read facts through
-accessors that raise `Unavailable`, so a check that lacks a fact reports "could not verify"
-instead of passing.
+command this version lacks, a managed service blocking CONFIG). `Facts` has one typed field
+per fact; checks read them through `need` and the accessors, which raise `Unavailable`, so a
+check that lacks a fact reports "could not verify" instead of passing, and a misspelt fact or
+CONFIG parameter is an error instead.
 
 Commands sent: INFO, CONFIG GET (one parameter at a time: 6.2 has no multi-parameter form),
 ACL USERS/GETUSER/LOG/DRYRUN/WHOAMI, CLIENT LIST, COMMAND INFO, MODULE LIST. Active probes: a
