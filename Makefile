@@ -26,7 +26,7 @@ up: system-deps $(VENV)/.installed
 	$(BIN)/redkeep up
 
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks

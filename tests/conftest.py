@@ -270,3 +270,31 @@ def pytest_terminal_summary(terminalreporter) -> None:
                 f"{build.name:<14} {tls:<6} RDB {build.rdb_version:<3} {counts:<22} "
                 f"{build.path} ({build.source})"
             )
+    _write_names_per_build(terminalreporter)
+
+
+def _write_names_per_build(terminalreporter) -> None:
+    """Names a test reported per build with `record_property("server_names", (title, names))`
+    (the exporter's metric families): how many on each build, and how they differ from the
+    default build's (Debian's, which the whole suite runs on)."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for report in terminalreporter.stats.get("passed", []):
+        properties = getattr(report, "user_properties", ())
+        build = dict(properties).get("server_build")
+        for key, value in properties:
+            if key == "server_names" and build:
+                title, names = value
+                found.setdefault(title, {}).setdefault(build, set()).update(names)
+    default = next(build.name for build in BUILDS if build.path == Path("/usr/bin/redis-server"))
+    for title, per_build in found.items():
+        base = per_build.get(default, set())
+        terminalreporter.write_line(f"{title}, compared with {default}'s:")
+        for build in BUILDS:
+            if build.name in per_build:
+                names = per_build[build.name]
+                more, fewer = sorted(names - base), sorted(base - names)
+                terminalreporter.write_line(
+                    f"  {build.name:<14} {len(names):>4}"
+                    + (f"; also {', '.join(more)}" if more else "")
+                    + (f"; not {', '.join(fewer)}" if fewer else "")
+                )

@@ -10,15 +10,31 @@ What it holds (about 1.5 MiB, loads in well under a second):
 - db0: strings (int, embstr, raw, a 1 MiB value), lists (small, big), sets (intset, small
   strings, big), 50 small sets of strings (hash-table sets whose DUMP order changes on
   RESTORE), hashes, sorted sets, a stream with two consumer groups, pending and deleted
-  entries, HyperLogLogs (sparse and dense), a bitmap, geo sets (small, big).
+  entries, HyperLogLogs (sparse and dense), a bitmap, geo sets (small, big); and on servers
+  with hash field TTLs (Redis 7.4+, Valkey 9+) hashes with some fields expiring (their own
+  RDB types; a snapshot holds each such field's deadline).
 - db1: keys and values with binary bytes (NUL, 0xff, CR/LF) and spaces.
 - db2: TTLs in seconds and in milliseconds on several types, next to keys without one.
 - db15: the highest database of a default server.
 
-Encodings differ by version and `load` says which it expects for the server it fills: small
-lists are listpack from 7.2 (quicklist before), small sets of strings listpack from 7.2
-(hashtable before), small hashes and sorted sets listpack from 7.0 (ziplist in 6.2). A server
-configured with other thresholds fails `load` loudly rather than losing coverage silently.
+Encodings differ by server and `load` says which it expects for the one it fills, known by
+INFO's `server_name` and `valkey_version` (Valkey reports `redis_version:7.2.4` whatever its
+release) or `redis_version`. The differences, observed on every build of tests/servers.py:
+- small hashes and sorted sets (and a small geo set): ziplist on Redis 6.2, listpack from 7.0;
+- small lists and small sets of strings: quicklist and hashtable before Redis 7.2, listpack
+  from Redis 7.2 and on every Valkey;
+- a small hash with a field TTL: listpackex on Redis, hashtable on Valkey 9;
+- short strings: Redis up to 7.x keeps a value of up to 44 bytes in one allocation with its
+  object (embstr). Redis 8 and Valkey 8.1 put the key, and a TTL, in that allocation too:
+  embstr while key + value <= 41 bytes (33 with a TTL). Valkey 9.1 drops the object's pointer
+  and allows key + value <= 113 bytes (105 with a TTL). (For keys under 32 bytes, as all of
+  the dataset's; a longer key takes a bigger header.) `str:44` sits on that difference on
+  purpose (embstr on Redis 6.2/7.0 and Valkey 9.1, raw on Valkey 8.1 and Redis 8.2), and so
+  does `db15:key` (40 bytes).
+Every other key reaches the same encoding on every build (`list:big` is well over a listpack's
+8 KiB, `str:raw` over any embstr limit), so each build sees every encoding it has. A server
+configured with other thresholds, or a build that encodes differently, fails `load` loudly
+rather than losing coverage silently.
 """
 
 import random
@@ -33,8 +49,20 @@ DATABASES = (0, 1, 2, 15)
 BIG_VALUE_BYTES = 1 << 20
 TTL_SLACK_MS = 60_000  # a DUMP/PTTL/RESTORE copy re-bases a TTL on the target's clock
 SMALL_SETS = 50
+STR_44 = "v" * 44  # embstr or raw depending on the server (see above)
+DB15_VALUE = "in the last database of a default server"  # 40 bytes: the same
 
 Source = redis.Redis | str
+
+
+class Server(NamedTuple):
+    """Which server a dataset lives on: "redis" or "valkey", and its own (major, minor)."""
+
+    flavour: str
+    version: tuple[int, int]
+
+    def __str__(self) -> str:
+        return f"{self.flavour.title()} {self.version[0]}.{self.version[1]}"
 
 
 class Entry(NamedTuple):
@@ -48,10 +76,15 @@ class Entry(NamedTuple):
 
 @dataclass
 class Loaded:
-    """What `load` wrote: the server version and the encoding each key reached."""
+    """What `load` wrote: the server, and the encoding each key reached."""
 
-    version: tuple[int, int]
+    server: Server
     encodings: dict[tuple[int, bytes], str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """The server's own release (Valkey's, not its `redis_version`)."""
+        return self.server.version
 
     @property
     def keys(self) -> int:
@@ -69,9 +102,13 @@ def client_for(source: Source, db: int) -> redis.Redis:
     )
 
 
-def server_version(client: redis.Redis) -> tuple[int, int]:
-    major, minor = client.info("server")["redis_version"].split(".")[:2]
-    return int(major), int(minor)
+def server_of(client: redis.Redis) -> Server:
+    """The server's flavour and own release, from INFO server."""
+    info = client.info("server")
+    flavour = str(info.get("server_name", "redis")).lower()
+    text = info.get("valkey_version") if flavour == "valkey" else info["redis_version"]
+    major, minor = str(text).split(".")[:2]
+    return Server(flavour, (int(major), int(minor)))
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -81,14 +118,14 @@ def load(source: Source, seed: int = 7) -> Loaded:
     """Empty databases 0, 1, 2 and 15 (FLUSHDB), fill them with the dataset, and check that
     every key reached the encoding this server version should give it."""
     first = client_for(source, 0)
-    loaded = Loaded(server_version(first))
+    loaded = Loaded(server_of(first))
     expected: dict[tuple[int, bytes], str] = {}
     rng = random.Random(seed)
     for db, fill in ((0, _types), (1, _binary), (2, _ttls), (15, _highest_db)):
         client = client_for(source, db)
         pipe = client.pipeline(transaction=False)
         pipe.flushdb()
-        for key, encoding in fill(pipe, rng, loaded.version).items():
+        for key, encoding in fill(pipe, rng, loaded.server).items():
             expected[(db, key)] = encoding
         pipe.execute()
         if db == 0:
@@ -102,31 +139,54 @@ def load(source: Source, seed: int = 7) -> Loaded:
         for (db, key), found in loaded.encodings.items()
         if found != expected[(db, key)]
     }
-    assert not wrong, f"dataset lost coverage on Redis {loaded.version}: {sorted(wrong)}"
+    assert not wrong, f"dataset lost coverage on {loaded.server}: {sorted(wrong)}"
     return loaded
 
 
-def _listpack_lists(version: tuple[int, int]) -> str:
-    return "listpack" if version >= (7, 2) else "quicklist"
+def _redis_7_2_or_valkey(server: Server) -> bool:
+    return server.flavour == "valkey" or server.version >= (7, 2)
 
 
-def _listpack_sets(version: tuple[int, int]) -> str:
-    return "listpack" if version >= (7, 2) else "hashtable"
+def _listpack_lists(server: Server) -> str:
+    """Small lists: listpack from Redis 7.2 (and on every Valkey), quicklist before."""
+    return "listpack" if _redis_7_2_or_valkey(server) else "quicklist"
 
 
-def _listpack(version: tuple[int, int]) -> str:
-    """Small hashes and sorted sets: listpack since 7.0, ziplist before."""
-    return "listpack" if version >= (7, 0) else "ziplist"
+def _listpack_sets(server: Server) -> str:
+    """Small sets of strings: listpack from Redis 7.2 (and on every Valkey), hashtable before."""
+    return "listpack" if _redis_7_2_or_valkey(server) else "hashtable"
 
 
-def _types(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, str]:
+def _listpack(server: Server) -> str:
+    """Small hashes and sorted sets: listpack since Redis 7.0, ziplist before."""
+    return "listpack" if server.flavour == "valkey" or server.version >= (7, 0) else "ziplist"
+
+
+def field_ttls(server: Server) -> bool:
+    """Whether the server has hash field TTLs (HEXPIRE, HPEXPIRETIME)."""
+    return server.version >= ((7, 4) if server.flavour == "redis" else (9, 0))
+
+
+def _string(server: Server, key: bytes | str, value: bytes | str, ttl: bool = False) -> str:
+    """embstr or raw for a string value that is not an integer (see the module docstring)."""
+    size = len(value)
+    # Valkey 7.2 is Redis 7.2.4; 8.0 was not measured and is taken to be the same.
+    if server.version < ((8, 0) if server.flavour == "redis" else (8, 1)):
+        return "embstr" if size <= 44 else "raw"
+    # Redis 8 and Valkey 8.1+ embed the key (and a TTL) with the value; Valkey 9.1 has room.
+    room = 113 if server.flavour == "valkey" and server.version >= (9, 1) else 41
+    return "embstr" if len(key) + size <= room - (8 if ttl else 0) else "raw"
+
+
+def _types(pipe, rng: random.Random, server: Server) -> dict[bytes, str]:
     """Every type in every encoding, in db0."""
     pipe.set("str:int", 12345)
     pipe.set("str:embstr", "short value")
-    pipe.set("str:raw", "r" * 100)
+    pipe.set("str:44", STR_44)
+    pipe.set("str:raw", "r" * 200)
     pipe.set("str:1mib", rng.randbytes(BIG_VALUE_BYTES))
     pipe.rpush("list:small", "a", "b", "c", "d", "e")
-    pipe.rpush("list:big", *(f"item-{i}" for i in range(1000)))
+    pipe.rpush("list:big", *(f"item-{i:04d}-{'x' * 12}" for i in range(1000)))  # 21 KB
     pipe.sadd("set:intset", *range(100))
     pipe.sadd("set:small", *(f"m{i}" for i in range(1, 10)))
     pipe.sadd("set:big", *(f"member-{i}" for i in range(600)))
@@ -149,29 +209,41 @@ def _types(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, st
     for i in range(200):
         places += [rng.uniform(-170, 170), rng.uniform(-80, 80), f"place-{i}"]
     pipe.geoadd("geo:big", places)
-    small_sets = {f"set:many:{i}".encode(): "hashtable" for i in range(1, SMALL_SETS + 1)}
-    if version >= (7, 2):
-        small_sets = dict.fromkeys(small_sets, "listpack")
+    small_sets = {
+        f"set:many:{i}".encode(): _listpack_sets(server) for i in range(1, SMALL_SETS + 1)
+    }
+    expiring_fields = {}
+    if field_ttls(server):
+        pipe.hset("hash:field-ttl", mapping={"a": "1", "b": "2", "c": "3"})
+        pipe.execute_command("HPEXPIRE", "hash:field-ttl", 3_600_123, "FIELDS", 1, "a")
+        pipe.hset("hash:field-ttl:big", mapping={f"field-{i}": i for i in range(600)})
+        pipe.execute_command(
+            "HEXPIRE", "hash:field-ttl:big", 7200, "FIELDS", 2, "field-1", "field-7"
+        )
+        small = "listpackex" if server.flavour == "redis" else "hashtable"
+        expiring_fields = {b"hash:field-ttl": small, b"hash:field-ttl:big": "hashtable"}
     return {
+        **expiring_fields,
         b"str:int": "int",
         b"str:embstr": "embstr",
+        b"str:44": _string(server, "str:44", STR_44),
         b"str:raw": "raw",
         b"str:1mib": "raw",
-        b"list:small": _listpack_lists(version),
+        b"list:small": _listpack_lists(server),
         b"list:big": "quicklist",
         b"set:intset": "intset",
-        b"set:small": _listpack_sets(version),
+        b"set:small": _listpack_sets(server),
         b"set:big": "hashtable",
         **small_sets,
-        b"hash:small": _listpack(version),
+        b"hash:small": _listpack(server),
         b"hash:big": "hashtable",
-        b"zset:small": _listpack(version),
+        b"zset:small": _listpack(server),
         b"zset:big": "skiplist",
         b"stream": "stream",
         b"hll:sparse": "raw",
         b"hll:dense": "raw",
         b"bitmap": "raw",
-        b"geo:small": _listpack(version),
+        b"geo:small": _listpack(server),
         b"geo:big": "skiplist",
     }
 
@@ -196,7 +268,7 @@ BINARY_KEYS = {
 }
 
 
-def _binary(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, str]:
+def _binary(pipe, rng: random.Random, server: Server) -> dict[bytes, str]:
     """Binary-safe names and values, in db1: in keys, members, fields and stream entries."""
     for key, value in BINARY_KEYS.items():
         pipe.set(key, value)
@@ -206,20 +278,16 @@ def _binary(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, s
     pipe.rpush(b"list:\x00bin", b"\x00", b"\xff\xfe", b"\r\n")
     pipe.xadd(b"stream:\x00bin", {b"f\x00": b"\xff"}, id="1-1")
     return {
-        **{key: _string_encoding(value) for key, value in BINARY_KEYS.items()},
-        b"hash:\x00bin": _listpack(version),
-        b"set:\r\nbin": _listpack_sets(version),
-        b"zset:\xffbin": _listpack(version),
-        b"list:\x00bin": _listpack_lists(version),
+        **{key: _string(server, key, value) for key, value in BINARY_KEYS.items()},
+        b"hash:\x00bin": _listpack(server),
+        b"set:\r\nbin": _listpack_sets(server),
+        b"zset:\xffbin": _listpack(server),
+        b"list:\x00bin": _listpack_lists(server),
         b"stream:\x00bin": "stream",
     }
 
 
-def _string_encoding(value: bytes) -> str:
-    return "embstr" if len(value) <= 44 else "raw"
-
-
-def _ttls(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, str]:
+def _ttls(pipe, rng: random.Random, server: Server) -> dict[bytes, str]:
     """TTLs in seconds and in milliseconds (an odd millisecond count), beside keys without."""
     pipe.set("ttl:seconds", "an hour", ex=3600)
     pipe.set("ttl:milliseconds", "an hour and a bit", px=3_600_123)
@@ -231,19 +299,19 @@ def _ttls(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, str
     pipe.rpush("ttl:list", "x", "y")
     pipe.expireat("ttl:list", int(time.time()) + 86_400)
     return {
-        b"ttl:seconds": "embstr",
-        b"ttl:milliseconds": "embstr",
+        b"ttl:seconds": _string(server, "ttl:seconds", "an hour", ttl=True),
+        b"ttl:milliseconds": _string(server, "ttl:milliseconds", "an hour and a bit", ttl=True),
         b"ttl:none": "embstr",
-        b"ttl:hash": _listpack(version),
+        b"ttl:hash": _listpack(server),
         b"ttl:set": "hashtable",
-        b"ttl:list": _listpack_lists(version),
+        b"ttl:list": _listpack_lists(server),
     }
 
 
-def _highest_db(pipe, rng: random.Random, version: tuple[int, int]) -> dict[bytes, str]:
-    pipe.set("db15:key", "in the last database of a default server")
+def _highest_db(pipe, rng: random.Random, server: Server) -> dict[bytes, str]:
+    pipe.set("db15:key", DB15_VALUE)
     pipe.zadd("db15:zset", {"only": 1})
-    return {b"db15:key": "embstr", b"db15:zset": _listpack(version)}
+    return {b"db15:key": _string(server, "db15:key", DB15_VALUE), b"db15:zset": _listpack(server)}
 
 
 # --- reading back ------------------------------------------------------------------------
@@ -257,28 +325,35 @@ def snapshot(
     if databases is None:
         keyspace = first.info("keyspace")
         databases = [int(name[2:]) for name in keyspace if name.startswith("db")]
-    exact_deadlines = server_version(first) >= (7, 0)
+    server = server_of(first)
+    exact_deadlines = server.flavour == "valkey" or server.version >= (7, 0)
+    fields = field_ttls(server)
     first.close()
     found = {}
     for db in databases:
         client = client_for(source, db)
         for key in client.scan_iter(count=1000):
-            entry = read_entry(client, key, exact_deadlines)
+            entry = read_entry(client, key, exact_deadlines, fields)
             if entry is not None:
                 found[(db, key)] = entry
         client.close()
     return found
 
 
-def read_entry(client: redis.Redis, key: bytes, exact_deadlines: bool = True) -> Entry | None:
+def read_entry(
+    client: redis.Redis, key: bytes, exact_deadlines: bool = True, field_ttls: bool = False
+) -> Entry | None:
     """One key as an Entry; None if it is gone (expired while we looked).
 
-    The deadline is PEXPIRETIME (Redis 7.0+, exact), or this clock plus PTTL before 7.0.
+    The deadline is PEXPIRETIME (Redis 7.0+, exact), or this clock plus PTTL before 7.0. With
+    `field_ttls`, a hash whose fields expire also holds each such field's deadline.
     """
     kind = client.type(key).decode()
     if kind == "none":
         return None
     value = READERS[kind](client, key)
+    if kind == "hash" and field_ttls:
+        value = _with_field_deadlines(client, key, value)
     pttl = client.pttl(key)
     if pttl == -2:
         return None
@@ -290,6 +365,15 @@ def read_entry(client: redis.Redis, key: bytes, exact_deadlines: bool = True) ->
             else int(time.time() * 1000) + pttl
         )
     return Entry(kind, value, pttl >= 0, deadline)
+
+
+def _with_field_deadlines(client: redis.Redis, key: bytes, items: tuple) -> tuple:
+    """A hash's items, and (field, deadline in Unix ms) for its fields that expire; the
+    items alone when none does, so that it compares equal to a server without field TTLs."""
+    names = [name for name, _ in items]
+    deadlines = client.execute_command("HPEXPIRETIME", key, "FIELDS", len(names), *names)
+    expiring = tuple((name, at) for name, at in zip(names, deadlines, strict=True) if at >= 0)
+    return (items, expiring) if expiring else items
 
 
 def _stream(client: redis.Redis, key: bytes) -> tuple:

@@ -5,6 +5,7 @@ redis-server and the ones `scripts/install-test-servers` installs into .servers/
 """
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -27,10 +28,41 @@ def require_binary(name: str) -> str:
     return path
 
 
+def _port_share() -> tuple[int, int]:
+    """This test process' share of the ports below the kernel's ephemeral range.
+
+    Below it, an outgoing connection can never take a port between free_port() and the bind
+    of the server it is for; shared out by pytest-xdist worker, two workers never pick alike.
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, high = 10000, max(ephemeral, 12000)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    share = (high - low) // max(workers, 1)
+    return low + worker * share, low + (worker + 1) * share
+
+
+_next_port: list[int] = []
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, never the same twice in a row (see _port_share)."""
+    low, high = _port_share()
+    if not _next_port:
+        _next_port.append(random.randrange(low, high))
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = low + (port + 1 - low) % (high - low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {high}")
 
 
 @dataclass

@@ -10,8 +10,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests import datasets
 from tests.conftest import ACL_USERS
-from tests.servers import RedisServer, free_port, rdb_version, tls_lines
+from tests.servers import BUILDS, RedisServer, free_port, rdb_version, tls_lines
 
 
 def client(server: RedisServer, **kwargs) -> redis.Redis:
@@ -184,3 +185,46 @@ def test_version_gated_features(server_build, server_factory):
     probe.zadd("zset", {"member": 1.5})
     probe.xadd("stream", {"field": "value"}, id="1-1")
     assert probe.execute_command("DEBUG", "DIGEST")[:12] == DATASET_DIGEST
+
+
+DEFAULT = next(build for build in BUILDS if build.source.startswith("Debian"))
+# Where the dataset's 44-byte string lands (tests/datasets.py says why).
+STR_44 = {"redis-6.2.14": "embstr", "redis-7.0.15": "embstr", "valkey-8.1.8": "raw",
+          "redis-8.2.3": "raw", "valkey-9.1.2": "embstr"}  # fmt: skip
+
+
+def test_the_shared_dataset_on_each_build(server_build, server_factory):
+    """`datasets.load` reaches every encoding the build has (it asserts each key's encoding
+    for this build), and the data reads back as it does on the default build."""
+    url = f"redis://127.0.0.1:{server_factory(server_build).port}"
+    loaded = datasets.load(url)
+
+    assert loaded.server == (server_build.flavour, server_build.version[:2])
+    small = "ziplist" if server_build.version < (7, 0, 0) else "listpack"
+    expected = {"int", "embstr", "raw", "quicklist", "intset", "hashtable", "skiplist", "stream"}
+    expiring_fields = datasets.field_ttls(loaded.server)  # Redis 8.2, Valkey 9.1 here
+    if expiring_fields and server_build.flavour == "redis":
+        expected.add("listpackex")  # a small hash with a field TTL
+    assert set(loaded.encodings.values()) == {*expected, small}
+    assert loaded.encodings[(0, b"str:44")] == STR_44[server_build.name]
+    here = datasets.snapshot(url)
+    exact = server_build.version >= (7, 0, 0)  # PEXPIRETIME; before, this clock plus PTTL
+    assert datasets.compare(here, datasets.snapshot(url), 0 if exact else 1000) == []
+
+    default_url = f"redis://127.0.0.1:{server_factory(DEFAULT).port}"
+    datasets.load(default_url)
+    differences = datasets.compare(datasets.snapshot(default_url), here)
+    expected_differences = []
+    if expiring_fields:  # the default build has no field TTLs
+        expected_differences += [
+            "db0 b'hash:field-ttl': not expected",
+            "db0 b'hash:field-ttl:big': not expected",
+        ]
+        deadlines = here[(0, b"hash:field-ttl:big")].value[1]
+        assert [field for field, _ in deadlines] == [b"field-1", b"field-7"]
+    if server_build.version < (7, 0, 0):  # XINFO has no entries-added, entries-read before 7.0
+        expected_differences += [
+            "db0 b'stream': the stream value differs",
+            "db1 b'stream:\\x00bin': the stream value differs",
+        ]
+    assert differences == sorted(expected_differences)

@@ -91,17 +91,47 @@ def test_version_checks_per_branch():
     blind = facts(info={"server": {"redis_version": "7.2.4"}}, dryrun=Unavailable("NOPERM"))
     assert run("VER-01", blind).severity == "high" and "unknown" in run("VER-01", blind).evidence
     newer = run("VER-01", facts(info={"server": {"redis_version": "9.0.0"}}))
-    assert isinstance(newer, Unavailable) and "newer than the CVE data" in newer.reason
+    assert isinstance(newer, Unavailable) and "not in the CVE data" in newer.reason
     assert isinstance(run("VER-01", facts()), Passed)
     assert run("VER-02", facts(info={"server": {"redis_version": "7.0.15"}})).severity == "high"
 
 
-def test_valkey_is_recognised_and_not_judged_by_redis_versions():
-    valkey = facts(info={"server": {"redis_version": "7.2.4", "server_name": "valkey",
-                                    "valkey_version": "8.0.1"}})  # fmt: skip
+def valkey(version: str) -> Facts:
+    return facts(info={"server": {"redis_version": "7.2.4", "server_name": "valkey",
+                                  "valkey_version": version}})  # fmt: skip
+
+
+def test_valkey_is_judged_by_its_own_releases_not_by_its_redis_version():
+    # Valkey's redis_version is always 7.2.4: judged by it, every Valkey would look like Redis
+    # 7.2.4. Its own advisories decide: 8.1.8 lacks the July 2026 fixes of 8.1.9.
+    old = run("VER-01", valkey("8.1.8"))
+    assert isinstance(old, Finding) and old.evidence.startswith("Valkey 8.1.8 has 2 known CVEs")
+    assert "CVE-2026-63639" in old.evidence and "CVE-2022" not in old.evidence
+    assert old.remediation == "upgrade to Valkey 8.1.9"
+    assert isinstance(run("VER-01", valkey("8.1.9")), Passed)
+    assert isinstance(run("VER-01", valkey("9.1.2")), Passed)
+    assert "CVE-2026-27623" in run("VER-01", valkey("9.0.2")).evidence  # a 9.0-only CVE
+    assert "CVE-2026-27623" not in run("VER-01", valkey("8.1.5")).evidence
+    assert run("VER-01", valkey("8.0.1")).remediation == "upgrade to Valkey 8.0.10"
+    for version in ("7.2.4", "8.1.8", "9.1.2"):
+        assert run("VER-02", valkey(version)).evidence == f"Valkey {version[:3]} is supported"
+    # A branch the data does not know is never a pass, for either check.
     for check_id in ("VER-01", "VER-02"):
-        result = run(check_id, valkey)
-        assert isinstance(result, Unavailable) and "valkey" in result.reason
+        unknown = run(check_id, valkey("9.2.0"))
+        assert isinstance(unknown, Unavailable) and "Valkey 9.2" in unknown.reason, check_id
+    # Valkey without valkey_version, and servers without a section, cannot be judged.
+    nameless = facts(info={"server": {"redis_version": "7.2.4", "server_name": "valkey"}})
+    assert "valkey_version" in run("VER-01", nameless).reason
+    other = facts(info={"server": {"redis_version": "7.2.4", "server_name": "keydb"}})
+    assert "keydb" in run("VER-01", other).reason
+
+
+def test_every_cve_entry_names_releases_of_its_own_branch():
+    data = cve.load()
+    for flavour in cve.flavours():
+        for item in data[flavour]["cves"]:
+            for branch, fixed in item["fixed"].items():
+                assert fixed in ("EOL", "?") or cve.branch(cve.parse(fixed)) == branch, item["id"]
 
 
 def test_rules_stand_in_for_acl_dryrun_on_redis_62():

@@ -183,7 +183,7 @@ def server_facts(info: dict[str, Any]) -> dict[str, Any]:
     return {
         "engine": engine,
         "version": info.get("valkey_version") or info.get("redis_version"),
-        "mode": info.get("redis_mode"),
+        "mode": info.get("redis_mode") or info.get("server_mode"),  # Valkey: server_mode
         "role": info.get("role"),
         "used_memory": info.get("used_memory"),
     }

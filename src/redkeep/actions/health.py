@@ -463,7 +463,7 @@ def server_summary(target: Target) -> ServerSummary | InfoFailed:
         except redis.RedisError as error:
             return InfoFailed(str(error).splitlines()[0])
     return ServerSummary(
-        version=info.get("redis_version"),
+        version=info.get("valkey_version") or info.get("redis_version"),  # Valkey: 7.2.4
         process_id=info.get("process_id"),
         uptime_seconds=info.get("uptime_in_seconds"),
         role=info.get("role"),

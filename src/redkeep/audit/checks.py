@@ -825,6 +825,11 @@ def lua_reachable(facts: Facts) -> Passed | Finding:
 def restore_unsanitized(facts: Facts) -> Passed | Finding:
     value = facts.setting("sanitize-dump-payload")
     users = [user for user in dryrun_users(facts, "restore") if not named_admin(user)]
+    if value is None and users:  # Valkey 9.1 takes it in redis.conf but CONFIG GET hides it
+        raise Unavailable(
+            f"CONFIG GET sanitize-dump-payload returns nothing here, and {', '.join(users)} "
+            "may RESTORE: set sanitize-dump-payload yes in the config file, or deny RESTORE"
+        )
     if value == "no" and users:
         return Finding(
             "medium",
@@ -864,16 +869,18 @@ def lua_package(facts: Facts) -> Passed | Finding:
 # --- VER -------------------------------------------------------------------------------------
 
 
-def _redis_version(facts: Facts) -> tuple[int, ...]:
-    if facts.server_name != "redis":
-        raise Unavailable(
-            f"{facts.server_name} {facts.info_field('valkey_version', 'server') or ''}: its "
-            "releases are not in the CVE data (only Redis' are)"
-        )
-    version = facts.version
+def _release(facts: Facts) -> tuple[str, tuple[int, ...], str]:
+    """The server's flavour, its own release and how to name it ("Valkey 8.1.8"): Valkey by
+    valkey_version, never by the fixed redis_version:7.2.4 it also reports."""
+    name = facts.server_name
+    if name not in cve.flavours():
+        raise Unavailable(f"{name}: its releases are not in the CVE data (Redis' and Valkey's are)")
+    field_name = "valkey_version" if name == "valkey" else "redis_version"
+    text = facts.info_field(field_name, "server") or ""
+    version = tuple(int(part) for part in text.split(".") if part.isdigit())
     if len(version) < 3:
-        raise Unavailable("INFO does not report redis_version")
-    return version
+        raise Unavailable(f"INFO does not report {field_name}")
+    return name, version, f"{name.title()} {'.'.join(map(str, version))}"
 
 
 def _lua_users(facts: Facts) -> list[str] | None:
@@ -884,16 +891,22 @@ def _lua_users(facts: Facts) -> list[str] | None:
         return None
 
 
-@check("VER-01", "Known vulnerabilities", "INFO server (redis_version); the CVE data file")
+@check(
+    "VER-01",
+    "Known vulnerabilities",
+    "INFO server (redis_version, or valkey_version); the CVE data file",
+)
 def known_cves(facts: Facts) -> Passed | Finding:
-    version = _redis_version(facts)
-    shown = ".".join(map(str, version))
-    if not cve.known_branch(version):
-        raise Unavailable(f"Redis {shown} is newer than the CVE data ({cve.load()['updated']})")
-    open_cves = cve.unfixed(version)
+    flavour, version, shown = _release(facts)
     data = cve.load()
+    if not cve.known_branch(version, flavour):
+        raise Unavailable(
+            f"{shown}: its branch is not in the CVE data ({data['updated']}), which knows "
+            f"{flavour.title()} {', '.join(cve.branches(flavour))}"
+        )
+    open_cves = cve.unfixed(version, flavour)
     if not open_cves:
-        return Passed(f"Redis {shown}: no known CVE open (CVE data of {data['updated']})")
+        return Passed(f"{shown}: no known CVE open (CVE data of {data['updated']})")
     lua_users = _lua_users(facts)
     anonymous = facts.unauthenticated == "PONG"
     # Anonymous clients get in: every open CVE is within anyone's reach.
@@ -903,31 +916,36 @@ def known_cves(facts: Facts) -> Passed | Finding:
     severity = "critical" if rce else "high"
     unknown = " (who may run Lua is unknown: no ACL DRYRUN or rules)" if lua_users is None else ""
     ids = ", ".join(item["id"] for item in open_cves)
-    target = cve.minimum_safe(version)
+    target = cve.minimum_safe(version, flavour)
     return Finding(
         severity,
-        f"Redis {shown} has {len(open_cves)} known CVEs open: {ids}"
+        f"{shown} has {len(open_cves)} known CVEs open: {ids}"
         + (f"; reachable here: {', '.join(item['id'] for item in reachable)}" if reachable else "")
         + unknown
         + f" (CVE data of {data['updated']}; a distribution may backport fixes: --accept VER-01)",
-        f"upgrade to Redis {target}"
+        f"upgrade to {flavour.title()} {target}"
         if target and version < cve.parse(target)
         else "no fixed release of this branch is known for these: move to a newer branch, or "
         "accept with a reason once your distribution has fixed them",
     )
 
 
-@check("VER-02", "End-of-life branch", "INFO server (redis_version)")
+@check("VER-02", "End-of-life branch", "INFO server (redis_version, or valkey_version)")
 def end_of_life(facts: Facts) -> Passed | Finding:
-    version = _redis_version(facts)
-    branch = f"{version[0]}.{version[1]}"
-    if cve.end_of_life(version):
+    flavour, version, _ = _release(facts)
+    branch = f"{flavour.title()} {version[0]}.{version[1]}"
+    if cve.end_of_life(version, flavour):
+        supported = ", ".join(
+            b for b in cve.branches(flavour) if not cve.end_of_life(cve.parse(b), flavour)
+        )
         return Finding(
             "high",
-            f"Redis {branch} gets no more security fixes",
-            "move to a supported branch (7.2, 7.4, 8.2 or newer)",
+            f"{branch} gets no more security fixes",
+            f"move to a supported branch ({supported} or newer)",
         )
-    return Passed(f"branch {branch} is supported")
+    if not cve.known_branch(version, flavour):
+        raise Unavailable(f"{branch} is not in the CVE data ({cve.load()['updated']})")
+    return Passed(f"{branch} is supported")
 
 
 # --- PERS, LOG -------------------------------------------------------------------------------

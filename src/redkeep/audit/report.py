@@ -222,7 +222,7 @@ def _server(facts: Facts) -> ServerIdentity | None:
     return ServerIdentity(
         name=facts.server_name,
         version=info.get("valkey_version") or info.get("redis_version"),
-        mode=info.get("redis_mode"),
+        mode=info.get("redis_mode") or info.get("server_mode"),  # Valkey: server_mode
         os=info.get("os"),
     )
 

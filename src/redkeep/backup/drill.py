@@ -105,8 +105,10 @@ def scratch_server(
     server: ServerBinary | None = None,
 ) -> Iterator[Drill]:
     """A throw-away server that loads `data/dump.rdb` (or the AOF dir)."""
-    binary = server.path if server else redis_server.find_redis_server()
-    socket_path = data / "sock"  # short: a unix socket path must stay under 108 bytes
+    server = server or server_binary()
+    binary = server.path
+    socket_dir = _socket_dir(data)
+    socket_path = socket_dir / "sock"
     settings = {
         "port": "0",  # no TCP listener at all
         "unixsocket": str(socket_path),
@@ -117,11 +119,13 @@ def scratch_server(
         "logfile": str(data / "redis.log"),
         "pidfile": str(data / "redis.pid"),
         "daemonize": "no",
-        # DEBUG DIGEST-VALUE compares values whatever their layout; only over the socket.
-        "enable-debug-command": "local",
         "databases": str(databases),
         "appendonly": "yes" if aof_dirname else "no",
     }
+    if int(server.version.split(".")[0]) >= 7:
+        # DEBUG DIGEST-VALUE compares values whatever their layout; only over the socket.
+        # (Redis before 7.0 has no such setting: DEBUG is always there.)
+        settings["enable-debug-command"] = "local"
     args = [binary, *(part for name, value in settings.items() for part in (f"--{name}", value))]
     if aof_dirname:
         args += ["--appenddirname", aof_dirname, "--auto-aof-rewrite-percentage", "0"]
@@ -144,6 +148,22 @@ def scratch_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if socket_dir != data:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+SOCKET_PATH_MAX = 100  # a UNIX socket path must stay under 108 bytes (sun_path)
+# A short base for sockets when TMPDIR is deep; mkdtemp makes the directory private (0700) and
+# reaping checks its owner, so a shared /tmp is safe here.
+SHORT_TMP = Path("/tmp")  # noqa: S108
+
+
+def _socket_dir(data: Path) -> Path:
+    """Where the drill's socket goes: beside its data, or, when TMPDIR is too deep for a
+    socket path, a private directory in /tmp (reaped like the drill's own)."""
+    if len(os.fsencode(data / "sock")) < SOCKET_PATH_MAX:
+        return data
+    return Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-sock-", dir=SHORT_TMP))
 
 
 def _client(socket_path: Path, db: int = 0) -> redis.Redis:
@@ -300,8 +320,8 @@ def scratch_dir() -> Path:
 
 def reap_stale() -> None:
     """Remove drill dirs (ours, by owner) whose process is gone, and any server still in one."""
-    base = Path(tempfile.gettempdir())
-    for path in base.glob(f"{DIR_PREFIX}*-*"):
+    bases = {Path(tempfile.gettempdir()), SHORT_TMP}
+    for path in (path for base in bases for path in base.glob(f"{DIR_PREFIX}*-*")):
         owner = path.name.removeprefix(DIR_PREFIX).split("-", 1)[0]
         with contextlib.suppress(OSError):
             info = path.lstat()  # never follow a link someone else put there

@@ -1,13 +1,20 @@
 """Fetch an RDB snapshot over the replication protocol, as `redis-cli --rdb` does.
 
 The client poses as a replica that wants only the snapshot: `REPLCONF capa eof`,
-`REPLCONF rdb-only 1`, then `PSYNC ? -1`. The server answers `+FULLRESYNC <replid> <offset>`,
-sends a newline every second while it prepares the snapshot, then either `$<length>` and the
-file (disk-based) or `$EOF:<40 random bytes>`, the file, and the same 40 bytes (diskless).
-The end mark can straddle reads; the payload is passed on in chunks, never held whole.
-Needs only the ACL rights of the bundle's `backup` user (+replconf +psync).
+`REPLCONF version 255.255.255`, `REPLCONF rdb-only 1`, then `PSYNC ? -1`. The server answers
+`+FULLRESYNC <replid> <offset>`, sends a newline every second while it prepares the snapshot,
+then either `$<length>` and the file (disk-based) or `$EOF:<40 random bytes>`, the file, and
+the same 40 bytes (diskless). The end mark can straddle reads; the payload is passed on in
+chunks, never held whole. Needs only the ACL rights of the bundle's `backup` user (+replconf
++psync).
+
+The version: Valkey 9+ writes the snapshot in the RDB version its replica announces, RDB 11
+when none is, and then fails the sync if the data needs more (a hash with field TTLs: "Can't
+store key ... in RDB version 11"). A backup keeps the server's own format, so it announces the
+newest version there can be. Redis and Valkey 7.2 refuse that REPLCONF option: ignored.
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +25,8 @@ from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import Target
 
 EOF_MARK_LENGTH = 40
+# Announced as the replica's version: Valkey then writes its own RDB format, not an older one.
+NEWEST_VERSION = "255.255.255"
 # What a backup adds to a failure of its connection: the rights a backup needs...
 BACKUP_HINTS: Hints = {
     ErrorKind.PERMISSION: "; a backup needs +info +replconf +psync (the bundle's backup user "
@@ -49,6 +58,8 @@ def capture_rdb(
     try:
         stream.login()
         stream.command("REPLCONF", "capa", "eof")
+        with contextlib.suppress(RedisCommandError):  # Redis has no such option
+            stream.command("REPLCONF", "version", NEWEST_VERSION)
         try:
             stream.command("REPLCONF", "rdb-only", "1")
             rdb_only = True

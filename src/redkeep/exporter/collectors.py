@@ -116,8 +116,11 @@ def _field_number(state: State, name: str) -> float | None:
 
 
 def _instance_info(state: State) -> Family:
-    labels = {name: state.field(name) or "" for name in mapping.INSTANCE_INFO_LABELS}
-    for extra in ("valkey_version", "valkey_release_stage"):
+    labels = {
+        label: next((value for name in fields if (value := state.field(name))), "")
+        for label, fields in mapping.INSTANCE_INFO_LABELS.items()
+    }
+    for extra in mapping.INSTANCE_INFO_OPTIONAL:
         if state.field(extra):
             labels[extra] = state.field(extra)
     return gauge(PREFIX + "instance_info", "Information about the Redis instance", 1, **labels)
@@ -219,8 +222,10 @@ INFO = Collector("info", info_commands, info_parse)
 
 
 def config_commands(state: State) -> list[tuple[str, ...]]:
-    if state.version and state.version < (7, 0):  # (the version of the previous scrape)
-        return [("CONFIG", "GET", param) for param in CONFIG_PARAMS]  # one pattern per call
+    # The version is the previous scrape's: before the first INFO it is unknown, and one
+    # pattern per call is what every version answers (Redis 6.2 refuses several at once).
+    if not state.version or state.version < (7, 0):
+        return [("CONFIG", "GET", param) for param in CONFIG_PARAMS]
     return [("CONFIG", "GET", *CONFIG_PARAMS)]
 
 

@@ -327,15 +327,19 @@ KEYSPACE_ALWAYS = ("keys", "expires", "avg_ttl")  # served for empty databases t
 # Unit conversions redis_exporter applies (value multiplied by the factor).
 SCALE = {"latest_fork_usec": 1e-6}
 
-# Labels of redis_instance_info, from INFO fields of the same name.
-INSTANCE_INFO_LABELS = (
-    "role",
-    "redis_version",
-    "redis_build_id",
-    "redis_mode",
-    "os",
-    "maxmemory_policy",
-    "tcp_port",
-    "run_id",
-    "process_id",
-)
+# Labels of redis_instance_info: label -> the INFO fields it is read from, the first present.
+# Valkey has no redis_mode; redis_exporter fills the label from its server_mode.
+INSTANCE_INFO_LABELS = {
+    "role": ("role",),
+    "redis_version": ("redis_version",),  # Valkey: a fixed 7.2.4, its own is valkey_version
+    "redis_build_id": ("redis_build_id",),
+    "redis_mode": ("redis_mode", "server_mode"),
+    "os": ("os",),
+    "maxmemory_policy": ("maxmemory_policy",),
+    "tcp_port": ("tcp_port",),
+    "run_id": ("run_id",),
+    "process_id": ("process_id",),
+}
+# Labels served only when INFO has the field (Valkey), as redis_exporter adds them. There is no
+# label for server_name: redis_exporter has none, and valkey_version tells Valkey apart.
+INSTANCE_INFO_OPTIONAL = ("valkey_version", "valkey_release_stage", "availability_zone")

@@ -23,7 +23,7 @@ def drill_servers(pid: int) -> list[int]:
                 cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"/rdb/sock" in cmdline:
+            if b"/rdb\0" in cmdline:  # --dir DRILL/rdb: the server loading the backup
                 found.append(int(child))
     return found
 

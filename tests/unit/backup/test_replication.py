@@ -152,7 +152,7 @@ def test_an_error_reply_to_psync_is_explained():
             with conn:
                 conn.recv(4096)
                 refusal = b"-NOPERM this user has no permissions to run the 'psync' command\r\n"
-                conn.sendall(b"+OK\r\n+OK\r\n" + refusal)
+                conn.sendall(b"+OK\r\n" * 3 + refusal)  # REPLCONF capa, version, rdb-only
                 time.sleep(0.2)
 
     with pytest.raises(RedisCommandError, match="may not run PSYNC .*NOPERM.*backup user"):
