@@ -48,7 +48,7 @@ def test_plain_server(server_build, server_factory, cli):
     assert connect(target(url)).ping()
     version = ".".join(map(str, server_build.version))
     assert f"{server_build.flavour}_version:{version}" in raw_info(url)
-    assert server_summary(target(url))["version"] == version  # `redkeep status`
+    assert server_summary(target(url)).to_json()["version"] == version  # `redkeep status`
     health = cli("health", "--url", url)
     assert health.code == 0, health.err
 

@@ -143,7 +143,7 @@ def test_failing_scheduled_backups_make_the_bundle_unhealthy(tmp_path, redis_bin
 
         # Two intervals later with no new run (a hung or stopped schedule): overdue.
         target = bundle.target("exporter")
-        later = bundle_status(bundle, target, finished + dt.timedelta(seconds=121))
+        later = bundle_status(bundle, target, finished + dt.timedelta(seconds=121)).to_json()
         assert later["services"]["backup"]["overdue"] is True
         assert later["healthy"] is False
         assert "scheduled backups are overdue (every 1 min" in later["detail"]

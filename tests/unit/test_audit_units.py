@@ -6,8 +6,10 @@ from redkeep.audit import aofreplay, cve
 from redkeep.audit.aclrules import allows
 from redkeep.audit.checks import CHECKS, Finding, Passed, weak_password_hashes
 from redkeep.audit.facts import Facts, Unavailable
-from redkeep.audit.report import failed, fix_hints, run_checks, sarif
+from redkeep.audit.report import run_checks, sarif
 from redkeep.exporter.info import parse_info
+from redkeep.redis.acl import AclUser
+from redkeep.redis.target import parse_url
 
 BY_ID = {check.id: check for check in CHECKS}
 
@@ -17,16 +19,24 @@ def facts(config=None, info=None, users=None, **values) -> Facts:
     for section, fields in (info or {}).items():
         base_info.setdefault(section, {}).update(fields)
     return Facts(
-        where="redis://admin:****@10.0.0.5:6379",
-        tls=False,
-        values={
+        parse_url("redis://admin:x@10.0.0.5:6379"),
+        **{
             "info": base_info,
             "config": {"bind": "127.0.0.1 -::1", **(config or {})},
-            "users": users or {},
+            "users": acl_users(users or {}),
             "dryrun": {},
             **values,
         },
     )
+
+
+def acl_users(users: dict[str, dict]) -> dict[str, AclUser]:
+    """Users written as ACL GETUSER fields, as the audit reads them."""
+    return {
+        name: AclUser(frozenset(user["flags"]), tuple(user["passwords"]), user["commands"],
+                      user["keys"], user["channels"])
+        for name, user in users.items()
+    }  # fmt: skip
 
 
 def run(check_id: str, fact: Facts):
@@ -63,7 +73,7 @@ def test_bind_from_info_listeners_when_config_is_refused():
     wildcard = parse_info("# Server\r\nlistener0:name=tcp,bind=*,bind=-::*,port=6379\r\n")
     for parsed, expected in ((loopback, Passed), (wildcard, Finding)):
         fact = facts({"bind": Unavailable("NOPERM")})
-        fact.values["info"] = {**parsed, "server": {**parsed["server"], "redis_version": "7.2.4"}}
+        fact.info = {**parsed, "server": {**parsed["server"], "redis_version": "7.2.4"}}
         assert isinstance(run("NET-02", fact), expected)
     assert run("NET-02", facts({"bind": Unavailable("NOPERM")})).reason  # neither: unknown
 
@@ -266,11 +276,11 @@ def test_client_buffers_that_can_evict_the_data():
     assert isinstance(run("MEM-01", memory(clients="33554432")), Passed)
     # Data beyond maxmemory minus the clients' share: a slow reader makes Redis evict keys.
     full = memory(clients="67108864")
-    full.values["info"]["memory"] = {"used_memory": str(200 * 2**20), "mem_clients_normal": "0"}
+    full.info["memory"] = {"used_memory": str(200 * 2**20), "mem_clients_normal": "0"}
     over = run("MEM-01", full)
     assert over.severity == "medium" and "leaves data 192 MiB" in over.evidence
     assert over.remediation.startswith("maxmemory 314mb")  # 200 * 1.25 + 64
-    full.values["info"]["memory"]["used_memory"] = str(150 * 2**20)
+    full.info["memory"]["used_memory"] = str(150 * 2**20)
     assert "(uses 150.0 MiB)" in run("MEM-01", full).evidence
     # ... but not one as large as maxmemory itself.
     assert run("MEM-01", memory(clients="100%")).severity == "high"
@@ -285,14 +295,15 @@ def test_client_buffers_that_can_evict_the_data():
 
 def test_report_score_accept_fail_on_and_sarif():
     fact = facts({"bind": "*", "timeout": "0"}, unauthenticated="PONG")
-    report = run_checks(fact, accepted={"NET-01"})
+    audit = run_checks(fact, accepted={"NET-01"})
+    report = audit.to_json()
     ids = {item["id"]: item for item in report["findings"]}
     assert ids["NET-01"]["accepted"] and ids["NET-01"]["severity"] == "critical"
     assert report["counts"]["critical"] == 0  # accepted: shown, not counted
     assert report["score"] == 100 - 10 - 1  # NET-02 high, NET-07 low
-    assert failed(report, "high") and not failed(report, "critical")
-    assert all("# NET-01" not in line for line in fix_hints(report))
-    document = sarif([report])
+    assert audit.failed("high") and not audit.failed("critical")
+    assert all("# NET-01" not in line for line in audit.fix_hints())
+    document = sarif([audit])
     result = next(r for r in document["runs"][0]["results"] if r["ruleId"] == "NET-01")
     assert result["suppressions"]
     # Checks whose facts are missing are listed with a reason, not passed.
@@ -304,29 +315,30 @@ def test_report_score_accept_fail_on_and_sarif():
 def test_an_audit_that_could_not_see_says_so():
     # A user refused everything but PING: the score rests on almost nothing, and says so.
     refused = Unavailable("NOPERM: the auditing user may not run this (CONFIG)")
-    blind = Facts(where="redis://reader:****@h:6379", tls=False,
-                  values={"info": refused, "config": refused, "users": refused,
-                          "dryrun": refused, "unauthenticated": "NOAUTH"})  # fmt: skip
-    report = run_checks(blind, accepted=set())
+    blind = Facts(parse_url("redis://reader:x@h:6379"), info=refused, config=refused,
+                  users=refused, dryrun=refused, unauthenticated="NOAUTH")  # fmt: skip
+    audit = run_checks(blind, accepted=set())
+    report = audit.to_json()
     assert report["checks"] == {"total": len(CHECKS), "verified": 1}
     assert report["score"] == 100 and "NOPERM" in report["incomplete"]
-    notes = sarif([report])["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    notes = sarif([audit])["runs"][0]["invocations"][0]["toolExecutionNotifications"]
     assert notes[0]["level"] == "warning" and "incomplete" in notes[0]["message"]["text"]
     # Nothing refused, but under half of the checks could see: incomplete too.
     sparse = facts(unauthenticated="NOAUTH")
-    sparse.values["config"] = {"bind": "127.0.0.1"}
-    report = run_checks(sparse, accepted=set())
+    sparse.config = {"bind": "127.0.0.1"}
+    report = run_checks(sparse, accepted=set()).to_json()
     assert report["checks"]["verified"] < len(CHECKS) / 2
     assert report["incomplete"].startswith(f"only {report['checks']['verified']} of")
     # An administrator's view of a whole server is complete.
-    full = run_checks(facts(REDIS_62_LIKE_CONFIG, acl_log=[], clients=[], renamed=[],
-                            modules=[], unauthenticated="NOAUTH"), accepted=set())  # fmt: skip
+    admin_view = facts(REDIS_62_LIKE_CONFIG, acl_log=[], clients=[], renamed=[], modules=[],
+                       unauthenticated="NOAUTH")  # fmt: skip
+    full = run_checks(admin_view, accepted=set()).to_json()
     assert full["incomplete"] is None, full["could_not_verify"]
     # A refusal the team accepted (--accept ID) does not make the audit incomplete.
     one = facts(REDIS_62_LIKE_CONFIG, acl_log=refused, clients=[], renamed=[], modules=[],
                 unauthenticated="NOAUTH")  # fmt: skip
-    assert "NOPERM" in run_checks(one, accepted=set())["incomplete"]
-    assert run_checks(one, accepted={"AUTH-09"})["incomplete"] is None
+    assert "NOPERM" in run_checks(one, accepted=set()).incomplete
+    assert run_checks(one, accepted={"AUTH-09"}).incomplete is None
 
 
 # CONFIG GET answers of a complete server (a value for every parameter the checks read).
@@ -350,7 +362,7 @@ def test_second_review_cases():
         "listener1:name=unix,bind=/run/redis.sock\r\n"
     )
     fact = facts({"bind": Unavailable("NOPERM")})
-    fact.values["info"] = {**info, "server": {**info["server"], "redis_version": "7.4.11"}}
+    fact.info = {**info, "server": {**info["server"], "redis_version": "7.4.11"}}
     assert isinstance(run("NET-02", fact), Passed)
     # AUTH-09 leaves out the audit's own connection only.
     log = [

@@ -1,5 +1,7 @@
 """`redkeep certs`: create, issue, show, verify, and rotate the served certificate live."""
 
+from __future__ import annotations
+
 import datetime as dt
 import os
 import signal
@@ -9,12 +11,15 @@ from pathlib import Path
 
 import redis
 
-from redkeep.bundle import Bundle
+from redkeep.actions.locate import load_bundle, target_for
+from redkeep.app import Application
+from redkeep.bundle import CONFIG_NAME, Bundle
+from redkeep.config.load import load_settings
 from redkeep.config.schema import Settings
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
 from redkeep.pki import issue
-from redkeep.pki.files import TLSFiles, init_tls, load_ca, write_pair
+from redkeep.pki.files import TLSFiles, init_tls, issue_client, load_ca, write_pair
 from redkeep.pki.inspect import (
     CertInfo,
     describe,
@@ -23,11 +28,73 @@ from redkeep.pki.inspect import (
     load_private_key,
     verify_certificate,
 )
-from redkeep.redis.client import explain_failure
+from redkeep.redis.client import explain_failure, session
 from redkeep.redis.handshake import handshake
-from redkeep.redis.target import Target, parse_host_port
+from redkeep.redis.target import ConnectionOptions, Target, parse_host_port
 from redkeep.stack import processes
 from redkeep.stack.processes import PROXY
+
+
+@dataclass(frozen=True)
+class CertsRequest:
+    """The flags that say which certificates: FILES (else the bundle's), --ca, --dir."""
+
+    files: tuple[Path, ...] = ()
+    ca_path: Path | None = None
+    directory: Path | None = None
+
+
+@dataclass(frozen=True)
+class CreatedPKI:
+    directory: Path
+    server_names: list[str]
+    key_type: str
+
+
+def run_init(directory: Path, force: bool) -> CreatedPKI:
+    """`certs init DIRECTORY`: a CA, server and client certificate, as DIRECTORY/redkeep.yaml
+    (when there is one) says."""
+    config = directory / CONFIG_NAME
+    settings = load_settings(config if config.exists() else None)
+    files = TLSFiles(directory / "tls")
+    init_certificates(files, settings, force, _now())
+    return CreatedPKI(files.directory, settings.tls.server_names, settings.tls.key_type)
+
+
+def run_issue(
+    app: Application, name: str, directory: Path | None, days: int | None
+) -> tuple[Path, Path]:
+    """Another client certificate NAME from the bundle's CA: its certificate and key files."""
+    bundle = load_bundle(app, directory)
+    tls = bundle.settings.tls
+    return issue_client(bundle.tls, name, tls.key_type, days or tls.cert_days, _now())
+
+
+def run_show(app: Application, request: CertsRequest) -> list[CertInfo]:
+    paths = list(request.files) or certificate_files(load_bundle(app, request.directory).tls, [])
+    return show(paths, _now())
+
+
+def run_verify(app: Application, request: CertsRequest) -> list[Verdict]:
+    """Verify FILES against --ca; without either, the bundle's certificates and CA."""
+    files, ca_path = request.files, request.ca_path
+    bundle = None if (files and ca_path) else load_bundle(app, request.directory)
+    paths = list(files) or certificate_files(bundle.tls, [])
+    return verify(paths, ca_path or bundle.tls.ca_cert, _now())
+
+
+def run_rotate(
+    app: Application, connection: ConnectionOptions, directory: Path | None
+) -> RotationReport:
+    """Rotate the bundle's server certificate, talking to its Redis as admin."""
+    bundle = load_bundle(app, directory)
+    target = target_for(connection, bundle, "admin", prefer_bundle=True)
+    with session(target) as client:
+        return rotate_server(bundle, client, target, _now())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def init_certificates(files: TLSFiles, settings: Settings, force: bool, now: dt.datetime) -> None:
@@ -66,6 +133,9 @@ class Verdict:
     path: str
     ok: bool
     problems: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def verify(paths: list[Path], ca_path: Path, now: dt.datetime) -> list[Verdict]:
@@ -121,7 +191,7 @@ class RotationReport:
         """Every endpoint serves the new certificate (or is not running, so serves none)."""
         return not any(result.problem for result in self.endpoints)
 
-    def as_dict(self) -> dict:
+    def to_json(self) -> dict:
         return {**asdict(self), "complete": self.complete}
 
 

@@ -2,12 +2,16 @@
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
+from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.stack import bundle_services, listen_port, probe_service
+from redkeep.app import Application
 from redkeep.backup import lastrun
 from redkeep.backup.metrics import LastRuns
 from redkeep.bundle import Bundle
@@ -15,13 +19,15 @@ from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.redis.client import client_for, explain_failure, session
 from redkeep.redis.explain import first_line
-from redkeep.redis.target import Target
+from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.stack import processes, redis_server
 from redkeep.stack.processes import BACKUP
 
 
 @dataclass(frozen=True)
-class Health:
+class HealthResult:
+    """Whether Redis answered PING (JSON: docs/json.md, `redkeep health`)."""
+
     healthy: bool
     url: str
     detail: str
@@ -29,8 +35,25 @@ class Health:
     status: int = 0  # the exit status of the failure (3: cannot connect)
     cannot_persist: str = ""  # Redis' MISCONF reply: a failed save or AOF write stops writes
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
-def check_health(target: Target) -> Health:
+
+@dataclass(frozen=True)
+class HealthRequest:
+    """The flags of `redkeep health`."""
+
+    connection: ConnectionOptions = ConnectionOptions()
+    directory: Path | None = None
+
+
+def run_health(app: Application, request: HealthRequest) -> HealthResult:
+    """PING as the bundle's least-privileged `exporter` user (or as the options say)."""
+    bundle = load_bundle(app, request.directory, required=False)
+    return check_health(target_for(request.connection, bundle, "exporter"))
+
+
+def check_health(target: Target) -> HealthResult:
     """PING over the target's TLS and ACL settings; never raises for an unhealthy server.
 
     A server that cannot persist (MISCONF, a full disk) answers PING with an error: it is
@@ -40,7 +63,7 @@ def check_health(target: Target) -> Health:
     try:
         client = client_for(target)
     except RedkeepError as error:
-        return Health(False, target.display_url, error.message, status=int(error.status))
+        return HealthResult(False, target.display_url, error.message, status=int(error.status))
     try:
         client.ping()
     except (redis.RedisError, OSError) as error:
@@ -48,13 +71,15 @@ def check_health(target: Target) -> Health:
             reply = first_line(str(error))
             message = misconf_message(target, reply)
             status = int(ExitStatus.FAILURE)  # reached and logged in: not "cannot connect"
-            return Health(False, target.display_url, message, status=status, cannot_persist=reply)
+            return HealthResult(
+                False, target.display_url, message, status=status, cannot_persist=reply
+            )
         failure = explain_failure(error, target)
-        return Health(False, target.display_url, failure.message, status=int(failure.status))
+        return HealthResult(False, target.display_url, failure.message, status=int(failure.status))
     finally:
         client.close()
     latency = (time.perf_counter() - started) * 1000
-    return Health(True, target.display_url, "PONG", round(latency, 1))
+    return HealthResult(True, target.display_url, "PONG", round(latency, 1))
 
 
 def misconf_message(
@@ -82,7 +107,173 @@ def save_failure(bundle: Bundle) -> str:
     return f"{warnings[-1]}, see {log}" if warnings else f"see {log}"
 
 
-def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """How the bundle's scheduled backups go."""
+
+    interval_minutes: float
+    last_result: str | None  # "success", "failure"; None: no run recorded yet
+    last_finished: str | None  # ISO 8601, UTC
+    last_age_seconds: float | None
+    last_error: str | None
+    last_dest: str | None
+    overdue: bool  # no run finished for two intervals
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service `redkeep up` runs, as this machine's processes show it.
+
+    `port`, `listening`, `answering` and `probe` are known for services that serve on a port
+    (the exporter, the proxy); `stopped` only for one that listens but does not answer.
+    """
+
+    running: bool
+    pid: int | None
+    stale_pidfile: bool
+    up: bool
+    port: int | None = None
+    listening: bool | None = None
+    answering: bool | None = None
+    probe: str | None = None  # what the request got, when it was asked
+    stopped: bool | None = None  # SIGSTOPped (None: not looked at)
+    schedule: ScheduleStatus | None = None  # the backup schedule's runs
+
+    @property
+    def serving(self) -> bool:
+        """Runs, and listens where it should."""
+        return self.listening if self.port is not None else self.running
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "running": self.running,
+            "pid": self.pid,
+            "stale_pidfile": self.stale_pidfile,
+        }
+        if self.port is not None:
+            data |= {
+                "port": self.port,
+                "listening": self.listening,
+                "answering": self.answering,
+                "probe": self.probe,
+            }
+            if self.stopped is not None:
+                data["stopped"] = self.stopped
+        data["up"] = self.up
+        if self.schedule is not None:
+            data |= self.schedule.to_json()
+        return data
+
+
+@dataclass(frozen=True)
+class ServerSummary:
+    """The INFO fields an operator looks at first."""
+
+    version: str | None
+    process_id: int | None
+    uptime_seconds: int | None
+    role: str | None
+    connected_clients: int | None
+    used_memory: str | None
+    maxmemory: str | None
+    maxmemory_policy: str | None
+    keys: int
+    rdb_last_save_time: int | None
+    rdb_last_bgsave_status: str | None
+    aof_enabled: bool
+    rejected_connections: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class InfoFailed:
+    """Redis answered PING but not INFO."""
+
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.error}
+
+
+@dataclass(frozen=True)
+class CertificateExpiry:
+    not_after: str  # ISO 8601
+    days_left: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One screen about a bundle (JSON: docs/json.md, `redkeep status`).
+
+    `server` and `audit_score` are there when Redis answered PING, `status` (the exit status
+    of the failure) when it did not.
+    """
+
+    bundle: str
+    url: str
+    healthy: bool
+    detail: str
+    local_pid: int | None  # redis-server's pid on this machine
+    run_here: bool  # whether the bundle's processes run (or ran) on this machine
+    services: Mapping[str, ServiceStatus]
+    certificates: Mapping[str, CertificateExpiry | None]  # None: the file is missing
+    secrets: str
+    last_backup: str
+    server: ServerSummary | InfoFailed | None = None
+    audit_score: str | None = None
+    status: int | None = None
+
+    @property
+    def exit_status(self) -> int:
+        return ExitStatus.OK if self.healthy else self.status or ExitStatus.FAILURE
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "bundle": self.bundle,
+            "url": self.url,
+            "healthy": self.healthy,
+            "detail": self.detail,
+            "local_pid": self.local_pid,
+            "run_here": self.run_here,
+            "services": {name: item.to_json() for name, item in self.services.items()},
+            "certificates": {
+                label: expiry.to_json() if expiry else "missing"
+                for label, expiry in self.certificates.items()
+            },
+            "secrets": self.secrets,
+            "last_backup": self.last_backup,
+        }
+        if self.server is not None:
+            data |= {"server": self.server.to_json(), "audit_score": self.audit_score}
+        if self.status is not None:
+            data["status"] = self.status
+        return data
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """The flags of `redkeep status`."""
+
+    directory: Path | None = None
+    connection: ConnectionOptions = ConnectionOptions()
+
+
+def run_status(app: Application, request: StatusRequest) -> StatusReport:
+    """The status of the bundle at DIRECTORY (or here), asked as its `exporter` user."""
+    bundle = load_bundle(app, request.directory)
+    target = target_for(request.connection, bundle, "exporter")
+    return bundle_status(bundle, target, dt.datetime.now(dt.UTC))
+
+
+def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> StatusReport:
     """One screen about a bundle: health of Redis and of every service `redkeep up` runs,
     server, clients, memory, persistence, certificates, last backup, audit score.
 
@@ -91,7 +282,7 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
     and the backup schedule's last run succeeded no longer than two intervals ago.
     """
     services = service_status(bundle, now)
-    run_here = any(item["running"] or item["stale_pidfile"] for item in services.values())
+    run_here = any(item.running or item.stale_pidfile for item in services.values())
     health = check_health(target)
     problems = service_problems(bundle, services) if run_here else []
     detail = health.detail
@@ -100,35 +291,40 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> dict[str,
         detail = misconf_message(target, health.cannot_persist, str(bundle.data_dir), why)
     if health.healthy and problems:
         detail = "; ".join(problems)
-    report: dict[str, Any] = {
-        "bundle": str(bundle.root),
-        "url": health.url,
-        "healthy": health.healthy and not problems,
-        "detail": detail,
-        "local_pid": services["redis"]["pid"],
-        "run_here": run_here,
-        "services": services,
-        "certificates": certificate_expiry(bundle, now),
-        "secrets": str(bundle.env_path),
-        "last_backup": last_backup(bundle, now),
-    }
+    healthy = health.healthy and not problems
+    server, audit_score, status = None, None, None
+    local = services["redis"].pid
     if health.healthy:
-        report["server"] = server_summary(target)
-        report["audit_score"] = audit_summary(bundle)
-        answering, local = report["server"].get("process_id"), services["redis"]["pid"]
+        server = server_summary(target)
+        audit_score = audit_summary(bundle)
+        answering = server.process_id if isinstance(server, ServerSummary) else None
         own_port = target.port == bundle.settings.redis.tls_port  # not some other --url
         if own_port and answering and local and int(answering) != local:
-            report["healthy"] = False
-            report["detail"] = (
+            healthy = False
+            detail = (
                 f"{target.where} is answered by redis-server pid {answering}, not by this "
                 f"bundle's (pid {local})"
             )
     else:
-        report["status"] = health.status
-    return report
+        status = health.status
+    return StatusReport(
+        bundle=str(bundle.root),
+        url=health.url,
+        healthy=healthy,
+        detail=detail,
+        local_pid=local,
+        run_here=run_here,
+        services=services,
+        certificates=certificate_expiry(bundle, now),
+        secrets=str(bundle.env_path),
+        last_backup=last_backup(bundle, now),
+        server=server,
+        audit_score=audit_score,
+        status=status,
+    )
 
 
-def service_status(bundle: Bundle, now: dt.datetime) -> dict[str, dict[str, Any]]:
+def service_status(bundle: Bundle, now: dt.datetime) -> dict[str, ServiceStatus]:
     """Each service the bundle runs: its pid on this machine, and whether it serves.
 
     A helper serves when its own process listens on its port and answers a request there
@@ -139,28 +335,31 @@ def service_status(bundle: Bundle, now: dt.datetime) -> dict[str, dict[str, Any]
     result = {}
     for service in bundle_services(bundle):
         located = processes.locate(service, bundle.root, bundle.run_dir)
-        item: dict[str, Any] = {
-            "running": located.running,
-            "pid": located.pid,
-            "stale_pidfile": located.stale is not None,
-        }
         port = listen_port(bundle, service)
+        listening = answering = probe = stopped = None
         if port is not None:
-            item["port"] = port
-            item["listening"] = located.running and port in processes.listening_ports(located.pid)
-            answer = probe_service(bundle, service) if item["listening"] else None
-            item["answering"] = answer is not None and answer.answering
-            item["probe"] = answer.detail if answer else None
+            listening = located.running and port in processes.listening_ports(located.pid)
+            answer = probe_service(bundle, service) if listening else None
+            answering = answer is not None and answer.answering
+            probe = answer.detail if answer else None
             if answer is not None and not answer.answering:
-                item["stopped"] = processes.is_stopped(located.pid)
-        item["up"] = item.get("answering", located.running)
-        if service is BACKUP:
-            item |= schedule_status(bundle, located.pid, now)
-        result[service.name] = item
+                stopped = processes.is_stopped(located.pid)
+        result[service.name] = ServiceStatus(
+            running=located.running,
+            pid=located.pid,
+            stale_pidfile=located.stale is not None,
+            up=answering if port is not None else located.running,
+            port=port,
+            listening=listening,
+            answering=answering,
+            probe=probe,
+            stopped=stopped,
+            schedule=schedule_status(bundle, located.pid, now) if service is BACKUP else None,
+        )
     return result
 
 
-def schedule_status(bundle: Bundle, pid: int | None, now: dt.datetime) -> dict[str, Any]:
+def schedule_status(bundle: Bundle, pid: int | None, now: dt.datetime) -> ScheduleStatus:
     """How the bundle's scheduled backups go: the last run's result and age, and whether the
     schedule is overdue (no run finished for two intervals, counted from the last run or from
     when the schedule started, whichever is later)."""
@@ -169,50 +368,49 @@ def schedule_status(bundle: Bundle, pid: int | None, now: dt.datetime) -> dict[s
     finished = record.finished if record else None
     started = processes.started_at(pid) if pid else None
     since = max((moment for moment in (finished, started) if moment is not None), default=None)
-    return {
-        "interval_minutes": interval,
-        "last_result": record.result if record else None,
-        "last_finished": dt.datetime.fromtimestamp(finished, dt.UTC).isoformat()
-        if finished
-        else None,
-        "last_age_seconds": round(now.timestamp() - finished, 1) if finished else None,
-        "last_error": record.error if record else None,
-        "last_dest": record.dest if record else None,
-        "overdue": since is not None and now.timestamp() - since > 2 * interval * 60,
-    }
+    return ScheduleStatus(
+        interval_minutes=interval,
+        last_result=record.result if record else None,
+        last_finished=dt.datetime.fromtimestamp(finished, dt.UTC).isoformat() if finished else None,
+        last_age_seconds=round(now.timestamp() - finished, 1) if finished else None,
+        last_error=record.error if record else None,
+        last_dest=record.dest if record else None,
+        overdue=since is not None and now.timestamp() - since > 2 * interval * 60,
+    )
 
 
-def service_problems(bundle: Bundle, services: dict[str, dict[str, Any]]) -> list[str]:
+def service_problems(bundle: Bundle, services: Mapping[str, ServiceStatus]) -> list[str]:
     """What is wrong with the services of a bundle run here, one clause each."""
     labels = {service.name: service.label for service in bundle_services(bundle)}
     root = bundle.root
     problems = []
-    down = [name for name, item in services.items() if not item.get("listening", item["running"])]
+    down = [name for name, item in services.items() if not item.serving]
     if down:
         problems.append(
             f"{', '.join(labels[name] for name in down)} {'is' if len(down) == 1 else 'are'} "
             f"down; `redkeep up --detach {root}` starts what is missing"
         )
     for name, item in services.items():
-        if name in down or item.get("answering", True):
+        if name in down or item.answering is not False:
             continue
-        pid = item["pid"]
-        if item.get("stopped"):
+        pid = item.pid
+        if item.stopped:
             fix = f"pid {pid} is stopped: `kill -CONT {pid}` resumes it"
         else:
             fix = f"`redkeep up --detach {root}` restarts it"
-        problems.append(f"{labels[name]} does not answer ({item['probe']}); {fix}")
-    schedule = services.get("backup")
-    if schedule and schedule["running"]:
+        problems.append(f"{labels[name]} does not answer ({item.probe}); {fix}")
+    backup = services.get("backup")
+    schedule = backup.schedule if backup else None
+    if backup and backup.running and schedule:
         log = bundle.run_dir / "backup.log"
-        every = f"every {schedule['interval_minutes']} min"
-        if schedule["last_result"] == "failure":
+        every = f"every {schedule.interval_minutes} min"
+        if schedule.last_result == "failure":
             problems.append(
-                f"the last scheduled backup failed {ago(schedule['last_age_seconds'])}: "
-                f"{schedule['last_error']} (see {log})"
+                f"the last scheduled backup failed {ago(schedule.last_age_seconds)}: "
+                f"{schedule.last_error} (see {log})"
             )
-        elif schedule["overdue"]:
-            last = schedule["last_age_seconds"]
+        elif schedule.overdue:
+            last = schedule.last_age_seconds
             when = f"the last one {ago(last)}" if last is not None else "none yet"
             problems.append(f"scheduled backups are overdue ({every}, {when}); see {log}")
     return problems
@@ -229,16 +427,18 @@ def ago(seconds: float) -> str:
 
 def audit_summary(bundle: Bundle) -> str:
     """'85/100 (1 high, 2 low)', from a fresh audit as the bundle's admin user."""
-    from redkeep.actions.audit import bundle_audit  # noqa: PLC0415 - only status needs it
+    # Only status needs the audit (and the cryptography it loads).
+    from redkeep.actions.audit import bundle_audit  # noqa: PLC0415
+    from redkeep.audit.report import UnreachableReport  # noqa: PLC0415
 
     try:
         report = bundle_audit(bundle)
     except RedkeepError as error:  # e.g. an unreadable audit-accept.txt
         return f"not available: {error.message}"
-    if "error" in report:
-        return f"not available: {report['error']}"
-    counts = ", ".join(f"{n} {severity}" for severity, n in report["counts"].items() if n)
-    return f"{report['score']}/100 ({counts or 'no findings'}; `redkeep audit` for details)"
+    if isinstance(report, UnreachableReport):
+        return f"not available: {report.error}"
+    counts = ", ".join(f"{n} {severity}" for severity, n in report.counts.items() if n)
+    return f"{report.score}/100 ({counts or 'no findings'}; `redkeep audit` for details)"
 
 
 def last_backup(bundle: Bundle, now: dt.datetime) -> str:
@@ -254,37 +454,37 @@ def last_backup(bundle: Bundle, now: dt.datetime) -> str:
     return text
 
 
-def server_summary(target: Target) -> dict[str, Any]:
+def server_summary(target: Target) -> ServerSummary | InfoFailed:
     """The INFO fields an operator looks at first."""
     with session(target) as client:
         try:
             info = client.info("all")
         except redis.RedisError as error:
-            return {"error": str(error).splitlines()[0]}
-    return {
-        "version": info.get("valkey_version") or info.get("redis_version"),  # Valkey: 7.2.4
-        "process_id": info.get("process_id"),
-        "uptime_seconds": info.get("uptime_in_seconds"),
-        "role": info.get("role"),
-        "connected_clients": info.get("connected_clients"),
-        "used_memory": info.get("used_memory_human"),
-        "maxmemory": info.get("maxmemory_human"),
-        "maxmemory_policy": info.get("maxmemory_policy"),
-        "keys": sum(
+            return InfoFailed(str(error).splitlines()[0])
+    return ServerSummary(
+        version=info.get("valkey_version") or info.get("redis_version"),  # Valkey: 7.2.4
+        process_id=info.get("process_id"),
+        uptime_seconds=info.get("uptime_in_seconds"),
+        role=info.get("role"),
+        connected_clients=info.get("connected_clients"),
+        used_memory=info.get("used_memory_human"),
+        maxmemory=info.get("maxmemory_human"),
+        maxmemory_policy=info.get("maxmemory_policy"),
+        keys=sum(
             db.get("keys", 0)
             for name, db in info.items()
             if name.startswith("db") and isinstance(db, dict)
         ),
-        "rdb_last_save_time": info.get("rdb_last_save_time"),
-        "rdb_last_bgsave_status": info.get("rdb_last_bgsave_status"),
-        "aof_enabled": bool(info.get("aof_enabled")),
-        "rejected_connections": info.get("rejected_connections"),
-    }
+        rdb_last_save_time=info.get("rdb_last_save_time"),
+        rdb_last_bgsave_status=info.get("rdb_last_bgsave_status"),
+        aof_enabled=bool(info.get("aof_enabled")),
+        rejected_connections=info.get("rejected_connections"),
+    )
 
 
-def certificate_expiry(bundle: Bundle, now: dt.datetime) -> dict[str, Any]:
-    """Days left on the CA, server and client certificates of the bundle."""
-    result = {}
+def certificate_expiry(bundle: Bundle, now: dt.datetime) -> dict[str, CertificateExpiry | None]:
+    """Days left on the CA, server and client certificates of the bundle (None: missing)."""
+    result: dict[str, CertificateExpiry | None] = {}
     files = bundle.tls
     for label, path in (
         ("ca", files.ca_cert),
@@ -292,8 +492,8 @@ def certificate_expiry(bundle: Bundle, now: dt.datetime) -> dict[str, Any]:
         ("client", files.client_cert()),
     ):
         if not path.exists():
-            result[label] = "missing"
+            result[label] = None
             continue
         not_after = load_certificate(path).not_valid_after_utc
-        result[label] = {"not_after": not_after.isoformat(), "days_left": (not_after - now).days}
+        result[label] = CertificateExpiry(not_after.isoformat(), (not_after - now).days)
     return result

@@ -8,13 +8,17 @@ the bundle. Both hold the bundle's lock (run/stack.lock), and both know the bund
 by what they are (`stack/processes.py`), never by a pid file alone.
 """
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from redkeep.actions.locate import load_bundle
+from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
@@ -25,6 +29,9 @@ from redkeep.signals import interrupted_by_signals
 from redkeep.stack import probe, processes, redis_server
 from redkeep.stack.lock import stack_lock
 from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Located, Service
+
+if TYPE_CHECKING:
+    from redkeep.actions.init import InitReport
 
 DEFAULT_STACK_DIR = "redkeep-stack"
 START_TIMEOUT = 30.0
@@ -44,15 +51,30 @@ def stack_dir(directory: Path | None, cwd: Path) -> Path:
     return cwd / DEFAULT_STACK_DIR
 
 
+# Start order: redis-server first, what depends on it after. Stopping goes the other way.
+SERVICES = (REDIS, EXPORTER, PROXY, BACKUP)
+STOP_ORDER = SERVICES[::-1]
+
+
+def open_stack(app: Application, directory: Path | None) -> "tuple[Bundle, InitReport | None]":
+    """The bundle `up` runs (see `stack_dir`), created first when there is none; the report of
+    that creation, if any."""
+    from redkeep.actions.init import init_bundle  # noqa: PLC0415 - status and health need not
+
+    root = stack_dir(directory, Path(os.getcwd()))
+    created = None if (root / CONFIG_NAME).is_file() else init_bundle(root)
+    return load_bundle(app, root), created
+
+
+def find_stack(app: Application, directory: Path | None) -> Bundle:
+    """The bundle `down` stops (see `stack_dir`)."""
+    return load_bundle(app, stack_dir(directory, Path(os.getcwd())))
+
+
 def bundle_services(bundle: Bundle) -> list[Service]:
     """What `up` runs for this bundle, in start order."""
-    settings = bundle.settings
-    services = [REDIS, EXPORTER]
-    if settings.proxy.enabled:
-        services.append(PROXY)
-    if settings.backup.interval_minutes:
-        services.append(BACKUP)
-    return services
+    unwanted = unwanted_services(bundle)
+    return [service for service in SERVICES if service not in unwanted]
 
 
 def unwanted_services(bundle: Bundle) -> dict[Service, str]:
@@ -142,7 +164,7 @@ def bring_up(
             for service in services:
                 report.outcomes.append(_bring_up_one(bundle, found[service], report))
         except BaseException:  # interrupted or failed: stop what this `up` started
-            for outcome in reversed(report.outcomes):
+            for outcome in reversed(report.outcomes):  # started in SERVICES order: STOP_ORDER
                 if outcome.action != "kept":
                     _stop_or_raise(bundle, outcome.service, outcome.pid)
             if report.redis_process is not None:
@@ -354,9 +376,6 @@ class DownReport:
     notes: list[str] = field(default_factory=list)
 
 
-STOP_ORDER = (BACKUP, PROXY, EXPORTER, REDIS)
-
-
 def bring_down(
     bundle: Bundle, on_wait: Callable[[str], None] = lambda holder: None, force: bool = False
 ) -> DownReport:
@@ -448,6 +467,23 @@ def _shutdown_nosave(bundle: Bundle, pid: int) -> None:
         raise RedkeepError(
             f"redis-server pid {pid} did not exit after SHUTDOWN NOSAVE; `kill -9 {pid}` stops it"
         )
+
+
+def run_until_stopped(
+    bundle: Bundle, report: UpReport, on_stopping: Callable[[], None] = lambda: None
+) -> None:
+    """A foreground `up`: serve until Ctrl-C, SIGTERM or SIGHUP, then stop the whole stack.
+
+    If redis-server stops by itself, the rest is stopped too and that is an error.
+    """
+    process = report.redis_process
+    assert process is not None, "a foreground up starts redis-server itself"
+    try:
+        run_foreground(process, bundle.run_dir / "redis.log")
+    finally:
+        on_stopping()
+        bring_down(bundle)
+        process.wait(timeout=5)
 
 
 def run_foreground(process: subprocess.Popen, log_path: Path) -> None:

@@ -7,17 +7,21 @@ before `.env`, so a failure in between leaves `.env` with a password that still 
 """
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import redis
 
+from redkeep.actions.locate import load_bundle, target_for
+from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.envfile import generate_password, update_env
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import SECRET_MODE
-from redkeep.redis.client import connect, explain_failure
-from redkeep.redis.target import Target
+from redkeep.redis.acl import AclUser, parse_getuser
+from redkeep.redis.client import connect, explain_failure, session
+from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.render.acl import password_hash
 from redkeep.render.env import PASSWORD_KEYS, app_url
 
@@ -32,21 +36,61 @@ class UserInfo:
     keys: str
     channels: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def get_user(client: redis.Redis, target: Target, name: str) -> dict[str, Any] | None:
-    """`ACL GETUSER name` as a dict of field -> value (lists joined for 6.x servers)."""
+@dataclass(frozen=True)
+class RotationResult:
+    user: str
+    step: str  # "started", "finished" or "nothing to finish"
+    passwords_now: int
+    env_keys: list[str]  # the .env keys that now hold the new password
+    env_path: str  # the bundle's .env
+
+
+@dataclass(frozen=True)
+class UsersRequest:
+    """The flags of `redkeep users list`."""
+
+    connection: ConnectionOptions = ConnectionOptions()
+    directory: Path | None = None
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    """The flags of `redkeep users rotate USER` and `finish-rotation USER`."""
+
+    user: str
+    connection: ConnectionOptions = ConnectionOptions()
+    directory: Path | None = None
+
+
+def run_list(app: Application, request: UsersRequest) -> list[UserInfo]:
+    """The users of the server asked for (else the bundle's), read as its admin."""
+    bundle = load_bundle(app, request.directory, required=False)
+    target = target_for(request.connection, bundle, "admin")
+    with session(target) as client:
+        return list_users(client, target)
+
+
+def run_rotation(app: Application, request: RotationRequest, finish: bool) -> RotationResult:
+    """Start a rotation of `request.user`'s password (or, `finish`, end it) on the bundle's
+    own Redis as its admin, unless --url names another."""
+    bundle = load_bundle(app, request.directory)
+    target = target_for(request.connection, bundle, "admin", prefer_bundle=True)
+    step = finish_rotation if finish else rotate
+    with session(target) as client:
+        return step(bundle, client, target, request.user)
+
+
+def get_user(client: redis.Redis, target: Target, name: str) -> AclUser | None:
+    """`ACL GETUSER name`, or None when there is no such user."""
     try:
         reply = client.execute_command("ACL", "GETUSER", name)
     except redis.RedisError as error:
         raise explain_failure(error, target, "ACL GETUSER") from None
-    if reply is None:
-        return None
-    if isinstance(reply, dict):  # RESP3
-        return reply
-    return dict(zip(reply[::2], reply[1::2], strict=True))
+    return parse_getuser(reply)
 
 
 def list_users(client: redis.Redis, target: Target) -> list[UserInfo]:
@@ -57,36 +101,21 @@ def list_users(client: redis.Redis, target: Target) -> list[UserInfo]:
         raise explain_failure(error, target, "ACL USERS") from None
     users = []
     for name in names:
-        info = get_user(client, target, name)
-        if info is None:  # deleted between the two commands
+        user = get_user(client, target, name)
+        if user is None:  # deleted between the two commands
             continue
-        flags = list(info.get("flags", []))
         users.append(
             UserInfo(
                 name=name,
-                enabled="on" in flags,
-                password_count=len(info.get("passwords", [])),
-                nopass="nopass" in flags,
-                commands=_text(info.get("commands")),
-                keys=_text(info.get("keys")),
-                channels=_text(info.get("channels")),
+                enabled=user.enabled,
+                password_count=len(user.passwords),
+                nopass=user.nopass,
+                commands=user.commands,
+                keys=user.keys,
+                channels=user.channels,
             )
         )
     return users
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return " ".join(str(item) for item in value)
-    return "" if value is None else str(value)
-
-
-@dataclass(frozen=True)
-class RotationResult:
-    user: str
-    step: str
-    passwords_now: int
-    env_keys: list[str]
 
 
 def rotate(bundle: Bundle, client: redis.Redis, target: Target, user: str) -> RotationResult:
@@ -117,7 +146,7 @@ def rotate(bundle: Bundle, client: redis.Redis, target: Target, user: str) -> Ro
     if user == "app":
         updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
     update_env(bundle.env_path, updates)
-    return RotationResult(user, "started", len(hashes) + 1, sorted(updates))
+    return RotationResult(user, "started", len(hashes) + 1, sorted(updates), str(bundle.env_path))
 
 
 def finish_rotation(
@@ -137,7 +166,8 @@ def finish_rotation(
         _acl(client, target, "ACL SETUSER", "ACL", "SETUSER", user, *[f"!{h}" for h in old])
         _acl(client, target, "ACL SAVE", "ACL", "SAVE")
         _private_acl_file(bundle)
-    return RotationResult(user, "finished" if old else "nothing to finish", 1, [])
+    step = "finished" if old else "nothing to finish"
+    return RotationResult(user, step, 1, [], str(bundle.env_path))
 
 
 def _env_key(user: str) -> str:
@@ -150,10 +180,10 @@ def _env_key(user: str) -> str:
 
 
 def _server_hashes(client: redis.Redis, target: Target, user: str) -> list[str]:
-    info = get_user(client, target, user)
-    if info is None:
+    found = get_user(client, target, user)
+    if found is None:
         raise RedkeepError(f"no ACL user '{user}' on {target.where}")
-    return list(info.get("passwords", []))
+    return list(found.passwords)
 
 
 def _acl(client: redis.Redis, target: Target, label: str, *args: str) -> None:

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from redkeep.audit import aofreplay, cve
-from redkeep.audit.facts import Facts, Unavailable
+from redkeep.audit.facts import Facts, Unavailable, need
 from redkeep.pki.inspect import subject_alt_names
+from redkeep.redis.acl import AclUser
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 
@@ -68,12 +69,12 @@ LOOPBACK_WORDS = {"localhost"}
 def bind_addresses(facts: Facts) -> list[str]:
     """The addresses Redis listens on: CONFIG GET bind, else INFO's listener lines (7.2+)."""
     try:
-        value = facts.config("bind")
+        value = facts.setting("bind")
         if value is not None:
             return [address.lstrip("-") for address in value.split()] or ["*"]
     except Unavailable:
         pass
-    info = facts.get("info").get("server", {})
+    info = need(facts.info).get("server", {})
     listeners = [value for name, value in info.items() if name.startswith("listener")]
     if not listeners:
         raise Unavailable("neither CONFIG GET bind nor INFO listener lines are available")
@@ -112,14 +113,14 @@ def where(facts: Facts) -> str:
     return "reachable beyond loopback" if exposed(facts) else "listening on loopback only"
 
 
-def user_allows_all(user: dict) -> bool:
-    commands = f" {user['commands']} "
-    return "+@all" in commands and "-@" not in commands or "allcommands" in user["flags"]
+def user_allows_all(user: AclUser) -> bool:
+    commands = f" {user.commands} "
+    return "+@all" in commands and "-@" not in commands or "allcommands" in user.flags
 
 
 def dryrun_users(facts: Facts, probe: str) -> list[str]:
     """Enabled users ACL DRYRUN lets run `probe`."""
-    results = facts.get("dryrun")
+    results = need(facts.dryrun)
     return sorted(user for (user, name), allowed in results.items() if name == probe and allowed)
 
 
@@ -153,10 +154,10 @@ def yes(value: str | None) -> bool:
 
 @check("NET-01", "Clients without credentials get in", "a connection without credentials")
 def unauthenticated_access(facts: Facts) -> Passed | Finding:
-    reply = facts.get("unauthenticated")
+    reply = need(facts.unauthenticated)
     if reply == "PONG":
         try:  # protected mode answers remote clients DENIED while the default user is nopass
-            shielded = facts.config("protected-mode") == "yes" and facts.version >= (7, 0)
+            shielded = facts.setting("protected-mode") == "yes" and facts.version >= (7, 0)
         except Unavailable:
             shielded = False
         return Finding(
@@ -182,9 +183,9 @@ def all_interfaces(facts: Facts) -> Passed | Finding:
 
 @check("NET-03", "Protected mode off with a password-less default user", "CONFIG GET, ACL GETUSER")
 def protected_mode(facts: Facts) -> Passed | Finding:
-    mode = facts.config("protected-mode")
-    default = facts.users().get("default")
-    open_default = default is not None and {"on", "nopass"} <= default["flags"]
+    mode = facts.setting("protected-mode")
+    default = need(facts.users).get("default")
+    open_default = default is not None and {"on", "nopass"} <= default.flags
     if mode == "no" and open_default:
         return Finding(
             "critical",
@@ -196,7 +197,7 @@ def protected_mode(facts: Facts) -> Passed | Finding:
 
 @check("NET-04", "Started without a configuration file", "INFO server")
 def no_config_file(facts: Facts) -> Passed | Finding:
-    config_file = facts.info("config_file", "server")
+    config_file = facts.info_field("config_file", "server")
     if config_file is None:
         raise Unavailable("INFO does not report config_file")
     if not config_file:
@@ -211,10 +212,10 @@ def no_config_file(facts: Facts) -> Passed | Finding:
 
 @check("NET-05", "UNIX socket open to others", "CONFIG GET unixsocket unixsocketperm")
 def unix_socket(facts: Facts) -> Passed | Finding:
-    path = facts.config("unixsocket")
+    path = facts.setting("unixsocket")
     if not path:
         return Passed("no UNIX socket")
-    perm = facts.config("unixsocketperm") or "0"  # octal, as in redis.conf
+    perm = facts.setting("unixsocketperm") or "0"  # octal, as in redis.conf
     mode = int(perm, 8) if perm.isdigit() else 0
     if mode & 0o007 or mode == 0:
         return Finding(
@@ -228,7 +229,7 @@ def unix_socket(facts: Facts) -> Passed | Finding:
 
 @check("NET-06", "Clients from unexpected places", "CLIENT LIST")
 def client_sources(facts: Facts) -> Passed | Finding:
-    clients = facts.get("clients")
+    clients = need(facts.clients)
     # UNIX socket clients (addr=/path:0) are local by definition.
     network = [client for client in clients if not client.get("addr", "/").startswith("/")]
     hosts = {client["addr"]: client["addr"].rsplit(":", 1)[0].strip("[]") for client in network}
@@ -258,7 +259,7 @@ def _private(address: str) -> bool:
 
 @check("NET-07", "Idle connections are never closed", "CONFIG GET timeout")
 def idle_timeout(facts: Facts) -> Passed | Finding:
-    value = facts.config("timeout")
+    value = facts.setting("timeout")
     if value in ("0", None):
         return Finding("low", "timeout 0", "timeout 300  (clients reconnect; pub/sub is spared)")
     return Passed(f"timeout {value}")
@@ -266,9 +267,9 @@ def idle_timeout(facts: Facts) -> Passed | Finding:
 
 @check("NET-08", "Client buffers are unbounded", "CONFIG GET client-output-buffer-limit")
 def client_buffers(facts: Facts) -> Passed | Finding:
-    limits = facts.config("client-output-buffer-limit") or ""
+    limits = facts.setting("client-output-buffer-limit") or ""
     normal = limits.split("normal ")[1].split()[:3] if "normal " in limits else []
-    clients_memory = facts.config("maxmemory-clients")
+    clients_memory = facts.setting("maxmemory-clients")
     if normal == ["0", "0", "0"] and clients_memory in ("0", None):
         return Finding(
             "low",
@@ -289,11 +290,11 @@ def client_buffers(facts: Facts) -> Passed | Finding:
 def clients_evict_data(facts: Facts) -> Passed | Finding:
     """Client buffers count against maxmemory: without a bound on them, a client that never
     reads its replies makes an evicting policy throw away everyone's keys."""
-    maxmemory = int(facts.config("maxmemory") or 0)
-    policy = facts.config("maxmemory-policy") or "noeviction"
+    maxmemory = int(facts.setting("maxmemory") or 0)
+    policy = facts.setting("maxmemory-policy") or "noeviction"
     if not maxmemory or policy == "noeviction":
         return Passed(f"maxmemory {_mib(maxmemory)}, maxmemory-policy {policy}: nothing is evicted")
-    setting = facts.config("maxmemory-clients")  # None before Redis 7.0
+    setting = facts.setting("maxmemory-clients")  # None before Redis 7.0
     together = _clients_limit(setting or "0", maxmemory)
     if 0 < together < maxmemory:
         budget = maxmemory - together
@@ -311,7 +312,7 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
                 "plus the clients' share; or less data: the RedisDataNearBudget alert warns first)",
             )
         return Passed(bounded + (f" (uses {data / 2**20:.1f} MiB)" if data is not None else ""))
-    limits = (facts.config("client-output-buffer-limit") or "").split()
+    limits = (facts.setting("client-output-buffer-limit") or "").split()
     hard = int(limits[limits.index("normal") + 1]) if "normal" in limits else 0
     bound = f"maxmemory-clients {setting}" if setting is not None else "no maxmemory-clients"
     remediation = (
@@ -340,8 +341,8 @@ def clients_evict_data(facts: Facts) -> Passed | Finding:
 def _data_memory(facts: Facts) -> int | None:
     """What data uses: used_memory without the normal clients' buffers (None: unknown)."""
     try:
-        used = facts.info("used_memory", "memory")
-        clients = facts.info("mem_clients_normal", "memory") or "0"
+        used = facts.info_field("used_memory", "memory")
+        clients = facts.info_field("mem_clients_normal", "memory") or "0"
     except Unavailable:
         return None
     return int(used) - int(clients) if used is not None else None
@@ -368,24 +369,24 @@ SAFE_DEFAULT_USER = "user default off resetpass ~* &* +@all"
 
 @check("AUTH-01", "Default user enabled with every command", "ACL GETUSER default")
 def default_user(facts: Facts) -> Passed | Finding:
-    default = facts.users().get("default")
+    default = need(facts.users).get("default")
     if default is None:
         return Passed("no default user")
     try:
-        dryrun = facts.get("dryrun")
+        dryrun = need(facts.dryrun)
         powers = [probe for probe in POWERS if dryrun.get(("default", probe))]
     except Unavailable:
         powers = []
-    if "on" in default["flags"] and (user_allows_all(default) or powers):
+    if "on" in default.flags and (user_allows_all(default) or powers):
         return Finding(
             "high",
-            f"user default {' '.join(sorted(default['flags']))} {default['commands']}"
+            f"user default {' '.join(sorted(default.flags))} {default.commands}"
             + (f" (may {', '.join(p.upper() for p in powers)})" if powers else ""),
             SAFE_DEFAULT_USER + "  (keep its command rules: see PERS-02)",
         )
-    if "on" in default["flags"]:
-        return Passed(f"user default on {default['commands']}")
-    if not default["passwords"] and "nopass" not in default["flags"]:
+    if "on" in default.flags:
+        return Passed(f"user default on {default.commands}")
+    if not default.passwords and "nopass" not in default.flags:
         # Its command rules do not matter: nobody can log in as it, even once switched on.
         return Passed("user default off, without a password: nobody can log in as it")
     return Passed("user default off")
@@ -393,7 +394,7 @@ def default_user(facts: Facts) -> Passed | Finding:
 
 @check("AUTH-02", "Users without a password", "ACL GETUSER for every user")
 def nopass_users(facts: Facts) -> Passed | Finding:
-    names = sorted(n for n, u in facts.enabled_users().items() if "nopass" in u["flags"])
+    names = sorted(n for n, u in facts.enabled_users().items() if "nopass" in u.flags)
     if names:
         return Finding(
             "high",
@@ -408,8 +409,8 @@ def weak_passwords(facts: Facts) -> Passed | Finding:
     known = weak_password_hashes()
     weak = sorted(
         name
-        for name, user in facts.users().items()
-        if any(digest in known for digest in user["passwords"])
+        for name, user in need(facts.users).items()
+        if any(digest in known for digest in user.passwords)
     )
     checked = (
         f"each user's SHA-256 password hashes against {len(known)} common and default "
@@ -426,13 +427,13 @@ def weak_passwords(facts: Facts) -> Passed | Finding:
 
 @check("AUTH-04", "requirepass next to an ACL file, or stale", "CONFIG GET aclfile requirepass")
 def stale_requirepass(facts: Facts) -> Passed | Finding:
-    requirepass = facts.config("requirepass") or ""
-    aclfile = facts.config("aclfile") or ""
+    requirepass = facts.setting("requirepass") or ""
+    aclfile = facts.setting("aclfile") or ""
     if not requirepass:
         return Passed("requirepass is not set")
     digest = hashlib.sha256(requirepass.encode()).hexdigest()
-    default = facts.users().get("default") or {"passwords": []}
-    if aclfile or digest not in default["passwords"]:
+    default = need(facts.users).get("default") or {"passwords": []}
+    if aclfile or digest not in default.passwords:
         return Finding(
             "medium",
             "requirepass is set but "
@@ -478,7 +479,7 @@ def too_many_admins(facts: Facts) -> Passed | Finding:
 
 @check("AUTH-07", "Pub/sub open to every channel by default", "CONFIG GET acl-pubsub-default")
 def pubsub_default(facts: Facts) -> Passed | Finding:
-    value = facts.config("acl-pubsub-default")
+    value = facts.setting("acl-pubsub-default")
     if value is None:
         raise Unavailable("acl-pubsub-default does not exist before Redis 6.2")
     if value == "allchannels":
@@ -488,7 +489,7 @@ def pubsub_default(facts: Facts) -> Passed | Finding:
 
 @check("AUTH-08", "A password rotation left half-done", "ACL GETUSER for every user")
 def half_rotated(facts: Facts) -> Passed | Finding:
-    names = sorted(n for n, u in facts.enabled_users().items() if len(u["passwords"]) > 1)
+    names = sorted(n for n, u in facts.enabled_users().items() if len(u.passwords) > 1)
     if names:
         return Finding(
             "info",
@@ -501,17 +502,17 @@ def half_rotated(facts: Facts) -> Passed | Finding:
 @check("AUTH-09", "Failed logins and denied commands", "ACL LOG")
 def denied_activity(facts: Facts) -> Passed | Finding:
     try:
-        switched_off = facts.config("acllog-max-len") == "0"
+        switched_off = facts.setting("acllog-max-len") == "0"
     except Unavailable:
         switched_off = False  # the log itself may still be readable
     if switched_off:
         raise Unavailable("ACL LOG is switched off (see AUTH-10)")
-    own = f"id={facts.values.get('client_id')} "
+    own = None if isinstance(facts.client_id, Unavailable) else f"id={facts.client_id} "
     # The audit's own refused commands (a user that may not look) are not the server's news.
     entries = [
         entry
-        for entry in facts.get("acl_log")
-        if not _t(entry.get("client-info", "")).startswith(own)
+        for entry in need(facts.acl_log)
+        if own is None or not _t(entry.get("client-info", "")).startswith(own)
     ]
     auth = sum(
         int(_n(entry.get("count", 1))) for entry in entries if _t(entry.get("reason")) == "auth"
@@ -559,7 +560,7 @@ def _client_addr(entry: dict) -> str:
 
 @check("AUTH-10", "ACL LOG switched off", "CONFIG GET acllog-max-len")
 def acl_log_off(facts: Facts) -> Passed | Finding:
-    value = facts.config("acllog-max-len")
+    value = facts.setting("acllog-max-len")
     if value == "0":
         return Finding("medium", "acllog-max-len 0", "acllog-max-len 256")
     return Passed(f"acllog-max-len {value}")
@@ -567,7 +568,7 @@ def acl_log_off(facts: Facts) -> Passed | Finding:
 
 @check("AUTH-11", "ACL users not kept in a file", "CONFIG GET aclfile")
 def no_aclfile(facts: Facts) -> Passed | Finding:
-    value = facts.config("aclfile")
+    value = facts.setting("aclfile")
     if not value:
         return Finding(
             "low",
@@ -581,7 +582,7 @@ def no_aclfile(facts: Facts) -> Passed | Finding:
 
 
 def _tls_port(facts: Facts) -> str:
-    value = facts.config("tls-port")
+    value = facts.setting("tls-port")
     return value or "0"
 
 
@@ -599,7 +600,7 @@ def no_tls(facts: Facts) -> Passed | Finding:
 
 @check("TLS-02", "Plaintext port open next to TLS", "CONFIG GET port tls-port")
 def plaintext_next_to_tls(facts: Facts) -> Passed | Finding:
-    port, tls_port = facts.config("port"), _tls_port(facts)
+    port, tls_port = facts.setting("port"), _tls_port(facts)
     if tls_port != "0" and port not in ("0", None):
         return Finding(
             "medium",
@@ -617,7 +618,7 @@ def _needs_tls(facts: Facts) -> None:
 @check("TLS-03", "Client certificates not required", "CONFIG GET tls-auth-clients")
 def client_certificates(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
-    value = facts.config("tls-auth-clients")
+    value = facts.setting("tls-auth-clients")
     if value in ("no", "optional"):
         return Finding(
             "low",
@@ -630,12 +631,12 @@ def client_certificates(facts: Facts) -> Passed | Finding:
 @check("TLS-04", "TLS 1.0 or 1.1 accepted", "CONFIG GET tls-protocols; a TLS 1.1 handshake")
 def old_tls(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
-    configured = facts.config("tls-protocols") or ""
+    configured = facts.setting("tls-protocols") or ""
     legacy = [name for name in configured.split() if name.lower() in ("tlsv1", "tlsv1.1")]
     accepted, probe = "", ""
     if facts.tls:  # the live answer, next to the setting
         try:
-            accepted = facts.get("old_tls")
+            accepted = need(facts.old_tls)
             probe = "; a TLS 1.0/1.1 handshake was refused"
         except Unavailable as missing:
             probe = f"; {missing.reason}"
@@ -653,8 +654,8 @@ WEAK_CIPHERS = ("RC4", "3DES", "DES", "NULL", "eNULL", "aNULL", "EXPORT", "MEDIU
 @check("TLS-05", "Weak ciphers or the client's cipher order", "CONFIG GET tls-ciphers ...")
 def weak_ciphers(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
-    ciphers = facts.config("tls-ciphers") or ""
-    prefer = facts.config("tls-prefer-server-ciphers")
+    ciphers = facts.setting("tls-ciphers") or ""
+    prefer = facts.setting("tls-prefer-server-ciphers")
     tokens = [t for t in re.split(r"[:, ]", ciphers) if t and t[0] not in "!-"]
     parts = {part for token in tokens for part in re.split(r"[-+]", token.lstrip("+")) if part}
     weak = sorted(word for word in WEAK_CIPHERS if word in parts)
@@ -673,13 +674,13 @@ def weak_ciphers(facts: Facts) -> Passed | Finding:
 
 @check("TLS-06", "Replication or cluster bus in clear", "CONFIG GET tls-replication; INFO")
 def replication_in_clear(facts: Facts) -> Passed | Finding:
-    role = facts.info("role", "replication")
-    replicas = int(facts.info("connected_slaves", "replication") or 0)
-    cluster = facts.info("cluster_enabled", "cluster") == "1"
+    role = facts.info_field("role", "replication")
+    replicas = int(facts.info_field("connected_slaves", "replication") or 0)
+    cluster = facts.info_field("cluster_enabled", "cluster") == "1"
     problems = []
-    if (role == "slave" or replicas) and facts.config("tls-replication") != "yes":
+    if (role == "slave" or replicas) and facts.setting("tls-replication") != "yes":
         problems.append("replication links without TLS (tls-replication no)")
-    if cluster and facts.config("tls-cluster") != "yes":
+    if cluster and facts.setting("tls-cluster") != "yes":
         problems.append("cluster bus without TLS (tls-cluster no)")
     if problems:
         return Finding("high", "; ".join(problems), "tls-replication yes  (and tls-cluster yes)")
@@ -690,7 +691,7 @@ def replication_in_clear(facts: Facts) -> Passed | Finding:
 def certificate(facts: Facts) -> Passed | Finding:
     if not facts.tls:
         raise Unavailable("the audit connected without TLS, so it saw no certificate")
-    cert = facts.get("certificate")
+    cert = need(facts.certificate)
     now = dt.datetime.now(dt.UTC)
     left = cert.not_valid_after_utc - now
     key = cert.public_key()
@@ -706,7 +707,7 @@ def certificate(facts: Facts) -> Passed | Finding:
     if cert.issuer == cert.subject:
         problems.append(("low", "self-signed leaf certificate"))
     names = subject_alt_names(cert)
-    host = facts.where.split("@")[-1].split("//")[-1].rsplit(":", 1)[0].strip("[]")
+    host = facts.target.host  # the name the handshake asked for
     if host not in names and not any(n.startswith("*.") and host.endswith(n[1:]) for n in names):
         problems.append(("low", f"no subjectAltName for {host} (has {', '.join(names) or 'none'})"))
     if problems:
@@ -724,7 +725,7 @@ def key_passphrase(facts: Facts) -> Passed | Finding:
     stored = [
         name
         for name in ("tls-key-file-pass", "tls-client-key-file-pass")
-        if facts.config(name)  # the value itself is never shown
+        if facts.setting(name)  # the value itself is never shown
     ]
     if stored:
         return Finding(
@@ -738,7 +739,7 @@ def key_passphrase(facts: Facts) -> Passed | Finding:
 @check("TLS-09", "Obsolete DH parameters", "CONFIG GET tls-dh-params-file")
 def dh_params(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
-    value = facts.config("tls-dh-params-file")
+    value = facts.setting("tls-dh-params-file")
     if value:
         return Finding(
             "info",
@@ -752,7 +753,7 @@ def dh_params(facts: Facts) -> Passed | Finding:
 
 
 def _enabled_setting(facts: Facts, name: str, what: str) -> Passed | Finding:
-    value = facts.config(name)
+    value = facts.setting(name)
     if value is None:
         raise Unavailable(f"{name} does not exist before Redis 7.0")
     if value in ("yes", "local"):
@@ -773,7 +774,7 @@ def debug_enabled(facts: Facts) -> Passed | Finding:
 def module_enabled(facts: Facts) -> Passed | Finding:
     result = _enabled_setting(facts, "enable-module-command", "a client can load a shared library")
     try:
-        modules = facts.get("modules")
+        modules = need(facts.modules)
     except Unavailable:
         modules = []
     if isinstance(result, Passed) and modules:
@@ -783,7 +784,7 @@ def module_enabled(facts: Facts) -> Passed | Finding:
 
 @check("CMD-03", "Protected configs writable", "CONFIG GET enable-protected-configs (7.0+)")
 def protected_configs(facts: Facts) -> Passed | Finding:
-    value = facts.config("enable-protected-configs")
+    value = facts.setting("enable-protected-configs")
     if value is None:
         raise Unavailable("enable-protected-configs does not exist before Redis 7.0")
     if value in ("yes", "local"):
@@ -797,7 +798,7 @@ def protected_configs(facts: Facts) -> Passed | Finding:
 
 @check("CMD-04", "rename-command in use", "COMMAND INFO")
 def renamed_commands(facts: Facts) -> Passed | Finding:
-    renamed = facts.get("renamed")
+    renamed = need(facts.renamed)
     if renamed:
         return Finding(
             "info",
@@ -822,7 +823,7 @@ def lua_reachable(facts: Facts) -> Passed | Finding:
 
 @check("CMD-06", "RESTORE without payload checks", "CONFIG GET sanitize-dump-payload; DRYRUN")
 def restore_unsanitized(facts: Facts) -> Passed | Finding:
-    value = facts.config("sanitize-dump-payload")
+    value = facts.setting("sanitize-dump-payload")
     users = [user for user in dryrun_users(facts, "restore") if not named_admin(user)]
     if value is None and users:  # Valkey 9.1 takes it in redis.conf but CONFIG GET hides it
         raise Unavailable(
@@ -842,8 +843,8 @@ def restore_unsanitized(facts: Facts) -> Passed | Finding:
 
 @check("CMD-07", "Writable replica", "INFO replication; CONFIG GET replica-read-only")
 def writable_replica(facts: Facts) -> Passed | Finding:
-    role = facts.info("role", "replication")
-    if role == "slave" and facts.config("replica-read-only") == "no":
+    role = facts.info_field("role", "replication")
+    if role == "slave" and facts.setting("replica-read-only") == "no":
         return Finding(
             "medium",
             "a replica that accepts writes (CVE-2026-23631 needs exactly that)",
@@ -854,7 +855,7 @@ def writable_replica(facts: Facts) -> Passed | Finding:
 
 @check("CMD-08", "Lua sandbox escape (CVE-2022-0543)", 'EVAL "return type(package)" 0')
 def lua_package(facts: Facts) -> Passed | Finding:
-    value = facts.get("lua_package")
+    value = need(facts.lua_package)
     if value == "table":
         return Finding(
             "critical",
@@ -875,7 +876,7 @@ def _release(facts: Facts) -> tuple[str, tuple[int, ...], str]:
     if name not in cve.flavours():
         raise Unavailable(f"{name}: its releases are not in the CVE data (Redis' and Valkey's are)")
     field_name = "valkey_version" if name == "valkey" else "redis_version"
-    text = facts.info(field_name, "server") or ""
+    text = facts.info_field(field_name, "server") or ""
     version = tuple(int(part) for part in text.split(".") if part.isdigit())
     if len(version) < 3:
         raise Unavailable(f"INFO does not report {field_name}")
@@ -907,7 +908,7 @@ def known_cves(facts: Facts) -> Passed | Finding:
     if not open_cves:
         return Passed(f"{shown}: no known CVE open (CVE data of {data['updated']})")
     lua_users = _lua_users(facts)
-    anonymous = facts.values.get("unauthenticated") == "PONG"
+    anonymous = facts.unauthenticated == "PONG"
     # Anonymous clients get in: every open CVE is within anyone's reach.
     reachable = [item for item in open_cves if anonymous or (item.get("lua") and lua_users)]
     # Critical: a remote code execution someone here can reach (Lua for a user, or no login).
@@ -952,7 +953,7 @@ def end_of_life(facts: Facts) -> Passed | Finding:
 
 @check("PERS-01", "Data directory in a risky place", "CONFIG GET dir")
 def data_dir(facts: Facts) -> Passed | Finding:
-    value = facts.config("dir") or ""
+    value = facts.setting("dir") or ""
     risky = value in ("", ".", "./") or value.startswith(
         ("/tmp", "/var/tmp", "/var/www", "/dev/shm")  # noqa: S108 - places the check flags
     )
@@ -973,12 +974,12 @@ def data_dir(facts: Facts) -> Passed | Finding:
 def aof_replay_drops_transactions(facts: Facts) -> Passed | Finding:
     """Redis 7.0-8.4 (and Valkey before 8.1.10) replay the AOF's MULTI/EXEC blocks under the
     default user's rules: a restricted default user loses them at every restart."""
-    if facts.info("aof_enabled", "persistence") != "1":
+    if facts.info_field("aof_enabled", "persistence") != "1":
         return Passed("appendonly no: nothing is replayed from an AOF")
-    default = facts.users().get("default")
+    default = need(facts.users).get("default")
     if default is None:
         raise Unavailable("ACL GETUSER default returned nothing")
-    rules = " ".join(part for part in (default["commands"], default["keys"]) if part)
+    rules = " ".join(part for part in (default.commands, default.keys) if part)
     refused = _default_refusals(default)
     if not refused:
         return Passed(f"appendonly yes; the default user's rules ({rules}) refuse no write")
@@ -1003,20 +1004,20 @@ def aof_replay_drops_transactions(facts: Facts) -> Passed | Finding:
     )
 
 
-def _default_refusals(user: dict) -> str:
+def _default_refusals(user: AclUser) -> str:
     """What the default user's rules refuse of an AOF's writes: "writes" (commands or keys
     closed), "some commands" (+@all minus some), or "" (nothing)."""
-    commands, keys = user["commands"].split(), user["keys"].split()
-    all_keys = "allkeys" in user["flags"] or "~*" in keys or "*" in keys  # 6.2 lists bare "*"
-    all_commands = "allcommands" in user["flags"] or commands[:1] == ["+@all"]
+    commands, keys = user.commands.split(), user.keys.split()
+    all_keys = "allkeys" in user.flags or "~*" in keys or "*" in keys  # 6.2 lists bare "*"
+    all_commands = "allcommands" in user.flags or commands[:1] == ["+@all"]
     if not (all_keys and all_commands):
         return "writes"
-    return "" if "allcommands" in user["flags"] or commands == ["+@all"] else "some commands"
+    return "" if "allcommands" in user.flags or commands == ["+@all"] else "some commands"
 
 
 @check("LOG-01", "User data in crash logs", "CONFIG GET hide-user-data-from-log (7.4+)")
 def user_data_in_logs(facts: Facts) -> Passed | Finding:
-    value = facts.config("hide-user-data-from-log")
+    value = facts.setting("hide-user-data-from-log")
     if value is None:
         raise Unavailable("hide-user-data-from-log does not exist before Redis 7.4")
     if value == "no":
@@ -1026,8 +1027,8 @@ def user_data_in_logs(facts: Facts) -> Passed | Finding:
 
 @check("LOG-02", "Logs go to standard output", "CONFIG GET logfile loglevel")
 def log_destination(facts: Facts) -> Passed | Finding:
-    value = facts.config("logfile")
-    level = facts.config("loglevel")
+    value = facts.setting("logfile")
+    level = facts.setting("loglevel")
     if not value:
         return Finding(
             "info",

@@ -1,9 +1,10 @@
 """What the audit knows about a server: read once, with read-only commands, before any check.
 
 Every fact is either its value or an `Unavailable` saying why it could not be read (NOPERM, a
-command this version lacks, a managed service blocking CONFIG). Checks read facts through
-accessors that raise `Unavailable`, so a check that lacks a fact reports "could not verify"
-instead of passing.
+command this version lacks, a managed service blocking CONFIG). `Facts` has one typed field
+per fact; checks read them through `need` and the accessors, which raise `Unavailable`, so a
+check that lacks a fact reports "could not verify" instead of passing, and a misspelt fact or
+CONFIG parameter is an error instead.
 
 Commands sent: INFO, CONFIG GET (one parameter at a time: 6.2 has no multi-parameter form),
 ACL USERS/GETUSER/LOG/DRYRUN/WHOAMI, CLIENT LIST, COMMAND INFO, MODULE LIST. Active probes: a
@@ -13,17 +14,24 @@ and `EVAL "return type(package)" 0` when ACL DRYRUN says the auditing user may r
 
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import hiredis
 
 from redkeep.audit.aclrules import allows
 from redkeep.errors import RedkeepError
 from redkeep.exporter.info import parse_info
+from redkeep.redis.acl import AclUser, parse_getuser
 from redkeep.redis.handshake import handshake
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import Target
+
+if TYPE_CHECKING:
+    from cryptography.x509 import Certificate
+
+T = TypeVar("T")
 
 CONFIG_PARAMETERS = (
     "bind", "protected-mode", "port", "tls-port", "unixsocket", "unixsocketperm", "timeout",
@@ -59,6 +67,13 @@ class Unavailable(Exception):
         return str(self)
 
 
+def need(value: T | Unavailable) -> T:
+    """A fact's value; raise its `Unavailable` when it could not be read."""
+    if isinstance(value, Unavailable):
+        raise value
+    return value
+
+
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -70,56 +85,81 @@ def _reason(error: Exception) -> str:
     return message[:120]
 
 
-@dataclass
+def _not_read(name: str) -> Any:
+    return field(default_factory=lambda: Unavailable(f"{name} was not read"))
+
+
+Sections = dict[str, dict[str, Any]]  # INFO: section -> field -> value
+Config = dict[str, "str | None | Unavailable"]  # CONFIG GET: None when the server lacks it
+
+
+@dataclass(slots=True)
 class Facts:
-    where: str  # the target, password masked
-    tls: bool
-    values: dict[str, Any] = field(default_factory=dict)
+    """What `gather` read from one server; each fact is its value or why it could not be read.
 
-    def get(self, name: str) -> Any:
-        value = self.values.get(name, Unavailable(f"{name} was not read"))
-        if isinstance(value, Unavailable):
-            raise value
-        return value
+    Checks read a fact with `need(facts.clients)`, a setting with `facts.setting(name)` and an
+    INFO field with `facts.info_field(name, section)`.
+    """
 
-    def info(self, field_name: str, section: str | None = None) -> str | None:
+    target: Target
+    info: Sections | Unavailable = _not_read("info")
+    config: Config | Unavailable = _not_read("config")
+    users: dict[str, AclUser] | Unavailable = _not_read("users")
+    dryrun: dict[tuple[str, str], bool] | Unavailable = _not_read("dryrun")  # (user, probe)
+    clients: list[dict[str, str]] | Unavailable = _not_read("clients")
+    renamed: list[str] | Unavailable = _not_read("renamed")
+    modules: list[str] | Unavailable = _not_read("modules")
+    acl_log: list[dict[str, Any]] | Unavailable = _not_read("acl_log")
+    whoami: str | Unavailable = _not_read("whoami")
+    client_id: int | Unavailable = _not_read("client_id")
+    unauthenticated: str | Unavailable = _not_read("unauthenticated")  # the reply to PING
+    lua_package: str | Unavailable = _not_read("lua_package")
+    certificate: "Certificate | Unavailable" = _not_read("certificate")
+    old_tls: str | Unavailable = _not_read("old_tls")  # "": a TLS 1.0/1.1 handshake refused
+
+    @property
+    def where(self) -> str:
+        """The target, password masked."""
+        return self.target.display_url
+
+    @property
+    def tls(self) -> bool:
+        return self.target.tls
+
+    def info_field(self, name: str, section: str | None = None) -> str | None:
         """An INFO field (None when this server does not report it)."""
-        info = self.get("info")
+        info = need(self.info)
         sections = [section] if section else list(info)
-        for name in sections:
-            if field_name in info.get(name, {}):
-                return info[name][field_name]
+        for section_name in sections:
+            if name in info.get(section_name, {}):
+                return info[section_name][name]
         return None
 
-    def config(self, name: str) -> str | None:
+    def setting(self, name: str) -> str | None:
         """A CONFIG GET value; None when this server does not know the parameter."""
-        value = self.get("config").get(name, Unavailable(f"CONFIG GET {name} was not read"))
-        if isinstance(value, Unavailable):
-            raise value
-        return value
+        if name not in CONFIG_PARAMETERS:  # a typo must not pass for "could not verify"
+            raise KeyError(f"{name} is not one of the CONFIG parameters the audit reads")
+        return need(need(self.config).get(name, Unavailable(f"CONFIG GET {name} was not read")))
 
     @property
     def version(self) -> tuple[int, ...]:
-        text = self.info("redis_version", "server") or "0"
+        text = self.info_field("redis_version", "server") or "0"
         return tuple(int(part) for part in text.split(".") if part.isdigit())
 
     @property
     def server_name(self) -> str:
-        return (self.info("server_name", "server") or "redis").lower()
+        return (self.info_field("server_name", "server") or "redis").lower()
 
     @property
     def own_version(self) -> tuple[int, ...]:
         """The server's own release: Valkey's from valkey_version (its redis_version is a
         fixed 7.2.4), Redis' from redis_version."""
-        text = self.info("valkey_version", "server") if self.server_name == "valkey" else None
-        text = text or self.info("redis_version", "server") or "0"
+        text = self.info_field("valkey_version", "server") if self.server_name == "valkey" else None
+        text = text or self.info_field("redis_version", "server") or "0"
         return tuple(int(part) for part in text.split(".") if part.isdigit())
 
-    def users(self) -> dict[str, dict]:
-        return self.get("users")
-
-    def enabled_users(self) -> dict[str, dict]:
-        return {name: user for name, user in self.users().items() if "on" in user["flags"]}
+    def enabled_users(self) -> dict[str, AclUser]:
+        return {name: user for name, user in need(self.users).items() if user.enabled}
 
 
 def gather(target: Target, timeout: float = 10.0, lua_probe: bool = False) -> Facts:
@@ -128,7 +168,7 @@ def gather(target: Target, timeout: float = 10.0, lua_probe: bool = False) -> Fa
     `lua_probe`: also run CVE-2022-0543's harmless EVAL (it lands in the script cache and the
     command statistics, so it is asked for, not default).
     """
-    facts = Facts(where=target.display_url, tls=target.tls)
+    facts = Facts(target)
     connection = RawConnection(target, timeout)
     try:
         connection.login()
@@ -138,25 +178,23 @@ def gather(target: Target, timeout: float = 10.0, lua_probe: bool = False) -> Fa
         if lua_probe:
             _probe_lua(connection, facts, deadline)
         else:
-            facts.values["lua_package"] = Unavailable(
-                "the Lua probe was not asked for (--lua-probe)"
-            )
+            facts.lua_package = Unavailable("the Lua probe was not asked for (--lua-probe)")
     finally:
         connection.close()
-    facts.values["unauthenticated"] = _unauthenticated_reply(target, timeout)
+    facts.unauthenticated = _unauthenticated_reply(target, timeout)
     if target.tls:
         _probe_tls(target, facts, timeout)
     return facts
 
 
-def _store(facts: Facts, name: str, reply: Any, parse=lambda value: value) -> None:
+def _parsed(name: str, reply: Any, parse: Callable[[Any], Any] = lambda value: value) -> Any:
+    """A reply as its fact: parsed, or Unavailable for an error reply or an unexpected shape."""
     if isinstance(reply, hiredis.ReplyError):
-        facts.values[name] = Unavailable(_reason(reply))
-    else:
-        try:
-            facts.values[name] = parse(reply)
-        except (ValueError, TypeError, IndexError) as error:
-            facts.values[name] = Unavailable(f"unexpected reply to {name}: {error}")
+        return Unavailable(_reason(reply))
+    try:
+        return parse(reply)
+    except (ValueError, TypeError, IndexError) as error:
+        return Unavailable(f"unexpected reply to {name}: {error}")
 
 
 def _read_server(connection: RawConnection, facts: Facts, deadline: float) -> None:
@@ -168,16 +206,17 @@ def _read_server(connection: RawConnection, facts: Facts, deadline: float) -> No
         *[("CONFIG", "GET", name) for name in CONFIG_PARAMETERS],
     ]
     info, clients, command_info, modules, *config = connection.pipeline(commands, deadline)
-    _store(facts, "info", info, lambda reply: parse_info(_text(reply)))
-    _store(facts, "clients", clients, _parse_clients)
-    _store(
-        facts,
+    facts.info = _parsed("info", info, lambda reply: parse_info(_text(reply)))
+    facts.clients = _parsed("clients", clients, _parse_clients)
+    facts.renamed = _parsed(
         "renamed",
         command_info,
         lambda reply: [name for name, entry in zip(RENAMABLE, reply, strict=True) if not entry],
     )
-    _store(facts, "modules", modules, lambda reply: [_module_name(entry) for entry in reply])
-    values: dict[str, Any] = {}
+    facts.modules = _parsed(
+        "modules", modules, lambda reply: [_module_name(entry) for entry in reply]
+    )
+    values: Config = {}
     for name, reply in zip(CONFIG_PARAMETERS, config, strict=True):
         if isinstance(reply, hiredis.ReplyError):
             values[name] = Unavailable(_reason(reply))
@@ -185,7 +224,7 @@ def _read_server(connection: RawConnection, facts: Facts, deadline: float) -> No
             values[name] = None  # this server does not know the parameter
         else:
             values[name] = _text(reply[1])
-    facts.values["config"] = values
+    facts.config = values
 
 
 def _parse_clients(reply: Any) -> list[dict[str, str]]:
@@ -205,51 +244,55 @@ def _read_acl(connection: RawConnection, facts: Facts, deadline: float) -> None:
     users_reply, log_reply, whoami, client_id = connection.pipeline(
         [("ACL", "USERS"), ("ACL", "LOG", "128"), ("ACL", "WHOAMI"), ("CLIENT", "ID")], deadline
     )
-    _store(facts, "client_id", client_id)
-    _store(facts, "acl_log", log_reply, lambda reply: [_pairs(entry) for entry in reply])
-    _store(facts, "whoami", whoami, _text)
+    facts.client_id = _parsed("client_id", client_id)
+    facts.acl_log = _parsed("acl_log", log_reply, lambda reply: [_pairs(entry) for entry in reply])
+    facts.whoami = _parsed("whoami", whoami, _text)
     if isinstance(users_reply, hiredis.ReplyError):
-        facts.values["users"] = Unavailable(_reason(users_reply))
-        facts.values["dryrun"] = facts.values["users"]
+        facts.users = facts.dryrun = Unavailable(_reason(users_reply))
         return
     names = [_text(name) for name in users_reply]
     replies = connection.pipeline([("ACL", "GETUSER", name) for name in names], deadline)
-    users: dict[str, dict] = {}
+    users: dict[str, AclUser] = {}
     for name, reply in zip(names, replies, strict=True):
         if isinstance(reply, hiredis.ReplyError):
-            facts.values["users"] = Unavailable(_reason(reply))
-            facts.values["dryrun"] = facts.values["users"]
+            facts.users = facts.dryrun = Unavailable(_reason(reply))
             return
-        if isinstance(reply, list):  # None: the user was deleted in between
-            users[name] = _user(_pairs(reply))
-    facts.values["users"] = users
-    enabled = [name for name, user in users.items() if "on" in user["flags"]]
+        user = parse_getuser(reply)
+        if user is not None:  # None: the user was deleted in between
+            users[name] = user
+    facts.users = users
+    facts.dryrun = _dryrun(connection, users, deadline)
+
+
+def _dryrun(
+    connection: RawConnection, users: dict[str, AclUser], deadline: float
+) -> dict[tuple[str, str], bool] | Unavailable:
+    """What ACL DRYRUN says each enabled user may run of DRYRUN_PROBES (nothing is run)."""
+    enabled = [name for name, user in users.items() if user.enabled]
     probes = [(user, probe) for user in enabled for probe in DRYRUN_PROBES]
     replies = connection.pipeline(
         [("ACL", "DRYRUN", user, *DRYRUN_PROBES[probe]) for user, probe in probes], deadline
     )
-    dryrun: dict[tuple[str, str], Any] = {}
+    dryrun: dict[tuple[str, str], bool] = {}
     for key, reply in zip(probes, replies, strict=True):
         if isinstance(reply, hiredis.ReplyError):
             message = _text(reply)
             if "unknown subcommand" in message.lower() or "unknown command" in message.lower():
-                facts.values["dryrun"] = _dryrun_from_rules(users)  # Redis 6.2
-                return
+                return _dryrun_from_rules(users)  # Redis 6.2
             if message.startswith("NOPERM") and "dryrun" in message.lower():
-                facts.values["dryrun"] = Unavailable(_reason(reply))
-                return
+                return Unavailable(_reason(reply))
             dryrun[key] = False  # the user may not run it (or the arguments are wrong)
         else:
             dryrun[key] = _text(reply) == "OK"
-    facts.values["dryrun"] = dryrun
+    return dryrun
 
 
-def _dryrun_from_rules(users: dict[str, dict]) -> dict[tuple[str, str], bool]:
+def _dryrun_from_rules(users: dict[str, AclUser]) -> dict[tuple[str, str], bool]:
     """What ACL DRYRUN would say, worked out from each user's command rules."""
     return {
-        (name, probe): allows(user["commands"], user["flags"], probe)
+        (name, probe): allows(user.commands, set(user.flags), probe)
         for name, user in users.items()
-        if "on" in user["flags"]
+        if user.enabled
         for probe in DRYRUN_PROBES
     }
 
@@ -258,40 +301,24 @@ def _pairs(reply: list) -> dict[str, Any]:
     return dict(zip((_text(key) for key in reply[::2]), reply[1::2], strict=False))
 
 
-def _user(fields: dict[str, Any]) -> dict[str, Any]:
-    """ACL GETUSER as plain data: flags, password hashes, command/key/channel rules."""
-
-    def rules(value: Any) -> str:
-        if isinstance(value, list):  # 6.2 lists key and channel patterns
-            return " ".join(_text(item) for item in value)
-        return _text(value) if value is not None else ""
-
-    return {
-        "flags": {_text(flag) for flag in fields.get("flags", [])},
-        "passwords": [_text(digest) for digest in fields.get("passwords", [])],
-        "commands": rules(fields.get("commands")),
-        "keys": rules(fields.get("keys")),
-        "channels": rules(fields.get("channels")),
-    }
-
-
 def _probe_lua(connection: RawConnection, facts: Facts, deadline: float) -> None:
     """CVE-2022-0543's harmless probe: is Lua's `package` reachable (Debian builds)?"""
     try:
-        me = facts.get("whoami")
-        allowed = facts.get("dryrun").get((me, "eval"))
+        allowed = need(facts.dryrun).get((need(facts.whoami), "eval"))
     except Unavailable:
         allowed = True  # cannot tell: try (a refusal is an ACL LOG entry, nothing more)
     if not allowed:
-        facts.values["lua_package"] = Unavailable("the auditing user may not run EVAL")
+        facts.lua_package = Unavailable("the auditing user may not run EVAL")
         return
     (reply,) = connection.pipeline([LUA_PACKAGE_PROBE], deadline)
     if isinstance(reply, hiredis.ReplyError) and "nonexistent global variable 'package'" in str(
         reply
     ):
-        facts.values["lua_package"] = "nil"  # Redis 7's sandbox refuses unknown globals
+        facts.lua_package = "nil"  # Redis 7's sandbox refuses unknown globals
         return
-    _store(facts, "lua_package", reply, lambda value: _text(value) if value is not None else "nil")
+    facts.lua_package = _parsed(
+        "lua_package", reply, lambda value: _text(value) if value is not None else "nil"
+    )
 
 
 def _unauthenticated_reply(target: Target, timeout: float) -> Any:
@@ -320,9 +347,9 @@ def _probe_tls(target: Target, facts: Facts, timeout: float) -> None:
     }
     served = handshake(target.host, target.port, verify=False, **common)
     if served.ok and served.certificate is not None:
-        facts.values["certificate"] = served.certificate
+        facts.certificate = served.certificate
     else:
-        facts.values["certificate"] = Unavailable(f"TLS handshake failed: {served.error}")
+        facts.certificate = Unavailable(f"TLS handshake failed: {served.error}")
     old = handshake(
         target.host,
         target.port,
@@ -333,10 +360,8 @@ def _probe_tls(target: Target, facts: Facts, timeout: float) -> None:
         **common,
     )
     if old.ok:
-        facts.values["old_tls"] = old.version
+        facts.old_tls = old.version
     elif old.refused:
-        facts.values["old_tls"] = ""  # the server ended the handshake: refused
+        facts.old_tls = ""  # the server ended the handshake: refused
     else:  # e.g. this machine's OpenSSL cannot offer TLS 1.0/1.1 (NO_PROTOCOLS_AVAILABLE)
-        facts.values["old_tls"] = Unavailable(
-            f"the TLS 1.0/1.1 probe did not complete: {old.error}"
-        )
+        facts.old_tls = Unavailable(f"the TLS 1.0/1.1 probe did not complete: {old.error}")

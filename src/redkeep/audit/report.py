@@ -1,17 +1,19 @@
-"""Running the checks on gathered facts, and the report in its three forms: table, JSON, SARIF.
+"""Running the checks on gathered facts: the typed report, as JSON and as SARIF.
 
-The JSON shape is documented in docs/audit.md (schema `redkeep-audit/1`). Accepted findings
+The JSON shape is documented in docs/json.md (schema `redkeep-audit/1`). Accepted findings
 stay in `findings` with `"accepted": true`: shown, never hidden, not counted by --fail-on or
 the score.
 """
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from redkeep import __version__
 from redkeep.audit import cve
 from redkeep.audit.checks import CHECKS, SEVERITIES, Finding
-from redkeep.audit.facts import Facts, Unavailable
+from redkeep.audit.facts import Facts, Unavailable, need
 
 SCHEMA = "redkeep-audit/1"
 PENALTY = {"critical": 25, "high": 10, "medium": 4, "low": 1, "info": 0}
@@ -24,117 +26,208 @@ SARIF_LEVEL = {
 }
 
 
-def run_checks(facts: Facts, accepted: set[str]) -> dict[str, Any]:
-    """The report of one target (see docs/audit.md)."""
+@dataclass(frozen=True)
+class FindingEntry:
+    """A check that found a problem; `accepted` ones are shown but not counted."""
+
+    id: str
+    severity: str
+    title: str
+    evidence: str
+    remediation: str
+    accepted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PassedEntry:
+    id: str
+    title: str
+    evidence: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class UnverifiedEntry:
+    """A check that could not see what it judges, and why."""
+
+    id: str
+    title: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    name: str
+    version: str | None
+    mode: str | None
+    os: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The audit of one server that answered (JSON: docs/json.md, `redkeep audit`)."""
+
+    target: str  # the URL, password masked
+    score: int = 100
+    counts: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    findings: tuple[FindingEntry, ...] = ()
+    passed: tuple[PassedEntry, ...] = ()
+    could_not_verify: tuple[UnverifiedEntry, ...] = ()
+    checks_total: int = len(CHECKS)
+    incomplete: str | None = None  # why this report is no clean bill of health
+    server: ServerIdentity | None = None  # None: INFO could not be read
+    generated_at: str = ""
+    cve_data_updated: str = ""
+
+    @property
+    def checks_verified(self) -> int:
+        """The checks that could see what they judge: what the score rests on."""
+        return len(self.findings) + len(self.passed)
+
+    def failed(self, threshold: str | None) -> bool:
+        """Whether an unaccepted finding is at `threshold` severity or worse."""
+        if threshold is None:
+            return False
+        limit = SEVERITIES.index(threshold)
+        return any(
+            not item.accepted and SEVERITIES.index(item.severity) <= limit for item in self.findings
+        )
+
+    def fix_hints(self) -> list[str]:
+        """The redis.conf / ACL lines that would fix the unaccepted findings, one per finding."""
+        return [f"{item.remediation}    # {item.id}" for item in self.findings if not item.accepted]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "target": self.target,
+            "server": self.server.to_json() if self.server else {},
+            "generated_at": self.generated_at,
+            "cve_data_updated": self.cve_data_updated,
+            "score": self.score,
+            "checks": {"total": self.checks_total, "verified": self.checks_verified},
+            "incomplete": self.incomplete,
+            "counts": dict(self.counts),
+            "findings": [item.to_json() for item in self.findings],
+            "passed": [item.to_json() for item in self.passed],
+            "could_not_verify": [item.to_json() for item in self.could_not_verify],
+        }
+
+
+@dataclass(frozen=True)
+class UnreachableReport:
+    """A server the audit could not reach or log in to."""
+
+    target: str
+    error: str
+
+    @property
+    def incomplete(self) -> None:
+        """Nothing was judged, so nothing is half-judged: `error` says what happened."""
+        return None
+
+    def failed(self, threshold: str | None) -> bool:
+        return False
+
+    def fix_hints(self) -> list[str]:
+        return []
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "target": self.target, "error": self.error}
+
+
+TargetReport = AuditReport | UnreachableReport
+
+
+def run_checks(facts: Facts, accepted: set[str]) -> AuditReport:
+    """The report of one target (see docs/json.md)."""
     findings, passed, unknown = [], [], []
     for check in CHECKS:
         try:
             outcome = check.run(facts)
         except Unavailable as missing:
-            unknown.append({"id": check.id, "title": check.title, "reason": missing.reason})
+            unknown.append(UnverifiedEntry(check.id, check.title, missing.reason))
             continue
         except (KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
             # An answer the check did not expect: say so, never pass.
             reason = f"unexpected data ({type(error).__name__}: {error})"
-            unknown.append({"id": check.id, "title": check.title, "reason": reason[:160]})
+            unknown.append(UnverifiedEntry(check.id, check.title, reason[:160]))
             continue
         if isinstance(outcome, Finding):
             findings.append(
-                {
-                    "id": check.id,
-                    "severity": outcome.severity,
-                    "title": check.title,
-                    "evidence": outcome.evidence,
-                    "remediation": outcome.remediation,
-                    "accepted": check.id in accepted,
-                }
+                FindingEntry(
+                    check.id,
+                    outcome.severity,
+                    check.title,
+                    outcome.evidence,
+                    outcome.remediation,
+                    accepted=check.id in accepted,
+                )
             )
         else:
-            passed.append({"id": check.id, "title": check.title, "evidence": outcome.evidence})
-    findings.sort(key=lambda item: (SEVERITIES.index(item["severity"]), item["id"]))
-    counted = [item for item in findings if not item["accepted"]]
-    counts = {severity: 0 for severity in SEVERITIES}
+            passed.append(PassedEntry(check.id, check.title, outcome.evidence))
+    findings.sort(key=lambda item: (SEVERITIES.index(item.severity), item.id))
+    counted = [item for item in findings if not item.accepted]
+    counts = dict.fromkeys(SEVERITIES, 0)
     for item in counted:
-        counts[item["severity"]] += 1
-    score = max(0, 100 - sum(PENALTY[item["severity"]] for item in counted))
-    return {
-        "schema": SCHEMA,
-        "target": facts.where,
-        "server": _server(facts),
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cve_data_updated": cve.load()["updated"],
-        "score": score,
-        # What the score rests on: the checks that could see what they judge.
-        "checks": {"total": len(CHECKS), "verified": len(findings) + len(passed)},
-        "incomplete": _incomplete(unknown, len(findings) + len(passed), accepted),
-        "counts": counts,
-        "findings": findings,
-        "passed": passed,
-        "could_not_verify": unknown,
-    }
+        counts[item.severity] += 1
+    return AuditReport(
+        target=facts.where,
+        server=_server(facts),
+        generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        cve_data_updated=cve.load()["updated"],
+        score=max(0, 100 - sum(PENALTY[item.severity] for item in counted)),
+        incomplete=_incomplete(unknown, len(findings) + len(passed), accepted),
+        counts=counts,
+        findings=tuple(findings),
+        passed=tuple(passed),
+        could_not_verify=tuple(unknown),
+    )
 
 
-def _incomplete(unknown: list[dict[str, str]], verified: int, accepted: set[str]) -> str | None:
+def _incomplete(unknown: list[UnverifiedEntry], verified: int, accepted: set[str]) -> str | None:
     """Why this report cannot be trusted as a clean bill of health, or None.
 
     A refused read (NOPERM) hides what the server does, and a score resting on fewer than half
     of the checks says little. A check accepted by id is left out: the team has judged it.
     """
-    denied = [item for item in unknown if "NOPERM" in item["reason"] and item["id"] not in accepted]
+    denied = [item for item in unknown if "NOPERM" in item.reason and item.id not in accepted]
     total = len(CHECKS)
     if denied:
         return (
             f"{len(denied)} checks could not be verified because the auditing user may not run "
-            f"what they read (NOPERM, e.g. {denied[0]['id']}); audit as an administrator"
+            f"what they read (NOPERM, e.g. {denied[0].id}); audit as an administrator"
         )
     if verified < total / 2:
         return f"only {verified} of {total} checks could be verified (see could_not_verify)"
     return None
 
 
-def incomplete(report: dict[str, Any]) -> str | None:
-    """The reason a server's report is incomplete (see `_incomplete`), or None."""
-    return report.get("incomplete")
-
-
-def _server(facts: Facts) -> dict[str, Any]:
+def _server(facts: Facts) -> ServerIdentity | None:
     try:
-        info = facts.get("info").get("server", {})
+        info = need(facts.info).get("server", {})
     except Unavailable:
-        return {}
-    return {
-        "name": facts.server_name,
-        "version": info.get("valkey_version") or info.get("redis_version"),
-        "mode": info.get("redis_mode") or info.get("server_mode"),  # Valkey: server_mode
-        "os": info.get("os"),
-    }
-
-
-def unreachable_report(where: str, reason: str) -> dict[str, Any]:
-    return {"schema": SCHEMA, "target": where, "error": reason}
-
-
-def failed(report: dict[str, Any], threshold: str | None) -> bool:
-    """Whether an unaccepted finding is at `threshold` severity or worse."""
-    if threshold is None or "findings" not in report:
-        return False
-    limit = SEVERITIES.index(threshold)
-    return any(
-        not item["accepted"] and SEVERITIES.index(item["severity"]) <= limit
-        for item in report["findings"]
+        return None
+    return ServerIdentity(
+        name=facts.server_name,
+        version=info.get("valkey_version") or info.get("redis_version"),
+        mode=info.get("redis_mode") or info.get("server_mode"),  # Valkey: server_mode
+        os=info.get("os"),
     )
 
 
-def fix_hints(report: dict[str, Any]) -> list[str]:
-    """The redis.conf / ACL lines that would fix the unaccepted findings, one per finding."""
-    return [
-        f"{item['remediation']}    # {item['id']}"
-        for item in report.get("findings", [])
-        if not item["accepted"]
-    ]
-
-
-def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
+def sarif(reports: list[TargetReport]) -> dict[str, Any]:
     """SARIF 2.1.0 for code scanning UIs: one rule per check, one result per finding."""
     rules = [
         {
@@ -147,31 +240,30 @@ def sarif(reports: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     results = []
     for report in reports:
-        for item in report.get("findings", []):
+        for item in report.findings if isinstance(report, AuditReport) else ():
             result = {
-                "ruleId": item["id"],
-                "level": SARIF_LEVEL[item["severity"]],
-                "message": {
-                    "text": f"{item['title']}: {item['evidence']}. Fix: {item['remediation']}"
-                },
-                "locations": [
-                    {"physicalLocation": {"artifactLocation": {"uri": report["target"]}}}
-                ],
-                "properties": {"severity": item["severity"]},
+                "ruleId": item.id,
+                "level": SARIF_LEVEL[item.severity],
+                "message": {"text": f"{item.title}: {item.evidence}. Fix: {item.remediation}"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": report.target}}}],
+                "properties": {"severity": item.severity},
             }
-            if item["accepted"]:
+            if item.accepted:
                 result["suppressions"] = [
                     {"kind": "external", "justification": "accepted with --accept"}
                 ]
             results.append(result)
-    failures = [report for report in reports if "error" in report]
+    failures = [report for report in reports if isinstance(report, UnreachableReport)]
     notes = [
-        {"level": "error", "message": {"text": f"{report['target']}: {report['error']}"}}
+        {"level": "error", "message": {"text": f"{report.target}: {report.error}"}}
         for report in failures
     ] + [
-        {"level": "warning", "message": {"text": f"{report['target']}: incomplete: {why}"}}
+        {
+            "level": "warning",
+            "message": {"text": f"{report.target}: incomplete: {report.incomplete}"},
+        }
         for report in reports
-        if (why := incomplete(report))
+        if report.incomplete
     ]
     invocation = {"executionSuccessful": not failures, "toolExecutionNotifications": notes}
     return {

@@ -1,23 +1,16 @@
 """`redkeep audit URL...`: a read-only security audit of live Redis servers."""
 
-import dataclasses
 import json
 from pathlib import Path
 
 import click
 
-from redkeep.actions.audit import (
-    ACCEPT_FILE,
-    audit_targets,
-    bundle_audit_metrics,
-    read_accept_file,
-    write_metrics,
-)
+from redkeep.actions.audit import AuditRequest, run_audit
 from redkeep.app import Application
-from redkeep.audit.checks import CHECKS, SEVERITIES
-from redkeep.audit.report import failed, fix_hints, incomplete, sarif
-from redkeep.cli.options import connection_options, dir_option, load_bundle, target_for
-from redkeep.errors import ExitStatus, UsageError
+from redkeep.audit.checks import SEVERITIES
+from redkeep.audit.report import TargetReport, UnreachableReport, sarif
+from redkeep.cli.options import connection_options, dir_option
+from redkeep.errors import ExitStatus
 from redkeep.redis.target import ConnectionOptions
 
 
@@ -78,81 +71,71 @@ def audit(
     a server cannot be reached, 1 with --fail-on when a finding is that severe, and 1 when the
     audit is incomplete: a read was refused (NOPERM) or under half of the checks could see.
     """
-    if connection.url and urls:
-        raise UsageError("give the servers as URL arguments or one --url, not both")
-    bundle = load_bundle(app, directory, required=False)
-    own = bundle is not None and not urls and not connection.url
-    if own and accept_file is None and (bundle.root / ACCEPT_FILE).exists():
-        accept_file = bundle.root / ACCEPT_FILE
-    accept = set(accepted) | (read_accept_file(accept_file) if accept_file else set())
-    known = {check.id for check in CHECKS}
-    unknown = sorted(accept - known)
-    if unknown:
-        raise UsageError(f"--accept {', '.join(unknown)}: no such check (ids: NET-01 ... LOG-02)")
-    targets = [
-        target_for(dataclasses.replace(connection, url=url), bundle, "admin")
-        for url in (urls or [connection.url])
-    ]
-    reports = audit_targets(targets, accept, lua_probe)
-    if own and metrics_file is None:  # for the bundle's exporter (redkeep_audit_*)
-        metrics_file = bundle_audit_metrics(bundle)
-    if metrics_file:
-        write_metrics(metrics_file, reports)
+    request = AuditRequest(
+        urls=urls,
+        connection=connection,
+        directory=directory,
+        accepted=accepted,
+        accept_file=accept_file,
+        lua_probe=lua_probe,
+        metrics_file=metrics_file,
+    )
+    reports = run_audit(app, request)
     if output == "json":
-        app.emit_json(reports[0] if len(reports) == 1 else reports)
+        documents = [report.to_json() for report in reports]
+        app.emit_json(documents[0] if len(documents) == 1 else documents)
     elif output == "sarif":
         app.write(json.dumps(sarif(reports), indent=2) + "\n")
     else:
         for report in reports:
             show(app, report, fix_hints)
-    if any("error" in report for report in reports):
+    if any(isinstance(report, UnreachableReport) for report in reports):
         return ExitStatus.UNREACHABLE
     # An audit that could not see is not a pass, whatever its score.
-    blind = [report for report in reports if incomplete(report)]
+    blind = [report for report in reports if report.incomplete]
     for report in blind:
-        app.error(f"redkeep audit: {report['target']}: incomplete: {incomplete(report)}")
-    if blind or any(failed(report, fail_on) for report in reports):
+        app.error(f"redkeep audit: {report.target}: incomplete: {report.incomplete}")
+    if blind or any(report.failed(fail_on) for report in reports):
         return ExitStatus.FAILURE
     return ExitStatus.OK
 
 
-def show(app: Application, report: dict, with_hints: bool) -> None:
-    if "error" in report:
-        app.say(f"redkeep audit: {report['target']}: cannot connect: {report['error']}")
+def show(app: Application, report: TargetReport, with_hints: bool) -> None:
+    if isinstance(report, UnreachableReport):
+        app.say(f"redkeep audit: {report.target}: cannot connect: {report.error}")
         return
-    server = report["server"]
-    counts = report["counts"]
+    server = report.server
+    counts = report.counts
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s]) or "no findings"
-    checks = report["checks"]
     app.say(
-        f"redkeep audit: {report['target']} ({server.get('name', 'redis')} "
-        f"{server.get('version', '?')}): score {report['score']}/100 from {checks['verified']} "
-        f"of {checks['total']} checks, {summary}"
+        f"redkeep audit: {report.target} ({server.name if server else 'redis'} "
+        f"{server.version if server else '?'}): score {report.score}/100 from "
+        f"{report.checks_verified} of {report.checks_total} checks, {summary}"
     )
     rows = [
         (
-            item["severity"] + (" (accepted)" if item["accepted"] else ""),
-            item["id"],
-            item["title"],
-            item["evidence"],
-            item["remediation"],
+            item.severity + (" (accepted)" if item.accepted else ""),
+            item.id,
+            item.title,
+            item.evidence,
+            item.remediation,
         )
-        for item in report["findings"]
+        for item in report.findings
     ]
     if rows:
         app.table(["severity", "id", "finding", "evidence", "fix"], rows)
-    if report["could_not_verify"]:
+    if report.could_not_verify:
         app.table(
             ["id", "could not verify", "why"],
-            [(item["id"], item["title"], item["reason"]) for item in report["could_not_verify"]],
+            [(item.id, item.title, item.reason) for item in report.could_not_verify],
         )
     app.say(
-        f"{len(report['passed'])} checks passed, {len(report['findings'])} findings, "
-        f"{len(report['could_not_verify'])} could not be verified; CVE data of "
-        f"{report['cve_data_updated']}"
+        f"{len(report.passed)} checks passed, {len(report.findings)} findings, "
+        f"{len(report.could_not_verify)} could not be verified; CVE data of "
+        f"{report.cve_data_updated}"
     )
     if with_hints:
-        hints = fix_hints(report)
+        hints = report.fix_hints()
         app.say("fix hints:" if hints else "fix hints: nothing to fix")
         for line in hints:
             app.say(f"  {line}")

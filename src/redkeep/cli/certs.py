@@ -1,30 +1,16 @@
 """`redkeep certs`: init, issue, show, verify, rotate."""
 
-import datetime as dt
 from pathlib import Path
 
 import click
 
 from redkeep.actions import certs as actions
 from redkeep.app import Application
-from redkeep.cli.options import (
-    connection_options,
-    dir_option,
-    json_option,
-    load_bundle,
-    target_for,
-)
-from redkeep.config.load import load_settings
+from redkeep.cli.options import connection_options, dir_option, json_option
 from redkeep.errors import ExitStatus, RedkeepError
-from redkeep.pki.files import TLSFiles, issue_client
-from redkeep.redis.client import session
 from redkeep.redis.target import ConnectionOptions
 
 PathArg = click.Path(path_type=Path)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @click.group(name="certs")
@@ -43,14 +29,11 @@ def init_command(app: Application, directory: Path, force: bool) -> None:
 
     Server names, key type and lifetimes come from DIRECTORY/redkeep.yaml when present.
     """
-    config = directory / "redkeep.yaml"
-    settings = load_settings(config if config.exists() else None)
-    files = TLSFiles(directory / "tls")
-    actions.init_certificates(files, settings, force, _now())
+    created = actions.run_init(directory, force)
     app.say(
-        f"created {files.directory}/: ca.crt ca.key server.crt server.key client.crt client.key"
+        f"created {created.directory}/: ca.crt ca.key server.crt server.key client.crt client.key"
     )
-    app.say(f"server names: {', '.join(settings.tls.server_names)}; key: {settings.tls.key_type}")
+    app.say(f"server names: {', '.join(created.server_names)}; key: {created.key_type}")
 
 
 @certs_group.command()
@@ -60,9 +43,7 @@ def init_command(app: Application, directory: Path, force: bool) -> None:
 @click.pass_obj
 def issue(app: Application, name: str, directory: Path | None, days: int | None) -> None:
     """Issue another client certificate NAME.crt / NAME.key from the bundle's CA."""
-    bundle = load_bundle(app, directory)
-    tls = bundle.settings.tls
-    cert, key = issue_client(bundle.tls, name, tls.key_type, days or tls.cert_days, _now())
+    cert, key = actions.run_issue(app, name, directory, days)
     app.say(f"issued {cert} and {key} (mode 0600)")
 
 
@@ -74,8 +55,7 @@ def issue(app: Application, name: str, directory: Path | None, days: int | None)
 def show(app: Application, files: tuple[Path, ...], directory: Path | None, as_json: bool) -> None:
     """Subject, names, issuer, expiry and days left of FILES (default: the bundle's)."""
     app.json_mode = as_json
-    paths = list(files) or actions.certificate_files(load_bundle(app, directory).tls, [])
-    infos = actions.show(paths, _now())
+    infos = actions.run_show(app, actions.CertsRequest(files=files, directory=directory))
     if as_json:
         app.emit_json([info.as_dict() for info in infos])
         return
@@ -114,11 +94,10 @@ def verify(
     Exit 1 if any certificate fails.
     """
     app.json_mode = as_json
-    bundle = None if (files and ca_path) else load_bundle(app, directory)
-    paths = list(files) or actions.certificate_files(bundle.tls, [])
-    verdicts = actions.verify(paths, ca_path or bundle.tls.ca_cert, _now())
+    request = actions.CertsRequest(files=files, ca_path=ca_path, directory=directory)
+    verdicts = actions.run_verify(app, request)
     if as_json:
-        app.emit_json([verdict.__dict__ for verdict in verdicts])
+        app.emit_json([verdict.to_json() for verdict in verdicts])
     for verdict in verdicts:
         app.say(
             f"{verdict.path}: " + ("OK" if verdict.ok else "FAILED: " + "; ".join(verdict.problems))
@@ -141,12 +120,9 @@ def rotate(
     handshake. Exit 1 if one still serves another certificate.
     """
     app.json_mode = as_json
-    bundle = load_bundle(app, directory)
-    target = target_for(connection, bundle, "admin", prefer_bundle=True)
-    with session(target) as client:
-        report = actions.rotate_server(bundle, client, target, _now())
+    report = actions.run_rotate(app, connection, directory)
     if as_json:
-        app.emit_json(report.as_dict())
+        app.emit_json(report.to_json())
     app.say(f"new server certificate serial {report.new_serial}, valid until {report.not_after}")
     for result in report.endpoints:
         if result.current:

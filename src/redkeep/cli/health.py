@@ -4,15 +4,9 @@ from pathlib import Path
 
 import click
 
-from redkeep.actions.health import check_health
+from redkeep.actions.health import HealthRequest, run_health
 from redkeep.app import Application
-from redkeep.cli.options import (
-    connection_options,
-    dir_option,
-    json_option,
-    load_bundle,
-    target_for,
-)
+from redkeep.cli.options import connection_options, dir_option, json_option
 from redkeep.errors import ExitStatus
 from redkeep.redis.target import ConnectionOptions
 
@@ -33,11 +27,9 @@ def health(
     Inside a bundle it logs in as the bundle's least-privileged `exporter` user.
     """
     app.json_mode = as_json
-    result = check_health(
-        target_for(connection, load_bundle(app, directory, required=False), "exporter")
-    )
+    result = run_health(app, HealthRequest(connection=connection, directory=directory))
     if as_json:
-        app.emit_json(result.__dict__)
+        app.emit_json(result.to_json())
     elif result.healthy:
         app.say(f"healthy: PONG from {result.url} in {result.latency_ms} ms")
     else:

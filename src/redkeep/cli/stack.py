@@ -2,18 +2,33 @@
 
 import datetime as dt
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from redkeep.actions.health import ago, bundle_status, certificate_expiry
+from redkeep.actions.health import (
+    InfoFailed,
+    ScheduleStatus,
+    ServerSummary,
+    StatusReport,
+    StatusRequest,
+    ago,
+    certificate_expiry,
+    run_status,
+)
 from redkeep.actions.init import InitReport, init_bundle
-from redkeep.actions.stack import UpReport, bring_down, bring_up, run_foreground, stack_dir
+from redkeep.actions.stack import (
+    UpReport,
+    bring_down,
+    bring_up,
+    find_stack,
+    open_stack,
+    run_until_stopped,
+)
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
-from redkeep.cli.options import connection_options, json_option, load_bundle, target_for
+from redkeep.cli.options import connection_options, json_option
 from redkeep.errors import ExitStatus, UsageError
 from redkeep.redis.target import ConnectionOptions
 from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS
@@ -86,10 +101,9 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
     --detach it also brings a partly stopped stack back: it starts what is missing, keeps what
     runs (and restarts a helper that runs but does not serve), and says which.
     """
-    root = stack_dir(directory, Path(os.getcwd()))
-    if not (root / CONFIG_NAME).is_file():
-        show_init(app, init_bundle(root))
-    bundle = load_bundle(app, root)
+    bundle, created = open_stack(app, directory)
+    if created is not None:
+        show_init(app, created)
     report = bring_up(bundle, detach=detach, on_wait=_waiting(app))
     for note in report.notes:
         app.say(note)
@@ -99,17 +113,10 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
         )
     show_up(app, bundle, report)
     if detach:
-        app.say(f"running in the background; stop it with `redkeep down {root}`")
+        app.say(f"running in the background; stop it with `redkeep down {bundle.root}`")
         return ExitStatus.OK
     app.say("running; press Ctrl-C to stop")
-    process = report.redis_process
-    assert process is not None, "a foreground up starts redis-server itself"
-    try:
-        run_foreground(process, bundle.run_dir / "redis.log")
-    finally:  # Ctrl-C, or redis-server died: stop the rest too
-        app.say("stopping ...")
-        bring_down(bundle)
-        process.wait(timeout=5)
+    run_until_stopped(bundle, report, on_stopping=lambda: app.say("stopping ..."))
     app.say("stopped")
     return ExitStatus.OK
 
@@ -153,8 +160,7 @@ def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
 
 def show_running(app: Application, bundle: Bundle, pid: int, action: str) -> None:
     settings = bundle.settings
-    expiry = certificate_expiry(bundle, dt.datetime.now(dt.UTC))
-    server = expiry.get("server", {})
+    server = certificate_expiry(bundle, dt.datetime.now(dt.UTC))["server"]
     rows = [
         (
             "redis-server",
@@ -164,7 +170,7 @@ def show_running(app: Application, bundle: Bundle, pid: int, action: str) -> Non
         ("admin URL", bundle.target("admin").display_url),
         ("secrets", f"{bundle.env_path} (mode 0600)"),
         ("TLS files", f"{bundle.tls.directory}/ ca.crt client.crt client.key"),
-        ("certificate", f"server expires {server.get('not_after', '?')[:10]}"),
+        ("certificate", f"server expires {server.not_after[:10] if server else '?'}"),
         ("log", f"{bundle.run_dir / 'redis.log'}"),
     ]
     app.pairs(rows, title=f"redkeep up: {bundle.root}")
@@ -186,15 +192,14 @@ def down(app: Application, directory: Path | None, force: bool) -> None:
     without saving (SHUTDOWN NOSAVE): writes since its last successful save are lost unless
     the AOF holds them.
     """
-    root = stack_dir(directory, Path(os.getcwd()))
-    bundle = load_bundle(app, root)
+    bundle = find_stack(app, directory)
     report = bring_down(bundle, on_wait=_waiting(app), force=force)
     for note in report.notes:
         app.say(note)
     for service, pid in report.stopped:
         app.say(f"stopped {service.label} pid {pid}")
     if not report.stopped:
-        app.say(f"nothing running in {root}")
+        app.say(f"nothing running in {bundle.root}")
     elif REDIS not in {service for service, _ in report.stopped}:
         app.say("redis-server was not running")
 
@@ -214,42 +219,37 @@ def status(
     answers but something is wrong (a service of the bundle is down, for one).
     """
     app.json_mode = as_json
-    bundle = load_bundle(app, directory)
-    target = target_for(connection, bundle, "exporter")
-    report = bundle_status(bundle, target, dt.datetime.now(dt.UTC))
+    report = run_status(app, StatusRequest(directory=directory, connection=connection))
     if as_json:
-        app.emit_json(report)
+        app.emit_json(report.to_json())
     else:
-        app.pairs(status_rows(report), title=f"redkeep status: {bundle.root}")
-    return ExitStatus.OK if report["healthy"] else report.get("status") or ExitStatus.FAILURE
+        app.pairs(status_rows(report), title=f"redkeep status: {report.bundle}")
+    return report.exit_status
 
 
-def status_rows(report: dict) -> list[tuple[str, str]]:
-    rows = [("health", "healthy" if report["healthy"] else f"UNHEALTHY: {report['detail']}")]
-    rows.append(("url", report["url"]))
+def status_rows(report: StatusReport) -> list[tuple[str, str]]:
+    rows = [("health", "healthy" if report.healthy else f"UNHEALTHY: {report.detail}")]
+    rows.append(("url", report.url))
     rows += service_rows(report)
-    server = report.get("server", {})
-    if "error" in server:
-        rows.append(("server", f"INFO failed: {server['error']}"))
-    elif server:
+    server = report.server
+    if isinstance(server, InfoFailed):
+        rows.append(("server", f"INFO failed: {server.error}"))
+    elif server is not None:
         rows += [
-            (
-                "server",
-                f"Redis {server['version']}, {server['role']}, up {server['uptime_seconds']}s",
-            ),
-            ("clients", str(server["connected_clients"])),
-            ("memory", f"{server['used_memory']} used of {server['maxmemory']}"),
-            ("eviction", server["maxmemory_policy"]),
-            ("keys", str(server["keys"])),
+            ("server", f"Redis {server.version}, {server.role}, up {server.uptime_seconds}s"),
+            ("clients", str(server.connected_clients)),
+            ("memory", f"{server.used_memory} used of {server.maxmemory}"),
+            ("eviction", server.maxmemory_policy),
+            ("keys", str(server.keys)),
             ("persistence", _persistence(server)),
         ]
-    for label, cert in report["certificates"].items():
-        text = cert if isinstance(cert, str) else f"{cert['days_left']} days left"
+    for label, cert in report.certificates.items():
+        text = f"{cert.days_left} days left" if cert else "missing"
         rows.append((f"{label} certificate", text))
     rows += [
-        ("secrets", report["secrets"]),
-        ("last backup", report["last_backup"]),
-        ("audit score", report.get("audit_score", "not available (Redis does not answer)")),
+        ("secrets", report.secrets),
+        ("last backup", report.last_backup),
+        ("audit score", report.audit_score or "not available (Redis does not answer)"),
     ]
     return rows
 
@@ -258,48 +258,48 @@ SERVICE_NAMES = {"redis": "redis-server", "exporter": "exporter", "proxy": "prox
 SERVICE_NAMES["backup"] = "backup schedule"
 
 
-def service_rows(report: dict) -> list[tuple[str, str]]:
+def service_rows(report: StatusReport) -> list[tuple[str, str]]:
     """One row per service `redkeep up` runs, as this machine's processes show them."""
-    if not report["run_here"]:
-        return [("services", f"not run on this machine (`redkeep up {report['bundle']}`)")]
+    if not report.run_here:
+        return [("services", f"not run on this machine (`redkeep up {report.bundle}`)")]
     rows = []
-    for name, item in report["services"].items():
-        if not item["running"]:
+    for name, item in report.services.items():
+        if not item.running:
             text = "DOWN: not running"
-        elif item.get("listening") is False:
-            text = f"DOWN: pid {item['pid']} does not listen on port {item['port']}"
-        elif item.get("answering") is False:
-            stopped = " (stopped: `kill -CONT` resumes it)" if item.get("stopped") else ""
-            text = f"NOT ANSWERING: pid {item['pid']}, port {item['port']}: {item['probe']}"
+        elif item.listening is False:
+            text = f"DOWN: pid {item.pid} does not listen on port {item.port}"
+        elif item.answering is False:
+            stopped = " (stopped: `kill -CONT` resumes it)" if item.stopped else ""
+            text = f"NOT ANSWERING: pid {item.pid}, port {item.port}: {item.probe}"
             text += stopped
         else:
-            text = f"pid {item['pid']}" + (f", port {item['port']}" if "port" in item else "")
-        if name == "backup":
-            text += f"; {schedule_text(item)}"
+            text = f"pid {item.pid}" + (f", port {item.port}" if item.port is not None else "")
+        if item.schedule is not None:
+            text += f"; {schedule_text(item.schedule)}"
         rows.append((SERVICE_NAMES[name], text))
     return rows
 
 
-def schedule_text(item: dict) -> str:
+def schedule_text(schedule: ScheduleStatus) -> str:
     """'every 5 min, last run ok 3 min ago (to DEST)' or what went wrong."""
-    text = f"every {item['interval_minutes']} min"
-    if item["last_result"] is None:
+    text = f"every {schedule.interval_minutes} min"
+    if schedule.last_result is None:
         text += ", no run recorded yet"
-    elif item["last_result"] == "success":
-        text += f", last run ok {ago(item['last_age_seconds'])} (to {item['last_dest']})"
+    elif schedule.last_result == "success":
+        text += f", last run ok {ago(schedule.last_age_seconds)} (to {schedule.last_dest})"
     else:
-        text += f", last run FAILED {ago(item['last_age_seconds'])}: {item['last_error']}"
-    if item["overdue"]:
+        text += f", last run FAILED {ago(schedule.last_age_seconds)}: {schedule.last_error}"
+    if schedule.overdue:
         text += "; OVERDUE"
     return text
 
 
-def _persistence(server: dict) -> str:
-    saved = server.get("rdb_last_save_time")
+def _persistence(server: ServerSummary) -> str:
+    saved = server.rdb_last_save_time
     when = (
         dt.datetime.fromtimestamp(int(saved), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         if saved
         else "never"
     )
-    aof = "on" if server["aof_enabled"] else "off"
-    return f"last RDB save {when} ({server['rdb_last_bgsave_status']}), AOF {aof}"
+    aof = "on" if server.aof_enabled else "off"
+    return f"last RDB save {when} ({server.rdb_last_bgsave_status}), AOF {aof}"

@@ -4,16 +4,9 @@ from pathlib import Path
 
 import click
 
-from redkeep.actions import users as actions
+from redkeep.actions.users import RotationRequest, UsersRequest, run_list, run_rotation
 from redkeep.app import Application
-from redkeep.cli.options import (
-    connection_options,
-    dir_option,
-    json_option,
-    load_bundle,
-    target_for,
-)
-from redkeep.redis.client import session
+from redkeep.cli.options import connection_options, dir_option, json_option
 from redkeep.redis.target import ConnectionOptions
 
 
@@ -32,11 +25,9 @@ def list_command(
 ) -> None:
     """List ACL users: enabled, password count, rules. Never shows password hashes."""
     app.json_mode = as_json
-    target = target_for(connection, load_bundle(app, directory, required=False), "admin")
-    with session(target) as client:
-        users = actions.list_users(client, target)
+    users = run_list(app, UsersRequest(connection=connection, directory=directory))
     if as_json:
-        app.emit_json([user.as_dict() for user in users])
+        app.emit_json([user.to_json() for user in users])
         return
     rows = [
         (
@@ -66,13 +57,11 @@ def rotate(
     clients to the new password, then run `redkeep users finish-rotation USER`. Talks to the
     bundle's own Redis as admin unless --url is given.
     """
-    bundle = load_bundle(app, directory)
-    target = target_for(connection, bundle, "admin", prefer_bundle=True)
-    with session(target) as client:
-        result = actions.rotate(bundle, client, target, user)
+    request = RotationRequest(user=user, connection=connection, directory=directory)
+    result = run_rotation(app, request, finish=False)
     app.say(
         f"'{user}' now has {result.passwords_now} valid passwords; the new one is in "
-        f"{bundle.env_path} ({', '.join(result.env_keys)})."
+        f"{result.env_path} ({', '.join(result.env_keys)})."
     )
     app.say(f"Move clients to it, then run: redkeep users finish-rotation {user}")
 
@@ -89,11 +78,9 @@ def finish_rotation(
 
     Connections already logged in stay open; new logins need the new password.
     """
-    bundle = load_bundle(app, directory)
-    target = target_for(connection, bundle, "admin", prefer_bundle=True)
-    with session(target) as client:
-        result = actions.finish_rotation(bundle, client, target, user)
+    request = RotationRequest(user=user, connection=connection, directory=directory)
+    result = run_rotation(app, request, finish=True)
     if result.step == "finished":
-        app.say(f"'{user}' now has only the password in {bundle.env_path}")
+        app.say(f"'{user}' now has only the password in {result.env_path}")
     else:
         app.say(f"'{user}' has a single password already; nothing to finish")

@@ -1,4 +1,4 @@
-"""The exporter's background thread: application checks and posture probes, never in a scrape.
+"""The exporter's background thread: app checks and posture probes, never in a scrape.
 
 Results are swapped in whole (one assignment), so a scrape reads a consistent snapshot without
 a lock and never waits for a check or a probe.
@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 
 from redkeep.errors import RedkeepError
-from redkeep.exporter import checks as check_metrics
-from redkeep.exporter.checks import CheckRunner
+from redkeep.exporter import appchecks
+from redkeep.exporter.appchecks import AppCheckRunner
 from redkeep.exporter.exposition import Family, gauge
 
 LOG = logging.getLogger("redkeep.exporter")
@@ -22,11 +22,11 @@ TICK = 0.5
 class Background:
     def __init__(
         self,
-        runner: CheckRunner | None,
+        app_checks: AppCheckRunner | None,
         probe: Callable[[], list[Family]] | None,
         probe_interval: float,
     ) -> None:
-        self.runner = runner
+        self.app_checks = app_checks
         self.probe = probe
         self.probe_interval = probe_interval
         self.posture_families: list[Family] = []
@@ -43,14 +43,14 @@ class Background:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        if self.runner is not None:
-            self.runner.close()
+        if self.app_checks is not None:
+            self.app_checks.close()
 
     def families(self) -> list[Family]:
-        """Called by each scrape: the checks' last results (ages computed now) and posture."""
+        """Called by each scrape: the app checks' last results (ages computed now) and posture."""
         families = []
-        if self.runner is not None:
-            families += check_metrics.families(dict(self.runner.outcomes))
+        if self.app_checks is not None:
+            families += appchecks.families(dict(self.app_checks.results))
         if self.probe is not None and self.probe_ok is not None:
             families.append(
                 gauge(
@@ -63,7 +63,7 @@ class Background:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            # Nothing may end this thread: a dead one would freeze every check and probe value.
+            # Nothing may end this thread: a dead one would freeze every app check and probe value.
             try:
                 self._tick()
             except Exception:  # noqa: BLE001
@@ -71,8 +71,8 @@ class Background:
             self._stop.wait(TICK)
 
     def _tick(self) -> None:
-        if self.runner is not None:
-            self.runner.round()
+        if self.app_checks is not None:
+            self.app_checks.round()
         if self.probe is not None and time.monotonic() >= self._next_probe:
             self._next_probe = time.monotonic() + self.probe_interval
             try:

@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hiredis
+
 from redkeep.errors import RedkeepError
 from redkeep.exporter.collectors import Collector, State, text
 from redkeep.exporter.exposition import Family, gauge
+from redkeep.redis.acl import parse_getuser
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import Target
 from redkeep.redis.tls import client_context
@@ -110,13 +113,12 @@ def _acl_users(target: Target, timeout: float) -> tuple[int, int, int] | None:
         connection.close()
     default_on, default_nopass, nopass = 0, 0, 0
     for name, reply in zip(names, replies, strict=True):
-        if not isinstance(reply, list):
-            return None
-        fields = dict(zip((text(key) for key in reply[::2]), reply[1::2], strict=False))
-        flags = {text(flag) for flag in fields.get("flags", [])}
+        user = None if isinstance(reply, hiredis.ReplyError) else parse_getuser(reply)
+        if user is None:
+            return None  # refused, or a user deleted in between: say nothing
         if name == "default":
-            default_on, default_nopass = int("on" in flags), int("nopass" in flags)
-        if "on" in flags and "nopass" in flags:
+            default_on, default_nopass = int(user.enabled), int(user.nopass)
+        if user.enabled and user.nopass:
             nopass += 1
     return default_on, default_nopass, nopass
 

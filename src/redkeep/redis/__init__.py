@@ -7,6 +7,7 @@
     raw.py         RawConnection: RESP by hand, pipelines under a deadline, replication bytes
     client.py      a redis-py client built on the same context and explained the same way
     handshake.py   one TLS handshake: the certificate served, the version agreed
+    acl.py         ACL GETUSER's reply (RESP2 or RESP3, 6.2 or 7.x) as one AclUser
 
 Imports are absolute, so `import redis` in here is redis-py. Only client.py loads redis-py and
 only handshake.py loads cryptography: the proxy and the exporter import the rest and stay

@@ -14,6 +14,7 @@ import yaml
 
 from redkeep.actions.audit import write_metrics as write_audit_metrics
 from redkeep.audit.checks import SEVERITIES
+from redkeep.audit.report import AuditReport
 from redkeep.exporter.collectors import State, info_parse
 from redkeep.exporter.scrape import Scraper
 from redkeep.redis.target import Target
@@ -365,7 +366,7 @@ def test_every_part_reports_whether_it_is_enabled_and_worked(redis_factory, tmp_
     server = redis_factory()
     metrics_dir = tmp_path / "run" / "metrics"
     metrics_dir.mkdir(parents=True)
-    report = {"target": "redis://x", "counts": dict.fromkeys(SEVERITIES, 0), "score": 97}
+    report = AuditReport(target="redis://x", counts=dict.fromkeys(SEVERITIES, 0), score=97)
     write_audit_metrics(metrics_dir / "redkeep_audit.prom", [report])
     scraper = Scraper(
         Target("redis", "127.0.0.1", server.port), backup_metrics=metrics_dir / "b.prom"

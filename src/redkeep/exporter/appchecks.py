@@ -1,4 +1,5 @@
-"""Application checks: values the application keeps in Redis, measured off the scrape path.
+"""Application checks ("app checks"): values the application keeps in Redis, measured off the
+scrape path. (The audit's checks are another thing: audit/checks.py.)
 
 Declared in config (`exporter.checks` or `--checks FILE`): key age from a stored timestamp
 (market-data freshness), hash counters (cache hits and misses), key counts by pattern (rate-
@@ -31,7 +32,7 @@ UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
 @dataclass
-class Outcome:
+class AppCheckResult:
     """The last result of one check."""
 
     values: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
@@ -47,7 +48,7 @@ class ScanState:
     counted: int = 0
 
 
-class CheckRefused(RedkeepError):
+class AppCheckRefused(RedkeepError):
     """Redis refused one check's command (NOPERM, WRONGTYPE, a script error): not the connection."""
 
     kind = ErrorKind.COMMAND
@@ -57,7 +58,7 @@ RETRY_REFUSED = 600.0  # seconds before a check refused with NOPERM is tried aga
 MAX_CONNECT_BACKOFF = 60.0
 
 
-class CheckRunner:
+class AppCheckRunner:
     """Evaluates checks over one connection; `round()` runs what is due, within a budget.
 
     A failing check is retried at its own interval, never in a tight loop; a check refused
@@ -79,7 +80,7 @@ class CheckRunner:
         self.budget = budget
         self.scan_count = scan_count
         self.max_commands = max_commands
-        self.outcomes: dict[str, Outcome] = {}
+        self.results: dict[str, AppCheckResult] = {}
         self.refused: dict[str, float] = {}  # check -> when NOPERM switched it off
         self._due: dict[str, float] = {}
         self._scans: dict[str, ScanState] = {}
@@ -107,7 +108,7 @@ class CheckRunner:
                 continue
             try:
                 values = self._run(check, deadline)
-            except CheckRefused as error:
+            except AppCheckRefused as error:
                 self._failed(check, now, error.message, error.kind is ErrorKind.PERMISSION)
                 continue
             except RedkeepError as error:  # the connection: every other check would fail too
@@ -144,8 +145,8 @@ class CheckRunner:
         self._logged[check.name] = message
 
     def _record(self, check, started, values=None, error="") -> None:
-        previous = self.outcomes.get(check.name, Outcome())
-        self.outcomes[check.name] = Outcome(
+        previous = self.results.get(check.name, AppCheckResult())
+        self.results[check.name] = AppCheckResult(
             values=values if values is not None else previous.values,
             ok=not error,
             error=error,
@@ -167,7 +168,7 @@ class CheckRunner:
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
                 noperm = message.startswith("NOPERM")  # the reply's code
-                raise CheckRefused(message, kind=ErrorKind.PERMISSION if noperm else None)
+                raise AppCheckRefused(message, kind=ErrorKind.PERMISSION if noperm else None)
         return replies[1:]
 
     def _run(self, check: CheckSettings, deadline: float):
@@ -191,7 +192,7 @@ class CheckRunner:
         return None
 
 
-def _key_age(runner: CheckRunner, check: CheckSettings, deadline: float):
+def _key_age(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     """The stored timestamp; the age is derived at scrape time, so it grows even if the
     checks stall (and the stale-data alert still fires)."""
     command = ("HGET", check.key, check.field) if check.field else ("GET", check.key)
@@ -200,14 +201,14 @@ def _key_age(runner: CheckRunner, check: CheckSettings, deadline: float):
         return [("redkeep_check_key_exists", {}, 0)]
     stamp = number(text(reply))
     if stamp is None:
-        raise CheckRefused(f"{check.key} does not hold a timestamp")
+        raise AppCheckRefused(f"{check.key} does not hold a timestamp")
     return [
         ("redkeep_check_key_exists", {}, 1),
         ("redkeep_check_key_timestamp_seconds", {}, stamp * UNITS[check.unit]),
     ]
 
 
-def _hash_counters(runner: CheckRunner, check: CheckSettings, deadline: float):
+def _hash_counters(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     (reply,) = runner._call(check, deadline, ("HMGET", check.key, *check.fields))
     values = []
     for name, value in zip(check.fields, reply, strict=True):
@@ -216,7 +217,7 @@ def _hash_counters(runner: CheckRunner, check: CheckSettings, deadline: float):
     return values
 
 
-def _ttl(runner: CheckRunner, check: CheckSettings, deadline: float):
+def _ttl(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     (reply,) = runner._call(check, deadline, ("PTTL", check.key))
     exists = 0.0 if reply == -2 else 1.0
     values = [("redkeep_check_key_exists", {}, exists)]
@@ -227,26 +228,26 @@ def _ttl(runner: CheckRunner, check: CheckSettings, deadline: float):
     return values
 
 
-def _exists(runner: CheckRunner, check: CheckSettings, deadline: float):
+def _exists(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     (reply,) = runner._call(check, deadline, ("EXISTS", check.key))
     return [("redkeep_check_key_exists", {}, float(reply))]
 
 
 def _length(command: str, metric: str):
-    def measure(runner: CheckRunner, check: CheckSettings, deadline: float):
+    def measure(runner: AppCheckRunner, check: CheckSettings, deadline: float):
         (reply,) = runner._call(check, deadline, (command, check.key))
         return [(metric, {}, float(reply))]
 
     return measure
 
 
-def _lua(runner: CheckRunner, check: CheckSettings, deadline: float):
+def _lua(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     # EVAL_RO: Redis itself refuses a script that writes.
     command = ("EVAL_RO", check.script, str(len(check.keys)), *check.keys)
     (reply,) = runner._call(check, deadline, command)
     value = number(text(reply)) if reply is not None else None
     if value is None:
-        raise CheckRefused("the script did not return a number")
+        raise AppCheckRefused("the script did not return a number")
     return [("redkeep_check_lua_value", {}, value)]
 
 
@@ -273,7 +274,7 @@ HELP = {
 }
 
 
-def families(outcomes: dict[str, Outcome], now: float | None = None) -> list[Family]:
+def families(results: dict[str, AppCheckResult], now: float | None = None) -> list[Family]:
     """The checks' last results as metric families, plus success and freshness per check."""
     now = time.time() if now is None else now
     by_name: dict[str, Family] = {
@@ -282,7 +283,7 @@ def families(outcomes: dict[str, Outcome], now: float | None = None) -> list[Fam
     success = Family("redkeep_check_success", "gauge", "1 when the check's last run worked")
     last_run = Family("redkeep_check_last_run_timestamp_seconds", "gauge", "Last run of the check")
     duration = Family("redkeep_check_duration_seconds", "gauge", "How long the last run took")
-    for check, outcome in outcomes.items():
+    for check, outcome in results.items():
         label = {"check": check}
         for name, labels, value in outcome.values:
             by_name[name].add(value, label | labels)

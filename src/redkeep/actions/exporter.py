@@ -1,0 +1,203 @@
+"""`redkeep exporter`: wire the scraper, the app checks, the posture probes and the HTTP server.
+
+Without a bundle or an app checks file the exporter never imports pydantic (or cryptography,
+YAML, redis-py): a scrape needs none of them, and they would double its resident memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from redkeep.actions.locate import load_bundle, target_for
+from redkeep.app import Application
+from redkeep.bundle import Bundle
+from redkeep.config.defaults import StandaloneExporter
+from redkeep.errors import ConfigError, UsageError
+from redkeep.exporter import posture
+from redkeep.exporter.appchecks import AppCheckRunner
+from redkeep.exporter.background import Background
+from redkeep.exporter.http import Endpoint, Limits, make_server
+from redkeep.exporter.scrape import Scraper
+from redkeep.exporter.targets import allowed_targets
+from redkeep.redis.raw import RawConnection
+from redkeep.redis.target import ConnectionOptions, Target, parse_host_port, resolve_target
+
+if TYPE_CHECKING:
+    from redkeep.config.schema import CheckSettings, ExporterSettings
+
+
+@dataclass(frozen=True)
+class ExporterRequest:
+    """The flags of `redkeep exporter`."""
+
+    connection: ConnectionOptions = ConnectionOptions()
+    directory: Path | None = None
+    listen: str | None = None  # HOST:PORT
+    app_checks_file: Path | None = None  # --checks
+    app_checks_url: str | None = None  # --checks-url
+    no_main_target: bool = False
+    log_level: str = "info"
+
+
+def run_exporter(app: Application, request: ExporterRequest) -> None:
+    """Serve /metrics (and /scrape?target=) until Ctrl-C or SIGTERM.
+
+    Inside a bundle it logs in as the `exporter` user and reads the exporter settings, app
+    checks and /scrape targets from redkeep.yaml.
+    """
+    logging.basicConfig(level=request.log_level.upper(), format="redkeep exporter: %(message)s")
+    connection = request.connection
+    bundle = load_bundle(app, request.directory, required=False)
+    settings = bundle.settings.exporter if bundle else StandaloneExporter()
+    env = {**(bundle.secrets() if bundle else {}), **os.environ}
+    base = bundle.root if bundle else None
+    target = None if request.no_main_target else target_for(connection, bundle, "exporter")
+    checks_file = request.app_checks_file
+    app_checks = load_app_checks(checks_file) if checks_file else settings.checks
+    background = _background(
+        settings, app_checks, request.app_checks_url, target, connection, bundle
+    )
+    backup_metrics = bundle.root / bundle.settings.backup.metrics_file if bundle else None
+
+    def refresh() -> Target:  # after `users rotate exporter`, .env holds the new password
+        return target_for(connection, bundle, "exporter")
+
+    main = Scraper(target, background.families, backup_metrics, refresh) if target else None
+    endpoint = Endpoint(
+        main=main,
+        allowed=allowed_targets(settings, env, base),
+        make_scraper=Scraper,
+        basic_auth=_basic_auth(settings, env),
+        tls=bool(settings.tls_cert_file),
+    )
+    listen = request.listen or settings.listen
+    host, port = parse_host_port(listen, "--listen", "127.0.0.1:9121")
+    tls_files = _tls_files(settings, base)
+    limits = Limits(
+        header_timeout=settings.http_header_timeout_seconds,
+        idle_timeout=settings.http_idle_timeout_seconds,
+        write_timeout=settings.http_write_timeout_seconds,
+        max_connections=settings.http_max_connections,
+        max_connections_per_address=settings.http_max_connections_per_address,
+    )
+    server = make_server(endpoint, host, port, tls_files, limits)
+    scheme = "https" if tls_files else "http"
+    app.say(f"redkeep exporter on {scheme}://{listen}/metrics")
+    background.start()
+    # What start-up loaded (libraries, settings) lives as long as the process: moved out of
+    # the collector's view, the collections a scrape's garbage triggers stay short.
+    gc.freeze()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        background.stop()
+        if main is not None:
+            main.close()
+
+
+def load_app_checks(path: Path) -> list[CheckSettings]:
+    """App checks from a YAML file: a list, or a mapping with a `checks` list."""
+    import yaml  # noqa: PLC0415 - only an app checks file needs YAML and pydantic
+    from pydantic import TypeAdapter, ValidationError  # noqa: PLC0415
+
+    from redkeep.config.load import format_problem  # noqa: PLC0415
+    from redkeep.config.schema import CheckSettings  # noqa: PLC0415
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: YAML syntax error: {error}") from None
+    items = data.get("checks", []) if isinstance(data, dict) else data
+    try:
+        return TypeAdapter(list[CheckSettings]).validate_python(items or [])
+    except ValidationError as error:
+        problems = [
+            format_problem({**item, "loc": ("checks", *item["loc"])}, {}) for item in error.errors()
+        ]
+        raise ConfigError(f"{path}: {len(problems)} invalid check setting(s)", problems) from None
+
+
+def _background(
+    settings: ExporterSettings | StandaloneExporter,
+    app_checks: list[CheckSettings],
+    app_checks_url: str | None,
+    target: Target | None,
+    connection: ConnectionOptions,
+    bundle: Bundle | None,
+) -> Background:
+    """The background thread: app checks on their own connection, posture probes of `target`."""
+    runner = None
+    app_checks_options = None
+    if app_checks_url or settings.checks_url:
+        app_checks_options = ConnectionOptions(
+            url=app_checks_url or settings.checks_url,
+            password_file=connection.password_file,
+            tls_ca=connection.tls_ca,
+            tls_cert=connection.tls_cert,
+            tls_key=connection.tls_key,
+        )
+
+    def app_checks_target() -> Target | None:
+        """Resolved at each (re)connect, so a rotated password in .env is picked up."""
+        if app_checks_options is None:
+            return target_for(connection, bundle, "exporter") if target is not None else None
+        known = bundle.known_passwords() if bundle else None
+        return resolve_target(app_checks_options, os.environ, target, known_passwords=known)
+
+    if app_checks and app_checks_target() is not None:
+
+        def connect() -> RawConnection:
+            where = app_checks_target()
+            raw = RawConnection(where, where.timeout)
+            try:
+                raw.login()
+            except BaseException:
+                raw.close()
+                raise
+            return raw
+
+        runner = AppCheckRunner(
+            app_checks,
+            connect,
+            settings.checks_budget_seconds,
+            settings.checks_scan_count,
+            settings.checks_max_commands,
+        )
+    probe = (lambda: posture.probe_posture(target)) if target is not None else None
+    return Background(runner, probe, settings.posture_interval_seconds)
+
+
+def _basic_auth(
+    settings: ExporterSettings | StandaloneExporter, env: dict[str, str]
+) -> tuple[str, str] | None:
+    if not settings.basic_auth_user:
+        return None
+    password = env.get("EXPORTER_BASIC_AUTH_PASSWORD")
+    if not password:
+        raise UsageError(
+            "exporter.basic_auth_user is set but EXPORTER_BASIC_AUTH_PASSWORD is not "
+            "(environment or .env)"
+        )
+    return settings.basic_auth_user, password
+
+
+def _tls_files(
+    settings: ExporterSettings | StandaloneExporter, base: Path | None
+) -> tuple[Path, Path] | None:
+    if not settings.tls_cert_file:
+        return None
+    if not settings.tls_key_file:
+        raise UsageError("exporter.tls_cert_file needs exporter.tls_key_file")
+    paths = [Path(settings.tls_cert_file), Path(settings.tls_key_file)]
+    paths = [base / path if base and not path.is_absolute() else path for path in paths]
+    return paths[0], paths[1]
