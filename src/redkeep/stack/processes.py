@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from redkeep.bundle import Bundle
 from redkeep.errors import RedkeepError
 from redkeep.redis.target import parse_host_port
 
@@ -50,7 +51,7 @@ def is_ours(pid: int, service: Service, root: Path) -> bool:
             return False  # a zombie: it has exited
         if service is REDIS:
             program = os.path.basename(argv[0].split(" ", 1)[0])
-            return program == "redis-server" and _cwd(proc) == (root / "data").resolve()
+            return program == "redis-server" and _cwd(proc) == Bundle(root).data_dir.resolve()
         if _subcommand(argv, len(service.command)) != service.command:
             return False
         if not all(mark in argv for mark in service.marks):
