@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from redkeep import __version__
 from redkeep.config import defaults
-from redkeep.exporter.exposition import CONTENT_TYPE
+from redkeep.exporter.exposition import CONTENT_TYPE, counter, gauge, render
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import key_of, lookup
 from redkeep.redis.target import Target
@@ -155,20 +155,26 @@ class Endpoint:
         return Response(200, body + self._http_metrics(), CONTENT_TYPE)
 
     def _http_metrics(self) -> str:
-        closed = "".join(
-            f'redkeep_exporter_http_closed_connections_total{{reason="{reason}"}} {count}\n'
-            for reason, count in self.closed.items()
+        closed = counter(
+            "redkeep_exporter_http_closed_connections_total",
+            "Connections the exporter closed, by reason",
         )
-        return (
-            "# HELP redis_target_scrape_request_errors_total Refused /scrape requests\n"
-            "# TYPE redis_target_scrape_request_errors_total counter\n"
-            f"redis_target_scrape_request_errors_total {self.bad_requests}\n"
-            "# HELP redkeep_exporter_http_connections Open HTTP connections\n"
-            "# TYPE redkeep_exporter_http_connections gauge\n"
-            f"redkeep_exporter_http_connections {self.open_connections}\n"
-            "# HELP redkeep_exporter_http_closed_connections_total Connections the exporter "
-            "closed, by reason\n"
-            "# TYPE redkeep_exporter_http_closed_connections_total counter\n" + closed
+        for reason, count in self.closed.items():
+            closed.add(count, {"reason": reason})
+        return render(
+            [
+                counter(
+                    "redis_target_scrape_request_errors_total",
+                    "Refused /scrape requests",
+                    self.bad_requests,
+                ),
+                gauge(
+                    "redkeep_exporter_http_connections",
+                    "Open HTTP connections",
+                    self.open_connections,
+                ),
+                closed,
+            ]
         )
 
     def _scrape(self, request: Request) -> Response:
