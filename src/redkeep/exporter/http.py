@@ -72,13 +72,16 @@ CLOSE_REASONS = (
 )
 
 
+_DEFAULTS = defaults.ExporterDefaults()
+
+
 @dataclass(frozen=True)
 class Limits:
-    header_timeout: float = defaults.EXPORTER_HEADER_TIMEOUT
-    idle_timeout: float = defaults.EXPORTER_IDLE_TIMEOUT
-    write_timeout: float = defaults.EXPORTER_WRITE_TIMEOUT
-    max_connections: int = defaults.EXPORTER_MAX_CONNECTIONS
-    max_connections_per_address: int = defaults.EXPORTER_MAX_CONNECTIONS_PER_ADDRESS
+    header_timeout: float = _DEFAULTS.http_header_timeout_seconds
+    idle_timeout: float = _DEFAULTS.http_idle_timeout_seconds
+    write_timeout: float = _DEFAULTS.http_write_timeout_seconds
+    max_connections: int = _DEFAULTS.http_max_connections
+    max_connections_per_address: int = _DEFAULTS.http_max_connections_per_address
 
 
 @dataclass
