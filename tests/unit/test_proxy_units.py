@@ -409,3 +409,10 @@ def test_a_bundle_proxy_uses_the_bundle_files_and_resolves_paths_against_the_bun
     assert config.client_tls.key.as_posix() == "/etc/proxy.key"
     outside = build_config(ProxySettings(upstream="127.0.0.1:6380", tls=False), None, None)
     assert outside.client_tls is None and outside.upstream_tls is None
+
+
+def test_inline_arguments_end_where_redis_ends_them():
+    assert split_inline(b"a\x0bb\tc") == [b"a\x0bb", b"c"]  # \v is inside, \t between
+    assert split_inline(b'"\\x4g" \'a\\\\b\\\'c\' "\\q"') == [b"x4g", b"a\\\\b'c", b"q"]
+    assert split_inline(b"'a'b") is None and split_inline(b'"a\\"') is None
+    assert split_inline(b"x'a b'\t'c'") == [b"xa b", b"c"]
