@@ -1,7 +1,8 @@
 """The one schema of `redkeep.yaml` (pydantic v2).
 
 It validates the file (every error with its path), generates `redkeep config sample` from the
-field descriptions, and renders `redkeep config show`. Hardened defaults live here, as data.
+field descriptions, and renders `redkeep config show`. Hardened defaults live here (and in
+`config/defaults.py`), as data.
 Every section forbids unknown keys, so a typo is an error, not a silently ignored setting.
 
 The Redis server, TLS, users, docker and monitoring sections are here; the backup, exporter and
