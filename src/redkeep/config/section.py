@@ -44,8 +44,10 @@ def section(defaults: type, **types: Any) -> type[Section]:
         if item.default_factory is not dataclasses.MISSING:
             nested = dataclasses.is_dataclass(item.default_factory)
             info = Field(default_factory=hint if nested else item.default_factory, **item.metadata)
-        else:
+        elif item.default is not dataclasses.MISSING:
             info = Field(item.default, **item.metadata)
+        else:
+            info = Field(**item.metadata)  # required
         fields[item.name] = (hint, info)
     name = defaults.__name__.removesuffix("Defaults") + "Settings"
     return create_model(name, __base__=Section, **fields)
