@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from benchmarks import backup, exporter, proxy
+from benchmarks import backup, exporter, proxy, startup
 from benchmarks.harness import machine, median
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -166,10 +166,50 @@ This run: {verdict}.
 """
 
 
+def render_startup(result: dict) -> str:
+    alone = [result["exporter"], result["backup"]]
+    meets = all(
+        part["ms"] <= result["budget_ms"]
+        and part["mib"] <= result["budget_mib"]
+        and not part["heavy"]
+        for part in alone
+    )
+    bundle = result["exporter_bundle"]
+    extra_ms = bundle["ms"] - result["exporter"]["ms"]
+    extra_mib = bundle["mib"] - result["exporter"]["mib"]
+    heavy = ", ".join(bundle["heavy"]) or "nothing"
+    return f"""## Start-up (issue 12)
+
+Budget for a command that runs without a bundle (`redkeep exporter --url URL`, `redkeep backup
+run --url URL --dest DIR`), from start to its first useful step: its imports take at most
+**{result["budget_ms"]} ms** (`python -X importtime`, cumulative, everything beyond the bare
+interpreter; the fastest of {result["rounds"]} fresh processes, as the median also shows how busy the
+machine was) and the process peaks at **{result["budget_mib"]} MiB** or less (VmHWM); it imports
+neither pydantic, PyYAML, cryptography nor redis-py (a test checks the exporter's imports while
+it serves, another the modules). The exporter then serves within 32 MiB (see Exporter). Its
+settings are then the defaults of `config/defaults.py`: plain dataclasses, which the schema's
+models are built from (docs/architecture.md).
+
+| command | imports (fastest / median) | peak RSS (median) | loads |
+|---|---|---|---|
+| `redkeep exporter` without a bundle | {_ms(result["exporter"])} | {result["exporter"]["mib"]:.1f} MiB | {", ".join(result["exporter"]["heavy"]) or "none of them"} |
+| `redkeep backup run` without a bundle | {_ms(result["backup"])} | {result["backup"]["mib"]:.1f} MiB | {", ".join(result["backup"]["heavy"]) or "none of them"} |
+| `redkeep exporter` in a bundle (validates redkeep.yaml) | {_ms(bundle)} | {bundle["mib"]:.1f} MiB | {heavy} |
+
+Budget: {"meets" if meets else "misses"}. Validating a redkeep.yaml costs the exporter
+{extra_ms:.0f} ms and {extra_mib:.1f} MiB more. Reproduce: `.venv/bin/python -m benchmarks startup`.
+"""
+
+
+def _ms(part: dict) -> str:
+    return f"{part['ms']:.0f} / {part['median_ms']:.0f} ms"
+
+
 SECTIONS = {
     "backup": ("## Backups", backup.run, render_backup),
     "exporter": ("## Exporter", exporter.run, render_exporter),
     "proxy": ("## Proxy", proxy.run, render_proxy),
+    "startup": ("## Start-up", startup.run, render_startup),
 }
 
 

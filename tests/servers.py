@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from redkeep.stack.children import end_child
+
 INSTALL_HINT = "install it with `make setup` (apt-get install redis-server redis-tools)"
 SERVERS_DIR = Path(__file__).resolve().parent.parent / ".servers"
 MATRIX_INSTALL_HINT = "install the test servers with `make setup` (scripts/install-test-servers)"
@@ -157,15 +159,8 @@ def process_alive(pid: int) -> bool:
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` (as redkeep ends its own)."""
+    end_child(process, timeout)
 
 
 @dataclass(frozen=True)

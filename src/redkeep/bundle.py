@@ -1,7 +1,8 @@
 """A deployment bundle: the directory `redkeep init` writes and the other commands act on.
 
 Found through `--dir DIR`, or `redkeep.yaml` in the current directory (as docker compose finds
-its file). Knows where each file lives and how to reach the bundle's Redis as each role.
+its file). Knows where each file lives and how to reach the bundle's Redis as each role. Paths
+in redkeep.yaml are relative to the bundle: `resolve_path` is where they become real paths.
 """
 
 import os
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from redkeep.config.schema import Settings
 
 CONFIG_NAME = "redkeep.yaml"
+
+
+def resolve_path(value: str | Path | None, root: Path | None) -> Path | None:
+    """A path from redkeep.yaml, or a flag that stands in for a setting: a relative one is
+    relative to the bundle at `root` (to the working directory without a bundle)."""
+    if value is None:
+        return None
+    path = Path(value)
+    return root / path if root is not None and not path.is_absolute() else path
 
 
 @dataclass
@@ -58,6 +68,10 @@ class Bundle:
     @property
     def tls(self) -> TLSFiles:
         return TLSFiles(self.root / "tls")
+
+    def path(self, value: str | Path) -> Path:
+        """A path setting of this bundle's redkeep.yaml, resolved against the bundle."""
+        return resolve_path(value, self.root)
 
     def exists(self) -> bool:
         return self.config_path.is_file()

@@ -10,10 +10,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -33,7 +35,7 @@ from redkeep.pki.files import write_pair
 from redkeep.render.acl import hashes_in, password_hash
 from redkeep.render.image import dependencies, package_files
 from tests.conftest import run_redkeep
-from tests.servers import free_port, require_binary
+from tests.servers import free_port, process_alive, require_binary, wait_for_exit
 
 # The Compose Specification's JSON schema (see tests/data/README.md).
 COMPOSE_SCHEMA = Path(__file__).parents[1] / "data" / "compose-spec.json"
@@ -449,3 +451,40 @@ def test_an_age_recipient_that_is_not_one_is_refused_and_the_bundle_keeps_its_ow
         validate = run_redkeep("config", "validate", bundle.config_path)
         assert validate.returncode == 2, bad
         assert "is not an age public key" in validate.stderr, validate.stderr
+
+
+def test_the_check_server_dies_with_a_killed_init(tmp_path):
+    """init's throw-away redis-server must not outlive it: a SIGKILLed init used to leave
+    servers behind that ignored SIGTERM (their final save failed in a removed temp dir)."""
+    binary = require_binary("redis-server")
+    conf = tmp_path / "redis.conf"
+    conf.write_text(
+        f"port 0\nunixsocket {tmp_path}/check.sock\nunixsocketperm 700\ndir {tmp_path}\n"
+        f"logfile {tmp_path}/redis.log\nsave 3600 1\n"
+    )
+    # The check waits for an answer on a socket nobody serves: it runs until killed.
+    script = (
+        "import sys; from pathlib import Path; from redkeep.actions.init import _started; "
+        "_started(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))"
+    )
+    init = subprocess.Popen(
+        [sys.executable, "-c", script, binary, str(conf), str(tmp_path / "nobody.sock")]
+    )
+    deadline = time.monotonic() + 20
+    children: list[int] = []
+    while not children:
+        assert init.poll() is None and time.monotonic() < deadline, "no check server seen"
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{init.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+    (server,) = children
+    socket_path = tmp_path / "check.sock"
+    while not socket_path.exists():  # it is a redis-server that has started
+        assert time.monotonic() < deadline, (tmp_path / "redis.log").read_text()
+        time.sleep(0.02)
+    init.send_signal(signal.SIGKILL)
+    init.wait()
+    assert wait_for_exit(server), "the check server outlived init"
+    assert not process_alive(server)

@@ -1,10 +1,14 @@
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 import yaml
 
-from redkeep.config.defaults import StandaloneBackup
+from redkeep.config.defaults import StandaloneBackup, StandaloneExporter
 from redkeep.config.load import load_settings
 from redkeep.config.sample import render_sample
-from redkeep.config.schema import BackupSettings, Settings
+from redkeep.config.schema import BackupSettings, ExporterSettings, Settings
 from redkeep.errors import ConfigError
 
 
@@ -155,3 +159,36 @@ def test_a_check_without_what_its_type_needs_is_an_error(tmp_path):
     )
     (problem,) = problems_of(path)
     assert problem == "At 'exporter.checks[0]': a hash_counters check needs fields"
+
+
+def test_the_sections_a_command_runs_without_a_bundle_are_declared_once():
+    """The schema's backup and exporter models are built from the plain dataclasses: the same
+    settings in the same order, with the dataclass' descriptions and bounds."""
+    for plain, model in (
+        (StandaloneBackup, BackupSettings),
+        (StandaloneExporter, ExporterSettings),
+    ):
+        assert [item.name for item in dataclasses.fields(plain)] == list(model.model_fields)
+    field = ExporterSettings.model_fields["http_max_connections"]
+    declared = next(
+        item
+        for item in dataclasses.fields(StandaloneExporter)
+        if item.name == "http_max_connections"
+    )
+    assert field.description == declared.metadata["description"]
+    with pytest.raises(ValueError, match="less than or equal to 10000"):
+        ExporterSettings(http_max_connections=10001)
+    assert isinstance(StandaloneBackup().retention.keep_last, int)  # the whole section
+
+
+def test_the_commands_that_run_without_a_bundle_load_no_pydantic():
+    modules = ["redkeep.config.defaults", "redkeep.cli.backup", "redkeep.cli.exporter"]
+    heavy = ["pydantic", "yaml", "cryptography"]
+    code = (
+        f"import sys\nfor name in {modules!r}: __import__(name)\n"
+        f"print(sorted(set({heavy!r}) & {{name.split('.')[0] for name in sys.modules}}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -385,3 +385,34 @@ def test_a_change_of_redis_password_reaches_open_connections_as_in_redis():
         scan.upstream_changed(True)  # a password again
     # Redis: a connection opened without a password counts as logged in for good.
     assert required.limited and not open_one.limited
+
+
+def test_a_bundle_proxy_uses_the_bundle_files_and_resolves_paths_against_the_bundle(tmp_path):
+    from redkeep.bundle import Bundle  # noqa: PLC0415
+    from redkeep.config.schema import Settings  # noqa: PLC0415
+
+    files = Bundle(tmp_path).tls
+    settings = Settings()
+    config = build_config(settings.proxy, settings, tmp_path)
+    assert (config.client_tls.cert, config.client_tls.key) == (files.server_cert, files.server_key)
+    assert config.client_tls.client_ca == files.ca_cert
+    upstream = config.upstream_tls
+    assert (upstream.ca, upstream.cert, upstream.key) == (
+        files.ca_cert,
+        files.client_cert(),
+        files.client_key(),
+    )
+    assert config.access_log == tmp_path / "run" / "proxy-access.log"
+    given = ProxySettings(tls_cert="other/proxy.crt", tls_key="/etc/proxy.key")
+    config = build_config(given, settings, tmp_path)
+    assert config.client_tls.cert == tmp_path / "other" / "proxy.crt"
+    assert config.client_tls.key.as_posix() == "/etc/proxy.key"
+    outside = build_config(ProxySettings(upstream="127.0.0.1:6380", tls=False), None, None)
+    assert outside.client_tls is None and outside.upstream_tls is None
+
+
+def test_inline_arguments_end_where_redis_ends_them():
+    assert split_inline(b"a\x0bb\tc") == [b"a\x0bb", b"c"]  # \v is inside, \t between
+    assert split_inline(b'"\\x4g" \'a\\\\b\\\'c\' "\\q"') == [b"x4g", b"a\\\\b'c", b"q"]
+    assert split_inline(b"'a'b") is None and split_inline(b'"a\\"') is None
+    assert split_inline(b"x'a b'\t'c'") == [b"xa b", b"c"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from redkeep.stack.children import end_child
 from redkeep.stack.probe import http_get, redis_ping
 from redkeep.stack.processes import (
     BACKUP,
@@ -153,3 +154,23 @@ def test_any_http_answer_counts_even_a_refusal():
         answer = http_get("127.0.0.1", server.server_address[1], "/health", tls=False)
         server.shutdown()
     assert (answer.answering, answer.detail) == (True, "HTTP 401 to GET /health")
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_wait():
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert stubborn.stdout.readline() == b"ready\n"  # SIGTERM is ignored from here on
+    end_child(stubborn, timeout=0.2)
+    assert stubborn.returncode == -signal.SIGKILL
+    polite = subprocess.Popen(SLEEP)
+    end_child(polite, timeout=30)
+    assert polite.returncode == -signal.SIGTERM
+    end_child(polite, timeout=30)  # one that has exited is left alone
+    assert polite.returncode == -signal.SIGTERM

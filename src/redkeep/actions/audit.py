@@ -11,7 +11,7 @@ from redkeep.audit.facts import gather
 from redkeep.audit.report import AuditReport, TargetReport, UnreachableReport, run_checks
 from redkeep.bundle import Bundle
 from redkeep.errors import ConnectError, RedkeepError, UsageError
-from redkeep.fsutil import atomic_write
+from redkeep.exporter.exposition import Family, write_textfile
 from redkeep.redis.target import ConnectionOptions, Target
 
 ACCEPT_FILE = "audit-accept.txt"  # a bundle's accepted check ids, if it has any
@@ -107,22 +107,15 @@ def audit_targets(
 
 def write_metrics(path: Path, reports: list[TargetReport]) -> None:
     """Prometheus textfile: findings by severity and the score per target (for the exporter)."""
-    lines = [
-        "# HELP redkeep_audit_findings Audit findings not accepted, by severity.",
-        "# TYPE redkeep_audit_findings gauge",
-    ]
-    scores = [
-        "# HELP redkeep_audit_score Audit score out of 100.",
-        "# TYPE redkeep_audit_score gauge",
-    ]
+    findings = Family(
+        "redkeep_audit_findings", "gauge", "Audit findings not accepted, by severity."
+    )
+    scores = Family("redkeep_audit_score", "gauge", "Audit score out of 100.")
     for report in reports:
         if not isinstance(report, AuditReport):
             continue
-        target = report.target.replace("\\", "\\\\").replace('"', '\\"')
+        target = report.target
         for severity in SEVERITIES:
-            lines.append(
-                f'redkeep_audit_findings{{target="{target}",severity="{severity}"}} '
-                f"{report.counts[severity]}"
-            )
-        scores.append(f'redkeep_audit_score{{target="{target}"}} {report.score}')
-    atomic_write(path, "\n".join(lines + scores) + "\n")
+            findings.add(report.counts[severity], {"target": target, "severity": severity})
+        scores.add(report.score, {"target": target})
+    write_textfile(path, [findings, scores])

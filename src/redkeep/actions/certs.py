@@ -217,8 +217,7 @@ NOT_SIGNALLED = "not signalled"
 def _same_file(bundle: Bundle, setting: str | None, path: Path) -> bool:
     if setting is None:
         return True  # the default: the bundle's own
-    given = Path(setting)
-    return (given if given.is_absolute() else bundle.root / given).resolve() == path.resolve()
+    return bundle.path(setting).resolve() == path.resolve()
 
 
 def rotate_server(

@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from redkeep.render.bundle import bundle_files
 from redkeep.render.env import GENERATED_SECRETS, OPERATOR_SECRETS, PASSWORD_KEYS
 from redkeep.render.redis_conf import ConfPaths, render_redis_conf
 from redkeep.stack import redis_server
+from redkeep.stack.children import end_child
 
 KEY_NAMES = {"ecdsa-p256": "ECDSA secp256r1", "rsa-3072": "RSA 3072"}
 # What init creates besides files at the top: removed again when init fails.
@@ -337,9 +337,10 @@ def _refused(version: tuple[int, ...], log_text: str, scratch: Path) -> ConfigEr
 def _started(binary: str, conf_path: Path, socket_path: Path) -> bool:
     """Start redis-server on `conf_path` until it answers on `socket_path`, then stop it.
 
-    False if it exits first (it refused a file: the reason is in its log).
+    False if it exits first (it refused a file: the reason is in its log). It dies with this
+    process, even a SIGKILLed one.
     """
-    process = redis_server.start(binary, conf_path)
+    process = redis_server.start(binary, conf_path, die_with_parent=True)
     try:
         deadline = time.monotonic() + CHECK_TIMEOUT
         while process.poll() is None:
@@ -353,12 +354,7 @@ def _started(binary: str, conf_path: Path, socket_path: Path) -> bool:
             time.sleep(0.02)
         return False
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()  # a throw-away server with nothing to save
-            process.wait()
+        end_child(process, timeout=10)  # a throw-away server with nothing to save
 
 
 def _answers(socket_path: Path) -> bool:

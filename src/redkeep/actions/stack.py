@@ -27,6 +27,7 @@ from redkeep.redis.target import parse_host_port
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.signals import interrupted_by_signals
 from redkeep.stack import probe, processes, redis_server
+from redkeep.stack.children import end_child
 from redkeep.stack.lock import stack_lock
 from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Located, Service
 
@@ -249,7 +250,7 @@ def start_redis(bundle: Bundle) -> subprocess.Popen:
         with interrupted_by_signals():
             wait_until_healthy(bundle, process.pid, process, log_path)
     except BaseException:  # Ctrl-C or a failed start: leave nothing running behind
-        _end_child(process, timeout=30)
+        end_child(process, timeout=30)
         raise
     return process
 
@@ -343,7 +344,7 @@ def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEO
                 )
             time.sleep(0.05)
     except BaseException:
-        _end_child(process, timeout=HELPER_STOP_TIMEOUT)
+        end_child(process, timeout=HELPER_STOP_TIMEOUT)
         pidfile.unlink(missing_ok=True)
         raise
     return process.pid
@@ -351,16 +352,6 @@ def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEO
 
 def _listen_setting(bundle: Bundle, service: Service) -> str:
     return {EXPORTER: bundle.settings.exporter.listen, PROXY: bundle.settings.proxy.listen}[service]
-
-
-def _end_child(process: subprocess.Popen, timeout: float) -> None:
-    """Stop a child this `up` just started (its Popen is proof enough of what it is)."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def listen_port(bundle: Bundle, service: Service) -> int | None:

@@ -13,14 +13,12 @@ command leaves its drill server running (its pid is in the dir's redis.pid) unti
 """
 
 import contextlib
-import ctypes
 import os
 import re
 import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,10 +32,10 @@ from redkeep.errors import ExitStatus, RedkeepError, UsageError
 from redkeep.redis.client import client_for
 from redkeep.redis.target import Target
 from redkeep.stack import redis_server
+from redkeep.stack.children import die_with_parent, end_child
 
 LOAD_TIMEOUT = 600.0
 DIR_PREFIX = "redkeep-drill-"
-PR_SET_PDEATHSIG = 1
 # What a server (or its checker) says about an RDB it cannot read because of its version.
 VERSION_REFUSALS = (
     "Can't handle RDB format version",
@@ -134,7 +132,7 @@ def scratch_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         umask=0o077,
-        preexec_fn=_die_with_parent(),  # noqa: PLW1509 - no threads run while a drill starts
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - no threads run while a drill starts
     )
     client = _client(socket_path)
     try:
@@ -142,12 +140,7 @@ def scratch_server(
         yield Drill(socket_path)
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_child(process, timeout=30)
         if socket_dir != data:
             shutil.rmtree(socket_dir, ignore_errors=True)
 
@@ -170,22 +163,6 @@ def _client(socket_path: Path, db: int = 0) -> redis.Redis:
     """Raw bytes (DUMP payloads), no retries; a reply may take as long as loading does."""
     target = Target("unix", socket_path=str(socket_path), db=db, timeout=LOAD_TIMEOUT)
     return client_for(target, decode_responses=False)
-
-
-def _die_with_parent():
-    """A preexec_fn asking Linux to SIGKILL the child when this process dies (None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    parent = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
-    sigkill = int(signal.SIGKILL)
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, sigkill)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return arm
 
 
 def _wait_loaded(client: redis.Redis, process: subprocess.Popen, log: Path) -> None:

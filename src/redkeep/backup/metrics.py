@@ -5,12 +5,11 @@ catches a job that stopped running, not only one that fails. A failed run keeps 
 success time.
 """
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from redkeep.fsutil import PUBLIC_MODE, atomic_write
+from redkeep.exporter.exposition import Family, read_textfile, write_textfile
 
 if TYPE_CHECKING:
     from redkeep.backup.report import BackupReport
@@ -27,15 +26,12 @@ HELP = {
 
 def read_metrics(path: Path, source: str) -> dict[str, float]:
     """The values recorded for `source` in an existing metrics file ({} if there is none)."""
-    if not path.exists():
-        return {}
-    pattern = re.compile(rf'^{PREFIX}(\w+)\{{source="{re.escape(source)}"\}} (\S+)$')
-    values = {}
-    for line in path.read_text().splitlines():
-        match = pattern.match(line)
-        if match:
-            values[match[1]] = float(match[2])
-    return values
+    return {
+        family.name.removeprefix(PREFIX): value
+        for family in read_textfile(path, PREFIX)
+        for _, labels, value in family.samples
+        if labels == {"source": source}
+    }
 
 
 @dataclass(frozen=True)
@@ -55,12 +51,6 @@ class LastRuns:
             last_run=values.get("last_run_timestamp_seconds"),
             last_ok=None if result is None else result == 1,
         )
-
-
-def render_metrics(values: dict[str, float], source: str) -> list[str]:
-    """Sample lines for one source (HELP/TYPE are added once per file by write_metrics)."""
-    label = source.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return [f'{PREFIX}{name}{{source="{label}"}} {value}' for name, value in values.items()]
 
 
 def write_metrics(
@@ -83,18 +73,17 @@ def write_metrics(
     size_bytes = size if ok else old.get("last_size_bytes")
     if size_bytes is not None:
         values["last_size_bytes"] = size_bytes
-    ours = f'{{source="{source}"}}'
-    others = [
-        line
-        for line in (path.read_text().splitlines() if path.exists() else [])
-        if line.startswith(PREFIX) and ours not in line
-    ]
-    samples = sorted(others + render_metrics(values, source))
-    lines = []
-    for name, text in HELP.items():
-        lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} gauge"]
-        lines += [line for line in samples if line.startswith(f"{PREFIX}{name}{{")]
-    atomic_write(path, "\n".join(lines) + "\n", PUBLIC_MODE)
+    families = {PREFIX + name: Family(PREFIX + name, "gauge", text) for name, text in HELP.items()}
+    for family in read_textfile(path, PREFIX):
+        if family.name in families:
+            for _, labels, value in family.samples:
+                if labels.get("source") != source:
+                    families[family.name].add(value, labels)
+    for name, value in values.items():
+        families[PREFIX + name].add(value, {"source": source})
+    for family in families.values():
+        family.samples.sort(key=lambda sample: sample[1].get("source", ""))
+    write_textfile(path, families.values())
 
 
 def record_run(path: Path, report: "BackupReport", finished: float) -> None:

@@ -20,7 +20,7 @@ import hiredis
 
 from redkeep.errors import RedkeepError
 from redkeep.exporter.collectors import Collector, State, text
-from redkeep.exporter.exposition import Family, gauge
+from redkeep.exporter.exposition import Family, gauge, read_textfile
 from redkeep.redis.acl import parse_getuser
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import Target
@@ -167,19 +167,10 @@ def audit_families(path: Path | None) -> list[Family]:
 
 def textfile_families(path: Path | None, prefix: str, help_text: str) -> list[Family]:
     """Gauges from a Prometheus textfile written by another redkeep command."""
-    if path is None or not path.exists():
-        return []
-    families: dict[str, Family] = {}
-    for line in path.read_text().splitlines():
-        if not line.startswith(prefix):
-            continue
-        head, _, value = line.rpartition(" ")
-        name, _, labels_text = head.partition("{")
-        labels = {}
-        for pair in labels_text.rstrip("}").split('",'):
-            key, _, label_value = pair.partition("=")
-            if key:
-                labels[key.strip()] = label_value.strip().strip('"')
-        family = families.setdefault(name, Family(name, "gauge", help_text))
-        family.add(float(value), labels)
-    return list(families.values())
+    families = []
+    for family in read_textfile(path, prefix):
+        if family.samples:
+            gauges = Family(family.name, "gauge", help_text)
+            gauges.samples = family.samples
+            families.append(gauges)
+    return families

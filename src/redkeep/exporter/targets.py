@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from redkeep.bundle import resolve_path
 from redkeep.errors import UsageError
 from redkeep.redis.target import Target, parse_url
 
@@ -52,9 +53,9 @@ def allowed_targets(
             username=profile.username or target.username,
             password=password,
             password_source=profile.password_env or "",
-            tls_ca=_path(profile.tls_ca, base),
-            tls_cert=_path(profile.tls_cert, base),
-            tls_key=_path(profile.tls_key, base),
+            tls_ca=resolve_path(profile.tls_ca, base),
+            tls_cert=resolve_path(profile.tls_cert, base),
+            tls_key=resolve_path(profile.tls_key, base),
         )
     return allowed
 
@@ -68,10 +69,3 @@ def lookup(allowed: Mapping[str, Target], requested: str) -> Target | None:
     if target.password is not None or target.username is not None:
         return None
     return allowed.get(key_of(target))
-
-
-def _path(value: str | None, base: Path | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    return base / path if base is not None and not path.is_absolute() else path

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redkeep.bundle import Bundle, resolve_path
 from redkeep.config.schema import ProxySettings, Settings, TLSSettings
 from redkeep.errors import UsageError
 from redkeep.proxy.policy import Policy, networks, parse_commands
@@ -64,13 +65,10 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
     """The runnable configuration; `settings`/`root` are the bundle's, when there is one."""
 
     def path(value: str | None, default: Path | None) -> Path | None:
-        if value is None:
-            return default
-        found = Path(value)
-        return root / found if root is not None and not found.is_absolute() else found
+        return default if value is None else resolve_path(value, root)
 
-    tls_dir = root / "tls" if root is not None else None
-    in_bundle = settings is not None and tls_dir is not None
+    # The bundle's own certificates, where a setting names none.
+    files = Bundle(root).tls if settings is not None and root is not None else None
     if proxy.upstream:
         upstream = parse_host_port(proxy.upstream, "--upstream", EXAMPLE)
     elif settings is not None:
@@ -79,12 +77,12 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
         raise UsageError("no upstream: pass --upstream HOST:PORT (or run inside a bundle)")
 
     client_tls = None
-    cert = path(proxy.tls_cert, tls_dir / "server.crt" if in_bundle and proxy.tls else None)
-    key = path(proxy.tls_key, tls_dir / "server.key" if in_bundle and proxy.tls else None)
+    cert = path(proxy.tls_cert, files.server_cert if files and proxy.tls else None)
+    key = path(proxy.tls_key, files.server_key if files and proxy.tls else None)
     if proxy.tls and (cert or key):
         if not (cert and key):
             raise UsageError("client TLS needs both --tls-cert and --tls-key")
-        client_ca = path(proxy.tls_client_ca, tls_dir / "ca.crt" if in_bundle else None)
+        client_ca = path(proxy.tls_client_ca, files.ca_cert if files else None)
         auth = proxy.auth_clients if client_ca else "no"
         # The same protocols and ciphers as Redis itself (the defaults outside a bundle).
         tls_settings = settings.tls if settings is not None else TLSSettings()
@@ -99,15 +97,16 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
         )
 
     upstream_tls = None
-    bundle_upstream = in_bundle and not proxy.upstream
-    ca = path(proxy.upstream_tls_ca, tls_dir / "ca.crt" if bundle_upstream else None)
-    ucert = path(proxy.upstream_tls_cert, tls_dir / "client.crt" if bundle_upstream else None)
-    ukey = path(proxy.upstream_tls_key, tls_dir / "client.key" if bundle_upstream else None)
+    # Towards the bundle's own Redis: its CA and client certificate.
+    own = files if files and not proxy.upstream else None
+    ca = path(proxy.upstream_tls_ca, own.ca_cert if own else None)
+    ucert = path(proxy.upstream_tls_cert, own.client_cert() if own else None)
+    ukey = path(proxy.upstream_tls_key, own.client_key() if own else None)
     if ca or ucert or ukey:
         if bool(ucert) != bool(ukey):
             raise UsageError("mutual TLS to Redis needs both --upstream-tls-cert and -key")
         name = proxy.upstream_tls_name or (
-            settings.host if bundle_upstream and settings is not None else upstream[0]
+            settings.host if own and settings is not None else upstream[0]
         )
         upstream_tls = UpstreamTLS(ca=ca, cert=ucert, key=ukey, server_name=name)
 

@@ -5,17 +5,20 @@ than the request it counts); connections still open are summed in when /metrics 
 """
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
+from redkeep import __version__
 from redkeep.exporter.exposition import CONTENT_TYPE, Family, counter, gauge, render
+from redkeep.httpserver import Connection, HTTPServer, Request, Response
 from redkeep.proxy.records import ConnectionRecord
 
 if TYPE_CHECKING:
     from redkeep.proxy.server import Proxy
 
-REQUEST_LIMIT = 8192  # bytes of an HTTP request head we read
-STATUS_PAGE = b'<html><body><h1>redkeep proxy</h1><a href="/metrics">metrics</a></body></html>\n'
+SERVER = f"redkeep-proxy/{__version__}"
+STATUS_PAGE = '<html><body><h1>redkeep proxy</h1><a href="/metrics">metrics</a></body></html>\n'
 
 
 # Labels that exist from the start (at 0), so rates and alerts have a series before the first
@@ -157,36 +160,23 @@ def families(proxy: "Proxy") -> list[Family]:
     return result
 
 
+def respond(proxy: "Proxy", request: Request) -> Response:
+    """GET (or HEAD) /metrics, and / pointing at it."""
+    if request.method not in ("GET", "HEAD"):
+        return Response(405, "GET only\n", extra={"Allow": "GET, HEAD"})
+    if request.path == "/metrics":
+        return Response(200, render(families(proxy)), CONTENT_TYPE)
+    if request.path == "/":
+        return Response(200, STATUS_PAGE, "text/html; charset=utf-8")
+    return Response(404, "not found\n")
+
+
 async def serve_metrics(proxy: "Proxy", host: str, port: int) -> asyncio.Server:
-    """A minimal HTTP endpoint: GET /metrics, and / pointing at it."""
+    """The metrics endpoint on the proxy's loop, answered there (rendering is quick), with the
+    exporter's HTTP limits: header, idle and write timeouts, connection caps."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            method, path, *_ = head[:REQUEST_LIMIT].split(b" ", 2)
-            path = path.split(b"?")[0]
-            if method not in (b"GET", b"HEAD"):
-                status, body, kind = "405 Method Not Allowed", b"GET only\n", "text/plain"
-            elif path == b"/metrics":
-                status, kind = "200 OK", CONTENT_TYPE
-                body = render(families(proxy)).encode()
-            elif path == b"/":
-                status, kind = "200 OK", "text/html; charset=utf-8"
-                body = STATUS_PAGE
-            else:
-                status, body, kind = "404 Not Found", b"not found\n", "text/plain"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\nX-Content-Type-Options: nosniff\r\n"
-                "Cache-Control: no-store\r\n\r\n".encode()
-                + (body if method != b"HEAD" else b"")
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            pass
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def handle(request: Request, connection: Connection) -> Response:
+        return respond(proxy, request)
 
-    return await asyncio.start_server(handle, host, port, limit=REQUEST_LIMIT)
+    server = HTTPServer(handle, SERVER, log=logging.getLogger("redkeep.proxy"))
+    return await server.start(host, port)

@@ -2,8 +2,9 @@
 
 Redis reads a request as multibulk when it starts with '*' (`*<n>\\r\\n` then n times
 `$<len>\\r\\n<bytes>\\r\\n`) and as an inline line otherwise (split like `sdssplitargs`:
-quotes, escapes). The scanner finds frame boundaries and the command name without building the
-arguments: payloads are skipped by length, so a large value streams through in constant memory.
+quotes, escapes; `proxy/inline.py`). The scanner finds frame boundaries and the command name
+without building the arguments: payloads are skipped by length, so a large value streams
+through in constant memory.
 It mirrors Redis' own rules (it finds lines by '\\r', never checks the CRLF after a payload,
 parses lengths strictly), so what it calls a frame is what Redis will execute.
 
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 import hiredis
 
+from redkeep.proxy.inline import split_inline
 from redkeep.proxy.policy import Policy, TokenBucket
 
 # Redis refuses an inline request or header line only when more than PROTO_INLINE_MAX_SIZE
@@ -493,73 +495,3 @@ def _count_line(buf: bytes, pos: int, n: int, kind: str) -> tuple[int | None, in
             raise ProtocolViolation(f"Protocol error: too big {kind} count string")
         return _NEED_MORE
     return strict_int(buf[pos + 1 : cr]), cr + 2
-
-
-_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
-_SPACE = frozenset(b" \t\n\r\v\f")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-def split_inline(line: bytes) -> list[bytes] | None:  # noqa: PLR0912 - one branch per C case
-    """An inline request's arguments as Redis' sdssplitargs splits them; None when the quotes
-    do not balance. Stops at a NUL byte, as the C function does."""
-    line = line.partition(b"\0")[0]
-    args: list[bytes] = []
-    i, n = 0, len(line)
-    while True:
-        while i < n and line[i] in _SPACE:
-            i += 1
-        if i >= n:
-            return args
-        current = bytearray()
-        in_double = in_single = False
-        while True:
-            char = line[i] if i < n else None
-            if in_double:
-                if char is None:
-                    return None
-                nxt = line[i + 1] if i + 1 < n else None
-                if (
-                    char == 92
-                    and nxt == ord("x")
-                    and i + 3 < n
-                    and line[i + 2] in _HEX
-                    and line[i + 3] in _HEX
-                ):
-                    current.append(int(line[i + 2 : i + 4], 16))
-                    i += 3
-                elif char == 92 and nxt is not None:
-                    i += 1
-                    current.append(_ESCAPES.get(nxt, nxt))
-                elif char == 34:  # the closing quote must end the argument
-                    if nxt is not None and nxt not in _SPACE:
-                        return None
-                    i += 1
-                    break
-                else:
-                    current.append(char)
-            elif in_single:
-                if char is None:
-                    return None
-                nxt = line[i + 1] if i + 1 < n else None
-                if char == 92 and nxt == 39:
-                    i += 1
-                    current.append(39)
-                elif char == 39:
-                    if nxt is not None and nxt not in _SPACE:
-                        return None
-                    i += 1
-                    break
-                else:
-                    current.append(char)
-            else:
-                if char is None or char in (32, 10, 13, 9):
-                    break
-                if char == 34:
-                    in_double = True
-                elif char == 39:
-                    in_single = True
-                else:
-                    current.append(char)
-            i += 1
-        args.append(bytes(current))

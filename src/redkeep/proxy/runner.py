@@ -1,13 +1,13 @@
 """Running the proxy: event loop (uvloop when installed), signals, metrics endpoint."""
 
 import asyncio
-import contextlib
 import logging
 import resource
 import signal
 import ssl
 from collections.abc import Callable
 
+from redkeep import httpserver
 from redkeep.errors import RedkeepError
 from redkeep.proxy.accesslog import AccessLog
 from redkeep.proxy.config import ProxyConfig
@@ -74,11 +74,7 @@ async def _serve(
 def raise_open_files_limit(max_conns: int) -> None:
     """Use the hard open-files limit (as Go programs do): each client costs two descriptors,
     and the soft limit (often 1024) would turn clients away long before max_conns."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+    soft = httpserver.raise_open_files_limit()
     needed = 2 * max_conns + 64
     if soft != resource.RLIM_INFINITY and soft < needed:
         log.warning(

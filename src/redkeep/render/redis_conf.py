@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redkeep import __version__
+from redkeep.bundle import Bundle
 from redkeep.config.schema import Settings
 from redkeep.render import templates
 
@@ -29,13 +30,13 @@ CONTAINER_PATHS = ConfPaths(tls="/tls", redis="/usr/local/etc/redis", data="/dat
 
 def local_paths(root: Path) -> ConfPaths:
     """Paths for a redis-server run by `redkeep up` from the bundle at `root`."""
-    root = root.resolve()
+    bundle = Bundle(root.resolve())
     return ConfPaths(
-        tls=str(root / "tls"),
-        redis=str(root / "redis"),
-        data=str(root / "data"),
-        log=str(root / "run" / "redis.log"),
-        pidfile=str(root / "run" / "redis.pid"),
+        tls=str(bundle.tls.directory),
+        redis=str(bundle.redis_dir),
+        data=str(bundle.data_dir),
+        log=str(bundle.run_dir / "redis.log"),
+        pidfile=str(bundle.run_dir / "redis.pid"),
     )
 
 

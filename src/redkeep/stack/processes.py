@@ -8,6 +8,7 @@ unrelated redis-server) is never signalled, and its pid file is stale. Signals g
 pidfd, so a process that exits between the check and the signal cannot be replaced by another.
 """
 
+import contextlib
 import os
 import select
 import signal
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from redkeep.bundle import Bundle
 from redkeep.errors import RedkeepError
 from redkeep.redis.target import parse_host_port
 
@@ -50,7 +52,7 @@ def is_ours(pid: int, service: Service, root: Path) -> bool:
             return False  # a zombie: it has exited
         if service is REDIS:
             program = os.path.basename(argv[0].split(" ", 1)[0])
-            return program == "redis-server" and _cwd(proc) == (root / "data").resolve()
+            return program == "redis-server" and _cwd(proc) == Bundle(root).data_dir.resolve()
         if _subcommand(argv, len(service.command)) != service.command:
             return False
         if not all(mark in argv for mark in service.marks):
@@ -154,21 +156,16 @@ def find_processes(service: Service, root: Path) -> Iterator[int]:
 
 def send_signal(pid: int, service: Service, root: Path, signum: int) -> bool:
     """Send `signum` to `pid` only if it is the bundle's `service`; return whether it was sent."""
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    try:
+    with _pidfd(pid) as handle:
         # The pidfd names this very process: if it exits after the check, the signal fails
         # rather than reach a process that got the pid since.
-        if not is_ours(pid, service, root):
+        if handle is None or not is_ours(pid, service, root):
             return False
-        signal.pidfd_send_signal(handle, signum)
+        try:
+            signal.pidfd_send_signal(handle, signum)
+        except ProcessLookupError:
+            return False
         return True
-    except ProcessLookupError:
-        return False
-    finally:
-        os.close(handle)
 
 
 def stop(
@@ -183,12 +180,8 @@ def stop(
     Return True once it has exited (or was not ours to stop), False if it is still running
     after `timeout` seconds, or as soon as `give_up()` says it will not exit.
     """
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        if not is_ours(pid, service, root):
+    with _pidfd(pid) as handle:
+        if handle is None or not is_ours(pid, service, root):
             return True
         try:
             signal.pidfd_send_signal(handle, signal.SIGTERM)
@@ -204,19 +197,27 @@ def stop(
                 return True
             if time.monotonic() >= deadline or give_up():
                 return False
-    finally:
-        os.close(handle)
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
     """Wait up to `timeout` seconds for process `pid` to exit; whether it has."""
+    with _pidfd(pid) as handle:
+        if handle is None:
+            return True
+        readable, _, _ = select.select([handle], [], [], timeout)
+        return bool(readable)
+
+
+@contextlib.contextmanager
+def _pidfd(pid: int) -> Iterator[int | None]:
+    """A pidfd for process `pid` (None if it has exited), closed afterwards."""
     try:
         handle = os.pidfd_open(pid)
     except ProcessLookupError:
-        return True
+        yield None
+        return
     try:
-        readable, _, _ = select.select([handle], [], [], timeout)
-        return bool(readable)
+        yield handle
     finally:
         os.close(handle)
 

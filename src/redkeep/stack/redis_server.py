@@ -1,6 +1,8 @@
 """The redis-server binary: find it, read its version, check a config, start it, read its log.
 
-Which running redis-server is a bundle's, and signalling it: `stack/processes.py`.
+`up` and init's configuration check start it here; restore drills start their own throw-away
+server (`backup/drill.py`). Which running redis-server is a bundle's, and signalling it:
+`stack/processes.py`; stopping a child: `stack/children.py`.
 """
 
 import re
@@ -9,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from redkeep.errors import ConfigError, UsageError
+from redkeep.stack import children
 
 INSTALL_HINT = "install it: `apt-get install redis-server` (or `make setup`)"
 # redis-server exits with status 1 both for a bad file and for "nowhere to listen".
@@ -55,11 +58,12 @@ def check_config(binary: str, conf_path: Path) -> None:
     raise ConfigError(f"{conf_path}: redis-server rejects this configuration: {detail}")
 
 
-def start(binary: str, conf_path: Path) -> subprocess.Popen:
+def start(binary: str, conf_path: Path, die_with_parent: bool = False) -> subprocess.Popen:
     """Start redis-server on `conf_path`. Files it creates are private to this user (umask 077).
 
     It runs in its own session: Ctrl-C reaches only redkeep, which then stops it in order,
-    and a detached server outlives redkeep.
+    and a detached server outlives redkeep. With `die_with_parent` (a throw-away server, such
+    as init's check) it is killed when this process dies, however it dies.
     """
     return subprocess.Popen(
         [binary, str(conf_path)],
@@ -68,6 +72,7 @@ def start(binary: str, conf_path: Path) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
         umask=0o077,
         start_new_session=True,
+        preexec_fn=children.die_with_parent() if die_with_parent else None,  # noqa: PLW1509
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REDKEEP
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 
 @dataclass
@@ -127,8 +127,4 @@ def exporter_factory(tmp_path) -> Iterator:
 
     yield start
     for exporter in started:
-        exporter.process.terminate()
-        try:
-            exporter.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            exporter.process.kill()
+        stop_process(exporter.process)

@@ -15,6 +15,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import ACL_USERS, REDKEEP
+from tests.integration.exporter.test_http_limits import established_from
 from tests.integration.proxy.conftest import (
     REFUSED,
     Proxy,
@@ -567,3 +568,35 @@ def test_out_of_file_descriptors_the_proxy_pauses_and_recovers(plain_redis, tmp_
         assert process.poll() is None
     finally:
         proxy.stop()
+
+
+def test_the_metrics_endpoint_has_the_exporters_http_protections(plain_redis, start_proxy):
+    """/metrics is served by the exporter's HTTP server: garbage is answered at once, not left
+    to hang; idle connections beyond the per-address cap (16) make room; HEAD gets no body."""
+    proxy = start_proxy(upstream=plain_redis.port)
+    address = ("127.0.0.1", proxy.metrics_port)
+
+    def exchange(request: bytes) -> bytes:
+        with socket.create_connection(address, timeout=15) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer
+
+    assert exchange(b"*1\r\n$4\r\nPING\r\n").startswith(b"HTTP/1.1 400 ")
+    many_headers = b"GET /metrics HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n"
+    assert exchange(many_headers).startswith(b"HTTP/1.1 431 ")
+    head = exchange(b"HEAD /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"redkeep_proxy_up" not in head
+    idle = [socket.create_connection(address, timeout=15) for _ in range(30)]
+    try:
+        assert proxy.metrics()["redkeep_proxy_up"] == 1  # the idle ones made room
+        deadline = time.monotonic() + 10
+        while established_from(proxy.process.pid, proxy.metrics_port).get("127.0.0.1", 0) > 16:
+            assert time.monotonic() < deadline, "more idle connections held than the cap"
+            time.sleep(0.05)
+    finally:
+        for sock in idle:
+            sock.close()
