@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from redkeep.envfile import read_env
 from redkeep.errors import UsageError
 from redkeep.pki.layout import TLSFiles
-from redkeep.redis.deployment import Deployment
+from redkeep.redis.deployment import Deployment, Node, Role, Topology
 from redkeep.redis.target import Target
 from redkeep.render.env import PASSWORD_KEYS
 
@@ -108,21 +108,28 @@ class Bundle:
         return [self.env_path, self.acl_path, *keys]
 
     def deployment(self, role: str, with_password: bool = True) -> Deployment:
-        """The bundle's Redis servers, each reached as `role`: TLS, its CA, the bundle client
-        cert. One standalone server today."""
+        """The bundle's servers as `redkeep up` runs them, each reached as `role`: TLS, its
+        CA, the bundle client cert. Roles are the initial ones (after a failover, ask the
+        Sentinels or the cluster: `Deployment` callers do)."""
+        from redkeep.config.deployment import plan_nodes  # noqa: PLC0415 - with the settings
+
         settings = self.settings
-        redis = Target(
-            "rediss",
-            host=settings.host,
-            port=settings.redis.tls_port,
-            username=role,
-            password=self.password(role) if with_password else None,
-            password_source=f"{self.env_path}" if with_password else "",
-            tls_ca=self.tls.ca_cert,
-            tls_cert=self.tls.client_cert(),
-            tls_key=self.tls.client_key(),
-        )
-        return Deployment.standalone(redis)
+        password = self.password(role) if with_password else None
+        nodes = []
+        for planned in plan_nodes(settings.deployment, settings.redis.tls_port):
+            target = Target(
+                "rediss",
+                host=settings.host,
+                port=planned.port,
+                username=role,
+                password=password,
+                password_source=f"{self.env_path}" if with_password else "",
+                tls_ca=self.tls.ca_cert,
+                tls_cert=self.tls.client_cert(),
+                tls_key=self.tls.client_key(),
+            )
+            nodes.append(Node(planned.name, Role(planned.role), target, shard=str(planned.shard)))
+        return Deployment(Topology(settings.deployment.topology), tuple(nodes))
 
     def target(self, role: str, with_password: bool = True) -> Target:
         """How to reach the bundle's primary as `role`."""

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from redkeep.actions.audit import write_metrics as write_audit_metrics
+from redkeep.audit.report import AuditReport, UnreachableReport
 from redkeep.backup.metrics import read_metrics, write_metrics
 from redkeep.config.defaults import StandaloneExporter
 from redkeep.config.schema import ExporterSettings
@@ -189,8 +190,8 @@ def test_audit_textfile_and_its_pass_through(tmp_path):
     path = tmp_path / "redkeep_audit.prom"
     counts = {"critical": 1, "high": 0, "medium": 2, "low": 0, "info": 3}
     reports = [
-        {"target": "rediss://admin:****@h:6380", "counts": counts, "score": 77},
-        {"target": "redis://down:6379", "error": "refused"},
+        AuditReport(target="rediss://admin:****@h:6380", counts=counts, score=77),
+        UnreachableReport(target="redis://down:6379", error="refused"),
     ]
     write_audit_metrics(path, reports)
     lines = path.read_text().splitlines()

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from redkeep.config.backup import BackupSettings, NotifySettings, RetentionSettings, S3Settings
+from redkeep.config.deployment import DeploymentSettings
 from redkeep.config.exporter import (
     CHECK_NEEDS,
     CHECK_TYPES,
@@ -36,6 +37,7 @@ __all__ = [
     "AppUserSettings",
     "BackupSettings",
     "CheckSettings",
+    "DeploymentSettings",
     "DockerSettings",
     "ExporterSettings",
     "HostPort",
@@ -349,6 +351,10 @@ class Settings(Section):
     )
     proxy: ProxySettings = Field(
         default_factory=ProxySettings, description="The network security proxy."
+    )
+    deployment: DeploymentSettings = Field(
+        default_factory=DeploymentSettings,
+        description="How many servers hold the data: standalone, sentinel or cluster.",
     )
 
     @model_validator(mode="after")

@@ -3,9 +3,9 @@
 A standalone server is a deployment of one node. A replicated one is a primary, its replicas
 and the Sentinels that watch them; a Cluster is shards, each a primary with replicas. Commands
 pick nodes by purpose rather than by address: an audit or a certificate rotation wants every
-node, a backup one node per shard, a user change the current primary. Only standalone
-deployments are built today (`Deployment.standalone`); the roles and selectors are the
-contract the Sentinel and Cluster support will fill in.
+node, a backup one node per shard, a user change the current primary. A bundle builds its
+deployment from `config/deployment.py`'s plan (`Bundle.deployment`); the roles there are the
+initial ones.
 """
 
 from dataclasses import dataclass

@@ -140,8 +140,8 @@ def test_dryrun_and_the_rules_fallback_agree(server_build, server_factory):
     server = server_factory(server_build, USERS)
     url = f"redis://admin:admin-secret@127.0.0.1:{server.port}"
     facts = gather(resolve_target(ConnectionOptions(url=url), {}))
-    dryrun = facts.get("dryrun")
-    assert dryrun == _dryrun_from_rules(facts.users())
+    dryrun = facts.dryrun
+    assert dryrun == _dryrun_from_rules(facts.users)
     assert dryrun[("ops", "debug")] and not dryrun[("ops", "flushall")]
     assert dryrun[("scripts", "eval")] and not dryrun[("writer", "eval")]
     has_dryrun = True
