@@ -53,6 +53,14 @@ class Bundle:
     def acl_path(self) -> Path:
         return self.redis_dir / "users.acl"
 
+    def node_dir(self, name: str) -> Path:
+        """A node's own files in a sentinel or cluster bundle: redis.conf and users.acl (each
+        node saves its own ACL file; a shared one would race), or a Sentinel's sentinel.conf."""
+        return self.redis_dir / "nodes" / name
+
+    def node_data_dir(self, name: str) -> Path:
+        return self.data_dir / name
+
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
