@@ -15,7 +15,16 @@ from redkeep.pki import issue
 from redkeep.pki.inspect import load_certificate, load_private_key
 from redkeep.pki.layout import DEFAULT_CLIENT, TLSFiles
 
-__all__ = ["DEFAULT_CLIENT", "TLSFiles", "init_tls", "issue_client", "load_ca", "write_pair"]
+__all__ = [
+    "DEFAULT_CLIENT",
+    "TLSFiles",
+    "init_tls",
+    "issue_client",
+    "issue_node",
+    "load_ca",
+    "node_names",
+    "write_pair",
+]
 
 
 def load_ca(files: TLSFiles) -> tuple[x509.Certificate, issue.PrivateKey]:
@@ -70,3 +79,28 @@ def issue_client(
     cert, key = issue.make_client_cert(ca_cert, ca_key, name, key_type, days, now)
     write_pair(cert_path, key_path, cert, key)
     return cert_path, key_path
+
+
+def node_names(node: str, server_names: list[str]) -> list[str]:
+    """What a node's certificate names: the node first (its compose service or pod name, what
+    peers dial), then the names clients use."""
+    return [node, *[name for name in server_names if name != node]]
+
+
+def issue_node(
+    files: TLSFiles,
+    node: str,
+    server_names: list[str],
+    key_type: issue.KeyType,
+    days: int,
+    now: dt.datetime,
+) -> tuple[Path, Path]:
+    """Issue (or renew) the server certificate of one node of a sentinel or cluster deployment,
+    tls/nodes/NODE.crt and .key, signed by the bundle's CA."""
+    ca_cert, ca_key = load_ca(files)
+    cert, key = issue.make_server_cert(
+        ca_cert, ca_key, node_names(node, server_names), key_type, days, now
+    )
+    ensure_private_dir(files.node_cert(node).parent)
+    write_pair(files.node_cert(node), files.node_key(node), cert, key)
+    return files.node_cert(node), files.node_key(node)
