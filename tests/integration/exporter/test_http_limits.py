@@ -38,11 +38,14 @@ def limited_exporter(exporter_factory, tmp_path: Path, url: str, **settings):
 def established_from(pid: int, port: int) -> dict[str, int]:
     """The connections process `pid` itself holds on its `port`, counted by client address
     (from its own file descriptors and the kernel's TCP table, not from the exporter)."""
-    inodes = {
-        os.readlink(fd)[8:-1]
-        for fd in Path(f"/proc/{pid}/fd").iterdir()
-        if os.readlink(fd).startswith("socket:[")
-    }
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except FileNotFoundError:  # closed between the listing and the read
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
     counts: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
