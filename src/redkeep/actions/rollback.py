@@ -105,10 +105,10 @@ class ChangeLog:
                 problems[name] = f"ACL GETUSER {self.user} differs from before the change"
         return problems
 
-    def failure(self, error: RedkeepError, what: str, hint: str) -> RedkeepError:
+    def failure(self, error: RedkeepError, what: str, hint: str, note: str = "") -> RedkeepError:
         """Roll back, then one line: where `what` failed, which nodes were changed and rolled
-        back, and which could not be (`hint`: what to do about those). The exit status is the
-        failure's (3 for a node that cannot be reached, else 1)."""
+        back, which could not be (`hint`: what to do about those), and `note`. The exit status
+        is the failure's (3 for a node that cannot be reached or refuses a login, else 1)."""
         changed = self.changed
         problems = self.roll_back()
         restored = [name for name in changed if name not in problems]
@@ -123,6 +123,8 @@ class ChangeLog:
         if problems:
             listed = "; ".join(f"{name}: {reason}" for name, reason in problems.items())
             message += f"; could NOT roll back {listed} ({hint})"
+        if note:
+            message += f"; {note}"
         return RedkeepError(message, error.status, error.kind)
 
 

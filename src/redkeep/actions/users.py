@@ -179,7 +179,7 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
                 ("ACL", "SETUSER", user, f"<{new}"),
             )
         for node, _ in holders:
-            prove_login(node, user, new)
+            prove_login(node, user, new, "the rotation")
         for node, _ in holders:
             log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
         for link in links:
@@ -193,7 +193,7 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
             f"run `redkeep users finish-rotation {user}` once it answers: it removes the "
             "password .env does not hold"
         )
-        raise log.failure(error, f"rotating '{user}' failed", hint) from None
+        raise log.failure(error, f"rotating '{user}' failed", hint, ".env is unchanged") from None
     finally:
         _private_sentinel_configs(bundle, links)
     return RotationResult(
@@ -246,7 +246,7 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
                 ("ACL", "SETUSER", user, *restores),
             )
         for node, _ in holders:
-            prove_login(node, user, kept_password)
+            prove_login(node, user, kept_password, str(bundle.env_path))
         for node in changed:
             log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
     except RedkeepError as error:
@@ -311,15 +311,11 @@ def holders_of(sessions: list[NodeSession], user: str) -> list[tuple[NodeSession
     return [(node, acl) for node, acl in found if acl is not None]
 
 
-def prove_login(node: NodeSession, user: str, password: str) -> None:
-    """Log in on a fresh connection to the node as `user` with `password`: AUTH and nothing
-    else (a user may have no right to PING); raise NodeError when the node refuses."""
-    target = replace(
-        node.node.target,
-        username=user,
-        password=password,
-        password_source="the password being rotated",
-    )
+def prove_login(node: NodeSession, user: str, password: str, source: str) -> None:
+    """Log in on a fresh connection to the node as `user` with `password` (from `source`, for
+    messages): AUTH and nothing else, as a user may have no right to PING. Raise NodeError
+    when the node refuses."""
+    target = replace(node.node.target, username=user, password=password, password_source=source)
     try:
         probe = RawConnection(target, idle_timeout=target.timeout)
         try:
