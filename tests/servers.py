@@ -110,21 +110,13 @@ class RedisServer:
     def __post_init__(self) -> None:
         self.log = self.workdir / "redis.log"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0, keep_config: bool = False) -> "RedisServer":
+        """Start it on a config written from `config`, or (`keep_config`) on its config file
+        as it is now (what the server or a command rewrote in it stays)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / self.conf_name
-        lines = [
-            f"port {self.port}",
-            "bind 127.0.0.1",
-            f"dir {self.workdir}",
-            f"logfile {self.log}",
-            "save ''",
-            "appendonly no",
-            *self.config,
-        ]
-        if self.tls_port:
-            lines.append(f"tls-port {self.tls_port}")
-        conf.write_text("\n".join(lines) + "\n")
+        if not keep_config:
+            self._write_config(conf)
         self.process = subprocess.Popen(
             [self.binary, str(conf), *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -138,6 +130,20 @@ class RedisServer:
             time.sleep(0.02)
         self.stop()
         pytest.fail(f"{self.program} not ready in {timeout}s: {self.log_text()}", pytrace=False)
+
+    def _write_config(self, conf: Path) -> None:
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.workdir}",
+            f"logfile {self.log}",
+            "save ''",
+            "appendonly no",
+            *self.config,
+        ]
+        if self.tls_port:
+            lines.append(f"tls-port {self.tls_port}")
+        conf.write_text("\n".join(lines) + "\n")
 
     @property
     def program(self) -> str:

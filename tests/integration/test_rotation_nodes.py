@@ -1,19 +1,22 @@
-"""Password rotation on every node of a sentinel deployment: same passwords everywhere, always.
+"""Rotation on every node of a sentinel deployment: the same passwords work everywhere at every
+moment; every data node serves its renewed certificate without a restart.
 
 One deployment for the module (three data nodes replicating over TLS, one Sentinel), built by
 hand from a standalone bundle (`sentinel_by_hand.py`). Every test leaves it as it found it:
 each user with one password, the one in .env.
 """
 
+import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from redkeep.pki.inspect import load_certificate
+from redkeep.redis.handshake import handshake
 from redkeep.render.acl import hashes_in, password_hash
 from tests.conftest import run_redkeep
 from tests.integration.sentinel_by_hand import (
@@ -67,23 +70,23 @@ def logs_in(deployment: HandMadeDeployment, name: str, user: str, password: str)
 
 
 class Logins:
-    """Fresh logins on one node, over and over, each with the password `password()` gives
-    at that moment; records every refusal."""
+    """Fresh logins, over and over, on each of `names` in turn (one thread: bounded load),
+    each with the password `password()` gives at that moment; records every refusal."""
 
-    def __init__(self, deployment: HandMadeDeployment, name: str, user: str, password: Callable):
-        self.deployment, self.name, self.user, self.password = deployment, name, user, password
-        self.count = 0
+    def __init__(self, deployment: HandMadeDeployment, names, user: str, password: Callable):
+        self.deployment, self.names, self.user, self.password = deployment, names, user, password
+        self.counts = dict.fromkeys(names, 0)
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            password = self.password()
-            if not logs_in(self.deployment, self.name, self.user, password):
-                self.failures.append(f"{self.name}: refused {password_hash(password)[:8]}")
-            self.count += 1
-            time.sleep(0.01)
+            for name in self.names:
+                password = self.password()
+                if not logs_in(self.deployment, name, self.user, password):
+                    self.failures.append(f"{name}: refused {password_hash(password)[:8]}")
+                self.counts[name] += 1
 
     def __enter__(self):
         self._thread.start()
@@ -99,10 +102,7 @@ def test_rotate_and_finish_reach_every_node_with_no_failed_login(deployment):
     old = bundle.password("app")
     holders = [*deployment.data_nodes, *deployment.sentinels]  # the Sentinels have app too
     assert set(passwords_on(deployment, "app")) == set(holders)
-    current = [Logins(deployment, name, "app", lambda: bundle.password("app")) for name in holders]
-    for logins in current:
-        logins.__enter__()
-    try:
+    with Logins(deployment, holders, "app", lambda: bundle.password("app")) as logins:
         started = redkeep(deployment, "users", "rotate", "app")
         assert started.returncode == 0, started.stderr
         new = bundle.password("app")
@@ -121,12 +121,9 @@ def test_rotate_and_finish_reach_every_node_with_no_failed_login(deployment):
         assert saved_passwords(deployment, "app") == dict.fromkeys(holders, only_new)
         for name in holders:
             assert not logs_in(deployment, name, "app", old)
-        counts = [logins.count for logins in current]
-        wait_for(lambda: all(c.count > n for c, n in zip(current, counts, strict=True)), "logins")
-    finally:
-        for logins in current:
-            logins.__exit__()
-    assert [failure for logins in current for failure in logins.failures] == []
+        counts = dict(logins.counts)
+        wait_for(lambda: all(logins.counts[n] > counts[n] for n in holders), "more logins")
+    assert logins.failures == []
     assert "redis-0, redis-1, redis-2, sentinel-0" in started.stdout
 
 
@@ -274,9 +271,6 @@ def test_a_node_that_refuses_leaves_every_node_as_before(deployment, refusal, st
     assert f"rolled back {changed} (each as before" in message
     assert message.rstrip().endswith(".env is unchanged")
     assert "could NOT" not in message
-    # Nothing left behind: a rotation runs as if the failed one never happened.
-    assert redkeep(deployment, "users", "rotate", "app").returncode == 0
-    assert redkeep(deployment, "users", "finish-rotation", "app").returncode == 0
 
 
 def test_a_node_that_does_not_answer_is_named_and_nothing_changes(deployment):
@@ -300,3 +294,83 @@ def test_url_is_refused_for_a_deployment_of_many_nodes(deployment):
     result = redkeep(deployment, "users", "rotate", "app", "--url", url)
     assert result.returncode == 2
     assert "--url names one server" in result.stderr
+
+
+def served_serial(deployment: HandMadeDeployment, name: str) -> int:
+    """The serial a node presents in a fresh TLS handshake."""
+    tls = deployment.bundle.tls
+    probe = handshake(
+        "127.0.0.1",
+        deployment.port(name),
+        ca=tls.ca_cert,
+        cert=tls.client_cert(),
+        key=tls.client_key(),
+        server_name="localhost",
+    )
+    assert probe.ok, (name, probe.error)
+    return probe.certificate.serial_number
+
+
+def serial_on_disk(deployment: HandMadeDeployment, name: str) -> int:
+    return load_certificate(deployment.bundle.tls.node_cert(name)).serial_number
+
+
+def test_certs_rotate_switches_every_data_node_live_and_renews_the_sentinels(deployment):
+    names = list(deployment.nodes)
+    before = {name: served_serial(deployment, name) for name in names}
+    pids = {name: server.pid for name, server in deployment.nodes.items()}
+    open_clients = {name: deployment.client(name, single_connection_client=True) for name in names}
+    for client in open_clients.values():
+        client.ping()
+    result = redkeep(deployment, "certs", "rotate", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for name in deployment.data_nodes:
+        new = serial_on_disk(deployment, name)
+        assert new != before[name]
+        assert served_serial(deployment, name) == new  # re-read live, no restart
+    # The Sentinel cannot re-read it: renewed on disk, said so, and served once restarted.
+    assert served_serial(deployment, "sentinel-0") == before["sentinel-0"]
+    assert serial_on_disk(deployment, "sentinel-0") != before["sentinel-0"]
+    assert report["complete"] is True and report["restart_needed"] == ["sentinel-0"]
+    assert "restart sentinel-0" in result.stderr
+    nodes = {node["name"]: node for node in report["nodes"]}
+    assert all(nodes[name]["current"] for name in deployment.data_nodes)
+    assert {name: server.pid for name, server in deployment.nodes.items()} == pids
+    for client in open_clients.values():  # connections made before stay up
+        assert client.ping()
+        client.close()
+    # No failover, and replication and the Sentinel's links come back over the new certificates.
+    reconnect_replicas(deployment)
+    with deployment.client("sentinel-0") as sentinel:
+        assert sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)[1] == deployment.port(
+            "redis-0"
+        )
+        assert sentinel_sees_master(sentinel)
+    restarted = deployment.nodes["sentinel-0"]
+    restarted.stop()
+    restarted.log.unlink()  # start() waits for its ready line: in the new log
+    restarted.start(keep_config=True)
+    assert served_serial(deployment, "sentinel-0") == serial_on_disk(deployment, "sentinel-0")
+    with deployment.client("sentinel-0") as sentinel:
+        wait_for(lambda: sentinel_sees_master(sentinel), "the restarted Sentinel")
+
+
+def test_certs_rotate_names_the_node_that_refuses_and_switches_the_others(deployment):
+    before = {name: served_serial(deployment, name) for name in deployment.data_nodes}
+    with deployment.client("redis-1") as client:
+        client.execute_command("ACL", "SETUSER", "admin", "-config|set")
+    try:
+        result = redkeep(deployment, "certs", "rotate")
+    finally:
+        with deployment.client("redis-1") as client:
+            client.execute_command("ACL", "SETUSER", "admin", "+config|set")
+    assert result.returncode == 1
+    assert "redis-1 localhost:" in result.stderr and "kept its certificate" in result.stderr
+    assert "rotation incomplete: redis-1 kept the certificate it had" in result.stderr
+    # redis-1 serves its old certificate, and that is still the one on disk; the others moved.
+    assert served_serial(deployment, "redis-1") == before["redis-1"]
+    assert serial_on_disk(deployment, "redis-1") == before["redis-1"]
+    for name in ("redis-0", "redis-2"):
+        assert served_serial(deployment, name) == serial_on_disk(deployment, name) != before[name]
+    reconnect_replicas(deployment)  # redis-1 (old) and redis-2 (new) both replicate again
