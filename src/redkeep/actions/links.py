@@ -58,19 +58,21 @@ def links_for(sessions: list[NodeSession], user: str, master_name: str) -> list[
     links = []
     for session in sessions:
         if user == REPLICATION_USER and not session.is_sentinel:
-            config = _pairs(session.run("CONFIG GET", "CONFIG", "GET", "master*"))
+            config = config_pairs(session.run("CONFIG GET", "CONFIG", "GET", "master*"))
             if config.get("masteruser") == user:
                 links.append(Link(session, "masterauth", current=config.get("masterauth", "")))
         if user == SENTINEL_USER and session.is_sentinel:
             # auth-user is not shown by any command; the bundle's Sentinels use this user.
             links.append(Link(session, "auth-pass", master_name=master_name))
-            config = _pairs(session.run("SENTINEL CONFIG GET", "SENTINEL", "CONFIG", "GET", "*"))
+            config = config_pairs(
+                session.run("SENTINEL CONFIG GET", "SENTINEL", "CONFIG", "GET", "*")
+            )
             if config.get("sentinel-user") == user:
                 links.append(Link(session, "sentinel-pass", current=config.get("sentinel-pass")))
     return links
 
 
-def _pairs(reply: Any) -> dict[str, str]:
+def config_pairs(reply: Any) -> dict[str, str]:
     """A CONFIG GET reply, a map (RESP3, redis-py's callback) or a flat list of pairs."""
     if isinstance(reply, Mapping):
         return {str(key): str(value) for key, value in reply.items()}

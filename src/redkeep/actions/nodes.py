@@ -77,6 +77,8 @@ def every_node(bundle: Bundle, connection: ConnectionOptions, role: str) -> tupl
             "node of it; drop --url"
         )
     known = bundle.known_passwords()
+    if connection.password_file is None and role not in known:
+        bundle.password(role)  # says which .env key is missing
     nodes = []
     for node in bundle.deployment(role, with_password=False).nodes:
         target = resolve_target(
