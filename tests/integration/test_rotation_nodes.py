@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -39,10 +40,10 @@ def redkeep(deployment: HandMadeDeployment, *args: str):
     return run_redkeep(*args, "--dir", deployment.bundle.root)
 
 
-def passwords_on(deployment: HandMadeDeployment, user: str) -> dict[str, set[str]]:
-    """{node: the password hashes of `user` there}, for every node that has the user."""
+def passwords_on(deployment: HandMadeDeployment, user: str, names=None) -> dict[str, set[str]]:
+    """{node: the password hashes of `user` there}, for every node (of `names`) that has it."""
     found = {}
-    for name in deployment.nodes:
+    for name in names or deployment.nodes:
         with deployment.client(name) as client:
             acl = client.acl_getuser(user)
         if acl is not None:
@@ -287,6 +288,35 @@ def test_a_node_that_does_not_answer_is_named_and_nothing_changes(deployment):
     assert snapshot(deployment, "exporter") == before  # both passwords still everywhere
     assert redkeep(deployment, "users", "finish-rotation", "exporter").returncode == 0
     assert all(len(hashes) == 1 for hashes in passwords_on(deployment, "exporter").values())
+
+
+def test_a_node_killed_during_finish_rotation_leaves_every_node_alike(deployment):
+    """Whenever the kill lands (before its change, before its save, after), the survivors
+    agree, and the killed node restarts from its own ACL file in the same state."""
+    assert redkeep(deployment, "users", "rotate", "app").returncode == 0
+    victim = deployment.nodes["redis-2"]
+    with deployment.client("redis-0") as watched:
+
+        def kill_once_redis_0_changes():
+            while len(watched.acl_getuser("app")["passwords"]) == 2:
+                time.sleep(0.001)
+            os.kill(victim.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_once_redis_0_changes)
+        killer.start()
+        result = redkeep(deployment, "users", "finish-rotation", "app")
+        killer.join()
+    survivors = [name for name in deployment.nodes if name != "redis-2"]
+    states = passwords_on(deployment, "app", survivors)
+    assert len(states) == 3 and len({frozenset(hashes) for hashes in states.values()}) == 1
+    assert (result.returncode == 0) == (len(states["redis-0"]) == 1), result.stderr
+    victim.stop()
+    victim.log.unlink()
+    victim.start(keep_config=True)
+    assert passwords_on(deployment, "app", ["redis-2"])["redis-2"] == states["redis-0"]
+    if result.returncode != 0:
+        assert "rolled back redis-0, redis-1" in result.stderr
+        assert redkeep(deployment, "users", "finish-rotation", "app").returncode == 0
 
 
 def test_url_is_refused_for_a_deployment_of_many_nodes(deployment):
