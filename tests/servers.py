@@ -67,9 +67,34 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port between {low} and {high}")
 
 
+def free_port_block(offsets: tuple[int, ...], host: str = "127.0.0.1") -> int:
+    """A base port such that base + each offset is free now: a deployment's ports (data node
+    i on tls_port + i, Sentinel j on tls_port + 100 + j)."""
+    low, high = _port_share()
+    for _ in range(200):
+        base = free_port(host)
+        if base + max(offsets) >= high:
+            continue
+        if all(_bindable(host, base + offset) for offset in offsets):
+            return base
+    raise RuntimeError(f"no free block of ports {offsets} between {low} and {high}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class RedisServer:
-    """One redis-server with a config of our choosing, in `workdir`."""
+    """One redis-server with a config of our choosing, in `workdir`.
+
+    A Sentinel: `args=("--sentinel",)`, `conf_name="sentinel.conf"`, `ready="+monitor"`.
+    """
 
     binary: str
     workdir: Path
@@ -78,13 +103,35 @@ class RedisServer:
     tls_port: int = 0
     process: subprocess.Popen | None = None
     log: Path = field(init=False)
+    args: tuple[str, ...] = ()
+    conf_name: str = "redis.conf"
+    ready: str = "Ready to accept connections"  # the log line that says it serves
 
     def __post_init__(self) -> None:
         self.log = self.workdir / "redis.log"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0, keep_config: bool = False) -> "RedisServer":
+        """Start it on a config written from `config`, or (`keep_config`) on its config file
+        as it is now (what the server or a command rewrote in it stays)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "redis.conf"
+        conf = self.workdir / self.conf_name
+        if not keep_config:
+            self._write_config(conf)
+        self.process = subprocess.Popen(
+            [self.binary, str(conf), *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = self.process.stderr.read().decode() if self.process.stderr else ""
+                pytest.fail(f"{self.program} exited: {error}{self.log_text()}", pytrace=False)
+            if self.ready in self.log_text():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        pytest.fail(f"{self.program} not ready in {timeout}s: {self.log_text()}", pytrace=False)
+
+    def _write_config(self, conf: Path) -> None:
         lines = [
             f"port {self.port}",
             "bind 127.0.0.1",
@@ -97,19 +144,6 @@ class RedisServer:
         if self.tls_port:
             lines.append(f"tls-port {self.tls_port}")
         conf.write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen(
-            [self.binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
-                pytest.fail(f"{self.program} exited: {error}{self.log_text()}", pytrace=False)
-            if "Ready to accept connections" in self.log_text():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        pytest.fail(f"{self.program} not ready in {timeout}s: {self.log_text()}", pytrace=False)
 
     @property
     def program(self) -> str:

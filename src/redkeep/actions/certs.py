@@ -1,4 +1,9 @@
-"""`redkeep certs`: create, issue, show, verify, and rotate the served certificate live."""
+"""`redkeep certs`: create, issue, show, verify, and rotate the served certificates live.
+
+A standalone bundle serves tls/server.crt (Redis, and the proxy). A sentinel or cluster bundle
+gives each node its own certificate, tls/nodes/NAME.crt: a rotation renews each one and makes
+each data node re-read its own (`rotate_nodes`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
+from cryptography import x509
 
 from redkeep.actions.locate import load_bundle, target_for
+from redkeep.actions.nodes import every_node, is_standalone
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.config.load import load_settings
@@ -19,7 +26,7 @@ from redkeep.config.schema import Settings
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write
 from redkeep.pki import issue
-from redkeep.pki.files import TLSFiles, init_tls, issue_client, load_ca, write_pair
+from redkeep.pki.files import TLSFiles, init_tls, issue_client, issue_node, load_ca, write_pair
 from redkeep.pki.inspect import (
     CertInfo,
     describe,
@@ -29,6 +36,7 @@ from redkeep.pki.inspect import (
     verify_certificate,
 )
 from redkeep.redis.client import explain_failure, session
+from redkeep.redis.deployment import Node, Role
 from redkeep.redis.handshake import handshake
 from redkeep.redis.target import ConnectionOptions, Target, parse_host_port
 from redkeep.stack import processes
@@ -85,9 +93,12 @@ def run_verify(app: Application, request: CertsRequest) -> list[Verdict]:
 
 def run_rotate(
     app: Application, connection: ConnectionOptions, directory: Path | None
-) -> RotationReport:
-    """Rotate the bundle's server certificate, talking to its Redis as admin."""
+) -> RotationReport | NodesRotationReport:
+    """Rotate the bundle's server certificate (each node's, in a sentinel or cluster bundle),
+    talking to its Redis as admin."""
     bundle = load_bundle(app, directory)
+    if not is_standalone(bundle):
+        return rotate_nodes(bundle, every_node(bundle, connection, "admin"), _now())
     target = target_for(connection, bundle, "admin", prefer_bundle=True)
     with session(target) as client:
         return rotate_server(bundle, client, target, _now())
@@ -212,6 +223,18 @@ def tls_endpoints(bundle: Bundle, target: Target) -> list[Endpoint]:
 # Listening on every address: ask on loopback.
 LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 NOT_SIGNALLED = "not signalled"
+CONFIG_SET = "CONFIG SET"
+# Sentinel mode has no CONFIG command at all (checked on 7.0: COMMAND LIST), so nothing makes a
+# running Sentinel re-read its certificate.
+SENTINEL_RENEWED = (
+    "renewed on disk; a Sentinel cannot re-read its certificate (no CONFIG SET in Sentinel "
+    "mode): it serves the new one once restarted"
+)
+
+
+def _told(applied: str) -> bool:
+    """Was the endpoint told to re-read its certificate (so a handshake must show it)?"""
+    return applied == CONFIG_SET or applied.startswith("SIGHUP")
 
 
 def _same_file(bundle: Bundle, setting: str | None, path: Path) -> bool:
@@ -254,7 +277,7 @@ def rotate_server(
         atomic_write(files.server_cert, issue.cert_pem(old_cert), PUBLIC_MODE)
         _config_set(client, target, paths)
         raise
-    applied = {"redis": "CONFIG SET", "proxy": _reload_proxy(bundle)}
+    applied = {"redis": CONFIG_SET, "proxy": _reload_proxy(bundle)}
     new_serial = format(cert.serial_number, "x")
     return RotationReport(
         old_serial=format(old_cert.serial_number, "x"),
@@ -262,7 +285,10 @@ def rotate_server(
         not_after=cert.not_valid_after_utc.isoformat(),
         paths=paths,
         endpoints=[
-            _served(endpoint, applied[endpoint.name], new_serial, target) for endpoint in endpoints
+            _served(
+                endpoint, applied[endpoint.name], new_serial, target, _told(applied[endpoint.name])
+            )
+            for endpoint in endpoints
         ],
     )
 
@@ -284,10 +310,11 @@ def _served(
     applied: str,
     new_serial: str,
     target: Target,
+    told: bool,
     timeout: float = VERIFY_TIMEOUT,
 ) -> EndpointResult:
-    """Handshake with `endpoint` until it serves `new_serial` (a reload takes a moment)."""
-    told = not applied.startswith(NOT_SIGNALLED)
+    """Handshake with `endpoint` until it serves `new_serial` (a reload takes a moment); one
+    handshake only for an endpoint that was not `told`, which serves the new one later."""
     deadline = time.monotonic() + (timeout if told else 0)
     while True:
         probe = handshake(
@@ -314,7 +341,14 @@ def _served(
     )
 
 
-def _served_paths(client: redis.Redis, target: Target) -> tuple[str, str]:
+def _served_paths(
+    client: redis.Redis,
+    target: Target,
+    names: tuple[str, str] = ("server.crt", "server.key"),
+    folder: str = "tls/",
+) -> tuple[str, str]:
+    """The certificate and key files the server reads; raise RedkeepError unless they are the
+    bundle's `names` (compared by name: in a container the directory differs)."""
     try:
         config = client.config_get("tls-cert-file", "tls-key-file")
     except redis.RedisError as error:
@@ -322,10 +356,10 @@ def _served_paths(client: redis.Redis, target: Target) -> tuple[str, str]:
     cert_path, key_path = config.get("tls-cert-file", ""), config.get("tls-key-file", "")
     if not cert_path or not key_path:
         raise RedkeepError(f"{target.where} serves no TLS certificate (tls-cert-file is empty)")
-    if os.path.basename(cert_path) != "server.crt" or os.path.basename(key_path) != "server.key":
+    if (os.path.basename(cert_path), os.path.basename(key_path)) != names:
         raise RedkeepError(
-            f"{target.where} reads {cert_path} and {key_path}, not the bundle's server.crt and "
-            "server.key; point redis.conf at the bundle's tls/ directory"
+            f"{target.where} reads {cert_path} and {key_path}, not the bundle's {names[0]} and "
+            f"{names[1]}; point its config at the bundle's {folder} directory"
         )
     return cert_path, key_path
 
@@ -336,3 +370,127 @@ def _config_set(client: redis.Redis, target: Target, paths: tuple[str, str]) -> 
         client.execute_command("CONFIG", "SET", "tls-cert-file", paths[0], "tls-key-file", paths[1])
     except redis.RedisError as error:
         raise explain_failure(error, target, "CONFIG SET tls-cert-file") from None
+
+
+@dataclass(frozen=True)
+class NodeCertificate:
+    """One node of a sentinel or cluster deployment after the rotation of its certificate."""
+
+    name: str
+    address: str
+    path: str  # its certificate in the bundle: tls/nodes/NAME.crt
+    old_serial: str
+    new_serial: str  # "" when it was not renewed (the node could not be told)
+    not_after: str  # of the certificate in `path` now
+    applied: str  # "CONFIG SET", "renewed on disk; ..." (a Sentinel), or why it was not renewed
+    serial: str | None  # the serial it serves now (None: no handshake)
+    current: bool  # it serves the new certificate
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class NodesRotationReport:
+    topology: str
+    nodes: list[NodeCertificate]
+
+    @property
+    def complete(self) -> bool:
+        """Every data node serves its new certificate (Sentinels: once restarted)."""
+        return not any(node.problem for node in self.nodes)
+
+    @property
+    def restart_needed(self) -> list[str]:
+        """The nodes whose new certificate waits for a restart: the Sentinels."""
+        return [
+            node.name
+            for node in self.nodes
+            if node.new_serial and not node.current and not node.problem
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "topology": self.topology,
+            "complete": self.complete,
+            "restart_needed": self.restart_needed,
+            "nodes": [asdict(node) for node in self.nodes],
+        }
+
+
+def rotate_nodes(bundle: Bundle, nodes: tuple[Node, ...], now: dt.datetime) -> NodesRotationReport:
+    """Renew each node's certificate from the bundle's CA and make each data node serve its
+    new one with CONFIG SET (no restart, so no failover); report what each node serves.
+
+    Each node is on its own: one that cannot be reached or refuses keeps its old certificate
+    (files put back), the others keep the new one; all are signed by the same CA, so every
+    link keeps working. A Sentinel's file is renewed for its next start (no CONFIG SET).
+    """
+    load_ca(bundle.tls)  # the CA and every node's certificate are there before any change
+    for node in nodes:
+        load_certificate(bundle.tls.node_cert(node.name))
+    results = [
+        _rotate_sentinel(bundle, node, now)
+        if node.role is Role.SENTINEL
+        else _rotate_data_node(bundle, node, now)
+        for node in nodes
+    ]
+    return NodesRotationReport(bundle.settings.deployment.topology, results)
+
+
+def _rotate_data_node(bundle: Bundle, node: Node, now: dt.datetime) -> NodeCertificate:
+    files, target = bundle.tls, node.target
+    cert_path, key_path = files.node_cert(node.name), files.node_key(node.name)
+    old_cert = load_certificate(cert_path)
+    try:
+        with session(target) as client:
+            paths = _served_paths(client, target, (cert_path.name, key_path.name), "tls/nodes/")
+            old_key_pem = key_path.read_bytes()
+            _renew_node(bundle, node, now)
+            try:
+                _config_set(client, target, paths)
+            except RedkeepError:
+                atomic_write(key_path, old_key_pem, SECRET_MODE)
+                atomic_write(cert_path, issue.cert_pem(old_cert), PUBLIC_MODE)
+                _config_set(client, target, paths)
+                raise
+    except RedkeepError as error:
+        return _node_result(
+            node, cert_path, old_cert, None, f"kept its certificate: {error.message}"
+        )
+    return _node_result(node, cert_path, old_cert, load_certificate(cert_path), CONFIG_SET)
+
+
+def _rotate_sentinel(bundle: Bundle, node: Node, now: dt.datetime) -> NodeCertificate:
+    cert_path = bundle.tls.node_cert(node.name)
+    old_cert = load_certificate(cert_path)
+    _renew_node(bundle, node, now)
+    return _node_result(node, cert_path, old_cert, load_certificate(cert_path), SENTINEL_RENEWED)
+
+
+def _renew_node(bundle: Bundle, node: Node, now: dt.datetime) -> None:
+    tls = bundle.settings.tls
+    issue_node(bundle.tls, node.name, tls.server_names, tls.key_type, tls.cert_days, now)
+
+
+def _node_result(
+    node: Node, path: Path, old: x509.Certificate, new: x509.Certificate | None, applied: str
+) -> NodeCertificate:
+    """What the node serves now, by a TLS handshake; a problem unless it is what was meant."""
+    target = node.target
+    endpoint = Endpoint(node.name, target.host, target.port, target.host)
+    new_serial = format(new.serial_number, "x") if new is not None else ""
+    told = applied == CONFIG_SET
+    served = _served(endpoint, applied, new_serial, target, told)
+    # Not told: a Sentinel serves its renewed file once restarted; a node not renewed failed.
+    problem = served.problem if told else ("" if new is not None else applied)
+    return NodeCertificate(
+        name=node.name,
+        address=endpoint.address,
+        path=str(path),
+        old_serial=format(old.serial_number, "x"),
+        new_serial=new_serial,
+        not_after=(new or old).not_valid_after_utc.isoformat(),
+        applied=applied if new is not None else "not renewed",
+        serial=served.serial,
+        current=served.current,
+        problem=problem,
+    )

@@ -1,29 +1,52 @@
-"""`redkeep users`: list ACL users; rotate a password with no downtime.
+"""`redkeep users`: list ACL users; rotate a password with no downtime, on every node.
 
 Rotation is two steps (the Redis docs' procedure). `rotate` adds a new password next to the
 old one and records it in `.env`; clients move over at their pace, both passwords working.
-`finish-rotation` then removes every password but the one in `.env`. The server is changed
-before `.env`, so a failure in between leaves `.env` with a password that still works.
+`finish-rotation` then removes every password but the one in `.env`.
+
+A sentinel or cluster deployment keeps users per node (ACL is not replicated), so each step
+is applied on every node that has the user (data nodes; Sentinels for the users they have),
+each node is proven with a fresh login, and only then is anything saved: ACL SAVE on each
+node, the links' stored passwords (`actions/links.py`), `.env` last. So at every moment the
+password in `.env` works on every node. A failure part-way rolls every node back
+(`actions/rollback.py`) and leaves `.env` alone.
 """
 
-import contextlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from redkeep.actions.links import REPLICATION_USER, SENTINEL_USER, Link, links_for
 from redkeep.actions.locate import load_bundle, target_for
+from redkeep.actions.nodes import (
+    NodeError,
+    NodeSession,
+    acl_file,
+    admin_sessions,
+    config_file,
+    every_node,
+    is_standalone,
+)
+from redkeep.actions.rollback import ChangeLog, acl_user, make_private
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.envfile import generate_password, update_env
 from redkeep.errors import RedkeepError, UsageError
-from redkeep.fsutil import SECRET_MODE
 from redkeep.redis.acl import AclUser, parse_getuser
-from redkeep.redis.client import connect, explain_failure, session
+from redkeep.redis.client import explain_failure, session
+from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.render.acl import password_hash
 from redkeep.render.env import PASSWORD_KEYS, app_url
+
+# The users only sentinel and cluster deployments have; their .env keys are named like
+# render/env.py's PASSWORD_KEYS.
+DEPLOYMENT_PASSWORD_KEYS = {
+    REPLICATION_USER: "REDIS_REPLICATION_PASSWORD",
+    SENTINEL_USER: "REDIS_SENTINEL_PASSWORD",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +70,8 @@ class RotationResult:
     passwords_now: int
     env_keys: list[str]  # the .env keys that now hold the new password
     env_path: str  # the bundle's .env
+    nodes: list[str] = field(default_factory=list)  # the nodes changed (that have the user)
+    links: list[str] = field(default_factory=list)  # stored passwords set: "masterauth on redis-1"
 
 
 @dataclass(frozen=True)
@@ -75,13 +100,14 @@ def run_list(app: Application, request: UsersRequest) -> list[UserInfo]:
 
 
 def run_rotation(app: Application, request: RotationRequest, finish: bool) -> RotationResult:
-    """Start a rotation of `request.user`'s password (or, `finish`, end it) on the bundle's
-    own Redis as its admin, unless --url names another."""
+    """Start a rotation of `request.user`'s password (or, `finish`, end it) on every node of
+    the bundle as its admin; a standalone bundle's one server unless --url names another."""
     bundle = load_bundle(app, request.directory)
-    target = target_for(request.connection, bundle, "admin", prefer_bundle=True)
+    env_key(bundle, request.user)  # an unmanaged user is refused before connecting
+    nodes = every_node(bundle, request.connection, "admin")
     step = finish_rotation if finish else rotate
-    with session(target) as client:
-        return step(bundle, client, target, request.user)
+    with admin_sessions(nodes) as sessions:
+        return step(bundle, sessions, request.user)
 
 
 def get_user(client: redis.Redis, target: Target, name: str) -> AclUser | None:
@@ -118,89 +144,217 @@ def list_users(client: redis.Redis, target: Target) -> list[UserInfo]:
     return users
 
 
-def rotate(bundle: Bundle, client: redis.Redis, target: Target, user: str) -> RotationResult:
-    """Add a new password for `user`, keep the old one valid, save the ACL, update `.env`."""
-    env_key = _env_key(user)
-    current = bundle.password(user)
-    hashes = _server_hashes(client, target, user)
-    if password_hash(current) not in hashes:
-        raise RedkeepError(
-            f"the {env_key} in {bundle.env_path} is not a password of '{user}' on "
-            f"{target.where}; refusing to rotate (is .env from another deployment?)"
-        )
-    if len(hashes) > 1:
-        raise RedkeepError(
-            f"'{user}' already has {len(hashes)} passwords: a rotation is in progress; "
-            f"run `redkeep users finish-rotation {user}` first"
-        )
+def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationResult:
+    """Add a new password for `user` on every node that has it, prove it with a fresh login
+    on each, save each node's ACL, switch the links that log in as `user`, then `.env`."""
+    key = env_key(bundle, user)
+    current = bundle_password(bundle, user)
+    holders = holders_of(sessions, user)
+    for node, found in holders:
+        if password_hash(current) not in found.passwords:
+            raise RedkeepError(
+                f"the {key} in {bundle.env_path} is not a password of '{user}' on "
+                f"{node.label}; refusing to rotate (is .env from another deployment?)"
+            )
+        if len(found.passwords) > 1:
+            raise RedkeepError(
+                f"'{user}' already has {len(found.passwords)} passwords on {node.label}: a "
+                f"rotation is in progress; run `redkeep users finish-rotation {user}` first"
+            )
+    links = links_for(sessions, user, bundle.settings.deployment.master_name)
+    for link in links:
+        if link.current is not None and link.current != current:
+            raise RedkeepError(
+                f"{link.label} is not the {key} in {bundle.env_path}; refusing to rotate a "
+                "password the deployment does not use (set it back, or fix .env)"
+            )
     new = generate_password()
-    _acl(client, target, "ACL SETUSER", "ACL", "SETUSER", user, f">{new}")
+    log = ChangeLog(user, before={node.name: found for node, found in holders})
     try:
-        _prove_login(target, user, new)
-        _acl(client, target, "ACL SAVE", "ACL", "SAVE")
-    except RedkeepError:
-        _acl(client, target, "ACL SETUSER", "ACL", "SETUSER", user, f"<{new}")
-        raise
-    _private_acl_file(bundle)
-    updates = {env_key: new}
-    if user == "app":
-        updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
-    update_env(bundle.env_path, updates)
-    return RotationResult(user, "started", len(hashes) + 1, sorted(updates), str(bundle.env_path))
-
-
-def finish_rotation(
-    bundle: Bundle, client: redis.Redis, target: Target, user: str
-) -> RotationResult:
-    """Remove every password of `user` except the one in `.env`; save the ACL."""
-    env_key = _env_key(user)
-    keep = password_hash(bundle.password(user))
-    hashes = _server_hashes(client, target, user)
-    if keep not in hashes:
-        raise RedkeepError(
-            f"the {env_key} in {bundle.env_path} is not a password of '{user}' on "
-            f"{target.where}; refusing to remove the others, which would lock '{user}' out"
+        for node, _ in holders:
+            log.change(
+                node,
+                "ACL SETUSER",
+                ("ACL", "SETUSER", user, f">{new}"),
+                ("ACL", "SETUSER", user, f"<{new}"),
+            )
+        for node, _ in holders:
+            prove_login(node, user, new, "the rotation")
+        for node, _ in holders:
+            log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
+        for link in links:
+            _switch(bundle, log, link, new, undo_to=link.current or current)
+        updates = {key: new}
+        if user == "app":
+            updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
+        _write_env(bundle, updates)
+    except RedkeepError as error:
+        hint = (
+            f"run `redkeep users finish-rotation {user}` once it answers: it removes the "
+            "password .env does not hold"
         )
-    old = [digest for digest in hashes if digest != keep]
-    if old:
-        _acl(client, target, "ACL SETUSER", "ACL", "SETUSER", user, *[f"!{h}" for h in old])
-        _acl(client, target, "ACL SAVE", "ACL", "SAVE")
-        _private_acl_file(bundle)
-    step = "finished" if old else "nothing to finish"
-    return RotationResult(user, step, 1, [], str(bundle.env_path))
+        raise log.failure(error, f"rotating '{user}' failed", hint, ".env is unchanged") from None
+    finally:
+        _private_sentinel_configs(bundle, links)
+    return RotationResult(
+        user,
+        "started",
+        len(holders[0][1].passwords) + 1,
+        sorted(updates),
+        str(bundle.env_path),
+        nodes=[node.name for node, _ in holders],
+        links=[link.label for link in links],
+    )
 
 
-def _env_key(user: str) -> str:
-    if user not in PASSWORD_KEYS:
+def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationResult:
+    """Remove every password of `user` except the one in `.env`, on every node that has it.
+
+    The links that log in as `user` are set to the `.env` password first (it works before
+    and after), then the old passwords go, each node is proven with a fresh login, saved.
+    """
+    key = env_key(bundle, user)
+    kept_password = bundle_password(bundle, user)
+    keep = password_hash(kept_password)
+    holders = holders_of(sessions, user)
+    for node, found in holders:
+        if keep not in found.passwords:
+            raise RedkeepError(
+                f"the {key} in {bundle.env_path} is not a password of '{user}' on "
+                f"{node.label}; refusing to remove the others, which would lock '{user}' out"
+            )
+    old = {
+        node.name: [digest for digest in found.passwords if digest != keep]
+        for node, found in holders
+    }
+    if not any(old.values()):
+        return RotationResult(user, "nothing to finish", 1, [], str(bundle.env_path))
+    links = links_for(sessions, user, bundle.settings.deployment.master_name)
+    log = ChangeLog(user, before={node.name: found for node, found in holders})
+    try:
+        for link in links:
+            if link.current != kept_password:
+                _switch(bundle, log, link, kept_password, undo_to=link.current or kept_password)
+        changed = [node for node, _ in holders if old[node.name]]
+        for node in changed:
+            removals = tuple(f"!{digest}" for digest in old[node.name])
+            restores = tuple(f"#{digest}" for digest in old[node.name])
+            log.change(
+                node,
+                "ACL SETUSER",
+                ("ACL", "SETUSER", user, *removals),
+                ("ACL", "SETUSER", user, *restores),
+            )
+        for node, _ in holders:
+            prove_login(node, user, kept_password, str(bundle.env_path))
+        for node in changed:
+            log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
+    except RedkeepError as error:
+        hint = f"run `redkeep users finish-rotation {user}` again once it answers"
+        raise log.failure(error, f"finishing the rotation of '{user}' failed", hint) from None
+    finally:
+        _private_sentinel_configs(bundle, links)
+    return RotationResult(
+        user,
+        "finished",
+        1,
+        [],
+        str(bundle.env_path),
+        nodes=[node.name for node in changed],
+        links=[link.label for link in links],
+    )
+
+
+def env_key(bundle: Bundle, user: str) -> str:
+    """The .env key of a user redkeep keeps the password of; UsageError for any other."""
+    keys = dict(PASSWORD_KEYS)
+    if not is_standalone(bundle):
+        keys |= {name: k for name, k in DEPLOYMENT_PASSWORD_KEYS.items() if name not in keys}
+    if user not in keys:
         raise UsageError(
-            f"redkeep keeps the passwords of {', '.join(PASSWORD_KEYS)} in .env; "
-            f"'{user}' is not one of them"
+            f"redkeep keeps the passwords of {', '.join(keys)} in .env; '{user}' is not one of them"
         )
-    return PASSWORD_KEYS[user]
+    return keys[user]
 
 
-def _server_hashes(client: redis.Redis, target: Target, user: str) -> list[str]:
-    found = get_user(client, target, user)
-    if found is None:
-        raise RedkeepError(f"no ACL user '{user}' on {target.where}")
-    return list(found.passwords)
+def bundle_password(bundle: Bundle, user: str) -> str:
+    """The user's password in .env; UsageError when it is missing."""
+    if user in PASSWORD_KEYS:
+        return bundle.password(user)
+    key = env_key(bundle, user)
+    value = bundle.secrets().get(key)
+    if not value:
+        raise UsageError(
+            f"{bundle.env_path}: {key} is missing; restore .env from your secret store"
+        )
+    return value
 
 
-def _acl(client: redis.Redis, target: Target, label: str, *args: str) -> None:
+def holders_of(sessions: list[NodeSession], user: str) -> list[tuple[NodeSession, AclUser]]:
+    """The nodes that have `user`, with the user as it is there.
+
+    Every data node must have it. Sentinels have only some users (admin, app, exporter, the
+    Sentinels' own); a user some Sentinels have and others lack is refused: they must agree.
+    """
+    found = [(node, acl_user(node, user)) for node in sessions]
+    missing = [node for node, acl in found if acl is None and not node.is_sentinel]
+    if missing:
+        names = ", ".join(node.label for node in missing)
+        raise RedkeepError(f"no ACL user '{user}' on {names}")
+    sentinels = [(node, acl) for node, acl in found if node.is_sentinel]
+    lacking = [node.name for node, acl in sentinels if acl is None]
+    if lacking and len(lacking) < len(sentinels):
+        raise RedkeepError(
+            f"'{user}' exists on some Sentinels but not on {', '.join(lacking)}; the Sentinels "
+            "must have the same users: add it there (or remove it from the others) first"
+        )
+    return [(node, acl) for node, acl in found if acl is not None]
+
+
+def prove_login(node: NodeSession, user: str, password: str, source: str) -> None:
+    """Log in on a fresh connection to the node as `user` with `password` (from `source`, for
+    messages): AUTH and nothing else, as a user may have no right to PING. Raise NodeError
+    when the node refuses."""
+    target = replace(node.node.target, username=user, password=password, password_source=source)
     try:
-        client.execute_command(*args)
-    except redis.RedisError as error:
-        raise explain_failure(error, target, label) from None
+        probe = RawConnection(target, idle_timeout=target.timeout)
+        try:
+            probe.login()
+        finally:
+            probe.close()
+    except RedkeepError as error:
+        raise NodeError(node, error) from None
 
 
-def _prove_login(target: Target, user: str, password: str) -> None:
-    """Log in with the new password on a fresh connection before anyone depends on it."""
-    probe = connect(replace(target, username=user, password=password, password_source="new"))
-    probe.close()
+def save_acl(bundle: Bundle, node: NodeSession) -> None:
+    node.run("ACL SAVE", "ACL", "SAVE")
+    make_private(acl_file(bundle, node))
 
 
-def _private_acl_file(bundle: Bundle) -> None:
-    """ACL SAVE writes users.acl with the server's umask; hashes stay private to the owner."""
-    # The file may belong to another user (a container's); then it is not ours to change.
-    with contextlib.suppress(OSError):
-        bundle.acl_path.chmod(SECRET_MODE)
+def rewrite_config(bundle: Bundle, node: NodeSession) -> None:
+    node.run("CONFIG REWRITE", "CONFIG", "REWRITE")
+    make_private(config_file(bundle, node))
+
+
+def _switch(bundle: Bundle, log: ChangeLog, link: Link, password: str, undo_to: str) -> None:
+    """Store `password` in `link`, and keep it at restart."""
+    label, command = link.set_command(password)
+    log.change(link.session, label, command, link.set_command(undo_to)[1])
+    if link.needs_rewrite:
+        log.write_files(
+            link.session, "CONFIG REWRITE", lambda: rewrite_config(bundle, link.session)
+        )
+
+
+def _private_sentinel_configs(bundle: Bundle, links: list[Link]) -> None:
+    """A Sentinel rewrites its config file (with auth-pass in it) with its own umask."""
+    for link in links:
+        if link.session.is_sentinel:
+            make_private(config_file(bundle, link.session))
+
+
+def _write_env(bundle: Bundle, updates: dict[str, str]) -> None:
+    try:
+        update_env(bundle.env_path, updates)
+    except OSError as error:
+        raise RedkeepError(f"cannot write {bundle.env_path}: {error.strerror}") from None

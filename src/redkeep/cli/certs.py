@@ -117,12 +117,16 @@ def rotate(
 
     Redis re-reads it on CONFIG SET tls-cert-file/tls-key-file (as the bundle's admin), the
     proxy on SIGHUP; connected clients stay. Each endpoint is then checked with a TLS
-    handshake. Exit 1 if one still serves another certificate.
+    handshake. A sentinel or cluster bundle: each node's own certificate (tls/nodes/), each
+    data node switched with CONFIG SET; a Sentinel cannot re-read one, so its file is renewed
+    and it serves it once restarted. Exit 1 if one still serves another certificate.
     """
     app.json_mode = as_json
     report = actions.run_rotate(app, connection, directory)
     if as_json:
         app.emit_json(report.to_json())
+    if isinstance(report, actions.NodesRotationReport):
+        return _nodes_rotated(app, report)
     app.say(f"new server certificate serial {report.new_serial}, valid until {report.not_after}")
     for result in report.endpoints:
         if result.current:
@@ -142,4 +146,29 @@ def rotate(
     names = ", ".join(f"{result.name} {result.address}" for result in failed)
     raise RedkeepError(
         f"rotation incomplete: {names} does not serve serial {report.new_serial}; {hint}"
+    )
+
+
+def _nodes_rotated(app: Application, report: actions.NodesRotationReport) -> int:
+    """One line per node: what it serves now; exit 1 if a data node does not serve its new one."""
+    for node in report.nodes:
+        where = f"{node.name} {node.address}"
+        if node.current:
+            app.say(f"{where}: serves serial {node.new_serial} (CONFIG SET; no restart)")
+        elif node.problem:
+            app.error(f"{where}: {node.problem}")
+        else:
+            app.say(f"{where}: serial {node.new_serial} {node.applied}")
+    if report.restart_needed:
+        app.warn(
+            f"restart {', '.join(report.restart_needed)} (one at a time) to serve the renewed "
+            "certificate; the one it serves now stays valid until it expires"
+        )
+    if report.complete:
+        return ExitStatus.OK
+    failed = ", ".join(node.name for node in report.nodes if node.problem)
+    raise RedkeepError(
+        f"rotation incomplete: {failed} kept the certificate it had (still valid: the CA is "
+        "the same, so every link works); the other nodes serve their new one. Fix the cause "
+        "above and run `redkeep certs rotate` again"
     )

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import click
 
-from redkeep.actions.users import RotationRequest, UsersRequest, run_list, run_rotation
+from redkeep.actions.users import (
+    RotationRequest,
+    RotationResult,
+    UsersRequest,
+    run_list,
+    run_rotation,
+)
 from redkeep.app import Application
 from redkeep.cli.options import connection_options, dir_option, json_option
 from redkeep.redis.target import ConnectionOptions
@@ -53,16 +59,21 @@ def rotate(
 ) -> None:
     """Give USER a new password while the old one keeps working (step 1 of 2).
 
-    Adds the new password with ACL SETUSER, saves the ACL file, writes it to .env. Move your
-    clients to the new password, then run `redkeep users finish-rotation USER`. Talks to the
-    bundle's own Redis as admin unless --url is given.
+    Adds the new password with ACL SETUSER on every node that has USER (a sentinel or cluster
+    bundle: every data node, and the Sentinels that have it), proves it with a fresh login on
+    each, saves each node's ACL file, then writes it to .env. If a node fails, every node is
+    rolled back and .env is untouched. Move your clients to the new password, then run
+    `redkeep users finish-rotation USER`. Talks to the bundle's own nodes as admin; --url
+    names another server (standalone bundles only).
     """
     request = RotationRequest(user=user, connection=connection, directory=directory)
     result = run_rotation(app, request, finish=False)
     app.say(
-        f"'{user}' now has {result.passwords_now} valid passwords; the new one is in "
-        f"{result.env_path} ({', '.join(result.env_keys)})."
+        f"'{user}' now has {result.passwords_now} valid passwords{_on(result)}; the new one is "
+        f"in {result.env_path} ({', '.join(result.env_keys)})."
     )
+    if result.links:
+        app.say(f"Stored passwords switched to it: {', '.join(result.links)}.")
     app.say(f"Move clients to it, then run: redkeep users finish-rotation {user}")
 
 
@@ -76,11 +87,17 @@ def finish_rotation(
 ) -> None:
     """Remove USER's old password, keeping only the one in .env (step 2 of 2).
 
+    On every node that has USER, as `rotate`; all or none (every node must answer).
     Connections already logged in stay open; new logins need the new password.
     """
     request = RotationRequest(user=user, connection=connection, directory=directory)
     result = run_rotation(app, request, finish=True)
     if result.step == "finished":
-        app.say(f"'{user}' now has only the password in {result.env_path}")
+        app.say(f"'{user}' now has only the password in {result.env_path}{_on(result)}")
     else:
         app.say(f"'{user}' has a single password already; nothing to finish")
+
+
+def _on(result: RotationResult) -> str:
+    """' on redis-0, redis-1, sentinel-0' for a deployment of many nodes."""
+    return f" on {', '.join(result.nodes)}" if len(result.nodes) > 1 else ""
