@@ -12,8 +12,11 @@ import copy
 import datetime as dt
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import kubernetes_validate
@@ -26,7 +29,7 @@ from redkeep.envfile import generate_password, read_env
 from redkeep.fsutil import mode_of
 from redkeep.pki.inspect import load_certificate, subject_alt_names, verify_certificate
 from redkeep.render.acl import password_hash
-from tests.conftest import run_redkeep
+from tests.conftest import REDKEEP, run_redkeep
 from tests.servers import free_port, require_binary, stop_process
 
 # The oldest Kubernetes minor still supported upstream when this was written, and the newest
@@ -277,7 +280,7 @@ def test_network_policy_guards_the_data_pods(rendered, topology):
     r = rendered[topology]
     policies = {p["metadata"]["name"]: p for p in r.of_kind("NetworkPolicy")}
     assert policies["default-deny-ingress"]["spec"] == {
-        "podSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "redkeep"}},
         "policyTypes": ["Ingress"],
         "ingress": [],
     }
@@ -303,18 +306,27 @@ def test_network_policy_guards_the_data_pods(rendered, topology):
         assert len(admitted) == 2
 
 
-def test_pod_certificate_names_every_pod(rendered):
-    for topology in ("sentinel", "cluster"):
+def test_certificates_name_the_pods_and_services(rendered):
+    """What the proxy, the exporter, the replicas and Sentinels dial is in the certificates
+    (redkeep's clients check the name), and the bundle's CA signed them."""
+    now = dt.datetime.now(dt.UTC)
+    for topology in TOPOLOGIES:
         r = rendered[topology]
+        ca = load_certificate(r.bundle.tls.ca_cert)
         cert = x509.load_pem_x509_certificate(r.secret("redis-tls", "server.crt").encode())
+        assert verify_certificate(cert, ca, now) == []
         names = set(subject_alt_names(cert))
         pods = int(r.get("StatefulSet", "redis")["spec"]["replicas"])
         for i in range(pods):
             assert f"redis-{i}.redis.{NAMESPACE}.svc.{DOMAIN}" in names
+        client = "sentinel-client" if topology == "sentinel" else "redis-client"
+        assert f"{client}.{NAMESPACE}.svc.{DOMAIN}" in names
         if topology == "sentinel":
             assert f"sentinel-2.sentinel.{NAMESPACE}.svc.{DOMAIN}" in names
-        ca = load_certificate(r.bundle.tls.ca_cert)
-        assert verify_certificate(cert, ca, dt.datetime.now(dt.UTC)) == []
+        if topology == "standalone":
+            proxy = x509.load_pem_x509_certificate(r.secret("proxy-tls", "tls.crt").encode())
+            assert verify_certificate(proxy, ca, now) == []
+            assert f"proxy.{NAMESPACE}.svc.{DOMAIN}" in subject_alt_names(proxy)
 
 
 def test_missing_ha_password_is_a_usage_error(base_bundle, tmp_path):
@@ -335,13 +347,15 @@ def test_missing_ha_password_is_a_usage_error(base_bundle, tmp_path):
 class Pods:
     """Runs the pods of one rendered deployment as local processes (see the module doc)."""
 
-    def __init__(self, rendered: Rendered, base: Path) -> None:
+    def __init__(self, rendered: Rendered, base: Path, first_address: int = 2) -> None:
         self.r = rendered
+        self.first_address = first_address
         # A cluster node's name is only announced (cluster-announce-hostname), never resolved
         # here: it stays the DNS name. A replica compares its name with the primary's.
         self.localize_own_name = rendered.bundle.settings.deployment.topology != "cluster"
         self.base = base
         self.port, self.bus, self.sentinel_port = free_port(), free_port(), free_port()
+        self.proxy_port, self.proxy_metrics, self.exporter_port = (free_port() for _ in "123")
         self.processes: list[subprocess.Popen] = []
         self.addresses: dict[str, str] = {}  # pod name -> 127.0.0.x
         self.tls = self._files("tls", "redis-tls")
@@ -364,10 +378,10 @@ class Pods:
 
     def address(self, pod: str) -> str:
         if pod not in self.addresses:
-            self.addresses[pod] = f"127.0.0.{len(self.addresses) + 2}"
+            self.addresses[pod] = f"127.0.0.{len(self.addresses) + self.first_address}"
         return self.addresses[pod]
 
-    def localize(self, text: str, pod: str, run: Path) -> str:
+    def localize(self, text: str, pod: str, run: Path, tls: Path | None = None) -> str:
         """The pod's view, on this machine: its address for names, temp dirs for paths."""
         pods = [f"redis-{i}" for i in range(12)] + [f"sentinel-{i}" for i in range(5)]
         replacements = {}
@@ -377,11 +391,15 @@ class Pods:
         for name in pods:
             service = name.rsplit("-", 1)[0]
             replacements[f"{name}.{service}.{NAMESPACE}.svc.{DOMAIN}"] = self.address(name)
+        # The data pods' Service: the first pod stands for it.
+        replacements[f"redis-client.{NAMESPACE}.svc.{DOMAIN}"] = self.address("redis-0")
         replacements |= {
             "/etc/redis-secret": str(self.secret),
             "/etc/redis": str(run / "config"),
             "/etc/sentinel": str(run / "config"),
-            "/tls": str(self.tls),
+            "/tls": str(tls or self.tls),
+            "/bundle": str(run / "bundle"),
+            "0.0.0.0": self.address(pod),
             "/run/redis": str(run),
             "/data": str(run),
             "/sentinel": str(run),
@@ -391,9 +409,17 @@ class Pods:
             "-h 127.0.0.1": f"-h {self.address(pod)}",
         }
         ports = {"16380": self.bus, "26379": self.sentinel_port, "6380": self.port}
-        # A path ends at a slash or the end of a word ("/sentinel/sentinel.conf").
+        ports |= {"9122": self.proxy_metrics, "9121": self.exporter_port}
+        if self.r.bundle.settings.deployment.topology == "standalone":
+            # The bundle's proxy port, as its Service has it.
+            service = self.r.get("Service", "proxy")["spec"]["ports"][0]
+            ports[str(service["port"])] = self.proxy_port
+        # Whole names only: "/sentinel" not in "/sentinel.conf", "0.0.0.0" not in "10.0.0.0".
         pattern = "|".join(
-            [rf"{re.escape(key)}(?![\w.-])" for key in sorted(replacements, key=len, reverse=True)]
+            [
+                rf"(?<![\w.]){re.escape(key)}(?![\w.-])"
+                for key in sorted(replacements, key=len, reverse=True)
+            ]
             + [rf"\b{port}\b" for port in ports]
         )
 
@@ -457,6 +483,38 @@ class Pods:
         self.wait(lambda: self.probe(pod, "live", self.sentinel_port) == 0, f"{pod} up", run)
         return run
 
+    def start_redkeep(self, name: str) -> Path:
+        """The proxy or the exporter Deployment's container: its args, its redkeep.yaml from
+        the ConfigMap, its projected Secret files, its environment from the Secrets."""
+        pod = self.r.get("Deployment", name)["spec"]["template"]["spec"]
+        run = self.base / name
+        tls = run / "tls"
+        for directory in (run / "bundle", tls):
+            directory.mkdir(mode=0o700, parents=True)
+        config = self.r.get("ConfigMap", "redkeep-config")["data"]["redkeep.yaml"]
+        (run / "bundle" / "redkeep.yaml").write_text(self.localize(config, name, run, tls))
+        for volume in pod["volumes"]:
+            for source in volume.get("projected", {}).get("sources", []):
+                data = self.r.get("Secret", source["secret"]["name"])["stringData"]
+                for item in source["secret"]["items"]:
+                    (tls / item["path"]).write_text(data[item["key"]])
+                    (tls / item["path"]).chmod(0o600)
+        container = pod["containers"][0]
+        env = {"PATH": "/usr/bin:/bin"}
+        for variable in container["env"]:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            env[variable["name"]] = self.r.secret(ref["name"], ref["key"])
+        args = [self.localize(arg, name, run, tls) for arg in container["args"]]
+        process = subprocess.Popen(
+            [REDKEEP, *args],
+            env=env,
+            stdout=(run / "stdout").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return run
+
     def probe(self, pod: str, check: str, port: int | None = None, password=None) -> int:
         run = self.base / pod
         env = self.env(pod, REDISCLI_AUTH=password or self.password)
@@ -504,8 +562,8 @@ def pods(tmp_path):
     require_binary("redis-cli")
     started = []
 
-    def make(rendered: Rendered) -> Pods:
-        pods = Pods(rendered, tmp_path)
+    def make(rendered: Rendered, first_address: int = 2) -> Pods:
+        pods = Pods(rendered, tmp_path, first_address)
         started.append(pods)
         return pods
 
@@ -525,6 +583,51 @@ def test_standalone_pod_runs_and_probes_authenticate(rendered, pods):
     users = deployment.cli("redis-0", "acl", "users")
     assert users.split() == ["admin", "app", "backup", "default", "exporter"]
     assert deployment.cli("redis-0", "config", "get", "port").split()[1] == "0"
+
+
+def test_proxy_and_exporter_deployments_serve_with_their_config(rendered, pods):
+    """The proxy and the exporter as their Deployments run them (args, redkeep.yaml from the
+    ConfigMap, Secret files): an application through the proxy, metrics from the exporter.
+    The first pod gets 127.0.0.1, which the pods' certificate names (as it names the pods'
+    DNS names, which the proxy and the exporter verify in the cluster)."""
+    r = rendered["standalone"]
+    deployment = pods(r, first_address=1)
+    deployment.start_data("redis-0")
+    proxy = deployment.start_redkeep("proxy")
+    exporter = deployment.start_redkeep("exporter")
+    app_password = r.secret("app-credentials", "password")
+
+    def through_proxy() -> bytes:
+        context = ssl.create_default_context(cafile=str(deployment.tls / "ca.crt"))
+        context.load_cert_chain(deployment.tls / "client.crt", deployment.tls / "client.key")
+        address = (deployment.address("proxy"), deployment.proxy_port)
+        with socket.create_connection(address, timeout=5) as raw:
+            # The name applications use in the cluster, which the proxy's certificate holds.
+            name = f"proxy.{NAMESPACE}.svc.{DOMAIN}"
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                tls.sendall(f"AUTH app {app_password}\r\nPING\r\n".encode())
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    reply += tls.recv(100)
+                return reply
+
+    def answers() -> bool:
+        try:
+            return through_proxy() == b"+OK\r\n+PONG\r\n"
+        except OSError:
+            return False
+
+    deployment.wait(answers, "the app through the proxy", proxy)
+
+    def metrics() -> str:
+        url = f"http://{deployment.address('exporter')}:{deployment.exporter_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+                return response.read().decode()
+        except OSError:
+            return ""
+
+    deployment.wait(lambda: "\nredis_up 1" in metrics(), "the exporter scrapes", exporter)
 
 
 def test_a_typo_in_a_directive_stops_the_server(rendered, pods):

@@ -819,7 +819,7 @@ def network_policies(layout: Layout) -> list[Object]:
             {"from": [peer(layout, DATA)], "ports": [{"protocol": tcp, "port": layout.bus_port}]}
         )
     policies = [
-        policy(layout, "default-deny-ingress", None, []),
+        policy(layout, "default-deny-ingress", None, []),  # every pod of this deployment
         policy(layout, DATA, DATA, data_rules),
         policy(
             layout,
@@ -848,7 +848,10 @@ def peer(layout: Layout, component: str) -> Object:
 
 
 def policy(layout: Layout, name: str, component: str | None, rules: list[Object]) -> Object:
-    pods = {"matchLabels": selector(layout, component)} if component else {}
+    """Ingress rules for the pods of `component` (None: every pod of this deployment, and
+    only those: others in a shared namespace keep their own policies)."""
+    instance = {"app.kubernetes.io/instance": layout.settings.name}
+    pods = {"matchLabels": selector(layout, component) if component else instance}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -891,11 +894,16 @@ def render_secrets(
     )
     app = {
         "password": passwords["app"],
-        "url": f"rediss://app:{passwords['app']}@{entry}:{entry_port}",
         "ca.crt": material.ca_cert,
         "client.crt": material.client_cert,
         "client.key": material.client_key,
     }
+    if topology == "sentinel":
+        # Clients ask the Sentinels (as app, the same password) for the primary by this name.
+        app["sentinels"] = f"{entry}:{entry_port}"
+        app["master-name"] = settings.deployment.master_name
+    else:
+        app["url"] = f"rediss://app:{passwords['app']}@{entry}:{entry_port}"
     found = [
         secret(layout, TLS_SECRET, DATA, tls),
         secret(layout, USERS_SECRET, DATA, users),
