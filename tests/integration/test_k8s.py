@@ -41,7 +41,13 @@ TOPOLOGIES = ("standalone", "sentinel", "cluster")
 # The shapes the tests run: few processes, every role present.
 DEPLOYMENTS = {
     "standalone": {},
-    "sentinel": {"topology": "sentinel", "replicas": 1, "sentinels": 3},
+    "sentinel": {
+        "topology": "sentinel",
+        "replicas": 1,
+        "sentinels": 3,
+        "down_after_milliseconds": 1000,
+        "failover_timeout_milliseconds": 2000,
+    },
     "cluster": {"topology": "cluster", "shards": 3, "replicas": 1},
 }
 HA_KEYS = ("REDIS_REPLICATION_PASSWORD", "REDIS_SENTINEL_PASSWORD")
@@ -643,7 +649,7 @@ def test_a_typo_in_a_directive_stops_the_server(rendered, pods):
     assert "maxmemory-polcy" in result.stdout + result.stderr
 
 
-def test_sentinel_pods_replicate_and_form_a_quorum(rendered, pods):
+def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
     r = rendered["sentinel"]
     deployment = pods(r)
     deployment.start_data("redis-0")
@@ -677,6 +683,33 @@ def test_sentinel_pods_replicate_and_form_a_quorum(rendered, pods):
     replica = deployment.start_data("redis-1")
     assert "names the primary" in (replica / "stdout").read_text()
     deployment.wait(lambda: deployment.probe("redis-1", "ready-replicated") == 0, "resynced")
+
+    # A failover with the rendered users: the Sentinels agree (the `sentinel` user between
+    # them) and promote redis-1 (the `sentinel` user on the data nodes).
+    deployment.cli("redis-0", "shutdown", "nosave")
+    new_primary = deployment.address("redis-1")
+
+    def promoted() -> bool:
+        answer = deployment.cli(
+            "sentinel-0",
+            "sentinel",
+            "get-master-addr-by-name",
+            "redkeep",
+            user="app",
+            port=deployment.sentinel_port,
+        )
+        return answer.split()[:1] == [new_primary]
+
+    deployment.wait(promoted, "the Sentinels promote redis-1")
+    deployment.wait(
+        lambda: "role:master" in deployment.cli("redis-1", "info", "replication"),
+        "redis-1 is the primary",
+    )
+    # redis-0 comes back as a replica of the new primary: start.sh asked the Sentinels.
+    restarted = deployment.start_data("redis-0")
+    assert f"names the primary: {new_primary}" in (restarted / "stdout").read_text()
+    deployment.wait(lambda: deployment.probe("redis-0", "ready-replicated") == 0, "redis-0 follows")
+    assert f"master_host:{new_primary}" in deployment.cli("redis-0", "info", "replication")
 
 
 def test_cluster_pods_form_a_cluster_with_the_job_script(rendered, pods):
