@@ -49,10 +49,10 @@ EXPORTER = "exporter"
 CLUSTER_CREATE = "cluster-create"
 REDIS_CONFIG = "redis-config"  # ConfigMap: redis.conf, sentinel.conf, the scripts
 REDKEEP_CONFIG = "redkeep-config"  # ConfigMap: redkeep.yaml for the proxy and the exporter
-TLS_SECRET = "redis-tls"  # noqa: S105 - a Secret object\'s name
-USERS_SECRET = "redis-users"  # noqa: S105 - a Secret object\'s name
-PROXY_TLS_SECRET = "proxy-tls"  # noqa: S105 - a Secret object\'s name
-APP_SECRET = "app-credentials"  # noqa: S105 - a Secret object\'s name
+TLS_SECRET = "redis-tls"  # noqa: S105 - a Secret's name, not a secret
+USERS_SECRET = "redis-users"  # noqa: S105 - a Secret's name, not a secret
+PROXY_TLS_SECRET = "proxy-tls"  # noqa: S105 - a Secret's name, not a secret
+APP_SECRET = "app-credentials"  # noqa: S105 - a Secret's name, not a secret
 # Pods that may open connections to the data pods of a sentinel or cluster deployment
 # themselves (clients that follow Sentinel or Cluster redirections) carry this label.
 CLIENT_LABEL = "redkeep/client"
@@ -66,6 +66,8 @@ BUNDLE_MOUNT = "/bundle"  # where the proxy and the exporter find redkeep.yaml
 PRIVATE_NETWORKS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"]
 GIB = 1024 * MIB
 SECRET_MODE = 0o440  # read through the pod's fsGroup: the files are root's
+TLS_KEYS = ["ca.crt", "server.crt", "server.key", "client.crt", "client.key"]
+CLIENT_TLS_KEYS = ["ca.crt", "client.crt", "client.key"]  # what a client of the pods needs
 CONFIG_MODE = 0o444
 HEADER = (
     '# Kubernetes manifests of the redkeep deployment "{name}" ({topology}), rendered by\n'
@@ -139,6 +141,15 @@ def proxy_names(layout: Layout) -> list[str]:
 
 def client_services(layout: Layout) -> list[str]:
     return [SENTINEL_CLIENT] if layout.topology == "sentinel" else [DATA_CLIENT]
+
+
+def entry_point(layout: Layout) -> tuple[str, int]:
+    """Where applications connect: the proxy, the Sentinels, or any node of the cluster."""
+    if has_proxy(layout):
+        return layout.names.service(PROXY), proxy_port(layout)
+    if layout.topology == "sentinel":
+        return layout.names.service(SENTINEL_CLIENT), SENTINEL_PORT
+    return layout.names.service(DATA_CLIENT), layout.port
 
 
 # --- Pieces every object uses ---
@@ -220,19 +231,22 @@ def env_secret(name: str, secret: str, key: str) -> Object:
 POD_NAME_ENV = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
 
 
+def items(keys: list[str]) -> list[Object]:
+    """Only these keys of a ConfigMap or Secret, each as a file of its name."""
+    return [{"key": key, "path": key} for key in keys]
+
+
 def config_volume(name: str, config_map: str, keys: list[str]) -> Object:
-    items = [{"key": key, "path": key} for key in keys]
     return {
         "name": name,
-        "configMap": {"name": config_map, "items": items, "defaultMode": CONFIG_MODE},
+        "configMap": {"name": config_map, "items": items(keys), "defaultMode": CONFIG_MODE},
     }
 
 
 def secret_volume(name: str, secret: str, keys: list[str]) -> Object:
-    items = [{"key": key, "path": key} for key in keys]
     return {
         "name": name,
-        "secret": {"secretName": secret, "items": items, "defaultMode": SECRET_MODE},
+        "secret": {"secretName": secret, "items": items(keys), "defaultMode": SECRET_MODE},
     }
 
 
@@ -473,10 +487,6 @@ def data_statefulset(layout: Layout, options: K8sOptions, config_digest: str) ->
     )
 
 
-TLS_KEYS = ["ca.crt", "server.crt", "server.key", "client.crt", "client.key"]
-CLIENT_TLS_KEYS = ["ca.crt", "client.crt", "client.key"]
-
-
 def statefulset(
     layout: Layout,
     name: str,
@@ -596,7 +606,7 @@ def component_settings_yaml(layout: Layout) -> str:
     and file paths of the pods (the exporter may scrape every data pod by /scrape?target=)."""
     settings = layout.settings
     data = settings.model_dump(mode="json")
-    host = layout.names.service(PROXY if has_proxy(layout) else client_services(layout)[0])
+    host = entry_point(layout)[0]
     data["host"] = host
     data["tls"]["server_names"] = [host]
     data["proxy"] |= {
@@ -766,10 +776,6 @@ def exporter_deployment(layout: Layout, options: K8sOptions, config_digest: str)
     )
 
 
-def items(keys: list[str]) -> list[Object]:
-    return [{"key": key, "path": key} for key in keys]
-
-
 def disruption_budgets(layout: Layout) -> list[Object]:
     """At most one data pod down by a drain at a time (a shard or the primary's replicas keep
     one), Sentinels kept at a majority. A standalone server has no budget: one pod cannot be
@@ -863,6 +869,7 @@ def policy(layout: Layout, name: str, component: str | None, rules: list[Object]
 def render_secrets(
     settings: Settings, options: K8sOptions, material: SecretMaterial
 ) -> list[Object]:
+    """The Secrets, each for the pods that need it (they mount only the keys they use)."""
     layout = layout_of(settings, options)
     topology = layout.topology
     passwords = material.passwords
@@ -886,12 +893,7 @@ def render_secrets(
         "client.crt": material.client_cert,
         "client.key": material.client_key,
     }
-    entry = layout.names.service(PROXY if has_proxy(layout) else client_services(layout)[0])
-    entry_port = (
-        proxy_port(layout)
-        if has_proxy(layout)
-        else (SENTINEL_PORT if topology == "sentinel" else layout.port)
-    )
+    entry, entry_port = entry_point(layout)
     app = {
         "password": passwords["app"],
         "ca.crt": material.ca_cert,
