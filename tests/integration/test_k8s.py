@@ -48,7 +48,12 @@ DEPLOYMENTS = {
         "down_after_milliseconds": 1000,
         "failover_timeout_milliseconds": 2000,
     },
-    "cluster": {"topology": "cluster", "shards": 3, "replicas": 1},
+    "cluster": {
+        "topology": "cluster",
+        "shards": 3,
+        "replicas": 1,
+        "cluster_node_timeout_milliseconds": 1000,
+    },
 }
 HA_KEYS = ("REDIS_REPLICATION_PASSWORD", "REDIS_SENTINEL_PASSWORD")
 WAIT = 30  # seconds a deployment may take to reach the state a test polls for
@@ -720,11 +725,12 @@ def test_cluster_pods_form_a_cluster_with_the_job_script(rendered, pods):
         deployment.start_data(node)
         # Alive, not ready: no slots yet.
         assert deployment.probe(node, "ready-cluster") != 0
+    job_env = deployment.env(
+        "redis-0", REDISCLI_AUTH=read_env(r.bundle.env_path)["REDIS_ADMIN_PASSWORD"]
+    )
     job = subprocess.run(
         ["sh", str(deployment.base / "redis-0" / "config" / "cluster-create.sh")],
-        env=deployment.env(
-            "redis-0", REDISCLI_AUTH=read_env(r.bundle.env_path)["REDIS_ADMIN_PASSWORD"]
-        ),
+        env=job_env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -752,16 +758,26 @@ def test_cluster_pods_form_a_cluster_with_the_job_script(rendered, pods):
     assert f"MOVED 15495 redis-2.redis.{NAMESPACE}.svc.{DOMAIN}:{deployment.port}" in moved
     shards = deployment.cli("redis-0", "cluster", "shards")
     assert f"redis-4.redis.{NAMESPACE}.svc.{DOMAIN}" in shards
-    # Running the Job again changes nothing.
+    # A failover: redis-3 takes shard 0 over; redis-0 comes back as its replica (nodes.conf
+    # on the data volume). Running the Job again then changes nothing.
+    deployment.cli("redis-0", "shutdown", "nosave")
+    deployment.wait(
+        lambda: "role:master" in deployment.cli("redis-3", "info", "replication"),
+        "redis-3 takes shard 0 over",
+    )
+    deployment.start_data("redis-0")
+    deployment.wait(lambda: deployment.probe("redis-0", "ready-cluster") == 0, "redis-0 back")
     again = subprocess.run(
         ["sh", str(deployment.base / "redis-0" / "config" / "cluster-create.sh")],
-        env=deployment.env(
-            "redis-0", REDISCLI_AUTH=read_env(r.bundle.env_path)["REDIS_ADMIN_PASSWORD"]
-        ),
+        env=job_env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "cluster_slots_assigned:16384" in deployment.cli("redis-0", "cluster", "info")
+    assert "role:master" in deployment.cli("redis-3", "info", "replication")
+    assert f"master_host:{deployment.address('redis-3')}" in deployment.cli(
+        "redis-0", "info", "replication"
+    )
+    assert "cluster_state:ok" in deployment.cli("redis-0", "cluster", "info")
