@@ -192,6 +192,10 @@ def test_no_secret_in_the_manifests(rendered, topology):
     assert env["REDIS_EXPORTER_PASSWORD"] in secrets
     if topology != "standalone":
         assert env["REDIS_REPLICATION_PASSWORD"] in secrets
+    # The CA's key signs at render time and goes nowhere.
+    ca_key = bundle.tls.ca_key.read_text()
+    for line in ca_key.splitlines()[1:-1]:
+        assert line not in secrets
 
 
 def test_secrets_file_is_private_and_says_how_to_apply(rendered):
