@@ -77,6 +77,8 @@ class RedisServer:
     port: int = 0
     tls_port: int = 0
     process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # after the config file, e.g. ("--sentinel",)
+    ready: str = "Ready to accept connections"  # the log line that says it serves
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,14 +100,14 @@ class RedisServer:
             lines.append(f"tls-port {self.tls_port}")
         conf.write_text("\n".join(lines) + "\n")
         self.process = subprocess.Popen(
-            [self.binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [self.binary, str(conf), *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
                 pytest.fail(f"{self.program} exited: {error}{self.log_text()}", pytrace=False)
-            if "Ready to accept connections" in self.log_text():
+            if self.ready in self.log_text():
                 return self
             time.sleep(0.02)
         self.stop()

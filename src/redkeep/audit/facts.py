@@ -234,6 +234,9 @@ def gather(target: Target, timeout: float = 10.0, lua_probe: bool = False) -> Fa
         else:
             _read_server(connection, facts, deadline)
             _read_acl(connection, facts, deadline, DRYRUN_PROBES)
+            not_sentinel = Unavailable("not a Sentinel")
+            facts.sentinel_masters = facts.sentinel_peers = not_sentinel
+            facts.sentinel_config = facts.sentinel_myid = not_sentinel
             if lua_probe:
                 _probe_lua(connection, facts, deadline)
             else:
@@ -243,7 +246,9 @@ def gather(target: Target, timeout: float = 10.0, lua_probe: bool = False) -> Fa
     facts.unauthenticated = _unauthenticated_reply(target, timeout)
     if target.tls:
         _probe_tls(target, facts, timeout)
-    if not isinstance(facts.cluster_nodes, Unavailable):
+    if isinstance(facts.cluster_nodes, Unavailable):
+        facts.bus = Unavailable("not a Cluster node")
+    else:
         facts.bus = _probe_bus(target, facts.cluster_nodes, timeout)
     return facts
 

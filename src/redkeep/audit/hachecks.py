@@ -473,7 +473,7 @@ def sentinel_peers(facts: Facts) -> Passed | Finding:
             f"{entry.get('ip')}:{entry.get('port')}"
             for entries in need(facts.sentinel_peers).values()
             for entry in entries
-            if any(flag in entry.get("flags", "").split(",") for flag in SENTINEL_DOWN)
+            if any(flag in entry.get("flags", "").split(",") for flag in ("s_down", "o_down"))
         }
     )
     seen_down = f"; it sees {', '.join(down)} down" if down else ""
@@ -501,7 +501,7 @@ def sentinel_powers(facts: Facts) -> Passed | Finding:
     risky: dict[str, list[str]] = {}
     for probe in (*SENTINEL_POWERS, "acl setuser"):
         for user in dryrun_users(facts, probe):
-            if not named_admin(user):
+            if not named_admin(user) and user != "default":  # default: HA-08's finding
                 risky.setdefault(user, []).append(probe.upper())
     if risky:
         listed = "; ".join(f"{user}: {', '.join(probes)}" for user, probes in sorted(risky.items()))

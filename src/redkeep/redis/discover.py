@@ -48,8 +48,9 @@ HELLO_WAIT = 2.5  # Sentinels publish a hello every 2 s
 # A Cluster node in one of these states is not asked anything.
 UNUSABLE_FLAGS = {"fail": "the cluster marks it failed", "handshake": "still in handshake",
                   "noaddr": "the cluster knows no address for it"}  # fmt: skip
-# A replica or Sentinel that its Sentinel sees in one of these states.
-SENTINEL_DOWN_FLAGS = ("s_down", "o_down", "disconnected")
+# A replica or Sentinel that its Sentinel sees in one of these states. ("disconnected" is not
+# one: a Sentinel's link to a peer it just learned of is that until its next timer tick.)
+SENTINEL_DOWN_FLAGS = ("s_down", "o_down")
 
 
 @dataclass(frozen=True)
