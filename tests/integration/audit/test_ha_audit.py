@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from redkeep.redis.deployment import Deployment, Topology
 from redkeep.redis.discover import discover
 from tests.hanodes import (
     MASTER_NAME,
@@ -115,6 +116,7 @@ def test_from_a_replica_its_sentinels_are_found_by_their_hello(sentinels):
     expected = {sentinels.server(name).tls_port: role for name, role in
                 roles_said(sentinels).items()}  # fmt: skip
     assert ports == expected and found.skipped == ()
+    assert Deployment.discover(sentinels.target("redis-1")).topology is Topology.SENTINEL
 
 
 def test_a_node_in_handshake_is_skipped_and_reported(cli, cluster):
