@@ -66,19 +66,23 @@ def run_audit(app: Application, request: AuditRequest) -> list[TargetReport]:
     accept = set(request.accepted) | (read_accept_file(accept_file) if accept_file else set())
     unknown = sorted(accept - {check.id for check in CHECKS})
     if unknown:
-        raise UsageError(f"--accept {', '.join(unknown)}: no such check (ids: NET-01 ... LOG-02)")
-    targets = [
-        target_for(dataclasses.replace(connection, url=url), bundle, "admin")
-        for url in (request.urls or [connection.url])
-    ]
-    if request.all_nodes:
-        reports = audit_discovered(targets[0], accept, request.lua_probe)
-    elif own and not os.environ.get("REDIS_URL") and not _standalone(bundle):
-        deployment = bundle.deployment("admin")
-        deployment = _with_timeout(deployment, connection.timeout)
-        reports = audit_deployment(deployment, accept, request.lua_probe)
+        raise UsageError(f"--accept {', '.join(unknown)}: no such check (ids: NET-01 ... HA-12)")
+    if own and not os.environ.get("REDIS_URL") and not _standalone(bundle):
+        # Its nodes as the bundle names them; with --all-nodes, as they are found now.
+        deployment = _with_timeout(bundle.deployment("admin"), connection.timeout)
+        if request.all_nodes:
+            reports = audit_discovered(deployment.nodes[0].target, accept, request.lua_probe)
+        else:
+            reports = audit_deployment(deployment, accept, request.lua_probe)
     else:
-        reports = audit_targets(targets, accept, request.lua_probe)
+        targets = [
+            target_for(dataclasses.replace(connection, url=url), bundle, "admin")
+            for url in (request.urls or [connection.url])
+        ]
+        if request.all_nodes:
+            reports = audit_discovered(targets[0], accept, request.lua_probe)
+        else:
+            reports = audit_targets(targets, accept, request.lua_probe)
     metrics_file = request.metrics_file
     if own and metrics_file is None:  # for the bundle's exporter (redkeep_audit_*)
         metrics_file = bundle_audit_metrics(bundle)

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from redkeep.errors import RedkeepError
 from redkeep.redis.deployment import Deployment, Topology
 from redkeep.redis.discover import discover
+from tests.conftest import run_redkeep
 from tests.hanodes import (
     MASTER_NAME,
     PASSWORDS,
@@ -23,6 +25,7 @@ from tests.hanodes import (
     start_sentinel_group,
     wait_until,
 )
+from tests.servers import free_port
 
 ADMIN_ENV = {"REDIS_PASSWORD": PASSWORDS["admin"]}
 WATCHED = ("HA-", "TLS-06")  # the HA checks, and TLS-06 for replication and the bus in clear
@@ -137,6 +140,14 @@ def test_a_node_in_handshake_is_skipped_and_reported(cli, cluster):
             "the handshake to time out",
         )
         client.close()
+
+
+def test_discovery_is_bounded(cluster):
+    found = discover(cluster.target("redis-0"), max_nodes=2)
+    assert len(found.deployment.nodes) == 2
+    assert [item.reason for item in found.skipped] == ["more than 2 nodes"] * 2
+    with pytest.raises(RedkeepError, match="ran out of time"):
+        discover(cluster.target("redis-0"), timeout=0)
 
 
 def test_text_output_names_every_node(cli, sentinels):
@@ -325,3 +336,20 @@ def test_the_good_deployments_have_no_ha_finding(cli, cluster, sentinels):
             if item["id"].startswith("HA-")
         }
         assert unverified == set()
+
+
+def test_a_cluster_bundle_is_audited_on_every_planned_node(tmp_path):
+    """Without URL a cluster bundle's audit asks each of its nodes (none runs here: each is
+    reported unreachable by its name and role, and the audit exits 3)."""
+    root = tmp_path / "bundle"
+    assert run_redkeep("init", root, "--tls-port", free_port()).returncode == 0
+    with (root / "redkeep.yaml").open("a") as config:
+        config.write("\ndeployment:\n  topology: cluster\n")
+    result = run_redkeep("audit", "--dir", root, "--format", "json")
+    assert result.returncode == 3, result.stderr
+    reports = json.loads(result.stdout)
+    assert [(report["node"], report["role"]) for report in reports] == [
+        ("redis-0", "primary"), ("redis-1", "primary"), ("redis-2", "primary"),
+        ("redis-3", "replica"), ("redis-4", "replica"), ("redis-5", "replica"),
+    ]  # fmt: skip
+    assert all("connection refused" in report["error"] for report in reports)
