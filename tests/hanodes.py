@@ -139,6 +139,33 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_settled(deployment: HADeployment) -> None:
+    """Wait until the deployment is as it started: every cluster node sees every other at its
+    own port, none failing, `cluster_state:ok`; every Sentinel sees the primary up, the
+    replica and the other Sentinels. For tests that changed something and put it back."""
+    expected = {f"127.0.0.1:{server.tls_port}" for server in deployment.nodes.values()}
+    if deployment.bus_ports:
+        for name in deployment.nodes:
+            client = deployment.client(name)
+
+            def whole(client=client) -> bool:
+                nodes = client.execute_command("CLUSTER NODES")
+                others = {
+                    address for address, node in nodes.items() if "myself" not in node["flags"]
+                }
+                return (
+                    others <= expected
+                    and len(others) == len(expected) - 1
+                    and not any("fail" in node["flags"] for node in nodes.values())
+                    and client.execute_command("CLUSTER INFO")["cluster_state"] == "ok"
+                )
+
+            wait_until(whole, f"{name} to see the whole cluster again")
+            client.close()
+    if deployment.sentinels:
+        _wait_for_sentinels(deployment)
+
+
 def _start(binary: str, workdir: Path, config: list[str], **options) -> RedisServer:
     return RedisServer(binary, workdir, config, port=0, tls_port=free_port(), **options).start()
 

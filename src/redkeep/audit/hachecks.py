@@ -29,6 +29,7 @@ from redkeep.audit.facts import (
     need,
 )
 from redkeep.redis.acl import AclUser
+from redkeep.redis.discover import ClusterNode
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ def _alone(facts: Facts) -> None:
     raise NotApplicable("a standalone server has no other node to compare with")
 
 
-def _my_cluster_node(facts: Facts):
+def _my_cluster_node(facts: Facts) -> "ClusterNode | None":
     return next((node for node in need(facts.cluster_nodes) if node.myself), None)
 
 

@@ -225,6 +225,9 @@ class _Finder:
             host = node.hostname or node.host or (seed.host if node.myself else "")
             role = Role.PRIMARY if node.is_primary else Role.REPLICA
             reason = node.unusable() or ("" if host else "no address announced")
+            if not node.port and not node.myself:
+                # With `port 0`, a node without tls-cluster announces its plaintext port: 0.
+                reason = reason or "it announces client port 0 (port 0 and tls-cluster no?)"
             if reason:
                 self.skip(_where(host or "?", node.port), role, f"{reason} (node {node.id[:8]})")
                 continue
@@ -269,10 +272,9 @@ class _Finder:
             primary = peer(seed, replication["master_host"], int(replication["master_port"]))
             try:
                 primary_info = self.info(primary).get("replication", {})
-            except RedkeepError as error:  # its audit will say why; its replicas stay unknown
+            except RedkeepError:  # its own audit says why; its other replicas stay unknown
                 self.add(primary.host, primary.port, Role.PRIMARY)
                 self.add(seed.host, seed.port, Role.REPLICA)
-                self.skip(primary.where, Role.REPLICA, f"its replicas: {error.message}")
                 return
         replicas = [
             value

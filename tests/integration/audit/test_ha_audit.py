@@ -23,6 +23,7 @@ from tests.hanodes import (
     make_pki,
     start_cluster,
     start_sentinel_group,
+    wait_settled,
     wait_until,
 )
 from tests.servers import free_port
@@ -135,11 +136,33 @@ def test_a_node_in_handshake_is_skipped_and_reported(cli, cluster):
         ]
         assert len(found.deployment.nodes) == len(cluster.nodes)
     finally:
-        wait_until(
-            lambda: "handshake" not in client.execute_command("CLUSTER NODES"),
+        wait_until(  # redis-py parses CLUSTER NODES: address -> fields
+            lambda: all(
+                "handshake" not in node["flags"]
+                for node in client.execute_command("CLUSTER NODES").values()
+            ),
             "the handshake to time out",
         )
         client.close()
+
+
+def test_a_node_announcing_port_0_is_skipped_with_the_likely_cause(cluster):
+    """With `port 0`, tls-cluster no makes a node announce client port 0 to the others."""
+    run_on(cluster, "redis-1", [config("tls-cluster", "no")])
+    try:
+        client = cluster.client("redis-0")
+        wait_until(
+            lambda: "127.0.0.1:0" in client.execute_command("CLUSTER NODES"),
+            "redis-0 to hear of redis-1's port 0",
+        )
+        client.close()
+        found = discover(cluster.target("redis-0"))
+    finally:
+        run_on(cluster, "redis-1", [config("tls-cluster", "yes")])
+        wait_settled(cluster)
+    assert [(item.address, item.reason[:30]) for item in found.skipped] == [
+        ("127.0.0.1:0", "it announces client port 0 (po")
+    ]
 
 
 def test_discovery_is_bounded(cluster):
@@ -256,12 +279,15 @@ PLANTS = {
         [config("cluster-require-full-coverage", "yes")],
         {"HA-05": "medium"},
     ),
+    # With port 0 a node without tls-cluster announces client port 0 to the others: only its
+    # own view (seed) still names the port it serves TLS on.
     "cluster bus in plaintext": Plant(
         "cluster",
         "redis-1",
         [config("tls-cluster", "no")],
         [config("tls-cluster", "yes")],
         {"HA-06": "high", "TLS-06": "high"},
+        seed="redis-1",
     ),
     "diskless sync delay in a Cluster": Plant(
         "cluster",
@@ -292,6 +318,7 @@ def test_a_planted_mistake_is_found_on_its_node_only(cli, request, plant):
         code, reports = audit_all(cli, deployment, seed, "--format", "json")
     finally:
         run_on(deployment, plant.node, plant.undo)
+        wait_settled(deployment)
     expected = {name: {} for name in reports} | {plant.node: plant.expected}
     assert watched(reports) == expected
     assert code == 0  # findings alone do not fail the audit without --fail-on
@@ -312,10 +339,7 @@ def test_a_sentinel_without_auth_pass_is_found(cli, sentinels):
         code, reports = audit_all(cli, sentinels, "sentinel-1", "--format", "json")
     finally:
         client.execute_command("SENTINEL SET", MASTER_NAME, "auth-pass", PASSWORDS["sentinel"])
-        wait_until(
-            lambda: client.execute_command("SENTINEL MASTER", MASTER_NAME)["flags"] == "master",
-            "sentinel-0 to see the primary again",
-        )
+        wait_settled(sentinels)
         client.close()
     assert watched(reports) == {name: {} for name in reports} | {"sentinel-0": {"HA-09": "high"}}
     evidence = next(i for i in reports["sentinel-0"]["findings"] if i["id"] == "HA-09")
