@@ -103,7 +103,7 @@ class RedisServer:
     tls_port: int = 0
     process: subprocess.Popen | None = None
     log: Path = field(init=False)
-    args: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # after the config file, e.g. ("--sentinel",)
     conf_name: str = "redis.conf"
     ready: str = "Ready to accept connections"  # the log line that says it serves
 

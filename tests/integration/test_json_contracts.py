@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ACL_USERS, run_redkeep
 from tests.integration.conftest import start_bundle, stop_bundle
 from tests.jsonshape import problems, shape
-from tests.servers import free_port
+from tests.servers import RedisServer, free_port
 
 
 def output(*args, env=None) -> tuple[int, object]:
@@ -41,6 +41,36 @@ def test_audit_json_has_the_documented_shape(redis_factory):
     assert reports[0]["could_not_verify"] and reports[0]["server"] == {}
     assert problems(reports[0], shape("audit: a server that answered")) == []
     assert problems(reports[1], shape("audit: a server that could not be reached")) == []
+
+
+def test_audit_json_of_a_deployment_has_the_documented_shape(redis_binary, tmp_path):
+    """--all-nodes from a lone Sentinel watching a primary nobody runs: a Sentinel's report
+    (node, role, not_applicable) and an unreachable primary's (node, role, error)."""
+    sentinel = RedisServer(
+        redis_binary,
+        tmp_path / "sentinel",
+        [
+            "user default off",
+            "user admin on >admin-secret ~* &* +@all",
+            f"sentinel monitor gone 127.0.0.1 {free_port()} 1",
+        ],
+        port=free_port(),
+        args=("--sentinel",),
+        ready="+monitor",
+    ).start()
+    try:
+        code, reports = output(
+            "audit", "--all-nodes", "--format", "json", f"redis://admin@127.0.0.1:{sentinel.port}",
+            env={"REDIS_PASSWORD": "admin-secret"},
+        )  # fmt: skip
+    finally:
+        sentinel.stop()
+    assert code == 3 and [report["role"] for report in reports] == ["primary", "sentinel"]
+    unreachable, answered = reports
+    assert answered["node"] and answered["not_applicable"] and answered["findings"]
+    assert problems(answered, shape("audit: a server that answered")) == []
+    assert unreachable["node"] and unreachable["error"]
+    assert problems(unreachable, shape("audit: a server that could not be reached")) == []
 
 
 def test_health_json_has_the_documented_shape(plain_redis):

@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from redkeep.audit import checks, report
+from redkeep.audit import checks, hachecks, report
 from redkeep.audit.facts import CONFIG_PARAMETERS, Facts, Unavailable, need
 from redkeep.redis.target import parse_url
 
@@ -16,7 +16,7 @@ def calls_and_reads() -> tuple[set[str], set[str]]:
     and the report. A name passed on by a helper (`_enabled_setting(facts, "debug", ...)`) or
     looped over (`for name in ("a", "b")`) counts as read too."""
     settings, attributes = set(), set()
-    for module in (checks, report):
+    for module in (checks, hachecks, report):
         tree = ast.parse(inspect.getsource(module))
         forwarded: dict[str, int] = {}  # helper -> position of the name it passes on
         for function in ast.walk(tree):
@@ -55,7 +55,7 @@ def test_every_setting_a_check_reads_is_one_gather_asks_for():
 
 def test_every_fact_a_check_reads_exists():
     _, attributes = calls_and_reads()
-    assert {"info", "users", "dryrun", "certificate", "setting"} <= attributes
+    assert {"info", "users", "dryrun", "certificate", "setting", "peers", "bus"} <= attributes
     assert {name for name in attributes if not hasattr(Facts, name)} == set()
 
 

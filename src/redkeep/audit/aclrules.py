@@ -15,6 +15,11 @@ PROBES = {
     "eval": ("eval", None, {"slow", "scripting"}),
     "fcall": ("fcall", None, {"slow", "scripting"}),
     "restore": ("restore", None, {"keyspace", "write", "slow", "dangerous"}),
+    # A Sentinel's (its SENTINEL subcommands are all @admin @dangerous).
+    "sentinel set": ("sentinel", "set", {"admin", "slow", "dangerous"}),
+    "sentinel failover": ("sentinel", "failover", {"admin", "slow", "dangerous"}),
+    "sentinel remove": ("sentinel", "remove", {"admin", "slow", "dangerous"}),
+    "sentinel config set": ("sentinel", "config", {"admin", "slow", "dangerous"}),
 }
 
 

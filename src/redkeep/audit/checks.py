@@ -3,7 +3,12 @@
 A check reads `Facts` and returns `Passed` or `Finding`; a fact it cannot read raises
 `Unavailable`, which the runner reports as "could not verify" with the reason. No check sends a
 command: everything was read before (see facts.py). Ids and groups follow the checklist in the
-project's security research (NET, AUTH, TLS, CMD, VER, PERS, LOG), plus MEM.
+project's security research (NET, AUTH, TLS, CMD, VER, PERS, LOG), plus MEM, and HA for
+replication, Sentinel and Cluster (hachecks.py, registered at the end of this module).
+
+A check applies to data nodes, to Sentinels or to both (`on`): a Sentinel holds no data and
+answers no CONFIG GET, so most checks are "not applicable" there rather than "could not
+verify". A check may also raise `NotApplicable` itself (a cross-node check on a lone server).
 """
 
 import datetime as dt
@@ -38,24 +43,38 @@ class Finding:
     remediation: str
 
 
+DATA = frozenset({"data"})  # servers that hold the data: primaries, replicas, standalone
+SENTINEL = frozenset({"sentinel"})
+ANY = DATA | SENTINEL
+
+
+def kind(facts: Facts) -> str:
+    """ "sentinel" or "data": what the server said it is."""
+    return "sentinel" if facts.is_sentinel else "data"
+
+
 @dataclass(frozen=True)
 class Check:
     id: str
     title: str
     needs: str
     run: Callable[[Facts], Passed | Finding]
+    on: frozenset[str] = DATA
 
     @property
     def group(self) -> str:
         return self.id.split("-")[0]
 
+    def applies(self, facts: Facts) -> bool:
+        return kind(facts) in self.on
+
 
 CHECKS: list[Check] = []
 
 
-def check(check_id: str, title: str, needs: str) -> Callable:
+def check(check_id: str, title: str, needs: str, on: frozenset[str] = DATA) -> Callable:
     def register(function: Callable[[Facts], Passed | Finding]) -> Callable:
-        CHECKS.append(Check(check_id, title, needs, function))
+        CHECKS.append(Check(check_id, title, needs, function, on))
         return function
 
     return register
@@ -76,6 +95,11 @@ def bind_addresses(facts: Facts) -> list[str]:
         pass
     info = need(facts.info).get("server", {})
     listeners = [value for name, value in info.items() if name.startswith("listener")]
+    if not listeners and facts.is_sentinel:
+        raise Unavailable(
+            "a Sentinel answers no CONFIG GET, and lists its listeners in INFO only from Redis "
+            "7.2 on: see `bind` in sentinel.conf"
+        )
     if not listeners:
         raise Unavailable("neither CONFIG GET bind nor INFO listener lines are available")
     found = []
@@ -168,7 +192,7 @@ def unauthenticated_access(facts: Facts) -> Passed | Finding:
     return Passed(f"PING without AUTH answered: {reply[:60]}")
 
 
-@check("NET-02", "Listens on every interface", "CONFIG GET bind or INFO listeners (7.2+)")
+@check("NET-02", "Listens on every interface", "CONFIG GET bind or INFO listeners (7.2+)", on=ANY)
 def all_interfaces(facts: Facts) -> Passed | Finding:
     addresses = bind_addresses(facts)
     wildcard = {"*", "0.0.0.0", "::", "::*"}  # noqa: S104 - what the check looks for
@@ -227,7 +251,7 @@ def unix_socket(facts: Facts) -> Passed | Finding:
     return Passed(f"unixsocket {path}, unixsocketperm {oct(mode)[2:]}")
 
 
-@check("NET-06", "Clients from unexpected places", "CLIENT LIST")
+@check("NET-06", "Clients from unexpected places", "CLIENT LIST", on=ANY)
 def client_sources(facts: Facts) -> Passed | Finding:
     clients = need(facts.clients)
     # UNIX socket clients (addr=/path:0) are local by definition.
@@ -392,7 +416,7 @@ def default_user(facts: Facts) -> Passed | Finding:
     return Passed("user default off")
 
 
-@check("AUTH-02", "Users without a password", "ACL GETUSER for every user")
+@check("AUTH-02", "Users without a password", "ACL GETUSER for every user", on=ANY)
 def nopass_users(facts: Facts) -> Passed | Finding:
     names = sorted(n for n, u in facts.enabled_users().items() if "nopass" in u.flags)
     if names:
@@ -404,7 +428,7 @@ def nopass_users(facts: Facts) -> Passed | Finding:
     return Passed("every enabled user has a password")
 
 
-@check("AUTH-03", "Weak or well-known passwords", "ACL GETUSER (password hashes)")
+@check("AUTH-03", "Weak or well-known passwords", "ACL GETUSER (password hashes)", on=ANY)
 def weak_passwords(facts: Facts) -> Passed | Finding:
     known = weak_password_hashes()
     weak = sorted(
@@ -465,7 +489,7 @@ def over_privileged(facts: Facts) -> Passed | Finding:
     )
 
 
-@check("AUTH-06", "Too many administrators", "ACL DRYRUN (7.0+) or rules")
+@check("AUTH-06", "Too many administrators", "ACL DRYRUN (7.0+) or rules", on=ANY)
 def too_many_admins(facts: Facts) -> Passed | Finding:
     names = admins(facts)
     if len(names) > 2:
@@ -487,7 +511,7 @@ def pubsub_default(facts: Facts) -> Passed | Finding:
     return Passed(f"acl-pubsub-default {value}")
 
 
-@check("AUTH-08", "A password rotation left half-done", "ACL GETUSER for every user")
+@check("AUTH-08", "A password rotation left half-done", "ACL GETUSER for every user", on=ANY)
 def half_rotated(facts: Facts) -> Passed | Finding:
     names = sorted(n for n, u in facts.enabled_users().items() if len(u.passwords) > 1)
     if names:
@@ -499,7 +523,7 @@ def half_rotated(facts: Facts) -> Passed | Finding:
     return Passed("every user has at most one password")
 
 
-@check("AUTH-09", "Failed logins and denied commands", "ACL LOG")
+@check("AUTH-09", "Failed logins and denied commands", "ACL LOG", on=ANY)
 def denied_activity(facts: Facts) -> Passed | Finding:
     try:
         switched_off = facts.setting("acllog-max-len") == "0"
@@ -586,8 +610,18 @@ def _tls_port(facts: Facts) -> str:
     return value or "0"
 
 
-@check("TLS-01", "No TLS", "CONFIG GET tls-port")
+@check("TLS-01", "No TLS", "CONFIG GET tls-port", on=ANY)
 def no_tls(facts: Facts) -> Passed | Finding:
+    if facts.is_sentinel:  # no CONFIG GET: what the audit's own connection was is the answer
+        if facts.tls:
+            return Passed(f"the Sentinel answered over TLS on port {facts.target.port}")
+        return Finding(
+            "high",
+            f"the Sentinel answered without TLS on port {facts.target.port}: passwords and the "
+            "primary's address cross the network in clear",
+            "port 0, tls-port 26379, tls-replication yes (and the tls-*-file lines) in "
+            "sentinel.conf",
+        )
     if _tls_port(facts) == "0" and not facts.tls:
         return Finding(
             "high" if exposed(facts) else "medium",
@@ -611,7 +645,9 @@ def plaintext_next_to_tls(facts: Facts) -> Passed | Finding:
 
 
 def _needs_tls(facts: Facts) -> None:
-    if _tls_port(facts) == "0" and not facts.tls:
+    if facts.is_sentinel and not facts.tls:
+        raise Unavailable("the audit reached this Sentinel without TLS (see TLS-01)")
+    if not facts.tls and _tls_port(facts) == "0":
         raise Unavailable("TLS is not enabled (see TLS-01)")
 
 
@@ -628,10 +664,14 @@ def client_certificates(facts: Facts) -> Passed | Finding:
     return Passed(f"tls-auth-clients {value}")
 
 
-@check("TLS-04", "TLS 1.0 or 1.1 accepted", "CONFIG GET tls-protocols; a TLS 1.1 handshake")
+@check("TLS-04", "TLS 1.0 or 1.1 accepted", "CONFIG GET tls-protocols; a TLS 1.1 handshake", on=ANY)
 def old_tls(facts: Facts) -> Passed | Finding:
     _needs_tls(facts)
-    configured = facts.setting("tls-protocols") or ""
+    if facts.is_sentinel:  # no CONFIG GET: only the live answer
+        need(facts.old_tls)
+        configured = ""
+    else:
+        configured = facts.setting("tls-protocols") or ""
     legacy = [name for name in configured.split() if name.lower() in ("tlsv1", "tlsv1.1")]
     accepted, probe = "", ""
     if facts.tls:  # the live answer, next to the setting
@@ -687,7 +727,7 @@ def replication_in_clear(facts: Facts) -> Passed | Finding:
     return Passed(f"role {role}, {replicas} replicas, cluster {'on' if cluster else 'off'}")
 
 
-@check("TLS-07", "Certificate hygiene", "a TLS handshake (the served certificate)")
+@check("TLS-07", "Certificate hygiene", "a TLS handshake (the served certificate)", on=ANY)
 def certificate(facts: Facts) -> Passed | Finding:
     if not facts.tls:
         raise Unavailable("the audit connected without TLS, so it saw no certificate")
@@ -707,7 +747,7 @@ def certificate(facts: Facts) -> Passed | Finding:
     if cert.issuer == cert.subject:
         problems.append(("low", "self-signed leaf certificate"))
     names = subject_alt_names(cert)
-    host = facts.target.host  # the name the handshake asked for
+    host = facts.target.server_name  # the name the handshake asked for
     if host not in names and not any(n.startswith("*.") and host.endswith(n[1:]) for n in names):
         problems.append(("low", f"no subjectAltName for {host} (has {', '.join(names) or 'none'})"))
     if problems:
@@ -895,6 +935,7 @@ def _lua_users(facts: Facts) -> list[str] | None:
     "VER-01",
     "Known vulnerabilities",
     "INFO server (redis_version, or valkey_version); the CVE data file",
+    on=ANY,
 )
 def known_cves(facts: Facts) -> Passed | Finding:
     flavour, version, shown = _release(facts)
@@ -930,7 +971,7 @@ def known_cves(facts: Facts) -> Passed | Finding:
     )
 
 
-@check("VER-02", "End-of-life branch", "INFO server (redis_version, or valkey_version)")
+@check("VER-02", "End-of-life branch", "INFO server (redis_version, or valkey_version)", on=ANY)
 def end_of_life(facts: Facts) -> Passed | Finding:
     flavour, version, _ = _release(facts)
     branch = f"{flavour.title()} {version[0]}.{version[1]}"
@@ -1036,3 +1077,7 @@ def log_destination(facts: Facts) -> Passed | Finding:
             "logfile /var/log/redis/redis-server.log  (or ship stdout to your log system)",
         )
     return Passed(f"logfile {value}, loglevel {level}")
+
+
+# The HA checks register after these (same list, same shape).
+from redkeep.audit import hachecks  # noqa: E402, F401 - registers HA-01 ...

@@ -2,7 +2,8 @@
 
 The JSON shape is documented in docs/json.md (schema `redkeep-audit/1`). Accepted findings
 stay in `findings` with `"accepted": true`: shown, never hidden, not counted by --fail-on or
-the score.
+the score. A node of a deployment is named in `node` and `role`; checks that do not apply to it
+(a Sentinel's, on a data node) are listed in `not_applicable` and left out of the total.
 """
 
 import datetime as dt
@@ -13,7 +14,7 @@ from typing import Any
 from redkeep import __version__
 from redkeep.audit import cve
 from redkeep.audit.checks import CHECKS, SEVERITIES, Finding
-from redkeep.audit.facts import Facts, Unavailable, need
+from redkeep.audit.facts import Facts, NotApplicable, Unavailable, need
 
 SCHEMA = "redkeep-audit/1"
 PENALTY = {"critical": 25, "high": 10, "medium": 4, "low": 1, "info": 0}
@@ -64,6 +65,18 @@ class UnverifiedEntry:
 
 
 @dataclass(frozen=True)
+class NotApplicableEntry:
+    """A check that does not concern this server (a Sentinel's checks on a data node ...)."""
+
+    id: str
+    title: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ServerIdentity:
     name: str
     version: str | None
@@ -89,6 +102,9 @@ class AuditReport:
     server: ServerIdentity | None = None  # None: INFO could not be read
     generated_at: str = ""
     cve_data_updated: str = ""
+    node: str | None = None  # its name in the deployment audited; None when audited alone
+    role: str | None = None  # primary, replica, standalone or sentinel, as it says itself
+    not_applicable: tuple[NotApplicableEntry, ...] = ()
 
     @property
     def checks_verified(self) -> int:
@@ -112,6 +128,8 @@ class AuditReport:
         return {
             "schema": SCHEMA,
             "target": self.target,
+            "node": self.node,
+            "role": self.role,
             "server": self.server.to_json() if self.server else {},
             "generated_at": self.generated_at,
             "cve_data_updated": self.cve_data_updated,
@@ -122,6 +140,7 @@ class AuditReport:
             "findings": [item.to_json() for item in self.findings],
             "passed": [item.to_json() for item in self.passed],
             "could_not_verify": [item.to_json() for item in self.could_not_verify],
+            "not_applicable": [item.to_json() for item in self.not_applicable],
         }
 
 
@@ -131,6 +150,8 @@ class UnreachableReport:
 
     target: str
     error: str
+    node: str | None = None
+    role: str | None = None
 
     @property
     def incomplete(self) -> None:
@@ -144,7 +165,13 @@ class UnreachableReport:
         return []
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "target": self.target, "error": self.error}
+        return {
+            "schema": SCHEMA,
+            "target": self.target,
+            "node": self.node,
+            "role": self.role,
+            "error": self.error,
+        }
 
 
 TargetReport = AuditReport | UnreachableReport
@@ -152,10 +179,21 @@ TargetReport = AuditReport | UnreachableReport
 
 def run_checks(facts: Facts, accepted: set[str]) -> AuditReport:
     """The report of one target (see docs/json.md)."""
-    findings, passed, unknown = [], [], []
+    findings, passed, unknown, inapplicable = [], [], [], []
     for check in CHECKS:
+        if not check.applies(facts):
+            why = (
+                "a Sentinel holds no data and answers no CONFIG GET"
+                if facts.is_sentinel
+                else "it concerns Sentinels only"
+            )
+            inapplicable.append(NotApplicableEntry(check.id, check.title, why))
+            continue
         try:
             outcome = check.run(facts)
+        except NotApplicable as why:
+            inapplicable.append(NotApplicableEntry(check.id, check.title, why.reason))
+            continue
         except Unavailable as missing:
             unknown.append(UnverifiedEntry(check.id, check.title, missing.reason))
             continue
@@ -182,28 +220,51 @@ def run_checks(facts: Facts, accepted: set[str]) -> AuditReport:
     counts = dict.fromkeys(SEVERITIES, 0)
     for item in counted:
         counts[item.severity] += 1
+    total = len(CHECKS) - len(inapplicable)
     return AuditReport(
         target=facts.where,
+        node=facts.node.name if facts.node is not None else None,
+        role=_role(facts),
         server=_server(facts),
         generated_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         cve_data_updated=cve.load()["updated"],
         score=max(0, 100 - sum(PENALTY[item.severity] for item in counted)),
-        incomplete=_incomplete(unknown, len(findings) + len(passed), accepted),
+        incomplete=_incomplete(unknown, len(findings) + len(passed), accepted, total),
         counts=counts,
         findings=tuple(findings),
         passed=tuple(passed),
         could_not_verify=tuple(unknown),
+        checks_total=total,
+        not_applicable=tuple(inapplicable),
     )
 
 
-def _incomplete(unknown: list[UnverifiedEntry], verified: int, accepted: set[str]) -> str | None:
+def _role(facts: Facts) -> str | None:
+    """What the server says it is; the deployment's word for it when INFO could not be read."""
+    if facts.is_sentinel:
+        return "sentinel"
+    try:
+        role = facts.info_field("role", "replication")
+        replicas = int(facts.info_field("connected_slaves", "replication") or 0)
+        clustered = facts.info_field("cluster_enabled", "cluster") == "1"
+    except Unavailable:
+        return facts.node.role.value if facts.node is not None else None
+    if role == "slave":
+        return "replica"
+    if replicas or clustered or (facts.node is not None and facts.node.role.value == "primary"):
+        return "primary"
+    return "standalone"
+
+
+def _incomplete(
+    unknown: list[UnverifiedEntry], verified: int, accepted: set[str], total: int
+) -> str | None:
     """Why this report cannot be trusted as a clean bill of health, or None.
 
     A refused read (NOPERM) hides what the server does, and a score resting on fewer than half
     of the checks says little. A check accepted by id is left out: the team has judged it.
     """
     denied = [item for item in unknown if "NOPERM" in item.reason and item.id not in accepted]
-    total = len(CHECKS)
     if denied:
         return (
             f"{len(denied)} checks could not be verified because the auditing user may not run "
@@ -240,11 +301,12 @@ def sarif(reports: list[TargetReport]) -> dict[str, Any]:
     ]
     results = []
     for report in reports:
+        on = f"[{report.node}] " if report.node else ""
         for item in report.findings if isinstance(report, AuditReport) else ():
             result = {
                 "ruleId": item.id,
                 "level": SARIF_LEVEL[item.severity],
-                "message": {"text": f"{item.title}: {item.evidence}. Fix: {item.remediation}"},
+                "message": {"text": f"{on}{item.title}: {item.evidence}. Fix: {item.remediation}"},
                 "locations": [{"physicalLocation": {"artifactLocation": {"uri": report.target}}}],
                 "properties": {"severity": item.severity},
             }

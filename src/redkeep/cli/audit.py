@@ -8,7 +8,7 @@ import click
 from redkeep.actions.audit import AuditRequest, run_audit
 from redkeep.app import Application
 from redkeep.audit.checks import SEVERITIES
-from redkeep.audit.report import TargetReport, UnreachableReport, sarif
+from redkeep.audit.report import AuditReport, TargetReport, UnreachableReport, sarif
 from redkeep.cli.options import connection_options, dir_option
 from redkeep.errors import ExitStatus
 from redkeep.redis.target import ConnectionOptions
@@ -45,6 +45,12 @@ from redkeep.redis.target import ConnectionOptions
     help='Also run EVAL "return type(package)" 0 (CVE-2022-0543); it lands in the script cache.',
 )
 @click.option(
+    "--all-nodes",
+    is_flag=True,
+    help="Audit the whole deployment of the URL: every node (CLUSTER NODES, Sentinel, INFO "
+    "replication) and each Sentinel.",
+)
+@click.option(
     "--metrics-file",
     type=click.Path(path_type=Path, dir_okay=False),
     help="Also write Prometheus textfile metrics (findings by severity, score) here.",
@@ -62,10 +68,13 @@ def audit(
     accept_file: Path | None,
     metrics_file: Path | None,
     lua_probe: bool,
+    all_nodes: bool,
 ) -> int:
     """Audit the security of one or more live Redis servers (read-only).
 
-    Without URL: the bundle's Redis as its admin user (or REDIS_URL). Findings have a severity
+    Without URL: the bundle's Redis as its admin user (or REDIS_URL), every node and Sentinel
+    of a sentinel or cluster bundle; with --all-nodes, every node of the URL's deployment, each
+    report naming its node. Findings have a severity
     (critical, high, medium, low, info) and the exact redis.conf or ACL line that fixes them;
     what the audit could not see is listed as "could not verify", never as passed. Exit 3 when
     a server cannot be reached, 1 with --fail-on when a finding is that severe, and 1 when the
@@ -79,16 +88,20 @@ def audit(
         accept_file=accept_file,
         lua_probe=lua_probe,
         metrics_file=metrics_file,
+        all_nodes=all_nodes,
     )
     reports = run_audit(app, request)
     if output == "json":
         documents = [report.to_json() for report in reports]
-        app.emit_json(documents[0] if len(documents) == 1 else documents)
+        several = len(documents) > 1 or all_nodes or reports[0].node is not None
+        app.emit_json(documents if several else documents[0])
     elif output == "sarif":
         app.write(json.dumps(sarif(reports), indent=2) + "\n")
     else:
         for report in reports:
             show(app, report, fix_hints)
+        if len(reports) > 1:
+            summarize(app, reports)
     if any(isinstance(report, UnreachableReport) for report in reports):
         return ExitStatus.UNREACHABLE
     # An audit that could not see is not a pass, whatever its score.
@@ -100,15 +113,24 @@ def audit(
     return ExitStatus.OK
 
 
+def _named(report: TargetReport) -> str:
+    """`redis-1 (replica) rediss://...` for a node of a deployment, else the URL."""
+    if report.node is None:
+        return report.target
+    role = f" ({report.role})" if report.role else ""
+    shown = "" if report.node == report.target else f" {report.target}"
+    return f"{report.node}{role}{shown}"
+
+
 def show(app: Application, report: TargetReport, with_hints: bool) -> None:
     if isinstance(report, UnreachableReport):
-        app.say(f"redkeep audit: {report.target}: cannot connect: {report.error}")
+        app.say(f"redkeep audit: {_named(report)}: cannot connect: {report.error}")
         return
     server = report.server
     counts = report.counts
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s]) or "no findings"
     app.say(
-        f"redkeep audit: {report.target} ({server.name if server else 'redis'} "
+        f"redkeep audit: {_named(report)} ({server.name if server else 'redis'} "
         f"{server.version if server else '?'}): score {report.score}/100 from "
         f"{report.checks_verified} of {report.checks_total} checks, {summary}"
     )
@@ -131,11 +153,25 @@ def show(app: Application, report: TargetReport, with_hints: bool) -> None:
         )
     app.say(
         f"{len(report.passed)} checks passed, {len(report.findings)} findings, "
-        f"{len(report.could_not_verify)} could not be verified; CVE data of "
-        f"{report.cve_data_updated}"
+        f"{len(report.could_not_verify)} could not be verified"
+        + (f", {len(report.not_applicable)} not applicable" if report.not_applicable else "")
+        + f"; CVE data of {report.cve_data_updated}"
     )
     if with_hints:
         hints = report.fix_hints()
         app.say("fix hints:" if hints else "fix hints: nothing to fix")
         for line in hints:
             app.say(f"  {line}")
+
+
+def summarize(app: Application, reports: list[TargetReport]) -> None:
+    """One line over every node: how many were audited and the findings together."""
+    audited = [report for report in reports if isinstance(report, AuditReport)]
+    counts = {s: sum(report.counts[s] for report in audited) for s in SEVERITIES}
+    found = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s]) or "no findings"
+    missed = len(reports) - len(audited)
+    app.say(
+        f"redkeep audit: {len(audited)} of {len(reports)} servers audited"
+        + (f" ({missed} not reached)" if missed else "")
+        + f": {found}"
+    )

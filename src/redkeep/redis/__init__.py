@@ -2,6 +2,7 @@
 
     target.py      Target, ConnectionOptions, URLs, HOST:PORT, password files, resolve_target
     deployment.py  a deployment's nodes and roles; every_node / primary / one_per_shard
+    discover.py    one live node -> its whole deployment (Cluster, Sentinel, replication)
     tls.py         the one TLS client context (raw sockets, probes, redis-py, the proxy)
     explain.py     one-line errors with a kind (socket, TLS, WRONGPASS, NOAUTH, NOPERM ...)
     raw.py         RawConnection: RESP by hand, pipelines under a deadline, replication bytes

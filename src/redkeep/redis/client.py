@@ -24,14 +24,15 @@ from redkeep.redis.tls import context_for
 class TLSConnection(redis.Connection):
     """redis-py's TCP connection, wrapped in our TLS context instead of one from ssl_* args."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, **kwargs) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext, server_name: str, **kwargs) -> None:
         self.ssl_context = ssl_context
+        self.server_name = server_name
         super().__init__(**kwargs)
 
     def _connect(self):
         sock = super()._connect()
         try:
-            return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+            return self.ssl_context.wrap_socket(sock, server_hostname=self.server_name)
         except OSError:
             sock.close()
             raise
@@ -55,6 +56,7 @@ def client_for(target: Target, decode_responses: bool = True) -> redis.Redis:
     pool = redis.ConnectionPool(
         connection_class=TLSConnection,
         ssl_context=context_for(target),
+        server_name=target.server_name,
         host=target.host,
         port=target.port,
         **common,

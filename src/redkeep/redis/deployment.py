@@ -51,6 +51,14 @@ class Deployment:
     def standalone(cls, target: Target, name: str = "redis") -> "Deployment":
         return cls(Topology.STANDALONE, (Node(name, Role.STANDALONE, target),))
 
+    @classmethod
+    def discover(cls, seed: Target, timeout: float = 30.0) -> "Deployment":
+        """The deployment `seed` belongs to, as it is now (after failovers too): every node
+        reached as the seed is. `redis.discover.discover` also says which nodes it skipped."""
+        from redkeep.redis.discover import discover  # noqa: PLC0415 - it imports this module
+
+        return discover(seed, timeout).deployment
+
     def every_node(self) -> tuple[Node, ...]:
         """Every server that holds the data (not the Sentinels), primaries first."""
         data = [node for node in self.nodes if node.holds_data]

@@ -157,7 +157,7 @@ def _verify_message(error: ssl.SSLCertVerificationError, target: Target) -> str:
     if "Hostname mismatch" in reason or "IP address mismatch" in reason:
         return (
             f"TLS handshake with {where} failed: the server certificate is not valid for "
-            f"'{target.host}'; connect with a name it lists (see `redkeep certs show`)"
+            f"'{target.server_name}'; connect with a name it lists (see `redkeep certs show`)"
         )
     if "expired" in reason:
         return f"TLS handshake with {where} failed: the server certificate has expired"

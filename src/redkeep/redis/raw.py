@@ -54,7 +54,7 @@ class RawConnection:
             else:
                 sock = socket.create_connection((target.host, target.port), timeout=timeout)
             if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=target.host)
+                sock = context.wrap_socket(sock, server_hostname=target.server_name)
         except OSError as error:
             raise explain(error, target) from None
         sock.settimeout(self.idle_timeout)

@@ -54,6 +54,14 @@ class Target:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     timeout: float = 5.0
+    # The name the server's certificate must carry when it is not `host`: a node discovered
+    # at the IP address it announces is checked against the name the seed was reached by.
+    tls_name: str = ""
+
+    @property
+    def server_name(self) -> str:
+        """The host name TLS checks the certificate against."""
+        return self.tls_name or self.host
 
     def without_credentials(self, timeout: float) -> "Target":
         """The same endpoint and TLS files, no user or password: what an anonymous client is."""
