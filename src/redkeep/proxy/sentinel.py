@@ -25,6 +25,7 @@ log = logging.getLogger("redkeep.proxy")
 POLL_INTERVAL = 5.0  # seconds between checks while the primary is known and answers as one
 RETRY_INTERVAL = 0.5  # ... while it is not
 RESUBSCRIBE_INTERVAL = 1.0  # after a subscription to a Sentinel was lost
+REFUSED_INTERVAL = 30.0  # ... or refused (no right to subscribe, wrong password): polls cover
 SWITCH_CHANNEL = b"+switch-master"
 
 Address = tuple[str, int]
@@ -253,6 +254,7 @@ class SentinelFollower:
         complained = ""
         while True:
             link = None
+            pause = RESUBSCRIBE_INTERVAL
             try:
                 async with asyncio.timeout(self.timeout):
                     link = await Link.open(sentinel, self.context, self.server_name, self.config)
@@ -268,6 +270,8 @@ class SentinelFollower:
                             self.wake(f"+switch-master from {where}: {text}")
             except FAILURES as error:
                 detail = describe(error)
+                if isinstance(error, ReplyError):
+                    pause = REFUSED_INTERVAL
                 if detail != complained:  # once per kind of failure, not once a second
                     log.warning("not following +switch-master on %s: %s", where, detail)
                     complained = detail
@@ -275,7 +279,7 @@ class SentinelFollower:
                 self.subscribed.discard(sentinel)
                 if link is not None:
                     link.close()
-            await asyncio.sleep(RESUBSCRIBE_INTERVAL)
+            await asyncio.sleep(pause)
 
 
 def describe(error: BaseException) -> str:
