@@ -37,7 +37,8 @@ SENTINEL_ON_DATA_ACL = (
 )
 SENTINEL_ACL = {
     "admin": "~* &* +@all",
-    "app": "resetchannels -@all +ping +sentinel|get-master-addr-by-name",
+    # Where the primary is, and its moves (the proxy follows them).
+    "app": "resetchannels &+switch-master -@all +ping +subscribe +sentinel|get-master-addr-by-name",
     "exporter": "resetchannels -@all +ping +info +sentinel|masters +sentinel|replicas",
     "sentinel": "resetchannels &__sentinel__:hello -@all +ping +info +publish +subscribe "
     "+sentinel|is-master-down-by-addr",
@@ -84,8 +85,17 @@ class HandMadeDeployment:
             server.stop()
 
 
-def build(root: Path, binary: str, replicas: int = 2, sentinels: int = 1) -> HandMadeDeployment:
-    """`redkeep init` a standalone bundle at `root`, make it a sentinel bundle, start it."""
+def build(
+    root: Path,
+    binary: str,
+    replicas: int = 2,
+    sentinels: int = 1,
+    down_after_ms: int = 30000,
+) -> HandMadeDeployment:
+    """`redkeep init` a standalone bundle at `root`, make it a sentinel bundle, start it.
+
+    The Sentinels' quorum is a majority of them; `down_after_ms` low for tests that fail over.
+    """
     offsets = (*range(replicas + 1), *(SENTINEL_PORT_OFFSET + j for j in range(sentinels)))
     init = run_redkeep("init", root, "--tls-port", free_port_block(offsets))
     assert init.returncode == 0, init.stderr
@@ -113,7 +123,7 @@ def build(root: Path, binary: str, replicas: int = 2, sentinels: int = 1) -> Han
     deployment = HandMadeDeployment(bundle, {}, plan)
     try:
         for node in plan:
-            server = _start(bundle, node, binary, plan[0].port, data_acl, secrets)
+            server = _start(bundle, node, binary, plan[0].port, data_acl, secrets, down_after_ms)
             deployment.nodes[node.name] = server
         _wait_until_settled(deployment)
     except BaseException:
@@ -150,6 +160,7 @@ def _start(
     primary_port: int,
     data_acl: str,
     secrets: dict[str, str],
+    down_after_ms: int,
 ) -> RedisServer:
     workdir = bundle.node_dir(node.name)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -176,8 +187,11 @@ def _start(
         server = RedisServer(binary, workdir, lines, port=0, tls_port=node.port)
     else:
         password = secrets["REDIS_SENTINEL_PASSWORD"]
+        quorum = bundle.settings.deployment.sentinels // 2 + 1
         lines += [
-            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 1",
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} {quorum}",
+            f"sentinel down-after-milliseconds {MASTER_NAME} {down_after_ms}",
+            f"sentinel failover-timeout {MASTER_NAME} {max(10 * down_after_ms, 10000)}",
             f"sentinel auth-user {MASTER_NAME} sentinel",
             f"sentinel auth-pass {MASTER_NAME} {password}",
             "sentinel sentinel-user sentinel",

@@ -90,3 +90,12 @@ def test_bad_url_is_a_usage_error(cli):
     result = cli("health", "--url", "http://nope")
     assert result.code == 2
     assert "scheme must be redis://, rediss:// or unix://" in result.err
+
+
+def test_render_nginx_refuses_to_follow_sentinel(cli, tmp_path):
+    result = cli(
+        "render", "nginx", "--sentinel", "127.0.0.1:26379", "--master-name", "main", cwd=tmp_path
+    )
+    assert result.code == 2
+    assert "nginx cannot follow a Sentinel failover" in result.err
+    assert result.out == ""

@@ -5,10 +5,12 @@ import ipaddress
 import time
 
 import hiredis
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redkeep.config.schema import ProxySettings
+from redkeep.errors import UsageError
 from redkeep.proxy.config import build_config
 from redkeep.proxy.policy import (
     Admission,
@@ -416,3 +418,27 @@ def test_inline_arguments_end_where_redis_ends_them():
     assert split_inline(b'"\\x4g" \'a\\\\b\\\'c\' "\\q"') == [b"x4g", b"a\\\\b'c", b"q"]
     assert split_inline(b"'a'b") is None and split_inline(b'"a\\"') is None
     assert split_inline(b"x'a b'\t'c'") == [b"xa b", b"c"]
+
+
+def test_sentinel_settings_make_a_follower_config_and_bad_combinations_are_refused(monkeypatch):
+    monkeypatch.setenv("REDKEEP_SENTINEL_PASSWORD", "from-the-environment")
+    proxy = ProxySettings(sentinels=["10.0.0.1:26379", "10.0.0.2:26379"], master_name="main")
+    config = build_config(proxy, None, None, follow_sentinel=True)
+    assert config.upstream is None
+    assert config.sentinel.addresses == (("10.0.0.1", 26379), ("10.0.0.2", 26379))
+    assert (config.sentinel.master_name, config.sentinel.user) == ("main", "app")
+    assert config.sentinel.password == "from-the-environment"
+    assert "from-the-environment" not in repr(config)
+    # Without follow_sentinel (an nginx config) there is nothing to connect to.
+    with pytest.raises(UsageError, match="no upstream"):
+        build_config(proxy, None, None)
+    refused = {
+        "no master name": ProxySettings(sentinels=["10.0.0.1:26379"]),
+        "exclude each other": ProxySettings(
+            sentinels=["10.0.0.1:26379"], master_name="main", upstream="10.0.0.5:6379"
+        ),
+        "needs --sentinel": ProxySettings(master_name="main", upstream="10.0.0.5:6379"),
+    }
+    for message, settings_ in refused.items():
+        with pytest.raises(UsageError, match=message.replace("no master name", "--master-name")):
+            build_config(settings_, None, None, follow_sentinel=True)

@@ -23,6 +23,19 @@ def proxy_options(command: Callable) -> Callable:
     options = [
         click.option("--listen", metavar="HOST:PORT", help="Where clients connect."),
         click.option("--upstream", metavar="HOST:PORT", help="Redis (default: the bundle's)."),
+        click.option(
+            "--sentinel",
+            metavar="HOST:PORT",
+            multiple=True,
+            help="Follow the primary these Sentinels name (repeat; default in a sentinel "
+            "bundle: its own).",
+        ),
+        click.option("--master-name", help="The name the Sentinels know the primary by."),
+        click.option(
+            "--sentinel-user",
+            help="ACL user asking the Sentinels (default app; password from the bundle or "
+            "REDKEEP_SENTINEL_PASSWORD).",
+        ),
         click.option("--allow", metavar="CIDR", multiple=True, help="Allowed network (repeat)."),
         click.option("--deny", metavar="CIDR", multiple=True, help="Refused network (repeat)."),
         click.option(
@@ -70,7 +83,8 @@ def proxy_options(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         names = [
-            "listen", "upstream", "allow", "deny", "deny_command", "cmd_rate", "max_conns",
+            "listen", "upstream", "sentinel", "master_name", "sentinel_user", "allow", "deny",
+            "deny_command", "cmd_rate", "max_conns",
             "max_conns_per_ip", "conn_rate", "tls_cert", "tls_key", "tls_client_ca",
             "upstream_tls_ca", "upstream_tls_cert", "upstream_tls_key", "upstream_tls_name",
             "pass_through",
@@ -86,9 +100,13 @@ def proxy_options(command: Callable) -> Callable:
 
 
 def proxy_loader(
-    app: Application, directory: Path | None, flags: dict
+    app: Application, directory: Path | None, flags: dict, follow_sentinel: bool = True
 ) -> Callable[[], ProxyConfig]:
-    """A function that reads redkeep.yaml and the flags into a configuration (again on SIGHUP)."""
+    """A function that reads redkeep.yaml and the flags into a configuration (again on SIGHUP).
+
+    `follow_sentinel`: the proxy follows the Sentinels' primary when configured; an nginx
+    config cannot (see `redkeep render nginx`).
+    """
 
     def load() -> ProxyConfig:
         bundle = load_bundle(app, directory, required=False)
@@ -96,6 +114,9 @@ def proxy_loader(
         overrides = {
             "listen": flags["listen"],
             "upstream": flags["upstream"],
+            "sentinels": list(flags["sentinel"]),
+            "master_name": flags["master_name"],
+            "sentinel_user": flags["sentinel_user"],
             "allow": list(flags["allow"]),
             "deny": list(flags["deny"]),
             "deny_commands": list(flags["deny_command"]),
@@ -135,7 +156,10 @@ def proxy_loader(
         if changes:
             proxy = proxy.model_copy(update=changes)
         return build_config(
-            proxy, bundle.settings if bundle else None, bundle.root if bundle else None
+            proxy,
+            bundle.settings if bundle else None,
+            bundle.root if bundle else None,
+            follow_sentinel=follow_sentinel,
         )
 
     return load

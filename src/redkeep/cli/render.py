@@ -9,6 +9,7 @@ from redkeep import __version__
 from redkeep.app import Application
 from redkeep.cli.options import dir_option, load_bundle
 from redkeep.cli.proxy import proxy_loader, proxy_options
+from redkeep.errors import UsageError
 from redkeep.fsutil import atomic_write
 from redkeep.render.nginx import STREAM_MODULE, render_nginx
 
@@ -57,6 +58,12 @@ def nginx(
     metrics). Validate it with `nginx -t -c FILE`.
     """
     config = proxy_loader(app, directory, overrides)()
+    if config.sentinel is not None:
+        raise UsageError(
+            "nginx cannot follow a Sentinel failover (it connects to fixed addresses and never "
+            "asks Sentinel): run `redkeep proxy`, which does, or pass --upstream HOST:PORT to "
+            "render a config for one server"
+        )
     text = render_nginx(
         config,
         self_path=str(out.resolve()) if out else "redis-stream.conf",

@@ -48,6 +48,22 @@ class ProxySettings(Section):
         None,
         description="HOST:PORT of Redis (default: this bundle's redis-server on its TLS port).",
     )
+    sentinels: list[HostPort] = Field(
+        default_factory=list,
+        description="Sentinels (HOST:PORT) to ask for the primary instead of a fixed upstream "
+        "(default in a sentinel bundle: its own Sentinels).",
+    )
+    master_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The name the Sentinels know the primary by (default: deployment.master_name).",
+    )
+    sentinel_user: str = Field(
+        "app",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="ACL user for the Sentinels and the primary's role check (its password: the "
+        "bundle's .env, or REDKEEP_SENTINEL_PASSWORD).",
+    )
     allow: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"],
         description="Client networks (CIDR) let in; everyone else is refused before TLS.",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from redkeep.proxy.config import address_text
 from redkeep.proxy.policy import TokenBucket
 from redkeep.proxy.records import ConnectionRecord, RefusedCommand
 
@@ -81,6 +82,21 @@ class AccessLog:
                 "user": refused.user,
                 "command": refused.command,
                 "reason": refused.reason,
+            }
+        )
+
+    def switched(
+        self, old: tuple[str, int] | None, new: tuple[str, int], reason: str, closed: int
+    ) -> None:
+        """The upstream changed (Sentinel named a new primary); `closed` connections to the
+        old one were ended."""
+        self._write(
+            {
+                "event": "upstream_switch",
+                "from": address_text(old) if old else None,
+                "to": address_text(new),
+                "reason": reason,
+                "closed_connections": closed,
             }
         )
 

@@ -4,17 +4,26 @@
 redkeep.yaml are relative to the bundle; a bundle fills in its own certificates and Redis.
 """
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redkeep.bundle import Bundle, resolve_path
+from redkeep.config.deployment import plan_nodes
 from redkeep.config.schema import ProxySettings, Settings, TLSSettings
 from redkeep.errors import UsageError
 from redkeep.proxy.policy import Policy, networks, parse_commands
 from redkeep.redis.target import parse_host_port
 
 EXAMPLE = "127.0.0.1:6381"  # for a HOST:PORT error
+SENTINEL_PASSWORD_ENV = "REDKEEP_SENTINEL_PASSWORD"  # noqa: S105 - a variable's name
+
+
+def address_text(address: tuple[str, int]) -> str:
+    """HOST:PORT for logs and metrics ([v6]:PORT for an IPv6 address)."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -33,13 +42,26 @@ class UpstreamTLS:
     ca: Path | None
     cert: Path | None
     key: Path | None
-    server_name: str
+    server_name: str | None  # None: the host connected to (a primary named by Sentinel)
+
+
+@dataclass(frozen=True)
+class SentinelConfig:
+    """Where to ask for the primary: the Sentinels, the name they know it by, and the user
+    that asks them (and checks the answer on the primary itself)."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master_name: str
+    user: str
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
     listen: tuple[str, int]
-    upstream: tuple[str, int]
+    # The fixed upstream. With `sentinel` the proxy follows the primary the Sentinels name and
+    # this is only the planned one (a bundle's redis-0, for an nginx config) or None.
+    upstream: tuple[str, int] | None
     policy: Policy
     client_tls: ClientTLS | None
     upstream_tls: UpstreamTLS | None
@@ -47,6 +69,7 @@ class ProxyConfig:
     handshake_timeout: float
     access_log: Path | None  # None: off; Path('-'): standard output
     metrics_listen: tuple[str, int] | None
+    sentinel: SentinelConfig | None = None
 
 
 def effective_settings(base: ProxySettings, overrides: dict[str, Any]) -> ProxySettings:
@@ -61,20 +84,35 @@ def effective_settings(base: ProxySettings, overrides: dict[str, Any]) -> ProxyS
         raise UsageError(f"proxy setting {where}: {first['msg']}") from None
 
 
-def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | None) -> ProxyConfig:
-    """The runnable configuration; `settings`/`root` are the bundle's, when there is one."""
+def build_config(
+    proxy: ProxySettings,
+    settings: Settings | None,
+    root: Path | None,
+    follow_sentinel: bool = False,
+) -> ProxyConfig:
+    """The runnable configuration; `settings`/`root` are the bundle's, when there is one.
+
+    `follow_sentinel`: resolve the primary through Sentinel when configured (`redkeep proxy`);
+    without it the configuration is the planned primary's (what an nginx config can hold).
+    """
 
     def path(value: str | None, default: Path | None) -> Path | None:
         return default if value is None else resolve_path(value, root)
 
     # The bundle's own certificates, where a setting names none.
     files = Bundle(root).tls if settings is not None and root is not None else None
+    sentinel = sentinel_config(proxy, settings, root) if follow_sentinel else None
     if proxy.upstream:
         upstream = parse_host_port(proxy.upstream, "--upstream", EXAMPLE)
     elif settings is not None:
         upstream = ("127.0.0.1", settings.redis.tls_port)
+    elif sentinel is not None:
+        upstream = None
     else:
-        raise UsageError("no upstream: pass --upstream HOST:PORT (or run inside a bundle)")
+        raise UsageError(
+            "no upstream: pass --upstream HOST:PORT or --sentinel HOST:PORT --master-name NAME "
+            "(or run inside a bundle)"
+        )
 
     client_tls = None
     cert = path(proxy.tls_cert, files.server_cert if files and proxy.tls else None)
@@ -106,8 +144,10 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
         if bool(ucert) != bool(ukey):
             raise UsageError("mutual TLS to Redis needs both --upstream-tls-cert and -key")
         name = proxy.upstream_tls_name or (
-            settings.host if own and settings is not None else upstream[0]
+            settings.host if own and settings is not None else upstream and upstream[0]
         )
+        if sentinel is not None and not (proxy.upstream_tls_name or own):
+            name = None  # each primary by its own address
         upstream_tls = UpstreamTLS(ca=ca, cert=ucert, key=ukey, server_name=name)
 
     denied, denied_sub = parse_commands(proxy.deny_commands)
@@ -142,4 +182,37 @@ def build_config(proxy: ProxySettings, settings: Settings | None, root: Path | N
         metrics_listen=parse_host_port(proxy.metrics_listen, "--metrics-listen", EXAMPLE)
         if proxy.metrics_listen
         else None,
+        sentinel=sentinel,
     )
+
+
+def sentinel_config(
+    proxy: ProxySettings, settings: Settings | None, root: Path | None
+) -> SentinelConfig | None:
+    """The Sentinels to follow: the flags or proxy section, else a sentinel bundle's own
+    (unless a fixed upstream is given). None: a fixed upstream."""
+    deployment = settings.deployment if settings is not None else None
+    in_sentinel_bundle = deployment is not None and deployment.topology == "sentinel"
+    if proxy.sentinels:
+        if proxy.upstream:
+            raise UsageError(
+                "--upstream and --sentinel exclude each other: the proxy follows either one "
+                "server or the primary the Sentinels name"
+            )
+        addresses = tuple(
+            parse_host_port(a, "--sentinel", "127.0.0.1:26379") for a in proxy.sentinels
+        )
+    elif in_sentinel_bundle and not proxy.upstream:
+        planned = plan_nodes(deployment, settings.redis.tls_port)
+        addresses = tuple(("127.0.0.1", node.port) for node in planned if node.role == "sentinel")
+    elif proxy.master_name:
+        raise UsageError("--master-name needs --sentinel HOST:PORT (the Sentinels to ask)")
+    else:
+        return None
+    name = proxy.master_name or (deployment.master_name if in_sentinel_bundle else None)
+    if not name:
+        raise UsageError("--sentinel needs --master-name NAME (the name the Sentinels know)")
+    password = os.environ.get(SENTINEL_PASSWORD_ENV) or None
+    if password is None and settings is not None and root is not None:
+        password = Bundle(root).known_passwords().get(proxy.sentinel_user)
+    return SentinelConfig(addresses, name, proxy.sentinel_user, password)

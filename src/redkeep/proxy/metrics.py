@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from redkeep import __version__
 from redkeep.exporter.exposition import CONTENT_TYPE, Family, counter, gauge, render
 from redkeep.httpserver import Connection, HTTPServer, Request, Response
+from redkeep.proxy.config import address_text
 from redkeep.proxy.records import ConnectionRecord
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ REFUSAL_REASONS = (
     "no_descriptors",
 )
 COMMAND_REFUSALS = ("command", "rate")
-UPSTREAM_ERRORS = ("connect", "connect_timeout", "tls", "reset")
+UPSTREAM_ERRORS = ("connect", "connect_timeout", "tls", "reset", "no_primary")
 
 
 class Counters:
@@ -49,6 +50,7 @@ class Counters:
         self.reload_failures = 0
         self.probes = 0  # times Redis was asked whether it needs AUTH
         self.log_reopen_failures = 0
+        self.upstream_switches = 0  # the primary moved (Sentinel)
         # Of connections that have ended; open ones are added at scrape time.
         self.commands = 0
         self.bytes_in = 0
@@ -114,7 +116,8 @@ def families(proxy: "Proxy") -> list[Family]:
         counter("redkeep_proxy_sent_bytes_total", "Bytes sent to clients.", bytes_out),
         labelled(
             "redkeep_proxy_upstream_errors_total",
-            "Failures towards Redis, by kind (connect, connect_timeout, tls, reset).",
+            "Failures towards Redis, by kind (connect, connect_timeout, tls, reset, "
+            "no_primary: the Sentinels named no primary that answers as one).",
             "kind",
             counters.upstream_errors,
         ),
@@ -149,6 +152,34 @@ def families(proxy: "Proxy") -> list[Family]:
         result.append(
             counter("redkeep_proxy_commands_total", "Commands received from clients.", commands)
         )
+    if proxy.upstream is not None:
+        info = gauge("redkeep_proxy_upstream_info", "The server new connections go to.", None)
+        info.add(1, {"address": address_text(proxy.upstream)})
+        result.append(info)
+    if proxy.follower is not None:
+        follower = proxy.follower
+        result += [
+            counter(
+                "redkeep_proxy_upstream_switches_total",
+                "Times the primary moved (Sentinel) and the proxy followed.",
+                counters.upstream_switches,
+            ),
+            gauge(
+                "redkeep_proxy_sentinels_answering",
+                "Sentinels that answered the last time they were asked.",
+                follower.reached,
+            ),
+            gauge(
+                "redkeep_proxy_sentinels_subscribed",
+                "Sentinels the proxy hears +switch-master from.",
+                len(follower.subscribed),
+            ),
+            gauge(
+                "redkeep_proxy_primary_known",
+                "1 when the Sentinels' majority names a server that answers as a primary.",
+                int(follower.current is not None),
+            ),
+        ]
     if proxy.upstream_auth is not None:
         result.append(
             gauge(

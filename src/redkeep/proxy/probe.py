@@ -11,8 +11,6 @@ import asyncio
 import logging
 import ssl
 
-from redkeep.proxy.config import ProxyConfig
-
 log = logging.getLogger("redkeep.proxy")
 
 PROBE_INTERVAL = 15.0  # seconds between probes once Redis has answered one
@@ -20,16 +18,20 @@ RETRY_INTERVAL = 2.0  # ... while no probe has been answered yet
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
-async def requires_auth(config: ProxyConfig, context: ssl.SSLContext | None) -> bool | None:
+async def requires_auth(
+    upstream: tuple[str, int],
+    server_name: str | None,
+    timeout: float,
+    context: ssl.SSLContext | None,
+) -> bool | None:
     """True when Redis answers an anonymous PING with NOAUTH, False when it answers it
     otherwise (PONG), None when it could not be asked."""
-    host, port = config.upstream
-    name = config.upstream_tls.server_name if config.upstream_tls else None
+    host, port = upstream
     writer = None
     try:
-        async with asyncio.timeout(config.connect_timeout):
+        async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, server_hostname=name if context else None
+                host, port, ssl=context, server_hostname=(server_name or host) if context else None
             )
             writer.write(PING)
             reply = await reader.readline()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from redkeep import httpserver
 from redkeep.errors import RedkeepError
 from redkeep.proxy.accesslog import AccessLog
-from redkeep.proxy.config import ProxyConfig
+from redkeep.proxy.config import ProxyConfig, address_text
 from redkeep.proxy.metrics import serve_metrics
 from redkeep.proxy.server import Proxy
 
@@ -61,7 +61,7 @@ async def _serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload, proxy, load, access_log)
-        say(_banner(config, type(loop).__module__.split(".")[0]))
+        say(_banner(config, proxy.upstream, type(loop).__module__.split(".")[0]))
         await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -105,10 +105,13 @@ def _reload(proxy: Proxy, load: Callable[[], ProxyConfig], access_log: AccessLog
         log.error("cannot reopen the access log, still writing to the old file: %s", error)
 
 
-def _banner(config: ProxyConfig, loop_name: str) -> str:
+def _banner(config: ProxyConfig, current: tuple[str, int] | None, loop_name: str) -> str:
     host, port = config.listen
-    upstream_host, upstream_port = config.upstream
-    upstream = f"{upstream_host}:{upstream_port}{' (TLS)' if config.upstream_tls else ''}"
+    upstream = address_text(current) if current else "no primary yet"
+    if config.sentinel is not None:
+        sentinels = ", ".join(address_text(address) for address in config.sentinel.addresses)
+        upstream = f"the primary of {config.sentinel.master_name} ({upstream}) per {sentinels}"
+    upstream += " (TLS)" if config.upstream_tls else ""
     tls = "TLS" if config.client_tls else "plain TCP"
     if config.client_tls and config.client_tls.auth_clients == "yes":
         tls += ", client certificates required"

@@ -13,12 +13,13 @@ import ssl
 import time
 
 from redkeep.proxy.accesslog import AccessLog
-from redkeep.proxy.config import ProxyConfig
+from redkeep.proxy.config import ProxyConfig, address_text
 from redkeep.proxy.limitedlog import LimitedLog
 from redkeep.proxy.metrics import Counters
 from redkeep.proxy.policy import Admission, Policy
 from redkeep.proxy.probe import PROBE_INTERVAL, RETRY_INTERVAL, describe, requires_auth
 from redkeep.proxy.records import LiveTotals
+from redkeep.proxy.sentinel import SentinelFollower
 from redkeep.proxy.session import OUT_OF_DESCRIPTORS, ClientSide, Session
 from redkeep.proxy.tlsconf import client_side_context, upstream_context
 
@@ -49,6 +50,11 @@ class Proxy:
         self._prober: asyncio.Task | None = None
         # Whether Redis makes new connections log in (None: not known yet); see probe.py.
         self.upstream_auth: bool | None = None
+        # Where new connections go: the fixed upstream, or the primary Sentinel names (None
+        # until one is trusted). Sessions read it when they connect, nothing else.
+        self.upstream: tuple[str, int] | None = None if config.sentinel else config.upstream
+        self.upstream_name = config.upstream_tls.server_name if config.upstream_tls else None
+        self.follower: SentinelFollower | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -73,6 +79,10 @@ class Proxy:
             self._loop.add_reader(listener.fileno(), self._accept, listener)
             self.listeners.append(listener)
         self._sweeper = self._loop.create_task(self._sweep())
+        if self.config.sentinel is not None:
+            self._follow_sentinel(self.config)
+            await self.follower.first()  # before the first client: it goes to the primary
+            self.follower.start()
         if self.policy.unauthenticated_limits:
             await self.probe_upstream()  # before the first client: the caps are right at once
         self._prober = self._loop.create_task(self._probe_periodically())
@@ -90,6 +100,8 @@ class Proxy:
         for task in (self._sweeper, self._prober):
             if task is not None:
                 task.cancel()
+        if self.follower is not None:
+            self.follower.stop()
         for session in list(self.sessions):
             session.close("proxy")
         await asyncio.sleep(0)
@@ -106,19 +118,78 @@ class Proxy:
         for session in self.sessions:
             if session.scanner is not None:
                 session.scanner.set_policy(config.policy)
+        self.upstream_name = config.upstream_tls.server_name if config.upstream_tls else None
+        if config.sentinel is not None:
+            if self.follower is None:
+                self._follow_sentinel(config)
+                self.follower.start()
+                self.follower.wake("reload")
+            else:
+                self.follower.update(config.sentinel, upstream_ssl, self.upstream_name)
+        else:
+            if self.follower is not None:
+                self.follower.stop()
+                self.follower = None
+            self.switch_upstream(config.upstream, "reload")
         self.counters.reloads += 1
         if config.policy.unauthenticated_limits and self._loop is not None:
             self._loop.create_task(self.probe_upstream())  # Redis may have changed too
 
+    def _follow_sentinel(self, config: ProxyConfig) -> None:
+        self.follower = SentinelFollower(
+            config.sentinel,
+            self.upstream_ssl,
+            self.upstream_name,
+            config.connect_timeout,
+            self.switch_upstream,
+        )
+
+    def switch_upstream(self, address: tuple[str, int], reason: str) -> None:
+        """Send new connections to `address`; close those attached to another server, so
+        their clients reconnect to this one (none keeps writing to a demoted primary)."""
+        old = self.upstream
+        if address == old:
+            return
+        self.upstream = address
+        stale = [s for s in self.sessions if s.upstream is not None and s.upstream != address]
+        for session in stale:
+            session.error = f"the primary moved to {address_text(address)}"
+            session.close("proxy")
+        where = address_text(address)
+        if old is None:
+            log.info("primary: %s (%s)", where, reason)
+        else:
+            self.counters.upstream_switches += 1
+            log.warning(
+                "primary moved from %s to %s (%s); closed %d connections to the old one",
+                address_text(old),
+                where,
+                reason,
+                len(stale),
+            )
+        self.access_log.switched(old, address, reason, len(stale))
+        if self.policy.unauthenticated_limits and self._loop is not None:
+            self._loop.create_task(self.probe_upstream())
+
+    def upstream_trouble(self, reason: str) -> None:
+        """A connection to Redis was refused or closed: with Sentinel, ask where it is now."""
+        if self.follower is not None:
+            self.follower.wake(reason)
+
     async def probe_upstream(self) -> None:
         """Ask Redis whether it makes clients log in; new connections follow the answer."""
-        answer = await requires_auth(self.config, self.upstream_ssl)
+        upstream = self.upstream
+        if upstream is None:
+            return
+        answer = await requires_auth(
+            upstream, self.upstream_name, self.config.connect_timeout, self.upstream_ssl
+        )
         first = not self.counters.probes
         self.counters.probes += 1
         if answer is None and self.upstream_auth is not None:
             return  # keep what Redis said last
         if first or answer != self.upstream_auth:
-            log.info("%s", describe(answer, self.config.upstream))
+            log.info("%s", describe(answer, upstream))
         if answer is not None and answer != self.upstream_auth:
             for session in self.sessions:  # Redis applies the change to open connections too
                 if session.scanner is not None:

@@ -13,6 +13,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
+from redkeep.proxy.config import address_text
 from redkeep.proxy.policy import Address
 from redkeep.proxy.records import ConnectionRecord, RefusedCommand
 from redkeep.proxy.resp import POISON, ProtocolViolation, RequestScanner
@@ -64,6 +65,7 @@ class Session:
         self.to_client: asyncio.Transport | None = None
         self.to_upstream: asyncio.Transport | None = None
         self.plain = self.scanner is None
+        self.upstream: tuple[str, int] | None = None  # the server this connection went to
 
     # client -> Redis
     def from_client(self, data: bytes) -> None:
@@ -164,9 +166,12 @@ class Session:
 
     async def connect_upstream(self) -> None:
         proxy = self.proxy
-        host, port = proxy.config.upstream
+        if proxy.upstream is None:
+            self.upstream_failed("no_primary", "the Sentinels name no primary that answers as one")
+            return
+        self.upstream = host, port = proxy.upstream
         tls = proxy.upstream_ssl
-        name = proxy.config.upstream_tls.server_name if proxy.config.upstream_tls else None
+        name = (proxy.upstream_name or host) if tls else None
         try:
             async with asyncio.timeout(proxy.config.connect_timeout):
                 await asyncio.get_running_loop().create_connection(
@@ -191,11 +196,23 @@ class Session:
             self.upstream_failed("connect", error.strerror or str(error))
 
     def upstream_failed(self, kind: str, detail: str) -> None:
-        self.proxy.counters.count_upstream_error(kind)
+        proxy = self.proxy
+        proxy.counters.count_upstream_error(kind)
         if not self.finished:
-            host, port = self.proxy.config.upstream
-            self.proxy.warnings.warning(kind, f"upstream {host}:{port}: {detail}")
+            where = (
+                "upstream" if self.upstream is None else f"upstream {address_text(self.upstream)}"
+            )
+            proxy.warnings.warning(kind, f"{where}: {detail}")
+        if kind != "tls":  # the primary may have moved: ask the Sentinels (if any) again
+            proxy.upstream_trouble(f"{kind} error towards Redis")
         self.fail("-ERR Redis is unavailable (redkeep proxy)", "upstream", f"{kind}: {detail}")
+
+    def upstream_closed(self) -> None:
+        """Redis ended the connection: the client's ends too. Redis may be gone (killed,
+        demoted): with Sentinel, the proxy asks where the primary is now."""
+        if not self.finished:
+            self.proxy.upstream_trouble("Redis closed a connection")
+        self.close("upstream")
 
     def upstream_ready(self, upstream: asyncio.Transport) -> None:
         if self.finished:
@@ -306,10 +323,10 @@ class UpstreamSide(Side):
             client.write(data)
 
     def eof_received(self) -> bool | None:
-        self.session.close("upstream")
+        self.session.upstream_closed()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.session.finished:
             self.session.proxy.counters.count_upstream_error("reset")
-        self.session.close("upstream")
+        self.session.upstream_closed()
