@@ -16,8 +16,13 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from redkeep.actions.nodes import admin_sessions, every_node
+from redkeep.actions.rollback import ChangeLog, Undo
+from redkeep.envfile import generate_password
+from redkeep.errors import RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.redis.handshake import handshake
+from redkeep.redis.target import ConnectionOptions
 from redkeep.render.acl import hashes_in, password_hash
 from tests.conftest import run_redkeep
 from tests.integration.sentinel_by_hand import (
@@ -317,6 +322,23 @@ def test_a_node_killed_during_finish_rotation_leaves_every_node_alike(deployment
     if result.returncode != 0:
         assert "rolled back redis-0, redis-1" in result.stderr
         assert redkeep(deployment, "users", "finish-rotation", "app").returncode == 0
+
+
+def test_a_refused_undo_does_not_show_the_password(deployment):
+    """Redis repeats a refused ACL SETUSER modifier in its error reply ("modifier '<PASSWORD>'").
+    A node that restarted from its ACL file during a rotation has lost the new password, so the
+    rollback's `<new` is refused there: the message names the node, never the password."""
+    secret = generate_password()
+    nodes = every_node(deployment.bundle, ConnectionOptions(), "admin")
+    with admin_sessions(nodes) as sessions:
+        node = next(session for session in sessions if session.name == "redis-1")
+        log = ChangeLog("app", before={}, secrets=(secret,))
+        log.sessions[node.name] = node
+        log.undos.append(Undo(node, "ACL SETUSER", ("ACL", "SETUSER", "app", f"<{secret}")))
+        error = log.failure(RedkeepError("redis-1: closed"), "rotating failed", "run it again")
+    assert "could NOT roll back redis-1: " in error.message
+    assert "does not exist" in error.message  # Redis's reason is kept
+    assert secret not in error.message
 
 
 def test_url_is_refused_for_a_deployment_of_many_nodes(deployment):

@@ -3,6 +3,8 @@
 import pytest
 
 from redkeep.config.schema import Settings
+from redkeep.errors import UsageError
+from redkeep.render.k8s import K8sOptions, layout_of
 from redkeep.render.k8s_conf import CLUSTER_SLOTS, K8sNames, Layout, slot_ranges
 
 
@@ -32,3 +34,25 @@ def test_pods_follow_the_plan():
     )
     assert sentinel.data_pods == ["redis-0", "redis-1", "redis-2"]
     assert sentinel.sentinel_fqdn("sentinel-2") == "sentinel-2.sentinel.shop.svc.cluster.local"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "domain"),
+    [
+        ("x;touch /tmp/pwned;#", "cluster.local"),  # the pods' scripts use it in host names
+        ("Prod_NS", "cluster.local"),
+        ("a" * 64, "cluster.local"),
+        ("", "cluster.local"),
+        ("redkeep", 'c.local";id;"'),
+        ("redkeep", "a..b"),
+    ],
+)
+def test_a_name_kubernetes_would_refuse_is_a_usage_error(namespace, domain):
+    options = K8sOptions(namespace=namespace, domain=domain)
+    with pytest.raises(UsageError, match="namespace|cluster domain"):
+        layout_of(Settings(), options)
+
+
+def test_kubernetes_names_are_taken():
+    layout = layout_of(Settings(), K8sOptions(namespace="a" * 63, domain="k8s.example.org"))
+    assert layout.names.namespace == "a" * 63

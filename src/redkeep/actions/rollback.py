@@ -63,6 +63,9 @@ class ChangeLog:
     # (node, what) -> how to write that node's file again: ACL SAVE, CONFIG REWRITE
     written: dict[tuple[str, str], Callable[[], None]] = field(default_factory=dict)
     sessions: dict[str, NodeSession] = field(default_factory=dict)
+    # The passwords the change sends. Redis repeats a refused ACL SETUSER modifier in its error
+    # reply ("Error in ACL SETUSER modifier '<PASSWORD>': ..."): they are cut from messages.
+    secrets: tuple[str, ...] = ()
 
     def change(
         self, session: NodeSession, label: str, args: tuple[str, ...], undo: tuple[str, ...]
@@ -125,7 +128,13 @@ class ChangeLog:
             message += f"; could NOT roll back {listed} ({hint})"
         if note:
             message += f"; {note}"
-        return RedkeepError(message, error.status, error.kind)
+        return RedkeepError(self.redacted(message), error.status, error.kind)
+
+    def redacted(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "<password>")
+        return text
 
 
 def _attempt(session: NodeSession, action: Callable[[], object]) -> dict[str, str]:

@@ -169,7 +169,9 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
                 "password the deployment does not use (set it back, or fix .env)"
             )
     new = generate_password()
-    log = ChangeLog(user, before={node.name: found for node, found in holders})
+    log = ChangeLog(
+        user, before={node.name: found for node, found in holders}, secrets=(new, current)
+    )
     try:
         for node, _ in holders:
             log.change(
@@ -230,7 +232,8 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
     if not any(old.values()):
         return RotationResult(user, "nothing to finish", 1, [], str(bundle.env_path))
     links = links_for(sessions, user, bundle.settings.deployment.master_name)
-    log = ChangeLog(user, before={node.name: found for node, found in holders})
+    secrets = (kept_password, *(link.current for link in links if link.current))
+    log = ChangeLog(user, before={node.name: found for node, found in holders}, secrets=secrets)
     try:
         for link in links:
             if link.current != kept_password:

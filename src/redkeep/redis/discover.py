@@ -23,6 +23,12 @@ name (`Target.tls_name`): the name the user already trusted, which the deploymen
 for every node. A node announced by a host name (cluster-announce-hostname, Sentinel's
 resolve-hostnames) is checked against that name.
 
+Without TLS, the seed's password goes only to the seed's own host (the addresses its name
+resolves to; loopback for a unix socket seed). A node announces whatever address it likes
+(replica-announce-ip, a forged `__sentinel__:hello`), and a plaintext login there would hand
+the password to whoever listens; over TLS the node must prove a certificate of the CA for the
+trusted name first. A node elsewhere is skipped and reported: audit it by its own URL.
+
 Bounded: one deadline for the whole discovery, and at most `max_nodes` nodes (the rest are
 skipped and reported). Only read-only commands are sent.
 """
@@ -207,8 +213,35 @@ class _Finder:
         if len(self.nodes) >= self.max_nodes:
             self.skip(f"{_where(host, port)}", role, f"more than {self.max_nodes} nodes")
             return
+        if not self.may_log_in(host, port, role):
+            return
         target = peer(self.seed, host, port)
         self.nodes[key] = Node(target.where, role, target, shard=shard)
+
+    def may_log_in(self, host: str, port: int, role: Role) -> bool:
+        """May the seed's password be sent to `host`? (module docstring) Else skip it, said."""
+        if self.seed.tls or not self.seed.password or self._on_seed_host(host):
+            return True
+        self.skip(
+            _where(host, port),
+            role,
+            "announced on another host and the seed is not TLS: the password is not sent "
+            "there in plaintext (audit it by its own URL)",
+        )
+        return False
+
+    def _on_seed_host(self, host: str) -> bool:
+        if self._seed_addresses is None:
+            if self.seed.scheme == "unix":
+                self._seed_addresses = {"localhost", "127.0.0.1", "::1"}
+            else:
+                try:
+                    found = socket.getaddrinfo(self.seed.host, None, type=socket.SOCK_STREAM)
+                    self._seed_addresses = {str(entry[4][0]) for entry in found}
+                except OSError:
+                    self._seed_addresses = set()
+                self._seed_addresses.add(self.seed.host)
+        return host in self._seed_addresses
 
     def skip(self, address: str, role: Role, reason: str) -> None:
         self.skipped.append(Skipped(address, role, reason))
@@ -270,6 +303,9 @@ class _Finder:
         primary, primary_info = seed, replication
         if replication.get("role") == "slave":
             primary = peer(seed, replication["master_host"], int(replication["master_port"]))
+            if not self.may_log_in(primary.host, primary.port, Role.PRIMARY):
+                self.add(seed.host, seed.port, Role.REPLICA)
+                return
             try:
                 primary_info = self.info(primary).get("replication", {})
             except RedkeepError:  # its own audit says why; its other replicas stay unknown
@@ -295,15 +331,7 @@ class _Finder:
 
     def _is_seed(self, host: str, port: int) -> bool:
         """Is the announced host:port the seed (already in, under the name the user gave)?"""
-        if port != self.seed.port:
-            return False
-        if self._seed_addresses is None:
-            try:
-                found = socket.getaddrinfo(self.seed.host, port, type=socket.SOCK_STREAM)
-                self._seed_addresses = {str(entry[4][0]) for entry in found}
-            except OSError:
-                self._seed_addresses = set()
-        return host == self.seed.host or host in self._seed_addresses
+        return port == self.seed.port and self.seed.scheme != "unix" and self._on_seed_host(host)
 
     def _sentinels_of(self, primary: Target) -> None:
         """The Sentinels watching `primary`, if its clients include any (module docstring)."""
@@ -321,6 +349,8 @@ class _Finder:
         for key, node in self.nodes.items():  # the group's name, as a Sentinel seed gives it
             self.nodes[key] = replace(node, shard=hello["master"])
         sentinel = peer(self.seed, hello["ip"], hello["port"])
+        if not self.may_log_in(sentinel.host, sentinel.port, Role.SENTINEL):
+            return
         try:
             (reply,) = self.ask(sentinel, [("SENTINEL", "SENTINELS", hello["master"])])
             others = _ok(reply, "SENTINEL SENTINELS")

@@ -12,6 +12,7 @@ StatefulSet `redis` behind a headless Service of the same name (pod `redis-0` is
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 
 from redkeep import __version__
 from redkeep.config.schema import MIB, Settings
+from redkeep.errors import UsageError
 from redkeep.redis.target import parse_host_port
 from redkeep.render.k8s_conf import (
     CONFIG_DIR,
@@ -107,7 +109,26 @@ class SecretMaterial:
     proxy_key: str
 
 
+# Kubernetes names: a namespace is an RFC 1123 label; the cluster domain is DNS labels.
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+NAMESPACE = re.compile(DNS_LABEL)
+DOMAIN = re.compile(rf"{DNS_LABEL}(\.{DNS_LABEL})*")
+
+
 def layout_of(settings: Settings, options: K8sOptions) -> Layout:
+    """The names of everything rendered; UsageError for a namespace or domain Kubernetes (and
+    the pods' scripts, which use them unquoted in host names) would not take."""
+    if not NAMESPACE.fullmatch(options.namespace):
+        raise UsageError(
+            f"namespace {options.namespace!r} is not a Kubernetes namespace name (lowercase "
+            "letters, digits and '-', at most 63, starting and ending alphanumeric); pass "
+            "--namespace"
+        )
+    if len(options.domain) > 253 or not DOMAIN.fullmatch(options.domain):
+        raise UsageError(
+            f"cluster domain {options.domain!r} is not a DNS name (lowercase labels of letters, "
+            "digits and '-', joined by '.'); pass --cluster-domain"
+        )
     return Layout(settings, K8sNames(options.namespace, options.domain))
 
 
