@@ -4,6 +4,8 @@ The format is the one docker compose reads: `KEY=value` lines, `#` comments. Upd
 every other line and comment as they were.
 """
 
+import fcntl
+import os
 import secrets
 from pathlib import Path
 
@@ -53,7 +55,20 @@ def render_env(header: str, values: dict[str, str]) -> str:
 
 
 def update_env(path: Path, updates: dict[str, str]) -> None:
-    """Set `updates` in the `.env` at `path`, keep every other line, write it atomically, 0600."""
+    """Set `updates` in the `.env` at `path`, keep every other line, write it atomically, 0600.
+
+    Two commands updating different keys at once (two rotations) must not lose either change:
+    the read-change-write holds an exclusive lock on a private lock file beside `.env`.
+    """
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _update(path, updates)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _update(path: Path, updates: dict[str, str]) -> None:
     lines = path.read_text().splitlines() if path.exists() else []
     pending = dict(updates)
     out = []
