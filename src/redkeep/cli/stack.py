@@ -59,14 +59,34 @@ def bundle_directory(command: Callable) -> Callable:
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--tls-port", type=click.IntRange(1, 65535), help="TLS port (default 6380).")
 @click.option("--force", is_flag=True, help="Re-render an existing bundle; secrets are kept.")
+@click.option(
+    "--topology",
+    type=click.Choice(["standalone", "sentinel", "cluster"]),
+    help="One server (default), a primary with replicas and Sentinels, or a Redis Cluster.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 10),
+    help="sentinel: replicas of the primary (default 2); cluster: per shard (default 1).",
+)
+@click.option("--sentinels", type=click.IntRange(1, 9), help="sentinel: Sentinels (default 3).")
+@click.option("--shards", type=click.IntRange(3, 16), help="cluster: shards (default 3).")
 @click.pass_obj
-def init(app: Application, directory: Path, tls_port: int | None, force: bool) -> None:
+def init(
+    app: Application,
+    directory: Path,
+    tls_port: int | None,
+    force: bool,
+    **deployment: object,
+) -> None:
     """Render a deployment bundle into DIRECTORY.
 
     Writes redkeep.yaml, .env (generated secrets, mode 0600), .env.example, redis/redis.conf,
-    redis/users.acl, tls/ (CA, server and client certificates) and docker-compose.yml.
+    redis/users.acl, tls/ (CA, server and client certificates) and docker-compose.yml. With
+    --topology sentinel or cluster: redis/nodes/NAME/ (each node's redis.conf and users.acl,
+    each Sentinel's sentinel.conf) and tls/nodes/ (each one's certificate) instead.
     """
-    report = init_bundle(directory, force=force, tls_port=tls_port)
+    report = init_bundle(directory, force=force, tls_port=tls_port, deployment=deployment)
     show_init(app, report)
 
 
@@ -83,9 +103,12 @@ def show_init(app: Application, report: InitReport) -> None:
             "  passwords already in redis/users.acl stay valid next to the new ones; remove them "
             "with `redkeep users finish-rotation USER` once clients use .env"
         )
+    for note in report.notes:
+        app.say(f"  {note}")
     app.say(f"  wrote {', '.join(report.written)}")
     if report.checked_with:
-        app.say(f"  redis-server {report.checked_with} accepts redis.conf")
+        what = "redis.conf" if report.topology == "standalone" else "the node configurations"
+        app.say(f"  redis-server {report.checked_with} accepts {what}")
 
 
 @click.command()

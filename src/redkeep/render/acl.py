@@ -7,8 +7,9 @@ from importlib import resources
 import yaml
 
 from redkeep.config.schema import Settings
+from redkeep.render.env import STANDALONE_ROLES, password_roles
 
-ROLES = ("admin", "app", "exporter", "backup")
+ROLES = STANDALONE_ROLES
 APP_CLOSING = ["-@dangerous", "-@admin"]
 
 
@@ -29,6 +30,8 @@ def user_rules(role: str, settings: Settings) -> list[str]:
     rules = list(role_rules()[role])
     if role == "exporter" and settings.exporter.checks:
         rules += check_rules(settings)
+    if role == "exporter" and settings.deployment.topology == "cluster":
+        rules.append("+cluster|nodes")  # each node's slots and links, for status and health
     if role == "app":
         app = settings.users.app
         # Whatever the configured rules grant, dangerous and admin commands stay closed.
@@ -46,7 +49,7 @@ def render_acl(
     so re-rendering a bundle never locks out a client that still uses an older password.
     """
     lines = ["user default " + " ".join(role_rules()["default"])]
-    for role in ROLES:
+    for role in password_roles(settings.deployment.topology):
         hashes = [password_hash(passwords[role])]
         hashes += [digest for digest in (kept or {}).get(role, []) if digest not in hashes]
         secrets = " ".join(f"#{digest}" for digest in hashes)

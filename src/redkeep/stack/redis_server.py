@@ -37,13 +37,15 @@ def server_version(binary: str) -> tuple[int, int, int]:
     return (int(match[1]), int(match[2]), int(match[3]))
 
 
-def check_config(binary: str, conf_path: Path) -> None:
-    """Let redis-server parse `conf_path` (and load its TLS files) without listening anywhere.
+def check_config(binary: str, conf_path: Path, sentinel: bool = False) -> None:
+    """Let redis-server parse `conf_path` (and load its TLS files) without listening anywhere;
+    as a Sentinel's sentinel.conf with `sentinel`.
 
     Raise ConfigError with redis-server's own explanation if it refuses the file.
     """
+    mode = ["--sentinel"] if sentinel else []
     result = subprocess.run(
-        [binary, str(conf_path), "--port", "0", "--tls-port", "0", "--logfile", ""],
+        [binary, str(conf_path), *mode, "--port", "0", "--tls-port", "0", "--logfile", ""],
         capture_output=True,
         text=True,
         check=False,
