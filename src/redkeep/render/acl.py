@@ -11,6 +11,16 @@ from redkeep.render.env import STANDALONE_ROLES, password_roles
 
 ROLES = STANDALONE_ROLES
 APP_CLOSING = ["-@dangerous", "-@admin"]
+# What a cluster-aware client runs besides data commands: learn which node serves which slot,
+# follow ASK redirections, read from replicas.
+CLUSTER_CLIENT = [
+    "+cluster|slots",
+    "+cluster|shards",
+    "+cluster|nodes",
+    "+asking",
+    "+readonly",
+    "+readwrite",
+]
 
 
 @cache
@@ -37,6 +47,8 @@ def user_rules(role: str, settings: Settings) -> list[str]:
         # Whatever the configured rules grant, dangerous and admin commands stay closed.
         commands = [rule for rule in app.commands if rule not in APP_CLOSING] + APP_CLOSING
         rules += ["resetkeys", *app.keys, "resetchannels", *app.channels, *commands]
+        if settings.deployment.topology == "cluster":
+            rules += CLUSTER_CLIENT  # not in @dangerous or @admin: after the closing rules
     return rules
 
 

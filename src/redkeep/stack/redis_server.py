@@ -60,15 +60,18 @@ def check_config(binary: str, conf_path: Path, sentinel: bool = False) -> None:
     raise ConfigError(f"{conf_path}: redis-server rejects this configuration: {detail}")
 
 
-def start(binary: str, conf_path: Path, die_with_parent: bool = False) -> subprocess.Popen:
-    """Start redis-server on `conf_path`. Files it creates are private to this user (umask 077).
+def start(
+    binary: str, conf_path: Path, die_with_parent: bool = False, sentinel: bool = False
+) -> subprocess.Popen:
+    """Start redis-server on `conf_path` (as a Sentinel with `sentinel`). Files it creates are
+    private to this user (umask 077).
 
     It runs in its own session: Ctrl-C reaches only redkeep, which then stops it in order,
     and a detached server outlives redkeep. With `die_with_parent` (a throw-away server, such
     as init's check) it is killed when this process dies, however it dies.
     """
     return subprocess.Popen(
-        [binary, str(conf_path)],
+        [binary, str(conf_path), *(["--sentinel"] if sentinel else [])],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,0 +1,150 @@
+"""Form a Redis Cluster from nodes that run: CLUSTER MEET, ADDSLOTSRANGE, REPLICATE.
+
+Done over the nodes' TLS ports as the bundle's admin, rather than with `redis-cli --cluster
+create`: that would need the admin password in redis-cli's environment, and it places
+replicas by its own rule (spreading them over hosts), whereas the plan names each shard's
+primary and replicas, and the roles `status` compares against are the plan's. Every step is
+skipped where the cluster already has it, so a cluster that was formed before (its nodes.conf
+files) is only waited for, and a node that lost its data joins again in its planned place.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from redkeep.config.deployment import PlannedNode
+from redkeep.errors import RedkeepError
+from redkeep.redis.client import client_for
+from redkeep.redis.deployment import Deployment
+from redkeep.redis.observe import CLUSTER_SLOTS
+
+FORM_TIMEOUT = 30.0  # seconds for every node to learn of every other
+
+
+def shard_slots(shard: int, shards: int) -> tuple[int, int]:
+    """The slot range of shard `shard` of `shards`: an even split of the 16384 slots."""
+    return shard * CLUSTER_SLOTS // shards, (shard + 1) * CLUSTER_SLOTS // shards - 1
+
+
+@dataclass
+class ClusterNode:
+    planned: PlannedNode
+    client: redis.Redis
+    node_id: str = ""
+
+
+def form_cluster(
+    deployment: Deployment,
+    planned: tuple[PlannedNode, ...],
+    announce: str,
+    timeout: float = FORM_TIMEOUT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Join every data node of `deployment` (reached as admin) into one cluster, give each
+    shard's planned primary its slots unless some node serves them, and make each node
+    without slots a replica of its shard's current primary. Return what was done."""
+    targets = {node.name: node.target for node in deployment.every_node()}
+    data = [item for item in planned if item.holds_data]
+    nodes = [ClusterNode(item, client_for(targets[item.name])) for item in data]
+    try:
+        for node in nodes:
+            node.node_id = str(node.client.cluster("myid"))
+        done = _meet(nodes, announce)
+        _wait(nodes, lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)
+        done += _assign_slots(nodes)
+        _wait(nodes, lambda: _all_see_slots(nodes), "every node to see the slots", timeout, sleep)
+        done += _attach_replicas(nodes)
+        return done
+    finally:
+        for node in nodes:
+            node.client.close()
+
+
+def _meet(nodes: list[ClusterNode], announce: str) -> list[str]:
+    first = nodes[0]
+    known = {item["node_id"] for item in _cluster_nodes(first).values()}
+    done = []
+    for node in nodes[1:]:
+        if node.node_id in known:
+            continue
+        planned = node.planned
+        first.client.cluster("meet", announce, planned.port, planned.bus_port)
+        done.append(f"{planned.name} joined the cluster")
+    return done
+
+
+def _assign_slots(nodes: list[ClusterNode]) -> list[str]:
+    shards = len({node.planned.shard for node in nodes})
+    served = _served(nodes[0])
+    done = []
+    for node in nodes:
+        if node.planned.role != "primary":
+            continue
+        start, end = shard_slots(node.planned.shard, shards)
+        if any(slot in served for slot in range(start, end + 1)):
+            continue  # assigned before (perhaps to a replica that took over): leave it
+        node.client.cluster("addslotsrange", start, end)
+        done.append(f"{node.planned.name} serves slots {start}-{end}")
+    return done
+
+
+def _attach_replicas(nodes: list[ClusterNode]) -> list[str]:
+    shards = len({node.planned.shard for node in nodes})
+    served = _served(nodes[0])
+    done = []
+    for node in nodes:
+        mine = next(item for item in _cluster_nodes(node).values() if "myself" in item["flags"])
+        if "master" not in mine["flags"] or mine.get("slots"):
+            continue  # a replica already, or a primary that serves slots
+        start, _ = shard_slots(node.planned.shard, shards)
+        primary = served.get(start)
+        if primary is None or primary == node.node_id:
+            continue
+        node.client.cluster("replicate", primary)
+        name = next(item.planned.name for item in nodes if item.node_id == primary)
+        done.append(f"{node.planned.name} replicates {name}")
+    return done
+
+
+def _cluster_nodes(node: ClusterNode) -> dict:
+    return node.client.cluster("nodes")
+
+
+def _served(node: ClusterNode) -> dict[int, str]:
+    """slot -> the id of the node that serves it, as `node` sees it."""
+    served = {}
+    for item in _cluster_nodes(node).values():
+        for pair in item.get("slots", []):
+            start, end = int(pair[0]), int(pair[-1])
+            for slot in range(start, end + 1):
+                served[slot] = item["node_id"]
+    return served
+
+
+def _all_know_all(nodes: list[ClusterNode]) -> bool:
+    ids = {node.node_id for node in nodes}
+    return all(ids <= {item["node_id"] for item in _cluster_nodes(node).values()} for node in nodes)
+
+
+def _all_see_slots(nodes: list[ClusterNode]) -> bool:
+    """Every node sees every slot served: the replicas may then be attached."""
+    return all(len(_served(node)) == CLUSTER_SLOTS for node in nodes)
+
+
+def _wait(
+    nodes: list[ClusterNode],
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float,
+    sleep: Callable[[float], None],
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise RedkeepError(
+                f"the cluster did not form within {timeout:g}s: waited for {what}; see the "
+                "nodes' logs in run/"
+            )
+        sleep(0.1)
