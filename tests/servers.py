@@ -67,6 +67,38 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port between {low} and {high}")
 
 
+def free_port_block(offsets: list[int], host: str = "127.0.0.1") -> int:
+    """A base port B with B + offset free for every offset (a deployment's nodes at
+    tls_port + i, Sentinels at + 100 + j, cluster bus ports at + 10000 + i), all below the
+    ephemeral range; in this process' share of ports where the share is wide enough."""
+    low, high = _port_share()
+    span = max(offsets)
+    limit = min(high, _ephemeral_start()) - span
+    if limit <= low:  # a narrow share: the block reaches into another's, checked port by port
+        limit = _ephemeral_start() - span
+    for _ in range(200):
+        base = random.randrange(low, max(limit, low + 1))
+        if all(_bindable(host, base + offset) for offset in offsets):
+            return base
+    raise RuntimeError(f"no free block of ports for offsets up to {span}")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 @dataclass
 class RedisServer:
     """One redis-server with a config of our choosing, in `workdir`."""

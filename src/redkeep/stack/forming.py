@@ -8,6 +8,7 @@ skipped where the cluster already has it, so a cluster that was formed before (i
 files) is only waited for, and a node that lost its data joins again in its planned place.
 """
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,41 +45,61 @@ def form_cluster(
 ) -> list[str]:
     """Join every data node of `deployment` (reached as admin) into one cluster, give each
     shard's planned primary its slots unless some node serves them, and make each node
-    without slots a replica of its shard's current primary. Return what was done."""
+    without slots a replica of its shard's current primary. Return what was done.
+
+    A new cluster gets its slots and distinct configuration epochs before the nodes meet (as
+    `redis-cli --cluster create` does): the first heartbeats then carry them, rather than
+    gossip spreading them over seconds.
+    """
     targets = {node.name: node.target for node in deployment.every_node()}
     data = [item for item in planned if item.holds_data]
     nodes = [ClusterNode(item, client_for(targets[item.name])) for item in data]
     try:
         for node in nodes:
             node.node_id = str(node.client.cluster("myid"))
-        done = _meet(nodes, announce)
-        _wait(nodes, lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)
-        done += _assign_slots(nodes)
-        _wait(nodes, lambda: _all_see_slots(nodes), "every node to see the slots", timeout, sleep)
-        done += _attach_replicas(nodes)
-        return done
+        done: list[str] = []
+        assigned: dict[int, str] = {}
+        new = all(len(_cluster_nodes(node)) == 1 and not _served(node) for node in nodes)
+        if new:
+            for epoch, node in enumerate(nodes, start=1):
+                node.client.cluster("set-config-epoch", epoch)
+            assigned, done = _assign_slots(nodes, {})
+        done = _meet(nodes, announce) + done
+        _wait(lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)
+        if not new:  # some node lost its files, or formed only partly: fill in what is missing
+            served = max((_served(node) for node in nodes), key=len)
+            assigned, more = _assign_slots(nodes, served)
+            done += more
+        return done + _attach_replicas(nodes, assigned)
     finally:
         for node in nodes:
             node.client.close()
 
 
 def _meet(nodes: list[ClusterNode], announce: str) -> list[str]:
-    first = nodes[0]
-    known = {item["node_id"] for item in _cluster_nodes(first).values()}
-    done = []
-    for node in nodes[1:]:
-        if node.node_id in known:
-            continue
-        planned = node.planned
-        first.client.cluster("meet", announce, planned.port, planned.bus_port)
-        done.append(f"{planned.name} joined the cluster")
-    return done
+    """Every node meets every node it does not know yet (directly: quicker than gossip)."""
+    joined = []
+    for index, node in enumerate(nodes):
+        known = {item["node_id"] for item in _cluster_nodes(node).values()}
+        for other in nodes[index + 1 :]:
+            if other.node_id in known:
+                continue
+            planned = other.planned
+            # An error: a handshake with it is under way already (gossip); waited for below.
+            with contextlib.suppress(redis.ResponseError):
+                node.client.cluster("meet", announce, planned.port, planned.bus_port)
+            if planned.name not in joined:
+                joined.append(planned.name)
+    return [f"{name} joined the cluster" for name in joined]
 
 
-def _assign_slots(nodes: list[ClusterNode]) -> list[str]:
+def _assign_slots(
+    nodes: list[ClusterNode], served: dict[int, str]
+) -> tuple[dict[int, str], list[str]]:
+    """Give each shard none of whose slots are `served` to its planned primary; ({first slot:
+    that primary's id} for the shards assigned now, what was done)."""
     shards = len({node.planned.shard for node in nodes})
-    served = _served(nodes[0])
-    done = []
+    assigned, done = {}, []
     for node in nodes:
         if node.planned.role != "primary":
             continue
@@ -86,13 +107,16 @@ def _assign_slots(nodes: list[ClusterNode]) -> list[str]:
         if any(slot in served for slot in range(start, end + 1)):
             continue  # assigned before (perhaps to a replica that took over): leave it
         node.client.cluster("addslotsrange", start, end)
+        assigned[start] = node.node_id
         done.append(f"{node.planned.name} serves slots {start}-{end}")
-    return done
+    return assigned, done
 
 
-def _attach_replicas(nodes: list[ClusterNode]) -> list[str]:
+def _attach_replicas(nodes: list[ClusterNode], assigned: dict[int, str]) -> list[str]:
+    """Each node that serves no slot and replicates nothing replicates its shard's primary:
+    the one just given the slots, else the one the cluster says serves them now."""
     shards = len({node.planned.shard for node in nodes})
-    served = _served(nodes[0])
+    served = max((_served(node) for node in nodes), key=len) | assigned
     done = []
     for node in nodes:
         mine = next(item for item in _cluster_nodes(node).values() if "myself" in item["flags"])
@@ -128,13 +152,7 @@ def _all_know_all(nodes: list[ClusterNode]) -> bool:
     return all(ids <= {item["node_id"] for item in _cluster_nodes(node).values()} for node in nodes)
 
 
-def _all_see_slots(nodes: list[ClusterNode]) -> bool:
-    """Every node sees every slot served: the replicas may then be attached."""
-    return all(len(_served(node)) == CLUSTER_SLOTS for node in nodes)
-
-
 def _wait(
-    nodes: list[ClusterNode],
     condition: Callable[[], bool],
     what: str,
     timeout: float,
