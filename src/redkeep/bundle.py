@@ -111,9 +111,13 @@ class Bundle:
         return {user: secrets[key] for user, key in PASSWORD_KEYS.items() if secrets.get(key)}
 
     def secret_files(self) -> list[Path]:
-        """Files that hold secrets (or hashes of them) and must be private to the owner."""
+        """Files that hold secrets (or hashes of them) and must be private to the owner: for a
+        sentinel or cluster deployment also each node's files (the replication and Sentinel
+        passwords, ACL hashes) and each node's key."""
         keys = [*sorted(self.tls.directory.glob("*.key")), self.backup_key_path]
-        return [self.env_path, self.acl_path, *keys]
+        nodes = [*sorted((self.redis_dir / "nodes").glob("*/*")),
+                 *sorted(self.tls.directory.glob("nodes/*.key"))]  # fmt: skip
+        return [self.env_path, self.acl_path, *keys, *nodes]
 
     def deployment(self, role: str, with_password: bool = True) -> Deployment:
         """The bundle's servers as `redkeep up` runs them, each reached as `role`: TLS, its

@@ -253,6 +253,10 @@ def _settings(
             settings = Settings.model_validate(data)
         except ValidationError as error:
             origins = {f"deployment.{key}": DEPLOYMENT_FLAGS[key] for key in flags}
+            # A rule across settings (an even number of Sentinels) is the section's.
+            origins["deployment"] = " ".join(
+                f"{DEPLOYMENT_FLAGS[key]} {value}" for key, value in flags.items()
+            )
             problems = [format_problem(item, origins) for item in error.errors()]
             raise ConfigError(
                 f"{bundle.root}: {len(problems)} invalid setting(s)", problems
