@@ -1,5 +1,6 @@
 """A Redis Cluster from `init --topology cluster` and `up`: formed as planned, TLS on every
-link, stopped completely by `down`, and back with its data after another `up`.
+link, a killed primary replaced by its replica and brought back by `up` as a replica, stopped
+completely by `down`, and back with its data after another `up`.
 
 One test, step by step: the cluster is what one `up` makes, and `down` then `up` again is
 part of what is tested. Judged by what the nodes answer to a plain redis-py client, by the
@@ -7,8 +8,11 @@ processes and ports the system shows, not by redkeep's own output alone.
 """
 
 import json
+import os
+import signal
 import socket
 import ssl
+import time
 
 import pytest
 import redis
@@ -26,6 +30,14 @@ from tests.jsonshape import problems, shape
 from tests.servers import free_port_block
 
 KEYS = 200
+DEADLINE = 60  # seconds a step may take on a loaded machine (a bound, not a measure)
+
+
+def poll(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {DEADLINE}s: {what}"
+        time.sleep(0.2)
 
 
 def node_client(bundle: Bundle, port: int, user: str = "admin", cert: bool = True) -> redis.Redis:
@@ -128,6 +140,17 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
         for index in range(KEYS):
             app.set(f"session:{index}", index)
         app.close()
+
+        # A primary dies: its replica takes the shard; `up` brings the node back as a replica.
+        os.kill(int((bundle.run_dir / "redis-1.pid").read_text()), signal.SIGKILL)
+        replica = node_client(bundle, base + 4)  # redis-4 replicates redis-1
+        poll(lambda: replica.info("replication")["role"] == "master", "redis-4 promoted")
+        replica.close()
+        back = run_redkeep("up", root, "--detach")
+        assert back.returncode == 0, back.stderr
+        returned = node_client(bundle, base + 1)
+        assert returned.info("replication")["master_port"] == base + 4
+        returned.close()
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr

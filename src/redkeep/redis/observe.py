@@ -196,7 +196,7 @@ def observe(deployment: Deployment, master_name: str = "") -> DeploymentView:
         if facts.get("id"):
             ids[facts["id"]] = node.name
     if cluster:
-        views = [_with_cluster_names(view, raw[view.name], ids) for view in views]
+        views = [_with_cluster_names(view, raw[view.name], ids, names) for view in views]
     sentinels = tuple(
         _ask_sentinel(node, names, master_name)
         for node in deployment.nodes
@@ -309,8 +309,14 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _with_cluster_names(view: NodeView, facts: dict[str, Any], ids: dict[str, str]) -> NodeView:
-    """Name a cluster replica's primary, and the nodes this one marks failing, by node name."""
+def _with_cluster_names(
+    view: NodeView,
+    facts: dict[str, Any],
+    ids: dict[str, str],
+    names: dict[tuple[str, int], str],
+) -> NodeView:
+    """Name a cluster replica's primary, and the nodes this one marks failing, by node name
+    (by id, else by address; a node known by neither by its address and id)."""
     nodes = facts.get("nodes", {})
     myself = _myself(nodes)
     primary = view.primary
@@ -319,12 +325,19 @@ def _with_cluster_names(view: NodeView, facts: dict[str, Any], ids: dict[str, st
         primary = ids.get(master_id, primary)
     failing = tuple(
         sorted(
-            ids.get(item.get("node_id", ""), address)
+            ids.get(item.get("node_id", "")) or _cluster_name(names, address, item)
             for address, item in nodes.items()
             if {"fail", "fail?"} & set(item.get("flags", "").split(","))
         )
     )
     return dataclasses.replace(view, primary=primary, failing=failing)
+
+
+def _cluster_name(names: dict[tuple[str, int], str], address: str, item: dict[str, Any]) -> str:
+    """A CLUSTER NODES entry ("127.0.0.1:6381@16381") by node name, else address and id."""
+    host, _, port = address.split("@", maxsplit=1)[0].rpartition(":")
+    name = names.get((host, _int(port) or 0))
+    return name or f"{address.split('@', maxsplit=1)[0]} (id {item.get('node_id', '?')[:8]})"
 
 
 def _ask_sentinel(node: Node, names: dict[tuple[str, int], str], master_name: str) -> SentinelView:

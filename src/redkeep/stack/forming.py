@@ -67,6 +67,7 @@ def form_cluster(
         done = _meet(nodes, announce) + done
         _wait(lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)
         if not new:  # some node lost its files, or formed only partly: fill in what is missing
+            done += _forget_gone(nodes)
             served = max((_served(node) for node in nodes), key=len)
             assigned, more = _assign_slots(nodes, served)
             done += more
@@ -91,6 +92,24 @@ def _meet(nodes: list[ClusterNode], announce: str) -> list[str]:
             if planned.name not in joined:
                 joined.append(planned.name)
     return [f"{name} joined the cluster" for name in joined]
+
+
+def _forget_gone(nodes: list[ClusterNode]) -> list[str]:
+    """Make every node forget failed node ids that no node of the deployment has any more (a
+    node that lost its nodes.conf came back under a new id): the old one would stay `fail`."""
+    current = {node.node_id for node in nodes}
+    gone = {
+        item["node_id"]
+        for node in nodes
+        for item in _cluster_nodes(node).values()
+        if item["node_id"] not in current and {"fail", "noaddr"} & set(item["flags"].split(","))
+    }
+    for node_id in gone:
+        for node in nodes:
+            # An error: this node did not know it (the gossip carried it elsewhere only).
+            with contextlib.suppress(redis.ResponseError):
+                node.client.cluster("forget", node_id)
+    return [f"the cluster forgot node {node_id[:8]}: no node has that id now" for node_id in gone]
 
 
 def _assign_slots(
