@@ -17,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from redkeep.actions.live import live_deployment
 from redkeep.bundle import Bundle
 from redkeep.config.deployment import SENTINEL_PORT_OFFSET
 from redkeep.render import nodes as node_files
@@ -116,6 +117,7 @@ def test_sentinel_fails_over_keeps_an_acknowledged_write_and_heals(tmp_path, red
         assert problems(after, shape("status")) == []
         (new,) = [node["name"] for node in after["nodes"] if node["role"] == "primary"]
         assert new in ("redis-1", "redis-2")
+        assert live_deployment(bundle, "app").primary().name == new  # what other commands use
         sentinel = client(bundle, ports["sentinel-1"], "app")  # the app user asks a Sentinel
         assert sentinel.sentinel_get_master_addr_by_name("redkeep") == ("127.0.0.1", ports[new])
         sentinel.close()

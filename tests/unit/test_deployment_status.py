@@ -76,10 +76,25 @@ def test_a_cluster_with_a_slot_gap_a_failing_node_and_a_syncing_replica():
     view = DeploymentView(
         "cluster",
         (
-            node("redis-0", "primary", cluster_state="fail", slots_ok=10923, known_nodes=1,
-                 slots=("0-5460",), failing=("redis-2",)),  # fmt: skip
-            node("redis-3", "replica", primary="redis-0", link="up", syncing=True,
-                 cluster_state="ok", slots_ok=16384, known_nodes=2),  # fmt: skip
+            node(
+                "redis-0",
+                "primary",
+                cluster_state="fail",
+                slots_ok=10923,
+                known_nodes=1,
+                slots=("0-5460",),
+                failing=("redis-2",),
+            ),  # fmt: skip
+            node(
+                "redis-3",
+                "replica",
+                primary="redis-0",
+                link="up",
+                syncing=True,
+                cluster_state="ok",
+                slots_ok=16384,
+                known_nodes=2,
+            ),  # fmt: skip
         ),
     )
     assert view.problems() == [
@@ -95,8 +110,10 @@ def test_every_variant_of_nodes_and_sentinels_is_documented():
     view = sentinel_view(
         NodeView("redis-0", "primary", "127.0.0.1", 7000, False, error="connection refused"),
         *HEALTHY[1:],
-        sentinels=(sentinel("sentinel-0", primary=None, quorum=None, quorum_ok=None),
-                   sentinel("sentinel-1")),  # fmt: skip
+        sentinels=(
+            sentinel("sentinel-0", primary=None, quorum=None, quorum_ok=None),
+            sentinel("sentinel-1"),
+        ),  # fmt: skip
     )
     nodes, sentinels = node_statuses(view, {"redis-1": 41, "sentinel-0": 50})
     report = StatusReport(
@@ -124,3 +141,30 @@ def test_every_variant_of_nodes_and_sentinels_is_documented():
     health = HealthResult(False, "u", "x", topology="sentinel", problems=tuple(view.problems()))
     assert problems(health.to_json(), shape("health")) == []
     assert health.to_json()["problems"] == view.problems()
+
+
+def test_the_live_deployment_names_the_promoted_node_primary():
+    from redkeep.redis.deployment import Deployment, Node, Role, Topology  # noqa: PLC0415
+    from redkeep.redis.observe import with_live_roles  # noqa: PLC0415
+    from redkeep.redis.target import Target  # noqa: PLC0415
+
+    planned = Deployment(
+        Topology.SENTINEL,
+        tuple(
+            Node(name, role, Target("rediss", "localhost", 7000 + index))
+            for index, (name, role) in enumerate(
+                [("redis-0", Role.PRIMARY), ("redis-1", Role.REPLICA), ("redis-2", Role.REPLICA)]
+            )
+        ),
+    )
+    failed_over = sentinel_view(
+        NodeView("redis-0", "primary", "127.0.0.1", 7000, False, error="refused"),
+        node("redis-1", "primary", replicas=1),
+        node("redis-2", "replica", primary="redis-1", link="up"),
+        sentinels=SENTINELS,
+    )
+    live = with_live_roles(planned, failed_over)
+    assert live.primary().name == "redis-1"
+    assert [node.name for node in live.every_node()] == ["redis-1", "redis-0", "redis-2"]
+    nobody = sentinel_view(NodeView("redis-0", "primary", "h", 7000, False, error="refused"))
+    assert with_live_roles(planned, nobody) is planned  # nothing to go by: the plan

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from redkeep.actions.live import observe_bundle
 from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.node_status import NodeStatus, SentinelStatus, node_statuses, summary
 from redkeep.actions.stack import bundle_services, is_deployment, listen_port, probe_service
@@ -24,7 +25,7 @@ from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.redis.client import client_for, explain_failure, session
 from redkeep.redis.explain import first_line
-from redkeep.redis.observe import DeploymentView, observe
+from redkeep.redis.observe import DeploymentView
 from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.stack import processes, redis_server
 from redkeep.stack.processes import BACKUP
@@ -67,11 +68,6 @@ def run_health(app: Application, request: HealthRequest) -> HealthResult:
     if bundle is not None and is_deployment(bundle) and request.connection.url is None:
         return deployment_health(bundle)
     return check_health(target_for(request.connection, bundle, "exporter"))
-
-
-def observe_bundle(bundle: Bundle) -> DeploymentView:
-    """What the bundle's deployment says about itself, asked as its `exporter` user."""
-    return observe(bundle.deployment("exporter"), bundle.settings.deployment.master_name)
 
 
 def anchor_node(bundle: Bundle, view: DeploymentView) -> tuple[Target, bool]:

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from redkeep.actions.live import observe_bundle
 from redkeep.actions.stack import (
     STOP_TIMEOUT,
     DownReport,
@@ -28,7 +29,7 @@ from redkeep.actions.stack import (
 from redkeep.bundle import Bundle
 from redkeep.errors import RedkeepError
 from redkeep.redis.deployment import Node
-from redkeep.redis.observe import DeploymentView, observe
+from redkeep.redis.observe import DeploymentView
 from redkeep.render.nodes import LOOPBACK, planned
 from redkeep.signals import interrupted_by_signals
 from redkeep.stack import forming, nodes, processes, redis_server
@@ -92,9 +93,9 @@ def bring_up_nodes(
         return report
 
 
-def view(bundle: Bundle, role: str = "exporter") -> DeploymentView:
-    """What the bundle's running deployment says about itself, asked as `role`."""
-    return observe(bundle.deployment(role), bundle.settings.deployment.master_name)
+def view(bundle: Bundle) -> DeploymentView:
+    """What the bundle's running deployment says about itself."""
+    return observe_bundle(bundle)
 
 
 def wait_until_whole(

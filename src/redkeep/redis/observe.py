@@ -367,3 +367,26 @@ def _ask_sentinel(node: Node, names: dict[tuple[str, int], str], master_name: st
         known_replicas=_int(master.get("num-slaves")),
         **base,
     )
+
+
+def with_live_roles(deployment: Deployment, view: DeploymentView) -> Deployment:
+    """`deployment` (any user's targets) with each data node's role as `view` found it: after
+    a failover `primary()` is the promoted node and `one_per_shard()` picks it. Sentinel: the
+    live primary (the one the Sentinels name when two say they are) and replicas, the lost
+    ones too; with no live primary, the plan's roles. Cluster: a node that did not answer
+    keeps its planned role."""
+    primary = view.live_primary()
+    roles = {}
+    if view.topology == Topology.SENTINEL.value:
+        if primary is None:
+            return deployment
+        roles = {node.name: Role.REPLICA for node in view.nodes} | {primary.name: Role.PRIMARY}
+    else:
+        for node in view.nodes:
+            if node.reached and node.role:
+                roles[node.name] = Role.PRIMARY if node.role == "primary" else Role.REPLICA
+    nodes = tuple(
+        dataclasses.replace(node, role=roles.get(node.name, node.role)) if node.holds_data else node
+        for node in deployment.nodes
+    )
+    return Deployment(deployment.topology, nodes)
