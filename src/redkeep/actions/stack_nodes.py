@@ -129,8 +129,10 @@ def stop_order(bundle: Bundle) -> list[Service]:
     that replicate now, then the primaries (which then have no replica to wait for)."""
     services = nodes.services(bundle)
     sentinels = [service for service in services if nodes.is_sentinel(service)]
-    live = view(bundle)
-    replicas = {node.name for node in live.nodes if node.role == "replica"}
+    try:
+        replicas = {node.name for node in view(bundle).nodes if node.role == "replica"}
+    except RedkeepError:  # no exporter password in .env: stopping needs none, go by the plan
+        replicas = {node.name for node in planned(bundle.settings) if node.role == "replica"}
     data = [service for service in services if not nodes.is_sentinel(service)]
     data.sort(key=lambda service: service.name not in replicas)
     return sentinels + data
