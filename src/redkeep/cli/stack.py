@@ -100,8 +100,9 @@ def show_init(app: Application, report: InitReport) -> None:
     if report.kept_secrets:
         app.say(f"  kept existing {', '.join(report.kept_secrets)}")
     if report.new_secrets and report.kept_hashes:
+        where = "redis/users.acl" if report.topology == "standalone" else "the nodes' files"
         app.say(
-            "  passwords already in redis/users.acl stay valid next to the new ones; remove them "
+            f"  passwords already in {where} stay valid next to the new ones; remove them "
             "with `redkeep users finish-rotation USER` once clients use .env"
         )
     for note in report.notes:
