@@ -154,10 +154,12 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr
-    for node in plan:  # nothing runs, and every port is free again
+    for node in plan:  # nothing runs, and nothing listens on its ports
         assert list(processes.find_processes(node_service(node.name), root)) == []
         for port in (node.port, node.bus_port):
             with socket.socket() as probe:
+                # As a server binds: closed connections may linger in TIME_WAIT, no listener.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(("127.0.0.1", port))
 
     again = run_redkeep("up", root, "--detach")

@@ -45,7 +45,7 @@ def test_each_fault_is_one_line_that_names_its_node():
         node("redis-1", "primary", offset=120, replicas=0),
         node("redis-2", "replica", primary="redis-0", link="down", offset=90),
         sentinels=(
-            sentinel("sentinel-0", primary="redis-1"),
+            sentinel("sentinel-0", primary="redis-1", unreached=("redis-0",)),
             sentinel("sentinel-1", reached=False, error="timed out"),
             sentinel("sentinel-2", flags="master,s_down", quorum_ok=False, quorum_reply="NOQUORUM"),
         ),
@@ -54,6 +54,7 @@ def test_each_fault_is_one_line_that_names_its_node():
     assert view.findings() == [
         ("redis-0", "redis-0 (127.0.0.1:7000) does not answer: connection refused"),
         ("redis-2", "redis-2 replicates redis-0, not the primary redis-1"),
+        ("sentinel-0", "sentinel-0 has no link to redis-0"),
         ("sentinel-1", "sentinel-1 (127.0.0.1:7101) does not answer: timed out"),
         ("sentinel-2", "sentinel-2 names redis-0 primary, not redis-1"),
         ("sentinel-2", "sentinel-2 sees the primary down (s_down)"),

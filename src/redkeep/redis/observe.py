@@ -20,6 +20,7 @@ from redkeep.redis.deployment import Deployment, Node, Role, Topology
 from redkeep.redis.explain import first_line
 
 CLUSTER_SLOTS = 16384
+LINK_DOWN = {"s_down", "o_down", "disconnected"}  # Sentinel's flags of an instance it lost
 ASK_TIMEOUT = 2.0  # seconds per node: a dead one must not hold status up for long
 
 
@@ -63,6 +64,9 @@ class SentinelView:
     quorum_reply: str = ""  # CKQUORUM's answer
     other_sentinels: int | None = None
     known_replicas: int | None = None
+    # Peers (Sentinels, replicas) it has no working link to, or marks down; a Sentinel that
+    # has not reached its peers yet still passes CKQUORUM (nobody is down until then).
+    unreached: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,9 +152,11 @@ class DeploymentView:
                 continue
             if primary is not None and view.primary != primary.name:
                 found.append((name, f"{name} names {view.primary} primary, not {primary.name}"))
-            down = [flag for flag in ("s_down", "o_down") if flag in view.flags.split(",")]
+            down = sorted(LINK_DOWN & set(view.flags.split(",")))
             if down:
                 found.append((name, f"{name} sees the primary down ({', '.join(down)})"))
+            if view.unreached:
+                found.append((name, f"{name} has no link to {', '.join(view.unreached)}"))
             if "failover_in_progress" in view.flags:
                 found.append((name, f"{name}: a failover is in progress"))
             if not view.quorum_ok:
@@ -347,6 +353,10 @@ def _ask_sentinel(node: Node, names: dict[tuple[str, int], str], master_name: st
         client = _quick(node)
         try:
             master = client.sentinel_master(master_name)
+            peers = [
+                *client.execute_command("SENTINEL SENTINELS", master_name),
+                *client.execute_command("SENTINEL SLAVES", master_name),
+            ]
             try:
                 reply = str(client.execute_command("SENTINEL", "CKQUORUM", master_name))
                 quorum_ok = reply.startswith("OK")
@@ -365,6 +375,13 @@ def _ask_sentinel(node: Node, names: dict[tuple[str, int], str], master_name: st
         quorum_reply=reply,
         other_sentinels=_int(master.get("num-other-sentinels")),
         known_replicas=_int(master.get("num-slaves")),
+        unreached=tuple(
+            sorted(
+                _name_of(names, peer.get("ip", ""), peer.get("port"))
+                for peer in peers
+                if LINK_DOWN & set(str(peer.get("flags", "")).split(","))
+            )
+        ),
         **base,
     )
 
