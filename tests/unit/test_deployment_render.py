@@ -130,6 +130,7 @@ def test_cluster_nodes_have_tls_on_the_bus_and_announce_their_tls_and_bus_ports(
 def test_sentinels_are_tls_only_authenticated_both_ways_and_identical_in_their_users():
     config = settings("sentinel", down_after_milliseconds=1000, quorum=2)
     rendered = render(config)
+    files = {item.path: item.content for item in bundle_files(config, PASSWORDS, 1000, 1000)}
     users = set()
     for index in range(3):
         text = rendered[f"sentinel-{index}"]
@@ -138,6 +139,8 @@ def test_sentinels_are_tls_only_authenticated_both_ways_and_identical_in_their_u
         assert conf["tls-port"] == [str(7100 + index)]
         assert conf["tls-replication"] == ["yes"]  # TLS to the nodes and to each other
         assert conf["tls-auth-clients"] == ["yes"]
+        assert conf["aclfile"] == ["/usr/local/etc/redis/users.acl"]  # ACL SAVE works
+        assert "user" not in conf
         sentinel = sentinel_directives(text)
         assert sentinel["monitor"] == ["redkeep redis-0 7000 2"]
         assert sentinel["auth-user"] == ["redkeep sentinel"]
@@ -149,9 +152,12 @@ def test_sentinels_are_tls_only_authenticated_both_ways_and_identical_in_their_u
         assert sentinel["announce-port"] == [str(7100 + index)]
         assert len(sentinel["known-sentinel"]) == 2  # the others, with their ids
         assert sorted(sentinel["known-replica"]) == ["redkeep redis-1 7001", "redkeep redis-2 7002"]
-        lines = tuple(line for line in text.splitlines() if line.startswith("user "))
-        assert lines[0] == "user default off resetpass resetkeys resetchannels -@all"
-        users.add(lines)
+        acl = files[f"redis/nodes/sentinel-{index}/users.acl"]
+        assert acl.splitlines()[0] == "user default off resetpass resetkeys resetchannels -@all"
+        assert [line.split()[1] for line in acl.splitlines()] == [
+            "default", "admin", "exporter", "app", "sentinel"
+        ]  # fmt: skip
+        users.add(acl)
     assert len(users) == 1  # the same users on every Sentinel
 
 
@@ -238,19 +244,14 @@ def test_learned_state_about_nodes_that_are_gone_is_left_out_with_a_note():
     assert sentinel_directives(again["sentinel-0"])["monitor"] == ["redkeep redis-0 7000 2"]
 
 
-def test_a_rotation_in_progress_stays_valid_on_every_sentinel():
-    config = settings("sentinel")
-    where = nodes.layout(config, True)
-    state = nodes.sentinel_state(config, {}, where)
+def test_a_rotation_in_progress_stays_valid_on_every_node_and_sentinel():
     old = password_hash("the-old-app-password")
-    files = nodes.node_confs(
-        config, PASSWORDS, where, state, lambda name: CONTAINER_PATHS, (7, 0),
-        CONTAINER_BIND, "test", kept={"app": [old]},
-    )  # fmt: skip
-    for item in files:
-        if item.kind == "sentinel.conf":
-            assert old in hashes_in(item.text)["app"]
-            assert password_hash(PASSWORDS["app"]) in hashes_in(item.text)["app"]
+    files = bundle_files(settings("sentinel"), PASSWORDS, 1000, 1000, {"app": [old]})
+    acls = [item.content for item in files if item.path.endswith("/users.acl")]
+    assert len(acls) == 6
+    for acl in acls:
+        assert old in hashes_in(acl)["app"]
+        assert password_hash(PASSWORDS["app"]) in hashes_in(acl)["app"]
 
 
 @pytest.mark.parametrize("topology", ["sentinel", "cluster"])
@@ -284,8 +285,19 @@ def test_a_deployment_bundle_has_private_per_node_files_and_no_standalone_server
     acls = {files[f"redis/nodes/{name}/users.acl"].content for name in ("redis-0", "redis-2")}
     assert len(acls) == 1  # the same users on every node
     for index in range(3):
-        assert files[f"redis/nodes/sentinel-{index}/sentinel.conf"].mode == 0o600
+        assert files[f"redis/nodes/sentinel-{index}/sentinel.conf"].mode == 0o600  # auth-pass
+        assert files[f"redis/nodes/sentinel-{index}/users.acl"].mode == 0o600
     env = files[".env"].content
     assert "REDIS_REPLICATION_PASSWORD=" in env and "REDIS_SENTINEL_PASSWORD=" in env
     standalone = {item.path: item for item in bundle_files(Settings(), PASSWORDS, 1, 1)}
     assert "REDIS_REPLICATION_PASSWORD" not in standalone[".env"].content
+
+
+def test_a_cluster_bundle_needs_and_has_no_sentinel_user():
+    own = {role: PASSWORDS[role] for role in ("admin", "app", "exporter", "backup", "replication")}
+    files = {item.path: item for item in bundle_files(settings("cluster"), own, 1000, 1000)}
+    assert sorted(path for path in files if path.startswith("redis/nodes/redis-0/")) == [
+        "redis/nodes/redis-0/redis.conf", "redis/nodes/redis-0/users.acl"
+    ]  # fmt: skip
+    assert not any(path.startswith("redis/nodes/sentinel") for path in files)
+    assert "REDIS_SENTINEL_PASSWORD" not in files[".env"].content

@@ -189,14 +189,13 @@ def _remove_stale_image_files(image_dir: Path, current: set[str]) -> None:
 
 
 def kept_hashes(bundle: Bundle, settings: Settings) -> dict[str, list[str]]:
-    """Password hashes already valid for each user, from every ACL the bundle holds (its
+    """Password hashes already valid for each user, from every ACL file the bundle holds (its
     users.acl, or each node's and each Sentinel's): they stay valid when it is re-rendered."""
     if settings.deployment.topology == "standalone":
         return hashes_in(bundle.acl_path.read_text()) if bundle.acl_path.exists() else {}
     kept: dict[str, list[str]] = {}
     for node in plan_nodes(settings.deployment, settings.redis.tls_port):
-        name = "sentinel.conf" if node.role == "sentinel" else "users.acl"
-        path = bundle.node_dir(node.name) / name
+        path = bundle.node_dir(node.name) / "users.acl"
         if path.exists():
             for user, hashes in hashes_in(path.read_text()).items():
                 known = kept.setdefault(user, [])
@@ -473,7 +472,7 @@ def _check_sentinel_conf(
     where = node_files.layout(settings, container=False)
     text = render_sentinel_conf(
         settings, sentinel, planned, where, node_files.SentinelState(), paths,
-        settings.redis.bind, passwords, None, "check",
+        settings.redis.bind, passwords, "check",
     )  # fmt: skip
     path = scratch / "sentinel.conf"
     atomic_write(path, text, SECRET_MODE)

@@ -31,7 +31,7 @@ from redkeep.render.redis_conf import (
     image_version,
     render_redis_conf,
 )
-from redkeep.render.sentinel_conf import SentinelState
+from redkeep.render.sentinel_conf import SentinelState, render_sentinel_acl
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,8 @@ def server_files(
     sentinel_state: SentinelState | None,
 ) -> list[BundleFile]:
     """redis/redis.conf and redis/users.acl; for a sentinel or cluster deployment each node's
-    redis.conf and users.acl and each Sentinel's sentinel.conf in redis/nodes/NAME/ (all
-    private: they hold the replication and Sentinel passwords or password hashes)."""
+    redis.conf, each Sentinel's sentinel.conf, and each one's users.acl in redis/nodes/NAME/
+    (all private: they hold the replication and Sentinel passwords or password hashes)."""
     image = settings.redis.image
     version = image_version(image)
     target = f"container {image}"
@@ -133,14 +133,16 @@ def server_files(
     where = nodes.layout(settings, container=True)
     state = sentinel_state or nodes.sentinel_state(settings, {}, where)
     files = []
+    sentinel = settings.deployment.topology == "sentinel"
+    sentinel_acl = render_sentinel_acl(passwords, kept_hashes) if sentinel else ""
     for item in nodes.node_confs(
         settings, passwords, where, state, lambda name: CONTAINER_PATHS, version,
-        CONTAINER_BIND, target, kept_hashes,
+        CONTAINER_BIND, target,
     ):  # fmt: skip
         directory = f"redis/nodes/{item.node}"
         files.append(BundleFile(f"{directory}/{item.kind}", item.text, SECRET_MODE))
-        if item.kind == "redis.conf":
-            files.append(BundleFile(f"{directory}/users.acl", acl, SECRET_MODE))
+        users = acl if item.kind == "redis.conf" else sentinel_acl
+        files.append(BundleFile(f"{directory}/users.acl", users, SECRET_MODE))
     return files
 
 

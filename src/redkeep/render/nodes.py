@@ -62,7 +62,6 @@ def node_confs(
     version: tuple[int, int],
     bind: list[str],
     target: str,
-    kept: Mapping[str, list[str]] | None = None,
 ) -> list[NodeFile]:
     """The configuration of every process of the deployment; `paths_for(name)` gives a
     node's ConfPaths. In a sentinel deployment the replicas replicate the primary the
@@ -73,7 +72,7 @@ def node_confs(
         paths: ConfPaths = paths_for(node.name)
         if node.role == "sentinel":
             text = render_sentinel_conf(
-                settings, node, nodes, where, state, paths, bind, passwords, kept, target
+                settings, node, nodes, where, state, paths, bind, passwords, target
             )
             files.append(NodeFile(node.name, "sentinel.conf", text))
             continue

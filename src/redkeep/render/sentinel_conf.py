@@ -42,21 +42,20 @@ def sentinel_rules(user: str) -> list[str]:
     return [str(rule) for rule in sentinel_user_specs()[user]["rules"]]
 
 
-def sentinel_user_lines(
+def render_sentinel_acl(
     passwords: Mapping[str, str], kept: Mapping[str, list[str]] | None = None
-) -> list[dict[str, str]]:
-    """[{reason, line}] for the users of every Sentinel; `kept` are hashes already valid for a
-    user (from the existing file): they stay valid, as in users.acl."""
-    users = []
+) -> str:
+    """The users.acl of every Sentinel (the same on each); `kept` are hashes already valid for
+    a user (from the existing files): they stay valid, as in a data node's users.acl."""
+    lines = []
     for user in SENTINEL_USERS:
         words = ["user", user]
         if user != "default":
             hashes = [password_hash(passwords[user])]
             hashes += [digest for digest in (kept or {}).get(user, []) if digest not in hashes]
             words += [f"#{digest}" for digest in hashes]
-        words += sentinel_rules(user)
-        users.append({"reason": sentinel_user_specs()[user]["reason"], "line": " ".join(words)})
-    return users
+        lines.append(" ".join([*words, *sentinel_rules(user)]))
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -164,7 +163,6 @@ def render_sentinel_conf(
     paths: ConfPaths,
     bind: list[str],
     passwords: Mapping[str, str],
-    kept: Mapping[str, list[str]] | None,
     target: str,
 ) -> str:
     """sentinel.conf for `sentinel`: the settings, then what the Sentinels learned (`state`)."""
@@ -188,7 +186,6 @@ def render_sentinel_conf(
             bind=bind,
             paths=paths,
             tls=settings.tls,
-            users=sentinel_user_lines(passwords, kept),
             container=layout.container,
             announce=layout.addresses[sentinel.name][0],
             deployment=deployment,

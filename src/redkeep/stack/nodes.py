@@ -14,7 +14,6 @@ from pathlib import Path
 from redkeep.bundle import Bundle
 from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.render import nodes as node_files
-from redkeep.render.acl import hashes_in
 from redkeep.render.env import password_roles
 from redkeep.render.redis_conf import local_paths
 from redkeep.render.sentinel_conf import SentinelState
@@ -77,13 +76,6 @@ def write_run_confs(bundle: Bundle, names: set[str], version: tuple[int, int]) -
     passwords = {
         role: bundle.password(role) for role in password_roles(settings.deployment.topology)
     }
-    # Password hashes the Sentinels hold now (a rotation in progress) stay valid.
-    kept: dict[str, list[str]] = {}
-    for node in node_files.planned(settings):
-        if node.role == "sentinel" and conf_path(bundle, node.name).exists():
-            for user, hashes in hashes_in(conf_path(bundle, node.name).read_text()).items():
-                known = kept.setdefault(user, [])
-                known += [digest for digest in hashes if digest not in known]
     files = node_files.node_confs(
         settings,
         passwords,
@@ -93,7 +85,6 @@ def write_run_confs(bundle: Bundle, names: set[str], version: tuple[int, int]) -
         version,
         settings.redis.bind,
         "redkeep up",
-        kept,
     )
     for item in files:
         if item.node in names:
