@@ -67,38 +67,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no free port between {low} and {high}")
 
 
-def free_port_block(offsets: list[int], host: str = "127.0.0.1") -> int:
-    """A base port B with B + offset free for every offset (a deployment's nodes at
-    tls_port + i, Sentinels at + 100 + j, cluster bus ports at + 10000 + i), all below the
-    ephemeral range; in this process' share of ports where the share is wide enough."""
-    low, high = _port_share()
-    span = max(offsets)
-    limit = min(high, _ephemeral_start()) - span
-    if limit <= low:  # a narrow share: the block reaches into another's, checked port by port
-        limit = _ephemeral_start() - span
-    for _ in range(200):
-        base = random.randrange(low, max(limit, low + 1))
-        if all(_bindable(host, base + offset) for offset in offsets):
-            return base
-    raise RuntimeError(f"no free block of ports for offsets up to {span}")
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 @dataclass
 class RedisServer:
     """One redis-server with a config of our choosing, in `workdir`."""
@@ -308,3 +276,32 @@ class ServerPool:
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def free_port_span(offsets: list[int], host: str = "127.0.0.1") -> int:
+    """A base port B with B + offset free for every offset, all below the ephemeral range: a
+    cluster's nodes at tls_port + i and bus ports at + 10000 + i (Sentinels at + 100 + j).
+    That span is wider than one xdist worker's share of ports, so the block may reach into
+    another's: every port is checked as a server binds it."""
+    low, high = _port_share()
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    span = max(offsets)
+    limit = min(high, ephemeral) - span
+    if limit <= low:
+        limit = max(ephemeral - span, low + 1)
+    for _ in range(200):
+        base = random.randrange(low, limit)
+        free = []
+        for offset in offsets:
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, base + offset))
+                except OSError:
+                    break
+                free.append(offset)
+        if len(free) == len(offsets):
+            return base
+    raise RuntimeError(f"no free block of ports for offsets up to {span}")

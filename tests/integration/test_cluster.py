@@ -27,7 +27,7 @@ from redkeep.stack import processes
 from redkeep.stack.processes import node_service
 from tests.conftest import run_redkeep
 from tests.jsonshape import problems, shape
-from tests.servers import free_port_block
+from tests.servers import free_port_span
 
 KEYS = 200
 DEADLINE = 60  # seconds a step may take on a loaded machine (a bound, not a measure)
@@ -86,7 +86,7 @@ def plaintext_reply(port: int) -> bytes:
 def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_path, redis_binary):
     # 3 shards of a primary and a replica: nodes at base + 0..5, bus ports at + 10000.
     offsets = [*range(6), *(BUS_PORT_OFFSET + i for i in range(6))]
-    base = free_port_block(offsets)
+    base = free_port_span(offsets)
     root = tmp_path / "cluster"
     env = {"REDKEEP_DEPLOYMENT__CLUSTER_NODE_TIMEOUT_MILLISECONDS": "2000"}
     init = run_redkeep("init", root, "--topology", "cluster", "--tls-port", base, env=env)

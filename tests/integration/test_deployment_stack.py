@@ -12,7 +12,7 @@ from redkeep.config.deployment import SENTINEL_PORT_OFFSET
 from redkeep.stack import processes
 from redkeep.stack.processes import node_service
 from tests.conftest import REDKEEP, run_redkeep
-from tests.servers import free_port_block, wait_for_exit
+from tests.servers import free_port_span, wait_for_exit
 
 NAMES = ("redis-0", "redis-1", "sentinel-0")
 DEADLINE = 60  # a bound for a loaded machine, not a measure
@@ -26,7 +26,7 @@ def wait_for(condition, what: str) -> None:
 
 
 def test_foreground_up_says_a_lost_node_and_stops_everything_on_ctrl_c(tmp_path, redis_binary):
-    base = free_port_block([0, 1, SENTINEL_PORT_OFFSET])
+    base = free_port_span([0, 1, SENTINEL_PORT_OFFSET])
     root = tmp_path / "fg"
     init = run_redkeep(
         "init", root, "--topology", "sentinel", "--replicas", "1", "--sentinels", "1",

@@ -25,7 +25,7 @@ from redkeep.stack import processes
 from redkeep.stack.processes import node_service
 from tests.conftest import run_redkeep
 from tests.jsonshape import problems, shape
-from tests.servers import free_port_block, wait_for_exit
+from tests.servers import free_port_span, wait_for_exit
 
 FAST = {
     "REDKEEP_DEPLOYMENT__DOWN_AFTER_MILLISECONDS": "1000",
@@ -70,7 +70,7 @@ def poll(condition, what: str):
 
 
 def test_sentinel_fails_over_keeps_an_acknowledged_write_and_heals(tmp_path, redis_binary):
-    base = free_port_block([0, 1, 2, SENTINEL_PORT_OFFSET, SENTINEL_PORT_OFFSET + 2])
+    base = free_port_span([0, 1, 2, SENTINEL_PORT_OFFSET, SENTINEL_PORT_OFFSET + 2])
     root = tmp_path / "ha"
     init = run_redkeep(
         "init", root, "--topology", "sentinel", "--replicas", "2", "--sentinels", "3",
