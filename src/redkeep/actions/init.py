@@ -34,7 +34,12 @@ from redkeep.render import conf_quote
 from redkeep.render import nodes as node_files
 from redkeep.render.acl import hashes_in
 from redkeep.render.bundle import bundle_files
-from redkeep.render.env import GENERATED_SECRETS, OPERATOR_SECRETS, PASSWORD_KEYS, password_roles
+from redkeep.render.env import (
+    ALL_PASSWORD_KEYS,
+    GENERATED_SECRETS,
+    OPERATOR_SECRETS,
+    password_roles,
+)
 from redkeep.render.redis_conf import ConfPaths, render_redis_conf
 from redkeep.render.sentinel_conf import render_sentinel_conf
 from redkeep.stack import redis_server
@@ -283,7 +288,7 @@ def _passwords(
         report.new_secrets.append(key)
         return generate_password()
 
-    passwords = {role: secret(PASSWORD_KEYS[role]) for role in password_roles(topology)}
+    passwords = {role: secret(ALL_PASSWORD_KEYS[role]) for role in password_roles(topology)}
     others = {key: secret(key) for key in GENERATED_SECRETS}
     others |= {key: existing[key] for key in OPERATOR_SECRETS if existing.get(key)}
     return passwords, others
