@@ -310,3 +310,32 @@ class ServerPool:
     def stop_all(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def free_port_span(offsets: list[int], host: str = "127.0.0.1") -> int:
+    """A base port B with B + offset free for every offset, all below the ephemeral range: a
+    cluster's nodes at tls_port + i and bus ports at + 10000 + i (Sentinels at + 100 + j).
+    That span is wider than one xdist worker's share of ports, so the block may reach into
+    another's: every port is checked as a server binds it."""
+    low, high = _port_share()
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    span = max(offsets)
+    limit = min(high, ephemeral) - span
+    if limit <= low:
+        limit = max(ephemeral - span, low + 1)
+    for _ in range(200):
+        base = random.randrange(low, limit)
+        free = []
+        for offset in offsets:
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, base + offset))
+                except OSError:
+                    break
+                free.append(offset)
+        if len(free) == len(offsets):
+            return base
+    raise RuntimeError(f"no free block of ports for offsets up to {span}")

@@ -16,7 +16,7 @@ from redkeep.errors import UsageError
 from redkeep.pki.layout import TLSFiles
 from redkeep.redis.deployment import Deployment, Node, Role, Topology
 from redkeep.redis.target import Target
-from redkeep.render.env import PASSWORD_KEYS
+from redkeep.render.env import ALL_PASSWORD_KEYS
 
 if TYPE_CHECKING:
     from redkeep.config.schema import Settings
@@ -95,7 +95,7 @@ class Bundle:
         return read_env(self.env_path)
 
     def password(self, role: str) -> str:
-        key = PASSWORD_KEYS[role]
+        key = ALL_PASSWORD_KEYS[role]
         value = self.secrets().get(key)
         if not value:
             raise UsageError(
@@ -108,12 +108,16 @@ class Bundle:
     def known_passwords(self) -> dict[str, str]:
         """{ACL user: password} for the users whose password is in .env."""
         secrets = self.secrets()
-        return {user: secrets[key] for user, key in PASSWORD_KEYS.items() if secrets.get(key)}
+        return {user: secrets[key] for user, key in ALL_PASSWORD_KEYS.items() if secrets.get(key)}
 
     def secret_files(self) -> list[Path]:
-        """Files that hold secrets (or hashes of them) and must be private to the owner."""
+        """Files that hold secrets (or hashes of them) and must be private to the owner: for a
+        sentinel or cluster deployment also each node's files (the replication and Sentinel
+        passwords, ACL hashes) and each node's key."""
         keys = [*sorted(self.tls.directory.glob("*.key")), self.backup_key_path]
-        return [self.env_path, self.acl_path, *keys]
+        nodes = [*sorted((self.redis_dir / "nodes").glob("*/*")),
+                 *sorted(self.tls.directory.glob("nodes/*.key"))]  # fmt: skip
+        return [self.env_path, self.acl_path, *keys, *nodes]
 
     def deployment(self, role: str, with_password: bool = True) -> Deployment:
         """The bundle's servers as `redkeep up` runs them, each reached as `role`: TLS, its

@@ -1,16 +1,22 @@
-"""`redkeep health` and `redkeep status`: is Redis answering, and how is it doing."""
+"""`redkeep health` and `redkeep status`: is Redis answering, and how is it doing.
+
+For a sentinel or cluster bundle both look at the whole deployment (`redis/observe.py`):
+every node's live role and replication, every Sentinel's view, the cluster's slots.
+"""
 
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from redkeep.actions.live import observe_bundle
 from redkeep.actions.locate import load_bundle, target_for
-from redkeep.actions.stack import bundle_services, listen_port, probe_service
+from redkeep.actions.node_status import NodeStatus, SentinelStatus, node_statuses, summary
+from redkeep.actions.stack import bundle_services, is_deployment, listen_port, probe_service
 from redkeep.app import Application
 from redkeep.backup import lastrun
 from redkeep.backup.metrics import LastRuns
@@ -19,6 +25,7 @@ from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.pki.inspect import load_certificate
 from redkeep.redis.client import client_for, explain_failure, session
 from redkeep.redis.explain import first_line
+from redkeep.redis.observe import DeploymentView
 from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.stack import processes, redis_server
 from redkeep.stack.processes import BACKUP
@@ -34,9 +41,16 @@ class HealthResult:
     latency_ms: float | None = None
     status: int = 0  # the exit status of the failure (3: cannot connect)
     cannot_persist: str = ""  # Redis' MISCONF reply: a failed save or AOF write stops writes
+    topology: str = "standalone"
+    problems: tuple[str, ...] | None = None  # one line each; None: the detail when unhealthy
+
+    def problem_lines(self) -> list[str]:
+        if self.problems is not None:
+            return list(self.problems)
+        return [] if self.healthy else [self.detail]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"problems": self.problem_lines()}
 
 
 @dataclass(frozen=True)
@@ -48,9 +62,48 @@ class HealthRequest:
 
 
 def run_health(app: Application, request: HealthRequest) -> HealthResult:
-    """PING as the bundle's least-privileged `exporter` user (or as the options say)."""
+    """PING as the bundle's least-privileged `exporter` user (or as the options say); a
+    sentinel or cluster bundle's whole deployment unless --url names one server."""
     bundle = load_bundle(app, request.directory, required=False)
+    if bundle is not None and is_deployment(bundle) and request.connection.url is None:
+        return deployment_health(bundle)
     return check_health(target_for(request.connection, bundle, "exporter"))
+
+
+def anchor_node(bundle: Bundle, view: DeploymentView) -> tuple[Target, bool]:
+    """The node status and health name first (the live primary of a sentinel deployment, the
+    first node that answered of a cluster) and whether it answered."""
+    targets = {node.name: node.target for node in bundle.deployment("exporter").nodes}
+    if view.topology == "sentinel":
+        chosen = view.live_primary()
+    else:
+        chosen = next((node for node in view.nodes if node.reached), None)
+    if chosen is None:
+        return targets[view.nodes[0].name], False
+    return targets[chosen.name], True
+
+
+def deployment_health(bundle: Bundle) -> HealthResult:
+    """Healthy when the whole deployment is: a primary with its replicas in sync and Sentinels
+    with a quorum that name it, or cluster_state ok with all 16384 slots served everywhere."""
+    started = time.perf_counter()
+    view = observe_bundle(bundle)
+    problems = view.problems()
+    target, _ = anchor_node(bundle, view)
+    reached = any(node.reached for node in view.nodes)
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    if not problems:
+        return HealthResult(
+            True, target.display_url, summary(view), latency, topology=view.topology, problems=()
+        )
+    return HealthResult(
+        False,
+        target.display_url,
+        "; ".join(problems),
+        status=int(ExitStatus.FAILURE if reached else ExitStatus.UNREACHABLE),
+        topology=view.topology,
+        problems=tuple(problems),
+    )
 
 
 def check_health(target: Target) -> HealthResult:
@@ -230,6 +283,10 @@ class StatusReport:
     server: ServerSummary | InfoFailed | None = None
     audit_score: str | None = None
     status: int | None = None
+    topology: str = "standalone"
+    nodes: Sequence[NodeStatus] = ()  # every data node (the one server of a standalone)
+    sentinels: Sequence[SentinelStatus] = ()
+    problems: Sequence[str] = ()  # one line each; empty when healthy
 
     @property
     def exit_status(self) -> int:
@@ -255,6 +312,12 @@ class StatusReport:
             data |= {"server": self.server.to_json(), "audit_score": self.audit_score}
         if self.status is not None:
             data["status"] = self.status
+        data |= {
+            "topology": self.topology,
+            "nodes": [node.to_json() for node in self.nodes],
+            "sentinels": [item.to_json() for item in self.sentinels],
+            "problems": list(self.problems),
+        }
         return data
 
 
@@ -267,10 +330,48 @@ class StatusRequest:
 
 
 def run_status(app: Application, request: StatusRequest) -> StatusReport:
-    """The status of the bundle at DIRECTORY (or here), asked as its `exporter` user."""
+    """The status of the bundle at DIRECTORY (or here), asked as its `exporter` user; of a
+    sentinel or cluster bundle's whole deployment unless --url names one server."""
     bundle = load_bundle(app, request.directory)
+    now = dt.datetime.now(dt.UTC)
+    if is_deployment(bundle) and request.connection.url is None:
+        return deployment_status(bundle, now)
     target = target_for(request.connection, bundle, "exporter")
-    return bundle_status(bundle, target, dt.datetime.now(dt.UTC))
+    return bundle_status(bundle, target, now)
+
+
+def deployment_status(bundle: Bundle, now: dt.datetime) -> StatusReport:
+    """One screen about a sentinel or cluster deployment: each node's live role, link,
+    offset and lag, slots, each Sentinel's view and quorum; the primary's (or the first
+    node's) server summary; certificates, last backup, audit score."""
+    services = service_status(bundle, now)
+    view = observe_bundle(bundle)
+    problems = view.problems()
+    pids = {name: item.pid for name, item in services.items()}
+    nodes, sentinels = node_statuses(view, pids)
+    target, reached = anchor_node(bundle, view)
+    anchor = next((node for node in nodes if node.port == target.port), None)
+    server = server_summary(target) if reached else None
+    any_reached = any(node.reached for node in view.nodes)
+    return StatusReport(
+        bundle=str(bundle.root),
+        url=target.display_url,
+        healthy=not problems,
+        detail="; ".join(problems) or summary(view),
+        local_pid=anchor.pid if anchor else None,
+        run_here=any(item.running or item.stale_pidfile for item in services.values()),
+        services=services,
+        certificates=certificate_expiry(bundle, now),
+        secrets=str(bundle.env_path),
+        last_backup=last_backup(bundle, now),
+        server=server,
+        audit_score=audit_summary(bundle) if server is not None else None,
+        status=None if any_reached else int(ExitStatus.UNREACHABLE),
+        topology=view.topology,
+        nodes=nodes,
+        sentinels=sentinels,
+        problems=problems,
+    )
 
 
 def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> StatusReport:
@@ -307,6 +408,17 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> StatusRep
             )
     else:
         status = health.status
+    role = server.role if isinstance(server, ServerSummary) else None
+    node = NodeStatus(
+        name="redis",
+        role={"master": "primary", "slave": "replica"}.get(role or "", role),
+        planned_role="standalone",
+        host=target.host or target.socket_path,
+        port=target.port,
+        healthy=healthy,
+        detail="ok" if healthy else detail,
+        pid=local,
+    )
     return StatusReport(
         bundle=str(bundle.root),
         url=health.url,
@@ -321,6 +433,8 @@ def bundle_status(bundle: Bundle, target: Target, now: dt.datetime) -> StatusRep
         server=server,
         audit_score=audit_score,
         status=status,
+        nodes=(node,),
+        problems=() if healthy else (problems or [detail]),
     )
 
 
@@ -483,14 +597,19 @@ def server_summary(target: Target) -> ServerSummary | InfoFailed:
 
 
 def certificate_expiry(bundle: Bundle, now: dt.datetime) -> dict[str, CertificateExpiry | None]:
-    """Days left on the CA, server and client certificates of the bundle (None: missing)."""
+    """Days left on the CA, server and client certificates of the bundle (None: missing),
+    and on each node's and Sentinel's own of a sentinel or cluster deployment (by name)."""
     result: dict[str, CertificateExpiry | None] = {}
     files = bundle.tls
-    for label, path in (
+    labelled = [
         ("ca", files.ca_cert),
         ("server", files.server_cert),
         ("client", files.client_cert()),
-    ):
+    ]
+    if is_deployment(bundle):
+        labelled += [(node.name, files.node_cert(node.name)) for node in bundle.deployment(
+            "exporter", with_password=False).nodes]  # fmt: skip
+    for label, path in labelled:
         if not path.exists():
             result[label] = None
             continue

@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyrage
+from pydantic import ValidationError
 
 from redkeep.bundle import CONFIG_NAME, Bundle
-from redkeep.config.load import load_settings
+from redkeep.config.deployment import plan_nodes
+from redkeep.config.load import format_problem, load_settings
 from redkeep.config.schema import Settings
 from redkeep.envfile import generate_password, parse_env, read_env, update_env
 from redkeep.errors import ConfigError, RedkeepError, UsageError
 from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.pki import issue
-from redkeep.pki.files import DEFAULT_CLIENT, TLSFiles, write_pair
+from redkeep.pki.files import DEFAULT_CLIENT, TLSFiles, issue_node, node_names, write_pair
 from redkeep.pki.inspect import (
     key_description,
     key_matches,
@@ -29,10 +31,17 @@ from redkeep.pki.inspect import (
     verify_certificate,
 )
 from redkeep.render import conf_quote
+from redkeep.render import nodes as node_files
 from redkeep.render.acl import hashes_in
 from redkeep.render.bundle import bundle_files
-from redkeep.render.env import GENERATED_SECRETS, OPERATOR_SECRETS, PASSWORD_KEYS
+from redkeep.render.env import (
+    ALL_PASSWORD_KEYS,
+    GENERATED_SECRETS,
+    OPERATOR_SECRETS,
+    password_roles,
+)
 from redkeep.render.redis_conf import ConfPaths, render_redis_conf
+from redkeep.render.sentinel_conf import render_sentinel_conf
 from redkeep.stack import redis_server
 from redkeep.stack.children import end_child
 
@@ -61,20 +70,38 @@ class InitReport:
     certificates: list[str] = field(default_factory=list)
     kept_hashes: int = 0
     checked_with: str = ""
+    topology: str = "standalone"
+    notes: list[str] = field(default_factory=list)  # learned Sentinel state left out, and why
+
+
+# `init --topology ... --replicas N ...`: the flag that stands for each deployment setting.
+DEPLOYMENT_FLAGS = {
+    "topology": "--topology",
+    "replicas": "--replicas",
+    "sentinels": "--sentinels",
+    "shards": "--shards",
+}
 
 
 def init_bundle(
-    root: Path, force: bool = False, tls_port: int | None = None, now: dt.datetime | None = None
+    root: Path,
+    force: bool = False,
+    tls_port: int | None = None,
+    now: dt.datetime | None = None,
+    deployment: dict[str, object] | None = None,
 ) -> InitReport:
     """Write a bundle into `root`, or re-render an existing one with `force`.
 
-    Secrets already in `.env` and an existing CA are kept; only missing ones are created.
-    Raise UsageError if `root` already holds bundle files and `force` is not set.
+    `deployment` sets settings of the `deployment:` section (topology, replicas, sentinels,
+    shards: the flags of `init`). Secrets already in `.env` and an existing CA are kept;
+    only missing ones are created. A Sentinel's learned state in its sentinel.conf is kept.
+    Raise UsageError if `root` already holds bundle files and `force` is not set, or if the
+    flags would change an existing bundle's topology.
     """
     now = now or dt.datetime.now(dt.UTC)
     bundle = Bundle(root)
     _refuse_overwrite(bundle, force)
-    settings, settings_changed = _settings(bundle, tls_port)
+    settings, settings_changed = _settings(bundle, tls_port, deployment or {})
     # A failed init removes the directories it created, so a first attempt with a bad setting
     # leaves nothing behind that a second one would take for an existing bundle.
     created = [path for path in (root, *(root / name for name in BUNDLE_DIRS)) if not path.exists()]
@@ -90,25 +117,45 @@ def _render(
     bundle: Bundle, settings: Settings, settings_changed: bool, now: dt.datetime
 ) -> InitReport:
     root = bundle.root
-    report = InitReport(root=root)
+    topology = settings.deployment.topology
+    report = InitReport(root=root, topology=topology)
     ensure_private_dir(root)
-    passwords, other_secrets = _passwords(bundle, report)
+    passwords, other_secrets = _passwords(bundle, report, topology)
     report.certificates = ensure_certificates(bundle.tls, settings, now)
+    if topology != "standalone":
+        report.certificates += ensure_node_certificates(bundle.tls, settings, now)
     if not bundle.exists():  # a new bundle: encrypted backups from the start
         settings, line = ensure_backup_key(bundle, settings)
         report.certificates.append(line)
     for directory in (bundle.data_dir, bundle.run_dir):
         ensure_private_dir(directory)
+    if topology != "standalone":  # each node's own data directory, as compose mounts it
+        for node in plan_nodes(settings.deployment, settings.redis.tls_port):
+            ensure_private_dir(bundle.node_data_dir(node.name))
     bundle.redis_dir.mkdir(exist_ok=True)
-    kept = hashes_in(bundle.acl_path.read_text()) if bundle.acl_path.exists() else {}
+    kept = kept_hashes(bundle, settings)
     report.kept_hashes = sum(len(hashes) for hashes in kept.values())
+    state = None
+    if topology == "sentinel":
+        state = node_files.sentinel_state(
+            settings, sentinel_texts(bundle, settings), node_files.layout(settings, True)
+        )
+        report.notes += state.notes
     files = bundle_files(
-        settings, passwords, os.getuid(), os.getgid(), kept, other_secrets, root=root.resolve()
+        settings,
+        passwords,
+        os.getuid(),
+        os.getgid(),
+        kept,
+        other_secrets,
+        root=root.resolve(),
+        sentinel_state=state,
     )
     # redis-server judges the new redis.conf and users.acl before any file is replaced, so a
     # setting it refuses leaves the bundle as it was.
-    acl = next(item.content for item in files if item.path == "redis/users.acl")
-    report.checked_with = check_local_config(bundle, settings, acl)
+    acl_path = "redis/users.acl" if topology == "standalone" else "redis/nodes/redis-0/users.acl"
+    acl = next(item.content for item in files if item.path == acl_path)
+    report.checked_with = check_local_config(bundle, settings, acl, passwords)
     marker = files.pop()  # redkeep.yaml: written only once everything else is in place
     for item in files:
         if item.path == ".env" and bundle.env_path.exists():
@@ -146,12 +193,44 @@ def _remove_stale_image_files(image_dir: Path, current: set[str]) -> None:
             stale.unlink(missing_ok=True)
 
 
+def kept_hashes(bundle: Bundle, settings: Settings) -> dict[str, list[str]]:
+    """Password hashes already valid for each user, from every ACL file the bundle holds (its
+    users.acl, or each node's and each Sentinel's): they stay valid when it is re-rendered."""
+    if settings.deployment.topology == "standalone":
+        return hashes_in(bundle.acl_path.read_text()) if bundle.acl_path.exists() else {}
+    kept: dict[str, list[str]] = {}
+    for node in plan_nodes(settings.deployment, settings.redis.tls_port):
+        path = bundle.node_dir(node.name) / "users.acl"
+        if path.exists():
+            for user, hashes in hashes_in(path.read_text()).items():
+                known = kept.setdefault(user, [])
+                known += [digest for digest in hashes if digest not in known]
+    return kept
+
+
+def sentinel_texts(bundle: Bundle, settings: Settings) -> dict[str, str]:
+    """The bundle's sentinel.conf files as the Sentinels (may have) rewritten them, by name."""
+    texts = {}
+    for node in plan_nodes(settings.deployment, settings.redis.tls_port):
+        path = bundle.node_dir(node.name) / "sentinel.conf"
+        if node.role == "sentinel" and path.exists():
+            texts[node.name] = path.read_text()
+    return texts
+
+
 def _refuse_overwrite(bundle: Bundle, force: bool) -> None:
     if force:
         return
     existing = [
         name
-        for name in (CONFIG_NAME, ".env", "redis/redis.conf", "redis/users.acl", "tls/ca.crt")
+        for name in (
+            CONFIG_NAME,
+            ".env",
+            "redis/redis.conf",
+            "redis/users.acl",
+            "redis/nodes",
+            "tls/ca.crt",
+        )
         if (bundle.root / name).exists()
     ]
     if existing:
@@ -161,19 +240,44 @@ def _refuse_overwrite(bundle: Bundle, force: bool) -> None:
         )
 
 
-def _settings(bundle: Bundle, tls_port: int | None) -> tuple[Settings, bool]:
+def _settings(
+    bundle: Bundle, tls_port: int | None, deployment: dict[str, object]
+) -> tuple[Settings, bool]:
     """The effective settings (file, environment, flags) and whether redkeep.yaml must change."""
     path = bundle.config_path if bundle.exists() else None
     on_file = load_settings(path, environ={})
     settings = load_settings(path)
-    if tls_port is not None:
+    flags = {key: value for key, value in deployment.items() if value is not None}
+    if tls_port is not None or flags:
         data = settings.model_dump()
-        data["redis"]["tls_port"] = tls_port
-        settings = Settings.model_validate(data)
+        if tls_port is not None:
+            data["redis"]["tls_port"] = tls_port
+        data["deployment"] |= flags
+        try:
+            settings = Settings.model_validate(data)
+        except ValidationError as error:
+            origins = {f"deployment.{key}": DEPLOYMENT_FLAGS[key] for key in flags}
+            # A rule across settings (an even number of Sentinels) is the section's.
+            origins["deployment"] = " ".join(
+                f"{DEPLOYMENT_FLAGS[key]} {value}" for key, value in flags.items()
+            )
+            problems = [format_problem(item, origins) for item in error.errors()]
+            raise ConfigError(
+                f"{bundle.root}: {len(problems)} invalid setting(s)", problems
+            ) from None
+    now, before = settings.deployment.topology, on_file.deployment.topology
+    if path is not None and now != before:
+        raise UsageError(
+            f"{bundle.root} is a {before} bundle; init does not turn it into a {now} one "
+            "(its data and files are laid out per node): create a new bundle with "
+            f"`redkeep init NEWDIR --topology {now}` and restore a backup into it"
+        )
     return settings, path is None or settings != on_file
 
 
-def _passwords(bundle: Bundle, report: InitReport) -> tuple[dict[str, str], dict[str, str]]:
+def _passwords(
+    bundle: Bundle, report: InitReport, topology: str
+) -> tuple[dict[str, str], dict[str, str]]:
     """(ACL passwords by role, other secrets by .env key): kept when present, else new."""
     existing = read_env(bundle.env_path)
 
@@ -184,7 +288,7 @@ def _passwords(bundle: Bundle, report: InitReport) -> tuple[dict[str, str], dict
         report.new_secrets.append(key)
         return generate_password()
 
-    passwords = {role: secret(key) for role, key in PASSWORD_KEYS.items()}
+    passwords = {role: secret(ALL_PASSWORD_KEYS[role]) for role in password_roles(topology)}
     others = {key: secret(key) for key in GENERATED_SECRETS}
     others |= {key: existing[key] for key in OPERATOR_SECRETS if existing.get(key)}
     return passwords, others
@@ -234,6 +338,23 @@ def ensure_certificates(files: TLSFiles, settings: Settings, now: dt.datetime) -
     return actions
 
 
+def ensure_node_certificates(files: TLSFiles, settings: Settings, now: dt.datetime) -> list[str]:
+    """Give every node and Sentinel of the deployment its own server certificate
+    (tls/nodes/NAME.crt), naming it first; keep one that is still usable."""
+    tls = settings.tls
+    ca_cert = load_certificate(files.ca_cert)
+    issued = []
+    for node in plan_nodes(settings.deployment, settings.redis.tls_port):
+        names = node_names(node.name, tls.server_names)
+        pair = (files.node_cert(node.name), files.node_key(node.name))
+        if not _leaf_usable(*pair, ca_cert, tls.key_type, now, names=names):
+            issue_node(files, node.name, tls.server_names, tls.key_type, tls.cert_days, now)
+            issued.append(node.name)
+    if not issued:
+        return ["kept the node certificates in tls/nodes/"]
+    return [f"issued node certificates tls/nodes/ for {', '.join(issued)}"]
+
+
 def _leaf_usable(
     cert_path: Path,
     key_path: Path,
@@ -277,14 +398,21 @@ def ensure_backup_key(bundle: Bundle, settings: Settings) -> tuple[Settings, str
     return Settings.model_validate(data), line
 
 
-def check_local_config(bundle: Bundle, settings: Settings, acl: str | bytes) -> str:
+def check_local_config(
+    bundle: Bundle,
+    settings: Settings,
+    acl: str | bytes,
+    passwords: dict[str, str] | None = None,
+) -> str:
     """Have the local redis-server load this configuration and the ACL file text `acl`, both
     in a temp dir (with the bundle's certificates); return its version.
 
     Two steps: redis-server parses redis.conf and loads the TLS files without listening (its
     own message for a bad line); then it starts for real on a private UNIX socket only, the
     one way it loads the ACL file, and is stopped once it answers. Skipped (returns "") when
-    redis-server is not installed: the bundle targets Docker too.
+    redis-server is not installed: the bundle targets Docker too. In a sentinel or cluster
+    deployment, the configuration is the first data node's (with `passwords`), and a
+    sentinel.conf is parsed too.
     """
     try:
         binary = redis_server.find_redis_server()
@@ -297,7 +425,7 @@ def check_local_config(bundle: Bundle, settings: Settings, acl: str | bytes) -> 
         paths = ConfPaths(
             tls=str(bundle.tls.directory.resolve()), redis=tmp, data=tmp, log=str(log)
         )
-        conf = render_redis_conf(settings, paths, version[:2], settings.redis.bind, target="check")
+        conf = _conf_to_check(settings, paths, version[:2], passwords or {})
         conf_path = scratch / "redis.conf"
         conf_path.write_text(conf)
         atomic_write(scratch / "users.acl", acl, SECRET_MODE)
@@ -306,14 +434,58 @@ def check_local_config(bundle: Bundle, settings: Settings, acl: str | bytes) -> 
         except ConfigError as error:
             reason = str(error).partition("rejects this configuration: ")[2] or str(error)
             raise _refused(version, reason, scratch) from None
+        if settings.deployment.topology == "sentinel":
+            _check_sentinel_conf(binary, version, settings, paths, passwords or {}, scratch)
         socket_path = scratch / "redis.sock"
+        # Not a node of a cluster here: it would open the cluster bus port.
+        alone = "cluster-enabled no\n" if settings.deployment.topology == "cluster" else ""
         conf_path.write_text(
             f"{conf}port 0\ntls-port 0\nunixsocket {conf_quote(str(socket_path))}\n"
-            "unixsocketperm 700\n"
+            f"unixsocketperm 700\n{alone}"
         )
         if not _started(binary, conf_path, socket_path):
             raise _refused(version, "; ".join(redis_server.log_tail(log, 4)), scratch)
     return ".".join(map(str, version))
+
+
+def _conf_to_check(
+    settings: Settings, paths: ConfPaths, version: tuple[int, int], passwords: dict[str, str]
+) -> str:
+    """redis.conf to check: the server's, or the first data node's of a deployment."""
+    bind = settings.redis.bind
+    if settings.deployment.topology == "standalone":
+        return render_redis_conf(settings, paths, version, bind, target="check")
+    planned = node_files.planned(settings)
+    where = node_files.layout(settings, container=False)
+    node = node_files.node_conf(
+        settings, planned[0], planned, passwords, where, node_files.SentinelState()
+    )
+    return render_redis_conf(settings, paths, version, bind, target="check", node=node)
+
+
+def _check_sentinel_conf(
+    binary: str,
+    version: tuple[int, ...],
+    settings: Settings,
+    paths: ConfPaths,
+    passwords: dict[str, str],
+    scratch: Path,
+) -> None:
+    """Have redis-server parse the first Sentinel's sentinel.conf (its users, its TLS files)."""
+    planned = node_files.planned(settings)
+    sentinel = next(node for node in planned if node.role == "sentinel")
+    where = node_files.layout(settings, container=False)
+    text = render_sentinel_conf(
+        settings, sentinel, planned, where, node_files.SentinelState(), paths,
+        settings.redis.bind, passwords, "check",
+    )  # fmt: skip
+    path = scratch / "sentinel.conf"
+    atomic_write(path, text, SECRET_MODE)
+    try:
+        redis_server.check_config(binary, path, sentinel=True)
+    except ConfigError as error:
+        reason = str(error).partition("rejects this configuration: ")[2] or str(error)
+        raise _refused(version, reason, scratch) from None
 
 
 def _refused(version: tuple[int, ...], log_text: str, scratch: Path) -> ConfigError:

@@ -23,7 +23,7 @@ from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
 from redkeep.redis.client import client_for, connect
-from redkeep.redis.target import parse_host_port
+from redkeep.redis.target import Target, parse_host_port
 from redkeep.render.redis_conf import local_paths, render_redis_conf
 from redkeep.signals import interrupted_by_signals
 from redkeep.stack import probe, processes, redis_server
@@ -33,6 +33,7 @@ from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Located, Ser
 
 if TYPE_CHECKING:
     from redkeep.actions.init import InitReport
+    from redkeep.redis.observe import DeploymentView
 
 DEFAULT_STACK_DIR = "redkeep-stack"
 START_TIMEOUT = 30.0
@@ -72,8 +73,18 @@ def find_stack(app: Application, directory: Path | None) -> Bundle:
     return load_bundle(app, stack_dir(directory, Path(os.getcwd())))
 
 
+def is_deployment(bundle: Bundle) -> bool:
+    """Whether the bundle is a sentinel or cluster deployment (many nodes), not one server."""
+    return bundle.settings.deployment.topology != "standalone"
+
+
 def bundle_services(bundle: Bundle) -> list[Service]:
-    """What `up` runs for this bundle, in start order."""
+    """What `up` runs for this bundle, in start order: for a sentinel or cluster deployment,
+    its nodes and Sentinels (the helpers across nodes are not run yet: see stack_nodes)."""
+    if is_deployment(bundle):
+        from redkeep.stack import nodes  # noqa: PLC0415 - rendering loads Jinja
+
+        return nodes.services(bundle)
     unwanted = unwanted_services(bundle)
     return [service for service in SERVICES if service not in unwanted]
 
@@ -132,6 +143,10 @@ class UpReport:
     notes: list[str] = field(default_factory=list)  # stale pid files removed
     stopped: list[Outcome] = field(default_factory=list)  # helpers no longer configured
     redis_process: subprocess.Popen | None = None  # set when this `up` started redis-server
+    # A sentinel or cluster deployment: the nodes and Sentinels this `up` started, by name.
+    node_processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    topology: str = "standalone"
+    live: "DeploymentView | None" = None  # the deployment as it answered once healthy
 
     def outcome(self, service: Service) -> Outcome | None:
         return next((item for item in self.outcomes if item.service is service), None)
@@ -146,17 +161,15 @@ def bring_up(
     redkeep.yaml no longer asks for is stopped (`report.stopped`). In the foreground (not
     `detach`), nothing may be running yet: Ctrl-C will stop it all.
     """
+    if is_deployment(bundle):
+        from redkeep.actions.stack_nodes import bring_up_nodes  # noqa: PLC0415
+
+        return bring_up_nodes(bundle, detach, on_wait)
     with stack_lock(bundle.run_dir, "up", on_wait):
         services = bundle_services(bundle)
         found = survey(bundle, services)
         report = UpReport(notes=remove_stale_pidfiles(found.values()))
-        running = [located for located in found.values() if located.running]
-        if running and not detach:
-            listing = ", ".join(f"{item.service.label} pid {item.pid}" for item in running)
-            raise RedkeepError(
-                f"{bundle.root} already runs in the background ({listing}); `redkeep up --detach "
-                f"{bundle.root}` starts what is missing, `redkeep down {bundle.root}` stops it"
-            )
+        refuse_foreground(bundle, found.values(), detach)
         for service, why in unwanted_services(bundle).items():
             for pid in _running(bundle, service):
                 _stop_or_raise(bundle, service, pid)
@@ -172,6 +185,17 @@ def bring_up(
                 report.redis_process.wait(timeout=5)
             raise
         return report
+
+
+def refuse_foreground(bundle: Bundle, found: Iterable[Located], detach: bool) -> None:
+    """A foreground `up` must start everything itself (Ctrl-C stops what it started)."""
+    running = [located for located in found if located.running]
+    if running and not detach:
+        listing = ", ".join(f"{item.service.label} pid {item.pid}" for item in running)
+        raise RedkeepError(
+            f"{bundle.root} already runs in the background ({listing}); `redkeep up --detach "
+            f"{bundle.root}` starts what is missing, `redkeep down {bundle.root}` stops it"
+        )
 
 
 def _bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome:
@@ -262,20 +286,23 @@ def wait_until_healthy(
     log_path: Path,
     timeout: float = START_TIMEOUT,
     sleep: Callable[[float], None] = time.sleep,
+    target: Target | None = None,
+    service: Service = REDIS,
 ) -> None:
-    """Poll PING as the exporter until redis-server `pid` itself answers.
+    """Poll PING as the exporter until redis-server `pid` itself answers (the bundle's
+    server, or `service` at `target`: a node or Sentinel of a deployment).
 
     INFO's process_id must be `pid`: a server that someone else runs on the port does not
     count. Raise with the log's reason if the process exits.
     """
-    target = bundle.target("exporter")
+    target = target or bundle.target("exporter")
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             reason = redis_server.startup_failure(log_path)
             raise RedkeepError(f"redis-server exited at start: {reason} (see {log_path})")
-        if process is None and not processes.is_ours(pid, REDIS, bundle.root):
+        if process is None and not processes.is_ours(pid, service, bundle.root):
             raise RedkeepError(f"redis-server pid {pid} exited (see {log_path})")
         try:
             client = connect(target)
@@ -365,6 +392,14 @@ def listen_port(bundle: Bundle, service: Service) -> int | None:
 class DownReport:
     stopped: list[tuple[Service, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    nodes: bool = False  # a sentinel or cluster deployment's nodes, not one redis-server
+
+
+# What `up` says of a sentinel or cluster deployment's helpers (docs/sentinel.md, cluster.md).
+NOT_RUN = (
+    "not run for a {topology} deployment yet: the exporter, the proxy and the backup "
+    "schedule (across nodes and failovers they come with the next redkeep release)"
+)
 
 
 def bring_down(
@@ -376,6 +411,10 @@ def bring_down(
     redis-server saves on the way out and refuses to exit when that save fails (a full disk):
     with `force` it is then stopped without saving (SHUTDOWN NOSAVE), else that is an error.
     """
+    if is_deployment(bundle):
+        from redkeep.actions.stack_nodes import bring_down_nodes  # noqa: PLC0415
+
+        return bring_down_nodes(bundle, on_wait, force)
     with stack_lock(bundle.run_dir, "down", on_wait):
         report = DownReport()
         for service in STOP_ORDER:
@@ -383,7 +422,7 @@ def bring_down(
             report.notes += remove_stale_pidfiles([located])
             for pid in _running(bundle, service):
                 if service is REDIS:
-                    report.notes += _stop_redis(bundle, pid, force)
+                    report.notes += stop_redis_server(bundle, pid, force)
                 else:
                     _stop_or_raise(bundle, service, pid)
                 report.stopped.append((service, pid))
@@ -401,13 +440,17 @@ def _stop_or_raise(bundle: Bundle, service: Service, pid: int) -> None:
     (bundle.run_dir / f"{service.name}.pid").unlink(missing_ok=True)
 
 
-def _stop_redis(bundle: Bundle, pid: int, force: bool) -> list[str]:
-    """SIGTERM redis-server (it saves, then exits); notes on what else it took."""
-    log = bundle.run_dir / "redis.log"
+def stop_redis_server(
+    bundle: Bundle, pid: int, force: bool, service: Service = REDIS, admin: Target | None = None
+) -> list[str]:
+    """SIGTERM redis-server (it saves, then exits); notes on what else it took. The bundle's
+    server, or `service` (a node or Sentinel of a deployment, reached as `admin`)."""
+    log = bundle.run_dir / f"{service.name}.log"
+    pidfile = bundle.run_dir / f"{service.name}.pid"
     start = log.stat().st_size if log.exists() else 0
     timeout = STOP_TIMEOUT[REDIS]
-    if processes.stop(pid, REDIS, bundle.root, timeout, lambda: bool(_refusal(log, start))):
-        (bundle.run_dir / "redis.pid").unlink(missing_ok=True)
+    if processes.stop(pid, service, bundle.root, timeout, lambda: bool(_refusal(log, start))):
+        pidfile.unlink(missing_ok=True)
         return []
     refusal = _refusal(log, start)
     why = f"its final save failed: {refusal}" if refusal else f"it did not exit within {timeout:g}s"
@@ -417,10 +460,10 @@ def _stop_redis(bundle: Bundle, pid: int, force: bool) -> list[str]:
             f"{bundle.root}` again, or `redkeep down --force {bundle.root}` to stop it without "
             "saving (writes since its last successful save are lost unless the AOF has them)"
         )
-        raise RedkeepError(f"redis-server pid {pid} refuses to stop: {why}; {advice}")
-    _shutdown_nosave(bundle, pid)
-    (bundle.run_dir / "redis.pid").unlink(missing_ok=True)
-    return [f"redis-server pid {pid} stopped without saving (--force): {why}"]
+        raise RedkeepError(f"{service.label} pid {pid} refuses to stop: {why}; {advice}")
+    _shutdown_nosave(bundle, pid, admin)
+    pidfile.unlink(missing_ok=True)
+    return [f"{service.label} pid {pid} stopped without saving (--force): {why}"]
 
 
 def _refusal(log: Path, start: int) -> str | None:
@@ -442,9 +485,9 @@ def _refusal(log: Path, start: int) -> str | None:
     return reasons[0] if reasons else "see the log"
 
 
-def _shutdown_nosave(bundle: Bundle, pid: int) -> None:
+def _shutdown_nosave(bundle: Bundle, pid: int, admin: Target | None = None) -> None:
     """SHUTDOWN NOSAVE as the bundle's admin, then wait for `pid` to exit."""
-    client = client_for(bundle.target("admin"))
+    client = client_for(admin or bundle.target("admin"))
     try:
         client.shutdown(nosave=True)
     except Exception as error:  # noqa: BLE001 - any failure gets the same advice
@@ -461,12 +504,20 @@ def _shutdown_nosave(bundle: Bundle, pid: int) -> None:
 
 
 def run_until_stopped(
-    bundle: Bundle, report: UpReport, on_stopping: Callable[[], None] = lambda: None
+    bundle: Bundle,
+    report: UpReport,
+    on_stopping: Callable[[], None] = lambda: None,
+    on_note: Callable[[str], None] = lambda line: None,
 ) -> None:
     """A foreground `up`: serve until Ctrl-C, SIGTERM or SIGHUP, then stop the whole stack.
 
     If redis-server stops by itself, the rest is stopped too and that is an error.
     """
+    if report.topology != "standalone":
+        from redkeep.actions.stack_nodes import run_nodes_until_stopped  # noqa: PLC0415
+
+        run_nodes_until_stopped(bundle, report, on_stopping, on_note)
+        return
     process = report.redis_process
     assert process is not None, "a foreground up starts redis-server itself"
     try:

@@ -21,6 +21,10 @@ def health(
 ) -> int:
     """Exit 0 if Redis answers PING, else 1 with the reason (fit for a container healthcheck).
 
+    For a sentinel or cluster bundle: exit 0 only when the whole deployment is healthy (a
+    primary with its replicas in sync and a Sentinel quorum, or cluster_state ok with all
+    16384 slots served); else 1, one line per problem. --url asks one server instead.
+
     Always 0 or 1: unlike the other commands it does not exit 3 when it cannot connect or
     log in, because Docker's HEALTHCHECK defines only 0 (healthy) and 1 (unhealthy).
 
@@ -30,8 +34,14 @@ def health(
     result = run_health(app, HealthRequest(connection=connection, directory=directory))
     if as_json:
         app.emit_json(result.to_json())
+    elif result.healthy and result.topology != "standalone":
+        app.say(f"healthy: {result.topology} deployment: {result.detail}")
     elif result.healthy:
         app.say(f"healthy: PONG from {result.url} in {result.latency_ms} ms")
+    elif result.topology != "standalone":
+        app.error(f"unhealthy: {result.topology} deployment:")
+        for line in result.problem_lines():
+            app.error(f"  {line}")
     else:
         app.error(f"unhealthy: {result.detail}")
     return ExitStatus.OK if result.healthy else ExitStatus.FAILURE

@@ -19,6 +19,7 @@ from redkeep.actions.health import (
 )
 from redkeep.actions.init import InitReport, init_bundle
 from redkeep.actions.stack import (
+    NOT_RUN,
     UpReport,
     bring_down,
     bring_up,
@@ -59,14 +60,34 @@ def bundle_directory(command: Callable) -> Callable:
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--tls-port", type=click.IntRange(1, 65535), help="TLS port (default 6380).")
 @click.option("--force", is_flag=True, help="Re-render an existing bundle; secrets are kept.")
+@click.option(
+    "--topology",
+    type=click.Choice(["standalone", "sentinel", "cluster"]),
+    help="One server (default), a primary with replicas and Sentinels, or a Redis Cluster.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(0, 10),
+    help="sentinel: replicas of the primary (default 2); cluster: per shard (default 1).",
+)
+@click.option("--sentinels", type=click.IntRange(1, 9), help="sentinel: Sentinels (default 3).")
+@click.option("--shards", type=click.IntRange(3, 16), help="cluster: shards (default 3).")
 @click.pass_obj
-def init(app: Application, directory: Path, tls_port: int | None, force: bool) -> None:
+def init(
+    app: Application,
+    directory: Path,
+    tls_port: int | None,
+    force: bool,
+    **deployment: object,
+) -> None:
     """Render a deployment bundle into DIRECTORY.
 
     Writes redkeep.yaml, .env (generated secrets, mode 0600), .env.example, redis/redis.conf,
-    redis/users.acl, tls/ (CA, server and client certificates) and docker-compose.yml.
+    redis/users.acl, tls/ (CA, server and client certificates) and docker-compose.yml. With
+    --topology sentinel or cluster: redis/nodes/NAME/ (each node's redis.conf and users.acl,
+    each Sentinel's sentinel.conf) and tls/nodes/ (each one's certificate) instead.
     """
-    report = init_bundle(directory, force=force, tls_port=tls_port)
+    report = init_bundle(directory, force=force, tls_port=tls_port, deployment=deployment)
     show_init(app, report)
 
 
@@ -79,13 +100,17 @@ def show_init(app: Application, report: InitReport) -> None:
     if report.kept_secrets:
         app.say(f"  kept existing {', '.join(report.kept_secrets)}")
     if report.new_secrets and report.kept_hashes:
+        where = "redis/users.acl" if report.topology == "standalone" else "the nodes' files"
         app.say(
-            "  passwords already in redis/users.acl stay valid next to the new ones; remove them "
+            f"  passwords already in {where} stay valid next to the new ones; remove them "
             "with `redkeep users finish-rotation USER` once clients use .env"
         )
+    for note in report.notes:
+        app.say(f"  {note}")
     app.say(f"  wrote {', '.join(report.written)}")
     if report.checked_with:
-        app.say(f"  redis-server {report.checked_with} accepts redis.conf")
+        what = "redis.conf" if report.topology == "standalone" else "the node configurations"
+        app.say(f"  redis-server {report.checked_with} accepts {what}")
 
 
 @click.command()
@@ -116,7 +141,9 @@ def up(app: Application, directory: Path | None, detach: bool) -> int:
         app.say(f"running in the background; stop it with `redkeep down {bundle.root}`")
         return ExitStatus.OK
     app.say("running; press Ctrl-C to stop")
-    run_until_stopped(bundle, report, on_stopping=lambda: app.say("stopping ..."))
+    run_until_stopped(
+        bundle, report, on_stopping=lambda: app.say("stopping ..."), on_note=app.error
+    )
     app.say("stopped")
     return ExitStatus.OK
 
@@ -129,6 +156,9 @@ ACTIONS = {"started": "started", "kept": "already running, kept", "restarted": "
 
 
 def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
+    if report.live is not None:
+        show_deployment_up(app, bundle, report)
+        return
     redis = report.outcome(REDIS)
     show_running(app, bundle, redis.pid, ACTIONS[redis.action])
     settings = bundle.settings
@@ -156,6 +186,45 @@ def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
     for outcome in report.outcomes + report.stopped:
         by_action.setdefault(outcome.action, []).append(outcome.service.label)
     app.say("; ".join(f"{action}: {', '.join(names)}" for action, names in by_action.items()))
+
+
+def show_deployment_up(app: Application, bundle: Bundle, report: UpReport) -> None:
+    """One row per node and Sentinel (its live role, address, pid, log), then how to reach it."""
+    live = report.live
+    assert live is not None
+    roles = {node.name: node.role for node in live.nodes}
+    rows = []
+    for outcome in report.outcomes:
+        name = outcome.service.name
+        role = roles.get(name, "sentinel")
+        planned = next((node for node in node_plan(bundle) if node.name == name), None)
+        address = f"127.0.0.1:{planned.port}" if planned else "?"
+        if planned and planned.bus_port:
+            address += f" (bus {planned.bus_port})"
+        rows.append((name, role, address, outcome.pid, ACTIONS[outcome.action],
+                     str(bundle.run_dir / f"{name}.log")))  # fmt: skip
+    settings = bundle.settings
+    app.table(
+        ["node", "role", "TLS address", "pid", "state", "log"],
+        rows,
+        title=f"redkeep up: {bundle.root} ({live.topology}, TLS only, no plaintext port)",
+    )
+    if live.topology == "sentinel":
+        primary = live.live_primary()
+        app.say(
+            f"primary {primary.name if primary else '?'}; clients ask the Sentinels for "
+            f'"{settings.deployment.master_name}" as the app user (see docs/sentinel.md)'
+        )
+    else:
+        app.say("cluster_state ok, all 16384 slots served; any node redirects clients")
+    app.say(f"secrets {bundle.env_path} (mode 0600); TLS files {bundle.tls.directory}/")
+    app.say(NOT_RUN.format(topology=live.topology))
+
+
+def node_plan(bundle: Bundle) -> tuple:
+    from redkeep.render.nodes import planned  # noqa: PLC0415 - only deployments need it
+
+    return planned(bundle.settings)
 
 
 def show_running(app: Application, bundle: Bundle, pid: int, action: str) -> None:
@@ -200,7 +269,7 @@ def down(app: Application, directory: Path | None, force: bool) -> None:
         app.say(f"stopped {service.label} pid {pid}")
     if not report.stopped:
         app.say(f"nothing running in {bundle.root}")
-    elif REDIS not in {service for service, _ in report.stopped}:
+    elif REDIS not in {service for service, _ in report.stopped} and not report.nodes:
         app.say("redis-server was not running")
 
 
@@ -222,9 +291,60 @@ def status(
     report = run_status(app, StatusRequest(directory=directory, connection=connection))
     if as_json:
         app.emit_json(report.to_json())
+    elif report.topology != "standalone":
+        show_deployment_status(app, report)
     else:
         app.pairs(status_rows(report), title=f"redkeep status: {report.bundle}")
     return report.exit_status
+
+
+def show_deployment_status(app: Application, report: StatusReport) -> None:
+    """A table of the nodes, one of the Sentinels, then the bundle's other facts."""
+    rows = []
+    for node in report.nodes:
+        if node.slots:
+            what = f"slots {' '.join(node.slots)}"
+        elif node.role == "replica":
+            what = f"of {node.primary}, link {node.link}, {node.lag_bytes or 0} bytes behind"
+        elif node.role == "primary":
+            what = f"{node.replicas} replicas connected"
+        else:
+            what = ""
+        role = node.role or "DOWN"
+        if node.role and node.role != node.planned_role:
+            role += f" (planned {node.planned_role})"
+        rows.append((node.name, role, f"{node.host}:{node.port}", node.pid or "",
+                     node.offset, what, "ok" if node.healthy else node.detail))  # fmt: skip
+    title = f"redkeep status: {report.bundle} ({report.topology})"
+    app.table(["node", "role", "address", "pid", "offset", "replication", "health"], rows, title)
+    if report.sentinels:
+        app.table(
+            ["sentinel", "address", "pid", "primary", "quorum", "health"],
+            [
+                (
+                    item.name,
+                    f"{item.host}:{item.port}",
+                    item.pid or "",
+                    item.primary,
+                    f"{item.quorum} ({'ok' if item.quorum_ok else 'NOT reached'})",
+                    "ok" if item.healthy else item.detail,
+                )  # fmt: skip
+                for item in report.sentinels
+            ],
+        )
+    health = "healthy: " + report.detail if report.healthy else "UNHEALTHY"
+    rows = [("health", health)] + [("problem", line) for line in report.problems]
+    server = report.server
+    if isinstance(server, ServerSummary):
+        rows.append(("server", f"Redis {server.version} at {report.url}"))
+    for label, cert in report.certificates.items():
+        rows.append((f"{label} certificate", f"{cert.days_left} days left" if cert else "missing"))
+    rows += [
+        ("secrets", report.secrets),
+        ("last backup", report.last_backup),
+        ("audit score", report.audit_score or "not available (no node answers)"),
+    ]
+    app.pairs(rows)
 
 
 def status_rows(report: StatusReport) -> list[tuple[str, str]]:

@@ -7,9 +7,20 @@ from importlib import resources
 import yaml
 
 from redkeep.config.schema import Settings
+from redkeep.render.env import STANDALONE_ROLES, password_roles
 
-ROLES = ("admin", "app", "exporter", "backup")
+ROLES = STANDALONE_ROLES
 APP_CLOSING = ["-@dangerous", "-@admin"]
+# What a cluster-aware client runs besides data commands: learn which node serves which slot,
+# follow ASK redirections, read from replicas.
+CLUSTER_CLIENT = [
+    "+cluster|slots",
+    "+cluster|shards",
+    "+cluster|nodes",
+    "+asking",
+    "+readonly",
+    "+readwrite",
+]
 
 
 @cache
@@ -29,11 +40,15 @@ def user_rules(role: str, settings: Settings) -> list[str]:
     rules = list(role_rules()[role])
     if role == "exporter" and settings.exporter.checks:
         rules += check_rules(settings)
+    if role == "exporter" and settings.deployment.topology == "cluster":
+        rules.append("+cluster|nodes")  # each node's slots and links, for status and health
     if role == "app":
         app = settings.users.app
         # Whatever the configured rules grant, dangerous and admin commands stay closed.
         commands = [rule for rule in app.commands if rule not in APP_CLOSING] + APP_CLOSING
         rules += ["resetkeys", *app.keys, "resetchannels", *app.channels, *commands]
+        if settings.deployment.topology == "cluster":
+            rules += CLUSTER_CLIENT  # not in @dangerous or @admin: after the closing rules
     return rules
 
 
@@ -46,7 +61,7 @@ def render_acl(
     so re-rendering a bundle never locks out a client that still uses an older password.
     """
     lines = ["user default " + " ".join(role_rules()["default"])]
-    for role in ROLES:
+    for role in password_roles(settings.deployment.topology):
         hashes = [password_hash(passwords[role])]
         hashes += [digest for digest in (kept or {}).get(role, []) if digest not in hashes]
         secrets = " ".join(f"#{digest}" for digest in hashes)

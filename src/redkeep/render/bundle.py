@@ -13,7 +13,7 @@ from redkeep.monitoring.dashboard import render_dashboard
 from redkeep.monitoring.rules import render_rules
 from redkeep.proxy.config import build_config
 from redkeep.redis.target import parse_host_port
-from redkeep.render import templates
+from redkeep.render import nodes, templates
 from redkeep.render.acl import render_acl
 from redkeep.render.env import ENV_HEADER, EXAMPLE_HEADER, env_values, example_values
 from redkeep.render.image import redkeep_wheel, render_dockerfile
@@ -24,12 +24,14 @@ from redkeep.render.monitoring import (
     render_prometheus,
 )
 from redkeep.render.nginx import is_address, render_nginx
+from redkeep.render.nodes import planned as planned_nodes
 from redkeep.render.redis_conf import (
     CONTAINER_BIND,
     CONTAINER_PATHS,
     image_version,
     render_redis_conf,
 )
+from redkeep.render.sentinel_conf import SentinelState, render_sentinel_acl
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,22 @@ class BundleFile:
 
 def render_compose(settings: Settings, uid: int, gid: int) -> str:
     """docker-compose.yml: Redis (TLS port only, health check over TLS + ACL), the proxy, the
-    exporter, scheduled backups, Prometheus, Alertmanager and Grafana."""
+    exporter, scheduled backups, Prometheus, Alertmanager and Grafana. A sentinel or cluster
+    deployment has one service per node and per Sentinel instead of Redis, the proxy, the
+    exporter and the backups (those follow in a later release)."""
+    topology = settings.deployment.topology
+    nodes = [
+        {
+            "name": node.name,
+            "role": node.role,
+            "port": node.port,
+            "bus_port": node.bus_port,
+            "shard": node.shard,
+            "topology": topology,
+            "conf": "sentinel.conf" if node.role == "sentinel" else "redis.conf",
+        }
+        for node in (planned_nodes(settings) if topology != "standalone" else ())
+    ]
     return (
         templates()
         .get_template("docker-compose.yml.j2")
@@ -54,6 +71,8 @@ def render_compose(settings: Settings, uid: int, gid: int) -> str:
             gid=gid,
             backup_minutes=settings.backup.interval_minutes or 1440,
             proxy={"port": parse_host_port(settings.proxy.listen)[1]},
+            nodes=nodes,
+            topology=topology,
         )
     )
 
@@ -66,25 +85,20 @@ def bundle_files(
     kept_hashes: dict[str, list[str]] | None = None,
     secrets: Mapping[str, str] | None = None,
     root: Path = Path("/etc/redkeep"),
+    sentinel_state: SentinelState | None = None,
 ) -> list[BundleFile]:
     """Every generated file of a bundle except the certificates, redkeep.yaml last.
 
     `root` is where the bundle lives (absolute): the nginx config names its files by path.
+    `sentinel_state` is what the bundle's Sentinels learned (their sentinel.conf files as they
+    rewrote them), for a sentinel deployment.
 
     redkeep.yaml marks a bundle as complete, so it is written only after all the others.
     """
-    container_conf = render_redis_conf(
-        settings,
-        CONTAINER_PATHS,
-        image_version(settings.redis.image),
-        CONTAINER_BIND,
-        target=f"container {settings.redis.image}",
-    )
     name = settings.name
     values = env_values(settings, passwords) | dict(secrets or {})
     files = [
-        BundleFile("redis/redis.conf", container_conf, PUBLIC_MODE),
-        BundleFile("redis/users.acl", render_acl(settings, passwords, kept_hashes), SECRET_MODE),
+        *server_files(settings, passwords, kept_hashes, sentinel_state),
         BundleFile("docker-compose.yml", render_compose(settings, uid, gid), PUBLIC_MODE),
         BundleFile(".env", render_env(ENV_HEADER.format(name=name), values), SECRET_MODE),
         BundleFile(
@@ -95,6 +109,41 @@ def bundle_files(
         *image_files(),
     ]
     return [*files, BundleFile("redkeep.yaml", render_sample(settings), PUBLIC_MODE)]
+
+
+def server_files(
+    settings: Settings,
+    passwords: dict[str, str],
+    kept_hashes: dict[str, list[str]] | None,
+    sentinel_state: SentinelState | None,
+) -> list[BundleFile]:
+    """redis/redis.conf and redis/users.acl; for a sentinel or cluster deployment each node's
+    redis.conf, each Sentinel's sentinel.conf, and each one's users.acl in redis/nodes/NAME/
+    (all private: they hold the replication and Sentinel passwords or password hashes)."""
+    image = settings.redis.image
+    version = image_version(image)
+    target = f"container {image}"
+    acl = render_acl(settings, passwords, kept_hashes)
+    if settings.deployment.topology == "standalone":
+        conf = render_redis_conf(settings, CONTAINER_PATHS, version, CONTAINER_BIND, target)
+        return [
+            BundleFile("redis/redis.conf", conf, PUBLIC_MODE),
+            BundleFile("redis/users.acl", acl, SECRET_MODE),
+        ]
+    where = nodes.layout(settings, container=True)
+    state = sentinel_state or nodes.sentinel_state(settings, {}, where)
+    files = []
+    sentinel = settings.deployment.topology == "sentinel"
+    sentinel_acl = render_sentinel_acl(passwords, kept_hashes) if sentinel else ""
+    for item in nodes.node_confs(
+        settings, passwords, where, state, lambda name: CONTAINER_PATHS, version,
+        CONTAINER_BIND, target,
+    ):  # fmt: skip
+        directory = f"redis/nodes/{item.node}"
+        files.append(BundleFile(f"{directory}/{item.kind}", item.text, SECRET_MODE))
+        users = acl if item.kind == "redis.conf" else sentinel_acl
+        files.append(BundleFile(f"{directory}/users.acl", users, SECRET_MODE))
+    return files
 
 
 def render_bundle_nginx(settings: Settings, root: Path) -> str:

@@ -11,6 +11,15 @@ PASSWORD_KEYS = {
     "exporter": "REDIS_EXPORTER_PASSWORD",
     "backup": "REDIS_BACKUP_PASSWORD",
 }
+# Sentinel and cluster deployments only: replicas log in to their primary as `replication`,
+# Sentinels to the data nodes and to each other as `sentinel`.
+DEPLOYMENT_PASSWORD_KEYS = {
+    "replication": "REDIS_REPLICATION_PASSWORD",
+    "sentinel": "REDIS_SENTINEL_PASSWORD",
+}
+ALL_PASSWORD_KEYS = PASSWORD_KEYS | DEPLOYMENT_PASSWORD_KEYS
+# The users of every deployment; `password_roles` adds the others where they exist.
+STANDALONE_ROLES = tuple(PASSWORD_KEYS)
 # Secrets redkeep generates besides the ACL passwords.
 GENERATED_SECRETS = ("GRAFANA_ADMIN_PASSWORD",)
 # Secrets only the operator can provide: notification channels (shown in .env.example).
@@ -36,6 +45,13 @@ EXAMPLE_HEADER = (
 )
 
 
+def password_roles(topology: str) -> tuple[str, ...]:
+    """The ACL users (and .env passwords) a deployment of this topology has: only replicas
+    need `replication`, only Sentinels `sentinel`."""
+    extra = {"standalone": (), "sentinel": ("replication", "sentinel"), "cluster": ("replication",)}
+    return STANDALONE_ROLES + extra[topology]
+
+
 def app_url(settings: "Settings", password: str) -> str:
     """The URL applications use: the app user over TLS to the bundle's host and port."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -44,7 +60,8 @@ def app_url(settings: "Settings", password: str) -> str:
 
 def env_values(settings: "Settings", passwords: dict[str, str]) -> dict[str, str]:
     """The KEY=value pairs of `.env` for these passwords."""
-    values = {PASSWORD_KEYS[role]: passwords[role] for role in PASSWORD_KEYS}
+    roles = password_roles(settings.deployment.topology)
+    values = {ALL_PASSWORD_KEYS[role]: passwords[role] for role in roles}
     values["REDIS_PASSWORD"] = passwords["app"]
     values["REDIS_URL"] = app_url(settings, passwords["app"])
     return values
@@ -52,7 +69,8 @@ def env_values(settings: "Settings", passwords: dict[str, str]) -> dict[str, str
 
 def example_values(settings: "Settings") -> dict[str, str]:
     """The same keys as `.env`, with no secret in them."""
-    values = dict.fromkeys(PASSWORD_KEYS.values(), "")
+    roles = password_roles(settings.deployment.topology)
+    values = dict.fromkeys((ALL_PASSWORD_KEYS[role] for role in roles), "")
     values["REDIS_PASSWORD"] = ""
     values["REDIS_URL"] = app_url(settings, "<REDIS_APP_PASSWORD>")
     return values | dict.fromkeys(GENERATED_SECRETS, "")

@@ -1,7 +1,9 @@
 """redis.conf, for the container (docker-compose.yml) or for a local redis-server (`redkeep up`).
 
 One template, two path sets: the bundle's `redis/redis.conf` uses the container's mount
-points; `run/redis.conf` is the same configuration with this machine's paths.
+points; `run/redis.conf` is the same configuration with this machine's paths. A node of a
+sentinel or cluster deployment gets the same file plus its replication and cluster settings
+(`NodeConf`): `redis/nodes/NAME/redis.conf` in the bundle, `run/NAME.conf` for `up`.
 """
 
 import re
@@ -28,15 +30,36 @@ class ConfPaths:
 CONTAINER_PATHS = ConfPaths(tls="/tls", redis="/usr/local/etc/redis", data="/data")
 
 
-def local_paths(root: Path) -> ConfPaths:
-    """Paths for a redis-server run by `redkeep up` from the bundle at `root`."""
+@dataclass(frozen=True)
+class NodeConf:
+    """What a node of a sentinel or cluster deployment adds to redis.conf."""
+
+    name: str  # redis-0 ..
+    topology: str  # "sentinel" or "cluster"
+    port: int  # its TLS port
+    announce: str  # the address others reach it at: its name (containers) or 127.0.0.1
+    masterauth: str  # the `replication` user's password
+    min_replicas: int
+    min_replicas_max_lag: int
+    replicaof: tuple[str, int] | None = None  # sentinel: the primary it starts replicating
+    replicaof_name: str = ""  # that primary's node name, for the comment
+    replicaof_why: str = ""  # why that one: the initial layout, or the Sentinels' last word
+    bus_port: int = 0  # cluster
+    node_timeout: int = 0  # cluster-node-timeout, ms
+    announce_hostname: bool = False  # cluster: announce `announce` as a hostname (containers)
+
+
+def local_paths(root: Path, node: str = "") -> ConfPaths:
+    """Paths for a redis-server run by `redkeep up` from the bundle at `root`: the standalone
+    server's, or those of the deployment's node `node` (its own directories and run files)."""
     bundle = Bundle(root.resolve())
+    run = node or "redis"
     return ConfPaths(
         tls=str(bundle.tls.directory),
-        redis=str(bundle.redis_dir),
-        data=str(bundle.data_dir),
-        log=str(bundle.run_dir / "redis.log"),
-        pidfile=str(bundle.run_dir / "redis.pid"),
+        redis=str(bundle.node_dir(node) if node else bundle.redis_dir),
+        data=str(bundle.node_data_dir(node) if node else bundle.data_dir),
+        log=str(bundle.run_dir / f"{run}.log"),
+        pidfile=str(bundle.run_dir / f"{run}.pid"),
     )
 
 
@@ -59,8 +82,10 @@ def render_redis_conf(
     server_version: tuple[int, int],
     bind: list[str],
     target: str,
+    node: NodeConf | None = None,
 ) -> str:
-    """Return redis.conf text for `settings` with `paths`, gated on the server's version."""
+    """Return redis.conf text for `settings` with `paths`, gated on the server's version; for
+    `node` of a sentinel or cluster deployment when given."""
     features = {
         "hide_user_data_from_log": server_version >= (7, 4),
         "maxmemory_clients": server_version >= (7, 0),
@@ -73,6 +98,8 @@ def render_redis_conf(
             version=__version__,
             target=target,
             redis=settings.redis,
+            tls_port=node.port if node else settings.redis.tls_port,
+            node=node,
             clients_memory=clients_memory(settings),
             tls=settings.tls,
             bind=bind,

@@ -2,7 +2,8 @@
 
 A pid file only says where to look first. Before any signal the process itself must show it
 belongs to the bundle: redis-server by its working directory (`dir` puts it in the bundle's
-data/; it rewrites its own command line, so the config path is not there), a helper by its
+data/, a node or Sentinel of a sentinel or cluster deployment in data/NAME/; it rewrites its
+own command line, so the config path is not there), a helper by its
 command line (`redkeep NAME ... --dir ROOT`). Anything else at that pid (a recycled pid, an
 unrelated redis-server) is never signalled, and its pid file is stale. Signals go through a
 pidfd, so a process that exits between the check and the signal cannot be replaced by another.
@@ -33,12 +34,18 @@ class Service:
     label: str  # for messages: "the exporter"
     command: tuple[str, ...] = ()  # `redkeep COMMAND ...` for helpers; empty for redis-server
     marks: tuple[str, ...] = ()  # options that tell this helper from a one-off command
+    node: str = ""  # a node or Sentinel of a deployment: its name (data/NAME is its directory)
 
 
 REDIS = Service("redis", "redis-server")
 EXPORTER = Service("exporter", "the exporter", ("exporter",))
 PROXY = Service("proxy", "the proxy", ("proxy",))
 BACKUP = Service("backup", "the backup schedule", ("backup", "run"), ("--every",))
+
+
+def node_service(name: str) -> Service:
+    """A redis-server of a sentinel or cluster deployment (a data node or a Sentinel)."""
+    return Service(name, name, node=name)
 
 
 def is_ours(pid: int, service: Service, root: Path) -> bool:
@@ -50,9 +57,10 @@ def is_ours(pid: int, service: Service, root: Path) -> bool:
         ]
         if not argv[0]:
             return False  # a zombie: it has exited
-        if service is REDIS:
+        if not service.command:  # redis-server: the standalone server, a node, a Sentinel
             program = os.path.basename(argv[0].split(" ", 1)[0])
-            return program == "redis-server" and _cwd(proc) == Bundle(root).data_dir.resolve()
+            home = Bundle(root).data_dir / service.node if service.node else Bundle(root).data_dir
+            return program == "redis-server" and _cwd(proc) == home.resolve()
         if _subcommand(argv, len(service.command)) != service.command:
             return False
         if not all(mark in argv for mark in service.marks):

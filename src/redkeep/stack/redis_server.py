@@ -37,13 +37,15 @@ def server_version(binary: str) -> tuple[int, int, int]:
     return (int(match[1]), int(match[2]), int(match[3]))
 
 
-def check_config(binary: str, conf_path: Path) -> None:
-    """Let redis-server parse `conf_path` (and load its TLS files) without listening anywhere.
+def check_config(binary: str, conf_path: Path, sentinel: bool = False) -> None:
+    """Let redis-server parse `conf_path` (and load its TLS files) without listening anywhere;
+    as a Sentinel's sentinel.conf with `sentinel`.
 
     Raise ConfigError with redis-server's own explanation if it refuses the file.
     """
+    mode = ["--sentinel"] if sentinel else []
     result = subprocess.run(
-        [binary, str(conf_path), "--port", "0", "--tls-port", "0", "--logfile", ""],
+        [binary, str(conf_path), *mode, "--port", "0", "--tls-port", "0", "--logfile", ""],
         capture_output=True,
         text=True,
         check=False,
@@ -58,15 +60,18 @@ def check_config(binary: str, conf_path: Path) -> None:
     raise ConfigError(f"{conf_path}: redis-server rejects this configuration: {detail}")
 
 
-def start(binary: str, conf_path: Path, die_with_parent: bool = False) -> subprocess.Popen:
-    """Start redis-server on `conf_path`. Files it creates are private to this user (umask 077).
+def start(
+    binary: str, conf_path: Path, die_with_parent: bool = False, sentinel: bool = False
+) -> subprocess.Popen:
+    """Start redis-server on `conf_path` (as a Sentinel with `sentinel`). Files it creates are
+    private to this user (umask 077).
 
     It runs in its own session: Ctrl-C reaches only redkeep, which then stops it in order,
     and a detached server outlives redkeep. With `die_with_parent` (a throw-away server, such
     as init's check) it is killed when this process dies, however it dies.
     """
     return subprocess.Popen(
-        [binary, str(conf_path)],
+        [binary, str(conf_path), *(["--sentinel"] if sentinel else [])],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

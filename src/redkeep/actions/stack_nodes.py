@@ -1,0 +1,209 @@
+"""`redkeep up` and `down` for a sentinel or cluster deployment: every data node and Sentinel
+on this machine, on loopback ports from redis.tls_port upward.
+
+`up` starts what is missing (each node once its own process answers), forms the cluster, and
+returns only when the whole deployment is healthy by the same judgement as `redkeep health`
+(`redis/observe.py`): a primary with its replicas in sync and Sentinels with a quorum, or
+cluster_state ok with every slot served. The exporter, the proxy and the backup schedule are
+not run for these deployments yet: across shards and failovers they need more than one
+server's address (the next issue), and a half-right one would be worse than none.
+"""
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+from redkeep.actions.live import observe_bundle
+from redkeep.actions.stack import (
+    STOP_TIMEOUT,
+    DownReport,
+    Outcome,
+    UpReport,
+    refuse_foreground,
+    remove_stale_pidfiles,
+    stop_redis_server,
+    survey,
+    wait_until_healthy,
+)
+from redkeep.bundle import Bundle
+from redkeep.errors import RedkeepError
+from redkeep.redis.deployment import Node
+from redkeep.redis.observe import DeploymentView
+from redkeep.render.nodes import LOOPBACK, planned
+from redkeep.signals import interrupted_by_signals
+from redkeep.stack import forming, nodes, processes, redis_server
+from redkeep.stack.children import end_child
+from redkeep.stack.lock import stack_lock
+from redkeep.stack.processes import REDIS, Service
+
+HEALTHY_TIMEOUT = 60.0  # seconds for replicas to sync and the Sentinels to agree, after start
+
+
+def bring_up_nodes(
+    bundle: Bundle,
+    detach: bool,
+    on_wait: Callable[[str], None] = lambda holder: None,
+    healthy_timeout: float = HEALTHY_TIMEOUT,
+) -> UpReport:
+    """Start what is missing of the deployment, keep what runs, form it, wait until healthy;
+    under the bundle's lock. Interrupted or failed, it stops what it started."""
+    topology = bundle.settings.deployment.topology
+    with stack_lock(bundle.run_dir, "up", on_wait):
+        services = nodes.services(bundle)
+        found = survey(bundle, services)
+        report = UpReport(notes=remove_stale_pidfiles(found.values()), topology=topology)
+        refuse_foreground(bundle, found.values(), detach)
+        binary = redis_server.find_redis_server()
+        version = redis_server.server_version(binary)[:2]
+        missing = {service.node for service, located in found.items() if not located.running}
+        report.notes += nodes.write_run_confs(bundle, missing, version)
+        targets = {node.name: node.target for node in bundle.deployment("exporter").nodes}
+        try:
+            for service in services:
+                located = found[service]
+                log = nodes.log_path(bundle, service.name)
+                if located.pid is not None:
+                    wait_until_healthy(
+                        bundle, located.pid, None, log, target=targets[service.name],
+                        service=service,
+                    )  # fmt: skip
+                    located.pidfile.write_text(f"{located.pid}\n")  # it may have been lost
+                    report.outcomes.append(Outcome(service, located.pid, "kept"))
+                    continue
+                process = nodes.start(bundle, binary, service)
+                report.node_processes[service.name] = process
+                report.outcomes.append(Outcome(service, process.pid, "started"))
+                with interrupted_by_signals():
+                    wait_until_healthy(
+                        bundle, process.pid, process, log, target=targets[service.name],
+                        service=service,
+                    )  # fmt: skip
+            with interrupted_by_signals():
+                if topology == "cluster":
+                    report.notes += forming.form_cluster(
+                        bundle.deployment("admin"), planned(bundle.settings), LOOPBACK
+                    )
+                report.live = wait_until_whole(bundle, healthy_timeout)
+        except BaseException:  # interrupted or failed: stop what this `up` started
+            for outcome in reversed(report.outcomes):
+                if outcome.action == "started":
+                    _stop_quietly(bundle, outcome.service, outcome.pid)
+            raise
+        return report
+
+
+def view(bundle: Bundle) -> DeploymentView:
+    """What the bundle's running deployment says about itself."""
+    return observe_bundle(bundle)
+
+
+def wait_until_whole(
+    bundle: Bundle, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> DeploymentView:
+    """Poll until the deployment has no problem (`DeploymentView.problems`); raise naming
+    what is still wrong after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = view(bundle)
+        problems = current.problems()
+        if not problems:
+            return current
+        if time.monotonic() >= deadline:
+            raise RedkeepError(
+                f"the {current.topology} deployment is not healthy {timeout:g}s after start: "
+                f"{'; '.join(problems)} (logs in {bundle.run_dir})"
+            )
+        sleep(0.2)
+
+
+def _stop_quietly(bundle: Bundle, service: Service, pid: int) -> None:
+    """Stop a node this `up` started (it holds no data worth a failed stop's error)."""
+    if not processes.stop(pid, service, bundle.root, STOP_TIMEOUT[REDIS]):
+        processes.send_signal(pid, service, bundle.root, signal.SIGKILL)
+    (bundle.run_dir / f"{service.name}.pid").unlink(missing_ok=True)
+
+
+def stop_order(bundle: Bundle) -> list[Service]:
+    """The Sentinels first (so none starts a failover while the nodes stop), then the nodes
+    that replicate now, then the primaries (which then have no replica to wait for)."""
+    services = nodes.services(bundle)
+    sentinels = [service for service in services if nodes.is_sentinel(service)]
+    try:
+        replicas = {node.name for node in view(bundle).nodes if node.role == "replica"}
+    except RedkeepError:  # no exporter password in .env: stopping needs none, go by the plan
+        replicas = {node.name for node in planned(bundle.settings) if node.role == "replica"}
+    data = [service for service in services if not nodes.is_sentinel(service)]
+    data.sort(key=lambda service: service.name not in replicas)
+    return sentinels + data
+
+
+def bring_down_nodes(
+    bundle: Bundle, on_wait: Callable[[str], None] = lambda holder: None, force: bool = False
+) -> DownReport:
+    """Stop every node and Sentinel of the deployment; under the bundle's lock."""
+    admins = {node.name: node.target for node in _admin_nodes(bundle)}
+    with stack_lock(bundle.run_dir, "down", on_wait):
+        report = DownReport(nodes=True)
+        for service in stop_order(bundle):
+            located = processes.locate(service, bundle.root, bundle.run_dir)
+            report.notes += remove_stale_pidfiles([located])
+            for pid in _pids(bundle, service, located):
+                report.notes += stop_redis_server(bundle, pid, force, service, admins[service.name])
+                report.stopped.append((service, pid))
+            located.pidfile.unlink(missing_ok=True)
+        return report
+
+
+def _admin_nodes(bundle: Bundle) -> tuple[Node, ...]:
+    try:
+        return bundle.deployment("admin").nodes
+    except RedkeepError:  # no admin password: stopping works without one
+        return bundle.deployment("admin", with_password=False).nodes
+
+
+def _pids(bundle: Bundle, service: Service, located: processes.Located) -> list[int]:
+    pids = [located.pid] if located.pid else []
+    return pids + [pid for pid in processes.find_processes(service, bundle.root) if pid not in pids]
+
+
+def run_nodes_until_stopped(
+    bundle: Bundle, report: UpReport, on_stopping: Callable[[], None] = lambda: None,
+    on_exit: Callable[[str], None] = lambda line: None,
+) -> None:  # fmt: skip
+    """A foreground `up`: serve until Ctrl-C, SIGTERM or SIGHUP, then stop the deployment.
+
+    A node that stops by itself is what failover is for: it is said (`on_exit`), not fatal.
+    Only when every data node has stopped does `up` stop, with an error.
+    """
+    started = dict(report.node_processes)
+    try:
+        _watch(bundle, started, on_exit)
+    finally:
+        on_stopping()
+        bring_down_nodes(bundle)
+        for process in started.values():
+            end_child(process, timeout=5)
+
+
+def _watch(
+    bundle: Bundle, started: dict[str, subprocess.Popen], on_exit: Callable[[str], None]
+) -> None:
+    told: set[str] = set()
+    data = {name for name in started if not name.startswith("sentinel-")}
+    with interrupted_by_signals():
+        try:
+            while True:
+                for name, process in started.items():
+                    if name not in told and process.poll() is not None:
+                        told.add(name)
+                        tail = redis_server.log_tail(nodes.log_path(bundle, name), 1)
+                        on_exit(
+                            f"{name} pid {process.pid} stopped: {tail[-1] if tail else '?'}; "
+                            f"`redkeep up --detach {bundle.root}` starts it again"
+                        )
+                if data and data <= told:
+                    raise RedkeepError("every data node has stopped; stopping the Sentinels")
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            return
