@@ -58,9 +58,11 @@ def update_env(path: Path, updates: dict[str, str]) -> None:
     """Set `updates` in the `.env` at `path`, keep every other line, write it atomically, 0600.
 
     Two commands updating different keys at once (two rotations) must not lose either change:
-    the read-change-write holds an exclusive lock on a private lock file beside `.env`.
+    the read-change-write holds an exclusive lock on the directory that holds `.env` (the file
+    itself is replaced by a rename, so a lock on it would not hold; a lock file would be one
+    more file in the bundle).
     """
-    lock = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lock = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _update(path, updates)

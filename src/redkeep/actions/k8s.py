@@ -16,8 +16,8 @@ from redkeep.errors import UsageError
 from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.pki import issue
 from redkeep.pki.files import load_ca
-from redkeep.render.acl import hashes_in
-from redkeep.render.env import PASSWORD_KEYS
+from redkeep.render.acl import hashes_in, render_acl
+from redkeep.render.env import ALL_PASSWORD_KEYS, password_roles
 from redkeep.render.k8s import (
     HEADER,
     SECRETS_HEADER,
@@ -31,13 +31,7 @@ from redkeep.render.k8s import (
     server_names,
     to_yaml,
 )
-from redkeep.render.k8s_conf import render_k8s_acl
 
-# The .env keys of the users a replicated deployment adds (issue 14's naming).
-HA_PASSWORD_KEYS = {
-    "replication": "REDIS_REPLICATION_PASSWORD",
-    "sentinel": "REDIS_SENTINEL_PASSWORD",
-}
 BASIC_AUTH_KEY = "EXPORTER_BASIC_AUTH_PASSWORD"
 NAMESPACE_FILE = "namespace.yaml"
 MANIFESTS_FILE = "deployment.yaml"
@@ -90,9 +84,7 @@ def _passwords(bundle: Bundle) -> dict[str, str]:
     """Every password the pods need, from .env; a missing one is a usage error."""
     settings = bundle.settings
     secrets = bundle.secrets()
-    keys = dict(PASSWORD_KEYS)
-    if settings.deployment.topology != "standalone":
-        keys |= {role: PASSWORD_KEYS.get(role, key) for role, key in HA_PASSWORD_KEYS.items()}
+    keys = {role: ALL_PASSWORD_KEYS[role] for role in password_roles(settings.deployment.topology)}
     if settings.exporter.basic_auth_user:
         keys["exporter-basic-auth"] = BASIC_AUTH_KEY
     missing = [key for key in keys.values() if not secrets.get(key)]
@@ -127,7 +119,7 @@ def _material(
     )
     return SecretMaterial(
         passwords=passwords,
-        acl=render_k8s_acl(settings, passwords, _kept_hashes(bundle)),
+        acl=render_acl(settings, passwords, _kept_hashes(bundle)),
         ca_cert=issue.cert_pem(ca_cert).decode(),
         client_cert=client_cert.read_text(),
         client_key=client_key.read_text(),

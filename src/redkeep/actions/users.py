@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from redkeep.actions.links import REPLICATION_USER, SENTINEL_USER, Link, links_for
+from redkeep.actions.links import Link, links_for
 from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.nodes import (
     NodeError,
@@ -27,7 +27,6 @@ from redkeep.actions.nodes import (
     admin_sessions,
     config_file,
     every_node,
-    is_standalone,
 )
 from redkeep.actions.rollback import ChangeLog, acl_user, make_private
 from redkeep.app import Application
@@ -39,14 +38,7 @@ from redkeep.redis.client import explain_failure, session
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.render.acl import password_hash
-from redkeep.render.env import PASSWORD_KEYS, app_url
-
-# The users only sentinel and cluster deployments have; their .env keys are named like
-# render/env.py's PASSWORD_KEYS.
-DEPLOYMENT_PASSWORD_KEYS = {
-    REPLICATION_USER: "REDIS_REPLICATION_PASSWORD",
-    SENTINEL_USER: "REDIS_SENTINEL_PASSWORD",
-}
+from redkeep.render.env import ALL_PASSWORD_KEYS, PASSWORD_KEYS, app_url, password_roles
 
 
 @dataclass(frozen=True)
@@ -270,9 +262,10 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
 
 def env_key(bundle: Bundle, user: str) -> str:
     """The .env key of a user redkeep keeps the password of; UsageError for any other."""
-    keys = dict(PASSWORD_KEYS)
-    if not is_standalone(bundle):
-        keys |= {name: k for name, k in DEPLOYMENT_PASSWORD_KEYS.items() if name not in keys}
+    keys = {
+        role: ALL_PASSWORD_KEYS[role]
+        for role in password_roles(bundle.settings.deployment.topology)
+    }
     if user not in keys:
         raise UsageError(
             f"redkeep keeps the passwords of {', '.join(keys)} in .env; '{user}' is not one of them"

@@ -13,7 +13,7 @@ from redkeep import __version__
 from redkeep.config.deployment import BUS_PORT_OFFSET, plan_nodes
 from redkeep.config.schema import Settings
 from redkeep.render import conf_quote, templates
-from redkeep.render.acl import password_hash, render_acl
+from redkeep.render.acl import password_hash
 from redkeep.render.redis_conf import CONTAINER_BIND, ConfPaths, image_version, render_redis_conf
 
 DATA = "redis"  # the data StatefulSet, its headless Service and the pods' name prefix
@@ -32,20 +32,9 @@ K8S_PATHS = ConfPaths(tls=TLS_DIR, redis=RUN_DIR, data=DATA_DIR)
 NODE_CONF = f"{RUN_DIR}/node.conf"
 AUTH_CONF = f"{SECRET_DIR}/auth.conf"
 
-# The users a replicated deployment adds on every data node, as the issue 14 design has them.
-# (render/acl.py renders the four roles; these two follow it there in the topology work.)
-HA_ROLES = {
-    # Replicas log in to their primary as this user: PSYNC and REPLCONF, nothing else.
-    "replication": ["on", "resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping"],
-    # What Sentinel runs on the data nodes (Redis' Sentinel docs), and its hello channel only:
-    # whoever may publish there can fake the topology.
-    "sentinel": [
-        "on", "resetkeys", "resetchannels", "&__sentinel__:hello", "-@all", "+multi", "+exec",
-        "+slaveof", "+replicaof", "+ping", "+subscribe", "+publish", "+config|rewrite", "+role",
-        "+info", "+client|setname", "+client|kill", "+script|kill",
-    ],
-}  # fmt: skip
-# The users on the Sentinels themselves (the same on every Sentinel; no default user).
+# The users on the Sentinels themselves (the same on every Sentinel; no default user). Not the
+# local bundle's render/sentinel_roles.yaml: in k8s a data pod asks the Sentinels at start whom
+# to replicate (as `replication`), and the init container asks as `sentinel`.
 SENTINEL_ROLES = {
     "admin": ["on", "~*", "&*", "+@all"],
     # Probes and the exporter: read the Sentinels' state, change nothing.
@@ -231,25 +220,6 @@ def render_sentinel_auth(layout: Layout, passwords: dict[str, str]) -> str:
     for role, rules in SENTINEL_ROLES.items():
         lines.append(f"user {role} #{password_hash(passwords[role])} {' '.join(rules)}")
     return "\n".join(lines) + "\n"
-
-
-def render_k8s_acl(
-    settings: Settings, passwords: dict[str, str], kept: dict[str, list[str]] | None = None
-) -> str:
-    """users.acl of the data pods: the bundle's four roles (old hashes in `kept` stay valid,
-    as `init --force` keeps them) plus, when replicated, `replication` and `sentinel`."""
-    text = render_acl(settings, passwords, kept)
-    if settings.deployment.topology == "standalone":
-        return text
-    present = {line.split()[1] for line in text.splitlines() if line.startswith("user ")}
-    for role, rules in HA_ROLES.items():
-        if role in present:  # render/acl.py renders it (once the topology work has landed)
-            continue
-        hashes = [password_hash(passwords[role])]
-        hashes += [digest for digest in (kept or {}).get(role, []) if digest not in hashes]
-        secrets = " ".join(f"#{digest}" for digest in hashes)
-        text += f"user {role} {secrets} {' '.join(rules)}\n"
-    return text
 
 
 def slot_ranges(shards: int) -> list[tuple[int, int]]:
