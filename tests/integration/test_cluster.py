@@ -12,6 +12,8 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
 
 import pytest
@@ -26,6 +28,7 @@ from redkeep.render import nodes as node_files
 from redkeep.stack import processes
 from redkeep.stack.processes import node_service
 from tests.conftest import run_redkeep
+from tests.deployments_audit import serious_findings
 from tests.jsonshape import problems, shape
 from tests.servers import free_port_span
 
@@ -70,6 +73,26 @@ def cluster_client(bundle: Bundle) -> RedisCluster:
         ssl_certfile=str(tls.client_cert()),
         ssl_keyfile=str(tls.client_key()),
         decode_responses=True,
+    )
+
+
+def acl_state(bundle: Bundle, port: int) -> tuple[str, ...]:
+    """The app user as one node holds it (its ACL LIST line: flags, password hashes, rules),
+    order-free: Redis 7.0 lists the same rules in a different order on each process."""
+    client = node_client(bundle, port)
+    try:
+        line = next(line for line in client.acl_list() if line.startswith("user app "))
+    finally:
+        client.close()
+    return tuple(sorted(line.split()))
+
+
+def run_redkeep_background(*args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "redkeep", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -126,6 +149,11 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
         assert result.returncode == 0 and problems(document, shape("status")) == []
         assert sum(len(node["slots"]) for node in document["nodes"]) == 3
 
+        # Our own cluster audits clean on every node, but for the server's own release.
+        serious = serious_findings(root)
+        assert sorted(serious) == sorted(node.name for node in plan)
+        assert serious == {node.name: [] for node in plan}
+
         # Every port, client and bus, speaks TLS only; without a client certificate, no entry.
         for node in plan:
             for port in (node.port, node.bus_port):
@@ -151,6 +179,34 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
         returned = node_client(bundle, base + 1)
         assert returned.info("replication")["master_port"] == base + 4
         returned.close()
+
+        # Rotation on every node, and a primary killed while the old password is removed:
+        # every surviving node ends with the same ACL state (and the killed one, restarted from
+        # its own ACL file by `up`, too).
+        assert run_redkeep("users", "rotate", "app", "--dir", root).returncode == 0
+        victim = int((bundle.run_dir / "redis-2.pid").read_text())
+        finish = run_redkeep_background("users", "finish-rotation", "app", "--dir", root)
+        first = node_client(bundle, base)  # kill redis-2 once redis-0 has lost the old password
+        poll(
+            lambda: finish.poll() is not None or len(first.acl_getuser("app")["passwords"]) == 1,
+            "finish-rotation under way",
+        )
+        first.close()
+        os.kill(victim, signal.SIGKILL)
+        finish.wait(60)
+        survivors = [node for node in plan if node.name != "redis-2"]
+        states = {node.name: acl_state(bundle, node.port) for node in survivors}
+        assert len(set(states.values())) == 1, states
+        restarted = run_redkeep("up", root, "--detach")
+        assert restarted.returncode == 0, restarted.stderr
+        if finish.returncode != 0:  # it stopped at the dead node: finish again now it is back
+            done = run_redkeep("users", "finish-rotation", "app", "--dir", root)
+            assert done.returncode == 0, done.stderr
+        final = {node.name: acl_state(bundle, node.port) for node in plan}
+        assert len(set(final.values())) == 1, final
+        app = cluster_client(bundle)  # the password .env holds works through the cluster
+        assert app.get("session:7") == "7"
+        app.close()
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr
