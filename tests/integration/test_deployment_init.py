@@ -34,6 +34,7 @@ def test_a_sentinel_bundle_on_disk(tmp_path, redis_binary):
     root = tmp_path / "ha"
     output = init(root, "--topology", "sentinel")
     assert "accepts the node configurations" in output  # redis-server checked them
+    assert not (root / "nginx").exists()  # nginx cannot follow a failover: no config offered
     bundle = Bundle(root)
     names = ["redis-0", "redis-1", "redis-2", *SENTINELS]
     for name in names:

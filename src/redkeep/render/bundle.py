@@ -105,9 +105,14 @@ def bundle_files(
             ".env.example", render_env(EXAMPLE_HEADER, example_values(settings)), PUBLIC_MODE
         ),
         *monitoring_files(settings, values),
-        BundleFile("nginx/redis-stream.conf", render_bundle_nginx(settings, root), PUBLIC_MODE),
         *image_files(),
     ]
+    if settings.deployment.topology == "standalone":
+        # nginx forwards to one fixed server: it cannot follow a Sentinel failover (the proxy
+        # can) nor route a cluster's keys, so sentinel and cluster bundles get no nginx config.
+        files.append(
+            BundleFile("nginx/redis-stream.conf", render_bundle_nginx(settings, root), PUBLIC_MODE)
+        )
     return [*files, BundleFile("redkeep.yaml", render_sample(settings), PUBLIC_MODE)]
 
 

@@ -133,8 +133,9 @@ def layout_of(settings: Settings, options: K8sOptions) -> Layout:
 
 
 def has_proxy(layout: Layout) -> bool:
-    """The proxy forwards to one server; it follows neither a Sentinel failover nor Cluster
-    redirections yet, so it is rendered for a standalone deployment only."""
+    """The proxy is rendered for a standalone deployment only: it is no cluster router, and
+    following a Sentinel failover (`redkeep proxy --sentinel`, docs/proxy.md) is not wired into
+    the manifests yet."""
     return layout.topology == "standalone"
 
 
