@@ -179,6 +179,10 @@ class DeploymentView:
                 texts.append(f"{name} knows {node.known_nodes} of the {total} nodes")
             if node.failing:
                 texts.append(f"{name} marks {', '.join(node.failing)} failing")
+            if node.role == "primary" and not node.slots:
+                # A planned replica left a primary (an `up` cut short while forming): it
+                # holds no data and backs up no shard, so its shard has no spare.
+                texts.append(f"{name} is a primary without slots: it replicates no shard")
             if node.role == "replica" and node.link != "up":
                 texts.append(f"{name}'s replication link to {node.primary} is down")
             elif node.role == "replica" and node.syncing:
