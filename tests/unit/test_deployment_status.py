@@ -107,6 +107,20 @@ def test_a_cluster_with_a_slot_gap_a_failing_node_and_a_syncing_replica():
     ]
 
 
+def test_a_cluster_node_that_is_a_primary_without_slots_is_lost_redundancy():
+    # What an `up` killed after CLUSTER MEET and before CLUSTER REPLICATE leaves: every slot
+    # served and cluster_state ok, but redis-3 backs up no shard.
+    served = {"cluster_state": "ok", "slots_ok": 16384, "known_nodes": 2}
+    view = DeploymentView(
+        "cluster",
+        (
+            node("redis-0", "primary", slots=("0-16383",), **served),
+            node("redis-3", "primary", **served),
+        ),
+    )
+    assert view.problems() == ["redis-3 is a primary without slots: it replicates no shard"]
+
+
 def test_every_variant_of_nodes_and_sentinels_is_documented():
     view = sentinel_view(
         NodeView("redis-0", "primary", "127.0.0.1", 7000, False, error="connection refused"),

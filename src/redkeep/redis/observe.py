@@ -18,6 +18,7 @@ from redkeep.errors import RedkeepError
 from redkeep.redis.client import client_for, explain_failure
 from redkeep.redis.deployment import Deployment, Node, Role, Topology
 from redkeep.redis.explain import first_line
+from redkeep.redis.target import Target
 
 CLUSTER_SLOTS = 16384
 LINK_DOWN = {"s_down", "o_down", "disconnected"}  # Sentinel's flags of an instance it lost
@@ -179,6 +180,10 @@ class DeploymentView:
                 texts.append(f"{name} knows {node.known_nodes} of the {total} nodes")
             if node.failing:
                 texts.append(f"{name} marks {', '.join(node.failing)} failing")
+            if node.role == "primary" and not node.slots:
+                # A planned replica left a primary (an `up` cut short while forming): it
+                # holds no data and backs up no shard, so its shard has no spare.
+                texts.append(f"{name} is a primary without slots: it replicates no shard")
             if node.role == "replica" and node.link != "up":
                 texts.append(f"{name}'s replication link to {node.primary} is down")
             elif node.role == "replica" and node.syncing:
@@ -237,14 +242,18 @@ def _name_of(names: dict[tuple[str, int], str], host: str, port: Any) -> str:
     return names.get((host, number), f"{host}:{number}")
 
 
+def _quick_target(node: Node) -> Target:
+    return dataclasses.replace(node.target, timeout=ASK_TIMEOUT)
+
+
 def _quick(node: Node) -> redis.Redis:
-    return client_for(dataclasses.replace(node.target, timeout=ASK_TIMEOUT))
+    return client_for(_quick_target(node))
 
 
 def _failure(error: BaseException, node: Node) -> str:
     if isinstance(error, RedkeepError):
         return error.message
-    return explain_failure(error, node.target).message
+    return explain_failure(error, _quick_target(node)).message  # the timeout it had
 
 
 def _ask_node(

@@ -62,7 +62,9 @@ def form_cluster(
         new = all(len(_cluster_nodes(node)) == 1 and not _served(node) for node in nodes)
         if new:
             for epoch, node in enumerate(nodes, start=1):
-                node.client.cluster("set-config-epoch", epoch)
+                # Set before by an `up` cut short here: a second SET-CONFIG-EPOCH is refused.
+                if int(node.client.cluster("info").get("cluster_my_epoch", 0)) == 0:
+                    node.client.cluster("set-config-epoch", epoch)
             assigned, done = _assign_slots(nodes, {})
         done = _meet(nodes, announce) + done
         _wait(lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)

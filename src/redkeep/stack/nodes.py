@@ -12,11 +12,12 @@ import subprocess
 from pathlib import Path
 
 from redkeep.bundle import Bundle
+from redkeep.config.schema import Settings
 from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir
 from redkeep.render import nodes as node_files
 from redkeep.render.env import password_roles
 from redkeep.render.redis_conf import local_paths
-from redkeep.render.sentinel_conf import SentinelState
+from redkeep.render.sentinel_conf import SentinelState, read_state
 from redkeep.stack import redis_server
 from redkeep.stack.processes import Service, node_service
 
@@ -50,7 +51,14 @@ def local_state(bundle: Bundle) -> SentinelState:
         for name in sentinels
         if conf_path(bundle, name).exists()
     }
-    state = node_files.sentinel_state(settings, texts, node_files.layout(settings, False))
+    names = node_files.layout(settings, False).names()
+    for then in _tls_ports_then(settings, texts):
+        # `init --force --tls-port` since: read the old addresses as the nodes they were, or
+        # `up` would start the planned primary over the one the Sentinels promoted.
+        earlier = settings.model_copy(update={"redis": settings.redis.model_copy(
+            update={"tls_port": then})})  # fmt: skip
+        names = node_files.layout(earlier, False).names() | names
+    state = read_state(texts, settings.deployment.master_name, names).with_new_ids(sentinels)
     bundle_texts = {
         name: (bundle.node_dir(name) / "sentinel.conf").read_text()
         for name in sentinels
@@ -64,6 +72,24 @@ def local_state(bundle: Bundle) -> SentinelState:
             if name not in texts and name in known:
                 state.ids[name] = known[name]
     return state
+
+
+def _tls_ports_then(settings: Settings, texts: dict[str, str]) -> set[int]:
+    """The redis.tls_port each run/sentinel-J.conf was rendered for, from its own `tls-port`
+    line (ours; Sentinel's rewrites keep it) and its planned offset from redis.tls_port."""
+    offsets = {
+        node.name: node.port - settings.redis.tls_port for node in node_files.planned(settings)
+    }
+    found = set()
+    for name, text in texts.items():
+        ports = [line.split()[1] for line in text.splitlines() if line.startswith("tls-port ")]
+        if (
+            ports
+            and ports[-1].isdigit()
+            and int(ports[-1]) - offsets[name] != settings.redis.tls_port
+        ):
+            found.add(int(ports[-1]) - offsets[name])
+    return found
 
 
 def write_run_confs(bundle: Bundle, names: set[str], version: tuple[int, int]) -> list[str]:
