@@ -183,3 +183,18 @@ def test_the_live_deployment_names_the_promoted_node_primary():
     assert [node.name for node in live.every_node()] == ["redis-1", "redis-0", "redis-2"]
     nobody = sentinel_view(NodeView("redis-0", "primary", "h", 7000, False, error="refused"))
     assert with_live_roles(planned, nobody) is planned  # nothing to go by: the plan
+
+
+def test_down_waits_while_a_sentinel_fails_the_primary_over():
+    """`down` must not stop the Sentinels half-way through a failover (their files would name
+    the old primary): it waits while one reports the failover or agrees the primary is down."""
+    assert sentinel_view(*HEALTHY, sentinels=SENTINELS).failover_under_way() == []
+    busy = sentinel_view(
+        *HEALTHY,
+        sentinels=(
+            sentinel("sentinel-0", flags="master,o_down,failover_in_progress"),
+            sentinel("sentinel-1", flags="master,s_down"),  # alone it starts no failover
+            sentinel("sentinel-2", flags="master,o_down", reached=False),
+        ),
+    )
+    assert busy.failover_under_way() == ["sentinel-0"]

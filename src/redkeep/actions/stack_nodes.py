@@ -38,6 +38,7 @@ from redkeep.stack.lock import stack_lock
 from redkeep.stack.processes import REDIS, Service
 
 HEALTHY_TIMEOUT = 60.0  # seconds for replicas to sync and the Sentinels to agree, after start
+FAILOVER_WAIT_MAX = 60.0  # seconds `down` waits for a Sentinel failover to finish, at most
 
 
 def bring_up_nodes(
@@ -145,6 +146,8 @@ def bring_down_nodes(
     admins = {node.name: node.target for node in _admin_nodes(bundle)}
     with stack_lock(bundle.run_dir, "down", on_wait):
         report = DownReport(nodes=True)
+        if not force and bundle.settings.deployment.topology == "sentinel":
+            report.notes += wait_out_failover(bundle)
         for service in stop_order(bundle):
             located = processes.locate(service, bundle.root, bundle.run_dir)
             report.notes += remove_stale_pidfiles([located])
@@ -153,6 +156,32 @@ def bring_down_nodes(
                 report.stopped.append((service, pid))
             located.pidfile.unlink(missing_ok=True)
         return report
+
+
+def wait_out_failover(bundle: Bundle, poll: float = 0.5) -> list[str]:
+    """Wait while the Sentinels fail the primary over. Stopped half-way, their files still
+    name the old primary and the next `up` would make it primary again: the promoted node
+    would then resync from it and lose every write it acknowledged (seen in an attack
+    review). Raise, rather than stop, if it does not end in time; `down --force` stops anyway."""
+    limit = min(bundle.settings.deployment.failover_timeout_milliseconds / 1000, FAILOVER_WAIT_MAX)
+    deadline = time.monotonic() + limit
+    waited = False
+    while True:
+        try:
+            busy = view(bundle).failover_under_way()
+        except RedkeepError:  # cannot ask (no exporter password): go by the files as they are
+            return []
+        if not busy:
+            return ["waited for the Sentinels to finish a failover"] if waited else []
+        if time.monotonic() > deadline:
+            raise RedkeepError(
+                f"{', '.join(busy)}: a failover of the primary is still in progress after "
+                f"{limit:.0f}s; stopping now would let the next `up` start from the old primary "
+                f"and lose writes. Check `redkeep health {bundle.root}` and run down again, or "
+                "`redkeep down --force` to stop anyway"
+            )
+        waited = True
+        time.sleep(poll)
 
 
 def _admin_nodes(bundle: Bundle) -> tuple[Node, ...]:

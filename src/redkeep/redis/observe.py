@@ -143,6 +143,15 @@ class DeploymentView:
             found.append((node.name, text))
         return found
 
+    def failover_under_way(self) -> list[str]:
+        """The Sentinels that are failing the primary over right now (or agree it is down, so
+        one is about to): until they finish, their files still name the old primary."""
+        return [
+            view.name
+            for view in self.sentinels
+            if view.reached and {"failover_in_progress", "o_down"} & set(view.flags.split(","))
+        ]
+
     def _sentinel_view_findings(self, primary: NodeView | None) -> list[tuple[str, str]]:
         found = []
         for view in self.sentinels:
