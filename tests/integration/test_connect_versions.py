@@ -4,7 +4,7 @@ their one-line errors, and TLS with client certificates on the TLS-capable build
 
 import pytest
 
-from redkeep.actions.health import server_summary
+from redkeep.actions.status import server_summary
 from redkeep.errors import ConnectError, ErrorKind, RedisCommandError
 from redkeep.redis.client import connect
 from redkeep.redis.client import explain_failure as explain_command_error

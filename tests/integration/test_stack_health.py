@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from redkeep.actions.health import bundle_status
+from redkeep.actions.status import bundle_status
 from redkeep.bundle import Bundle
 from tests.conftest import run_redkeep
 from tests.integration.conftest import client_as, start_bundle, stop_bundle

@@ -2,8 +2,9 @@
 (captured answers, no servers): one problem line per fault, each naming its node, and every
 variant of the nodes and Sentinels in the documented JSON shape."""
 
-from redkeep.actions.health import HealthResult, ServiceStatus, StatusReport
+from redkeep.actions.health import HealthResult
 from redkeep.actions.node_status import node_statuses
+from redkeep.actions.status import ServiceStatus, StatusReport
 from redkeep.redis.observe import DeploymentView, NodeView, SentinelView
 from tests.jsonshape import problems, shape
 

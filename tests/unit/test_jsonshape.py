@@ -3,9 +3,9 @@ of audit, status and health write what docs/json.md documents."""
 
 import datetime as dt
 
-from redkeep.actions.health import (
+from redkeep.actions.health import HealthResult
+from redkeep.actions.status import (
     CertificateExpiry,
-    HealthResult,
     InfoFailed,
     ScheduleStatus,
     ServiceStatus,

@@ -7,16 +7,6 @@ from pathlib import Path
 
 import click
 
-from redkeep.actions.health import (
-    InfoFailed,
-    ScheduleStatus,
-    ServerSummary,
-    StatusReport,
-    StatusRequest,
-    ago,
-    certificate_expiry,
-    run_status,
-)
 from redkeep.actions.init import InitReport, init_bundle
 from redkeep.actions.stack import (
     NOT_RUN,
@@ -26,6 +16,16 @@ from redkeep.actions.stack import (
     find_stack,
     open_stack,
     run_until_stopped,
+)
+from redkeep.actions.status import (
+    InfoFailed,
+    ScheduleStatus,
+    ServerSummary,
+    StatusReport,
+    StatusRequest,
+    ago,
+    certificate_expiry,
+    run_status,
 )
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
