@@ -4,6 +4,7 @@ variant of the nodes and Sentinels in the documented JSON shape."""
 
 from redkeep.actions.health import HealthResult
 from redkeep.actions.node_status import node_statuses
+from redkeep.actions.stack_nodes import last_complaint
 from redkeep.actions.status import ServiceStatus, StatusReport
 from redkeep.redis.observe import DeploymentView, NodeView, SentinelView
 from tests.jsonshape import problems, shape
@@ -199,3 +200,20 @@ def test_down_waits_while_a_sentinel_fails_the_primary_over():
         ),
     )
     assert busy.failover_under_way() == ["sentinel-0"]
+
+
+def test_up_names_the_cause_a_node_logged(tmp_path):
+    """When `up` gives up on a node, it quotes the last warning the node logged."""
+    log = tmp_path / "redis-1.log"
+    log.write_text(
+        "1:M 30 Nov 2026 17:00:00.000 * Ready to accept connections tls\n"
+        "1:M 30 Nov 2026 17:00:01.000 # Opening the temp file for AOF rewrite in "
+        "rewriteAppendOnlyFile(): Operation not permitted\n"
+        "1:M 30 Nov 2026 17:00:02.000 * Background AOF rewrite scheduled\n"
+    )
+    assert last_complaint(log) == (
+        "Opening the temp file for AOF rewrite in rewriteAppendOnlyFile(): Operation not permitted"
+    )
+    assert last_complaint(tmp_path / "absent.log") == ""
+    log.write_text("1:M 30 Nov 2026 17:00:00.000 * Ready to accept connections tls\n")
+    assert last_complaint(log) == ""

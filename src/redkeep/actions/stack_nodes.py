@@ -9,10 +9,12 @@ not run for these deployments yet: across shards and failovers they need more th
 server's address (the next issue), and a half-right one would be worse than none.
 """
 
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from redkeep.actions.live import observe_bundle
 from redkeep.actions.stack import (
@@ -111,11 +113,31 @@ def wait_until_whole(
         if not problems:
             return current
         if time.monotonic() >= deadline:
+            hints = [
+                f"{name}'s log says: {hint}"
+                for name in dict.fromkeys(name for name, _ in current.findings() if name)
+                if (hint := last_complaint(bundle.run_dir / f"{name}.log"))
+            ]
             raise RedkeepError(
                 f"the {current.topology} deployment is not healthy {timeout:g}s after start: "
-                f"{'; '.join(problems)} (logs in {bundle.run_dir})"
+                f"{'; '.join(problems + hints)} (logs in {bundle.run_dir})"
             )
         sleep(0.2)
+
+
+# Redis marks warnings with '#' after the timestamp; these words flag the usual causes.
+COMPLAINT = re.compile(r" # |error|failed|denied|not permitted|can't|cannot", re.IGNORECASE)
+
+
+def last_complaint(log: Path) -> str:
+    """The last warning or error a node logged (why it does not answer: a data dir it cannot
+    write, a bad certificate, ...), or "" when there is none."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    found = [line for line in lines if COMPLAINT.search(line)]
+    return found[-1].split(" # ", 1)[-1].strip()[:300] if found else ""
 
 
 def _stop_quietly(bundle: Bundle, service: Service, pid: int) -> None:
