@@ -70,8 +70,7 @@ def form_cluster(
         _wait(lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)
         if not new:  # some node lost its files, or formed only partly: fill in what is missing
             done += _forget_gone(nodes)
-            served = max((_served(node) for node in nodes), key=len)
-            assigned, more = _assign_slots(nodes, served)
+            assigned, more = _assign_slots(nodes, _served_anywhere(nodes))
             done += more
         return done + _attach_replicas(nodes, assigned)
     finally:
@@ -137,7 +136,7 @@ def _attach_replicas(nodes: list[ClusterNode], assigned: dict[int, str]) -> list
     """Each node that serves no slot and replicates nothing replicates its shard's primary:
     the one just given the slots, else the one the cluster says serves them now."""
     shards = len({node.planned.shard for node in nodes})
-    served = max((_served(node) for node in nodes), key=len) | assigned
+    served = _served_anywhere(nodes) | assigned
     done = []
     for node in nodes:
         mine = next(item for item in _cluster_nodes(node).values() if "myself" in item["flags"])
@@ -165,6 +164,18 @@ def _served(node: ClusterNode) -> dict[int, str]:
             start, end = int(pair[0]), int(pair[-1])
             for slot in range(start, end + 1):
                 served[slot] = item["node_id"]
+    return served
+
+
+def _served_anywhere(nodes: list[ClusterNode]) -> dict[int, str]:
+    """slot -> the node serving it, merged from every node's view: right after a cut-short
+    `up`, gossip may not have spread each node's slots, and one node's view would then offer
+    slots another already holds. A node's word on its own slots wins."""
+    served: dict[int, str] = {}
+    for node in nodes:
+        served |= _served(node)
+    for node in nodes:
+        served |= {slot: owner for slot, owner in _served(node).items() if owner == node.node_id}
     return served
 
 
