@@ -48,6 +48,11 @@ class State:
         return self.fields.get(name)
 
     @property
+    def sentinel(self) -> bool:
+        """A Sentinel: no CONFIG, SLOWLOG, LATENCY; SENTINEL instead."""
+        return self.field("redis_mode") == "sentinel"
+
+    @property
     def version(self) -> tuple[int, ...]:
         """The server's Redis version (Valkey reports a compatible one), () before any INFO."""
         raw = self.field("redis_version") or ""
@@ -59,6 +64,7 @@ class Collector:
     name: str
     commands: Callable[[State], list[tuple[str, ...]]]
     parse: Callable[[State, list[Any]], list[Family]]
+    errors_are_data: bool = False  # error replies (not NOPERM) go to parse, not fail it
 
 
 # --- INFO --------------------------------------------------------------------------------
@@ -222,6 +228,8 @@ INFO = Collector("info", info_commands, info_parse)
 
 
 def config_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:
+        return []
     # The version is the previous scrape's: before the first INFO it is unknown, and one
     # pattern per call is what every version answers (Redis 6.2 refuses several at once).
     if not state.version or state.version < (7, 0):
@@ -266,6 +274,8 @@ CONFIG = Collector("config", config_commands, config_parse)
 
 
 def slowlog_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:
+        return []
     return [("SLOWLOG", "LEN"), ("SLOWLOG", "GET", "1")]
 
 
@@ -286,6 +296,8 @@ SLOWLOG = Collector("slowlog", slowlog_commands, slowlog_parse)
 
 
 def latency_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:
+        return []
     commands = [("LATENCY", "LATEST")]
     if state.version >= (7, 0):
         commands.append(("LATENCY", "HISTOGRAM"))
@@ -335,6 +347,8 @@ CLIENT_GROUPS_CAP = 100
 
 
 def clients_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:  # a Sentinel's exporter user may not list clients
+        return []
     return [("CLIENT", "LIST")]
 
 
