@@ -24,6 +24,7 @@ CONFIG_PARAMS = (
     "repl-backlog-size",
     "protected-mode",
     "client-output-buffer-limit",
+    "min-replicas-to-write",
 )
 
 
@@ -107,6 +108,11 @@ def info_parse(state: State, replies: list[Any]) -> list[Family]:
     if uptime is not None:
         families.append(gauge(PREFIX + "start_time_seconds", "Start time", time.time() - uptime))
     families += [_instance_info(state), *_replication(state), *_keyspace(state)]
+    good = _field_number(state, "min_slaves_good_slaves")  # only with min-replicas-to-write
+    if good is not None:
+        families.append(
+            gauge("redkeep_replicas_good", "Replicas within min-replicas-max-lag", good)
+        )
     families += [*_commandstats(state), *_errorstats(state), *_latencystats(state)]
     return families
 
@@ -253,6 +259,14 @@ def config_parse(state: State, replies: list[Any]) -> list[Family]:
         if param in values:
             families.append(gauge(PREFIX + metric, f"CONFIG {param}", float(values[param])))
     families.append(_output_buffer_limits(values.get("client-output-buffer-limit", "")))
+    if "min-replicas-to-write" in values:
+        families.append(
+            gauge(
+                "redkeep_config_min_replicas_to_write",
+                "CONFIG min-replicas-to-write: below this many good replicas, writes are refused",
+                float(values["min-replicas-to-write"]),
+            )
+        )
     return families
 
 
