@@ -141,6 +141,9 @@ class Scraper:
         families = self._round(connection, ROUND_ONE, deadline)
         if not self.stats.collector_ok.get("info"):
             return [], "info failed"
+        for collector in ROUND_ONE:  # asked before INFO said what the server is (a Sentinel)
+            if not collector.commands(self.state):
+                self.stats.collector_ok.pop(collector.name, None)
         try:
             families += self._round(connection, ROUND_TWO, deadline)
         except RedkeepError as error:  # a partial answer: Redis is up, but slow

