@@ -2,8 +2,8 @@
 
 import hiredis
 
-from redkeep.exporter.collectors import State
-from redkeep.exporter.exposition import render
+from redkeep.exporter.collectors import CLUSTER, State
+from redkeep.exporter.exposition import parse, render
 from redkeep.exporter.hastate import CLUSTER_NODES, SENTINEL
 from redkeep.exporter.info import parse_info
 
@@ -89,3 +89,13 @@ def test_cluster_view_flags_the_node_the_others_failed():
     assert 'redkeep_cluster_node_failed{node="127.0.0.1:7002",myself="0"} 0' in text
     assert 'redkeep_cluster_node_suspected{node="127.0.0.1:7002",myself="0"} 1' in text
     assert not any(":0" in line.split("}")[0] for line in text if line.startswith("redkeep_"))
+
+
+def test_cluster_info_after_a_failover_renders_valid_names():
+    state = State()
+    state.set_info(parse_info("# Cluster\ncluster_enabled:1\n"))
+    info = "cluster_state:fail\r\ncluster_stats_messages_auth-ack_sent:1\r\ncluster_my_epoch:4\r\n"
+    text = render(CLUSTER.parse(state, [info.encode()]))
+    assert parse(text)  # every line a valid sample (a '-' in a name is not)
+    assert "redis_cluster_stats_messages_auth_ack_sent 1" in text.splitlines()
+    assert "redis_cluster_state 0" in text.splitlines()

@@ -407,7 +407,9 @@ def cluster_parse(state: State, replies: list[Any]) -> list[Family]:
         name, _, raw = line.partition(":")
         value = number(raw)
         if value is not None and name.startswith("cluster_"):
-            metric = mapping.CLUSTER_INFO.get(name, name)
+            # `cluster_stats_messages_auth-ack_sent` (after a failover): '-' is no metric name
+            # character, and one bad name makes Prometheus refuse the whole page.
+            metric = mapping.CLUSTER_INFO.get(name, name).replace("-", "_")
             families.append(gauge(PREFIX + metric, f"CLUSTER INFO {name}", value))
     return families
 

@@ -8,21 +8,29 @@ shared by the module; the failover tests come last and leave it failed over.
 
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from redkeep.config.schema import MonitoringSettings, Settings
+from redkeep.monitoring.rules import alerts, render_rules
+from redkeep.render.monitoring import render_prometheus
 from tests.hanodes import (
     PASSWORDS,
     HADeployment,
     make_pki,
     start_cluster,
     start_sentinel_group,
+    wait_until,
 )
 from tests.integration.exporter.conftest import Exporter, parse, value
 from tests.integration.exporter.test_exporter_versions import NOT_SERVED, reference_scrape
+from tests.integration.exporter.test_prometheus import query, ready
+from tests.servers import free_port, require_binary
 
 ENV = {"HA_ADMIN_PASSWORD": PASSWORDS["admin"], "REDIS_PASSWORD": PASSWORDS["admin"]}
 # What a Sentinel holds no keys for: 1.45.0 serves 16 empty databases on one, redkeep none.
@@ -172,3 +180,129 @@ def test_discovery_lists_every_allowed_node_each_scrapable(
     (group,) = json.loads(exporter.get("/discover-cluster-nodes")[1])
     assert set(group["targets"]) == every_url(cluster) - {url(cluster, "redis-2")}
     assert exporter.get(f"/scrape?target={url(cluster, 'redis-2')}")[0] == 403
+
+
+def role_of(exporter: Exporter, target: str) -> str:
+    families = scrape(exporter, target)
+    if value(families, "redis_up") != 1:
+        return "down"
+    ((labels, _),) = families["redis_instance_info"]
+    return labels.split('role="')[1].split('"')[0]
+
+
+def start_prometheus(
+    tmp_path: Path, exporters: dict[str, Exporter]
+) -> tuple[str, subprocess.Popen]:
+    """Prometheus on the job a HA bundle renders (http_sd from the exporter, /scrape per
+    node), one job per exporter, and the bundle's alert rules."""
+    rendered = render_prometheus(Settings.model_validate({"deployment": {"topology": "cluster"}}))
+    (template,) = [
+        j for j in yaml.safe_load(rendered)["scrape_configs"] if j["job_name"] == "redis"
+    ]
+    jobs = []
+    for name, exporter in exporters.items():
+        address = exporter.url.removeprefix("http://")
+        job = json.loads(json.dumps(template).replace("exporter:9121", address))
+        del job["static_configs"]  # the bundle's planned nodes: none of them runs here
+        job["job_name"] = name
+        job["http_sd_configs"][0]["refresh_interval"] = "2s"
+        jobs.append(job)
+    rules = tmp_path / "redkeep.rules.yml"
+    rules.write_text(render_rules(MonitoringSettings()))
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": jobs,
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            require_binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    return f"http://127.0.0.1:{port}", process
+
+
+def expr_of(name: str) -> str:
+    return next(alert["expr"] for alert in alerts(MonitoringSettings()) if alert["name"] == name)
+
+
+def test_after_a_sigkill_of_each_primary_the_exporter_and_prometheus_follow_the_failover(
+    cluster, sentinels, exporter_factory, tmp_path
+):
+    exporters = {
+        "cluster": exporter_for(exporter_factory, cluster, "redis-1", tmp_path),
+        "sentinel": exporter_for(exporter_factory, sentinels, "sentinel-1", tmp_path),
+    }
+    prometheus, process = start_prometheus(tmp_path, exporters)
+    try:
+        # Healthy: every HA alert's signal returns data, from every node discovered.
+        signals = {alert["signal"] for alert in alerts(MonitoringSettings()) if "needs" in alert}
+        wait_until(lambda: process.poll() is None and ready(prometheus), "prometheus", 60)
+        wait_until(
+            lambda: (
+                all(query(prometheus, signal_) for signal_ in signals)
+                and len(query(prometheus, "up == 1"))
+                == len(every_url(cluster)) + len(every_url(sentinels))
+            ),
+            "every HA signal from every node",
+            60,
+        )
+        # The cluster's redis-3 replicates redis-0; the group's redis-1 replicates redis-0.
+        assert role_of(exporters["cluster"], url(cluster, "redis-3")) == "slave"
+        assert role_of(exporters["sentinel"], url(sentinels, "redis-1")) == "slave"
+        os.kill(cluster.nodes["redis-0"].pid, signal.SIGKILL)
+        os.kill(sentinels.nodes["redis-0"].pid, signal.SIGKILL)
+
+        # down-after (1 s) / node timeout (2 s) + the failover + a scrape: polled, not timed.
+        wait_until(
+            lambda: role_of(exporters["cluster"], url(cluster, "redis-3")) == "master",
+            "the exporter to report the cluster's promoted replica as master",
+        )
+        wait_until(
+            lambda: role_of(exporters["sentinel"], url(sentinels, "redis-1")) == "master",
+            "the exporter to report Sentinel's new primary as master",
+        )
+        new_primary = f"127.0.0.1:{sentinels.nodes['redis-1'].tls_port}"
+        sentinel_view = scrape(exporters["sentinel"], url(sentinels, "sentinel-1"))
+        assert value(sentinel_view, "redis_sentinel_master_config_epoch") >= 1
+        assert value(sentinel_view, "redis_sentinel_master_status", master_address=new_primary)
+
+        # The killed primary: down for its own scrape, failed in the cluster's view.
+        killed = f"127.0.0.1:{cluster.nodes['redis-0'].tls_port}"
+        assert value(scrape(exporters["cluster"], url(cluster, "redis-0")), "redis_up") == 0
+        wait_until(
+            lambda: (
+                value(
+                    scrape(exporters["cluster"], url(cluster, "redis-1")),
+                    "redkeep_cluster_node_failed",
+                    node=killed,
+                )
+                == 1
+            ),
+            "the cluster to mark the killed primary failed",
+        )
+        # And the alerts' expressions return data on Prometheus.
+        for name, labels in (
+            ("RedisClusterFailover", {"instance": url(cluster, "redis-3")}),
+            ("RedisSentinelFailover", {"master_name": "ha"}),
+            ("RedisClusterNodeFailed", {"node": killed}),
+            ("RedisDown", {"instance": url(cluster, "redis-0")}),
+        ):
+            wait_until(
+                lambda name=name, labels=labels: any(
+                    labels.items() <= series["metric"].items()
+                    for series in query(prometheus, expr_of(name))
+                ),
+                f"{name}'s expression to return {labels}",
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
