@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from redkeep.config.schema import MonitoringSettings, Settings
+from redkeep.monitoring.dashboard import queries
 from redkeep.monitoring.rules import alerts, render_rules
 from redkeep.render.monitoring import render_prometheus
 from tests.hanodes import (
@@ -29,7 +30,7 @@ from tests.hanodes import (
 )
 from tests.integration.exporter.conftest import Exporter, parse, value
 from tests.integration.exporter.test_exporter_versions import NOT_SERVED, reference_scrape
-from tests.integration.exporter.test_prometheus import query, ready
+from tests.integration.exporter.test_prometheus import concrete, query, ready
 from tests.servers import free_port, require_binary
 
 ENV = {"HA_ADMIN_PASSWORD": PASSWORDS["admin"], "REDIS_PASSWORD": PASSWORDS["admin"]}
@@ -245,6 +246,8 @@ def test_after_a_sigkill_of_each_primary_the_exporter_and_prometheus_follow_the_
     try:
         # Healthy: every HA alert's signal returns data, from every node discovered.
         signals = {alert["signal"] for alert in alerts(MonitoringSettings()) if "needs" in alert}
+        for deployment in ("cluster", "sentinel"):  # and the dashboard's Cluster and Sentinel rows
+            signals |= {concrete(q) for q in set(queries(deployment=deployment)) - set(queries())}
         wait_until(lambda: process.poll() is None and ready(prometheus), "prometheus", 60)
         wait_until(
             lambda: (
