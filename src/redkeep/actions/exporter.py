@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from redkeep.exporter.targets import allowed_targets, key_of
 from redkeep.redis.deployment import Role
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target, parse_host_port, resolve_target
+from redkeep.render.env import ALL_PASSWORD_KEYS
 
 if TYPE_CHECKING:
     from redkeep.config.schema import CheckSettings, ExporterSettings
@@ -58,7 +59,7 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
     settings = bundle.settings.exporter if bundle else StandaloneExporter()
     env = {**(bundle.secrets() if bundle else {}), **os.environ}
     base = bundle.root if bundle else None
-    nodes = _deployment_nodes(bundle)
+    nodes = _deployment_nodes(bundle, env)
     # A Sentinel or cluster bundle has no one main node: its nodes are /scrape targets.
     no_main = request.no_main_target or (bool(nodes) and not connection.url)
     target = None if no_main else target_for(connection, bundle, "exporter")
@@ -111,14 +112,18 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
             main.close()
 
 
-def _deployment_nodes(bundle: Bundle | None) -> list[Target]:
-    """A Sentinel or cluster bundle's nodes as the exporter reaches them, Sentinels first (their
-    view of the deployment is the one that follows failovers); [] for a standalone bundle."""
+def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> list[Target]:
+    """A Sentinel or cluster bundle's planned nodes as the exporter reaches them, Sentinels
+    first (their view of the deployment follows failovers). [] for a standalone bundle, and
+    when `exporter.targets` lists the nodes itself (Kubernetes: the pods' own names)."""
     if bundle is None or bundle.settings.deployment.topology == "standalone":
         return []
-    nodes = bundle.deployment("exporter").nodes
+    if bundle.settings.exporter.targets:
+        return []
+    password = env.get(ALL_PASSWORD_KEYS["exporter"])  # a missing one fails at login, said
+    nodes = bundle.deployment("exporter", with_password=False).nodes
     ordered = sorted(nodes, key=lambda node: node.role is not Role.SENTINEL)
-    return [node.target for node in ordered]
+    return [replace(node.target, password=password) for node in ordered]
 
 
 def load_app_checks(path: Path) -> list[CheckSettings]:

@@ -15,13 +15,14 @@ def _yaml(header: str, data: dict) -> str:
     return f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, width=100)
 
 
-# The multi-target pattern: the Redis URL becomes ?target= and the instance label, while the
-# request itself goes to the exporter.
-TO_EXPORTER = [
-    {"source_labels": ["__address__"], "target_label": "__param_target"},
-    {"source_labels": ["__param_target"], "target_label": "instance"},
-    {"target_label": "__address__", "replacement": f"exporter:{EXPORTER_PORT}"},
-]
+def to_exporter() -> list[dict]:
+    """The multi-target pattern: the Redis URL becomes ?target= and the instance label, while
+    the request itself goes to the exporter. (Fresh each time: YAML would alias a shared one.)"""
+    return [
+        {"source_labels": ["__address__"], "target_label": "__param_target"},
+        {"source_labels": ["__param_target"], "target_label": "instance"},
+        {"target_label": "__address__", "replacement": f"exporter:{EXPORTER_PORT}"},
+    ]
 
 
 def node_urls(settings: Settings) -> list[str]:
@@ -52,7 +53,7 @@ def _redis_job(settings: Settings) -> dict:
         ],
         "static_configs": [{"targets": node_urls(settings)}],
         "relabel_configs": [
-            *TO_EXPORTER,
+            *to_exporter(),
             {"target_label": "cluster", "replacement": settings.name},
         ],
     }
@@ -85,7 +86,7 @@ def render_prometheus(settings: Settings) -> str:
                 "static_configs": [
                     {"targets": [target.url for target in settings.exporter.targets]}
                 ],
-                "relabel_configs": TO_EXPORTER,
+                "relabel_configs": to_exporter(),
             }
         )
     data = {

@@ -20,6 +20,7 @@ from redkeep.config.schema import MonitoringSettings, Settings
 from redkeep.monitoring.dashboard import queries
 from redkeep.monitoring.rules import alerts, render_rules
 from redkeep.render.monitoring import render_prometheus
+from tests.conftest import REDKEEP
 from tests.hanodes import (
     PASSWORDS,
     HADeployment,
@@ -309,3 +310,25 @@ def test_after_a_sigkill_of_each_primary_the_exporter_and_prometheus_follow_the_
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_cluster_bundle_exporter_needs_no_main_node_and_allows_the_planned_ones(
+    exporter_factory, tmp_path
+):
+    """Nothing runs here: what the exporter accepts is judged, not what it reads."""
+    root = tmp_path / "bundle"
+    port = free_port()
+    init = subprocess.run(
+        [REDKEEP, "init", str(root), "--topology", "cluster", "--tls-port", str(port)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    exporter = exporter_factory("--dir", root)
+    assert exporter.get("/metrics")[0] == 404  # no one main node in a cluster
+    planned = f"rediss://localhost:{port + 5}"  # redis-5, the last replica
+    status, body, _ = exporter.get(f"/scrape?target={planned}")
+    assert status == 200 and value(parse(body), "redis_up") == 0  # allowed, not running
+    assert exporter.get(f"/scrape?target=rediss://localhost:{port + 6}")[0] == 403
+    assert exporter.get("/discover-cluster-nodes")[0] == 503  # no node answers
