@@ -156,3 +156,23 @@ def test_compose_defines_the_monitoring_stack_without_secrets():
         assert all(port.startswith("127.0.0.1:") for port in compose["services"][name]["ports"])
     grafana_env = compose["services"]["grafana"]["environment"]
     assert grafana_env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD")
+
+
+@pytest.mark.parametrize(("topology", "nodes"), [("sentinel", 3 + 3), ("cluster", 3 * 2)])
+def test_a_ha_bundle_scrapes_every_node_through_discovery_and_the_plan(tmp_path, topology, nodes):
+    settings = Settings.model_validate({"deployment": {"topology": topology}})
+    rendered = render_prometheus(settings)
+    (job,) = [j for j in yaml.safe_load(rendered)["scrape_configs"] if j["job_name"] == "redis"]
+    assert job["metrics_path"] == "/scrape"
+    assert job["http_sd_configs"][0]["url"] == "http://exporter:9121/discover-cluster-nodes"
+    static = job["static_configs"][0]["targets"]
+    port = settings.redis.tls_port
+    assert len(static) == len(set(static)) == nodes
+    assert f"rediss://localhost:{port}" in static
+    if topology == "sentinel":
+        assert f"rediss://localhost:{port + 100}" in static  # the Sentinels are scraped too
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "redkeep.rules.yml").write_text(render_rules(MonitoringSettings()))
+    (tmp_path / "prometheus.yml").write_text(rendered)
+    result = run(require_binary("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +21,14 @@ from redkeep.errors import ConfigError, UsageError
 from redkeep.exporter import posture
 from redkeep.exporter.appchecks import AppCheckRunner
 from redkeep.exporter.background import Background
+from redkeep.exporter.discovery import NodeDiscovery
 from redkeep.exporter.http import Endpoint, Limits, make_server
 from redkeep.exporter.scrape import Scraper
-from redkeep.exporter.targets import allowed_targets
+from redkeep.exporter.targets import allowed_targets, key_of
+from redkeep.redis.deployment import Role
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target, parse_host_port, resolve_target
+from redkeep.render.env import ALL_PASSWORD_KEYS
 
 if TYPE_CHECKING:
     from redkeep.config.schema import CheckSettings, ExporterSettings
@@ -56,7 +59,10 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
     settings = bundle.settings.exporter if bundle else StandaloneExporter()
     env = {**(bundle.secrets() if bundle else {}), **os.environ}
     base = bundle.root if bundle else None
-    target = None if request.no_main_target else target_for(connection, bundle, "exporter")
+    nodes = _deployment_nodes(bundle, env)
+    # A Sentinel or cluster bundle has no one main node: its nodes are /scrape targets.
+    no_main = request.no_main_target or (bool(nodes) and not connection.url)
+    target = None if no_main else target_for(connection, bundle, "exporter")
     checks_file = request.app_checks_file
     app_checks = load_app_checks(checks_file) if checks_file else settings.checks
     background = _background(
@@ -68,12 +74,15 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
         return target_for(connection, bundle, "exporter")
 
     main = Scraper(target, background.families, backup_metrics, refresh) if target else None
+    allowed = {key_of(node): node for node in nodes} | allowed_targets(settings, env, base)
+    seeds = ([target] if target else []) + nodes
     endpoint = Endpoint(
         main=main,
-        allowed=allowed_targets(settings, env, base),
+        allowed=allowed,
         make_scraper=Scraper,
         basic_auth=_basic_auth(settings, env),
         tls=bool(settings.tls_cert_file),
+        discovery=NodeDiscovery(seeds, allowed) if seeds else None,
     )
     listen = request.listen or settings.listen
     host, port = parse_host_port(listen, "--listen", "127.0.0.1:9121")
@@ -101,6 +110,20 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
         background.stop()
         if main is not None:
             main.close()
+
+
+def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> list[Target]:
+    """A Sentinel or cluster bundle's planned nodes as the exporter reaches them, Sentinels
+    first (their view of the deployment follows failovers). [] for a standalone bundle, and
+    when `exporter.targets` lists the nodes itself (Kubernetes: the pods' own names)."""
+    if bundle is None or bundle.settings.deployment.topology == "standalone":
+        return []
+    if bundle.settings.exporter.targets:
+        return []
+    password = env.get(ALL_PASSWORD_KEYS["exporter"])  # a missing one fails at login, said
+    nodes = bundle.deployment("exporter", with_password=False).nodes
+    ordered = sorted(nodes, key=lambda node: node.role is not Role.SENTINEL)
+    return [replace(node.target, password=password) for node in ordered]
 
 
 def load_app_checks(path: Path) -> list[CheckSettings]:

@@ -24,6 +24,7 @@ CONFIG_PARAMS = (
     "repl-backlog-size",
     "protected-mode",
     "client-output-buffer-limit",
+    "min-replicas-to-write",
 )
 
 
@@ -48,6 +49,11 @@ class State:
         return self.fields.get(name)
 
     @property
+    def sentinel(self) -> bool:
+        """A Sentinel: no CONFIG, SLOWLOG, LATENCY; SENTINEL instead."""
+        return self.field("redis_mode") == "sentinel"
+
+    @property
     def version(self) -> tuple[int, ...]:
         """The server's Redis version (Valkey reports a compatible one), () before any INFO."""
         raw = self.field("redis_version") or ""
@@ -59,6 +65,7 @@ class Collector:
     name: str
     commands: Callable[[State], list[tuple[str, ...]]]
     parse: Callable[[State, list[Any]], list[Family]]
+    errors_are_data: bool = False  # error replies (not NOPERM) go to parse, not fail it
 
 
 # --- INFO --------------------------------------------------------------------------------
@@ -101,6 +108,11 @@ def info_parse(state: State, replies: list[Any]) -> list[Family]:
     if uptime is not None:
         families.append(gauge(PREFIX + "start_time_seconds", "Start time", time.time() - uptime))
     families += [_instance_info(state), *_replication(state), *_keyspace(state)]
+    good = _field_number(state, "min_slaves_good_slaves")  # only with min-replicas-to-write
+    if good is not None:
+        families.append(
+            gauge("redkeep_replicas_good", "Replicas within min-replicas-max-lag", good)
+        )
     families += [*_commandstats(state), *_errorstats(state), *_latencystats(state)]
     return families
 
@@ -222,6 +234,8 @@ INFO = Collector("info", info_commands, info_parse)
 
 
 def config_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:
+        return []
     # The version is the previous scrape's: before the first INFO it is unknown, and one
     # pattern per call is what every version answers (Redis 6.2 refuses several at once).
     if not state.version or state.version < (7, 0):
@@ -245,6 +259,14 @@ def config_parse(state: State, replies: list[Any]) -> list[Family]:
         if param in values:
             families.append(gauge(PREFIX + metric, f"CONFIG {param}", float(values[param])))
     families.append(_output_buffer_limits(values.get("client-output-buffer-limit", "")))
+    if "min-replicas-to-write" in values:
+        families.append(
+            gauge(
+                "redkeep_config_min_replicas_to_write",
+                "CONFIG min-replicas-to-write: below this many good replicas, writes are refused",
+                float(values["min-replicas-to-write"]),
+            )
+        )
     return families
 
 
@@ -266,6 +288,8 @@ CONFIG = Collector("config", config_commands, config_parse)
 
 
 def slowlog_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:
+        return []
     return [("SLOWLOG", "LEN"), ("SLOWLOG", "GET", "1")]
 
 
@@ -286,6 +310,8 @@ SLOWLOG = Collector("slowlog", slowlog_commands, slowlog_parse)
 
 
 def latency_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:
+        return []
     commands = [("LATENCY", "LATEST")]
     if state.version >= (7, 0):
         commands.append(("LATENCY", "HISTOGRAM"))
@@ -335,6 +361,8 @@ CLIENT_GROUPS_CAP = 100
 
 
 def clients_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:  # a Sentinel's exporter user may not list clients
+        return []
     return [("CLIENT", "LIST")]
 
 
@@ -379,7 +407,9 @@ def cluster_parse(state: State, replies: list[Any]) -> list[Family]:
         name, _, raw = line.partition(":")
         value = number(raw)
         if value is not None and name.startswith("cluster_"):
-            metric = mapping.CLUSTER_INFO.get(name, name)
+            # `cluster_stats_messages_auth-ack_sent` (after a failover): '-' is no metric name
+            # character, and one bad name makes Prometheus refuse the whole page.
+            metric = mapping.CLUSTER_INFO.get(name, name).replace("-", "_")
             families.append(gauge(PREFIX + metric, f"CLUSTER INFO {name}", value))
     return families
 

@@ -1,4 +1,5 @@
-"""The exporter's HTTP endpoint: /metrics, /scrape?target=, /health and a status page at /.
+"""The exporter's HTTP endpoint: /metrics, /scrape?target=, /discover-cluster-nodes, /health
+and a status page at /.
 
 The server is `httpserver.py` (one asyncio loop owns every connection; timeouts, connection
 caps, eviction); a complete request goes to a few worker threads, which scrape, so a connection
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redkeep import __version__
+from redkeep.errors import RedkeepError
+from redkeep.exporter.discovery import NodeDiscovery
 from redkeep.exporter.exposition import CONTENT_TYPE, counter, gauge, render
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import key_of, lookup
@@ -56,6 +59,7 @@ class Endpoint:
     make_scraper: Callable[[Target], Scraper]
     basic_auth: tuple[str, str] | None = None
     tls: bool = False
+    discovery: NodeDiscovery | None = None  # a deployment's nodes, for Prometheus http_sd
     bad_requests: int = 0
     connections: ConnectionStats = field(default_factory=ConnectionStats)  # the server counts
     _scrapers: dict[str, Scraper] = field(default_factory=dict)
@@ -76,7 +80,12 @@ class Endpoint:
             )
         if request.method != "GET":
             return Response(405, "only GET\n", extra={"Allow": "GET"})
-        routes = {"/metrics": self._metrics, "/scrape": self._scrape, "/health": self._health}
+        routes = {
+            "/metrics": self._metrics,
+            "/scrape": self._scrape,
+            "/discover-cluster-nodes": self._discover,
+            "/health": self._health,
+        }
         route = routes.get(request.path, self._index if request.path == "/" else None)
         if route is None:
             return Response(404, "not found\n")
@@ -135,6 +144,15 @@ class Endpoint:
             return Response(403 if requested else 400, f"{reason}\n")
         body = self.scraper_for(target).scrape(_timeout(request.headers))
         return Response(200, body, CONTENT_TYPE)
+
+    def _discover(self, request: Request) -> Response:
+        if self.discovery is None:
+            return Response(404, "no deployment to discover: run in a bundle or give --url\n")
+        try:
+            return Response(200, self.discovery.http_sd(), "application/json")
+        except RedkeepError as error:
+            LOG.warning("discovery failed: %s", error)
+            return Response(503, "discovery failed: no node of the deployment answered\n")
 
     def _health(self, request: Request) -> Response:
         return Response(200, "ok\n")

@@ -28,6 +28,8 @@ from redkeep.redis.tls import client_context
 
 
 def acl_log_commands(state: State) -> list[tuple[str, ...]]:
+    if state.sentinel:  # a Sentinel's exporter user may not read its ACL log
+        return []
     return [("ACL", "LOG", "128")]
 
 

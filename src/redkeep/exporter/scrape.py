@@ -19,7 +19,7 @@ import hiredis
 
 from redkeep import __version__
 from redkeep.errors import ConnectError, ErrorKind, RedkeepError, StreamError
-from redkeep.exporter import collectors, posture
+from redkeep.exporter import collectors, hastate, posture
 from redkeep.exporter.collectors import Collector, State
 from redkeep.exporter.exposition import Family, counter, gauge, render
 from redkeep.redis.raw import RawConnection
@@ -36,6 +36,8 @@ ROUND_TWO = (
     collectors.LATENCY,
     collectors.CLIENTS,
     collectors.CLUSTER,
+    hastate.CLUSTER_NODES,
+    hastate.SENTINEL,
     posture.ACL_LOG,
 )
 
@@ -139,6 +141,9 @@ class Scraper:
         families = self._round(connection, ROUND_ONE, deadline)
         if not self.stats.collector_ok.get("info"):
             return [], "info failed"
+        for collector in ROUND_ONE:  # asked before INFO said what the server is (a Sentinel)
+            if not collector.commands(self.state):
+                self.stats.collector_ok.pop(collector.name, None)
         try:
             families += self._round(connection, ROUND_TWO, deadline)
         except RedkeepError as error:  # a partial answer: Redis is up, but slow
@@ -202,6 +207,9 @@ class Scraper:
             for collector in round_
             if collector.name not in self.disabled
         ]
+        for collector, command_list in plan:
+            if not command_list:  # nothing to ask this server (a Sentinel has no CONFIG)
+                self.stats.collector_ok.pop(collector.name, None)
         plan = [(collector, commands) for collector, commands in plan if commands]
         commands = [command for _, command_list in plan for command in command_list]
         if not commands:
@@ -233,7 +241,8 @@ class Scraper:
                 self.target.username or "default",
                 errors[0],
             )
-        elif ok:
+        elif ok or collector.errors_are_data:
+            ok = True
             try:
                 families = collector.parse(self.state, replies)
             except (ValueError, TypeError, IndexError, KeyError) as error:

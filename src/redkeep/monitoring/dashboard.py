@@ -26,11 +26,15 @@ def dashboard_spec() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def queries(spec: dict[str, Any] | None = None) -> list[str]:
-    """Every PromQL expression of the dashboard (what the tests run against Prometheus)."""
+def queries(spec: dict[str, Any] | None = None, deployment: str = "standalone") -> list[str]:
+    """The PromQL expressions of the dashboard whose data a `deployment` (standalone, sentinel,
+    cluster) gives: every row without `needs`, and those that name it (the tests run them
+    against Prometheus)."""
     spec = spec or dashboard_spec()
     found = []
     for row in spec["rows"]:
+        if "needs" in row and deployment not in row["needs"].split():
+            continue
         for panel in row["panels"]:
             found += [_query(item)[0] for item in panel["queries"]]
     return found

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 
 import yaml
 
+from redkeep.config.deployment import plan_nodes
 from redkeep.config.schema import Settings
 
 EXPORTER_PORT = 9121
@@ -14,16 +15,56 @@ def _yaml(header: str, data: dict) -> str:
     return f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, width=100)
 
 
-def render_prometheus(settings: Settings) -> str:
-    """prometheus.yml: scrape the exporter, load redkeep's rules, send alerts to Alertmanager."""
-    jobs = [
-        {
+def to_exporter() -> list[dict]:
+    """The multi-target pattern: the Redis URL becomes ?target= and the instance label, while
+    the request itself goes to the exporter. (Fresh each time: YAML would alias a shared one.)"""
+    return [
+        {"source_labels": ["__address__"], "target_label": "__param_target"},
+        {"source_labels": ["__param_target"], "target_label": "instance"},
+        {"target_label": "__address__", "replacement": f"exporter:{EXPORTER_PORT}"},
+    ]
+
+
+def node_urls(settings: Settings) -> list[str]:
+    """Every node and Sentinel of the plan, as the exporter's /scrape accepts them (the same
+    form its /discover-cluster-nodes answers, so the two lists merge into one target each)."""
+    planned = plan_nodes(settings.deployment, settings.redis.tls_port)
+    return [f"rediss://{settings.host}:{node.port}" for node in planned]
+
+
+def _redis_job(settings: Settings) -> dict:
+    if settings.deployment.topology == "standalone":
+        return {
             "job_name": "redis",
             "static_configs": [
                 {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
             ],
         }
-    ]
+    # Discovery follows the deployment (nodes added later, Sentinels); the plan's nodes stay
+    # listed when discovery cannot answer (every node down at once, the exporter restarting).
+    return {
+        "job_name": "redis",
+        "metrics_path": "/scrape",
+        "http_sd_configs": [
+            {
+                "url": f"http://exporter:{EXPORTER_PORT}/discover-cluster-nodes",
+                "refresh_interval": "1m",
+            }
+        ],
+        "static_configs": [{"targets": node_urls(settings)}],
+        "relabel_configs": [
+            *to_exporter(),
+            {"target_label": "cluster", "replacement": settings.name},
+        ],
+    }
+
+
+def render_prometheus(settings: Settings) -> str:
+    """prometheus.yml: scrape the exporter, load redkeep's rules, send alerts to Alertmanager.
+
+    A standalone bundle's exporter serves its Redis at /metrics; a Sentinel or cluster bundle's
+    serves each node at /scrape?target=, the nodes listed by /discover-cluster-nodes."""
+    jobs = [_redis_job(settings)]
     if settings.proxy.enabled:
         jobs.append(
             {
@@ -37,8 +78,6 @@ def render_prometheus(settings: Settings) -> str:
             }
         )
     if settings.exporter.targets:
-        # The multi-target pattern: the Redis URL becomes ?target= and the instance label,
-        # while the request itself goes to the exporter.
         jobs.append(
             {
                 "job_name": "redis-targets",
@@ -47,11 +86,7 @@ def render_prometheus(settings: Settings) -> str:
                 "static_configs": [
                     {"targets": [target.url for target in settings.exporter.targets]}
                 ],
-                "relabel_configs": [
-                    {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["__param_target"], "target_label": "instance"},
-                    {"target_label": "__address__", "replacement": f"exporter:{EXPORTER_PORT}"},
-                ],
+                "relabel_configs": to_exporter(),
             }
         )
     data = {

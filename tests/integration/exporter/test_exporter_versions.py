@@ -47,8 +47,9 @@ def busy(build: ServerBuild, server_factory):
     return server
 
 
-def reference_scrape(port: int, workdir) -> dict:
-    """One /metrics of redis_exporter 1.45.0 on the server at `port`."""
+def reference_scrape(port: int, workdir, *options: str, env: dict | None = None) -> dict:
+    """One /metrics of redis_exporter 1.45.0 on the server at `port` (or, with `options`,
+    at the -redis.addr they give: TLS, a user)."""
     binary = require_binary(REFERENCE)
     listen = free_port()
     process = subprocess.Popen(
@@ -57,7 +58,9 @@ def reference_scrape(port: int, workdir) -> dict:
             f"-redis.addr=redis://127.0.0.1:{port}",
             f"-web.listen-address=127.0.0.1:{listen}",
             "-redis-only-metrics",
+            *options,
         ],
+        env=env,
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
