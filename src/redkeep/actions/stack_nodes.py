@@ -258,3 +258,63 @@ def _watch(
                 time.sleep(0.2)
         except KeyboardInterrupt:
             return
+
+
+SENTINEL_RESTART_TIMEOUT = 30.0  # seconds for a restarted Sentinel to link to its peers again
+
+
+def local_sentinel(bundle: Bundle, name: str) -> int | None:
+    """The pid of Sentinel `name` when this machine's `redkeep up --detach` runs it (a
+    compose or Kubernetes one, or one a foreground `up` watches, is not ours to restart)."""
+    service = processes.node_service(name)
+    located = processes.locate(service, bundle.root, bundle.run_dir)
+    if located.pid is None or processes.parent_command(located.pid) == ("up",):
+        return None
+    return located.pid
+
+
+def restart_sentinel(
+    bundle: Bundle, name: str, pid: int, timeout: float = SENTINEL_RESTART_TIMEOUT
+) -> int:
+    """Stop Sentinel `name` (pid `pid`), start it again on its run/NAME.conf (what it learned
+    stays), and wait until it answers and every Sentinel is linked to its peers again; its
+    new pid. The caller holds the bundle's lock and restarts one Sentinel at a time, so the
+    others keep the quorum; no data node is touched, so no failover starts."""
+    service = processes.node_service(name)
+    target = next(node.target for node in bundle.deployment("exporter").nodes if node.name == name)
+    stop_redis_server(bundle, pid, False, service)
+    binary = redis_server.find_redis_server()
+    process = nodes.start(bundle, binary, service)
+    log = nodes.log_path(bundle, name)
+    with interrupted_by_signals():
+        wait_until_healthy(bundle, process.pid, process, log, target=target, service=service)
+        wait_until_sentinels_linked(bundle, timeout)
+    return process.pid
+
+
+def sentinels_unlinked(current: DeploymentView, sentinels: int) -> list[str]:
+    """Why the Sentinels are not all linked to each other and agreeing (their problems, or a
+    peer count short of the plan's); [] when they are."""
+    found = [text for view in current.sentinels for text in current.problems_of(view.name)]
+    for view in current.sentinels:
+        if view.reached and view.other_sentinels != sentinels - 1:
+            found.append(f"{view.name} knows {view.other_sentinels} of {sentinels - 1} peers")
+    return found
+
+
+def wait_until_sentinels_linked(
+    bundle: Bundle, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Poll `up`'s health judgement until every Sentinel answers, agrees on the primary, has
+    a quorum and a link to each peer; raise naming what is still wrong after `timeout`."""
+    count = bundle.settings.deployment.sentinels
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = sentinels_unlinked(view(bundle), count)
+        if not problems:
+            return
+        if time.monotonic() >= deadline:
+            raise RedkeepError(
+                f"not linked again {timeout:g}s after restart: {'; '.join(problems)}"
+            )
+        sleep(0.2)
