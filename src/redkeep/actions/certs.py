@@ -478,7 +478,7 @@ def _rotate_sentinels(
                 result = _node_result(node, cert_path, old_cert, new_cert, SENTINEL_RENEWED)
                 results.append(replace(result, problem=f"restart failed: {error.message}"))
                 continue
-            applied = f"{RESTARTED} (pid {pid}, now {new_pid})"
+            applied = f"{RESTARTED}: pid {pid}, now {new_pid}"
             results.append(_node_result(node, cert_path, old_cert, new_cert, applied))
     return results
 

@@ -4,9 +4,11 @@ on this machine, on loopback ports from redis.tls_port upward.
 `up` starts what is missing (each node once its own process answers), forms the cluster, and
 returns only when the whole deployment is healthy by the same judgement as `redkeep health`
 (`redis/observe.py`): a primary with its replicas in sync and Sentinels with a quorum, or
-cluster_state ok with every slot served. The exporter, the proxy and the backup schedule are
-not run for these deployments yet: across shards and failovers they need more than one
-server's address (the next issue), and a half-right one would be worse than none.
+cluster_state ok with every slot served. Then, for a sentinel deployment, the proxy: it follows
+the primary the Sentinels name (`redkeep proxy --dir`), started, kept or restarted as for one
+server (`actions/stack.py`). The exporter and the backup schedule are not run for these
+deployments yet: across shards and failovers they need more than one server's address, and a
+half-right one would be worse than none; nor is the proxy for a cluster (it is no router).
 """
 
 import re
@@ -22,14 +24,20 @@ from redkeep.actions.stack import (
     DownReport,
     Outcome,
     UpReport,
+    bring_up_one,
+    deployment_helpers,
+    proxy_clash,
     refuse_foreground,
     remove_stale_pidfiles,
+    running_pids,
+    stop_or_raise,
     stop_redis_server,
     survey,
+    unwanted_services,
     wait_until_healthy,
 )
 from redkeep.bundle import Bundle
-from redkeep.errors import RedkeepError
+from redkeep.errors import RedkeepError, UsageError
 from redkeep.redis.deployment import Node
 from redkeep.redis.observe import DeploymentView
 from redkeep.render.nodes import LOOPBACK, planned
@@ -37,7 +45,9 @@ from redkeep.signals import interrupted_by_signals
 from redkeep.stack import forming, nodes, processes, redis_server
 from redkeep.stack.children import end_child
 from redkeep.stack.lock import stack_lock
-from redkeep.stack.processes import REDIS, Service
+from redkeep.stack.processes import PROXY, REDIS, Service
+
+HELPERS = (PROXY,)  # what `up` may run beside a deployment's nodes (`deployment_helpers`)
 
 HEALTHY_TIMEOUT = 60.0  # seconds for replicas to sync and the Sentinels to agree, after start
 FAILOVER_WAIT_MAX = 60.0  # seconds `down` waits for a Sentinel failover to finish, at most
@@ -54,9 +64,22 @@ def bring_up_nodes(
     topology = bundle.settings.deployment.topology
     with stack_lock(bundle.run_dir, "up", on_wait):
         services = nodes.services(bundle)
-        found = survey(bundle, services)
+        helpers = deployment_helpers(bundle)
+        clash = proxy_clash(bundle.settings) if helpers else None
+        if clash:
+            raise UsageError(
+                f"proxy.listen {bundle.settings.proxy.listen} is {clash}'s port in this "
+                f"deployment; set proxy.listen in {bundle.config_path} to a free port (a new "
+                f"bundle puts it on redis.tls_port - 1) and run up again"
+            )
+        found = survey(bundle, services + helpers)
         report = UpReport(notes=remove_stale_pidfiles(found.values()), topology=topology)
         refuse_foreground(bundle, found.values(), detach)
+        for service, why in unwanted_services(bundle).items():
+            if service is PROXY:  # asked for no more: stop it (the others are not run at all)
+                for pid in running_pids(bundle, service):
+                    stop_or_raise(bundle, service, pid)
+                    report.stopped.append(Outcome(service, pid, "stopped", why))
         binary = redis_server.find_redis_server()
         version = redis_server.server_version(binary)[:2]
         missing = {service.node for service, located in found.items() if not located.running}
@@ -88,6 +111,8 @@ def bring_up_nodes(
                         bundle.deployment("admin"), planned(bundle.settings), LOOPBACK
                     )
                 report.live = wait_until_whole(bundle, healthy_timeout)
+            for service in helpers:  # once there is a primary to follow
+                report.outcomes.append(bring_up_one(bundle, found[service], report))
         except BaseException:  # interrupted or failed: stop what this `up` started
             for outcome in reversed(report.outcomes):
                 if outcome.action == "started":
@@ -148,8 +173,9 @@ def _stop_quietly(bundle: Bundle, service: Service, pid: int) -> None:
 
 
 def stop_order(bundle: Bundle) -> list[Service]:
-    """The Sentinels first (so none starts a failover while the nodes stop), then the nodes
-    that replicate now, then the primaries (which then have no replica to wait for)."""
+    """The nodes in the order `down` stops them (after the helpers): the Sentinels first (so
+    none starts a failover while the nodes stop), then the nodes that replicate now, then the
+    primaries (which then have no replica to wait for)."""
     services = nodes.services(bundle)
     sentinels = [service for service in services if nodes.is_sentinel(service)]
     try:
@@ -170,6 +196,13 @@ def bring_down_nodes(
         report = DownReport(nodes=True)
         if not force and bundle.settings.deployment.topology == "sentinel":
             report.notes += wait_out_failover(bundle)
+        for service in HELPERS:  # whatever redkeep.yaml says now: it may have changed since
+            report.notes += remove_stale_pidfiles(
+                [processes.locate(service, bundle.root, bundle.run_dir)]
+            )
+            for pid in running_pids(bundle, service):
+                stop_or_raise(bundle, service, pid)
+                report.stopped.append((service, pid))
         for service in stop_order(bundle):
             located = processes.locate(service, bundle.root, bundle.run_dir)
             report.notes += remove_stale_pidfiles([located])
