@@ -77,6 +77,31 @@ def test_certs_rotate_restarts_each_local_sentinel_without_a_failover(tmp_path, 
         assert primary.info("replication")["role"] == "master"
         primary.close()
         assert run_redkeep("health", "--dir", root).returncode == 0
+
+        # sentinel-1 cannot start again: it is named, exit 1, sentinel-2 is left running on
+        # its old certificate (restart_needed), and the two running keep their quorum.
+        conf = bundle.run_dir / "sentinel-1.conf"
+        conf.write_text(conf.read_text() + "no-such-directive yes\n")
+        pids = sentinel_pids(bundle, sentinels)
+        failed = run_redkeep("certs", "rotate", "--json", "--dir", root)
+        assert failed.returncode == 1
+        assert "sentinel-1 did not come back" in failed.stderr
+        report = json.loads(failed.stdout)
+        assert (report["restarted"], report["restart_needed"]) == (["sentinel-0"], ["sentinel-2"])
+        (broken,) = [node for node in report["nodes"] if node["problem"]]
+        assert broken["name"] == "sentinel-1" and "no-such-directive" in broken["problem"]
+        after = sentinel_pids(bundle, sentinels)
+        assert after["sentinel-1"] is None and after["sentinel-2"] == pids["sentinel-2"]
+        for name in ("sentinel-0", "sentinel-2"):
+            sentinel = client(bundle, ports[name], "admin")
+            assert sentinel.execute_command("SENTINEL", "CKQUORUM", "redkeep").startswith("OK")
+            assert sentinel.sentinel_master("redkeep")["port"] == ports["redis-0"]
+            sentinel.close()
+        # `up` renders its file again (keeping what it learned) and starts it.
+        conf.write_text(conf.read_text().replace("no-such-directive yes\n", ""))
+        again = run_redkeep("up", root, "--detach")
+        assert again.returncode == 0, again.stderr
+        assert run_redkeep("health", "--dir", root).returncode == 0
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr
