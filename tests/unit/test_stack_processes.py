@@ -24,6 +24,7 @@ from redkeep.stack.processes import (
     listening_ports,
     locate,
     option_value,
+    parent_command,
     send_signal,
     stop,
 )
@@ -174,3 +175,19 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_wait():
     assert polite.returncode == -signal.SIGTERM
     end_child(polite, timeout=30)  # one that has exited is left alone
     assert polite.returncode == -signal.SIGTERM
+
+
+def test_a_process_started_by_a_foreground_up_names_up_as_its_parent():
+    """A Sentinel a foreground `redkeep up` watches is not for `certs rotate` to restart."""
+    for words, expected in (((), None), (("redkeep", "--debug", "up", "DIR"), ("up",))):
+        # bash's own command line carries `words` (its $0, $1, ...): it is the parent.
+        parent = subprocess.Popen(
+            ["bash", "-c", "sleep 30 & echo $!; wait", *words], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            child = int(parent.stdout.readline())
+            assert parent_command(child) == expected
+        finally:
+            os.kill(child, signal.SIGTERM)
+            end_child(parent, timeout=5)
+            parent.stdout.close()

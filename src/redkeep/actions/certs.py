@@ -1,8 +1,9 @@
 """`redkeep certs`: create, issue, show, verify, and rotate the served certificates live.
 
 A standalone bundle serves tls/server.crt (Redis, and the proxy). A sentinel or cluster bundle
-gives each node its own certificate, tls/nodes/NAME.crt: a rotation renews each one and makes
-each data node re-read its own (`rotate_nodes`).
+gives each node its own certificate, tls/nodes/NAME.crt: a rotation renews each one, makes
+each data node re-read its own and restarts, one at a time, the Sentinels this machine's
+`redkeep up` runs (`rotate_nodes`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime as dt
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import redis
@@ -40,6 +41,7 @@ from redkeep.redis.deployment import Node, Role
 from redkeep.redis.handshake import handshake
 from redkeep.redis.target import ConnectionOptions, Target, parse_host_port
 from redkeep.stack import processes
+from redkeep.stack.lock import stack_lock
 from redkeep.stack.processes import PROXY
 
 
@@ -232,9 +234,13 @@ SENTINEL_RENEWED = (
 )
 
 
+# A Sentinel that this machine's `redkeep up` runs: restarted on its run/NAME.conf.
+RESTARTED = "restarted"
+
+
 def _told(applied: str) -> bool:
     """Was the endpoint told to re-read its certificate (so a handshake must show it)?"""
-    return applied == CONFIG_SET or applied.startswith("SIGHUP")
+    return applied == CONFIG_SET or applied.startswith(("SIGHUP", RESTARTED))
 
 
 def _same_file(bundle: Bundle, setting: str | None, path: Path) -> bool:
@@ -395,7 +401,8 @@ class NodesRotationReport:
 
     @property
     def complete(self) -> bool:
-        """Every data node serves its new certificate (Sentinels: once restarted)."""
+        """Every data node serves its new certificate, and every Sentinel restarted here
+        does (the others: once restarted)."""
         return not any(node.problem for node in self.nodes)
 
     @property
@@ -407,11 +414,18 @@ class NodesRotationReport:
             if node.new_serial and not node.current and not node.problem
         ]
 
+    @property
+    def restarted(self) -> list[str]:
+        """The Sentinels restarted to serve their new certificate (this machine's `up` runs
+        them)."""
+        return [node.name for node in self.nodes if node.applied.startswith(RESTARTED)]
+
     def to_json(self) -> dict:
         return {
             "topology": self.topology,
             "complete": self.complete,
             "restart_needed": self.restart_needed,
+            "restarted": self.restarted,
             "nodes": [asdict(node) for node in self.nodes],
         }
 
@@ -422,18 +436,51 @@ def rotate_nodes(bundle: Bundle, nodes: tuple[Node, ...], now: dt.datetime) -> N
 
     Each node is on its own: one that cannot be reached or refuses keeps its old certificate
     (files put back), the others keep the new one; all are signed by the same CA, so every
-    link keeps working. A Sentinel's file is renewed for its next start (no CONFIG SET).
+    link keeps working. A Sentinel's file is renewed; one that this machine's `up` runs is
+    restarted (Sentinel mode has no CONFIG SET), any other serves it at its next start.
     """
     load_ca(bundle.tls)  # the CA and every node's certificate are there before any change
     for node in nodes:
         load_certificate(bundle.tls.node_cert(node.name))
     results = [
-        _rotate_sentinel(bundle, node, now)
-        if node.role is Role.SENTINEL
-        else _rotate_data_node(bundle, node, now)
-        for node in nodes
+        _rotate_data_node(bundle, node, now) for node in nodes if node.role is not Role.SENTINEL
     ]
+    sentinels = [node for node in nodes if node.role is Role.SENTINEL]
+    if sentinels:
+        results += _rotate_sentinels(bundle, sentinels, now)
     return NodesRotationReport(bundle.settings.deployment.topology, results)
+
+
+def _rotate_sentinels(
+    bundle: Bundle, sentinels: list[Node], now: dt.datetime
+) -> list[NodeCertificate]:
+    """Renew each Sentinel's certificate; restart the ones this machine's `up` runs, one at a
+    time (under the bundle's lock), each once the Sentinels are all linked again. After a
+    Sentinel that does not come back, the rest wait for a restart: the quorum comes first."""
+    from redkeep.actions import stack_nodes  # noqa: PLC0415 - only a local deployment needs it
+
+    results = []
+    with stack_lock(bundle.run_dir, "certs rotate"):
+        failed = False
+        for node in sentinels:
+            pid = None if failed else stack_nodes.local_sentinel(bundle, node.name)
+            cert_path = bundle.tls.node_cert(node.name)
+            old_cert = load_certificate(cert_path)
+            _renew_node(bundle, node, now)
+            new_cert = load_certificate(cert_path)
+            if pid is None:
+                results.append(_node_result(node, cert_path, old_cert, new_cert, SENTINEL_RENEWED))
+                continue
+            try:
+                new_pid = stack_nodes.restart_sentinel(bundle, node.name, pid)
+            except RedkeepError as error:
+                failed = True
+                result = _node_result(node, cert_path, old_cert, new_cert, SENTINEL_RENEWED)
+                results.append(replace(result, problem=f"restart failed: {error.message}"))
+                continue
+            applied = f"{RESTARTED}: pid {pid}, now {new_pid}"
+            results.append(_node_result(node, cert_path, old_cert, new_cert, applied))
+    return results
 
 
 def _rotate_data_node(bundle: Bundle, node: Node, now: dt.datetime) -> NodeCertificate:
@@ -459,13 +506,6 @@ def _rotate_data_node(bundle: Bundle, node: Node, now: dt.datetime) -> NodeCerti
     return _node_result(node, cert_path, old_cert, load_certificate(cert_path), CONFIG_SET)
 
 
-def _rotate_sentinel(bundle: Bundle, node: Node, now: dt.datetime) -> NodeCertificate:
-    cert_path = bundle.tls.node_cert(node.name)
-    old_cert = load_certificate(cert_path)
-    _renew_node(bundle, node, now)
-    return _node_result(node, cert_path, old_cert, load_certificate(cert_path), SENTINEL_RENEWED)
-
-
 def _renew_node(bundle: Bundle, node: Node, now: dt.datetime) -> None:
     tls = bundle.settings.tls
     issue_node(bundle.tls, node.name, tls.server_names, tls.key_type, tls.cert_days, now)
@@ -478,7 +518,7 @@ def _node_result(
     target = node.target
     endpoint = Endpoint(node.name, target.host, target.port, target.host)
     new_serial = format(new.serial_number, "x") if new is not None else ""
-    told = applied == CONFIG_SET
+    told = _told(applied)
     served = _served(endpoint, applied, new_serial, target, told)
     # Not told: a Sentinel serves its renewed file once restarted; a node not renewed failed.
     problem = served.problem if told else ("" if new is not None else applied)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyrage
 from pydantic import ValidationError
 
+from redkeep.actions.stack import proxy_clash
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.config.deployment import plan_nodes
 from redkeep.config.load import format_problem, load_settings
@@ -30,6 +31,7 @@ from redkeep.pki.inspect import (
     subject_alt_names,
     verify_certificate,
 )
+from redkeep.redis.target import parse_host_port
 from redkeep.render import conf_quote
 from redkeep.render import nodes as node_files
 from redkeep.render.acl import hashes_in
@@ -265,6 +267,8 @@ def _settings(
             raise ConfigError(
                 f"{bundle.root}: {len(problems)} invalid setting(s)", problems
             ) from None
+    if path is None and proxy_clash(settings) and settings.redis.tls_port > 1:
+        settings = _proxy_moved(settings)
     now, before = settings.deployment.topology, on_file.deployment.topology
     if path is not None and now != before:
         raise UsageError(
@@ -273,6 +277,16 @@ def _settings(
             f"`redkeep init NEWDIR --topology {now}` and restore a backup into it"
         )
     return settings, path is None or settings != on_file
+
+
+def _proxy_moved(settings: Settings) -> Settings:
+    """A new deployment's proxy on the port below redis.tls_port (6379 by default): its
+    default port is the one a data node takes (tls_port + 1)."""
+    host, _ = parse_host_port(settings.proxy.listen, "proxy.listen")
+    port = settings.redis.tls_port - 1
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    proxy = settings.proxy.model_copy(update={"listen": listen})
+    return settings.model_copy(update={"proxy": proxy})
 
 
 def _passwords(

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from redkeep.actions.locate import load_bundle
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
+from redkeep.config.deployment import plan_nodes
+from redkeep.config.schema import Settings
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.fsutil import ensure_private_dir
 from redkeep.redis.client import client_for, connect
@@ -80,13 +82,33 @@ def is_deployment(bundle: Bundle) -> bool:
 
 def bundle_services(bundle: Bundle) -> list[Service]:
     """What `up` runs for this bundle, in start order: for a sentinel or cluster deployment,
-    its nodes and Sentinels (the helpers across nodes are not run yet: see stack_nodes)."""
+    its nodes and Sentinels, then the helpers it runs across them (`deployment_helpers`)."""
     if is_deployment(bundle):
         from redkeep.stack import nodes  # noqa: PLC0415 - rendering loads Jinja
 
-        return nodes.services(bundle)
+        return nodes.services(bundle) + deployment_helpers(bundle)
     unwanted = unwanted_services(bundle)
     return [service for service in SERVICES if service not in unwanted]
+
+
+def deployment_helpers(bundle: Bundle) -> list[Service]:
+    """The helpers `up` runs for a sentinel or cluster deployment: the proxy of a sentinel
+    deployment (it follows the primary the Sentinels name), when enabled. Not a cluster's:
+    the proxy is no cluster router. The exporter and the backup schedule: not yet (NOT_RUN)."""
+    settings = bundle.settings
+    if settings.deployment.topology == "sentinel" and settings.proxy.enabled:
+        return [PROXY]
+    return []
+
+
+def proxy_clash(settings: Settings) -> str | None:
+    """The deployment node whose local port proxy.listen would take, or None: `redkeep init`
+    moves the proxy off it, `up` refuses to start over it."""
+    if settings.deployment.topology == "standalone":
+        return None
+    port = parse_host_port(settings.proxy.listen, "proxy.listen")[1]
+    planned = plan_nodes(settings.deployment, settings.redis.tls_port)
+    return next((node.name for node in planned if port in (node.port, node.bus_port)), None)
 
 
 def unwanted_services(bundle: Bundle) -> dict[Service, str]:
@@ -171,16 +193,16 @@ def bring_up(
         report = UpReport(notes=remove_stale_pidfiles(found.values()))
         refuse_foreground(bundle, found.values(), detach)
         for service, why in unwanted_services(bundle).items():
-            for pid in _running(bundle, service):
-                _stop_or_raise(bundle, service, pid)
+            for pid in running_pids(bundle, service):
+                stop_or_raise(bundle, service, pid)
                 report.stopped.append(Outcome(service, pid, "stopped", why))
         try:
             for service in services:
-                report.outcomes.append(_bring_up_one(bundle, found[service], report))
+                report.outcomes.append(bring_up_one(bundle, found[service], report))
         except BaseException:  # interrupted or failed: stop what this `up` started
             for outcome in reversed(report.outcomes):  # started in SERVICES order: STOP_ORDER
                 if outcome.action != "kept":
-                    _stop_or_raise(bundle, outcome.service, outcome.pid)
+                    stop_or_raise(bundle, outcome.service, outcome.pid)
             if report.redis_process is not None:
                 report.redis_process.wait(timeout=5)
             raise
@@ -198,7 +220,8 @@ def refuse_foreground(bundle: Bundle, found: Iterable[Located], detach: bool) ->
         )
 
 
-def _bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome:
+def bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome:
+    """Start, keep or restart one service (redis-server, or a helper) as found."""
     service = located.service
     if service is REDIS:
         if located.pid is not None:
@@ -215,7 +238,7 @@ def _bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome
         located.pidfile.write_text(f"{located.pid}\n")
         return Outcome(service, located.pid, "kept")
     # Running but not serving as configured now: a new one serves the bundle.
-    _stop_or_raise(bundle, service, located.pid)
+    stop_or_raise(bundle, service, located.pid)
     return Outcome(service, start_helper(bundle, service), "restarted", why)
 
 
@@ -236,7 +259,7 @@ def _why_not_serving(bundle: Bundle, service: Service, pid: int) -> str | None:
     return None
 
 
-def _running(bundle: Bundle, service: Service) -> list[int]:
+def running_pids(bundle: Bundle, service: Service) -> list[int]:
     """Every process of `service` for the bundle: the one its pid file names, and any other."""
     located = processes.locate(service, bundle.root, bundle.run_dir)
     pids = [located.pid] if located.pid else []
@@ -396,10 +419,16 @@ class DownReport:
 
 
 # What `up` says of a sentinel or cluster deployment's helpers (docs/sentinel.md, cluster.md).
-NOT_RUN = (
-    "not run for a {topology} deployment yet: the exporter, the proxy and the backup "
-    "schedule (across nodes and failovers they come with the next redkeep release)"
-)
+NOT_RUN = {
+    "sentinel": (
+        "not run for a sentinel deployment yet: the exporter and the backup schedule (across "
+        "nodes and failovers they come with the next redkeep release)"
+    ),
+    "cluster": (
+        "not run for a cluster deployment yet: the exporter, the proxy and the backup "
+        "schedule (across nodes and failovers they come with the next redkeep release)"
+    ),
+}
 
 
 def bring_down(
@@ -420,17 +449,17 @@ def bring_down(
         for service in STOP_ORDER:
             located = processes.locate(service, bundle.root, bundle.run_dir)
             report.notes += remove_stale_pidfiles([located])
-            for pid in _running(bundle, service):
+            for pid in running_pids(bundle, service):
                 if service is REDIS:
                     report.notes += stop_redis_server(bundle, pid, force)
                 else:
-                    _stop_or_raise(bundle, service, pid)
+                    stop_or_raise(bundle, service, pid)
                 report.stopped.append((service, pid))
             located.pidfile.unlink(missing_ok=True)
         return report
 
 
-def _stop_or_raise(bundle: Bundle, service: Service, pid: int) -> None:
+def stop_or_raise(bundle: Bundle, service: Service, pid: int) -> None:
     timeout = STOP_TIMEOUT.get(service, HELPER_STOP_TIMEOUT)
     if not processes.stop(pid, service, bundle.root, timeout):
         raise RedkeepError(

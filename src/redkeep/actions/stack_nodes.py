@@ -4,9 +4,11 @@ on this machine, on loopback ports from redis.tls_port upward.
 `up` starts what is missing (each node once its own process answers), forms the cluster, and
 returns only when the whole deployment is healthy by the same judgement as `redkeep health`
 (`redis/observe.py`): a primary with its replicas in sync and Sentinels with a quorum, or
-cluster_state ok with every slot served. The exporter, the proxy and the backup schedule are
-not run for these deployments yet: across shards and failovers they need more than one
-server's address (the next issue), and a half-right one would be worse than none.
+cluster_state ok with every slot served. Then, for a sentinel deployment, the proxy: it follows
+the primary the Sentinels name (`redkeep proxy --dir`), started, kept or restarted as for one
+server (`actions/stack.py`). The exporter and the backup schedule are not run for these
+deployments yet: across shards and failovers they need more than one server's address, and a
+half-right one would be worse than none; nor is the proxy for a cluster (it is no router).
 """
 
 import re
@@ -22,14 +24,20 @@ from redkeep.actions.stack import (
     DownReport,
     Outcome,
     UpReport,
+    bring_up_one,
+    deployment_helpers,
+    proxy_clash,
     refuse_foreground,
     remove_stale_pidfiles,
+    running_pids,
+    stop_or_raise,
     stop_redis_server,
     survey,
+    unwanted_services,
     wait_until_healthy,
 )
 from redkeep.bundle import Bundle
-from redkeep.errors import RedkeepError
+from redkeep.errors import RedkeepError, UsageError
 from redkeep.redis.deployment import Node
 from redkeep.redis.observe import DeploymentView
 from redkeep.render.nodes import LOOPBACK, planned
@@ -37,7 +45,9 @@ from redkeep.signals import interrupted_by_signals
 from redkeep.stack import forming, nodes, processes, redis_server
 from redkeep.stack.children import end_child
 from redkeep.stack.lock import stack_lock
-from redkeep.stack.processes import REDIS, Service
+from redkeep.stack.processes import PROXY, REDIS, Service
+
+HELPERS = (PROXY,)  # what `up` may run beside a deployment's nodes (`deployment_helpers`)
 
 HEALTHY_TIMEOUT = 60.0  # seconds for replicas to sync and the Sentinels to agree, after start
 FAILOVER_WAIT_MAX = 60.0  # seconds `down` waits for a Sentinel failover to finish, at most
@@ -54,9 +64,22 @@ def bring_up_nodes(
     topology = bundle.settings.deployment.topology
     with stack_lock(bundle.run_dir, "up", on_wait):
         services = nodes.services(bundle)
-        found = survey(bundle, services)
+        helpers = deployment_helpers(bundle)
+        clash = proxy_clash(bundle.settings) if helpers else None
+        if clash:
+            raise UsageError(
+                f"proxy.listen {bundle.settings.proxy.listen} is {clash}'s port in this "
+                f"deployment; set proxy.listen in {bundle.config_path} to a free port (a new "
+                f"bundle puts it on redis.tls_port - 1) and run up again"
+            )
+        found = survey(bundle, services + helpers)
         report = UpReport(notes=remove_stale_pidfiles(found.values()), topology=topology)
         refuse_foreground(bundle, found.values(), detach)
+        for service, why in unwanted_services(bundle).items():
+            if service is PROXY:  # asked for no more: stop it (the others are not run at all)
+                for pid in running_pids(bundle, service):
+                    stop_or_raise(bundle, service, pid)
+                    report.stopped.append(Outcome(service, pid, "stopped", why))
         binary = redis_server.find_redis_server()
         version = redis_server.server_version(binary)[:2]
         missing = {service.node for service, located in found.items() if not located.running}
@@ -88,6 +111,8 @@ def bring_up_nodes(
                         bundle.deployment("admin"), planned(bundle.settings), LOOPBACK
                     )
                 report.live = wait_until_whole(bundle, healthy_timeout)
+            for service in helpers:  # once there is a primary to follow
+                report.outcomes.append(bring_up_one(bundle, found[service], report))
         except BaseException:  # interrupted or failed: stop what this `up` started
             for outcome in reversed(report.outcomes):
                 if outcome.action == "started":
@@ -148,8 +173,9 @@ def _stop_quietly(bundle: Bundle, service: Service, pid: int) -> None:
 
 
 def stop_order(bundle: Bundle) -> list[Service]:
-    """The Sentinels first (so none starts a failover while the nodes stop), then the nodes
-    that replicate now, then the primaries (which then have no replica to wait for)."""
+    """The nodes in the order `down` stops them (after the helpers): the Sentinels first (so
+    none starts a failover while the nodes stop), then the nodes that replicate now, then the
+    primaries (which then have no replica to wait for)."""
     services = nodes.services(bundle)
     sentinels = [service for service in services if nodes.is_sentinel(service)]
     try:
@@ -170,6 +196,13 @@ def bring_down_nodes(
         report = DownReport(nodes=True)
         if not force and bundle.settings.deployment.topology == "sentinel":
             report.notes += wait_out_failover(bundle)
+        for service in HELPERS:  # whatever redkeep.yaml says now: it may have changed since
+            report.notes += remove_stale_pidfiles(
+                [processes.locate(service, bundle.root, bundle.run_dir)]
+            )
+            for pid in running_pids(bundle, service):
+                stop_or_raise(bundle, service, pid)
+                report.stopped.append((service, pid))
         for service in stop_order(bundle):
             located = processes.locate(service, bundle.root, bundle.run_dir)
             report.notes += remove_stale_pidfiles([located])
@@ -258,3 +291,63 @@ def _watch(
                 time.sleep(0.2)
         except KeyboardInterrupt:
             return
+
+
+SENTINEL_RESTART_TIMEOUT = 30.0  # seconds for a restarted Sentinel to link to its peers again
+
+
+def local_sentinel(bundle: Bundle, name: str) -> int | None:
+    """The pid of Sentinel `name` when this machine's `redkeep up --detach` runs it (a
+    compose or Kubernetes one, or one a foreground `up` watches, is not ours to restart)."""
+    service = processes.node_service(name)
+    located = processes.locate(service, bundle.root, bundle.run_dir)
+    if located.pid is None or processes.parent_command(located.pid) == ("up",):
+        return None
+    return located.pid
+
+
+def restart_sentinel(
+    bundle: Bundle, name: str, pid: int, timeout: float = SENTINEL_RESTART_TIMEOUT
+) -> int:
+    """Stop Sentinel `name` (pid `pid`), start it again on its run/NAME.conf (what it learned
+    stays), and wait until it answers and every Sentinel is linked to its peers again; its
+    new pid. The caller holds the bundle's lock and restarts one Sentinel at a time, so the
+    others keep the quorum; no data node is touched, so no failover starts."""
+    service = processes.node_service(name)
+    target = next(node.target for node in bundle.deployment("exporter").nodes if node.name == name)
+    stop_redis_server(bundle, pid, False, service)
+    binary = redis_server.find_redis_server()
+    process = nodes.start(bundle, binary, service)
+    log = nodes.log_path(bundle, name)
+    with interrupted_by_signals():
+        wait_until_healthy(bundle, process.pid, process, log, target=target, service=service)
+        wait_until_sentinels_linked(bundle, timeout)
+    return process.pid
+
+
+def sentinels_unlinked(current: DeploymentView, sentinels: int) -> list[str]:
+    """Why the Sentinels are not all linked to each other and agreeing (their problems, or a
+    peer count short of the plan's); [] when they are."""
+    found = [text for view in current.sentinels for text in current.problems_of(view.name)]
+    for view in current.sentinels:
+        if view.reached and view.other_sentinels != sentinels - 1:
+            found.append(f"{view.name} knows {view.other_sentinels} of {sentinels - 1} peers")
+    return found
+
+
+def wait_until_sentinels_linked(
+    bundle: Bundle, timeout: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Poll `up`'s health judgement until every Sentinel answers, agrees on the primary, has
+    a quorum and a link to each peer; raise naming what is still wrong after `timeout`."""
+    count = bundle.settings.deployment.sentinels
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = sentinels_unlinked(view(bundle), count)
+        if not problems:
+            return
+        if time.monotonic() >= deadline:
+            raise RedkeepError(
+                f"not linked again {timeout:g}s after restart: {'; '.join(problems)}"
+            )
+        sleep(0.2)

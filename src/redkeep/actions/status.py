@@ -20,7 +20,13 @@ from redkeep.actions.health import (
 from redkeep.actions.live import observe_bundle
 from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.node_status import NodeStatus, SentinelStatus, node_statuses, summary
-from redkeep.actions.stack import bundle_services, is_deployment, listen_port, probe_service
+from redkeep.actions.stack import (
+    bundle_services,
+    deployment_helpers,
+    is_deployment,
+    listen_port,
+    probe_service,
+)
 from redkeep.app import Application
 from redkeep.backup import lastrun
 from redkeep.backup.metrics import LastRuns
@@ -220,6 +226,12 @@ def deployment_status(bundle: Bundle, now: dt.datetime) -> StatusReport:
     services = service_status(bundle, now)
     view = observe_bundle(bundle)
     problems = view.problems()
+    helpers = {service.name for service in deployment_helpers(bundle)}
+    if any(services[name].running or services[name].stale_pidfile for name in services):
+        # The nodes are judged above, by what they answer; the helpers by what they serve.
+        problems += service_problems(
+            bundle, {name: item for name, item in services.items() if name in helpers}
+        )
     pids = {name: item.pid for name, item in services.items()}
     nodes, sentinels = node_statuses(view, pids)
     target, reached = anchor_node(bundle, view)

@@ -119,7 +119,8 @@ def rotate(
     proxy on SIGHUP; connected clients stay. Each endpoint is then checked with a TLS
     handshake. A sentinel or cluster bundle: each node's own certificate (tls/nodes/), each
     data node switched with CONFIG SET; a Sentinel cannot re-read one, so its file is renewed
-    and it serves it once restarted. Exit 1 if one still serves another certificate.
+    and it serves it once restarted: the ones this machine's `redkeep up` runs are restarted
+    here, one at a time. Exit 1 if one still serves another certificate.
     """
     app.json_mode = as_json
     report = actions.run_rotate(app, connection, directory)
@@ -154,7 +155,8 @@ def _nodes_rotated(app: Application, report: actions.NodesRotationReport) -> int
     for node in report.nodes:
         where = f"{node.name} {node.address}"
         if node.current:
-            app.say(f"{where}: serves serial {node.new_serial} (CONFIG SET; no restart)")
+            how = "CONFIG SET; no restart" if node.applied == actions.CONFIG_SET else node.applied
+            app.say(f"{where}: serves serial {node.new_serial} ({how})")
         elif node.problem:
             app.error(f"{where}: {node.problem}")
         else:
@@ -166,6 +168,13 @@ def _nodes_rotated(app: Application, report: actions.NodesRotationReport) -> int
         )
     if report.complete:
         return ExitStatus.OK
+    unrestarted = [node.name for node in report.nodes if node.problem.startswith("restart failed")]
+    if unrestarted:
+        raise RedkeepError(
+            f"rotation incomplete: {', '.join(unrestarted)} did not come back after its restart "
+            f"(see its log in run/); the other Sentinels keep the quorum. Start it with "
+            "`redkeep up --detach`, then restart any listed above"
+        )
     failed = ", ".join(node.name for node in report.nodes if node.problem)
     raise RedkeepError(
         f"rotation incomplete: {failed} kept the certificate it had (still valid: the CA is "

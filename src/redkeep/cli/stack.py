@@ -10,6 +10,7 @@ import click
 from redkeep.actions.init import InitReport, init_bundle
 from redkeep.actions.stack import (
     NOT_RUN,
+    Outcome,
     UpReport,
     bring_down,
     bring_up,
@@ -161,8 +162,17 @@ def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
         return
     redis = report.outcome(REDIS)
     show_running(app, bundle, redis.pid, ACTIONS[redis.action])
+    show_helpers(app, bundle, report.outcomes[1:])
+    by_action: dict[str, list[str]] = {}
+    for outcome in report.outcomes + report.stopped:
+        by_action.setdefault(outcome.action, []).append(outcome.service.label)
+    app.say("; ".join(f"{action}: {', '.join(names)}" for action, names in by_action.items()))
+
+
+def show_helpers(app: Application, bundle: Bundle, outcomes: list[Outcome]) -> None:
+    """One line per helper `up` runs: where it serves, its pid, what `up` did, its log."""
     settings = bundle.settings
-    for outcome in report.outcomes[1:]:
+    for outcome in outcomes:
         state = f"pid {outcome.pid}, {ACTIONS[outcome.action]}"
         if outcome.why:
             state += f" ({outcome.why})"
@@ -182,10 +192,6 @@ def show_up(app: Application, bundle: Bundle, report: UpReport) -> None:
         elif outcome.service is BACKUP:
             every = settings.backup.interval_minutes
             app.say(f"backups every {every} min ({state}; log {log})")
-    by_action: dict[str, list[str]] = {}
-    for outcome in report.outcomes + report.stopped:
-        by_action.setdefault(outcome.action, []).append(outcome.service.label)
-    app.say("; ".join(f"{action}: {', '.join(names)}" for action, names in by_action.items()))
 
 
 def show_deployment_up(app: Application, bundle: Bundle, report: UpReport) -> None:
@@ -194,7 +200,8 @@ def show_deployment_up(app: Application, bundle: Bundle, report: UpReport) -> No
     assert live is not None
     roles = {node.name: node.role for node in live.nodes}
     rows = []
-    for outcome in report.outcomes:
+    nodes = [outcome for outcome in report.outcomes if outcome.service.node]
+    for outcome in nodes:
         name = outcome.service.name
         role = roles.get(name, "sentinel")
         planned = next((node for node in node_plan(bundle) if node.name == name), None)
@@ -217,8 +224,14 @@ def show_deployment_up(app: Application, bundle: Bundle, report: UpReport) -> No
         )
     else:
         app.say("cluster_state ok, all 16384 slots served; any node redirects clients")
+    show_helpers(app, bundle, [item for item in report.outcomes if not item.service.node])
+    if report.outcome(PROXY) is not None:
+        app.say(
+            "the proxy follows the primary the Sentinels name: applications connect to it as "
+            "to one server, and land on the new primary after a failover"
+        )
     app.say(f"secrets {bundle.env_path} (mode 0600); TLS files {bundle.tls.directory}/")
-    app.say(NOT_RUN.format(topology=live.topology))
+    app.say(NOT_RUN[live.topology])
 
 
 def node_plan(bundle: Bundle) -> tuple:

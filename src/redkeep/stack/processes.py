@@ -71,6 +71,17 @@ def is_ours(pid: int, service: Service, root: Path) -> bool:
         return False
 
 
+def parent_command(pid: int) -> tuple[str, ...] | None:
+    """The redkeep subcommand (`("up",)`) of process `pid`'s parent, or None when the parent
+    is not redkeep (a detached node's parent is init or a subreaper) or `pid` has exited."""
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        argv = Path(f"/proc/{ppid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, IndexError, ValueError):
+        return None
+    return _subcommand(argv, 1)
+
+
 def _cwd(proc: Path) -> Path:
     return Path(os.readlink(proc / "cwd"))
 
