@@ -47,13 +47,24 @@ def run(request: RunRequest, app: Application) -> int:
     """Take a backup now, or with --every one every MINUTES until stopped."""
     context = BackupContext.open(request.where, app)
     app.json_mode = request.as_json
-    # A bundle's backups are of its own Redis: a sourced .env's REDIS_URL (the app) must not win.
-    target = target_for(request.connection, context.bundle, "backup", prefer_bundle=True)
     kind = request.kind or context.settings.type
+    seeds: tuple[Target, ...] = ()
     aof_target = None
-    if context.bundle and kind != "rdb":  # the AOF step needs CONFIG SET: the bundle's admin
-        aof_target = target_for(request.connection, context.bundle, "admin", prefer_bundle=True)
-    options = _run_options(request, context, target, kind)
+    if _deployed(context, request):
+        # Any node of a cluster bundle leads to the others; backup_cluster reads the slot map.
+        nodes = [node.target for node in context.bundle.deployment("backup").every_node()]
+        target, seeds = nodes[0], tuple(nodes[1:])
+    else:
+        # A bundle's backups are of its own Redis: a sourced .env's REDIS_URL (the app) must
+        # not win.
+        target = target_for(request.connection, context.bundle, "backup", prefer_bundle=True)
+        if context.bundle and kind != "rdb":  # the AOF step needs CONFIG SET: the admin
+            aof_target = target_for(request.connection, context.bundle, "admin", prefer_bundle=True)
+    options = dataclasses.replace(
+        _run_options(request, context, target, kind),
+        capture_from=request.capture_from,
+        seeds=seeds,
+    )
 
     def once() -> None:
         try:
@@ -76,6 +87,16 @@ def run(request: RunRequest, app: Application) -> int:
         on_error=lambda error: app.error(f"redkeep: error: {error.message}"),
     )
     return ExitStatus.OK
+
+
+def _deployed(context: BackupContext, request: RunRequest) -> bool:
+    """A cluster bundle, and no --url naming one node to start from."""
+    bundle = context.bundle
+    return (
+        bundle is not None
+        and bundle.settings.deployment.topology == "cluster"
+        and not request.connection.url
+    )
 
 
 def _run_options(
@@ -192,6 +213,11 @@ def restore(request: RestoreRequest, app: Application) -> int:
     store, bundle = context.store, context.bundle
     listed = catalog.find_backup(store, context.source, request.backup_id)
     decryption = context.decryption(request.age_identity, request.passphrase_file)
+    if request.to_file is not None and listed.manifest and listed.manifest.cluster:
+        raise UsageError(
+            f"backup {listed.id} is of a {len(listed.manifest.shards)}-shard cluster: restore "
+            "it with --to-url NODE into a cluster of as many primaries"
+        )
     if request.to_file is not None:
         result = restoring.restore_to_file(
             store,
@@ -214,7 +240,12 @@ def restore(request: RestoreRequest, app: Application) -> int:
         fallback = bundle.target("admin", with_password=False) if bundle else None
         known = bundle.known_passwords() if bundle else {}
         target = resolve_target(options, os.environ, fallback, known_passwords=known)
-        result = restoring.restore_to_server(
+        restore_to = restoring.restore_to_server
+        if listed.manifest and listed.manifest.cluster:
+            from redkeep.actions.restore_cluster import restore_to_cluster  # noqa: PLC0415
+
+            restore_to = restore_to_cluster
+        result = restore_to(
             store,
             listed,
             decryption,
