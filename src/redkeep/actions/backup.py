@@ -68,6 +68,7 @@ class RunOptions:
     # A cluster (or sentinel) deployment: where to capture each shard from, and other nodes
     # to read the slot map from when the target does not answer.
     capture_from: str = "replica"  # replica (one in sync, else the primary) or primary
+    replicated: bool = False  # target and seeds are a Sentinel deployment's data nodes
     seeds: tuple[Target, ...] = ()
     settle_timeout: float = 30.0  # seconds to wait for a settled slot map before a capture
 
@@ -142,6 +143,14 @@ def _capture_all(
         from redkeep.actions.backup_cluster import capture_cluster  # noqa: PLC0415 - cycle
 
         warnings = capture_cluster(options, [target, *options.seeds], manifest, encryption)
+        _finish_encryption(options, manifest, encryption)
+        return warnings
+    if options.replicated or info.get("redis_mode") == "sentinel":
+        from redkeep.actions import backup_sentinel  # noqa: PLC0415 - cycle
+
+        nodes = [target, *options.seeds] if options.replicated else []
+        nodes = nodes or backup_sentinel.data_nodes(target)
+        warnings = backup_sentinel.capture_replicated(options, nodes, manifest, encryption)
         _finish_encryption(options, manifest, encryption)
         return warnings
     manifest.server = server_facts(info)

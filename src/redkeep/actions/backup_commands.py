@@ -50,8 +50,10 @@ def run(request: RunRequest, app: Application) -> int:
     kind = request.kind or context.settings.type
     seeds: tuple[Target, ...] = ()
     aof_target = None
-    if _deployed(context, request):
-        # Any node of a cluster bundle leads to the others; backup_cluster reads the slot map.
+    topology = _deployed(context, request)
+    if topology:
+        # Every data node: any of a cluster leads to the others (backup_cluster reads the slot
+        # map); a Sentinel deployment's live roles are asked of each (backup_sentinel).
         nodes = [node.target for node in context.bundle.deployment("backup").every_node()]
         target, seeds = nodes[0], tuple(nodes[1:])
     else:
@@ -64,6 +66,7 @@ def run(request: RunRequest, app: Application) -> int:
         _run_options(request, context, target, kind),
         capture_from=request.capture_from,
         seeds=seeds,
+        replicated=topology == "sentinel",
     )
 
     def once() -> None:
@@ -89,14 +92,13 @@ def run(request: RunRequest, app: Application) -> int:
     return ExitStatus.OK
 
 
-def _deployed(context: BackupContext, request: RunRequest) -> bool:
-    """A cluster bundle, and no --url naming one node to start from."""
+def _deployed(context: BackupContext, request: RunRequest) -> str:
+    """ "cluster" or "sentinel" for such a bundle without a --url naming a node; else ""."""
     bundle = context.bundle
-    return (
-        bundle is not None
-        and bundle.settings.deployment.topology == "cluster"
-        and not request.connection.url
-    )
+    if bundle is None or request.connection.url:
+        return ""
+    topology = bundle.settings.deployment.topology
+    return topology if topology in ("cluster", "sentinel") else ""
 
 
 def _run_options(
