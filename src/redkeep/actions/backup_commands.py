@@ -31,6 +31,7 @@ from redkeep.backup.manifest import check_source
 from redkeep.backup.report import BackupFailed, BackupReport
 from redkeep.backup.retention import Policy
 from redkeep.backup.store_local import LocalStore
+from redkeep.bundle import Bundle
 from redkeep.errors import ExitStatus, RedkeepError, StoreError, UsageError
 from redkeep.redis.target import ConnectionOptions, Target, resolve_target
 from redkeep.signals import interrupted_by_signals
@@ -239,7 +240,7 @@ def restore(request: RestoreRequest, app: Application) -> int:
             tls_cert=request.tls_cert,
             tls_key=request.tls_key,
         )
-        fallback = bundle.target("admin", with_password=False) if bundle else None
+        fallback = _admin_node(bundle) if bundle else None
         known = bundle.known_passwords() if bundle else {}
         target = resolve_target(options, os.environ, fallback, known_passwords=known)
         restore_to = restoring.restore_to_server
@@ -260,6 +261,14 @@ def restore(request: RestoreRequest, app: Application) -> int:
         )
     output.show_restore(app, result)
     return ExitStatus.OK
+
+
+def _admin_node(bundle: Bundle) -> Target:
+    """The bundle's credentials and TLS files for --to-url: its primary, or for a cluster
+    (several primaries) its first node; --to-url names the node."""
+    if bundle.settings.deployment.topology == "cluster":
+        return bundle.deployment("admin", with_password=False).every_node()[0].target
+    return bundle.target("admin", with_password=False)
 
 
 def prune_command(request: PruneRequest, app: Application) -> int:
