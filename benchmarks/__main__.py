@@ -70,15 +70,15 @@ alternated, {len(result["ours"])} each.
 | redkeep backup run | {ours:.2f} s | {fmt(result["ours"])} | {result["ours_stored"] / mib:.1f} MiB |
 | redis-cli --cluster backup | {peer:.2f} s | {fmt(result["peer"])} | {result["peer_stored"] / mib:.1f} MiB |
 
-Ratio ours/peer: **{result["ratio"]:.2f}** (target <= 0.6: {verdict}). Why: the shards are
-captured at once, but the checks on every byte run in Python threads that share one
-interpreter lock - the key count walk (about 0.65 s per million keys), the RDB validator and
-the hashes: a run without compression or encryption (`--compress none --no-encrypt`) still
-spends about 2.3 s of CPU on 3 x 1M keys, against 0.7 s for one `redis-cli --rdb` of one shard.
-The machine's two cores are the limit, not the lock: three separate
-`redkeep backup run` processes at once, on three standalone servers of 1M keys each, took 2.99,
-3.61 and 3.11 s (a one-off probe, not part of `make bench`), no faster than the threads; the
-per-byte checks would have to get cheaper (the walk in C) to reach 0.6x here. Reproduce: `.venv/bin/python -m benchmarks
+Ratio ours/peer: **{result["ratio"]:.2f}** (target <= 0.6: {verdict}). Why: the per-byte work of each
+capture is CPU - the key count walk (about 0.65 s per million keys), the RDB validator, the
+hashes: a run without compression or encryption (`--compress none --no-encrypt`) still spends
+about 2.3 s of CPU on 3 x 1M keys, against 0.7 s wall for one `redis-cli --rdb` of one shard.
+The machine's two cores, shared with the three servers forking and writing their RDBs, are the
+limit rather than Python's interpreter lock: three separate `redkeep backup run` processes at
+once, on three standalone servers of 1M keys each, took 2.99, 3.61 and 3.11 s (a one-off probe,
+not part of `make bench`), no faster than the threads of one run. The per-byte checks would have
+to get cheaper (the walk in C) to reach 0.6x here. Reproduce: `.venv/bin/python -m benchmarks
 cluster_backup`.
 """
 
