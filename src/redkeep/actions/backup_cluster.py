@@ -101,7 +101,7 @@ def _source(
             continue
         target = clustermap.node_target(seed, replica)
         where = clustermap.address(replica)
-        why = replica_out_of_sync(target, shard.primary.id)
+        why = replica_out_of_sync(target)
         if not why:
             return Source(index, shard, target, "replica", where)
         lagging.append(f"{where} {why}")
@@ -112,8 +112,9 @@ def _source(
     return primary
 
 
-def replica_out_of_sync(target: Target, primary_id: str = "") -> str:
-    """Why the replica at `target` is not in sync with its primary, or "" when it is."""
+def replica_out_of_sync(target: Target) -> str:
+    """Why the replica at `target` is not in sync with its primary (CLUSTER NODES names which
+    one), or "" when it is."""
     try:
         info = read_info(target, timeout=5.0)
     except RedkeepError as error:
