@@ -53,8 +53,9 @@ def capture_cluster(
     warnings: list[str] = []
     for attempt in range(1, ATTEMPTS + 1):
         before, seed = clustermap.wait_settled(seeds, options.settle_timeout)
+        chosen: list[str] = []  # why a shard is read from its primary: this attempt's only
         sources = [
-            _source(seed, index, shard, options, warnings)
+            _source(seed, index, shard, options, chosen)
             for index, shard in enumerate(before.shards)
         ]
         try:
@@ -71,7 +72,7 @@ def capture_cluster(
         after, _ = clustermap.read_slot_map([seed, *seeds])
         if after.signature() == before.signature():
             _fill(manifest, before, sources, captured, attempt)
-            return warnings
+            return warnings + chosen
         _discard(options, manifest, captured)
         change = before.describe_change(after)
         if attempt == ATTEMPTS:
@@ -95,13 +96,18 @@ def _source(
                      clustermap.address(shard.primary))  # fmt: skip
     if options.capture_from == "primary":
         return primary
+    try:
+        primary_info = read_info(primary.target, timeout=5.0)
+    except RedkeepError:
+        primary_info = None
     lagging = []
     for replica in shard.replicas:
-        if {"fail", "fail?"} & replica.flags:
+        where = clustermap.address(replica)
+        if "fail" in replica.flags:  # the cluster agreed it is down (not one node's "fail?")
+            lagging.append(f"{where} is marked failed by the cluster")
             continue
         target = clustermap.node_target(seed, replica)
-        where = clustermap.address(replica)
-        why = replica_out_of_sync(target)
+        why = replica_out_of_sync(target, primary_info)
         if not why:
             return Source(index, shard, target, "replica", where)
         lagging.append(f"{where} {why}")
@@ -112,9 +118,15 @@ def _source(
     return primary
 
 
-def replica_out_of_sync(target: Target) -> str:
-    """Why the replica at `target` is not in sync with its primary (CLUSTER NODES names which
-    one), or "" when it is."""
+def replica_out_of_sync(target: Target, primary: dict[str, Any] | None) -> str:
+    """Why the replica at `target` is not in sync with its primary, or "" when it is.
+
+    In sync: its primary lists it online with a lag (seconds since its last REPLCONF ACK,
+    sent every second; what min-replicas-max-lag counts) of at most MAX_LAG, and it says its
+    link is up and no sync is in progress. (Its own `master_last_io_seconds_ago` is no
+    measure: an idle primary pings its replicas only every repl-ping-replica-period, 10 s.)
+    `primary` is the primary's INFO; None when it did not answer.
+    """
     try:
         info = read_info(target, timeout=5.0)
     except RedkeepError as error:
@@ -125,10 +137,31 @@ def replica_out_of_sync(target: Target) -> str:
         return "has its link to the primary down"
     if info.get("master_sync_in_progress"):
         return "is still syncing"
-    lag = info.get("master_last_io_seconds_ago")
-    if not isinstance(lag, int) or lag < 0 or lag > MAX_LAG:
-        return f"last heard from its primary {lag} s ago (more than {MAX_LAG})"
+    if primary is None:
+        return "has a primary that does not answer"
+    listed = listed_replica(primary, target)
+    if listed is None:
+        return "is not listed by its primary as a replica"
+    if listed.get("state") != "online":
+        return f"is {listed.get('state')} on its primary, not online"
+    lag = int(listed.get("lag", -1))
+    if not 0 <= lag <= MAX_LAG:
+        return f"acknowledged the primary's stream {lag} s ago (more than {MAX_LAG})"
     return ""
+
+
+def listed_replica(primary: dict[str, Any], target: Target) -> dict[str, str] | None:
+    """The primary's INFO entry (`slaveN: ip=..,port=..,state=..,offset=..,lag=..`) of the
+    replica at `target`: by port, and by address too when several share the port."""
+    entries = [
+        dict(item.partition("=")[::2] for item in str(value).split(","))
+        for key, value in primary.items()
+        if key.startswith("slave") and key[5:].isdigit()
+    ]
+    same_port = [entry for entry in entries if entry.get("port") == str(target.port)]
+    if len(same_port) > 1:
+        same_port = [entry for entry in same_port if entry.get("ip") == target.host]
+    return same_port[0] if len(same_port) == 1 else None
 
 
 def shard_object_name(index: int, options: "single.RunOptions", encryption: Encryption) -> str:

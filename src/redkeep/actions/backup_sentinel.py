@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redkeep.actions import backup as single
-from redkeep.actions.backup_cluster import MAX_LAG
+from redkeep.actions.backup_cluster import MAX_LAG, listed_replica
 from redkeep.backup.encryption import Encryption
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.serverinfo import read_info
@@ -69,7 +69,7 @@ def read_topology(nodes: list[Target]) -> Topology:
     for node, info in infos.items():
         if node is primary:
             continue
-        why = _out_of_sync(info, replid)
+        why = _out_of_sync(info, replid, listed_replica(infos[primary], node))
         if why:
             lagging.append(f"{node.where} {why}")
         else:
@@ -77,7 +77,9 @@ def read_topology(nodes: list[Target]) -> Topology:
     return Topology(primary, replid, tuple(in_sync), tuple(lagging))
 
 
-def _out_of_sync(info: dict[str, Any], replid: str) -> str:
+def _out_of_sync(info: dict[str, Any], replid: str, listed: dict[str, str] | None) -> str:
+    """Why a replica is not in sync (backup_cluster.replica_out_of_sync says what in sync is),
+    or "": its INFO, the primary's replication id, its entry in the primary's INFO."""
     if info.get("role") != "slave":
         return f"is a {info.get('role')}"
     if str(info.get("master_replid", "")) != replid:
@@ -86,9 +88,11 @@ def _out_of_sync(info: dict[str, Any], replid: str) -> str:
         return "has its link to the primary down"
     if info.get("master_sync_in_progress"):
         return "is still syncing"
-    lag = info.get("master_last_io_seconds_ago")
-    if not isinstance(lag, int) or lag < 0 or lag > MAX_LAG:
-        return f"last heard from the primary {lag} s ago (more than {MAX_LAG})"
+    if listed is None or listed.get("state") != "online":
+        return "is not listed online by the primary"
+    lag = int(listed.get("lag", -1))
+    if not 0 <= lag <= MAX_LAG:
+        return f"acknowledged the primary's stream {lag} s ago (more than {MAX_LAG})"
     return ""
 
 

@@ -68,14 +68,14 @@ def restore_to_cluster(
             "same shard count (its slot map is assigned shard by shard, keys are not re-routed)"
         )
     owners = _owners(primaries, wanted, target)
-    targets = [_node_target(target, node) for node in owners]
+    targets = [clustermap.node_target(target, node) for node in owners]
     if not dry_run and not replace:
         _require_empty(targets)
     if not dry_run and not any(node.slots for node in primaries):
         for node_target, ranges in zip(targets, wanted, strict=True):
             args = [str(n) for pair in ranges for n in pair]
             clustermap.ask(node_target, ("CLUSTER", "ADDSLOTSRANGE", *args))
-        _wait_ok([_node_target(target, node) for node in nodes if not node.unusable()])
+        _wait_ok([clustermap.node_target(target, node) for node in nodes if not node.unusable()])
     results = []
     for index, node_target in enumerate(targets):
         shard = dataclasses.replace(listed, manifest=manifest.shard_view(index))
@@ -85,7 +85,7 @@ def restore_to_cluster(
             )
         )
     if not dry_run:
-        _wait_ok([_node_target(target, node) for node in nodes if not node.unusable()])
+        _wait_ok([clustermap.node_target(target, node) for node in nodes if not node.unusable()])
         _check_keys(targets, results)
     return _merged(manifest.id, target, results, dry_run)
 
@@ -104,12 +104,6 @@ def _owners(primaries: list[ClusterNode], wanted: list[tuple], target: Target) -
             "one whose primaries serve exactly the backup's slot ranges"
         )
     return [by_ranges[ranges] for ranges in wanted]
-
-
-def _node_target(seed: Target, node: ClusterNode) -> Target:
-    if node.myself:
-        return seed
-    return clustermap.node_target(seed, node)
 
 
 def _require_empty(targets: list[Target]) -> None:

@@ -175,7 +175,10 @@ def read_slot_map(seeds: list[Target]) -> tuple[SlotMap, Target]:
 
 
 def node_target(seed: Target, node: ClusterNode) -> Target:
-    """How to reach a node the seed announced (its credentials and TLS, discover.peer)."""
+    """How to reach a node the seed announced (its credentials and TLS, discover.peer); the
+    seed itself as it was reached (a node may not know its own address yet)."""
+    if node.myself:
+        return seed
     return peer(seed, node.hostname or node.host, node.port)
 
 
