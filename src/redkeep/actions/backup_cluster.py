@@ -2,12 +2,12 @@
 
 The slot map is read before the captures (and must be settled: every slot served once, no
 primary failing, no slot migrating, every primary answering) and again after them. Each shard
-is captured from a replica in sync with its primary (`master_link_status:up`, heard from within
-`MAX_LAG` seconds, no sync in progress) or, without one or with `--from primary`, from the
-primary. If a capture breaks or the map changed in between (a failover, a slot migration), the
-captures may not fit together: what was stored is deleted and the run starts once more on the
-map as it is then; a second change fails the run with the reason. So a run never stores a
-backup whose shards come from different topologies.
+is captured from a replica in sync with its primary (replica_out_of_sync says what that is)
+or, without one or with `--from primary`, from the primary. If a capture breaks or the map
+changed in between (a failover, a slot migration), the captures may not fit together: what was
+stored is deleted and the run starts once more on the map as it is then; a second change fails
+the run with the reason. So a run never stores a backup whose shards come from different
+topologies.
 """
 
 import concurrent.futures
@@ -23,7 +23,7 @@ from redkeep.backup.serverinfo import read_info
 from redkeep.errors import RedkeepError, StoreError, UsageError
 from redkeep.redis.target import Target
 
-MAX_LAG = 10  # seconds since the replica last heard from its primary (min-replicas-max-lag)
+MAX_LAG = 10  # seconds since the replica's last ACK, as its primary says (min-replicas-max-lag)
 ATTEMPTS = 2
 
 

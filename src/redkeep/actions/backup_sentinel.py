@@ -3,7 +3,8 @@
 The data nodes are a Sentinel bundle's, or those a Sentinel (`--url` of a Sentinel) lists,
 less the replicas it sees down. Their live roles are read from each one (INFO replication):
 exactly one primary, and its replicas in sync - the same replication id as the primary,
-`master_link_status:up`, heard from within `MAX_LAG` seconds, no sync in progress. A replica
+`master_link_status:up`, no sync in progress, listed online by the primary with a lag of at
+most `MAX_LAG` seconds. A replica
 that lags or lost its link is never captured (it may hold old data, and it is what Sentinel
 must not promote); without an in-sync replica, or with `--from primary`, the primary is.
 
