@@ -257,13 +257,15 @@ def main(chosen: list[str]) -> None:
         sys.exit(
             f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
         )
-    previous = _sections(OUT.read_text()) if OUT.exists() and chosen else {}
+    previous = _sections(OUT.read_text()) if OUT.exists() else {}
     rendered = {}
     for name, (heading, run, render) in SECTIONS.items():
         if not chosen or name in chosen:
             rendered[name] = render(run())
         elif heading in previous:
             rendered[name] = previous[heading]
+    # Sections written by hand (figures a test measures, e.g. a failover window) stay.
+    kept = [text for heading, text in previous.items() if heading not in _headings()]
     text = f"""# Benchmarks
 
 Measured by `make bench` (`python -m benchmarks`), which runs redkeep and the named peer side by
@@ -271,18 +273,25 @@ side in one run and rewrites this file. Machine: {machine()}. Run on
 {dt.datetime.now(dt.UTC):%Y-%m-%d}. This machine is small and shared: read the medians, not
 single runs.
 
-""" + "\n".join(rendered.values())
+""" + "\n".join([*rendered.values(), *kept])
     OUT.write_text(text)
     print(text)
 
 
+def _headings() -> set[str]:
+    return {heading for heading, _, _ in SECTIONS.values()}
+
+
 def _sections(text: str) -> dict[str, str]:
-    """The `## ` sections of an earlier docs/benchmarks.md, keyed by their heading's start."""
+    """The `## ` sections of an earlier docs/benchmarks.md: a benchmark's under its heading
+    (its title up to ` (issue ...)`: "## Proxy" is not "## Proxy failover window ..."), any
+    other under its whole title line."""
     sections = {}
     for chunk in text.split("\n## ")[1:]:
-        for heading, _, _ in SECTIONS.values():
-            if ("## " + chunk).startswith(heading):
-                sections[heading] = "## " + chunk.rstrip("\n") + "\n"
+        title = "## " + chunk.split("\n", 1)[0]
+        heading = title.split(" (", 1)[0]
+        key = heading if heading in _headings() else title
+        sections[key] = "## " + chunk.rstrip("\n") + "\n"
     return sections
 
 
