@@ -38,7 +38,7 @@ from redkeep.backup.pipeline import (
 from redkeep.backup.rdb import RdbValidator
 from redkeep.backup.rdbkeys import KeyCounter
 from redkeep.backup.replication import capture_rdb
-from redkeep.backup.report import BackupFailed, BackupReport, Stored
+from redkeep.backup.report import BackupFailed, BackupReport, Stored, report_cluster
 from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
 from redkeep.errors import RedkeepError, StoreError
@@ -65,6 +65,12 @@ class RunOptions:
     progress: Callable[[int], None] | None = None  # told the size of every chunk received
     state_dir: Path | None = None  # the AOF lock and paused setting (aof.state_dir)
     last_run_file: Path | None = None  # a scheduled run records its result here (status)
+    # A cluster (or sentinel) deployment: where to capture each shard from, and other nodes
+    # to read the slot map from when the target does not answer.
+    capture_from: str = "replica"  # replica (one in sync, else the primary) or primary
+    replicated: bool = False  # target and seeds are a Sentinel deployment's data nodes
+    seeds: tuple[Target, ...] = ()
+    settle_timeout: float = 30.0  # seconds to wait for a settled slot map before a capture
 
 
 def run_backup(
@@ -133,6 +139,20 @@ def _capture_all(
     encryption = plan_encryption(list(options.recipients), options.passphrase)
     manifest.encryption = {"mode": encryption.mode, "recipients": encryption.public_keys}
     info = read_info(target)
+    if info.get("cluster_enabled") == 1:
+        from redkeep.actions.backup_cluster import capture_cluster  # noqa: PLC0415 - cycle
+
+        warnings = capture_cluster(options, [target, *options.seeds], manifest, encryption)
+        _finish_encryption(options, manifest, encryption)
+        return warnings
+    if options.replicated or info.get("redis_mode") == "sentinel":
+        from redkeep.actions import backup_sentinel  # noqa: PLC0415 - cycle
+
+        nodes = [target, *options.seeds] if options.replicated else []
+        nodes = nodes or backup_sentinel.data_nodes(target)
+        warnings = backup_sentinel.capture_replicated(options, nodes, manifest, encryption)
+        _finish_encryption(options, manifest, encryption)
+        return warnings
     manifest.server = server_facts(info)
     manifest.keyspace["before"] = keyspace_of(info)
     state = options.state_dir or aoflock.state_dir(None)
@@ -147,13 +167,18 @@ def _capture_all(
     finally:
         if aof is not None:
             aof[1].close()
+    _finish_encryption(options, manifest, encryption)
+    manifest.keyspace["after"] = keyspace_of(read_info(target))
+    return warnings
+
+
+def _finish_encryption(options: RunOptions, manifest: Manifest, encryption: Encryption) -> None:
+    """Store the passphrase-encrypted key (if any); prove every object is ciphertext."""
     if encryption.key_object is not None:
         options.store.put_bytes(_key(manifest, KEY_OBJECT), encryption.key_object)
         manifest.encryption["key_object"] = KEY_OBJECT
     if encryption.enabled:
         _prove_encrypted(options.store, manifest)
-    manifest.keyspace["after"] = keyspace_of(read_info(target))
-    return warnings
 
 
 def _aof():
@@ -221,17 +246,19 @@ def _object_name(base: str, options: RunOptions, encryption: Encryption) -> str:
 
 
 def _record(manifest, name, content, options, encryption, raw, stored) -> None:
-    manifest.objects.append(
-        StoredObject(
-            name=name,
-            content=content,
-            size=stored.size,
-            sha256=stored.sha256.hexdigest(),
-            raw_size=raw.size,
-            raw_sha256=raw.sha256.hexdigest(),
-            compression=options.compression,
-            encryption=encryption.mode,
-        )
+    manifest.objects.append(_stored_object(name, content, options, encryption, raw, stored))
+
+
+def _stored_object(name, content, options, encryption, raw, stored) -> StoredObject:
+    return StoredObject(
+        name=name,
+        content=content,
+        size=stored.size,
+        sha256=stored.sha256.hexdigest(),
+        raw_size=raw.size,
+        raw_sha256=raw.sha256.hexdigest(),
+        compression=options.compression,
+        encryption=encryption.mode,
     )
 
 
@@ -239,6 +266,20 @@ def _store_rdb(
     options: RunOptions, target: Target, manifest: Manifest, encryption: Encryption, hint: int
 ) -> None:
     name = _object_name("dump.rdb", options, encryption)
+    manifest.rdb, item = store_rdb_object(options, target, manifest, encryption, name, hint)
+    manifest.objects.append(item)
+
+
+def store_rdb_object(
+    options: RunOptions,
+    target: Target,
+    manifest: Manifest,
+    encryption: Encryption,
+    name: str,
+    hint: int,
+) -> tuple[dict[str, Any], StoredObject]:
+    """Capture `target`'s RDB into the object `name`; return its record and the object.
+    Safe to run on several threads at once (a cluster's shards): it only reads `manifest`."""
     raw, stored = _chain(options, manifest, name, encryption, hint)
     validator = RdbValidator()
     counter = KeyCounter()
@@ -254,7 +295,7 @@ def _store_rdb(
         counter.close()
         head.abort()
         raise
-    manifest.rdb = check.as_dict() | {
+    record = check.as_dict() | {
         "transfer": capture.transfer,
         "replid": capture.replid,
         "offset": capture.offset,
@@ -262,10 +303,10 @@ def _store_rdb(
     # What the snapshot holds, per database: what `verify` expects the drill to load.
     keyspace = counter.finish()
     if keyspace is not None:
-        manifest.rdb["keyspace"] = keyspace
+        record["keyspace"] = keyspace
     else:
-        manifest.rdb["keyspace_unknown"] = counter.problem
-    _record(manifest, name, "rdb", options, encryption, raw, stored)
+        record["keyspace_unknown"] = counter.problem
+    return record, _stored_object(name, "rdb", options, encryption, raw, stored)
 
 
 def _store_aof(
@@ -330,6 +371,7 @@ def _stored(manifest: Manifest) -> Stored:
         encryption=manifest.encryption.get("mode", "none"),
         rdb=manifest.rdb,
         keyspace=manifest.keyspace.get("before", {}),
+        cluster=report_cluster(manifest.cluster) if manifest.cluster else None,
     )
 
 

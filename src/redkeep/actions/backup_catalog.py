@@ -59,6 +59,11 @@ class Listed:
             "complete": self.complete,
             "damaged": self.damaged,
             **({"problem": self.problem} if self.problem else {}),
+            **(
+                {"shards": len(self.manifest.shards)}
+                if self.manifest and self.manifest.cluster
+                else {}
+            ),
         }
 
 

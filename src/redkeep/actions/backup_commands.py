@@ -31,6 +31,7 @@ from redkeep.backup.manifest import check_source
 from redkeep.backup.report import BackupFailed, BackupReport
 from redkeep.backup.retention import Policy
 from redkeep.backup.store_local import LocalStore
+from redkeep.bundle import Bundle
 from redkeep.errors import ExitStatus, RedkeepError, StoreError, UsageError
 from redkeep.redis.target import ConnectionOptions, Target, resolve_target
 from redkeep.signals import interrupted_by_signals
@@ -47,13 +48,27 @@ def run(request: RunRequest, app: Application) -> int:
     """Take a backup now, or with --every one every MINUTES until stopped."""
     context = BackupContext.open(request.where, app)
     app.json_mode = request.as_json
-    # A bundle's backups are of its own Redis: a sourced .env's REDIS_URL (the app) must not win.
-    target = target_for(request.connection, context.bundle, "backup", prefer_bundle=True)
     kind = request.kind or context.settings.type
+    seeds: tuple[Target, ...] = ()
     aof_target = None
-    if context.bundle and kind != "rdb":  # the AOF step needs CONFIG SET: the bundle's admin
-        aof_target = target_for(request.connection, context.bundle, "admin", prefer_bundle=True)
-    options = _run_options(request, context, target, kind)
+    topology = _deployed(context, request)
+    if topology:
+        # Every data node: any of a cluster leads to the others (backup_cluster reads the slot
+        # map); a Sentinel deployment's live roles are asked of each (backup_sentinel).
+        nodes = [node.target for node in context.bundle.deployment("backup").every_node()]
+        target, seeds = nodes[0], tuple(nodes[1:])
+    else:
+        # A bundle's backups are of its own Redis: a sourced .env's REDIS_URL (the app) must
+        # not win.
+        target = target_for(request.connection, context.bundle, "backup", prefer_bundle=True)
+        if context.bundle and kind != "rdb":  # the AOF step needs CONFIG SET: the admin
+            aof_target = target_for(request.connection, context.bundle, "admin", prefer_bundle=True)
+    options = dataclasses.replace(
+        _run_options(request, context, target, kind),
+        capture_from=request.capture_from,
+        seeds=seeds,
+        replicated=topology == "sentinel",
+    )
 
     def once() -> None:
         try:
@@ -76,6 +91,15 @@ def run(request: RunRequest, app: Application) -> int:
         on_error=lambda error: app.error(f"redkeep: error: {error.message}"),
     )
     return ExitStatus.OK
+
+
+def _deployed(context: BackupContext, request: RunRequest) -> str:
+    """ "cluster" or "sentinel" for such a bundle without a --url naming a node; else ""."""
+    bundle = context.bundle
+    if bundle is None or request.connection.url:
+        return ""
+    topology = bundle.settings.deployment.topology
+    return topology if topology in ("cluster", "sentinel") else ""
 
 
 def _run_options(
@@ -192,6 +216,11 @@ def restore(request: RestoreRequest, app: Application) -> int:
     store, bundle = context.store, context.bundle
     listed = catalog.find_backup(store, context.source, request.backup_id)
     decryption = context.decryption(request.age_identity, request.passphrase_file)
+    if request.to_file is not None and listed.manifest and listed.manifest.cluster:
+        raise UsageError(
+            f"backup {listed.id} is of a {len(listed.manifest.shards)}-shard cluster: restore "
+            "it with --to-url NODE into a cluster of as many primaries"
+        )
     if request.to_file is not None:
         result = restoring.restore_to_file(
             store,
@@ -211,10 +240,15 @@ def restore(request: RestoreRequest, app: Application) -> int:
             tls_cert=request.tls_cert,
             tls_key=request.tls_key,
         )
-        fallback = bundle.target("admin", with_password=False) if bundle else None
+        fallback = _admin_node(bundle) if bundle else None
         known = bundle.known_passwords() if bundle else {}
         target = resolve_target(options, os.environ, fallback, known_passwords=known)
-        result = restoring.restore_to_server(
+        restore_to = restoring.restore_to_server
+        if listed.manifest and listed.manifest.cluster:
+            from redkeep.actions.restore_cluster import restore_to_cluster  # noqa: PLC0415
+
+            restore_to = restore_to_cluster
+        result = restore_to(
             store,
             listed,
             decryption,
@@ -227,6 +261,14 @@ def restore(request: RestoreRequest, app: Application) -> int:
         )
     output.show_restore(app, result)
     return ExitStatus.OK
+
+
+def _admin_node(bundle: Bundle) -> Target:
+    """The bundle's credentials and TLS files for --to-url: its primary, or for a cluster
+    (several primaries) its first node; --to-url names the node."""
+    if bundle.settings.deployment.topology == "cluster":
+        return bundle.deployment("admin", with_password=False).every_node()[0].target
+    return bundle.target("admin", with_password=False)
 
 
 def prune_command(request: PruneRequest, app: Application) -> int:

@@ -35,6 +35,11 @@ def show_run(app: Application, report: BackupReport, where: str) -> None:
         f"encryption {stored.encryption}, RDB checksum {stored.rdb.get('checksum', 'n/a')}"
     )
     app.say(f"in {where}/{report.source}/{report.id}")
+    for shard in (stored.cluster or {}).get("shards", []):
+        app.say(
+            f"  shard {shard['index']} (slots {','.join(shard['slots'])}): {shard['keys']} keys "
+            f"from the {shard['captured_role']} {shard['captured_from']}"
+        )
     if report.pruned:
         app.say(f"pruned {len(report.pruned)} old backup(s)")
 
@@ -69,7 +74,7 @@ def show_list(app: Application, backups: "list[Listed]") -> None:
                 item.id,
                 item.source,
                 item.time.isoformat()[:19].replace("T", " "),
-                item.type,
+                _type(item),
                 _size(item.size),
                 _yes(item.encrypted),
                 _yes(item.verified),
@@ -78,6 +83,11 @@ def show_list(app: Application, backups: "list[Listed]") -> None:
             for item in backups
         ],
     )
+
+
+def _type(item: "Listed") -> str:
+    shards = len(item.manifest.shards) if item.manifest else 0
+    return f"{item.type}, {shards} shards" if shards else item.type
 
 
 def _completeness(item: "Listed") -> str:
@@ -129,6 +139,8 @@ def show_restore(app: Application, result: "RestoreResult") -> None:
     elif isinstance(result, ServerRestoreResult) and result.restored is not None:
         total = sum(result.restored.values())
         app.say(f"restored {total} keys of backup {result.id} into {result.to}")
+        for shard in result.shards or ():
+            app.say(f"  shard {shard['index']}: {shard['restored']} keys into {shard['to']}")
     else:
         app.say(f"restored backup {result.id} to {result.to}")
 

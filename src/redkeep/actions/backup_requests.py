@@ -33,6 +33,7 @@ class RunRequest:
     metrics_file: Path | None = None
     notify_on_success: bool | None = None
     every: float | None = None  # minutes
+    capture_from: str = "replica"  # --from: a cluster's or sentinel group's replica, or primary
     as_json: bool = False
 
 

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 import redis
+from redis.crc import key_slot
 
 from redkeep.backup import drill
 from redkeep.backup.manifest import Manifest
@@ -28,13 +29,34 @@ def probe_payload(rdb_version: int) -> bytes:
     return body + crc64(body).to_bytes(8, "little")
 
 
+def probe_name(client: redis.Redis) -> str:
+    """A scratch key name for the probes; on a cluster node, one in a slot it serves (a
+    name of another node's slot would only get MOVED)."""
+    name = f"redkeep:restore-probe:{os.getpid()}"
+    if str(client.info("cluster").get("cluster_enabled")) != "1":
+        return name
+    slot = _first_served_slot(client)
+    tag = next(str(i) for i in itertools.count() if key_slot(str(i).encode()) == slot)
+    return f"{name}:{{{tag}}}"
+
+
+def _first_served_slot(client: redis.Redis) -> int:
+    reply = client.execute_command("CLUSTER", "NODES")
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) > 8 and "myself" in fields[2].split(","):
+            return int(fields[8].split("-")[0])
+    raise RedkeepError("this cluster node serves no slot: assign slots before restoring into it")
+
+
 def require_target_reads(client: redis.Redis, target: Target, manifest: Manifest) -> None:
     """Refuse, before anything is downloaded, a target older than the backup's RDB version:
     RESTORE of a tiny payload in that version, under a scratch name, then deleted."""
     version = manifest.rdb.get("version")
     if manifest.object("rdb") is None or not isinstance(version, int):
         return
-    probe = f"redkeep:restore-probe:{os.getpid()}"
+    probe = probe_name(client)
     try:
         client.restore(probe, 60_000, probe_payload(version), replace=True)
     except redis.ResponseError as error:
@@ -230,7 +252,7 @@ def _probe_restore(
     source.close()
     if payload is None:
         return
-    probe = f"redkeep:restore-probe:{os.getpid()}"
+    probe = probe_name(client)
     try:
         client.restore(probe, 60_000, payload, replace=True)
     except redis.ResponseError as error:

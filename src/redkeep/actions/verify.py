@@ -17,6 +17,7 @@ import redis
 
 from redkeep.actions.backup_catalog import Listed
 from redkeep.backup import drill
+from redkeep.backup.clustermap import coverage_problem
 from redkeep.backup.fetch import OutputError
 from redkeep.backup.manifest import VERIFIED, Manifest, StoredObject, object_key
 from redkeep.backup.results import DrillCheck, ObjectChecks, VerifyResult
@@ -46,14 +47,18 @@ def verify_backup(
     manifest = listed.manifest
     assert manifest is not None
     identities = decryption.for_backup(store, manifest)
-    require_readable(server, manifest, "verify")
+    parts = _parts(manifest)
+    for view, _, _ in parts:
+        require_readable(server, view, "verify")
     checked: dict[str, ObjectChecks] = {}
     damage = None
     workdir = drill.scratch_dir()
     try:
-        for item in manifest.objects:
+        if manifest.cluster:
+            _check_slot_map(manifest)
+        for view, item, place in parts:
             checked[item.name] = _verify_object(
-                store, manifest, item, identities, workdir / item.content, server
+                store, view, item, identities, workdir / place, server
             )
     except DamagedBackup as error:
         damage = error.message
@@ -77,6 +82,26 @@ def verify_backup(
         why = f"the verdict could not be stored as {VERIFIED}: {message}"
         return replace(result, record_error=why)
     return result
+
+
+def _parts(manifest: Manifest) -> list[tuple[Manifest, StoredObject, str]]:
+    """What to drill: each object with the manifest that describes it (a cluster backup's
+    shard as a backup of its own) and a work directory name."""
+    if not manifest.cluster:
+        return [(manifest, item, item.content) for item in manifest.objects]
+    parts = []
+    for index in range(len(manifest.shards)):
+        view = manifest.shard_view(index)
+        parts += [(view, item, f"shard-{index}") for item in view.objects]
+    return parts
+
+
+def _check_slot_map(manifest: Manifest) -> None:
+    """A cluster backup's shards must serve every slot exactly once."""
+    ranges = [tuple(tuple(pair) for pair in shard["slots"]) for shard in manifest.shards]
+    problem = coverage_problem(ranges)
+    if problem:
+        raise DamagedBackup(f"its slot map does not cover the cluster: {problem}")
 
 
 def _verify_object(

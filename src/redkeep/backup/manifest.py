@@ -8,7 +8,7 @@ import datetime as dt
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from redkeep import __version__
@@ -80,6 +80,9 @@ class Manifest:
     aof: dict[str, Any] = field(default_factory=dict)
     objects: list[StoredObject] = field(default_factory=list)
     encryption: dict[str, Any] = field(default_factory=dict)
+    # A cluster backup: its shards (slot ranges, where each was captured, its RDB record and
+    # object) and how the slot map was checked. {} for a single server.
+    cluster: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
     redkeep_version: str = __version__
 
@@ -126,6 +129,8 @@ class Manifest:
             raise ValueError("'rdb' or 'encryption' is not an object")
         if "keyspace" in self.rdb:
             _check_counts(self.rdb["keyspace"], "rdb.keyspace")
+        if self.cluster:
+            _check_cluster(self)
 
     def check_identity(self, source: str, backup_id: str) -> None:
         """Raise DamagedBackup unless this manifest describes the backup at `source/backup_id`
@@ -140,6 +145,24 @@ class Manifest:
             raise DamagedBackup(
                 f"its manifest lists no {' or '.join(missing)} object for a {self.type} backup"
             )
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """A cluster backup's shards (empty for a single server)."""
+        return self.cluster.get("shards", []) if self.cluster else []
+
+    def shard_view(self, index: int) -> "Manifest":
+        """Shard `index` of a cluster backup as a single server's backup: its RDB record and
+        object, so verify and restore treat each shard as they treat one server."""
+        shard = self.shards[index]
+        objects = [item for item in self.objects if item.name == shard["object"]]
+        return replace(
+            self,
+            rdb=shard["rdb"],
+            objects=objects,
+            keyspace={"before": shard.get("keyspace", {})},
+            cluster={},
+        )
 
     @property
     def started(self) -> dt.datetime:
@@ -172,3 +195,26 @@ def _check_counts(counts: Any, where: str) -> None:
             value = sizes.get(field_name, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"'{where}.{db}.{field_name}' is not a count")
+
+
+def _check_cluster(manifest: Manifest) -> None:
+    """A cluster backup: shards that each name one of its RDB objects, with slot ranges."""
+    shards = manifest.cluster.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ValueError("'cluster.shards' is not a list of shards")
+    names = {item.name for item in manifest.objects if item.content == "rdb"}
+    for index, shard in enumerate(shards):
+        if not isinstance(shard, dict) or shard.get("object") not in names:
+            raise ValueError(f"cluster shard {index} names no RDB object of the backup")
+        slots = shard.get("slots")
+        if not isinstance(slots, list) or not all(
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in pair)
+            for pair in slots
+        ):
+            raise ValueError(f"cluster shard {index}: 'slots' is not a list of [first, last]")
+        if not isinstance(shard.get("rdb"), dict):
+            raise ValueError(f"cluster shard {index}: 'rdb' is not an object")
+        if "keyspace" in shard["rdb"]:
+            _check_counts(shard["rdb"]["keyspace"], f"cluster.shards[{index}].rdb.keyspace")

@@ -38,6 +38,7 @@ class Stored:
     encryption: str  # none, age-recipients, age-passphrase, age-recipients+passphrase
     rdb: dict[str, Any]  # the manifest's `rdb` record; {} without an RDB
     keyspace: dict[str, dict[str, int]]  # keys and expires per db before the capture
+    cluster: dict[str, Any] | None = None  # a cluster backup: its shards (report_cluster)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ class BackupReport:
                 "rdb": self.stored.rdb,
                 "keyspace": self.stored.keyspace,
             }
+            if self.stored.cluster is not None:
+                data["cluster"] = self.stored.cluster
         else:
             data |= {"error": self.error, "duration_seconds": self.duration_seconds}
         if self.notifications is not None:
@@ -125,3 +128,22 @@ class BackupFailed(RedkeepError):
     def __init__(self, cause: RedkeepError, report: BackupReport) -> None:
         super().__init__(cause.message, cause.status, cause.kind)
         self.report = report
+
+
+def report_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
+    """What a run report says about a cluster backup's shards (the manifest has more)."""
+    return {
+        "attempts": cluster["attempts"],
+        "shards": [
+            {
+                "index": shard["index"],
+                "slots": [f"{first}-{last}" for first, last in shard["slots"]],
+                "primary": shard["primary"],
+                "captured_from": shard["captured_from"],
+                "captured_role": shard["captured_role"],
+                "object": shard["object"],
+                "keys": sum(db["keys"] for db in shard["rdb"].get("keyspace", {}).values()),
+            }
+            for shard in cluster["shards"]
+        ],
+    }

@@ -146,6 +146,7 @@ class ServerRestoreResult:
     target_keys: Keyspace | None = None  # a dry run: what the target holds now
     restored: dict[str, int] | None = None  # keys written per db
     skipped_expired: int = 0  # keys that expired while they were copied
+    shards: list[dict[str, Any]] | None = None  # a cluster backup: where each shard went
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -158,6 +159,8 @@ class ServerRestoreResult:
             data["target_keys"] = self.target_keys
         else:
             data |= {"restored": self.restored, "skipped_expired": self.skipped_expired}
+        if self.shards is not None:
+            data["shards"] = self.shards
         return data | {"warnings": list(self.warnings)}
 
 

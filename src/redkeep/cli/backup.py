@@ -81,6 +81,15 @@ def backup_group() -> None:
     metavar="MINUTES",
     help="Keep running: a backup every MINUTES (until Ctrl-C or SIGTERM).",
 )
+@click.option(
+    "--from",
+    "capture_from",
+    type=click.Choice(["replica", "primary"]),
+    default="replica",
+    show_default=True,
+    help="Cluster or Sentinel deployment: capture each shard from a replica in sync (the "
+    "primary when none is), or from the primary.",
+)
 @json_option
 def run(app: Application, **flags) -> int:
     """Take a backup now: RDB over replication (the backup user suffices) and/or the AOF.
