@@ -31,10 +31,13 @@ def drill_servers(pid: int) -> list[int]:
 def test_a_killed_verify_takes_its_drill_server_along(redis_factory, tmp_path):
     server = redis_factory(["repl-diskless-sync-delay 0"])
     client = redis.Redis(port=server.port)
-    pipe = client.pipeline(transaction=False)
-    for i in range(100_000):
-        pipe.set(f"key:{i}", "x" * 20)
-    pipe.execute()
+    # Enough data that the drill server lives long enough to be seen (100,000 small keys
+    # were verified before the poll saw it on a loaded machine).
+    for batch in range(4):
+        pipe = client.pipeline(transaction=False)
+        for i in range(batch * 100_000, (batch + 1) * 100_000):
+            pipe.set(f"key:{i}", "x" * 200)
+        pipe.execute()
     dest = tmp_path / "dest"
     url = f"redis://127.0.0.1:{server.port}"
     run = run_redkeep("backup", "run", "--url", url, "--dest", dest, "--source", "s", "--json")
