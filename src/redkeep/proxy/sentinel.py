@@ -2,9 +2,11 @@
 
 Nothing here runs on the data path. The proxy keeps one current upstream; this module changes
 it. The Sentinels are asked together (SENTINEL GET-MASTER-ADDR-BY-NAME, over the proxy's
-upstream TLS, as `sentinel_user`); an address is taken only when a majority of the Sentinels
-that answered name it and the server there says it is a primary (HELLO's `role`): a Sentinel
-may be behind, or point at a node that was demoted. The proxy re-asks on every `+switch-master`
+upstream TLS, as `sentinel_user`); an address is taken only when more than half of the
+CONFIGURED Sentinels name it (not of those that answered: one reachable Sentinel out of three,
+stale beside a partitioned old primary or hostile, must not decide alone) and the server there
+says it is a primary (HELLO's `role`): a Sentinel may be behind, or point at a node that was
+demoted. Until then the proxy keeps the primary it has. The proxy re-asks on every `+switch-master`
 (subscribed on each Sentinel), on a refused or closed upstream connection, and every few
 seconds; while the answer cannot be trusted it asks again twice a second.
 """
@@ -33,6 +35,11 @@ Address = tuple[str, int]
 
 class ReplyError(Exception):
     """An error reply (-ERR, -NOPERM, -WRONGPASS ...)."""
+
+
+def is_majority(count: int, configured: int) -> bool:
+    """More than half of the configured Sentinels, answering or not."""
+    return count * 2 > configured
 
 
 @dataclass(frozen=True)
@@ -185,8 +192,8 @@ class SentinelFollower:
         self.on_primary(result.primary, reason)
 
     async def resolve(self) -> Resolution:
-        """Ask every Sentinel at once; take the address a majority of those that answered
-        name, if the server there answers as a primary."""
+        """Ask every Sentinel at once; take the address more than half of the configured
+        Sentinels name, if the server there answers as a primary."""
         answers = await asyncio.gather(*(self._ask(a) for a in self.config.addresses))
         named = [answer for answer in answers if isinstance(answer, tuple)]
         reached = sum(1 for answer in answers if not isinstance(answer, str))
@@ -196,12 +203,14 @@ class SentinelFollower:
             return Resolution(
                 None, reached, f"the Sentinels do not know a master named {self.config.master_name}"
             )
-        votes = Counter(named)
-        address, count = votes.most_common(1)[0]
+        address, count = Counter(named).most_common(1)[0]
         where = f"{address[0]}:{address[1]}"
-        if count * 2 <= reached:
+        if not is_majority(count, len(self.config.addresses)):
             return Resolution(
-                None, reached, f"no majority among the {reached} Sentinels that answered"
+                None,
+                reached,
+                f"{count} of the {len(self.config.addresses)} Sentinels name {where} "
+                f"({reached} answered): not a majority; keeping the current primary",
             )
         role = await self._role(address)
         if role != "master":
