@@ -70,11 +70,12 @@ def capture_cluster(
             warnings.append(f"attempt {attempt}: a shard capture failed ({error.message}); retried")
             continue
         after, _ = clustermap.read_slot_map([seed, *seeds])
-        if after.signature() == before.signature():
+        moving = clustermap.migrating_anywhere(seed, after)
+        if after.signature() == before.signature() and not moving:
             _fill(manifest, before, sources, captured, attempt)
             return warnings + chosen
         _discard(options, manifest, captured)
-        change = before.describe_change(after)
+        change = moving or before.describe_change(after)
         if attempt == ATTEMPTS:
             raise RedkeepError(
                 f"the cluster's topology changed during the backup ({change}), on attempt "

@@ -201,9 +201,20 @@ def wait_settled(seeds: list[Target], timeout: float) -> tuple[SlotMap, Target]:
 
 
 def _unreachable(seed: Target, slot_map: SlotMap) -> str:
+    return migrating_anywhere(seed, slot_map)
+
+
+def migrating_anywhere(seed: Target, slot_map: SlotMap) -> str:
+    """Why a capture must not start or be kept: a primary that does not answer, or one that is
+    migrating or importing a slot. Each primary is asked itself: a node shows its own
+    `[slot->-id]` only on its own CLUSTER NODES line, so the seed cannot see another shard's
+    migration (an attack review stored such a backup as complete)."""
     for shard in slot_map.shards:
         try:
-            ask(node_target(seed, shard.primary), ("PING",), timeout=2.0)
+            (text,) = ask(node_target(seed, shard.primary), ("CLUSTER", "NODES"), timeout=2.0)
         except RedkeepError as error:
             return f"the primary {address(shard.primary)} does not answer ({error.message})"
+        own = [line for line in text.splitlines() if "myself" in "".join(line.split()[2:3])]
+        if own and "[" in own[0]:
+            return f"slots of {address(shard.primary)} are being migrated"
     return ""

@@ -17,6 +17,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from redkeep.backup import clustermap
 from tests import datasets
 from tests.conftest import run_redkeep
 from tests.hanodes import (
@@ -237,6 +238,28 @@ def test_a_different_shard_count_is_refused(cluster, tmp_path, redis_binary, ha_
             assert client.execute_command("CLUSTER INFO")["cluster_slots_assigned"] == "0"
     finally:
         two.stop()
+
+
+def test_a_migration_on_another_shard_keeps_captures_from_starting(cluster):
+    """A node shows its own `[slot->-id]` only on its own CLUSTER NODES line: seen from redis-0,
+    a migration between redis-1 and redis-2 is invisible. Each primary is asked itself (an
+    attack review had such a backup stored as complete)."""
+    seed = cluster.target("redis-0")
+    slot_map, _ = clustermap.read_slot_map([seed])
+    assert clustermap.migrating_anywhere(seed, slot_map) == ""
+    source, dest = cluster.client("redis-1"), cluster.client("redis-2")
+    port = cluster.server("redis-1").tls_port
+    slot = next(shard for shard in slot_map.shards if shard.primary.port == port).ranges[0][0]
+    source_id, dest_id = source.cluster("myid"), dest.cluster("myid")
+    try:
+        dest.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dest_id)
+        assert clustermap.read_slot_map([seed])[0].unsettled() == ""  # the seed cannot see it
+        assert "being migrated" in clustermap.migrating_anywhere(seed, slot_map)
+    finally:
+        source.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        dest.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    assert clustermap.migrating_anywhere(seed, slot_map) == ""
 
 
 def test_sigkill_of_a_primary_during_a_backup(cluster, tmp_path):
