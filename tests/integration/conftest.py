@@ -10,6 +10,7 @@ from redis.retry import Retry
 
 from redkeep.bundle import Bundle
 from tests.conftest import run_redkeep
+from tests.hanodes import HADeployment, make_pki, start_cluster, start_sentinel_group
 from tests.servers import free_port, wait_for_exit
 
 
@@ -64,3 +65,24 @@ def client_as(
         decode_responses=kwargs.pop("decode_responses", True),
         **kwargs,
     )
+
+
+# A small TLS cluster and a Sentinel group from tests/hanodes.py, one of each per test module
+# that asks (a module may define its own `cluster`, as the cluster backup tests do).
+@pytest.fixture(scope="module")
+def ha_pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("ha-pki") / "tls")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
+    deployment = start_cluster(redis_binary, tmp_path_factory.mktemp("cluster"), ha_pki)
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
+    deployment = start_sentinel_group(redis_binary, tmp_path_factory.mktemp("sentinel"), ha_pki)
+    yield deployment
+    deployment.stop()

@@ -7,7 +7,6 @@ two deployments are shared by the module: every plant restores what it changed.
 """
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -20,9 +19,6 @@ from tests.hanodes import (
     MASTER_NAME,
     PASSWORDS,
     HADeployment,
-    make_pki,
-    start_cluster,
-    start_sentinel_group,
     wait_settled,
     wait_until,
 )
@@ -30,25 +26,6 @@ from tests.servers import free_port
 
 ADMIN_ENV = {"REDIS_PASSWORD": PASSWORDS["admin"]}
 WATCHED = ("HA-", "TLS-06")  # the HA checks, and TLS-06 for replication and the bus in clear
-
-
-@pytest.fixture(scope="module")
-def ha_pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("ha-pki") / "tls")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
-    deployment = start_cluster(redis_binary, tmp_path_factory.mktemp("cluster"), ha_pki)
-    yield deployment
-    deployment.stop()
-
-
-@pytest.fixture(scope="module")
-def sentinels(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
-    deployment = start_sentinel_group(redis_binary, tmp_path_factory.mktemp("sentinel"), ha_pki)
-    yield deployment
-    deployment.stop()
 
 
 def audit_all(cli, deployment: HADeployment, seed: str, *args: str):

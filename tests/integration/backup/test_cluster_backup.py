@@ -25,7 +25,6 @@ from tests.hanodes import (
     HADeployment,
     _start,
     data_config,
-    make_pki,
     start_cluster,
     wait_until,
 )
@@ -34,11 +33,6 @@ from tests.servers import free_port
 
 ADMIN_ENV = {"REDIS_PASSWORD": PASSWORDS["admin"]}
 SHARDS = 3
-
-
-@pytest.fixture(scope="module")
-def ha_pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("ha-pki") / "tls")
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from redkeep.config.schema import MonitoringSettings, Settings
@@ -25,9 +23,6 @@ from tests.conftest import REDKEEP
 from tests.hanodes import (
     PASSWORDS,
     HADeployment,
-    make_pki,
-    start_cluster,
-    start_sentinel_group,
     wait_until,
 )
 from tests.integration.exporter.conftest import Exporter, parse, value
@@ -48,25 +43,6 @@ NEWER_SENTINEL = [
     "redis_sentinel_master_config_epoch",
     "redis_sentinel_master_last_ok_ping_reply_seconds",
 ]
-
-
-@pytest.fixture(scope="module")
-def ha_pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("ha-pki") / "tls")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
-    deployment = start_cluster(redis_binary, tmp_path_factory.mktemp("cluster"), ha_pki)
-    yield deployment
-    deployment.stop()
-
-
-@pytest.fixture(scope="module")
-def sentinels(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
-    deployment = start_sentinel_group(redis_binary, tmp_path_factory.mktemp("sentinel"), ha_pki)
-    yield deployment
-    deployment.stop()
 
 
 def url(deployment: HADeployment, name: str) -> str:
