@@ -40,6 +40,23 @@ def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
     """redis-0..2 primaries, redis-3 a replica of redis-0; the dataset spread over the shards."""
     deployment = start_cluster(redis_binary, tmp_path_factory.mktemp("cluster"), ha_pki)
     try:
+        # Every primary must know redis-3 as redis-0's connected replica before a backup picks
+        # its sources (gossip spreads it; under load a seed could still say "it has none").
+        first = deployment.client("redis-0").cluster("myid")
+
+        def replica_known() -> bool:
+            return (
+                all(
+                    any(
+                        "slave" in entry["flags"] and entry["master_id"] == first
+                        for entry in deployment.client(name).cluster("nodes").values()
+                    )
+                    for name in ("redis-0", "redis-1", "redis-2")
+                )
+                and deployment.client("redis-3").info("replication")["master_link_status"] == "up"
+            )
+
+        wait_until(replica_known, "redis-3 known everywhere as redis-0's replica, in sync")
         for name in ("redis-1", "redis-2"):  # no replica: min-replicas-to-write 1 refuses writes
             deployment.client(name).config_set("min-replicas-to-write", 0)
         config = [*data_config(ha_pki), "min-replicas-to-write 0"]
