@@ -209,6 +209,25 @@ def start_prometheus(
     return f"http://127.0.0.1:{port}", process
 
 
+def move_slot_into(cluster: HADeployment, source: str, destination: str) -> None:
+    """Move the first slot of `source` (empty: the module writes no keys there) the way a
+    reshard does: IMPORTING, MIGRATING, then SETSLOT NODE on both."""
+    clients = {name: cluster.client(name) for name in (source, destination)}
+    ids = {name: client.execute_command("CLUSTER MYID") for name, client in clients.items()}
+    slot = next(
+        start
+        for start, _, primary, *_ in clients[source].execute_command("CLUSTER SLOTS")
+        if primary[2] == ids[source]
+    )
+    assert clients[source].execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
+    clients[destination].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
+    clients[source].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[destination])
+    for name in (source, destination):
+        clients[name].execute_command("CLUSTER SETSLOT", slot, "NODE", ids[destination])
+    for client in clients.values():
+        client.close()
+
+
 def expr_of(name: str) -> str:
     return next(alert["expr"] for alert in alerts(MonitoringSettings()) if alert["name"] == name)
 
@@ -236,6 +255,14 @@ def test_after_a_sigkill_of_each_primary_the_exporter_and_prometheus_follow_the_
             "every HA signal from every node",
             60,
         )
+        # A reshard (one slot from redis-1 into redis-0) bumps the config epoch of redis-0 and
+        # of its replica redis-3: Prometheus sees it, and it is no failover.
+        move_slot_into(cluster, "redis-1", "redis-0")
+        wait_until(
+            lambda: query(prometheus, "changes(redis_cluster_my_epoch[10m]) > 0"),
+            "Prometheus to see the reshard's epoch bump",
+        )
+        assert query(prometheus, expr_of("RedisClusterFailover")) == []
         # The cluster's redis-3 replicates redis-0; the group's redis-1 replicates redis-0.
         assert role_of(exporters["cluster"], url(cluster, "redis-3")) == "slave"
         assert role_of(exporters["sentinel"], url(sentinels, "redis-1")) == "slave"
