@@ -17,7 +17,7 @@ from redkeep.actions.locate import load_bundle, target_for
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.config.defaults import StandaloneExporter
-from redkeep.errors import ConfigError, UsageError
+from redkeep.errors import ConfigError, RedkeepError, UsageError
 from redkeep.exporter import posture
 from redkeep.exporter.appchecks import AppCheckRunner
 from redkeep.exporter.background import Background
@@ -26,6 +26,7 @@ from redkeep.exporter.http import Endpoint, Limits, make_server
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import allowed_targets, key_of
 from redkeep.redis.deployment import Role
+from redkeep.redis.discover import peer
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target, parse_host_port, resolve_target
 from redkeep.render.env import ALL_PASSWORD_KEYS
@@ -59,14 +60,15 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
     settings = bundle.settings.exporter if bundle else StandaloneExporter()
     env = {**(bundle.secrets() if bundle else {}), **os.environ}
     base = bundle.root if bundle else None
-    nodes = _deployment_nodes(bundle, env)
+    nodes, sentinel_count = _deployment_nodes(bundle, env)
     # A Sentinel or cluster bundle has no one main node: its nodes are /scrape targets.
     no_main = request.no_main_target or (bool(nodes) and not connection.url)
     target = None if no_main else target_for(connection, bundle, "exporter")
     checks_file = request.app_checks_file
     app_checks = load_app_checks(checks_file) if checks_file else settings.checks
+    data_nodes = nodes[sentinel_count:]
     background = _background(
-        settings, app_checks, request.app_checks_url, target, connection, bundle
+        settings, app_checks, request.app_checks_url, target, connection, bundle, data_nodes
     )
     backup_metrics = bundle.root / bundle.settings.backup.metrics_file if bundle else None
 
@@ -112,18 +114,20 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
             main.close()
 
 
-def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> list[Target]:
+def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> tuple[list[Target], int]:
     """A Sentinel or cluster bundle's planned nodes as the exporter reaches them, Sentinels
-    first (their view of the deployment follows failovers). [] for a standalone bundle, and
-    when `exporter.targets` lists the nodes itself (Kubernetes: the pods' own names)."""
+    first (their view of the deployment follows failovers), and how many are Sentinels.
+    Nothing for a standalone bundle, and when `exporter.targets` lists the nodes itself
+    (Kubernetes: the pods' own names)."""
     if bundle is None or bundle.settings.deployment.topology == "standalone":
-        return []
+        return [], 0
     if bundle.settings.exporter.targets:
-        return []
+        return [], 0
     password = env.get(ALL_PASSWORD_KEYS["exporter"])  # a missing one fails at login, said
     nodes = bundle.deployment("exporter", with_password=False).nodes
     ordered = sorted(nodes, key=lambda node: node.role is not Role.SENTINEL)
-    return [replace(node.target, password=password) for node in ordered]
+    sentinels = sum(1 for node in nodes if node.role is Role.SENTINEL)
+    return [replace(node.target, password=password) for node in ordered], sentinels
 
 
 def load_app_checks(path: Path) -> list[CheckSettings]:
@@ -157,8 +161,12 @@ def _background(
     target: Target | None,
     connection: ConnectionOptions,
     bundle: Bundle | None,
+    data_nodes: list[Target],
 ) -> Background:
-    """The background thread: app checks on their own connection, posture probes of `target`."""
+    """The background thread: app checks on their own connection, posture probes of `target`.
+
+    A Sentinel or cluster bundle has no main target: the checks start at its data nodes, the
+    first that answers (in a cluster each key then goes to its slot's primary)."""
     runner = None
     app_checks_options = None
     if app_checks_url or settings.checks_url:
@@ -177,17 +185,29 @@ def _background(
         known = bundle.known_passwords() if bundle else None
         return resolve_target(app_checks_options, os.environ, target, known_passwords=known)
 
-    if app_checks and app_checks_target() is not None:
+    def login(where: Target) -> RawConnection:
+        raw = RawConnection(where, where.timeout)
+        try:
+            raw.login()
+        except BaseException:
+            raw.close()
+            raise
+        return raw
 
-        def connect() -> RawConnection:
-            where = app_checks_target()
-            raw = RawConnection(where, where.timeout)
-            try:
-                raw.login()
-            except BaseException:
-                raw.close()
-                raise
-            return raw
+    if app_checks and (app_checks_target() is not None or data_nodes):
+
+        def connect(address: tuple[str, int] | None) -> RawConnection:
+            """The configured node (address None), else that address as the same user."""
+            configured = app_checks_target()
+            seeds = [configured] if configured is not None else data_nodes
+            if address is not None:
+                return login(peer(seeds[0], *address))  # announced by IP: the seed's name
+            for seed in seeds[:-1]:
+                try:
+                    return login(seed)
+                except RedkeepError:
+                    continue  # a data node down (failed over): the next one
+            return login(seeds[-1])
 
         runner = AppCheckRunner(
             app_checks,

@@ -7,6 +7,9 @@ limiter buckets), TTL, existence, stream and list length, and a read-only Lua sc
 background thread evaluates them on their own connection, each round within a time budget;
 a key count SCANs a slice per round and publishes a number only once its pass is complete.
 A scrape only reads the last results, so a slow or hung check never delays `/metrics`.
+
+On a cluster node each key goes to its slot's primary (exporter/slots.py) and a key count
+scans every primary; a MOVED or ASK reply (a failover, a reshard) re-reads the slot map.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from redkeep.errors import ErrorKind, RedkeepError
 from redkeep.exporter.collectors import text
 from redkeep.exporter.exposition import Family
 from redkeep.exporter.info import number
+from redkeep.exporter.slots import Address, SlotMap
 from redkeep.redis.raw import RawConnection
 
 if TYPE_CHECKING:
@@ -46,6 +50,7 @@ class AppCheckResult:
 class ScanState:
     cursor: str = "0"
     counted: int = 0
+    nodes: list[Address | None] = field(default_factory=list)  # a cluster: every primary
 
 
 class AppCheckRefused(RedkeepError):
@@ -76,7 +81,8 @@ class AppCheckRunner:
     ) -> None:
         # Cheap checks first, key counts last: a long SCAN pass cannot starve the others.
         self.checks = sorted(checks, key=lambda check: check.type == "key_count")
-        self.connect = connect  # () -> logged-in RawConnection
+        # (address) -> logged-in RawConnection; None: the configured node (or any that answers)
+        self.connect = connect
         self.budget = budget
         self.scan_count = scan_count
         self.max_commands = max_commands
@@ -84,7 +90,10 @@ class AppCheckRunner:
         self.refused: dict[str, float] = {}  # check -> when NOPERM switched it off
         self._due: dict[str, float] = {}
         self._scans: dict[str, ScanState] = {}
-        self._connection: RawConnection | None = None
+        self._connection: RawConnection | None = None  # the configured node
+        self._slots: SlotMap | None = None  # None: not a cluster
+        self._nodes: dict[Address, RawConnection] = {}  # a cluster: one per primary
+        self._known: list[Address] = []  # the last map's primaries: seeds if ours is down
         self._commands_left = 0
         self._connect_after = 0.0
         self._connect_backoff = 0.0
@@ -155,21 +164,106 @@ class AppCheckRunner:
         )
 
     def _drop_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        connections = [self._connection, *self._nodes.values()]
+        for connection in {id(c): c for c in connections if c is not None}.values():
+            connection.close()
+        self._connection, self._nodes, self._slots = None, {}, None
 
-    def _call(self, check: CheckSettings, deadline: float, *commands: tuple) -> list[Any]:
+    def _seed(self, deadline: float) -> RawConnection:
         if self._connection is None:
-            self._connection = self.connect()
-        self._commands_left -= len(commands) + 1
-        replies = self._connection.pipeline([("SELECT", str(check.db)), *commands], deadline)
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                message = str(reply)
-                noperm = message.startswith("NOPERM")  # the reply's code
-                raise AppCheckRefused(message, kind=ErrorKind.PERMISSION if noperm else None)
-        return replies[1:]
+            self._connection = self._connect_any()
+            self._slots = self._read_slots(deadline)
+        return self._connection
+
+    def _connect_any(self) -> RawConnection:
+        """The configured node, else a primary of the last slot map (it may be the dead one)."""
+        try:
+            return self.connect(None)
+        except RedkeepError as first:
+            for address in self._known:
+                try:
+                    return self.connect(address)
+                except RedkeepError:
+                    continue
+            raise first from None
+
+    def _read_slots(self, deadline: float) -> SlotMap | None:
+        """The slot map when the seed is a cluster node, else None."""
+        assert self._connection is not None
+        (info,) = self._connection.pipeline([("INFO", "cluster")], deadline)
+        if "cluster_enabled:1" not in text(info):
+            return None
+        (reply,) = self._connection.pipeline([("CLUSTER", "NODES")], deadline)
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedkeepError(f"cannot route the checks by slot: CLUSTER NODES: {reply}")
+        slots = SlotMap.from_cluster_nodes(text(reply))
+        if slots.primaries() != (self._slots.primaries() if self._slots else None):
+            self._scans.clear()  # a pass over the old primaries would count wrong
+        if slots.myself is not None:
+            self._nodes[slots.myself] = self._connection
+        self._known = slots.primaries() or self._known
+        return slots
+
+    def _node(self, address: Address) -> RawConnection:
+        if address not in self._nodes:
+            self._nodes[address] = self.connect(address)
+        return self._nodes[address]
+
+    def _connection_for(self, key: str | None, node: Address | None, deadline: float):
+        seed = self._seed(deadline)
+        if node is not None:
+            return self._node(node)
+        if self._slots is None or key is None:
+            return seed
+        address = self._slots.node_of(key)
+        if address is None:  # its primary failed: a replica may have taken over since
+            self._slots = self._read_slots(deadline)
+            address = self._slots.node_of(key) if self._slots is not None else None
+        if address is None:
+            raise AppCheckRefused(f"no primary serves the slot of {key} (cluster not ok)")
+        return self._node(address)
+
+    def _call(
+        self,
+        check: CheckSettings,
+        deadline: float,
+        *commands: tuple,
+        key: str | None = None,
+        node: Address | None = None,
+    ) -> list[Any]:
+        """Run `commands` where `key` lives (a cluster) or on `node`; one more try after a
+        MOVED (the slot map is read again) or an ASK (ASKING on the node it names)."""
+        asking: list[tuple[str, ...]] = []
+        connection = self._connection_for(key, node, deadline)
+        for attempt in range(2):
+            self._commands_left -= len(commands) + 1
+            # ASKING holds for the one command after it: right before the check's own.
+            batch = [("SELECT", str(check.db)), *asking, *commands]
+            replies = connection.pipeline(batch, deadline)
+            del replies[1 : 1 + len(asking)]
+            redirect = next(
+                (
+                    str(r).split()
+                    for r in replies
+                    if isinstance(r, hiredis.ReplyError) and str(r).startswith(("MOVED ", "ASK "))
+                ),
+                None,
+            )
+            if redirect and attempt == 0 and self._slots is not None:
+                if redirect[0] == "ASK":  # the slot is migrating: only this key moved
+                    host, _, port = redirect[2].rpartition(":")
+                    connection, asking = self._node((host, int(port))), [("ASKING",)]
+                else:
+                    self._slots = self._read_slots(deadline)
+                    connection = self._connection_for(key, node, deadline)
+                continue
+            for reply in replies:
+                if isinstance(reply, hiredis.ReplyError):
+                    message = str(reply)
+                    noperm = message.startswith("NOPERM")  # the reply's code
+                    raise AppCheckRefused(message, kind=ErrorKind.PERMISSION if noperm else None)
+            return replies[1:]
+        raise AssertionError("unreachable")
 
     def _run(self, check: CheckSettings, deadline: float):
         if check.type == "key_count":
@@ -177,18 +271,26 @@ class AppCheckRunner:
         return MEASURES[check.type](self, check, deadline)
 
     def _key_count(self, check: CheckSettings, deadline: float):
-        state = self._scans.setdefault(check.name, ScanState())
+        """SCAN a slice per round; a cluster's count is every primary's, scanned in turn."""
+        state = self._scans.get(check.name)
+        if state is None:
+            self._seed(deadline)
+            primaries = self._slots.primaries() if self._slots is not None else []
+            state = self._scans[check.name] = ScanState(nodes=[*primaries] or [None])
         while time.monotonic() < deadline and self._commands_left > 0:
             (reply,) = self._call(
                 check,
                 deadline,
                 ("SCAN", state.cursor, "MATCH", check.pattern, "COUNT", str(self.scan_count)),
+                node=state.nodes[0],
             )
             state.cursor, keys = text(reply[0]), reply[1]
             state.counted += len(keys)
             if state.cursor == "0":
-                total, self._scans[check.name] = state.counted, ScanState()
-                return [("redkeep_check_keys", {}, float(total))]
+                state.nodes.pop(0)
+                if not state.nodes:
+                    del self._scans[check.name]
+                    return [("redkeep_check_keys", {}, float(state.counted))]
         return None
 
 
@@ -196,7 +298,7 @@ def _key_age(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     """The stored timestamp; the age is derived at scrape time, so it grows even if the
     checks stall (and the stale-data alert still fires)."""
     command = ("HGET", check.key, check.field) if check.field else ("GET", check.key)
-    (reply,) = runner._call(check, deadline, command)
+    (reply,) = runner._call(check, deadline, command, key=check.key)
     if reply is None:
         return [("redkeep_check_key_exists", {}, 0)]
     stamp = number(text(reply))
@@ -209,7 +311,7 @@ def _key_age(runner: AppCheckRunner, check: CheckSettings, deadline: float):
 
 
 def _hash_counters(runner: AppCheckRunner, check: CheckSettings, deadline: float):
-    (reply,) = runner._call(check, deadline, ("HMGET", check.key, *check.fields))
+    (reply,) = runner._call(check, deadline, ("HMGET", check.key, *check.fields), key=check.key)
     values = []
     for name, value in zip(check.fields, reply, strict=True):
         parsed = number(text(value)) if value is not None else 0.0
@@ -218,7 +320,7 @@ def _hash_counters(runner: AppCheckRunner, check: CheckSettings, deadline: float
 
 
 def _ttl(runner: AppCheckRunner, check: CheckSettings, deadline: float):
-    (reply,) = runner._call(check, deadline, ("PTTL", check.key))
+    (reply,) = runner._call(check, deadline, ("PTTL", check.key), key=check.key)
     exists = 0.0 if reply == -2 else 1.0
     values = [("redkeep_check_key_exists", {}, exists)]
     if reply >= 0:
@@ -229,13 +331,13 @@ def _ttl(runner: AppCheckRunner, check: CheckSettings, deadline: float):
 
 
 def _exists(runner: AppCheckRunner, check: CheckSettings, deadline: float):
-    (reply,) = runner._call(check, deadline, ("EXISTS", check.key))
+    (reply,) = runner._call(check, deadline, ("EXISTS", check.key), key=check.key)
     return [("redkeep_check_key_exists", {}, float(reply))]
 
 
 def _length(command: str, metric: str):
     def measure(runner: AppCheckRunner, check: CheckSettings, deadline: float):
-        (reply,) = runner._call(check, deadline, (command, check.key))
+        (reply,) = runner._call(check, deadline, (command, check.key), key=check.key)
         return [(metric, {}, float(reply))]
 
     return measure
@@ -244,7 +346,8 @@ def _length(command: str, metric: str):
 def _lua(runner: AppCheckRunner, check: CheckSettings, deadline: float):
     # EVAL_RO: Redis itself refuses a script that writes.
     command = ("EVAL_RO", check.script, str(len(check.keys)), *check.keys)
-    (reply,) = runner._call(check, deadline, command)
+    # A cluster runs a script where its keys live (Redis wants them in one slot).
+    (reply,) = runner._call(check, deadline, command, key=next(iter(check.keys), None))
     value = number(text(reply)) if reply is not None else None
     if value is None:
         raise AppCheckRefused("the script did not return a number")
