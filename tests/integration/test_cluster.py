@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -26,7 +27,7 @@ from redkeep.bundle import Bundle
 from redkeep.config.deployment import BUS_PORT_OFFSET
 from redkeep.render import nodes as node_files
 from redkeep.stack import processes
-from redkeep.stack.processes import node_service
+from redkeep.stack.processes import EXPORTER, node_service
 from tests.conftest import run_redkeep
 from tests.deployments_audit import serious_findings
 from tests.jsonshape import problems, shape
@@ -96,6 +97,11 @@ def run_redkeep_background(*args: object) -> subprocess.Popen:
     )
 
 
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
+        return response.read().decode()
+
+
 def plaintext_reply(port: int) -> bytes:
     """What a port answers to a plaintext PING (a TLS listener answers no RESP)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
@@ -148,6 +154,18 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
         document = json.loads(result.stdout)
         assert result.returncode == 0 and problems(document, shape("status")) == []
         assert sum(len(node["slots"]) for node in document["nodes"]) == 3
+        assert document["services"]["exporter"]["up"]
+
+        # One exporter for the cluster: /discover-cluster-nodes lists every node, each answers.
+        exporter = f"http://{bundle.settings.exporter.listen}"
+        (group,) = json.loads(http_get(f"{exporter}/discover-cluster-nodes"))
+        assert sorted(group["targets"]) == sorted(
+            f"rediss://localhost:{node.port}" for node in plan
+        )
+        for target in group["targets"]:
+            scrape = http_get(f"{exporter}/scrape?target={target}").splitlines()
+            assert "redis_up 1" in scrape and "redis_cluster_state 1" in scrape, target
+        exporter_pid = processes.locate(EXPORTER, root, bundle.run_dir).pid
 
         # Our own cluster audits clean on every node, but for the server's own release.
         serious = serious_findings(root)
@@ -215,6 +233,8 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr
+    assert list(processes.find_processes(EXPORTER, root)) == []
+    assert exporter_pid is not None and not processes.is_ours(exporter_pid, EXPORTER, root)
     for node in plan:  # nothing runs, and nothing listens on its ports
         assert list(processes.find_processes(node_service(node.name), root)) == []
         for port in (node.port, node.bus_port):

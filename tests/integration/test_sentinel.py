@@ -84,7 +84,7 @@ def test_sentinel_fails_over_keeps_an_acknowledged_write_and_heals(tmp_path, red
     try:
         assert up.returncode == 0, up.stderr
         assert f"127.0.0.1:{base + 1}" in up.stdout  # the ports are said
-        assert "not run for a sentinel deployment" in up.stdout  # and what is not run
+        assert "/discover-cluster-nodes" in up.stdout  # and where the exporter lists them
 
         # Healthy as planned; the JSON has the documented shape.
         code, before = status(root)

@@ -92,13 +92,19 @@ def bundle_services(bundle: Bundle) -> list[Service]:
 
 
 def deployment_helpers(bundle: Bundle) -> list[Service]:
-    """The helpers `up` runs for a sentinel or cluster deployment: the proxy of a sentinel
-    deployment (it follows the primary the Sentinels name), when enabled. Not a cluster's:
-    the proxy is no cluster router. The exporter and the backup schedule: not yet (NOT_RUN)."""
+    """The helpers `up` runs for a sentinel or cluster deployment, in start order: one
+    exporter for every node and Sentinel (Prometheus finds them through its
+    /discover-cluster-nodes), the proxy of a sentinel deployment when enabled (it follows the
+    primary the Sentinels name; not a cluster's: the proxy is no cluster router), and the
+    backup schedule when backup.interval_minutes is set (a cluster's shards or the Sentinel
+    deployment's primary, as `backup run --dir` takes them)."""
     settings = bundle.settings
+    helpers = [EXPORTER]
     if settings.deployment.topology == "sentinel" and settings.proxy.enabled:
-        return [PROXY]
-    return []
+        helpers.append(PROXY)
+    if settings.backup.interval_minutes:
+        helpers.append(BACKUP)
+    return helpers
 
 
 def proxy_clash(settings: Settings) -> str | None:
@@ -418,15 +424,16 @@ class DownReport:
     nodes: bool = False  # a sentinel or cluster deployment's nodes, not one redis-server
 
 
-# What `up` says of a sentinel or cluster deployment's helpers (docs/sentinel.md, cluster.md).
+# What `up` says last of a sentinel or cluster deployment's helpers (the CLI prints it).
+_EXPORTER_NOTE = (
+    "the exporter serves no /metrics here: every node and Sentinel at /scrape?target=, listed "
+    "by /discover-cluster-nodes (prometheus/prometheus.yml uses both)"
+)
 NOT_RUN = {
-    "sentinel": (
-        "not run for a sentinel deployment yet: the exporter and the backup schedule (across "
-        "nodes and failovers they come with the next redkeep release)"
-    ),
+    "sentinel": _EXPORTER_NOTE,
     "cluster": (
-        "not run for a cluster deployment yet: the exporter, the proxy and the backup "
-        "schedule (across nodes and failovers they come with the next redkeep release)"
+        f"{_EXPORTER_NOTE}; no proxy for a cluster: it is no cluster router (clients that "
+        "speak cluster follow MOVED themselves)"
     ),
 }
 

@@ -6,9 +6,10 @@ returns only when the whole deployment is healthy by the same judgement as `redk
 (`redis/observe.py`): a primary with its replicas in sync and Sentinels with a quorum, or
 cluster_state ok with every slot served. Then, for a sentinel deployment, the proxy: it follows
 the primary the Sentinels name (`redkeep proxy --dir`), started, kept or restarted as for one
-server (`actions/stack.py`). The exporter and the backup schedule are not run for these
-deployments yet: across shards and failovers they need more than one server's address, and a
-half-right one would be worse than none; nor is the proxy for a cluster (it is no router).
+server (`actions/stack.py`). For both, one exporter for every node and Sentinel (it asks the
+deployment for its nodes, so it follows failovers) and, when backup.interval_minutes is set,
+the backup schedule (`backup run --dir`: a cluster's shards, a Sentinel deployment's primary
+through a replica in sync). No proxy for a cluster (it is no router).
 """
 
 import re
@@ -45,9 +46,9 @@ from redkeep.signals import interrupted_by_signals
 from redkeep.stack import forming, nodes, processes, redis_server
 from redkeep.stack.children import end_child
 from redkeep.stack.lock import stack_lock
-from redkeep.stack.processes import PROXY, REDIS, Service
+from redkeep.stack.processes import BACKUP, EXPORTER, PROXY, REDIS, Service
 
-HELPERS = (PROXY,)  # what `up` may run beside a deployment's nodes (`deployment_helpers`)
+HELPERS = (EXPORTER, PROXY, BACKUP)  # what `up` may run beside the nodes, in start order
 
 HEALTHY_TIMEOUT = 60.0  # seconds for replicas to sync and the Sentinels to agree, after start
 FAILOVER_WAIT_MAX = 60.0  # seconds `down` waits for a Sentinel failover to finish, at most
@@ -65,7 +66,7 @@ def bring_up_nodes(
     with stack_lock(bundle.run_dir, "up", on_wait):
         services = nodes.services(bundle)
         helpers = deployment_helpers(bundle)
-        clash = proxy_clash(bundle.settings) if helpers else None
+        clash = proxy_clash(bundle.settings) if PROXY in helpers else None
         if clash:
             raise UsageError(
                 f"proxy.listen {bundle.settings.proxy.listen} is {clash}'s port in this "
@@ -75,11 +76,10 @@ def bring_up_nodes(
         found = survey(bundle, services + helpers)
         report = UpReport(notes=remove_stale_pidfiles(found.values()), topology=topology)
         refuse_foreground(bundle, found.values(), detach)
-        for service, why in unwanted_services(bundle).items():
-            if service is PROXY:  # asked for no more: stop it (the others are not run at all)
-                for pid in running_pids(bundle, service):
-                    stop_or_raise(bundle, service, pid)
-                    report.stopped.append(Outcome(service, pid, "stopped", why))
+        for service, why in unwanted(bundle).items():  # asked for no more: stop it
+            for pid in running_pids(bundle, service):
+                stop_or_raise(bundle, service, pid)
+                report.stopped.append(Outcome(service, pid, "stopped", why))
         binary = redis_server.find_redis_server()
         version = redis_server.server_version(binary)[:2]
         missing = {service.node for service, located in found.items() if not located.running}
@@ -119,6 +119,15 @@ def bring_up_nodes(
                     _stop_quietly(bundle, outcome.service, outcome.pid)
             raise
         return report
+
+
+def unwanted(bundle: Bundle) -> dict[Service, str]:
+    """Helpers this deployment does not run now, and why (`unwanted_services`, and a
+    cluster's proxy: it is no router)."""
+    found = unwanted_services(bundle)
+    if bundle.settings.deployment.topology == "cluster":
+        found.setdefault(PROXY, "a cluster runs no proxy")
+    return found
 
 
 def view(bundle: Bundle) -> DeploymentView:
@@ -196,7 +205,7 @@ def bring_down_nodes(
         report = DownReport(nodes=True)
         if not force and bundle.settings.deployment.topology == "sentinel":
             report.notes += wait_out_failover(bundle)
-        for service in HELPERS:  # whatever redkeep.yaml says now: it may have changed since
+        for service in reversed(HELPERS):  # whatever redkeep.yaml says now (it may have changed)
             report.notes += remove_stale_pidfiles(
                 [processes.locate(service, bundle.root, bundle.run_dir)]
             )
