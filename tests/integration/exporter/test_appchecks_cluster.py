@@ -3,7 +3,9 @@
 The keys sit on every shard and the exporter is seeded at redis-0 alone; a key of another shard
 read there answers MOVED (redis_exporter's users' most common bug). Then redis-0 is SIGKILLed:
 its replica redis-3 is promoted, and the checks follow with no node to seed from but the map
-they learned. Judged by what the values in Redis are, polled with no timing threshold.
+they learned. And a key moved by hand from one shard to another (IMPORTING/MIGRATING, MIGRATE,
+SETSLOT NODE) is read through the ASK, then the MOVED, its old owner answers. Judged by what
+the values in Redis are, polled with no timing threshold.
 """
 
 import os
@@ -11,6 +13,8 @@ import signal
 import time
 from itertools import count
 
+import pytest
+import redis
 import yaml
 
 from redkeep.exporter.slots import key_slot
@@ -134,3 +138,53 @@ def test_checks_read_each_key_on_its_shard_and_follow_a_failover(
         },
     )
     assert "MOVED" not in exporter.log.read_text()
+
+
+def test_checks_follow_a_key_through_a_slot_migration(cluster, exporter_factory, tmp_path):
+    """Mid-migration the old owner answers ASK for a key that moved; once the slot is the new
+    owner's, MOVED. The check must read the key where it is at each step."""
+    source, destination = cluster.client("redis-1"), cluster.client("redis-2")
+    for client in (source, destination):
+        client.config_set("min-replicas-to-write", 0)  # shards without a replica
+    key = f"moving{TAGS[1]}"
+    slot = key_slot(key)
+    source.hset(key, "hits", 1)
+    checks_file = tmp_path / "checks.yaml"
+    check = {"name": "moving", "type": "hash_counters", "key": key, "fields": ["hits"]}
+    checks_file.write_text(yaml.safe_dump({"checks": [{**check, "interval_seconds": 0.2}]}))
+    exporter = exporter_factory(
+        "--url", cluster.url("redis-1"), *cluster.tls_options(), "--checks", checks_file,
+        env={"REDIS_PASSWORD": PASSWORDS["admin"]},
+    )  # fmt: skip
+
+    def reads(hits: int) -> None:
+        def shown() -> bool:
+            families = exporter.metrics()
+            return value(families, "redkeep_check_hash_counter_total", check="moving") == hits
+
+        try:
+            wait_until(shown, f"the check to read hits={hits}")
+        except AssertionError:
+            raise AssertionError(exporter.log.read_text()) from None
+
+    reads(1)
+    ids = {name: cluster.client(name).execute_command("CLUSTER MYID") for name in SHARDS[1:]}
+    destination.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids["redis-1"])
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids["redis-2"])
+    keys = source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)  # the others' too
+    source.execute_command(
+        "MIGRATE", "localhost", cluster.nodes["redis-2"].tls_port, "", 0, 5000,
+        "AUTH2", "admin", PASSWORDS["admin"], "KEYS", *keys,
+    )  # fmt: skip
+    with pytest.raises(redis.exceptions.AskError):  # gone from the old owner
+        source.exists(key)
+    destination.execute_command("ASKING")
+    destination.hset(key, "hits", 2)
+    reads(2)
+    for client in (source, destination):
+        client.execute_command("CLUSTER SETSLOT", slot, "NODE", ids["redis-2"])
+    destination.hset(key, "hits", 3)  # the slot is redis-2's: redis-1 answers MOVED
+    reads(3)
+    assert "MOVED" not in exporter.log.read_text() and "ASK" not in exporter.log.read_text()
+    for client in (source, destination):
+        client.close()
