@@ -97,6 +97,10 @@ def test_up_runs_the_proxy_in_front_of_the_sentinels_primary(tmp_path, redis_bin
             service: processes.locate(service, root, bundle.run_dir).pid
             for service in (EXPORTER, BACKUP)
         }
+        shown = run_redkeep("status", root).stdout  # and on screen, below the nodes
+        exporter_port = parse_host_port(bundle.settings.exporter.listen)[1]
+        assert f"pid {helpers[EXPORTER]}, port {exporter_port}" in shown, shown
+        assert f"pid {helpers[BACKUP]}; every 60 min, last run ok" in shown, shown
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr

@@ -1,5 +1,6 @@
 """`redkeep init`, `up`, `down`, `status`: a hardened Redis bundle, rendered and run locally."""
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable
@@ -347,6 +348,8 @@ def show_deployment_status(app: Application, report: StatusReport) -> None:
         )
     health = "healthy: " + report.detail if report.healthy else "UNHEALTHY"
     rows = [("health", health)] + [("problem", line) for line in report.problems]
+    helpers = {name: item for name, item in report.services.items() if name in SERVICE_NAMES}
+    rows += service_rows(dataclasses.replace(report, services=helpers))  # the nodes are above
     server = report.server
     if isinstance(server, ServerSummary):
         rows.append(("server", f"Redis {server.version} at {report.url}"))
