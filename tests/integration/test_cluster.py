@@ -117,7 +117,19 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
     offsets = [*range(6), *(BUS_PORT_OFFSET + i for i in range(6))]
     base = free_port_span(offsets)
     root = tmp_path / "cluster"
-    env = {"REDKEEP_DEPLOYMENT__CLUSTER_NODE_TIMEOUT_MILLISECONDS": "2000"}
+    env = {
+        "REDKEEP_DEPLOYMENT__CLUSTER_NODE_TIMEOUT_MILLISECONDS": "2000",
+        "REDKEEP_EXPORTER__CHECKS": json.dumps(
+            [
+                {
+                    "name": "sessions",
+                    "type": "key_count",
+                    "pattern": "session:*",
+                    "interval_seconds": 0.5,
+                }
+            ]
+        ),  # fmt: skip
+    }
     init = run_redkeep("init", root, "--topology", "cluster", "--tls-port", base, env=env)
     assert init.returncode == 0, init.stderr
     bundle = Bundle(root)
@@ -186,6 +198,15 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
         for index in range(KEYS):
             app.set(f"session:{index}", index)
         app.close()
+        # The app check counts the keys of every shard (SCAN on each primary), once, at the
+        # exporter's /metrics: the deployment's own, beside the nodes' /scrape.
+        poll(
+            lambda: (
+                f'redkeep_check_keys{{check="sessions"}} {KEYS}'
+                in http_get(f"{exporter}/metrics").splitlines()
+            ),
+            f"the exporter to count {KEYS} session keys across the shards",
+        )
 
         # A primary dies: its replica takes the shard; `up` brings the node back as a replica.
         os.kill(int((bundle.run_dir / "redis-1.pid").read_text()), signal.SIGKILL)

@@ -21,6 +21,7 @@ from redkeep.errors import ConfigError, RedkeepError, UsageError
 from redkeep.exporter import posture
 from redkeep.exporter.appchecks import AppCheckRunner
 from redkeep.exporter.background import Background
+from redkeep.exporter.deployment_metrics import DeploymentMetrics
 from redkeep.exporter.discovery import NodeDiscovery
 from redkeep.exporter.http import Endpoint, Limits, make_server
 from redkeep.exporter.scrape import Scraper
@@ -76,6 +77,10 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
         return target_for(connection, bundle, "exporter")
 
     main = Scraper(target, background.families, backup_metrics, refresh) if target else None
+    # A Sentinel or cluster bundle: /metrics serves what is the whole deployment's (checks,
+    # backups), each node is a /scrape target.
+    whole = nodes and main is None and not request.no_main_target
+    deployment = DeploymentMetrics(background.families, backup_metrics) if whole else None
     allowed = {key_of(node): node for node in nodes} | allowed_targets(settings, env, base)
     seeds = ([target] if target else []) + nodes
     endpoint = Endpoint(
@@ -85,6 +90,7 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
         basic_auth=_basic_auth(settings, env),
         tls=bool(settings.tls_cert_file),
         discovery=NodeDiscovery(seeds, allowed) if seeds else None,
+        deployment=deployment,
     )
     listen = request.listen or settings.listen
     host, port = parse_host_port(listen, "--listen", "127.0.0.1:9121")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from redkeep import __version__
 from redkeep.errors import RedkeepError
+from redkeep.exporter.deployment_metrics import DeploymentMetrics
 from redkeep.exporter.discovery import NodeDiscovery
 from redkeep.exporter.exposition import CONTENT_TYPE, counter, gauge, render
 from redkeep.exporter.scrape import Scraper
@@ -60,6 +61,7 @@ class Endpoint:
     basic_auth: tuple[str, str] | None = None
     tls: bool = False
     discovery: NodeDiscovery | None = None  # a deployment's nodes, for Prometheus http_sd
+    deployment: DeploymentMetrics | None = None  # /metrics without a main node
     bad_requests: int = 0
     connections: ConnectionStats = field(default_factory=ConnectionStats)  # the server counts
     _scrapers: dict[str, Scraper] = field(default_factory=dict)
@@ -107,6 +109,9 @@ class Endpoint:
         return same_user and same_password
 
     def _metrics(self, request: Request) -> Response:
+        if self.main is None and self.deployment is not None:  # a Sentinel or cluster bundle
+            body = self.deployment.scrape(_timeout(request.headers))
+            return Response(200, body + self._http_metrics(), CONTENT_TYPE)
         if self.main is None:
             return Response(404, "no main target: use /scrape?target=\n")
         body = self.main.scrape(_timeout(request.headers))

@@ -337,7 +337,10 @@ def test_a_cluster_bundle_exporter_needs_no_main_node_and_allows_the_planned_one
     )
     assert init.returncode == 0, init.stderr
     exporter = exporter_factory("--dir", root)
-    assert exporter.get("/metrics")[0] == 404  # no one main node in a cluster
+    # No one main node in a cluster: /metrics holds only what is the deployment's own.
+    status, body, _ = exporter.get("/metrics")
+    assert status == 200 and "redis_up" not in parse(body)
+    assert value(parse(body), "redkeep_exporter_collector_success", collector="backup") == 1
     planned = f"rediss://localhost:{port + 5}"  # redis-5, the last replica
     status, body, _ = exporter.get(f"/scrape?target={planned}")
     assert status == 200 and value(parse(body), "redis_up") == 0  # allowed, not running
