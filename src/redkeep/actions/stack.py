@@ -426,8 +426,9 @@ class DownReport:
 
 # What `up` says last of a sentinel or cluster deployment's helpers (the CLI prints it).
 _EXPORTER_NOTE = (
-    "the exporter serves no /metrics here: every node and Sentinel at /scrape?target=, listed "
-    "by /discover-cluster-nodes (prometheus/prometheus.yml uses both)"
+    "the exporter serves every node and Sentinel at /scrape?target=, listed by "
+    "/discover-cluster-nodes (prometheus/prometheus.yml uses both); its /metrics holds only "
+    "the deployment's own (app checks, backups)"
 )
 NOT_RUN = {
     "sentinel": _EXPORTER_NOTE,
