@@ -222,7 +222,7 @@ def move_slot_into(cluster: HADeployment, source: str, destination: str) -> None
     assert clients[source].execute_command("CLUSTER COUNTKEYSINSLOT", slot) == 0
     clients[destination].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
     clients[source].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[destination])
-    for name in (source, destination):
+    for name in (destination, source):  # the new owner first, as a reshard does
         clients[name].execute_command("CLUSTER SETSLOT", slot, "NODE", ids[destination])
     for client in clients.values():
         client.close()
