@@ -395,15 +395,29 @@ class NodeCertificate:
 
 
 @dataclass(frozen=True)
+class ProxyCertificate:
+    """The proxy of a sentinel or cluster bundle after the rotation of its certificate
+    (tls/server.crt, as for a standalone bundle)."""
+
+    path: str
+    old_serial: str
+    new_serial: str
+    not_after: str
+    endpoint: EndpointResult  # what a fresh handshake on proxy.listen shows
+
+
+@dataclass(frozen=True)
 class NodesRotationReport:
     topology: str
     nodes: list[NodeCertificate]
+    proxy: ProxyCertificate | None = None  # None: no proxy serves the bundle's certificate
 
     @property
     def complete(self) -> bool:
-        """Every data node serves its new certificate, and every Sentinel restarted here
-        does (the others: once restarted)."""
-        return not any(node.problem for node in self.nodes)
+        """Every data node serves its new certificate, every Sentinel restarted here does
+        (the others: once restarted), and so does the proxy when it runs here."""
+        proxy_problem = self.proxy is not None and bool(self.proxy.endpoint.problem)
+        return not proxy_problem and not any(node.problem for node in self.nodes)
 
     @property
     def restart_needed(self) -> list[str]:
@@ -427,6 +441,7 @@ class NodesRotationReport:
             "restart_needed": self.restart_needed,
             "restarted": self.restarted,
             "nodes": [asdict(node) for node in self.nodes],
+            "proxy": asdict(self.proxy) if self.proxy is not None else None,
         }
 
 
@@ -448,7 +463,35 @@ def rotate_nodes(bundle: Bundle, nodes: tuple[Node, ...], now: dt.datetime) -> N
     sentinels = [node for node in nodes if node.role is Role.SENTINEL]
     if sentinels:
         results += _rotate_sentinels(bundle, sentinels, now)
-    return NodesRotationReport(bundle.settings.deployment.topology, results)
+    proxy = _rotate_proxy(bundle, nodes[0].target, now)
+    return NodesRotationReport(bundle.settings.deployment.topology, results, proxy)
+
+
+def _rotate_proxy(bundle: Bundle, client: Target, now: dt.datetime) -> ProxyCertificate | None:
+    """Renew tls/server.crt when the bundle's proxy serves it, SIGHUP the proxy this machine
+    runs, and handshake with it (`client`: the CA and client certificate to do it with) until
+    it serves the new serial. None when the proxy is off, plaintext or has its own file."""
+    proxy = bundle.settings.proxy
+    files = bundle.tls
+    if not (proxy.enabled and proxy.tls and _same_file(bundle, proxy.tls_cert, files.server_cert)):
+        return None
+    tls = bundle.settings.tls
+    old = load_certificate(files.server_cert)
+    cert, key = issue.make_server_cert(
+        *load_ca(files), tls.server_names, tls.key_type, tls.cert_days, now
+    )
+    write_pair(files.server_cert, files.server_key, cert, key)
+    host, port = parse_host_port(proxy.listen, "proxy.listen")
+    endpoint = Endpoint("proxy", LOOPBACK.get(host, host), port, bundle.settings.host)
+    applied = _reload_proxy(bundle)
+    new_serial = format(cert.serial_number, "x")
+    return ProxyCertificate(
+        path=str(files.server_cert),
+        old_serial=format(old.serial_number, "x"),
+        new_serial=new_serial,
+        not_after=cert.not_valid_after_utc.isoformat(),
+        endpoint=_served(endpoint, applied, new_serial, client, _told(applied)),
+    )
 
 
 def _rotate_sentinels(
