@@ -54,6 +54,17 @@ def test_certs_rotate_restarts_each_local_sentinel_without_a_failover(tmp_path, 
         proxy_before = served_serial(bundle, proxy_port)
         assert proxy_before == load_certificate(bundle.tls.server_cert).serial_number
         proxy_pid = processes.locate(PROXY, root, bundle.run_dir).pid
+
+        # (The same running bundle, for `users list`: every node of the plan, read and alike,
+        # and the app's password on each is the one in .env.)
+        listed = run_redkeep("users", "list", "--json", "--dir", root)
+        assert listed.returncode == 0, listed.stderr
+        users = json.loads(listed.stdout)
+        assert users["consistent"] is True
+        assert [node["name"] for node in users["nodes"]] == list(ports)
+        app_users = [user for user in users["users"] if user["name"] == "app"]
+        assert {user["group"] for user in app_users} == {"data", "sentinel"}
+        assert all(user["variants"][0]["env_password"] is True for user in app_users)
         pids_before = sentinel_pids(bundle, sentinels)
         epoch = client(bundle, ports["sentinel-0"], "admin").sentinel_master("redkeep")[
             "config-epoch"
