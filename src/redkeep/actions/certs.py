@@ -22,6 +22,7 @@ from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.nodes import every_node, is_standalone
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
+from redkeep.config.deployment import plan_nodes
 from redkeep.config.load import load_settings
 from redkeep.config.schema import Settings
 from redkeep.errors import RedkeepError, UsageError
@@ -483,15 +484,28 @@ def _rotate_proxy(bundle: Bundle, client: Target, now: dt.datetime) -> ProxyCert
     write_pair(files.server_cert, files.server_key, cert, key)
     host, port = parse_host_port(proxy.listen, "proxy.listen")
     endpoint = Endpoint("proxy", LOOPBACK.get(host, host), port, bundle.settings.host)
-    applied = _reload_proxy(bundle)
     new_serial = format(cert.serial_number, "x")
+    node = _node_on_port(bundle, port)
+    if node is None:
+        applied = _reload_proxy(bundle)
+        served = _served(endpoint, applied, new_serial, client, _told(applied))
+    else:  # `up` refuses to run the proxy there: whatever answers is that node
+        applied = f"{NOT_SIGNALLED}: proxy.listen is {node}'s port here, so no proxy runs on it"
+        served = EndpointResult("proxy", endpoint.address, applied, None, False)
     return ProxyCertificate(
         path=str(files.server_cert),
         old_serial=format(old.serial_number, "x"),
         new_serial=new_serial,
         not_after=cert.not_valid_after_utc.isoformat(),
-        endpoint=_served(endpoint, applied, new_serial, client, _told(applied)),
+        endpoint=served,
     )
+
+
+def _node_on_port(bundle: Bundle, port: int) -> str | None:
+    """The node of the bundle's plan that listens on `port` on this machine, if one does."""
+    settings = bundle.settings
+    planned = plan_nodes(settings.deployment, settings.redis.tls_port)
+    return next((node.name for node in planned if port in (node.port, node.bus_port)), None)
 
 
 def _rotate_sentinels(
