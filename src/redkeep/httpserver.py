@@ -237,6 +237,10 @@ class HTTPServer:
             await self._requests(reader, writer, connection)
         except (ConnectionError, asyncio.IncompleteReadError, OSError, TimeoutError):
             pass  # the client went away or was evicted
+        except asyncio.CancelledError:
+            # The server stops (SIGTERM) with this connection open: drop it and end quietly.
+            # Raised on, Python 3.11's streams print it as a traceback (3.12 does not).
+            writer.transport.abort()
         finally:
             self._connections.pop(writer, None)
             self.stats.open = len(self._connections)

@@ -1,8 +1,18 @@
-"""Stopping on signals: SIGTERM and SIGHUP handled like Ctrl-C, so cleanup code runs."""
+"""Stopping on signals, so cleanup code runs and a requested stop is a clean exit.
 
+Synchronous code (`interrupted_by_signals`): SIGTERM and SIGHUP raise KeyboardInterrupt as
+Ctrl-C does. Code in an asyncio loop (`stop_on_signals`): SIGTERM, SIGINT and SIGHUP call a
+stop function from the loop instead. An exception raised wherever the loop happens to be (a
+callback, the selector, a thread start) cancels every task mid-flight, and asyncio prints
+their tracebacks; a stop from the loop lets the server close what it opened and return.
+"""
+
+import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextlib.contextmanager
@@ -19,3 +29,25 @@ def interrupted_by_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def stop_on_signals(
+    loop: asyncio.AbstractEventLoop,
+    handler: Callable[[], None],
+    signums: tuple[signal.Signals, ...] = STOPPING,
+) -> Iterator[None]:
+    """Within the block, `signums` call `handler` (a stop, or the proxy's reload) from the
+    running `loop`; nothing is raised.
+
+    Afterwards the handlers from before are back: asyncio would leave the default ones, and
+    a SIGTERM during cleanup would then kill the process without its cleanup."""
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        loop.add_signal_handler(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, before)

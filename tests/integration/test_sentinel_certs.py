@@ -1,6 +1,7 @@
 """`certs rotate` on a sentinel deployment run by `up --detach`: every data node re-reads its new
-certificate live and every Sentinel is restarted, one at a time, on what it learned; judged by
-fresh TLS handshakes, by what the Sentinels answer and by the primary Redis reports.
+certificate live, every Sentinel is restarted, one at a time, on what it learned, and the proxy
+`up` runs in front of them reloads its own (tls/server.crt) on SIGHUP; judged by fresh TLS
+handshakes, by what the Sentinels answer and by the primary Redis reports.
 """
 
 import json
@@ -9,9 +10,10 @@ from redkeep.bundle import Bundle
 from redkeep.config.deployment import SENTINEL_PORT_OFFSET
 from redkeep.pki.inspect import load_certificate
 from redkeep.redis.handshake import handshake
+from redkeep.redis.target import parse_host_port
 from redkeep.render import nodes as node_files
 from redkeep.stack import processes
-from redkeep.stack.processes import node_service
+from redkeep.stack.processes import PROXY, node_service
 from tests.conftest import run_redkeep
 from tests.integration.test_sentinel import FAST, client
 from tests.servers import free_port_span
@@ -44,10 +46,25 @@ def test_certs_rotate_restarts_each_local_sentinel_without_a_failover(tmp_path, 
     bundle = Bundle(root)
     ports = {node.name: node.port for node in node_files.planned(bundle.settings)}
     sentinels = [name for name in ports if name.startswith("sentinel-")]
+    proxy_port = parse_host_port(bundle.settings.proxy.listen)[1]
     up = run_redkeep("up", root, "--detach")
     try:
         assert up.returncode == 0, up.stderr
         before = {name: served_serial(bundle, port) for name, port in ports.items()}
+        proxy_before = served_serial(bundle, proxy_port)
+        assert proxy_before == load_certificate(bundle.tls.server_cert).serial_number
+        proxy_pid = processes.locate(PROXY, root, bundle.run_dir).pid
+
+        # (The same running bundle, for `users list`: every node of the plan, read and alike,
+        # and the app's password on each is the one in .env.)
+        listed = run_redkeep("users", "list", "--json", "--dir", root)
+        assert listed.returncode == 0, listed.stderr
+        users = json.loads(listed.stdout)
+        assert users["consistent"] is True
+        assert [node["name"] for node in users["nodes"]] == list(ports)
+        app_users = [user for user in users["users"] if user["name"] == "app"]
+        assert {user["group"] for user in app_users} == {"data", "sentinel"}
+        assert all(user["variants"][0]["env_password"] is True for user in app_users)
         pids_before = sentinel_pids(bundle, sentinels)
         epoch = client(bundle, ports["sentinel-0"], "admin").sentinel_master("redkeep")[
             "config-epoch"
@@ -63,6 +80,16 @@ def test_certs_rotate_restarts_each_local_sentinel_without_a_failover(tmp_path, 
             on_disk = load_certificate(bundle.tls.node_cert(name)).serial_number
             assert on_disk != before[name]
             assert served_serial(bundle, port) == on_disk, name
+        # The proxy serves the renewed tls/server.crt: the same process, reloaded on SIGHUP.
+        proxy_now = load_certificate(bundle.tls.server_cert).serial_number
+        assert proxy_now != proxy_before
+        assert served_serial(bundle, proxy_port) == proxy_now
+        assert processes.locate(PROXY, root, bundle.run_dir).pid == proxy_pid
+        assert report["proxy"]["endpoint"]["current"] is True
+        assert report["proxy"]["new_serial"] == format(proxy_now, "x")
+        app = client(bundle, proxy_port, "app")  # a new client still gets through it
+        assert app.set("cart:1", "rotated") and app.get("cart:1") == "rotated"
+        app.close()
         # The Sentinels are new processes (restarted, not re-read) and still agree.
         pids_after = sentinel_pids(bundle, sentinels)
         assert all(pids_after[name] not in (None, pids_before[name]) for name in sentinels)

@@ -22,6 +22,7 @@ from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.nodes import every_node, is_standalone
 from redkeep.app import Application
 from redkeep.bundle import CONFIG_NAME, Bundle
+from redkeep.config.deployment import plan_nodes
 from redkeep.config.load import load_settings
 from redkeep.config.schema import Settings
 from redkeep.errors import RedkeepError, UsageError
@@ -395,15 +396,29 @@ class NodeCertificate:
 
 
 @dataclass(frozen=True)
+class ProxyCertificate:
+    """The proxy of a sentinel or cluster bundle after the rotation of its certificate
+    (tls/server.crt, as for a standalone bundle)."""
+
+    path: str
+    old_serial: str
+    new_serial: str
+    not_after: str
+    endpoint: EndpointResult  # what a fresh handshake on proxy.listen shows
+
+
+@dataclass(frozen=True)
 class NodesRotationReport:
     topology: str
     nodes: list[NodeCertificate]
+    proxy: ProxyCertificate | None = None  # None: no proxy serves the bundle's certificate
 
     @property
     def complete(self) -> bool:
-        """Every data node serves its new certificate, and every Sentinel restarted here
-        does (the others: once restarted)."""
-        return not any(node.problem for node in self.nodes)
+        """Every data node serves its new certificate, every Sentinel restarted here does
+        (the others: once restarted), and so does the proxy when it runs here."""
+        proxy_problem = self.proxy is not None and bool(self.proxy.endpoint.problem)
+        return not proxy_problem and not any(node.problem for node in self.nodes)
 
     @property
     def restart_needed(self) -> list[str]:
@@ -427,6 +442,7 @@ class NodesRotationReport:
             "restart_needed": self.restart_needed,
             "restarted": self.restarted,
             "nodes": [asdict(node) for node in self.nodes],
+            "proxy": asdict(self.proxy) if self.proxy is not None else None,
         }
 
 
@@ -448,7 +464,48 @@ def rotate_nodes(bundle: Bundle, nodes: tuple[Node, ...], now: dt.datetime) -> N
     sentinels = [node for node in nodes if node.role is Role.SENTINEL]
     if sentinels:
         results += _rotate_sentinels(bundle, sentinels, now)
-    return NodesRotationReport(bundle.settings.deployment.topology, results)
+    proxy = _rotate_proxy(bundle, nodes[0].target, now)
+    return NodesRotationReport(bundle.settings.deployment.topology, results, proxy)
+
+
+def _rotate_proxy(bundle: Bundle, client: Target, now: dt.datetime) -> ProxyCertificate | None:
+    """Renew tls/server.crt when the bundle's proxy serves it, SIGHUP the proxy this machine
+    runs, and handshake with it (`client`: the CA and client certificate to do it with) until
+    it serves the new serial. None when the proxy is off, plaintext or has its own file."""
+    proxy = bundle.settings.proxy
+    files = bundle.tls
+    if not (proxy.enabled and proxy.tls and _same_file(bundle, proxy.tls_cert, files.server_cert)):
+        return None
+    tls = bundle.settings.tls
+    old = load_certificate(files.server_cert)
+    cert, key = issue.make_server_cert(
+        *load_ca(files), tls.server_names, tls.key_type, tls.cert_days, now
+    )
+    write_pair(files.server_cert, files.server_key, cert, key)
+    host, port = parse_host_port(proxy.listen, "proxy.listen")
+    endpoint = Endpoint("proxy", LOOPBACK.get(host, host), port, bundle.settings.host)
+    new_serial = format(cert.serial_number, "x")
+    node = _node_on_port(bundle, port)
+    if node is None:
+        applied = _reload_proxy(bundle)
+        served = _served(endpoint, applied, new_serial, client, _told(applied))
+    else:  # `up` refuses to run the proxy there: whatever answers is that node
+        applied = f"{NOT_SIGNALLED}: proxy.listen is {node}'s port here, so no proxy runs on it"
+        served = EndpointResult("proxy", endpoint.address, applied, None, False)
+    return ProxyCertificate(
+        path=str(files.server_cert),
+        old_serial=format(old.serial_number, "x"),
+        new_serial=new_serial,
+        not_after=cert.not_valid_after_utc.isoformat(),
+        endpoint=served,
+    )
+
+
+def _node_on_port(bundle: Bundle, port: int) -> str | None:
+    """The node of the bundle's plan that listens on `port` on this machine, if one does."""
+    settings = bundle.settings
+    planned = plan_nodes(settings.deployment, settings.redis.tls_port)
+    return next((node.name for node in planned if port in (node.port, node.bus_port)), None)
 
 
 def _rotate_sentinels(

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from redkeep.actions.links import Link, links_for
-from redkeep.actions.locate import load_bundle, target_for
+from redkeep.actions.locate import load_bundle
 from redkeep.actions.nodes import (
     NodeError,
     NodeSession,
@@ -34,7 +34,7 @@ from redkeep.bundle import Bundle
 from redkeep.envfile import generate_password, update_env
 from redkeep.errors import RedkeepError, UsageError
 from redkeep.redis.acl import AclUser, parse_getuser
-from redkeep.redis.client import explain_failure, session
+from redkeep.redis.client import explain_failure
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target
 from redkeep.render.acl import password_hash
@@ -72,6 +72,7 @@ class UsersRequest:
 
     connection: ConnectionOptions = ConnectionOptions()
     directory: Path | None = None
+    all_nodes: bool = False  # the whole deployment of the URL (or of the bundle), discovered
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,6 @@ class RotationRequest:
     user: str
     connection: ConnectionOptions = ConnectionOptions()
     directory: Path | None = None
-
-
-def run_list(app: Application, request: UsersRequest) -> list[UserInfo]:
-    """The users of the server asked for (else the bundle's), read as its admin."""
-    bundle = load_bundle(app, request.directory, required=False)
-    target = target_for(request.connection, bundle, "admin")
-    with session(target) as client:
-        return list_users(client, target)
 
 
 def run_rotation(app: Application, request: RotationRequest, finish: bool) -> RotationResult:

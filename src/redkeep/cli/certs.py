@@ -120,7 +120,8 @@ def rotate(
     handshake. A sentinel or cluster bundle: each node's own certificate (tls/nodes/), each
     data node switched with CONFIG SET; a Sentinel cannot re-read one, so its file is renewed
     and it serves it once restarted: the ones this machine's `redkeep up` runs are restarted
-    here, one at a time. Exit 1 if one still serves another certificate.
+    here, one at a time; the proxy's (tls/server.crt) is renewed and reloaded on SIGHUP. Exit 1
+    if one still serves another certificate.
     """
     app.json_mode = as_json
     report = actions.run_rotate(app, connection, directory)
@@ -161,6 +162,15 @@ def _nodes_rotated(app: Application, report: actions.NodesRotationReport) -> int
             app.error(f"{where}: {node.problem}")
         else:
             app.say(f"{where}: serial {node.new_serial} {node.applied}")
+    proxy = report.proxy.endpoint if report.proxy is not None else None
+    if proxy is not None:
+        where = f"proxy {proxy.address}"
+        if proxy.current:
+            app.say(f"{where}: serves serial {report.proxy.new_serial} ({proxy.applied})")
+        elif proxy.problem:
+            app.error(f"{where}: {proxy.problem} ({proxy.applied})")
+        else:
+            app.say(f"{where}: serial {report.proxy.new_serial} {proxy.applied}")
     if report.restart_needed:
         app.warn(
             f"restart {', '.join(report.restart_needed)} (one at a time) to serve the renewed "
@@ -176,6 +186,11 @@ def _nodes_rotated(app: Application, report: actions.NodesRotationReport) -> int
             "`redkeep up --detach`, then restart any listed above"
         )
     failed = ", ".join(node.name for node in report.nodes if node.problem)
+    if not failed:  # only the proxy
+        raise RedkeepError(
+            f"rotation incomplete: the proxy on {proxy.address} does not serve serial "
+            f"{report.proxy.new_serial}; check its log (it reloads on SIGHUP: `kill -HUP PID`)"
+        )
     raise RedkeepError(
         f"rotation incomplete: {failed} kept the certificate it had (still valid: the CA is "
         "the same, so every link works); the other nodes serve their new one. Fix the cause "

@@ -8,11 +8,12 @@ from redkeep.actions.users import (
     RotationRequest,
     RotationResult,
     UsersRequest,
-    run_list,
     run_rotation,
 )
+from redkeep.actions.users_list import GROUP_TITLES, DeploymentUsers, Variant, run_list
 from redkeep.app import Application
 from redkeep.cli.options import connection_options, dir_option, json_option
+from redkeep.errors import ExitStatus
 from redkeep.redis.target import ConnectionOptions
 
 
@@ -25,16 +26,35 @@ def users_group() -> None:
 @connection_options
 @dir_option
 @json_option
+@click.option(
+    "--all-nodes",
+    is_flag=True,
+    help="Every node of the deployment of --url (found with CLUSTER NODES, Sentinel or INFO "
+    "replication), compared.",
+)
 @click.pass_obj
 def list_command(
-    app: Application, connection: ConnectionOptions, directory: Path | None, as_json: bool
-) -> None:
-    """List ACL users: enabled, password count, rules. Never shows password hashes."""
+    app: Application,
+    connection: ConnectionOptions,
+    directory: Path | None,
+    as_json: bool,
+    all_nodes: bool,
+) -> int:
+    """List ACL users: enabled, password count, rules. Never shows password hashes.
+
+    A sentinel or cluster bundle (or --all-nodes): every data node and Sentinel, each user
+    compared between them; a user that differs is listed once per variant with the nodes that
+    have it. Exit 1 when a user differs, 3 when a node could not be read (both named on
+    stderr).
+    """
     app.json_mode = as_json
-    users = run_list(app, UsersRequest(connection=connection, directory=directory))
+    request = UsersRequest(connection=connection, directory=directory, all_nodes=all_nodes)
+    found = run_list(app, request)
+    if isinstance(found, DeploymentUsers):
+        return _show_deployment(app, found, as_json)
     if as_json:
-        app.emit_json([user.to_json() for user in users])
-        return
+        app.emit_json([user.to_json() for user in found])
+        return ExitStatus.OK
     rows = [
         (
             user.name,
@@ -44,9 +64,74 @@ def list_command(
             user.channels,
             user.commands,
         )
-        for user in users
+        for user in found
     ]
     app.table(("user", "state", "passwords", "keys", "channels", "commands"), rows)
+    return ExitStatus.OK
+
+
+def _show_deployment(app: Application, found: DeploymentUsers, as_json: bool) -> int:
+    """The nodes, then each group's users (one row per variant); what differs and what could
+    not be read on stderr. Exit 3 if a node was not read, else 1 if a user differs."""
+    if as_json:
+        app.emit_json(found.to_json())
+    app.table(
+        ("node", "role", "address", "users"),
+        [
+            (
+                node.name,
+                node.role,
+                node.address,
+                len(node.users) if node.users is not None else f"NOT READ: {node.error}",
+            )
+            for node in found.nodes
+        ],
+        title=f"{found.topology}: {len(found.nodes)} nodes",
+    )
+    for group, title in GROUP_TITLES.items():
+        rows = []
+        for user in (user for user in found.users if user.group == group):
+            for variant in user.variants:
+                rows.append(
+                    (user.name, "same" if user.same else "DIFFERS", *_cells(variant),
+                     _where(variant, found.group_size(group)))
+                )  # fmt: skip
+        if rows:
+            columns = ("user", "nodes agree", "state", "passwords", "keys", "channels")
+            app.table((*columns, "commands", "on"), rows, title=f"\n{title}")
+    for node in found.unread:
+        where = f" ({node.address})" if node.address != node.name else ""
+        app.error(f"redkeep: {node.name}{where} could not be read: {node.error}")
+    for user in found.differing:
+        versions, seen = [], False
+        for variant in user.variants:
+            label = "missing" if variant.user is None else ("another" if seen else "one version")
+            seen = seen or variant.user is not None
+            versions.append(f"{label} on {', '.join(variant.nodes)}")
+        app.error(
+            f"redkeep: '{user.name}' differs between the {GROUP_TITLES[user.group]} "
+            f"({', '.join(user.differs_in)}): {'; '.join(versions)}"
+        )
+    if found.unread:
+        return ExitStatus.UNREACHABLE
+    return ExitStatus.FAILURE if found.differing else ExitStatus.OK
+
+
+def _cells(variant: Variant) -> tuple[str, ...]:
+    user = variant.user
+    if user is None:
+        return ("missing", "", "", "", "")
+    passwords = "nopass" if user.nopass else str(user.password_count)
+    if variant.env_password is not None:  # whether .env's password is one of them
+        held = "incl. .env's" if user.password_count > 1 else ".env's"
+        passwords += f" ({held})" if variant.env_password else " (not .env's)"
+    return ("on" if user.enabled else "off", passwords, user.keys, user.channels, user.commands)
+
+
+def _where(variant: Variant, group_size: int) -> str:
+    if len(variant.nodes) == group_size:
+        return f"all {group_size}"
+    return ", ".join(variant.nodes)
 
 
 @users_group.command()

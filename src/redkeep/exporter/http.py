@@ -42,6 +42,7 @@ from redkeep.httpserver import (
     raise_open_files_limit,
 )
 from redkeep.redis.target import Target
+from redkeep.signals import stop_on_signals
 
 __all__ = ["Endpoint", "ExporterServer", "Limits", "make_server"]
 
@@ -219,9 +220,11 @@ class ExporterServer:
     async def _serve(self) -> None:
         self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="redkeep-http")
         server = await self.http.start(sock=self.socket)
+        stop = asyncio.Event()
         try:
-            async with server:
-                await server.serve_forever()
+            async with server:  # SIGTERM/SIGINT/SIGHUP: stop listening, return, exit 0
+                with stop_on_signals(asyncio.get_running_loop(), stop.set):
+                    await stop.wait()
         finally:
             self._workers.shutdown(wait=False, cancel_futures=True)
 

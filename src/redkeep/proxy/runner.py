@@ -6,6 +6,8 @@ import resource
 import signal
 import ssl
 from collections.abc import Callable
+from functools import partial
+from signal import SIGHUP
 
 from redkeep import httpserver
 from redkeep.errors import RedkeepError
@@ -13,6 +15,7 @@ from redkeep.proxy.accesslog import AccessLog
 from redkeep.proxy.config import ProxyConfig, address_text
 from redkeep.proxy.metrics import serve_metrics
 from redkeep.proxy.server import Proxy
+from redkeep.signals import stop_on_signals
 
 log = logging.getLogger("redkeep.proxy")
 
@@ -58,14 +61,12 @@ async def _serve(
                     f"the proxy cannot serve metrics on {host}:{port}: {error.strerror}"
                 ) from None
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _reload, proxy, load, access_log)
-        say(_banner(config, proxy.upstream, type(loop).__module__.split(".")[0]))
-        await stop.wait()
+        stopping = (signal.SIGTERM, signal.SIGINT)
+        reload = partial(_reload, proxy, load, access_log)
+        with stop_on_signals(loop, stop.set, stopping), stop_on_signals(loop, reload, (SIGHUP,)):
+            say(_banner(config, proxy.upstream, type(loop).__module__.split(".")[0]))
+            await stop.wait()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
         if metrics is not None:
             metrics.close()
         await proxy.stop()
