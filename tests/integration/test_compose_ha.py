@@ -15,16 +15,19 @@ from pathlib import Path, PurePosixPath
 
 import click
 import pytest
+import redis
 import yaml
+from redis.sentinel import Sentinel
 
 from redkeep.actions.exporter import _deployment_nodes
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.cli import cli
 from redkeep.cli.proxy import proxy_loader
+from redkeep.config.deployment import SENTINEL_PORT_OFFSET
 from redkeep.envfile import read_env
 from redkeep.exporter.targets import allowed_targets, key_of
-from redkeep.redis.target import parse_url
+from redkeep.redis.target import parse_host_port, parse_url
 from redkeep.render import nodes as node_files
 from tests.conftest import run_redkeep
 from tests.servers import free_port_span, stop_process
@@ -345,3 +348,50 @@ def test_the_compose_copy_of_a_sentinel_file_keeps_what_it_learned_across_a_port
     redis0 = (bundle.node_dir("redis-0") / "redis.conf").read_text()
     assert f"\nreplicaof redis-1 {new + 1}\n" in redis0
     assert "\nreplicaof " not in (bundle.node_dir("redis-1") / "redis.conf").read_text()
+
+
+def test_the_env_of_a_sentinel_bundle_reaches_the_primary_both_ways(tmp_path, redis_binary):
+    """REDIS_URL is the proxy (which follows the primary the Sentinels name), and
+    REDIS_SENTINELS with REDIS_SENTINEL_MASTER_NAME are what a Sentinel-aware client needs:
+    with both, a plain redis-py application finds the same primary, as `redkeep up` runs it."""
+    base = free_port_span([0, 1, SENTINEL_PORT_OFFSET, SENTINEL_PORT_OFFSET + 2])
+    root = tmp_path / "ha"
+    fast = {"REDKEEP_DEPLOYMENT__DOWN_AFTER_MILLISECONDS": "1000"}
+    result = run_redkeep(
+        "init", root, "--topology", "sentinel", "--replicas", "1", "--sentinels", "3",
+        "--tls-port", base, env=fast,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    bundle = Bundle(root)
+    env = read_env(bundle.env_path)
+    sentinels = [n for n in node_files.planned(bundle.settings) if n.role == "sentinel"]
+    assert env["REDIS_SENTINELS"] == ",".join(f"localhost:{n.port}" for n in sentinels)
+    assert env["REDIS_SENTINEL_MASTER_NAME"] == "redkeep"
+    url = parse_url(env["REDIS_URL"])
+    assert url.port == parse_host_port(bundle.settings.proxy.listen)[1]
+    assert url.port not in {n.port for n in node_files.planned(bundle.settings)}
+    tls = {
+        "ssl_ca_certs": str(bundle.tls.ca_cert),
+        "ssl_certfile": str(bundle.tls.client_cert()),
+        "ssl_keyfile": str(bundle.tls.client_key()),
+        "socket_timeout": 5,
+    }
+    up = run_redkeep("up", root, "--detach", timeout=180)
+    try:
+        assert up.returncode == 0, up.stderr
+        app = redis.Redis.from_url(env["REDIS_URL"], **tls)
+        assert app.set("cart:9", "2 items")
+        app.close()
+        addresses = [item.rsplit(":", 1) for item in env["REDIS_SENTINELS"].split(",")]
+        auth = {"username": "app", "password": env["REDIS_APP_PASSWORD"], "ssl": True, **tls}
+        sentinel = Sentinel(
+            [(host, int(port)) for host, port in addresses], sentinel_kwargs=auth, **auth
+        )
+        primary = sentinel.discover_master(env["REDIS_SENTINEL_MASTER_NAME"])
+        assert primary == ("127.0.0.1", bundle.settings.redis.tls_port)  # redis-0, as planned
+        found = sentinel.master_for(env["REDIS_SENTINEL_MASTER_NAME"])
+        assert found.get("cart:9") == b"2 items"  # the proxy's write, on that primary
+        found.close()
+    finally:
+        down = run_redkeep("down", root)
+    assert down.returncode == 0, down.stderr

@@ -289,6 +289,11 @@ def test_the_compose_file_follows_the_compose_specification(topology):
     assert ("proxy" in services) == (topology == "sentinel")
     assert ("cluster-create" in services) == (topology == "cluster")
     assert "exporter" in services
+    files = {item.path: item for item in bundle_files(config, PASSWORDS, 1000, 1000)}
+    for password in PASSWORDS.values():  # secrets come from .env, never the rendered text
+        assert password not in files["docker-compose.yml"].content
+        assert password not in files["compose/redkeep.yaml"].content
+        assert password not in files.get("redis/cluster-create.sh", files[".env.example"]).content
     for node in planned:
         service = services[node.name]
         published = {int(port.split(":")[-1]) for port in service["ports"]}
@@ -324,3 +329,35 @@ def test_a_cluster_bundle_needs_and_has_no_sentinel_user():
     ]  # fmt: skip
     assert not any(path.startswith("redis/nodes/sentinel") for path in files)
     assert "REDIS_SENTINEL_PASSWORD" not in files[".env"].content
+
+
+def env_of(config: Settings) -> tuple[str, dict[str, str]]:
+    """(.env's comment lines, its values) as bundle_files renders it."""
+    files = {item.path: item for item in bundle_files(config, PASSWORDS, 1000, 1000)}
+    text = files[".env"].content
+    comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    return comments, dict(line.split("=", 1) for line in text.splitlines() if "=" in line[:40])
+
+
+def test_redis_url_serves_the_whole_deployment_and_says_what_it_is():
+    sentinel = settings("sentinel", master_name="shop")
+    sentinel = sentinel.model_copy(
+        update={"proxy": sentinel.proxy.model_copy(update={"listen": "127.0.0.1:6999"})}
+    )
+    comments, values = env_of(sentinel)
+    # The proxy, which follows the primary (a rotation of app renders it the same way).
+    assert values["REDIS_URL"] == f"rediss://app:{PASSWORDS['app']}@localhost:6999"
+    assert values["REDIS_SENTINELS"] == "localhost:7100,localhost:7101,localhost:7102"
+    assert values["REDIS_SENTINEL_MASTER_NAME"] == "shop"
+    assert "REDIS_SENTINELS" in comments and "proxy" in comments
+    # No proxy asked for: the initial primary, as before.
+    off = sentinel.model_copy(
+        update={"proxy": sentinel.proxy.model_copy(update={"enabled": False})}
+    )
+    assert env_of(off)[1]["REDIS_URL"].endswith("@localhost:7000")
+    comments, values = env_of(settings("cluster"))
+    assert values["REDIS_URL"].endswith("@localhost:7000")  # redis-0, a seed
+    assert "seed" in comments and "MOVED" in comments
+    assert "REDIS_SENTINELS" not in values
+    comments, values = env_of(Settings())
+    assert "REDIS_SENTINELS" not in values and "seed" not in comments
