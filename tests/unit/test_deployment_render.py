@@ -14,7 +14,6 @@ from redkeep.render import nodes
 from redkeep.render.acl import hashes_in, password_hash, render_acl
 from redkeep.render.bundle import bundle_files, render_compose
 from redkeep.render.redis_conf import CONTAINER_BIND, CONTAINER_PATHS, ConfPaths
-from redkeep.render.sentinel_conf import read_state
 
 COMPOSE_SCHEMA = Path(__file__).parents[1] / "data" / "compose-spec.json"
 ROLES = ("admin", "app", "exporter", "backup", "replication", "sentinel")
@@ -232,16 +231,37 @@ def test_a_re_render_keeps_what_the_sentinels_learned():
 
 
 def test_learned_state_about_nodes_that_are_gone_is_left_out_with_a_note():
+    """A primary at an address that is no node now (loopback: another port; containers: a
+    name the deployment no longer has, as after fewer replicas) is left out, said."""
     config = settings("sentinel")
-    moved = rewritten_by_sentinel(render(config)["sentinel-0"], 7002, 2).replace(
-        "redis-2 7002", "redis-2 9999"
-    )
-    where = nodes.layout(config, True)
-    state = read_state({"sentinel-0": moved}, "redkeep", where.names())
-    assert state.primary is None and state.notes
-    assert "redis-2:9999" in state.notes[0]
-    again = render(config, texts={"sentinel-0": moved})
-    assert sentinel_directives(again["sentinel-0"])["monitor"] == ["redkeep redis-0 7000 2"]
+    for container, gone in ((False, "127.0.0.1 9999"), (True, "redis-9 7009")):
+        where = nodes.layout(config, container)
+        moved = rewritten_by_sentinel(render(config, container)["sentinel-0"], 7002, 2)
+        moved = moved.replace("redis-2 7002", gone)
+        state = nodes.sentinel_state(config, {"sentinel-0": moved}, where)
+        assert state.primary is None and state.notes
+        assert gone.replace(" ", ":") in state.notes[0]
+        again = render(config, container, texts={"sentinel-0": moved})
+        first = where.addresses["redis-0"]
+        monitor = f"redkeep {first[0]} {first[1]} 2"
+        assert sentinel_directives(again["sentinel-0"])["monitor"] == [monitor]
+
+
+def test_in_containers_learned_state_survives_a_port_change():
+    """The compose copy after `init --force --tls-port`: the Sentinels' files name the
+    promoted primary and their peers at the old ports; in containers a node is its service
+    name, so the primary, the epochs and the peers' ids are kept at the new ports."""
+    before = settings("sentinel")
+    learned = rewritten_by_sentinel(render(before)["sentinel-0"], 7002, 3)
+    after = before.model_copy(update={"redis": before.redis.model_copy(update={"tls_port": 8000})})
+    again = render(after, texts={"sentinel-0": learned})
+    sentinel = sentinel_directives(again["sentinel-0"])
+    assert sentinel["monitor"] == ["redkeep redis-2 8002 2"]
+    assert sentinel["config-epoch"] == ["redkeep 3"]
+    assert sentinel["current-epoch"] == ["3"]
+    assert sorted(sentinel["known-replica"]) == ["redkeep redis-0 8000", "redkeep redis-1 8001"]
+    assert directives(again["redis-0"])["replicaof"] == ["redis-2 8002"]
+    assert "replicaof" not in directives(again["redis-2"])
 
 
 def test_a_rotation_in_progress_stays_valid_on_every_node_and_sentinel():
@@ -264,7 +284,16 @@ def test_the_compose_file_follows_the_compose_specification(topology):
     services = compose["services"]
     planned = nodes.planned(config)
     assert {node.name for node in planned} <= set(services)
-    assert "redis" not in services and "proxy" not in services  # not half-right
+    assert "redis" not in services and "backup" not in services  # not half-right
+    # The proxy follows the Sentinels; it is no cluster router, so a cluster has none.
+    assert ("proxy" in services) == (topology == "sentinel")
+    assert ("cluster-create" in services) == (topology == "cluster")
+    assert "exporter" in services
+    files = {item.path: item for item in bundle_files(config, PASSWORDS, 1000, 1000)}
+    for password in PASSWORDS.values():  # secrets come from .env, never the rendered text
+        assert password not in files["docker-compose.yml"].content
+        assert password not in files["compose/redkeep.yaml"].content
+        assert password not in files.get("redis/cluster-create.sh", files[".env.example"]).content
     for node in planned:
         service = services[node.name]
         published = {int(port.split(":")[-1]) for port in service["ports"]}
@@ -272,7 +301,6 @@ def test_the_compose_file_follows_the_compose_specification(topology):
         assert f"./redis/nodes/{node.name}:/usr/local/etc/redis" in service["volumes"]
         assert f"./data/{node.name}:/data" in service["volumes"]
         assert ("--sentinel" in service["command"]) == (node.role == "sentinel")
-        assert "6379" not in text
 
 
 def test_a_deployment_bundle_has_private_per_node_files_and_no_standalone_server():
@@ -301,3 +329,35 @@ def test_a_cluster_bundle_needs_and_has_no_sentinel_user():
     ]  # fmt: skip
     assert not any(path.startswith("redis/nodes/sentinel") for path in files)
     assert "REDIS_SENTINEL_PASSWORD" not in files[".env"].content
+
+
+def env_of(config: Settings) -> tuple[str, dict[str, str]]:
+    """(.env's comment lines, its values) as bundle_files renders it."""
+    files = {item.path: item for item in bundle_files(config, PASSWORDS, 1000, 1000)}
+    text = files[".env"].content
+    comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    return comments, dict(line.split("=", 1) for line in text.splitlines() if "=" in line[:40])
+
+
+def test_redis_url_serves_the_whole_deployment_and_says_what_it_is():
+    sentinel = settings("sentinel", master_name="shop")
+    sentinel = sentinel.model_copy(
+        update={"proxy": sentinel.proxy.model_copy(update={"listen": "127.0.0.1:6999"})}
+    )
+    comments, values = env_of(sentinel)
+    # The proxy, which follows the primary (a rotation of app renders it the same way).
+    assert values["REDIS_URL"] == f"rediss://app:{PASSWORDS['app']}@localhost:6999"
+    assert values["REDIS_SENTINELS"] == "localhost:7100,localhost:7101,localhost:7102"
+    assert values["REDIS_SENTINEL_MASTER_NAME"] == "shop"
+    assert "REDIS_SENTINELS" in comments and "proxy" in comments
+    # No proxy asked for: the initial primary, as before.
+    off = sentinel.model_copy(
+        update={"proxy": sentinel.proxy.model_copy(update={"enabled": False})}
+    )
+    assert env_of(off)[1]["REDIS_URL"].endswith("@localhost:7000")
+    comments, values = env_of(settings("cluster"))
+    assert values["REDIS_URL"].endswith("@localhost:7000")  # redis-0, a seed
+    assert "seed" in comments and "MOVED" in comments
+    assert "REDIS_SENTINELS" not in values
+    comments, values = env_of(Settings())
+    assert "REDIS_SENTINELS" not in values and "seed" not in comments

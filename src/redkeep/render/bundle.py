@@ -4,7 +4,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from redkeep import __version__
 from redkeep.config.sample import render_sample
 from redkeep.config.schema import Settings
 from redkeep.envfile import render_env
@@ -12,10 +11,16 @@ from redkeep.fsutil import PUBLIC_MODE, SECRET_MODE
 from redkeep.monitoring.dashboard import render_dashboard
 from redkeep.monitoring.rules import render_rules
 from redkeep.proxy.config import build_config
-from redkeep.redis.target import parse_host_port
-from redkeep.render import nodes, templates
+from redkeep.render import nodes
 from redkeep.render.acl import render_acl
-from redkeep.render.env import ENV_HEADER, EXAMPLE_HEADER, env_values, example_values
+from redkeep.render.compose import (
+    CLUSTER_CREATE_PATH,
+    COMPOSE_SETTINGS_PATH,
+    render_compose,
+    render_compose_cluster_create,
+    render_compose_settings,
+)
+from redkeep.render.env import EXAMPLE_HEADER, env_header, env_values, example_values
 from redkeep.render.image import redkeep_wheel, render_dockerfile
 from redkeep.render.monitoring import (
     render_alertmanager,
@@ -24,7 +29,6 @@ from redkeep.render.monitoring import (
     render_prometheus,
 )
 from redkeep.render.nginx import is_address, render_nginx
-from redkeep.render.nodes import planned as planned_nodes
 from redkeep.render.redis_conf import (
     CONTAINER_BIND,
     CONTAINER_PATHS,
@@ -39,42 +43,6 @@ class BundleFile:
     path: str  # relative to the bundle root
     content: str | bytes
     mode: int
-
-
-def render_compose(settings: Settings, uid: int, gid: int) -> str:
-    """docker-compose.yml: Redis (TLS port only, health check over TLS + ACL), the proxy, the
-    exporter, scheduled backups, Prometheus, Alertmanager and Grafana. A sentinel or cluster
-    deployment has one service per node and per Sentinel instead of Redis, the proxy, the
-    exporter and the backups (those follow in a later release)."""
-    topology = settings.deployment.topology
-    nodes = [
-        {
-            "name": node.name,
-            "role": node.role,
-            "port": node.port,
-            "bus_port": node.bus_port,
-            "shard": node.shard,
-            "topology": topology,
-            "conf": "sentinel.conf" if node.role == "sentinel" else "redis.conf",
-        }
-        for node in (planned_nodes(settings) if topology != "standalone" else ())
-    ]
-    return (
-        templates()
-        .get_template("docker-compose.yml.j2")
-        .render(
-            name=settings.name,
-            version=__version__,
-            redis=settings.redis,
-            publish_address=settings.docker.publish_address,
-            uid=uid,
-            gid=gid,
-            backup_minutes=settings.backup.interval_minutes or 1440,
-            proxy={"port": parse_host_port(settings.proxy.listen)[1]},
-            nodes=nodes,
-            topology=topology,
-        )
-    )
 
 
 def bundle_files(
@@ -95,17 +63,17 @@ def bundle_files(
 
     redkeep.yaml marks a bundle as complete, so it is written only after all the others.
     """
-    name = settings.name
     values = env_values(settings, passwords) | dict(secrets or {})
     files = [
         *server_files(settings, passwords, kept_hashes, sentinel_state),
         BundleFile("docker-compose.yml", render_compose(settings, uid, gid), PUBLIC_MODE),
-        BundleFile(".env", render_env(ENV_HEADER.format(name=name), values), SECRET_MODE),
+        BundleFile(".env", render_env(env_header(settings), values), SECRET_MODE),
         BundleFile(
             ".env.example", render_env(EXAMPLE_HEADER, example_values(settings)), PUBLIC_MODE
         ),
         *monitoring_files(settings, values),
         *image_files(),
+        *compose_files(settings),
     ]
     if settings.deployment.topology == "standalone":
         # nginx forwards to one fixed server: it cannot follow a Sentinel failover (the proxy
@@ -148,6 +116,20 @@ def server_files(
         files.append(BundleFile(f"{directory}/{item.kind}", item.text, SECRET_MODE))
         users = acl if item.kind == "redis.conf" else sentinel_acl
         files.append(BundleFile(f"{directory}/users.acl", users, SECRET_MODE))
+    return files
+
+
+def compose_files(settings: Settings) -> list[BundleFile]:
+    """What the containers of a sentinel or cluster deployment read besides the nodes' files:
+    the exporter's redkeep.yaml (every node by service name) and the cluster's forming script
+    (no secret in either: the admin password reaches the script through its environment)."""
+    topology = settings.deployment.topology
+    if topology == "standalone":
+        return []
+    files = [BundleFile(COMPOSE_SETTINGS_PATH, render_compose_settings(settings), PUBLIC_MODE)]
+    if topology == "cluster":
+        script = render_compose_cluster_create(settings)
+        files.append(BundleFile(CLUSTER_CREATE_PATH, script, PUBLIC_MODE))
     return files
 
 

@@ -2,6 +2,8 @@
 
 from typing import TYPE_CHECKING
 
+from redkeep.redis.target import parse_host_port
+
 if TYPE_CHECKING:
     from redkeep.config.schema import Settings
 
@@ -35,6 +37,19 @@ ENV_HEADER = (
     "# Change a password with `redkeep users rotate USER` (no downtime), not by editing here.\n"
     "# REDIS_PASSWORD and REDIS_URL are for applications: the app user over TLS."
 )
+# Added below ENV_HEADER for a deployment (a standalone .env stays as it was).
+TOPOLOGY_NOTES = {
+    "sentinel": (
+        "\n# REDIS_URL is the proxy, which follows the primary the Sentinels name (a failover"
+        "\n# moves it). Sentinel-aware clients: REDIS_SENTINELS (HOST:PORT,...) and"
+        "\n# REDIS_SENTINEL_MASTER_NAME, logging in to the Sentinels as app with"
+        "\n# REDIS_APP_PASSWORD (REDIS_SENTINEL_PASSWORD is the Sentinels' own user)."
+    ),
+    "cluster": (
+        "\n# REDIS_URL names one node, redis-0, as a seed: cluster clients learn the others"
+        "\n# from it and follow MOVED/ASK; a client that is not cluster-aware gets MOVED errors."
+    ),
+}
 EXAMPLE_HEADER = (
     "# WARNING: an example only. Never put real secrets here, and never commit a real .env.\n"
     "# `redkeep init` writes .env with random 256-bit passwords, readable by its owner only.\n"
@@ -53,9 +68,37 @@ def password_roles(topology: str) -> tuple[str, ...]:
 
 
 def app_url(settings: "Settings", password: str) -> str:
-    """The URL applications use: the app user over TLS to the bundle's host and port."""
+    """The URL applications use: the app user over TLS to the bundle's host, at the port that
+    serves the whole deployment: Redis' own (standalone), the proxy's, which follows the
+    primary the Sentinels name (sentinel, unless the proxy is off: then the initial primary),
+    a seed node (cluster: cluster clients learn the others and follow MOVED)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"rediss://app:{password}@{host}:{settings.redis.tls_port}"
+    port = settings.redis.tls_port
+    if settings.deployment.topology == "sentinel" and settings.proxy.enabled:
+        port = parse_host_port(settings.proxy.listen, "proxy.listen")[1]
+    return f"rediss://app:{password}@{host}:{port}"
+
+
+def sentinel_values(settings: "Settings") -> dict[str, str]:
+    """What a Sentinel-aware client needs besides the app user: the Sentinels' addresses
+    (HOST:PORT, comma-separated) and the name they know the primary by."""
+    from redkeep.config.deployment import plan_nodes  # noqa: PLC0415 - with the settings
+
+    if settings.deployment.topology != "sentinel":
+        return {}
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    planned = plan_nodes(settings.deployment, settings.redis.tls_port)
+    sentinels = [f"{host}:{node.port}" for node in planned if node.role == "sentinel"]
+    return {
+        "REDIS_SENTINELS": ",".join(sentinels),
+        "REDIS_SENTINEL_MASTER_NAME": settings.deployment.master_name,
+    }
+
+
+def env_header(settings: "Settings") -> str:
+    """The header of `.env`: what its keys are for (what REDIS_URL reaches, per topology)."""
+    header = ENV_HEADER.format(name=settings.name)
+    return header + TOPOLOGY_NOTES.get(settings.deployment.topology, "")
 
 
 def env_values(settings: "Settings", passwords: dict[str, str]) -> dict[str, str]:
@@ -64,7 +107,7 @@ def env_values(settings: "Settings", passwords: dict[str, str]) -> dict[str, str
     values = {ALL_PASSWORD_KEYS[role]: passwords[role] for role in roles}
     values["REDIS_PASSWORD"] = passwords["app"]
     values["REDIS_URL"] = app_url(settings, passwords["app"])
-    return values
+    return values | sentinel_values(settings)
 
 
 def example_values(settings: "Settings") -> dict[str, str]:
@@ -73,4 +116,5 @@ def example_values(settings: "Settings") -> dict[str, str]:
     values = dict.fromkeys((ALL_PASSWORD_KEYS[role] for role in roles), "")
     values["REDIS_PASSWORD"] = ""
     values["REDIS_URL"] = app_url(settings, "<REDIS_APP_PASSWORD>")
+    values |= sentinel_values(settings)
     return values | dict.fromkeys(GENERATED_SECRETS, "")

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from redkeep import __version__
 from redkeep.config.deployment import BUS_PORT_OFFSET, plan_nodes
 from redkeep.config.schema import Settings
-from redkeep.render import conf_quote, templates
+from redkeep.render import cluster_form, conf_quote, templates
 from redkeep.render.acl import password_hash
+from redkeep.render.cluster_form import CLUSTER_SLOTS, slot_ranges  # noqa: F401 - re-exported
 from redkeep.render.redis_conf import CONTAINER_BIND, ConfPaths, image_version, render_redis_conf
 
 DATA = "redis"  # the data StatefulSet, its headless Service and the pods' name prefix
 SENTINEL = "sentinel"  # the Sentinels' StatefulSet and headless Service
 SENTINEL_PORT = 26379  # Sentinel's usual port; every pod has its own address, so one port
-CLUSTER_SLOTS = 16384
 # Inside the pods: the ConfigMap, the Secrets and the writable volumes.
 CONFIG_DIR = "/etc/redis"
 SECRET_DIR = "/etc/redis-secret"  # noqa: S105 - where the Secret is mounted
@@ -222,12 +222,6 @@ def render_sentinel_auth(layout: Layout, passwords: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def slot_ranges(shards: int) -> list[tuple[int, int]]:
-    """The hash slots of each shard: contiguous, as even as integer division makes them."""
-    bounds = [k * CLUSTER_SLOTS // shards for k in range(shards + 1)]
-    return [(bounds[k], bounds[k + 1] - 1) for k in range(shards)]
-
-
 def render_scripts(layout: Layout) -> dict[str, str]:
     """The shell scripts of the ConfigMaps (POSIX sh, with what the Redis image has)."""
     settings = layout.settings
@@ -278,25 +272,14 @@ def render_scripts(layout: Layout) -> dict[str, str]:
 
 
 def render_cluster_create(layout: Layout, common: dict) -> str:
-    """The formation Job's script: meet every node, give each primary its slots, attach the
-    replicas as plan_nodes lays them out, wait for cluster_state:ok everywhere."""
-    planned = [node for node in layout.planned() if node.holds_data]
-    fqdn = {node.name: layout.data_fqdn(node.name) for node in planned}
-    primaries = [node for node in planned if node.role == "primary"]
-    ranges = slot_ranges(len(primaries))
-    return (
-        templates()
-        .get_template("k8s-cluster-create.sh.j2")
-        .render(
-            **common,
-            bus_port=layout.bus_port,
-            nodes=[fqdn[node.name] for node in planned],
-            first=fqdn[planned[0].name],
-            primaries=[(fqdn[node.name], *ranges[i]) for i, node in enumerate(primaries)],
-            replicas=[
-                (fqdn[node.name], fqdn[node.replica_of])
-                for node in planned
-                if node.role == "replica"
-            ],
-        )
+    """The formation Job's script (shared with docker-compose: render/cluster_form.py): every
+    pod by its DNS name on the one port all pods use."""
+    return cluster_form.render_cluster_create(
+        common["name"],
+        layout.planned(),
+        lambda node: cluster_form.Endpoint(
+            layout.data_fqdn(node.name), layout.port, layout.bus_port
+        ),
+        TLS_DIR,
+        "the Kubernetes Job",
     )

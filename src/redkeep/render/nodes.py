@@ -11,6 +11,7 @@ from redkeep.config.deployment import PlannedNode, plan_nodes
 from redkeep.config.schema import Settings
 from redkeep.render.redis_conf import ConfPaths, NodeConf, render_redis_conf
 from redkeep.render.sentinel_conf import (
+    Address,
     SentinelLayout,
     SentinelState,
     read_state,
@@ -41,9 +42,32 @@ def sentinel_state(
 ) -> SentinelState:
     """What the Sentinels learned, from their files `texts` (by name); every Sentinel without
     an id gets a new one."""
-    state = read_state(texts, settings.deployment.master_name, where.names())
+    names: Mapping[Address, str] = where.names()
+    if where.container:
+        names = NamesByHost(frozenset(where.addresses))
+    state = read_state(texts, settings.deployment.master_name, names)
     sentinels = [node.name for node in planned(settings) if node.role == "sentinel"]
     return state.with_new_ids(sentinels)
+
+
+class NamesByHost(Mapping[Address, str]):
+    """The node at an address in the containers' world, where a node is its compose service
+    name whatever its port: the files the Sentinels rewrote still name the primary and their
+    peers at the old ports after `init --force --tls-port`, and that state must survive."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self._names = names
+
+    def __getitem__(self, address: Address) -> str:
+        if address[0] in self._names:
+            return address[0]
+        raise KeyError(address)
+
+    def __iter__(self):
+        return iter(())  # looked up only, never listed
+
+    def __len__(self) -> int:
+        return 0
 
 
 @dataclass(frozen=True)
