@@ -58,7 +58,7 @@ def verify_backup(
             _check_slot_map(manifest)
         for view, item, place in parts:
             checked[item.name] = _verify_object(
-                store, view, item, identities, workdir / place, server
+                store, view, item, identities, workdir / place, server, _slots(manifest, place)
             )
     except DamagedBackup as error:
         damage = error.message
@@ -96,6 +96,14 @@ def _parts(manifest: Manifest) -> list[tuple[Manifest, StoredObject, str]]:
     return parts
 
 
+def _slots(manifest: Manifest, place: str) -> list[tuple[int, int]] | None:
+    """The slot ranges of the shard drilled in `place` (`shard-<k>`); None for one server."""
+    if not manifest.cluster:
+        return None
+    index = int(place.removeprefix("shard-"))
+    return [(first, last) for first, last in manifest.shards[index]["slots"]]
+
+
 def _check_slot_map(manifest: Manifest) -> None:
     """A cluster backup's shards must serve every slot exactly once."""
     ranges = [tuple(tuple(pair) for pair in shard["slots"]) for shard in manifest.shards]
@@ -111,6 +119,7 @@ def _verify_object(
     identities: list,
     workdir: Path,
     server: drill.ServerBinary,
+    slots: list[tuple[int, int]] | None = None,
 ) -> ObjectChecks:
     try:
         workdir.mkdir(parents=True)
@@ -121,6 +130,9 @@ def _verify_object(
     databases = databases_for(manifest)
     with drill.scratch_server(workdir, staged.aof_dirname, databases, server) as drilled:
         loaded = compare_keyspace(drilled, manifest, item.content)
+        if slots is not None:  # a cluster shard: every key in its slots
+            dbs = [int(db[2:]) for db in loaded.keyspace]
+            drill.require_keys_in_slots(drilled, slots, workdir.name.replace("-", " "), dbs)
     return ObjectChecks(drill=loaded, rdb=staged.rdb, rdb_checker=checker)
 
 

@@ -8,6 +8,8 @@ source's, shard by shard, with `cluster_state:ok` on every node.
 """
 
 import json
+import re
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -313,3 +315,114 @@ def test_sigkill_of_a_primary_during_a_backup(cluster, tmp_path):
     assert [shard["keys"] for shard in report["cluster"]["shards"]] == [len(s) for s in source]
     verified = redkeep("backup", "verify", report["id"], "--dest", dest)
     assert verified["result"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def stored(cluster, tmp_path_factory) -> tuple[Path, dict]:
+    """One good backup of the cluster, each shard from its primary (tests copy it to edit it)."""
+    dest = tmp_path_factory.mktemp("stored") / "dest"
+    return dest, backup(cluster, dest, "--from", "primary")
+
+
+def _restore(empty: HADeployment, dest: Path, backup_id: str, *args: str, seed: str = "redis-0"):
+    return run_redkeep(
+        "backup", "restore", backup_id, "--dest", str(dest), "--to-url", empty.url(seed),
+        *map(str, empty.tls_options()), *args, env=ADMIN_ENV, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_shard_whose_keys_lie_outside_its_slots_fails_verify_and_restore(
+    stored, tmp_path, redis_binary, ha_pki
+):
+    """Shards 0 and 1 swap their slot ranges in the manifest (as if their files were swapped):
+    the map still covers every slot once and each RDB still holds its recorded keys, but no key
+    of either shard hashes into the slots it is listed for."""
+    dest = tmp_path / "dest"
+    shutil.copytree(stored[0], dest)
+    report = stored[1]
+    path = dest / "shop" / report["id"] / "manifest.json"
+    manifest = json.loads(path.read_text())
+    shards = manifest["cluster"]["shards"]
+    shards[0]["slots"], shards[1]["slots"] = shards[1]["slots"], shards[0]["slots"]
+    path.write_text(json.dumps(manifest))
+
+    # Restore (never verified: nothing refuses it by its verdict) writes nothing at all.
+    empty = _start_empty_cluster(redis_binary, tmp_path / "target", ha_pki, SHARDS)
+    try:
+        result = _restore(empty, dest, report["id"])
+        assert result.returncode == 1, result.stderr
+        assert "shard 0 of the backup holds" in result.stderr
+        assert "keys outside its slots 5461-10921" in result.stderr
+        for name in empty.nodes:
+            client = empty.client(name)
+            assert client.dbsize() == 0
+            assert client.execute_command("CLUSTER INFO")["cluster_slots_assigned"] == "0"
+    finally:
+        empty.stop()
+
+    failed = redkeep("backup", "verify", report["id"], "--dest", dest, status=1)
+    assert failed["result"] == "failed"
+    assert "shard 0 holds" in failed["error"] and "outside its slots 5461-10921" in failed["error"]
+
+
+def test_a_restore_that_breaks_off_says_which_shards_it_wrote(
+    cluster, stored, tmp_path, redis_binary, ha_pki
+):
+    """Shard 1's node refuses the admin's keys (ACL: only redkeep:* keys, so the scratch probes
+    pass): shard 0 is written, shard 1 not, shard 2 not reached, and the message says so. A
+    restore --replace then completes it and leaves a key the backup does not have alone. Then a
+    slot of shard 1 is handed to shard 0's node in that node's own view only: its RESTOREs get
+    MOVED, which the message names."""
+    dest, report = stored
+    source = per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
+    empty = _start_empty_cluster(redis_binary, tmp_path / "target", ha_pki, SHARDS)
+    try:
+        names = sorted(empty.nodes, key=lambda name: empty.nodes[name].tls_port)
+        where = [rf"\S+:{empty.nodes[name].tls_port}" for name in names]  # as the seed names it
+        refusing = empty.client(names[1])
+        refusing.acl_setuser("admin", enabled=True, reset_keys=True, keys=["redkeep:*"])
+        result = _restore(empty, dest, report["id"], seed=names[0])
+        assert result.returncode == 1, result.stderr
+        assert re.search(f"broke off at shard 1 into {where[1]}: ", result.stderr)
+        assert re.search(f"Written completely: shard 0 into {where[0]}; ", result.stderr)
+        assert "not written: shard 2." in result.stderr
+        assert "nothing was written" not in result.stderr
+        clients = [datasets.client_for(empty.client(name), 0) for name in names]
+        datasets.assert_same(source[0], datasets.snapshot(clients[0], [0]))
+        assert [clients[1].dbsize(), clients[2].dbsize()] == [0, 0]
+
+        # --replace completes it; a key the backup does not hold stays, a changed one is put back.
+        refusing.acl_setuser("admin", enabled=True, keys=["*"])
+        extra, changed = b"not-in-the-backup", next(iter(source[0]))[1]
+        owner = next(
+            c for c, s in zip(clients, _slots_of(clients), strict=True) if key_slot(extra) in s
+        )
+        owner.set(extra, "stays")
+        clients[0].delete(changed)
+        clients[0].set(changed, "changed")
+        result = _restore(empty, dest, report["id"], "--replace", "--json", seed=names[0])
+        assert result.returncode == 0, result.stderr
+        assert owner.get(extra) == b"stays"
+        owner.delete(extra)
+        for index, client in enumerate(clients):
+            datasets.assert_same(source[index], datasets.snapshot(client, [0]))
+
+        # One slot of shard 1 given to shard 0's node, in shard 1's node's own view only.
+        keyed = next(key for (_, key) in source[1] if key_slot(key) != _slots_of(clients)[1][0])
+        slot = key_slot(keyed)
+        clients[1].delete(*clients[1].cluster("getkeysinslot", slot, 1000))  # else refused
+        clients[1].execute_command("CLUSTER", "SETSLOT", slot, "NODE", clients[0].cluster("myid"))
+        result = _restore(empty, dest, report["id"], "--replace", seed=names[0])
+        assert result.returncode == 1, result.stderr
+        assert f"a MOVED redirect: slot {slot} is served by" in result.stderr
+        assert re.search(f"Written completely: shard 0 into {where[0]}; ", result.stderr)
+    finally:
+        empty.stop()
+
+
+def _slots_of(clients: list[redis.Redis]) -> list[list[int]]:
+    """Each node's slots in its own view, as a list of slot numbers."""
+    return [
+        [slot for first, last in _ranges(client) for slot in range(first, last + 1)]
+        for client in clients
+    ]
