@@ -168,6 +168,9 @@ def test_cluster_backup_verify_and_restore_into_an_empty_cluster(
     assert roles == ["replica", "primary", "primary"], report["warnings"]
     assert shards[0]["captured_from"] == f"127.0.0.1:{cluster.nodes['redis-3'].tls_port}"
     assert sum("no replica in sync" in warning for warning in report["warnings"]) == 2
+    reasons = [shard["capture_reason"] for shard in shards]
+    assert reasons[0].startswith("in sync: ") and " bytes behind its primary, " in reasons[0]
+    assert all(reason.startswith("no replica in sync (it has none)") for reason in reasons[1:])
     assert CLUSTER_ONLY["backup run --json"] <= check_shape(
         "backup run --json", [report], complete=False
     )

@@ -59,6 +59,10 @@ def test_a_replica_in_sync_is_captured_a_lagging_one_never(group, tmp_path):
     server = stored_manifest(tmp_path / "a", report)["server"]
     replica, primary = (f"127.0.0.1:{group.nodes[n].tls_port}" for n in ("redis-1", "redis-0"))
     assert (server["captured_from"], server["captured_role"]) == (replica, "replica")
+    assert (
+        server["capture_reason"].startswith("in sync: ")
+        and "bytes behind" in server["capture_reason"]
+    )
     manifest = stored_manifest(tmp_path / "a", report)
     assert manifest["rdb"]["keyspace"] == keyspace(group, "redis-0")
 
@@ -75,6 +79,7 @@ def test_a_replica_in_sync_is_captured_a_lagging_one_never(group, tmp_path):
         assert result.returncode == 0, result.stderr
         server = stored_manifest(tmp_path / "b", report)["server"]
         assert (server["captured_from"], server["captured_role"]) == (primary, "primary")
+        assert "link to the primary down" in server["capture_reason"]
         assert any("link to the primary down" in warning for warning in report["warnings"])
     finally:
         replica_client.config_set("masterauth", PASSWORDS["replication"])
