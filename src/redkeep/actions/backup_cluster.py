@@ -52,8 +52,9 @@ def capture_cluster(
     """Capture every shard and fill `manifest` (objects, cluster); return warnings."""
     if options.kind != "rdb":
         raise UsageError(
-            f"a cluster backup captures RDBs only (--type rdb), not --type {options.kind}: "
-            "each shard's AOF lives on its own host"
+            f"a cluster backup captures one RDB per shard (--type rdb), not --type "
+            f"{options.kind}: an AOF is copied from the data directory on the machine running "
+            "redkeep, and each shard's AOF is on its own primary's host; use --type rdb"
         )
     warnings: list[str] = []
     for attempt in range(1, ATTEMPTS + 1):

@@ -127,7 +127,8 @@ def capture_replicated(
     if options.kind != "rdb":
         raise UsageError(
             f"a Sentinel deployment's backup captures an RDB (--type rdb), not --type "
-            f"{options.kind}: the AOF lives on whichever host is the primary"
+            f"{options.kind}: an AOF is copied from the data directory on the machine running "
+            "redkeep, and it is on whichever host is the primary now; use --type rdb"
         )
     warnings: list[str] = []
     name = single._object_name("dump.rdb", options, encryption)

@@ -235,6 +235,21 @@ def test_a_slot_map_with_a_hole_fails_verify(cluster, tmp_path):
     assert "slots 10001-10921 are served by no shard" in failed["error"]
 
 
+@pytest.mark.parametrize("kind", ["aof", "both"])
+def test_an_aof_backup_of_a_cluster_is_refused_with_the_reason(cluster, tmp_path, kind):
+    dest = tmp_path / "dest"
+    result = run_redkeep(
+        "backup", "run", "--url", cluster.url("redis-1"), *map(str, cluster.tls_options()),
+        "--dest", str(dest), "--source", "shop", "--type", kind, env=ADMIN_ENV,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"not --type {kind}: an AOF is copied from the data directory" in result.stderr
+    assert "use --type rdb" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # Only the run's failure report is stored: no object, no manifest.
+    assert [row["complete"] for row in redkeep("backup", "list", "--dest", dest)] == [False]
+    assert not list(dest.glob("shop/*/manifest.json")) and not list(dest.glob("shop/*/*.rdb*"))
+
+
 def test_a_different_shard_count_is_refused(cluster, tmp_path, redis_binary, ha_pki):
     dest = tmp_path / "dest"
     report = backup(cluster, dest)

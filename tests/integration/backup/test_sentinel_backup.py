@@ -121,3 +121,10 @@ def test_sigkill_of_the_primary_during_a_backup(group, tmp_path):
     new_primary = f"127.0.0.1:{group.nodes['redis-1'].tls_port}"
     assert manifest["server"]["captured_from"] == new_primary
     assert manifest["rdb"]["keyspace"] == expected
+
+
+def test_an_aof_backup_of_a_sentinel_deployment_is_refused_with_the_reason(group, tmp_path):
+    result, report = run_backup(group, tmp_path, "--type", "aof")
+    assert result.returncode == 2, result.stderr
+    assert "not --type aof: an AOF is copied from the data directory" in report["error"]
+    assert not list(tmp_path.glob("ha/*/manifest.json"))
