@@ -172,9 +172,10 @@ def _check_targets(
         except (RedkeepError, redis.RedisError) as error:
             message = error.message if isinstance(error, RedkeepError) else str(error)
             done = "the slots were assigned from the backup's slot map, " if assigned else ""
-            raise type(error)(
-                f"shard {index} into {node_target.where}: {message}; {done}no key was written"
-            ) from None
+            why = f"shard {index} into {node_target.where}: {message}; {done}no key was written"
+            if isinstance(error, RedkeepError):
+                raise RedkeepError(why, error.status, error.kind) from None
+            raise RedkeepError(why) from None
     return limits
 
 

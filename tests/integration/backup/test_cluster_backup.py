@@ -293,53 +293,13 @@ def test_a_migration_on_another_shard_keeps_captures_from_starting(cluster):
     assert clustermap.migrating_anywhere(seed, slot_map) == ""
 
 
-def test_sigkill_of_a_primary_during_a_backup(cluster, tmp_path):
-    """redis-0 is killed while its capture waits for the snapshot (repl-diskless-sync-delay):
-    the run must end complete with every shard's keys (the replica took over and the run
-    retried) or failed; `backup list` must say which, and never list a wrong backup complete."""
-    dest = tmp_path / "dest"
-    source = per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
-    victim = cluster.client("redis-0")
-    victim.config_set("repl-diskless-sync", "yes")
-    victim.config_set("repl-diskless-sync-delay", 3)
-
-    def kill_when_capturing() -> None:
-        wait_until(
-            lambda: victim.info("replication").get("connected_slaves", 0) >= 2,
-            "the backup's capture to connect to redis-0",
-        )
-        cluster.nodes["redis-0"].process.send_signal(signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_capturing)
-    killer.start()
-    result = run_redkeep(
-        "backup", "run", "--url", cluster.url("redis-1"), *map(str, cluster.tls_options()),
-        "--dest", str(dest), "--source", "shop", "--from", "primary", "--json",
-        env=ADMIN_ENV, timeout=120,
-    )  # fmt: skip
-    killer.join()
-    report = json.loads(result.stdout)
-    listing = redkeep("backup", "list", "--dest", dest)
-    assert [(row["id"], row["complete"]) for row in listing] == [
-        (report["id"], report["result"] == "success")
-    ]
-    if report["result"] == "failure":
-        assert result.returncode == 1, result.stderr
-        return
-    # Complete: after a retry on the new topology, with every shard's keys.
-    assert any("retried" in warning for warning in report["warnings"])
-    replica_port = cluster.nodes["redis-3"].tls_port
-    assert report["cluster"]["shards"][0]["captured_from"] == f"127.0.0.1:{replica_port}"
-    assert [shard["keys"] for shard in report["cluster"]["shards"]] == [len(s) for s in source]
-    verified = redkeep("backup", "verify", report["id"], "--dest", dest)
-    assert verified["result"] == "ok"
-
-
 @pytest.fixture(scope="module")
-def stored(cluster, tmp_path_factory) -> tuple[Path, dict]:
-    """One good backup of the cluster, each shard from its primary (tests copy it to edit it)."""
+def stored(cluster, tmp_path_factory) -> tuple[Path, dict, list[dict]]:
+    """One good backup of the cluster, each shard from its primary (tests copy it to edit it),
+    and what each shard held."""
     dest = tmp_path_factory.mktemp("stored") / "dest"
-    return dest, backup(cluster, dest, "--from", "primary")
+    report = backup(cluster, dest, "--from", "primary")
+    return dest, report, per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
 
 
 def _restore(empty: HADeployment, dest: Path, backup_id: str, *args: str, seed: str = "redis-0"):
@@ -386,17 +346,31 @@ def test_a_shard_whose_keys_lie_outside_its_slots_fails_verify_and_restore(
 def test_a_restore_that_breaks_off_says_which_shards_it_wrote(
     cluster, stored, tmp_path, redis_binary, ha_pki
 ):
-    """Shard 1's node refuses the admin's keys (ACL: only redkeep:* keys, so the scratch probes
+    """Shard 2's node lacks the memory for its shard: refused before any key is written. Shard
+    1's node refuses the admin's keys (ACL: only redkeep:* keys, so the scratch probes
     pass): shard 0 is written, shard 1 not, shard 2 not reached, and the message says so. A
     restore --replace then completes it and leaves a key the backup does not have alone. Then a
     slot of shard 1 is handed to shard 0's node in that node's own view only: its RESTOREs get
     MOVED, which the message names."""
-    dest, report = stored
-    source = per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
+    dest, report, source = stored
     empty = _start_empty_cluster(redis_binary, tmp_path / "target", ha_pki, SHARDS)
     try:
         names = sorted(empty.nodes, key=lambda name: empty.nodes[name].tls_port)
         where = [rf"\S+:{empty.nodes[name].tls_port}" for name in names]  # as the seed names it
+        clients = [datasets.client_for(empty.client(name), 0) for name in names]
+
+        # The last shard's node cannot hold its shard: refused before any key is written.
+        used = clients[2].info("memory")["used_memory"]
+        clients[2].config_set("maxmemory", used + 1024)
+        result = _restore(empty, dest, report["id"], seed=names[0])
+        # Refused by the memory check (exit 2) or by the scratch probe's OOM reply (exit 1).
+        assert result.returncode in (1, 2), result.stderr
+        assert re.search(f"shard 2 into {where[2]}: .*maxmemory", result.stderr)
+        assert "the slots were assigned from the backup's slot map, no key was written" in (
+            result.stderr
+        )
+        assert [client.dbsize() for client in clients] == [0, 0, 0]
+        clients[2].config_set("maxmemory", 0)
         refusing = empty.client(names[1])
         refusing.acl_setuser("admin", enabled=True, reset_keys=True, keys=["redkeep:*"])
         result = _restore(empty, dest, report["id"], seed=names[0])
@@ -405,7 +379,6 @@ def test_a_restore_that_breaks_off_says_which_shards_it_wrote(
         assert re.search(f"Written completely: shard 0 into {where[0]}; ", result.stderr)
         assert "not written: shard 2." in result.stderr
         assert "nothing was written" not in result.stderr
-        clients = [datasets.client_for(empty.client(name), 0) for name in names]
         datasets.assert_same(source[0], datasets.snapshot(clients[0], [0]))
         assert [clients[1].dbsize(), clients[2].dbsize()] == [0, 0]
 
@@ -444,3 +417,46 @@ def _slots_of(clients: list[redis.Redis]) -> list[list[int]]:
         [slot for first, last in _ranges(client) for slot in range(first, last + 1)]
         for client in clients
     ]
+
+
+# Last in the module: it kills redis-0 (redis-3 takes its slots).
+def test_sigkill_of_a_primary_during_a_backup(cluster, tmp_path):
+    """redis-0 is killed while its capture waits for the snapshot (repl-diskless-sync-delay):
+    the run must end complete with every shard's keys (the replica took over and the run
+    retried) or failed; `backup list` must say which, and never list a wrong backup complete."""
+    dest = tmp_path / "dest"
+    source = per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
+    victim = cluster.client("redis-0")
+    victim.config_set("repl-diskless-sync", "yes")
+    victim.config_set("repl-diskless-sync-delay", 3)
+
+    def kill_when_capturing() -> None:
+        wait_until(
+            lambda: victim.info("replication").get("connected_slaves", 0) >= 2,
+            "the backup's capture to connect to redis-0",
+        )
+        cluster.nodes["redis-0"].process.send_signal(signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_capturing)
+    killer.start()
+    result = run_redkeep(
+        "backup", "run", "--url", cluster.url("redis-1"), *map(str, cluster.tls_options()),
+        "--dest", str(dest), "--source", "shop", "--from", "primary", "--json",
+        env=ADMIN_ENV, timeout=120,
+    )  # fmt: skip
+    killer.join()
+    report = json.loads(result.stdout)
+    listing = redkeep("backup", "list", "--dest", dest)
+    assert [(row["id"], row["complete"]) for row in listing] == [
+        (report["id"], report["result"] == "success")
+    ]
+    if report["result"] == "failure":
+        assert result.returncode == 1, result.stderr
+        return
+    # Complete: after a retry on the new topology, with every shard's keys.
+    assert any("retried" in warning for warning in report["warnings"])
+    replica_port = cluster.nodes["redis-3"].tls_port
+    assert report["cluster"]["shards"][0]["captured_from"] == f"127.0.0.1:{replica_port}"
+    assert [shard["keys"] for shard in report["cluster"]["shards"]] == [len(s) for s in source]
+    verified = redkeep("backup", "verify", report["id"], "--dest", dest)
+    assert verified["result"] == "ok"
