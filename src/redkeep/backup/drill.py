@@ -225,11 +225,12 @@ def require_keys_in_slots(
         try:
             cursor = 0
             while True:
-                cursor, keys = client.scan(cursor=cursor, count=1000)
+                cursor, keys = client.scan(cursor=cursor, count=5000)
                 for key in keys:
-                    if not allowed[key_slot(key)]:
+                    slot = key_slot(key)
+                    if not allowed[slot]:
                         outside += 1
-                        example = example or (key, key_slot(key), db)
+                        example = example or (key, slot, db)
                 if cursor == 0:
                     break
         finally:
