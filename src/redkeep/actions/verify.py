@@ -4,7 +4,8 @@ Check that the drill server reads the backup's RDB format (else "cannot verify h
 download each object, check its SHA-256, decrypt, decompress, check the RDB's CRC64 and run
 the drill server's RDB checker, then a restore drill: load it into a throw-away server and
 compare keys and expires per database with what the snapshot holds, and send sampled keys
-through DUMP/RESTORE.
+through DUMP/RESTORE. A cluster backup's slot map must cover every slot once, and every key of
+a shard must hash into that shard's slots.
 """
 
 import datetime as dt

@@ -70,6 +70,12 @@ def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
         finally:
             deployment.nodes.pop("scratch")
             scratch.stop()
+        # The replica has the dataset (else it may be more than MAX_GAP behind at the backup).
+        offset = deployment.client("redis-0").info("replication")["master_repl_offset"]
+        wait_until(
+            lambda: deployment.client("redis-3").info("replication")["slave_repl_offset"] >= offset,
+            "redis-3 to have the dataset",
+        )
     except BaseException:
         deployment.stop()
         raise
@@ -358,6 +364,14 @@ def test_a_restore_that_breaks_off_says_which_shards_it_wrote(
         names = sorted(empty.nodes, key=lambda name: empty.nodes[name].tls_port)
         where = [rf"\S+:{empty.nodes[name].tls_port}" for name in names]  # as the seed names it
         clients = [datasets.client_for(empty.client(name), 0) for name in names]
+
+        # A dry run: the plan is the backup's keys; nothing assigned, nothing written.
+        result = _restore(empty, dest, report["id"], "--dry-run", "--json", seed=names[0])
+        assert result.returncode == 0, result.stderr
+        planned = json.loads(result.stdout)
+        assert planned["plan"]["db0"]["keys"] == sum(map(len, source))
+        assert planned["target_keys"] == {}
+        assert clients[0].execute_command("CLUSTER INFO")["cluster_slots_assigned"] == "0"
 
         # The last shard's node cannot hold its shard: refused before any key is written.
         used = clients[2].info("memory")["used_memory"]
