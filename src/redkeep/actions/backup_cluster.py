@@ -2,12 +2,12 @@
 
 The slot map is read before the captures (and must be settled: every slot served once, no
 primary failing, no slot migrating, every primary answering) and again after them. Each shard
-is captured from a replica in sync with its primary (replica_out_of_sync says what that is)
-or, without one or with `--from primary`, from the primary. If a capture breaks or the map
-changed in between (a failover, a slot migration), the captures may not fit together: what was
-stored is deleted and the run starts once more on the map as it is then; a second change fails
-the run with the reason. So a run never stores a backup whose shards come from different
-topologies.
+is captured from a replica in sync with its primary (replica_out_of_sync says what that is:
+its ACK lag and how many bytes it is behind) or, without one or with `--from primary`, from
+the primary; the manifest says which and why. If a capture breaks or the map changed in
+between (a failover, a slot migration), the captures may not fit together: what was stored is
+deleted and the run starts once more on the map as it is then; a second change fails the run
+with the reason. So a run never stores a backup whose shards come from different topologies.
 """
 
 import concurrent.futures
@@ -24,6 +24,10 @@ from redkeep.errors import RedkeepError, StoreError, UsageError
 from redkeep.redis.target import Target
 
 MAX_LAG = 10  # seconds since the replica's last ACK, as its primary says (min-replicas-max-lag)
+# Bytes of the primary's replication stream a replica may not have processed yet. An ACK lag of
+# a second can hide megabytes under heavy writes; 1 MiB is far above what a healthy replica
+# lags between two INFO readings, and far below what makes a backup visibly older.
+MAX_GAP = 1 << 20
 ATTEMPTS = 2
 
 
@@ -36,6 +40,7 @@ class Source:
     target: Target
     role: str  # "replica" or "primary"
     address: str
+    reason: str  # why this node: "--from primary", the replica's gap and lag, or none in sync
 
 
 def capture_cluster(
@@ -47,8 +52,9 @@ def capture_cluster(
     """Capture every shard and fill `manifest` (objects, cluster); return warnings."""
     if options.kind != "rdb":
         raise UsageError(
-            f"a cluster backup captures RDBs only (--type rdb), not --type {options.kind}: "
-            "each shard's AOF lives on its own host"
+            f"a cluster backup captures one RDB per shard (--type rdb), not --type "
+            f"{options.kind}: an AOF is copied from the data directory on the machine running "
+            "redkeep, and each shard's AOF is on its own primary's host; use --type rdb"
         )
     warnings: list[str] = []
     for attempt in range(1, ATTEMPTS + 1):
@@ -93,62 +99,76 @@ def _source(
     seed: Target, index: int, shard: Shard, options: "single.RunOptions", warnings: list[str]
 ) -> Source:
     """The node to capture shard `index` from: a replica in sync, else its primary."""
-    primary = Source(index, shard, clustermap.node_target(seed, shard.primary), "primary",
-                     clustermap.address(shard.primary))  # fmt: skip
+    target = clustermap.node_target(seed, shard.primary)
+    where = clustermap.address(shard.primary)
     if options.capture_from == "primary":
-        return primary
+        return Source(index, shard, target, "primary", where, "--from primary")
     try:
-        primary_info = read_info(primary.target, timeout=5.0)
+        primary_info = read_info(target, timeout=5.0)
     except RedkeepError:
         primary_info = None
     lagging = []
     for replica in shard.replicas:
-        where = clustermap.address(replica)
+        address = clustermap.address(replica)
         if "fail" in replica.flags:  # the cluster agreed it is down (not one node's "fail?")
-            lagging.append(f"{where} is marked failed by the cluster")
+            lagging.append(f"{address} is marked failed by the cluster")
             continue
-        target = clustermap.node_target(seed, replica)
-        why = replica_out_of_sync(target, primary_info)
+        replica_target = clustermap.node_target(seed, replica)
+        why, state = replica_out_of_sync(replica_target, primary_info)
         if not why:
-            return Source(index, shard, target, "replica", where)
-        lagging.append(f"{where} {why}")
+            return Source(index, shard, replica_target, "replica", address, f"in sync: {state}")
+        lagging.append(f"{address} {why}")
     detail = f" ({'; '.join(lagging)})" if lagging else " (it has none)"
-    warnings.append(
-        f"shard {index}: no replica in sync{detail}; captured from the primary {primary.address}"
-    )
-    return primary
+    warnings.append(f"shard {index}: no replica in sync{detail}; captured from the primary {where}")
+    return Source(index, shard, target, "primary", where, f"no replica in sync{detail}")
 
 
-def replica_out_of_sync(target: Target, primary: dict[str, Any] | None) -> str:
-    """Why the replica at `target` is not in sync with its primary, or "" when it is.
+def replica_out_of_sync(target: Target, primary: dict[str, Any] | None) -> tuple[str, str]:
+    """Why the replica at `target` is not in sync with its primary ("" when it is), and how far
+    behind it is (its gap in bytes and its ACK lag, for the manifest).
 
     In sync: its primary lists it online with a lag (seconds since its last REPLCONF ACK,
-    sent every second; what min-replicas-max-lag counts) of at most MAX_LAG, and it says its
-    link is up and no sync is in progress. (Its own `master_last_io_seconds_ago` is no
-    measure: an idle primary pings its replicas only every repl-ping-replica-period, 10 s.)
-    `primary` is the primary's INFO; None when it did not answer.
+    sent every second; what min-replicas-max-lag counts) of at most MAX_LAG, it is at most
+    MAX_GAP bytes of the replication stream behind its primary, and it says its link is up and
+    no sync is in progress. (Its own `master_last_io_seconds_ago` is no measure: an idle
+    primary pings its replicas only every repl-ping-replica-period, 10 s.) `primary` is the
+    primary's INFO, read before the replica's; None when it did not answer.
     """
     try:
         info = read_info(target, timeout=5.0)
     except RedkeepError as error:
-        return f"does not answer ({error.message})"
+        return f"does not answer ({error.message})", ""
     if info.get("role") != "slave":
-        return f"is a {info.get('role')}, not a replica"
+        return f"is a {info.get('role')}, not a replica", ""
     if info.get("master_link_status") != "up":
-        return "has its link to the primary down"
+        return "has its link to the primary down", ""
     if info.get("master_sync_in_progress"):
-        return "is still syncing"
+        return "is still syncing", ""
     if primary is None:
-        return "has a primary that does not answer"
-    listed = listed_replica(primary, target)
+        return "has a primary that does not answer", ""
+    return replication_state(primary, info, listed_replica(primary, target))
+
+
+def replication_state(
+    primary: dict[str, Any], replica: dict[str, Any], listed: dict[str, str] | None
+) -> tuple[str, str]:
+    """Why a replica with its link up is not in sync, by its primary's INFO (read first), its
+    own INFO and its entry in the primary's (`listed`); and its gap and lag in words."""
     if listed is None:
-        return "is not listed by its primary as a replica"
+        return "is not listed by its primary as a replica", ""
     if listed.get("state") != "online":
-        return f"is {listed.get('state')} on its primary, not online"
+        return f"is {listed.get('state')} on its primary, not online", ""
     lag = int(listed.get("lag", -1))
+    # What the primary had written minus what the replica has processed (writes between the
+    # two readings can put the replica ahead: that is no gap).
+    offset = int(replica.get("slave_repl_offset", 0))
+    gap = max(0, int(primary.get("master_repl_offset", 0)) - offset)
+    state = f"{gap} bytes behind its primary, last ACK {lag} s ago"
     if not 0 <= lag <= MAX_LAG:
-        return f"acknowledged the primary's stream {lag} s ago (more than {MAX_LAG})"
-    return ""
+        return f"acknowledged the primary's stream {lag} s ago (more than {MAX_LAG})", state
+    if gap > MAX_GAP:
+        return f"is {gap} bytes behind its primary (more than {MAX_GAP})", state
+    return "", state
 
 
 def listed_replica(primary: dict[str, Any], target: Target) -> dict[str, str] | None:
@@ -231,6 +251,7 @@ def _fill(
                 "config_epoch": source.shard.epoch,
                 "captured_from": source.address,
                 "captured_role": source.role,
+                "capture_reason": source.reason,
                 "object": item.name,
                 "rdb": record,
                 "keyspace": single.keyspace_of(info),

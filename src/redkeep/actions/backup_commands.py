@@ -33,7 +33,7 @@ from redkeep.backup.retention import Policy
 from redkeep.backup.store_local import LocalStore
 from redkeep.bundle import Bundle
 from redkeep.errors import ExitStatus, RedkeepError, StoreError, UsageError
-from redkeep.redis.target import ConnectionOptions, Target, resolve_target
+from redkeep.redis.target import ConnectionOptions, Target, parse_url, resolve_target
 from redkeep.signals import interrupted_by_signals
 
 
@@ -240,7 +240,7 @@ def restore(request: RestoreRequest, app: Application) -> int:
             tls_cert=request.tls_cert,
             tls_key=request.tls_key,
         )
-        fallback = _admin_node(bundle) if bundle else None
+        fallback = _admin_node(bundle, request.to_url) if bundle else None
         known = bundle.known_passwords() if bundle else {}
         target = resolve_target(options, os.environ, fallback, known_passwords=known)
         restore_to = restoring.restore_to_server
@@ -263,11 +263,17 @@ def restore(request: RestoreRequest, app: Application) -> int:
     return ExitStatus.OK
 
 
-def _admin_node(bundle: Bundle) -> Target:
-    """The bundle's credentials and TLS files for --to-url: its primary, or for a cluster
-    (several primaries) its first node; --to-url names the node."""
+def _admin_node(bundle: Bundle, url: str | None) -> Target:
+    """The bundle's credentials and TLS files for --to-url: those of the bundle node the URL
+    names (any node of a cluster or Sentinel bundle, by port), else its primary, or for a
+    cluster (several primaries) its first node."""
+    nodes = [node.target for node in bundle.deployment("admin", with_password=False).every_node()]
+    port = parse_url(url).port if url else None
+    named = next((node for node in nodes if node.port == port), None)
+    if named is not None:
+        return named
     if bundle.settings.deployment.topology == "cluster":
-        return bundle.deployment("admin", with_password=False).every_node()[0].target
+        return nodes[0]
     return bundle.target("admin", with_password=False)
 
 

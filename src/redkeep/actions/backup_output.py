@@ -38,7 +38,8 @@ def show_run(app: Application, report: BackupReport, where: str) -> None:
     for shard in (stored.cluster or {}).get("shards", []):
         app.say(
             f"  shard {shard['index']} (slots {','.join(shard['slots'])}): {shard['keys']} keys "
-            f"from the {shard['captured_role']} {shard['captured_from']}"
+            f"from the {shard['captured_role']} {shard['captured_from']} "
+            f"({shard['capture_reason'] or 'why: not recorded'})"
         )
     if report.pruned:
         app.say(f"pruned {len(report.pruned)} old backup(s)")

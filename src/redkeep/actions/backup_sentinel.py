@@ -4,7 +4,8 @@ The data nodes are a Sentinel bundle's, or those a Sentinel (`--url` of a Sentin
 less the replicas it sees down. Their live roles are read from each one (INFO replication):
 exactly one primary, and its replicas in sync - the same replication id as the primary,
 `master_link_status:up`, no sync in progress, listed online by the primary with a lag of at
-most `MAX_LAG` seconds. A replica
+most `MAX_LAG` seconds, and at most `MAX_GAP` bytes of the primary's replication stream
+behind (backup_cluster.replication_state). A replica
 that lags or lost its link is never captured (it may hold old data, and it is what Sentinel
 must not promote); without an in-sync replica, or with `--from primary`, the primary is.
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redkeep.actions import backup as single
-from redkeep.actions.backup_cluster import MAX_LAG, listed_replica
+from redkeep.actions.backup_cluster import listed_replica, replication_state
 from redkeep.backup.encryption import Encryption
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.serverinfo import read_info
@@ -34,6 +35,7 @@ class Topology:
     primary: Target
     replid: str  # the primary's replication id: a failover changes it
     in_sync: tuple[Target, ...]
+    states: tuple[str, ...]  # of each in-sync replica: its gap in bytes and its ACK lag
     lagging: tuple[str, ...]  # "host:port why", for the warning
 
     def signature(self) -> tuple[str, str]:
@@ -66,35 +68,42 @@ def read_topology(nodes: list[Target]) -> Topology:
         )
     primary = primaries[0]
     replid = str(infos[primary].get("master_replid", ""))
-    in_sync, lagging = [], []
-    for node, info in infos.items():
+    in_sync, states, lagging = [], [], []
+    primary_info = infos[primary]
+    for node in infos:
         if node is primary:
             continue
-        why = _out_of_sync(info, replid, listed_replica(infos[primary], node))
+        try:  # again, after the primary's: its offset is then compared with the primary's
+            info = read_info(node, timeout=5.0)
+        except RedkeepError as error:
+            lagging.append(f"{node.where} does not answer ({error.message})")
+            continue
+        why, state = _out_of_sync(primary_info, info, replid, listed_replica(primary_info, node))
         if why:
             lagging.append(f"{node.where} {why}")
         else:
             in_sync.append(node)
-    return Topology(primary, replid, tuple(in_sync), tuple(lagging))
+            states.append(state)
+    return Topology(primary, replid, tuple(in_sync), tuple(states), tuple(lagging))
 
 
-def _out_of_sync(info: dict[str, Any], replid: str, listed: dict[str, str] | None) -> str:
+def _out_of_sync(
+    primary: dict[str, Any], info: dict[str, Any], replid: str, listed: dict[str, str] | None
+) -> tuple[str, str]:
     """Why a replica is not in sync (backup_cluster.replica_out_of_sync says what in sync is),
-    or "": its INFO, the primary's replication id, its entry in the primary's INFO."""
+    or "", and its gap and lag in words: the primary's INFO (read first), the replica's, the
+    primary's replication id, the replica's entry in the primary's INFO."""
     if info.get("role") != "slave":
-        return f"is a {info.get('role')}"
+        return f"is a {info.get('role')}", ""
     if str(info.get("master_replid", "")) != replid:
-        return "follows another replication history than the primary"
+        return "follows another replication history than the primary", ""
     if info.get("master_link_status") != "up":
-        return "has its link to the primary down"
+        return "has its link to the primary down", ""
     if info.get("master_sync_in_progress"):
-        return "is still syncing"
+        return "is still syncing", ""
     if listed is None or listed.get("state") != "online":
-        return "is not listed online by the primary"
-    lag = int(listed.get("lag", -1))
-    if not 0 <= lag <= MAX_LAG:
-        return f"acknowledged the primary's stream {lag} s ago (more than {MAX_LAG})"
-    return ""
+        return "is not listed online by the primary", ""
+    return replication_state(primary, info, listed)
 
 
 def wait_topology(nodes: list[Target], timeout: float) -> Topology:
@@ -118,20 +127,20 @@ def capture_replicated(
     if options.kind != "rdb":
         raise UsageError(
             f"a Sentinel deployment's backup captures an RDB (--type rdb), not --type "
-            f"{options.kind}: the AOF lives on whichever host is the primary"
+            f"{options.kind}: an AOF is copied from the data directory on the machine running "
+            "redkeep, and it is on whichever host is the primary now; use --type rdb"
         )
     warnings: list[str] = []
     name = single._object_name("dump.rdb", options, encryption)
     for attempt in range(1, ATTEMPTS + 1):
         before = wait_topology(nodes, options.settle_timeout)
-        source, role = before.primary, "primary"
+        source, role, reason = before.primary, "primary", "--from primary"
         if options.capture_from == "replica" and before.in_sync:
             source, role = before.in_sync[0], "replica"
+            reason = f"in sync: {before.states[0]}"
         elif options.capture_from == "replica":
-            detail = "; ".join(before.lagging) or "it has none"
-            warnings.append(
-                f"no replica in sync ({detail}); captured from the primary {source.where}"
-            )
+            reason = f"no replica in sync ({'; '.join(before.lagging) or 'it has none'})"
+            warnings.append(f"{reason}; captured from the primary {source.where}")
         try:
             info = read_info(source)
             record, item = single.store_rdb_object(
@@ -158,6 +167,7 @@ def capture_replicated(
             manifest.server = single.server_facts(info) | {
                 "captured_from": source.where,
                 "captured_role": role,
+                "capture_reason": reason,
                 "primary": before.primary.where,
             }
             manifest.keyspace["before"] = single.keyspace_of(info)

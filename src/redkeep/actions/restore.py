@@ -7,6 +7,7 @@ Either way a backup whose last verify failed, or whose RDB does not hold what it
 recorded, is refused unless --force.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 import redis
 
 from redkeep.actions.backup_catalog import Listed
-from redkeep.actions.restore_preflight import preflight, require_target_reads
+from redkeep.actions.restore_preflight import ClientLimits, preflight, require_target_reads
 from redkeep.backup import drill
 from redkeep.backup.manifest import VERIFIED, Manifest, StoredObject, object_key
 from redkeep.backup.results import FileRestoreResult, ServerRestoreResult, Verdict
@@ -25,6 +26,7 @@ from redkeep.backup.stores import Store
 from redkeep.backup.transfer import ConnectionLost, TransferCount, copy_keys
 from redkeep.backup.unpack import (
     Decryption,
+    Staged,
     databases_for,
     require_readable,
     snapshot_counts_problem,
@@ -48,10 +50,10 @@ def restore_to_file(
     """Write the backup's RDB file (or AOF directory) to `path`; nothing there on failure."""
     manifest = listed.manifest
     assert manifest is not None
-    item = _object(manifest, content)
+    item = object_to_restore(manifest, content)
     _check_destination(path, item, replace)
     result = FileRestoreResult(manifest.id, str(path), item.content, item.raw_size)
-    warnings = _refuse_failed_verdict(store, manifest, force)
+    warnings = refuse_failed_verdict(store, manifest, force)
     if dry_run:
         return dataclasses.replace(result, warnings=warnings, dry_run=True)
     identities = decryption.for_backup(store, manifest)
@@ -68,7 +70,7 @@ def restore_to_file(
     return dataclasses.replace(result, warnings=warnings, rdb=staged.rdb)
 
 
-def _refuse_failed_verdict(store: Store, manifest: Manifest, force: bool) -> tuple[str, ...]:
+def refuse_failed_verdict(store: Store, manifest: Manifest, force: bool) -> tuple[str, ...]:
     """Refuse a backup whose last `verify` failed (a warning with `force`)."""
     try:
         verdict = Verdict.from_json(
@@ -126,7 +128,7 @@ def _swap_into_place(staged: Path, path: Path) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
-def _object(manifest: Manifest, content: str) -> StoredObject:
+def object_to_restore(manifest: Manifest, content: str) -> StoredObject:
     """The object to restore: `rdb`, `aof`, or `auto` (the RDB when there is one)."""
     if content == "auto":
         wanted = manifest.object("rdb") or manifest.object("aof")
@@ -156,10 +158,10 @@ def restore_to_server(
     """
     manifest = listed.manifest
     assert manifest is not None
-    item = _object(manifest, content)
-    warnings = _refuse_failed_verdict(store, manifest, force)
+    item = object_to_restore(manifest, content)
+    warnings = refuse_failed_verdict(store, manifest, force)
     identities = decryption.for_backup(store, manifest)
-    existing = _target_keyspace(target)
+    existing = target_keyspace(target)
     if existing and not replace:
         counts = ", ".join(f"{db}: {v['keys']} keys" for db, v in existing.items())
         raise UsageError(
@@ -174,16 +176,16 @@ def restore_to_server(
     try:
         data = workdir / "data"
         data.mkdir()
-        staged = stage(store, manifest, item, identities, data)
-        if staged.rdb is not None:
-            warnings += _check_counts(staged.path, manifest, force)
-        databases = databases_for(manifest)
-        with drill.scratch_server(data, staged.aof_dirname, databases, server) as drilled:
+        staged, checked = stage_checked(store, manifest, item, identities, data, force)
+        with load(data, staged, manifest, server) as drilled:
             plan = drill.keyspace(drilled.client())
             result = ServerRestoreResult(manifest.id, target.display_url, plan, dry_run)
             if dry_run:
-                return dataclasses.replace(result, target_keys=existing, warnings=warnings)
-            copied, limits = _copy_into(target, drilled, plan, replace)
+                return dataclasses.replace(
+                    result, target_keys=existing, warnings=warnings + checked
+                )
+            limits = check_target(target, drilled, plan)
+            copied = copy_into(target, drilled, plan, replace, limits)
     except redis.RedisError as error:
         raise explain_failure(error, target, "RESTORE") from None
     finally:
@@ -192,25 +194,57 @@ def restore_to_server(
         result,
         restored=copied.keys,
         skipped_expired=copied.skipped_expired,
-        warnings=warnings + limits,
+        warnings=warnings + checked + limits.warnings,
     )
 
 
-def _copy_into(
-    target: Target, drilled: drill.Drill, plan: dict[str, dict], replace: bool
-) -> tuple[TransferCount, tuple[str, ...]]:
-    """Check the target can take the backup, then copy every key; return what was copied and
-    the warnings of the checks. A connection the target closes midway is reported as such
-    (evicted, or closed), never as a TLS failure."""
+def stage_checked(
+    store: Store,
+    manifest: Manifest,
+    item: StoredObject,
+    identities: list,
+    data: Path,
+    force: bool,
+) -> tuple[Staged, tuple[str, ...]]:
+    """Download, decrypt and unpack `item` into `data`; refuse an RDB whose keys per db differ
+    from its manifest's (a warning with `force`)."""
+    staged = stage(store, manifest, item, identities, data)
+    warnings = _check_counts(staged.path, manifest, force) if staged.rdb is not None else ()
+    return staged, warnings
+
+
+def load(
+    data: Path, staged: Staged, manifest: Manifest, server: drill.ServerBinary
+) -> contextlib.AbstractContextManager[drill.Drill]:
+    """A drill server holding the staged backup (stopped when the block ends)."""
+    return drill.scratch_server(data, staged.aof_dirname, databases_for(manifest), server)
+
+
+def check_target(target: Target, drilled: drill.Drill, plan: dict[str, dict]) -> ClientLimits:
+    """Check, writing nothing but a scratch key, that `target` can take what `drilled` holds
+    (restore_preflight). A connection the target closes is reported as such (evicted, or
+    closed), never as a TLS failure."""
     with session(target) as client:
         evicted_before = _evicted_clients(client)
         try:
-            limits = preflight(client, target, drilled, plan)
+            return preflight(client, target, drilled, plan)
         except (redis.ConnectionError, redis.TimeoutError) as error:
             lost = ConnectionLost(0, 0, error, "while checking the target")
             raise _explain_lost(lost, target, evicted_before) from None
+
+
+def copy_into(
+    target: Target,
+    drilled: drill.Drill,
+    plan: dict[str, dict],
+    replace: bool,
+    limits: ClientLimits,
+) -> TransferCount:
+    """Copy every key of `drilled` into `target`, TTLs kept (check_target first)."""
+    with session(target) as client:
+        evicted_before = _evicted_clients(client)
     try:
-        copied = copy_keys(
+        return copy_keys(
             drilled.client,
             _target_factory(target, limits.no_evict),
             [int(db[2:]) for db in plan],
@@ -218,7 +252,6 @@ def _copy_into(
         )
     except ConnectionLost as lost:
         raise _explain_lost(lost, target, evicted_before) from None
-    return copied, limits.warnings
 
 
 def _evicted_clients(client: redis.Redis) -> int | None:
@@ -249,7 +282,7 @@ def _explain_lost(lost: ConnectionLost, target: Target, evicted_before: int | No
     )
 
 
-def _target_keyspace(target: Target) -> dict[str, dict[str, int]]:
+def target_keyspace(target: Target) -> dict[str, dict[str, int]]:
     with session(target) as client:
         try:
             return drill.keyspace(client)

@@ -4,7 +4,8 @@ Check that the drill server reads the backup's RDB format (else "cannot verify h
 download each object, check its SHA-256, decrypt, decompress, check the RDB's CRC64 and run
 the drill server's RDB checker, then a restore drill: load it into a throw-away server and
 compare keys and expires per database with what the snapshot holds, and send sampled keys
-through DUMP/RESTORE.
+through DUMP/RESTORE. A cluster backup's slot map must cover every slot once, and every key of
+a shard must hash into that shard's slots.
 """
 
 import datetime as dt
@@ -58,7 +59,7 @@ def verify_backup(
             _check_slot_map(manifest)
         for view, item, place in parts:
             checked[item.name] = _verify_object(
-                store, view, item, identities, workdir / place, server
+                store, view, item, identities, workdir / place, server, _slots(manifest, place)
             )
     except DamagedBackup as error:
         damage = error.message
@@ -96,6 +97,14 @@ def _parts(manifest: Manifest) -> list[tuple[Manifest, StoredObject, str]]:
     return parts
 
 
+def _slots(manifest: Manifest, place: str) -> list[tuple[int, int]] | None:
+    """The slot ranges of the shard drilled in `place` (`shard-<k>`); None for one server."""
+    if not manifest.cluster:
+        return None
+    index = int(place.removeprefix("shard-"))
+    return [(first, last) for first, last in manifest.shards[index]["slots"]]
+
+
 def _check_slot_map(manifest: Manifest) -> None:
     """A cluster backup's shards must serve every slot exactly once."""
     ranges = [tuple(tuple(pair) for pair in shard["slots"]) for shard in manifest.shards]
@@ -111,6 +120,7 @@ def _verify_object(
     identities: list,
     workdir: Path,
     server: drill.ServerBinary,
+    slots: list[tuple[int, int]] | None = None,
 ) -> ObjectChecks:
     try:
         workdir.mkdir(parents=True)
@@ -121,6 +131,9 @@ def _verify_object(
     databases = databases_for(manifest)
     with drill.scratch_server(workdir, staged.aof_dirname, databases, server) as drilled:
         loaded = compare_keyspace(drilled, manifest, item.content)
+        if slots is not None:  # a cluster shard: every key in its slots
+            dbs = [int(db[2:]) for db in loaded.keyspace]
+            drill.require_keys_in_slots(drilled, slots, workdir.name.replace("-", " "), dbs)
     return ObjectChecks(drill=loaded, rdb=staged.rdb, rdb_checker=checker)
 
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from redkeep.backup.rdb import crc64
-from redkeep.errors import ExitStatus, RedkeepError, UsageError
+from redkeep.errors import DamagedBackup, ExitStatus, RedkeepError, UsageError
 from redkeep.redis.client import client_for
 from redkeep.redis.target import Target
 from redkeep.stack import redis_server
@@ -201,6 +202,47 @@ def keyspace(client: redis.Redis) -> dict[str, dict[str, int]]:
         for db, stats in info.items()
         if isinstance(stats, dict)
     }
+
+
+def require_keys_in_slots(
+    server: Drill, ranges: list[tuple[int, int]], what: str, databases: list[int]
+) -> None:
+    """Raise DamagedBackup unless every key loaded in `server` hashes into `ranges` (a cluster
+    shard's slots, first and last inclusive): a shard's RDB swapped with another shard's, or a
+    slot map edited, restores keys a cluster would answer MOVED for.
+
+    Each key's slot is computed here (CRC16, as redis-py routes keys) over a SCAN: about 0.9 s
+    per million keys. A drill started with cluster-enabled would report the slots it claims
+    without that walk, but its cluster bus listens on TCP (0.0.0.0:port+10000 unless moved,
+    and Redis 6.2 cannot move it) and it allows no SELECT, which the verify drill uses.
+    """
+    allowed = bytearray(16384)
+    for first, last in ranges:
+        allowed[first : last + 1] = b"\x01" * (last - first + 1)
+    outside, example = 0, None
+    for db in databases:
+        client = server.client(db)
+        try:
+            cursor = 0
+            while True:
+                cursor, keys = client.scan(cursor=cursor, count=5000)
+                for key in keys:
+                    slot = key_slot(key)
+                    if not allowed[slot]:
+                        outside += 1
+                        example = example or (key, slot, db)
+                if cursor == 0:
+                    break
+        finally:
+            client.close()
+    if example is not None:
+        key, slot, db = example
+        where = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+        raise DamagedBackup(
+            f"{what} holds {outside} keys outside its slots {where} (key {key!r} of db{db} is "
+            f"in slot {slot}): its RDB is another shard's, or the slot map was edited; a "
+            "restore would be refused with MOVED"
+        )
 
 
 # --- what the local server can read -------------------------------------------------------

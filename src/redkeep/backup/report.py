@@ -141,6 +141,7 @@ def report_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
                 "primary": shard["primary"],
                 "captured_from": shard["captured_from"],
                 "captured_role": shard["captured_role"],
+                "capture_reason": shard.get("capture_reason", ""),
                 "object": shard["object"],
                 "keys": sum(db["keys"] for db in shard["rdb"].get("keyspace", {}).values()),
             }

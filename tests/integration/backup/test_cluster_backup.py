@@ -8,6 +8,8 @@ source's, shard by shard, with `cluster_state:ok` on every node.
 """
 
 import json
+import re
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -68,6 +70,12 @@ def cluster(tmp_path_factory, redis_binary, ha_pki) -> Iterator[HADeployment]:
         finally:
             deployment.nodes.pop("scratch")
             scratch.stop()
+        # The replica has the dataset (else it may be more than MAX_GAP behind at the backup).
+        offset = deployment.client("redis-0").info("replication")["master_repl_offset"]
+        wait_until(
+            lambda: deployment.client("redis-3").info("replication")["slave_repl_offset"] >= offset,
+            "redis-3 to have the dataset",
+        )
     except BaseException:
         deployment.stop()
         raise
@@ -166,6 +174,9 @@ def test_cluster_backup_verify_and_restore_into_an_empty_cluster(
     assert roles == ["replica", "primary", "primary"], report["warnings"]
     assert shards[0]["captured_from"] == f"127.0.0.1:{cluster.nodes['redis-3'].tls_port}"
     assert sum("no replica in sync" in warning for warning in report["warnings"]) == 2
+    reasons = [shard["capture_reason"] for shard in shards]
+    assert reasons[0].startswith("in sync: ") and " bytes behind its primary, " in reasons[0]
+    assert all(reason.startswith("no replica in sync (it has none)") for reason in reasons[1:])
     assert CLUSTER_ONLY["backup run --json"] <= check_shape(
         "backup run --json", [report], complete=False
     )
@@ -230,6 +241,21 @@ def test_a_slot_map_with_a_hole_fails_verify(cluster, tmp_path):
     assert "slots 10001-10921 are served by no shard" in failed["error"]
 
 
+@pytest.mark.parametrize("kind", ["aof", "both"])
+def test_an_aof_backup_of_a_cluster_is_refused_with_the_reason(cluster, tmp_path, kind):
+    dest = tmp_path / "dest"
+    result = run_redkeep(
+        "backup", "run", "--url", cluster.url("redis-1"), *map(str, cluster.tls_options()),
+        "--dest", str(dest), "--source", "shop", "--type", kind, env=ADMIN_ENV,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"not --type {kind}: an AOF is copied from the data directory" in result.stderr
+    assert "use --type rdb" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # Only the run's failure report is stored: no object, no manifest.
+    assert [row["complete"] for row in redkeep("backup", "list", "--dest", dest)] == [False]
+    assert not list(dest.glob("shop/*/manifest.json")) and not list(dest.glob("shop/*/*.rdb*"))
+
+
 def test_a_different_shard_count_is_refused(cluster, tmp_path, redis_binary, ha_pki):
     dest = tmp_path / "dest"
     report = backup(cluster, dest)
@@ -273,6 +299,141 @@ def test_a_migration_on_another_shard_keeps_captures_from_starting(cluster):
     assert clustermap.migrating_anywhere(seed, slot_map) == ""
 
 
+@pytest.fixture(scope="module")
+def stored(cluster, tmp_path_factory) -> tuple[Path, dict, list[dict]]:
+    """One good backup of the cluster, each shard from its primary (tests copy it to edit it),
+    and what each shard held."""
+    dest = tmp_path_factory.mktemp("stored") / "dest"
+    report = backup(cluster, dest, "--from", "primary")
+    return dest, report, per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
+
+
+def _restore(empty: HADeployment, dest: Path, backup_id: str, *args: str, seed: str = "redis-0"):
+    return run_redkeep(
+        "backup", "restore", backup_id, "--dest", str(dest), "--to-url", empty.url(seed),
+        *map(str, empty.tls_options()), *args, env=ADMIN_ENV, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_shard_whose_keys_lie_outside_its_slots_fails_verify_and_restore(
+    stored, tmp_path, redis_binary, ha_pki
+):
+    """Shards 0 and 1 swap their slot ranges in the manifest (as if their files were swapped):
+    the map still covers every slot once and each RDB still holds its recorded keys, but no key
+    of either shard hashes into the slots it is listed for."""
+    dest = tmp_path / "dest"
+    shutil.copytree(stored[0], dest)
+    report = stored[1]
+    path = dest / "shop" / report["id"] / "manifest.json"
+    manifest = json.loads(path.read_text())
+    shards = manifest["cluster"]["shards"]
+    shards[0]["slots"], shards[1]["slots"] = shards[1]["slots"], shards[0]["slots"]
+    path.write_text(json.dumps(manifest))
+
+    # Restore (never verified: nothing refuses it by its verdict) writes nothing at all.
+    empty = _start_empty_cluster(redis_binary, tmp_path / "target", ha_pki, SHARDS)
+    try:
+        result = _restore(empty, dest, report["id"])
+        assert result.returncode == 1, result.stderr
+        assert "shard 0 of the backup holds" in result.stderr
+        assert "keys outside its slots 5461-10921" in result.stderr
+        for name in empty.nodes:
+            client = empty.client(name)
+            assert client.dbsize() == 0
+            assert client.execute_command("CLUSTER INFO")["cluster_slots_assigned"] == "0"
+    finally:
+        empty.stop()
+
+    failed = redkeep("backup", "verify", report["id"], "--dest", dest, status=1)
+    assert failed["result"] == "failed"
+    assert "shard 0 holds" in failed["error"] and "outside its slots 5461-10921" in failed["error"]
+
+
+def test_a_restore_that_breaks_off_says_which_shards_it_wrote(
+    cluster, stored, tmp_path, redis_binary, ha_pki
+):
+    """Shard 2's node lacks the memory for its shard: refused before any key is written. Shard
+    1's node refuses the admin's keys (ACL: only redkeep:* keys, so the scratch probes
+    pass): shard 0 is written, shard 1 not, shard 2 not reached, and the message says so. A
+    restore --replace then completes it and leaves a key the backup does not have alone. Then a
+    slot of shard 1 is handed to shard 0's node in that node's own view only: its RESTOREs get
+    MOVED, which the message names."""
+    dest, report, source = stored
+    empty = _start_empty_cluster(redis_binary, tmp_path / "target", ha_pki, SHARDS)
+    try:
+        names = sorted(empty.nodes, key=lambda name: empty.nodes[name].tls_port)
+        where = [rf"\S+:{empty.nodes[name].tls_port}" for name in names]  # as the seed names it
+        clients = [datasets.client_for(empty.client(name), 0) for name in names]
+
+        # A dry run: the plan is the backup's keys; nothing assigned, nothing written.
+        result = _restore(empty, dest, report["id"], "--dry-run", "--json", seed=names[0])
+        assert result.returncode == 0, result.stderr
+        planned = json.loads(result.stdout)
+        assert planned["plan"]["db0"]["keys"] == sum(map(len, source))
+        assert planned["target_keys"] == {}
+        assert clients[0].execute_command("CLUSTER INFO")["cluster_slots_assigned"] == "0"
+
+        # The last shard's node cannot hold its shard: refused before any key is written.
+        used = clients[2].info("memory")["used_memory"]
+        clients[2].config_set("maxmemory", used + 1024)
+        result = _restore(empty, dest, report["id"], seed=names[0])
+        # Refused by the memory check (exit 2) or by the scratch probe's OOM reply (exit 1).
+        assert result.returncode in (1, 2), result.stderr
+        assert re.search(f"shard 2 into {where[2]}: .*maxmemory", result.stderr)
+        assert "the slots were assigned from the backup's slot map, no key was written" in (
+            result.stderr
+        )
+        assert [client.dbsize() for client in clients] == [0, 0, 0]
+        clients[2].config_set("maxmemory", 0)
+        refusing = empty.client(names[1])
+        refusing.acl_setuser("admin", enabled=True, reset_keys=True, keys=["redkeep:*"])
+        result = _restore(empty, dest, report["id"], seed=names[0])
+        assert result.returncode == 1, result.stderr
+        assert re.search(f"broke off at shard 1 into {where[1]}: ", result.stderr)
+        assert re.search(f"Written completely: shard 0 into {where[0]}; ", result.stderr)
+        assert "not written: shard 2." in result.stderr
+        assert "nothing was written" not in result.stderr
+        datasets.assert_same(source[0], datasets.snapshot(clients[0], [0]))
+        assert [clients[1].dbsize(), clients[2].dbsize()] == [0, 0]
+
+        # --replace completes it; a key the backup does not hold stays, a changed one is put back.
+        refusing.acl_setuser("admin", enabled=True, keys=["*"])
+        extra, changed = b"not-in-the-backup", next(iter(source[0]))[1]
+        owner = next(
+            c for c, s in zip(clients, _slots_of(clients), strict=True) if key_slot(extra) in s
+        )
+        owner.set(extra, "stays")
+        clients[0].delete(changed)
+        clients[0].set(changed, "changed")
+        result = _restore(empty, dest, report["id"], "--replace", "--json", seed=names[0])
+        assert result.returncode == 0, result.stderr
+        assert owner.get(extra) == b"stays"
+        owner.delete(extra)
+        for index, client in enumerate(clients):
+            datasets.assert_same(source[index], datasets.snapshot(client, [0]))
+
+        # One slot of shard 1 given to shard 0's node, in shard 1's node's own view only.
+        keyed = next(key for (_, key) in source[1] if key_slot(key) != _slots_of(clients)[1][0])
+        slot = key_slot(keyed)
+        clients[1].delete(*clients[1].cluster("getkeysinslot", slot, 1000))  # else refused
+        clients[1].execute_command("CLUSTER", "SETSLOT", slot, "NODE", clients[0].cluster("myid"))
+        result = _restore(empty, dest, report["id"], "--replace", seed=names[0])
+        assert result.returncode == 1, result.stderr
+        assert f"a MOVED redirect: slot {slot} is served by" in result.stderr
+        assert re.search(f"Written completely: shard 0 into {where[0]}; ", result.stderr)
+    finally:
+        empty.stop()
+
+
+def _slots_of(clients: list[redis.Redis]) -> list[list[int]]:
+    """Each node's slots in its own view, as a list of slot numbers."""
+    return [
+        [slot for first, last in _ranges(client) for slot in range(first, last + 1)]
+        for client in clients
+    ]
+
+
+# Last in the module: it kills redis-0 (redis-3 takes its slots).
 def test_sigkill_of_a_primary_during_a_backup(cluster, tmp_path):
     """redis-0 is killed while its capture waits for the snapshot (repl-diskless-sync-delay):
     the run must end complete with every shard's keys (the replica took over and the run

@@ -28,6 +28,7 @@ CLUSTER_ONLY = {
                 "slots",
                 "primary",
                 "captured_from",
+                "capture_reason",
                 "captured_role",
                 "object",
                 "keys",

@@ -59,6 +59,10 @@ def test_a_replica_in_sync_is_captured_a_lagging_one_never(group, tmp_path):
     server = stored_manifest(tmp_path / "a", report)["server"]
     replica, primary = (f"127.0.0.1:{group.nodes[n].tls_port}" for n in ("redis-1", "redis-0"))
     assert (server["captured_from"], server["captured_role"]) == (replica, "replica")
+    assert (
+        server["capture_reason"].startswith("in sync: ")
+        and "bytes behind" in server["capture_reason"]
+    )
     manifest = stored_manifest(tmp_path / "a", report)
     assert manifest["rdb"]["keyspace"] == keyspace(group, "redis-0")
 
@@ -75,6 +79,7 @@ def test_a_replica_in_sync_is_captured_a_lagging_one_never(group, tmp_path):
         assert result.returncode == 0, result.stderr
         server = stored_manifest(tmp_path / "b", report)["server"]
         assert (server["captured_from"], server["captured_role"]) == (primary, "primary")
+        assert "link to the primary down" in server["capture_reason"]
         assert any("link to the primary down" in warning for warning in report["warnings"])
     finally:
         replica_client.config_set("masterauth", PASSWORDS["replication"])
@@ -116,3 +121,10 @@ def test_sigkill_of_the_primary_during_a_backup(group, tmp_path):
     new_primary = f"127.0.0.1:{group.nodes['redis-1'].tls_port}"
     assert manifest["server"]["captured_from"] == new_primary
     assert manifest["rdb"]["keyspace"] == expected
+
+
+def test_an_aof_backup_of_a_sentinel_deployment_is_refused_with_the_reason(group, tmp_path):
+    result, report = run_backup(group, tmp_path, "--type", "aof")
+    assert result.returncode == 2, result.stderr
+    assert "not --type aof: an AOF is copied from the data directory" in report["error"]
+    assert not list(tmp_path.glob("ha/*/manifest.json"))
