@@ -25,7 +25,9 @@ from redkeep.backup.stores import Store
 from redkeep.backup.transfer import ConnectionLost, TransferCount, copy_keys
 from redkeep.backup.unpack import (
     Decryption,
+    Snapshot,
     databases_for,
+    read_snapshot,
     require_readable,
     snapshot_counts_problem,
     stage,
@@ -60,8 +62,8 @@ def restore_to_file(
     try:
         (staging / "out").mkdir()
         staged = stage(store, manifest, item, identities, staging / "out")
-        if staged.rdb is not None:
-            warnings += _check_counts(staged.path, manifest, force)
+        if staged.rdb is not None and "keyspace" in manifest.rdb:  # counted by an older redkeep
+            warnings += _check_counts(read_snapshot(staged.path), manifest, force)
         _swap_into_place(staged.path, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -85,9 +87,9 @@ def _refuse_failed_verdict(store: Store, manifest: Manifest, force: bool) -> tup
     return (f"{why}; restoring it anyway (--force)",)
 
 
-def _check_counts(path: Path, manifest: Manifest, force: bool) -> tuple[str, ...]:
+def _check_counts(snapshot: Snapshot, manifest: Manifest, force: bool) -> tuple[str, ...]:
     """Refuse an RDB whose keys per db differ from its manifest's (a warning with `force`)."""
-    problem = snapshot_counts_problem(path, manifest)
+    problem = snapshot_counts_problem(snapshot, manifest)
     if problem is None:
         return ()
     why = f"backup {manifest.id} does not hold the keys its manifest recorded: {problem}"
@@ -175,9 +177,10 @@ def restore_to_server(
         data = workdir / "data"
         data.mkdir()
         staged = stage(store, manifest, item, identities, data)
-        if staged.rdb is not None:
-            warnings += _check_counts(staged.path, manifest, force)
-        databases = databases_for(manifest)
+        snapshot = read_snapshot(staged.path) if staged.rdb is not None else None
+        if snapshot is not None:
+            warnings += _check_counts(snapshot, manifest, force)
+        databases = databases_for(manifest, snapshot)
         with drill.scratch_server(data, staged.aof_dirname, databases, server) as drilled:
             plan = drill.keyspace(drilled.client())
             result = ServerRestoreResult(manifest.id, target.display_url, plan, dry_run)
