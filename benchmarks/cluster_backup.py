@@ -215,13 +215,24 @@ def _with_cpu(run, nodes: list[Server], own: list[float], servers: list[float]):
     servers (INFO cpu, their forks included) into `own` and `servers`."""
 
     def measured() -> float:
+        _wait_for_forks(nodes)
         servers_before, own_before = _servers_cpu(nodes), _children_cpu()
         elapsed = run()
         own.append(_children_cpu() - own_before)
+        _wait_for_forks(nodes)  # a fork's CPU shows in INFO once the server has reaped it
         servers.append(_servers_cpu(nodes) - servers_before)
         return elapsed
 
     return measured
+
+
+def _wait_for_forks(nodes: list[Server]) -> None:
+    """Until no server has a snapshot child: none is left over to slow the next contender."""
+    deadline = time.monotonic() + 60
+    while any(node.client.info("persistence")["rdb_bgsave_in_progress"] for node in nodes):
+        if time.monotonic() > deadline:
+            raise RuntimeError("a server's snapshot child did not end within 60 s")
+        time.sleep(0.02)
 
 
 def _children_cpu() -> float:
