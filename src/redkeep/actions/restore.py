@@ -26,8 +26,10 @@ from redkeep.backup.stores import Store
 from redkeep.backup.transfer import ConnectionLost, TransferCount, copy_keys
 from redkeep.backup.unpack import (
     Decryption,
+    Snapshot,
     Staged,
     databases_for,
+    read_snapshot,
     require_readable,
     snapshot_counts_problem,
     stage,
@@ -62,8 +64,8 @@ def restore_to_file(
     try:
         (staging / "out").mkdir()
         staged = stage(store, manifest, item, identities, staging / "out")
-        if staged.rdb is not None:
-            warnings += _check_counts(staged.path, manifest, force)
+        if staged.rdb is not None and "keyspace" in manifest.rdb:  # counted by an older redkeep
+            warnings += _check_counts(read_snapshot(staged.path), manifest, force)
         _swap_into_place(staged.path, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -87,9 +89,9 @@ def refuse_failed_verdict(store: Store, manifest: Manifest, force: bool) -> tupl
     return (f"{why}; restoring it anyway (--force)",)
 
 
-def _check_counts(path: Path, manifest: Manifest, force: bool) -> tuple[str, ...]:
+def _check_counts(snapshot: Snapshot, manifest: Manifest, force: bool) -> tuple[str, ...]:
     """Refuse an RDB whose keys per db differ from its manifest's (a warning with `force`)."""
-    problem = snapshot_counts_problem(path, manifest)
+    problem = snapshot_counts_problem(snapshot, manifest)
     if problem is None:
         return ()
     why = f"backup {manifest.id} does not hold the keys its manifest recorded: {problem}"
@@ -176,8 +178,8 @@ def restore_to_server(
     try:
         data = workdir / "data"
         data.mkdir()
-        staged, checked = stage_checked(store, manifest, item, identities, data, force)
-        with load(data, staged, manifest, server) as drilled:
+        staged, checked, databases = stage_checked(store, manifest, item, identities, data, force)
+        with load(data, staged, databases, server) as drilled:
             plan = drill.keyspace(drilled.client())
             result = ServerRestoreResult(manifest.id, target.display_url, plan, dry_run)
             if dry_run:
@@ -205,19 +207,21 @@ def stage_checked(
     identities: list,
     data: Path,
     force: bool,
-) -> tuple[Staged, tuple[str, ...]]:
+) -> tuple[Staged, tuple[str, ...], int]:
     """Download, decrypt and unpack `item` into `data`; refuse an RDB whose keys per db differ
-    from its manifest's (a warning with `force`)."""
+    from its manifest's (a warning with `force`). Also returns how many databases a drill
+    server needs for it (the RDB is walked once, here)."""
     staged = stage(store, manifest, item, identities, data)
-    warnings = _check_counts(staged.path, manifest, force) if staged.rdb is not None else ()
-    return staged, warnings
+    snapshot = read_snapshot(staged.path) if staged.rdb is not None else None
+    warnings = _check_counts(snapshot, manifest, force) if snapshot is not None else ()
+    return staged, warnings, databases_for(manifest, snapshot)
 
 
 def load(
-    data: Path, staged: Staged, manifest: Manifest, server: drill.ServerBinary
+    data: Path, staged: Staged, databases: int, server: drill.ServerBinary
 ) -> contextlib.AbstractContextManager[drill.Drill]:
     """A drill server holding the staged backup (stopped when the block ends)."""
-    return drill.scratch_server(data, staged.aof_dirname, databases_for(manifest), server)
+    return drill.scratch_server(data, staged.aof_dirname, databases, server)
 
 
 def check_target(target: Target, drilled: drill.Drill, plan: dict[str, dict]) -> ClientLimits:

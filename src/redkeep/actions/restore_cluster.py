@@ -98,7 +98,7 @@ def restore_to_cluster(
     workdir = drill.scratch_dir()
     try:
         staged, plans = _check_shards(store, manifest, identities, workdir, server, force)
-        warnings += tuple(w for _, more in staged for w in more)
+        warnings += tuple(w for _, more, _ in staged for w in more)
         if dry_run:
             return _merged(manifest.id, target, plans, held, dry_run=True, warnings=warnings)
         assigning = not any(node.slots for node in primaries)
@@ -126,7 +126,7 @@ def _check_shards(
     workdir: Path,
     server: drill.ServerBinary,
     force: bool,
-) -> tuple[list[tuple[Staged, tuple[str, ...]]], list[dict]]:
+) -> tuple[list[tuple[Staged, tuple[str, ...], int]], list[dict]]:
     """Download every shard into `workdir/shard-<k>` and load it once, before anything is
     written to the cluster: its keys per db must be its manifest's, and every key must hash
     into its shard's slots (a swapped shard file or an edited slot map would be MOVED midway).
@@ -139,7 +139,7 @@ def _check_shards(
         data.mkdir()
         item = single.object_to_restore(view, "rdb")
         one = single.stage_checked(store, view, item, identities, data, force)
-        with single.load(data, one[0], view, server) as drilled:
+        with single.load(data, one[0], one[2], server) as drilled:
             plan = drill.keyspace(drilled.client())
             ranges = [(first, last) for first, last in shard["slots"]]
             dbs = [int(db[2:]) for db in plan]
@@ -152,7 +152,7 @@ def _check_shards(
 def _check_targets(
     manifest: Manifest,
     targets: list[Target],
-    staged: list[tuple[Staged, tuple[str, ...]]],
+    staged: list[tuple[Staged, tuple[str, ...], int]],
     workdir: Path,
     server: drill.ServerBinary,
     assigned: bool,
@@ -166,7 +166,7 @@ def _check_targets(
         try:
             with session(node_target) as client:
                 require_target_reads(client, node_target, view)
-            with single.load(data, staged[index][0], view, server) as drilled:
+            with single.load(data, staged[index][0], staged[index][2], server) as drilled:
                 plan = drill.keyspace(drilled.client())
                 limits.append(single.check_target(node_target, drilled, plan))
         except (RedkeepError, redis.RedisError) as error:
@@ -182,7 +182,7 @@ def _check_targets(
 def _copy_shards(
     manifest: Manifest,
     targets: list[Target],
-    staged: list[tuple[Staged, tuple[str, ...]]],
+    staged: list[tuple[Staged, tuple[str, ...], int]],
     workdir: Path,
     server: drill.ServerBinary,
     replace: bool,
@@ -191,10 +191,9 @@ def _copy_shards(
     """Copy shard by shard; a failure says which shards were written, which partly, which not."""
     results: list[dict] = []
     for index, node_target in enumerate(targets):
-        view = manifest.shard_view(index)
         data = workdir / f"shard-{index}"
         try:
-            with single.load(data, staged[index][0], view, server) as drilled:
+            with single.load(data, staged[index][0], staged[index][2], server) as drilled:
                 plan = drill.keyspace(drilled.client())
                 copied = single.copy_into(node_target, drilled, plan, replace, limits[index])
         except (RedkeepError, redis.RedisError) as error:

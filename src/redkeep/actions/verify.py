@@ -3,9 +3,9 @@
 Check that the drill server reads the backup's RDB format (else "cannot verify here"),
 download each object, check its SHA-256, decrypt, decompress, check the RDB's CRC64 and run
 the drill server's RDB checker, then a restore drill: load it into a throw-away server and
-compare keys and expires per database with what the snapshot holds, and send sampled keys
-through DUMP/RESTORE. A cluster backup's slot map must cover every slot once, and every key of
-a shard must hash into that shard's slots.
+compare keys and expires per database with what the snapshot holds (its RDB walked after the
+download), and send sampled keys through DUMP/RESTORE. A cluster backup's slot map must cover
+every slot once, and every key of a shard must hash into that shard's slots.
 """
 
 import datetime as dt
@@ -23,7 +23,15 @@ from redkeep.backup.fetch import OutputError
 from redkeep.backup.manifest import VERIFIED, Manifest, StoredObject, object_key
 from redkeep.backup.results import DrillCheck, ObjectChecks, VerifyResult
 from redkeep.backup.stores import Store
-from redkeep.backup.unpack import Decryption, databases_for, require_readable, stage
+from redkeep.backup.unpack import (
+    Decryption,
+    Snapshot,
+    databases_for,
+    expected_keyspace,
+    read_snapshot,
+    require_readable,
+    stage,
+)
 from redkeep.errors import DamagedBackup, RedkeepError
 
 SAMPLE = 100
@@ -128,9 +136,11 @@ def _verify_object(
         raise OutputError(f"cannot create {workdir}: {error.strerror}") from None
     staged = stage(store, manifest, item, identities, workdir)
     checker = _check_rdb(server, staged.path) if staged.rdb is not None else None
-    databases = databases_for(manifest)
+    # What the snapshot holds, counted in the file just checked against the manifest's hash.
+    snapshot = read_snapshot(staged.path) if staged.rdb is not None else None
+    databases = databases_for(manifest, snapshot)
     with drill.scratch_server(workdir, staged.aof_dirname, databases, server) as drilled:
-        loaded = compare_keyspace(drilled, manifest, item.content)
+        loaded = compare_keyspace(drilled, manifest, snapshot)
         if slots is not None:  # a cluster shard: every key in its slots
             dbs = [int(db[2:]) for db in loaded.keyspace]
             drill.require_keys_in_slots(drilled, slots, workdir.name.replace("-", " "), dbs)
@@ -151,25 +161,28 @@ def _check_rdb(server: drill.ServerBinary, path: Path) -> str:
     raise DamagedBackup(f"the RDB checker of {server.name} rejects the RDB: {reason}")
 
 
-def compare_keyspace(server: drill.Drill, manifest: Manifest, content: str = "rdb") -> DrillCheck:
+def compare_keyspace(
+    server: drill.Drill, manifest: Manifest, snapshot: Snapshot | None = None
+) -> DrillCheck:
     """Keys and expires per db in the drill server against what the backup should hold.
 
-    An RDB backup records what its snapshot holds (counted while it streamed): each count must
-    be that, less the keys that expired since (dropped while loading, or after). Without that
-    record (an AOF, an older backup) each count must lie between the INFO readings taken
-    before and after the capture, less the expired keys: a bound that holds only while no
-    keys come and go during the capture.
+    For an RDB, `snapshot` is what its file holds (walked after download; a backup from an
+    older redkeep recorded it in the manifest instead): each count must be that, less the keys
+    that expired since (dropped while loading, or after). Without it (an AOF, an RDB the walk
+    cannot read) each count must lie between the INFO readings taken before and after the
+    capture, less the expired keys: a bound that holds only while no keys come and go during
+    the capture.
     """
     client = server.client()
     loaded = drill.keyspace(client)
     info = client.info("all")
     client.close()
     expired = int(info.get("rdb_last_load_keys_expired", 0)) + int(info.get("expired_keys", 0))
-    snapshot = manifest.rdb.get("keyspace") if content == "rdb" else None
-    if snapshot is not None:
+    expected = expected_keyspace(manifest, snapshot) if snapshot is not None else None
+    if expected is not None:
         if "rdb_last_load_keys_expired" not in info:  # Redis 6.2 does not count them
-            expired += sum(sizes["expires"] for sizes in snapshot.values())
-        low_window = high_window = snapshot
+            expired += sum(sizes["expires"] for sizes in expected.values())
+        low_window = high_window = expected
     else:
         low_window = manifest.keyspace.get("before", {})
         high_window = manifest.keyspace.get("after", low_window)
@@ -184,7 +197,7 @@ def compare_keyspace(server: drill.Drill, manifest: Manifest, content: str = "rd
                 expected = f"{high}" if low == high else f"{low}..{high}"
                 problems.append(f"{db} {field}: {found} loaded, {expected} expected")
     if problems:
-        source = "the snapshot holds" if snapshot is not None else "the server held"
+        source = "the snapshot holds" if expected is not None else "the server held"
         raise DamagedBackup(
             f"restore drill: the loaded data differs from what {source}: "
             + "; ".join(problems)
@@ -192,9 +205,9 @@ def compare_keyspace(server: drill.Drill, manifest: Manifest, content: str = "rd
         )
     return DrillCheck(
         keyspace=loaded,
-        expected_from="snapshot" if snapshot is not None else "server INFO",
+        expected_from="snapshot" if expected is not None else "server INFO",
         expired_since_capture=expired,
-        sampled_keys=_sample_round_trip(server, loaded, databases_for(manifest) - 1),
+        sampled_keys=_sample_round_trip(server, loaded, databases_for(manifest, snapshot) - 1),
     )
 
 

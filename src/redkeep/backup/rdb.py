@@ -83,14 +83,16 @@ class RdbValidator:
             self._header += chunk[: MAGIC_LENGTH - len(self._header)]
             if len(self._header) == MAGIC_LENGTH:
                 self._engine, self._version = parse_magic(self._header)
-        data = self._tail + chunk
-        if len(data) <= TRAILER_LENGTH + 1:
-            self._tail = data
-            return
         # Keep the trailer candidate and the byte before it (the EOF opcode) for finish().
-        cut = len(data) - TRAILER_LENGTH - 1
-        self._crc = crc64(data[:cut], self._crc)
-        self._tail = data[cut:]
+        # The chunk is read in place (a memoryview): no copy of the bytes passing through.
+        held = TRAILER_LENGTH + 1
+        if len(chunk) < held:
+            data = self._tail + chunk
+            self._crc = crc64(data[:-held], self._crc) if len(data) > held else self._crc
+            self._tail = data[-held:]
+            return
+        self._crc = crc64(memoryview(chunk)[:-held], crc64(self._tail, self._crc))
+        self._tail = bytes(chunk[-held:])
 
     def finish(self) -> RdbCheck:
         """Check the EOF opcode and the CRC64; raise RdbError for a truncated or damaged file."""

@@ -143,8 +143,14 @@ def report_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
                 "captured_role": shard["captured_role"],
                 "capture_reason": shard.get("capture_reason", ""),
                 "object": shard["object"],
-                "keys": sum(db["keys"] for db in shard["rdb"].get("keyspace", {}).values()),
+                "keys": sum(db["keys"] for db in _shard_keyspace(shard).values()),
             }
             for shard in cluster["shards"]
         ],
     }
+
+
+def _shard_keyspace(shard: dict) -> dict[str, dict[str, int]]:
+    """A shard's keys per db: counted in its RDB by a redkeep that did so while capturing,
+    else INFO keyspace read on its node just before the capture."""
+    return shard["rdb"].get("keyspace") or shard.get("keyspace", {})

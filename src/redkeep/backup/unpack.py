@@ -130,17 +130,36 @@ def require_readable(server: drill.ServerBinary, manifest: Manifest, doing: str)
         drill.require_readable(server, engine, version, describe(manifest), doing)
 
 
-def snapshot_counts_problem(path: Path, manifest: Manifest) -> str | None:
-    """The RDB at `path` against the keys and expires per db its manifest recorded; None when
-    they agree, or when the manifest recorded none (a backup from an older redkeep)."""
+@dataclass(frozen=True)
+class Snapshot:
+    """What a downloaded RDB holds per database, walked from the file: `keyspace` is
+    {"dbN": {"keys", "expires"}}, or None with `problem` saying why it could not be counted."""
+
+    keyspace: dict[str, dict[str, int]] | None
+    problem: str = ""
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Count the keys and expires per db of the RDB at `path` (checked against its manifest's
+    SHA-256 already, so these are the captured snapshot's counts)."""
+    try:
+        return Snapshot(rdbkeys.file_keyspace(path))
+    except rdbkeys.Unknown as error:
+        return Snapshot(None, str(error))
+    except OSError as error:
+        raise OutputError(f"cannot read back {path}: {error.strerror or error}") from None
+
+
+def snapshot_counts_problem(snapshot: Snapshot, manifest: Manifest) -> str | None:
+    """The walked RDB against the keys and expires per db its manifest recorded; None when
+    they agree, or when the manifest recorded none (redkeep no longer counts while capturing:
+    the manifest's SHA-256 of the raw bytes already proves the file is the snapshot)."""
     recorded = manifest.rdb.get("keyspace")
     if recorded is None:
         return None
-    try:
-        with path.open("rb") as stream:
-            found = rdbkeys.walk(stream)
-    except rdbkeys.Unknown as error:
-        return f"its keys cannot be counted ({error})"
+    found = snapshot.keyspace
+    if found is None:
+        return f"its keys cannot be counted ({snapshot.problem})"
     differences = [
         f"{db} {name}: {found.get(db, {}).get(name, 0)} in the file, "
         f"{recorded.get(db, {}).get(name, 0)} in the manifest"
@@ -151,8 +170,18 @@ def snapshot_counts_problem(path: Path, manifest: Manifest) -> str | None:
     return "; ".join(differences) or None
 
 
-def databases_for(manifest: Manifest) -> int:
-    """Databases the drill server needs: every db the source used, plus one spare for checks."""
-    windows = [*manifest.keyspace.values(), manifest.rdb.get("keyspace", {})]
+def expected_keyspace(manifest: Manifest, snapshot: Snapshot | None) -> dict | None:
+    """What the snapshot holds per db: the manifest's record (a backup from a redkeep that
+    counted while capturing), else the walk of the downloaded file; None when neither knows."""
+    recorded = manifest.rdb.get("keyspace")
+    if recorded is not None:
+        return recorded
+    return snapshot.keyspace if snapshot is not None else None
+
+
+def databases_for(manifest: Manifest, snapshot: Snapshot | None = None) -> int:
+    """Databases the drill server needs: every db the source used or the snapshot holds,
+    plus one spare for checks."""
+    windows = [*manifest.keyspace.values(), expected_keyspace(manifest, snapshot) or {}]
     used = [int(db[2:]) for window in windows for db in window if db[2:].isdigit()]
     return max(16, max(used, default=0) + 2)

@@ -80,11 +80,11 @@ def test_keys_that_exist_only_during_the_snapshot_do_not_fail_verify(redis_facto
     report = json.loads(out)
     manifest = json.loads((dest / "churn" / report["id"] / "manifest.json").read_text())
     assert "db10" not in manifest["keyspace"]["before"] | manifest["keyspace"]["after"]
-    assert manifest["rdb"]["keyspace"]["db10"] == {"keys": 1, "expires": 0}
 
     verify = run_redkeep("backup", "verify", report["id"], "--dest", dest, "--json")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     (checks,) = json.loads(verify.stdout)["objects"].values()
+    # Counted in the stored RDB by verify (the capture does not count): db10 holds the job.
     assert checks["drill"]["expected_from"] == "snapshot"
     assert checks["drill"]["keyspace"]["db10"]["keys"] == 1
 

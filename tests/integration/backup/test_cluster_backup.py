@@ -191,7 +191,7 @@ def test_cluster_backup_verify_and_restore_into_an_empty_cluster(
     assert {shard["object"] for shard in shards} <= stored
     source = per_shard(cluster, ["redis-0", "redis-1", "redis-2"])
     for shard, keys in zip(manifest["cluster"]["shards"], source, strict=True):
-        assert shard["rdb"]["keyspace"]["db0"]["keys"] == len(keys) > 0
+        assert shard["keyspace"]["db0"]["keys"] == len(keys) > 0
 
     listing = redkeep("backup", "list", "--dest", dest)
     assert [(row["id"], row["shards"], row["complete"]) for row in listing] == [

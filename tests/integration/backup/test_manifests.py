@@ -81,7 +81,8 @@ EDITS = {
         d / x / "manifest.json", lambda m: m["keyspace"]["before"]["db0"].update(keys="lots")
     ),
     "a huge database": lambda d, a, x: edit(
-        d / x / "manifest.json", lambda m: m["rdb"]["keyspace"].update(db99999999={"keys": 1})
+        d / x / "manifest.json",
+        lambda m: m["rdb"].update(keyspace={"db99999999": {"keys": 1, "expires": 0}}),
     ),
     "name leaving the backup": lambda d, a, x: edit(
         d / x / "manifest.json", lambda m: m["objects"][0].update(name=f"../{a}/dump.rdb.zst")

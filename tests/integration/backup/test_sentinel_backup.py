@@ -14,6 +14,7 @@ import pytest
 from tests import datasets
 from tests.conftest import run_redkeep
 from tests.hanodes import PASSWORDS, HADeployment, make_pki, start_sentinel_group, wait_until
+from tests.snapshots import stored_keyspace
 
 ADMIN_ENV = {"REDIS_PASSWORD": PASSWORDS["admin"]}
 
@@ -63,8 +64,8 @@ def test_a_replica_in_sync_is_captured_a_lagging_one_never(group, tmp_path):
         server["capture_reason"].startswith("in sync: ")
         and "bytes behind" in server["capture_reason"]
     )
-    manifest = stored_manifest(tmp_path / "a", report)
-    assert manifest["rdb"]["keyspace"] == keyspace(group, "redis-0")
+    snapshot = stored_keyspace(tmp_path / "a", report["id"], tmp_path, env=ADMIN_ENV)
+    assert snapshot == keyspace(group, "redis-0")
 
     # The replica's link down (it cannot log in to the primary any more): not in sync.
     replica_client = group.client("redis-1")
@@ -120,7 +121,7 @@ def test_sigkill_of_the_primary_during_a_backup(group, tmp_path):
     manifest = stored_manifest(tmp_path, report)
     new_primary = f"127.0.0.1:{group.nodes['redis-1'].tls_port}"
     assert manifest["server"]["captured_from"] == new_primary
-    assert manifest["rdb"]["keyspace"] == expected
+    assert stored_keyspace(tmp_path, report["id"], tmp_path, env=ADMIN_ENV) == expected
 
 
 def test_an_aof_backup_of_a_sentinel_deployment_is_refused_with_the_reason(group, tmp_path):

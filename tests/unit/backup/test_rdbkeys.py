@@ -1,13 +1,13 @@
-"""The RDB walk: counts what an RDB holds, stops without counts on what it does not know, and
-never holds up or fails the capture it listens to."""
+"""The RDB walk: counts what an RDB holds, stops without counts on what it does not know (and
+`verify` then falls back to the INFO readings)."""
 
 import io
-import os
 
 import pytest
 
 from redkeep.backup.rdb import crc64
-from redkeep.backup.rdbkeys import KeyCounter, Unknown, walk
+from redkeep.backup.rdbkeys import Unknown, file_keyspace, walk
+from redkeep.backup.unpack import Snapshot, read_snapshot
 
 
 def rdb(body: bytes, magic: bytes = b"REDIS0010") -> bytes:
@@ -75,18 +75,17 @@ def test_what_it_cannot_walk_ends_without_counts(data, why):
         walk(io.BytesIO(data))
 
 
-def test_the_counter_gives_up_quietly_and_never_blocks_the_writer():
-    counter = KeyCounter()
-    counter.feed(rdb(b"\xfe\x00\x63" + string(b"k")))  # an unknown type: the walk stops ...
-    for _ in range(16):
-        counter.feed(os.urandom(1 << 20))  # ... and the rest is drained, not left in a pipe
-    assert counter.finish() is None
-    assert "value type 99" in counter.problem
+def test_a_downloaded_file_is_counted(tmp_path):
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(rdb(BODY))
+    expected = {"db0": {"keys": 2, "expires": 1}, "db3": {"keys": 2, "expires": 0}}
+    assert file_keyspace(path) == expected
+    assert read_snapshot(path) == Snapshot(expected)
 
 
-def test_the_counter_counts_a_stream_fed_in_small_pieces():
-    counter = KeyCounter()
-    data = rdb(BODY)
-    for start in range(0, len(data), 3):
-        counter.feed(data[start : start + 3])
-    assert counter.finish() == {"db0": {"keys": 2, "expires": 1}, "db3": {"keys": 2, "expires": 0}}
+def test_a_file_the_walk_cannot_read_gives_no_counts_and_says_why(tmp_path):
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(rdb(b"\xfe\x00\x63" + string(b"k")))  # an unknown type
+    snapshot = read_snapshot(path)
+    assert snapshot.keyspace is None
+    assert "value type 99" in snapshot.problem
