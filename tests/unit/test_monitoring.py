@@ -168,9 +168,13 @@ def test_a_ha_bundle_scrapes_every_node_through_discovery_and_the_plan(tmp_path,
     static = job["static_configs"][0]["targets"]
     port = settings.redis.tls_port
     assert len(static) == len(set(static)) == nodes
-    assert f"rediss://localhost:{port}" in static
+    # By service name, as compose/redkeep.yaml allow-lists them for the compose exporter.
+    assert f"rediss://redis-0:{port}" in static
     if topology == "sentinel":
-        assert f"rediss://localhost:{port + 100}" in static  # the Sentinels are scraped too
+        assert f"rediss://sentinel-0:{port + 100}" in static  # the Sentinels are scraped too
+    jobs = [j["job_name"] for j in yaml.safe_load(rendered)["scrape_configs"]]
+    assert "redkeep-deployment" in jobs
+    assert ("redkeep-proxy" in jobs) == (topology == "sentinel")
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "redkeep.rules.yml").write_text(render_rules(MonitoringSettings()))
     (tmp_path / "prometheus.yml").write_text(rendered)

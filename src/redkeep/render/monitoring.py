@@ -26,10 +26,10 @@ def to_exporter() -> list[dict]:
 
 
 def node_urls(settings: Settings) -> list[str]:
-    """Every node and Sentinel of the plan, as the exporter's /scrape accepts them (the same
-    form its /discover-cluster-nodes answers, so the two lists merge into one target each)."""
+    """Every node and Sentinel of the plan by its compose service name, as the compose
+    exporter's /scrape accepts them (compose/redkeep.yaml allow-lists the nodes so)."""
     planned = plan_nodes(settings.deployment, settings.redis.tls_port)
-    return [f"rediss://{settings.host}:{node.port}" for node in planned]
+    return [f"rediss://{node.name}:{node.port}" for node in planned]
 
 
 def _redis_job(settings: Settings) -> dict:
@@ -65,7 +65,19 @@ def render_prometheus(settings: Settings) -> str:
     A standalone bundle's exporter serves its Redis at /metrics; a Sentinel or cluster bundle's
     serves each node at /scrape?target=, the nodes listed by /discover-cluster-nodes."""
     jobs = [_redis_job(settings)]
-    if settings.proxy.enabled:
+    if settings.deployment.topology != "standalone":
+        # The deployment's own metrics (application checks, backup and audit results), served
+        # once at the exporter's /metrics: RedkeepBackupTooOld and the check alerts read them.
+        jobs.append(
+            {
+                "job_name": "redkeep-deployment",
+                "static_configs": [
+                    {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
+                ],
+            }
+        )
+    # A cluster bundle runs no proxy (it is no cluster router): no job that could only fail.
+    if settings.proxy.enabled and settings.deployment.topology != "cluster":
         jobs.append(
             {
                 "job_name": "redkeep-proxy",
