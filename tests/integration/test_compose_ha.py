@@ -270,7 +270,7 @@ def test_the_exporter_service_scrapes_every_node_by_service_name(tmp_path, topol
         secrets["REDIS_EXPORTER_PASSWORD"] == read_env(bundle.env_path)["REDIS_EXPORTER_PASSWORD"]
     )
     # The compose view lists the nodes itself: the loopback plan is not used there.
-    assert _deployment_nodes(seen, secrets) == []
+    assert _deployment_nodes(seen, secrets) == ([], 0)
     allowed = allowed_targets(seen.settings.exporter, secrets, view)
     planned = node_files.planned(bundle.settings)
     assert set(allowed) == {f"rediss://{node.name}:{node.port}/0" for node in planned}
