@@ -26,7 +26,7 @@ from redkeep.actions.users import UserInfo, UsersRequest, get_user, list_users
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.errors import RedkeepError
-from redkeep.redis.acl import AclUser
+from redkeep.redis.acl import AclUser, signature
 from redkeep.redis.client import explain_failure, session
 from redkeep.redis.deployment import Node, Role
 from redkeep.redis.discover import Skipped, discover
@@ -247,22 +247,6 @@ def _variant(name: str, holders: list[NodeUsers], digest: str | None) -> Variant
     )
     env_password = None if digest is None else digest in user.passwords
     return Variant(tuple(node.name for node in holders), info, env_password)
-
-
-def signature(user: AclUser | None) -> tuple | None:
-    """What a user is, comparable between servers. Redis 7.0 describes command rules from a
-    hash table, so the same rules come back in another order on another process: the first
-    rule (the base, +@all or -@all) stays first, the others are compared as a set."""
-    if user is None:
-        return None
-    first, *rest = user.commands.split() or [""]
-    return (
-        frozenset(user.flags),
-        frozenset(user.passwords),
-        (first, frozenset(rest)),
-        frozenset(user.keys.split()),
-        frozenset(user.channels.split()),
-    )
 
 
 def difference(mine: tuple | None, theirs: tuple | None) -> list[str]:

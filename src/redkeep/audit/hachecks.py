@@ -28,7 +28,7 @@ from redkeep.audit.facts import (
     Unavailable,
     need,
 )
-from redkeep.redis.acl import AclUser
+from redkeep.redis.acl import AclUser, signature
 from redkeep.redis.discover import ClusterNode
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -305,18 +305,6 @@ def bus_in_clear(facts: Facts) -> Passed | Finding:
 # --- every node ------------------------------------------------------------------------------
 
 
-def _signature(user: AclUser | None) -> tuple | None:
-    """What a user is, comparable across servers. Redis 7.0 describes command rules from a
-    hash table, so the same rules come back in another order on another process: the first
-    rule (the base, +@all or -@all) stays first, the others are compared as a set."""
-    if user is None:
-        return None
-    first, *rest = user.commands.split() or [""]
-    commands = (first, frozenset(rest))
-    return (frozenset(user.flags), frozenset(user.passwords), commands,
-            frozenset(user.keys.split()), frozenset(user.channels.split()))  # fmt: skip
-
-
 def _difference(mine: tuple | None, theirs: tuple | None) -> str:
     if mine is None:
         return "missing here"
@@ -344,10 +332,10 @@ def acl_drift(facts: Facts) -> Passed | Finding:
     names = sorted({name for peer in group for name in need(peer.users)})
     differences = []
     for name in names:
-        signatures = [_signature(need(peer.users).get(name)) for peer in group]
+        signatures = [signature(need(peer.users).get(name)) for peer in group]
         counts = Counter(signatures)
         reference = max(counts, key=lambda sig: (counts[sig], -signatures.index(sig)))
-        own = _signature(mine.get(name))
+        own = signature(mine.get(name))
         if own != reference:
             agree = [peer.name for peer, sig in zip(group, signatures, strict=True)
                      if sig == reference]  # fmt: skip

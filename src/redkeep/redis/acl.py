@@ -69,3 +69,19 @@ def _rules(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset):  # 6.2 lists key and channel patterns
         return " ".join(_text(item) for item in value)
     return "" if value is None else _text(value)
+
+
+def signature(user: AclUser | None) -> tuple | None:
+    """What a user is, comparable between servers. Redis 7.0 describes command rules from a
+    hash table, so the same rules come back in another order on another process: the first
+    rule (the base, +@all or -@all) stays first, the others are compared as a set."""
+    if user is None:
+        return None
+    first, *rest = user.commands.split() or [""]
+    return (
+        frozenset(user.flags),
+        frozenset(user.passwords),
+        (first, frozenset(rest)),
+        frozenset(user.keys.split()),
+        frozenset(user.channels.split()),
+    )
