@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from redkeep.bundle import Bundle
 from redkeep.config.deployment import SENTINEL_PORT_OFFSET
@@ -37,22 +38,28 @@ def test_foreground_up_says_a_lost_node_and_stops_everything_on_ctrl_c(tmp_path,
     bundle.run_dir.mkdir(exist_ok=True)
     (bundle.run_dir / "redis-1.pid").write_text(f"{os.getpid()}\n")  # not the bundle's
 
-    errors = tmp_path / "up.err"
-    with errors.open("w") as stderr:
-        up = subprocess.Popen(
-            [REDKEEP, "up", str(root)], stdout=subprocess.PIPE, stderr=stderr, text=True
-        )
+    errors, output = tmp_path / "up.err", tmp_path / "up.out"
+    with errors.open("w") as stderr, output.open("w") as stdout:
+        up = subprocess.Popen([REDKEEP, "up", str(root)], stdout=stdout, stderr=stderr)
+
+    def up_says(text: str, where: Path) -> bool:
+        assert up.poll() is None, f"up exited {up.returncode}: {errors.read_text()}"
+        return text in where.read_text()
+
     try:
-        wait_for(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy")
+        # Not only healthy: up has started its helpers too, and is watching its nodes.
+        wait_for(lambda: up_says("press Ctrl-C", output), "up to say it is running")
+        assert run_redkeep("health", "--dir", root).returncode == 0
         pids = {name: int((bundle.run_dir / f"{name}.pid").read_text()) for name in NAMES}
         assert pids["redis-1"] != os.getpid()  # the stale pid file was replaced
 
         os.kill(pids["redis-1"], signal.SIGKILL)
-        wait_for(lambda: "redis-1 pid" in errors.read_text(), "up to say redis-1 stopped")
+        wait_for(lambda: up_says("redis-1 pid", errors), "up to say redis-1 stopped")
         assert up.poll() is None  # still serving: one lost replica is no reason to stop
     finally:
         up.send_signal(signal.SIGINT)
-        out, _ = up.communicate(timeout=DEADLINE)
+        up.wait(timeout=DEADLINE)
+    out = output.read_text()
     assert up.returncode == 0, errors.read_text()
     assert "removed stale" in out and f"names pid {os.getpid()}" in out
     assert out.rstrip().endswith("stopped")
