@@ -12,6 +12,7 @@ from redkeep.render import templates
 
 CLUSTER_SLOTS = 16384
 SCRIPT_NAME = "cluster-create.sh"
+FORMED_WAIT_SECONDS = 300  # for every node to say ok and know all others; then the run fails
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ def render_cluster_create(
     where: str,
 ) -> str:
     """Meet every node, give each planned primary its slots, attach the replicas as
-    plan_nodes lays them out, wait for cluster_state:ok everywhere. `where` says in the
+    plan_nodes lays them out, wait until every node knows all
+    the others and says cluster_state:ok (bounded). `where` says in the
     script's header which world it is for."""
     data = [node for node in planned if node.holds_data]
     by_name = {node.name: endpoint(node) for node in data}
@@ -51,6 +53,7 @@ def render_cluster_create(
             version=__version__,
             where=where,
             tls_dir=tls_dir,
+            wait_seconds=FORMED_WAIT_SECONDS,
             nodes=list(by_name.values()),
             first=by_name[data[0].name],
             primaries=[(by_name[node.name], *ranges[i]) for i, node in enumerate(primaries)],
