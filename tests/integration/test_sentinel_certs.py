@@ -65,6 +65,18 @@ def test_certs_rotate_restarts_each_local_sentinel_without_a_failover(tmp_path, 
         app_users = [user for user in users["users"] if user["name"] == "app"]
         assert {user["group"] for user in app_users} == {"data", "sentinel"}
         assert all(user["variants"][0]["env_password"] is True for user in app_users)
+        # With .env sourced, REDIS_URL names the proxy: still every node, with the bundle's
+        # TLS files; and the proxy itself is trusted with the bundle's CA.
+        sourced = {key: bundle.secrets()[key] for key in ("REDIS_URL", "REDIS_PASSWORD")}
+        again = run_redkeep("users", "list", "--json", "--dir", root, env=sourced)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["nodes"] == users["nodes"]
+        audited = run_redkeep("audit", "--format", "json", "--dir", root, env=sourced)
+        assert audited.returncode in (0, 1), audited.stderr  # 1: findings (e.g. CVEs)
+        assert len(json.loads(audited.stdout)) == len(ports)
+        proxy_url = f"rediss://app@localhost:{proxy_port}"  # the password: .env's
+        health = run_redkeep("health", "--dir", root, "--url", proxy_url)
+        assert health.returncode == 0, health.stderr
         pids_before = sentinel_pids(bundle, sentinels)
         epoch = client(bundle, ports["sentinel-0"], "admin").sentinel_master("redkeep")[
             "config-epoch"

@@ -6,7 +6,6 @@ every other node's (`Facts.peers`) for the checks that compare nodes.
 """
 
 import dataclasses
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +66,9 @@ def run_audit(app: Application, request: AuditRequest) -> list[TargetReport]:
     unknown = sorted(accept - {check.id for check in CHECKS})
     if unknown:
         raise UsageError(f"--accept {', '.join(unknown)}: no such check (ids: NET-01 ... HA-12)")
-    if own and not os.environ.get("REDIS_URL") and not _standalone(bundle):
-        # Its nodes as the bundle names them; with --all-nodes, as they are found now.
+    if own and not _standalone(bundle):
+        # Its nodes as the bundle names them; with --all-nodes, as they are found now. A
+        # sourced .env's REDIS_URL names the app's endpoint (the proxy), not the nodes.
         deployment = _with_timeout(bundle.deployment("admin"), connection.timeout)
         if request.all_nodes:
             reports = audit_discovered(deployment.nodes[0].target, accept, request.lua_probe)

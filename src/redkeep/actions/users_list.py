@@ -12,7 +12,6 @@ the nodes are the bundle's own and its .env keeps that user's password, whether 
 A node that cannot be read (down, refused, skipped by discovery) is named, never guessed at.
 """
 
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -148,8 +147,9 @@ def run_list(app: Application, request: UsersRequest) -> list[UserInfo] | Deploy
     cluster bundle's own nodes, or with --all-nodes the deployment found from one node."""
     bundle = load_bundle(app, request.directory, required=False)
     connection = request.connection
-    own = bundle is not None and not connection.url and not os.environ.get("REDIS_URL")
-    deployment = own and not is_standalone(bundle)
+    # A sentinel or cluster bundle without --url is its whole deployment, as for status and
+    # health: a sourced .env's REDIS_URL names the app's endpoint (the proxy), not the nodes.
+    deployment = bundle is not None and not connection.url and not is_standalone(bundle)
     if deployment and not request.all_nodes:
         nodes = every_node(bundle, connection, "admin")
         return list_across(bundle.settings.deployment.topology, nodes, _env_passwords(bundle))

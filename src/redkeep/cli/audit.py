@@ -72,9 +72,10 @@ def audit(
 ) -> int:
     """Audit the security of one or more live Redis servers (read-only).
 
-    Without URL: the bundle's Redis as its admin user (or REDIS_URL), every node and Sentinel
-    of a sentinel or cluster bundle; with --all-nodes, every node of the URL's deployment, each
-    report naming its node. Findings have a severity
+    Without URL: the bundle's Redis as its admin user (or REDIS_URL); every node and Sentinel
+    of a sentinel or cluster bundle (REDIS_URL, the app's endpoint, is not used there);
+    with --all-nodes, every node of the URL's deployment, each report naming its node.
+    Findings have a severity
     (critical, high, medium, low, info) and the exact redis.conf or ACL line that fixes them;
     what the audit could not see is listed as "could not verify", never as passed. Exit 3 when
     a server cannot be reached, 1 with --fail-on when a finding is that severe, and 1 when the

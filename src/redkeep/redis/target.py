@@ -9,7 +9,7 @@ Standard library only: the proxy, the exporter and the config schema import this
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
@@ -166,13 +166,16 @@ def resolve_target(
     fallback: Target | None = None,
     known_passwords: Mapping[str, str] | None = None,
     prefer_fallback: bool = False,
+    own_endpoints: Sequence[tuple[str, int]] = (),
 ) -> Target:
     """Combine command-line options, environment and a bundle fallback into one Target.
 
     The URL comes from --url, else REDIS_URL, else `fallback` (the bundle's own endpoint);
     with `prefer_fallback` (commands that change the bundle) REDIS_URL is not consulted.
     The password comes from the URL, else --password-file, else REDIS_PASSWORD (for a URL),
-    else `known_passwords` by user name (the bundle's .env). Raise UsageError without a URL.
+    else `known_passwords` by user name (the bundle's .env). The bundle's TLS files are the
+    default for its server and for `own_endpoints` (HOST, PORT: its other nodes, its proxy).
+    Raise UsageError without a URL.
     """
     if options.url:
         target = parse_url(options.url)
@@ -187,7 +190,8 @@ def resolve_target(
         )
     if target.password is None:
         target = _with_password(target, options, environ, known_passwords or {})
-    if fallback is not None and target.tls and _same_endpoint(target, fallback):
+    ours = [(fallback.host, fallback.port), *own_endpoints] if fallback is not None else []
+    if target.tls and any(_same_endpoint(target, host, port) for host, port in ours):
         # A bundle's own CA and client certificate are the sensible default for its server.
         target = replace(
             target,
@@ -229,12 +233,10 @@ def _with_password(
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-def _same_endpoint(target: Target, bundle: Target) -> bool:
-    """Does `target` point at the bundle's server (its port, and its host or loopback)?"""
-    same_host = target.host == bundle.host or (
-        target.host in LOOPBACK_NAMES and bundle.host in LOOPBACK_NAMES
-    )
-    return target.port == bundle.port and same_host
+def _same_endpoint(target: Target, host: str, port: int) -> bool:
+    """Does `target` point at HOST:PORT (that port, and that host or both loopback)?"""
+    same_host = target.host == host or (target.host in LOOPBACK_NAMES and host in LOOPBACK_NAMES)
+    return target.port == port and same_host
 
 
 def read_password_file(path: Path) -> str:
