@@ -6,11 +6,29 @@ Commands never print or exit directly (httpie's Environment, hatch's Application
 
 import json
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 PIPE_WIDTH = 160
+# Unicode categories a terminal acts on instead of showing: control characters (ESC starts
+# escape sequences), format characters (bidi overrides reorder what is shown), line breaks.
+HIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def visible(text: str, keep: str = "\n") -> str:
+    """`text` with what a terminal would act on (ESC, BEL, bidi overrides...) escaped as
+    \\xNN or \\uNNNN: names and values from a server we do not control are shown, never run.
+    Characters in `keep` (the newline, by default) pass as they are."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char
+        if char in keep or unicodedata.category(char) not in HIDDEN_CATEGORIES
+        else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
 
 
 @dataclass
@@ -23,7 +41,7 @@ class Application:
     def say(self, text: str = "") -> None:
         """Write a line of human output (suppressed in JSON mode, where stdout is data)."""
         if not self.json_mode:
-            print(text, file=self.stdout)
+            print(visible(text), file=self.stdout)
 
     def write(self, text: str) -> None:
         """Write text to stdout as it is (generated files, YAML)."""
@@ -31,11 +49,11 @@ class Application:
 
     def error(self, text: str) -> None:
         """Write a line to stderr, in every mode (e.g. why a health check failed)."""
-        print(text, file=self.stderr)
+        print(visible(text), file=self.stderr)
 
     def warn(self, text: str) -> None:
         """Write a warning to stderr, in every mode."""
-        print(f"redkeep: warning: {text}", file=self.stderr)
+        print(f"redkeep: warning: {visible(text)}", file=self.stderr)
 
     def emit_json(self, data: Any) -> None:
         """Write one JSON document to stdout."""
@@ -53,7 +71,7 @@ class Application:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if cell is None else str(cell) for cell in row))
+            table.add_row(*(_cell(item) for item in row))
         self._print(table)
 
     def pairs(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
@@ -66,7 +84,7 @@ class Application:
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for label, value in rows:
-            table.add_row(label, "" if value is None else str(value))
+            table.add_row(label, _cell(value))
         self._print(table)
 
     def _print(self, renderable: Any) -> None:
@@ -75,3 +93,11 @@ class Application:
         # Not a terminal (a pipe, a log): do not squeeze tables into 80 columns.
         width = None if self.stdout.isatty() else PIPE_WIDTH
         Console(file=self.stdout, highlight=False, width=width).print(renderable)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell as plain text: escaped (`visible`), and never read as rich markup (a
+    user named "[red]x" is shown as it is)."""
+    from rich.text import Text  # noqa: PLC0415 - with the table
+
+    return Text(visible("" if value is None else str(value)))

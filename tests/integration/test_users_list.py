@@ -169,3 +169,25 @@ def test_one_server_is_listed_as_before(redis_factory):
         assert {user["name"] for user in users} == {
             name.decode() for name in client.execute_command("ACL", "USERS")
         }
+
+
+def test_user_names_are_shown_never_run_by_the_terminal(redis_factory):
+    """Names come from a server we may not control: ESC, BEL and bidi overrides are shown
+    escaped, rich markup is shown as text, a 5000-character name is cut (--json keeps all)."""
+    server = redis_factory(ACL_USERS)
+    hostile = ["\x1b]0;pwned\x07title", "[red]markup", "admin\u202egnp.exe", "x" * 5000]
+    with redis.Redis(port=server.port, username="admin", password="admin-secret") as client:
+        for name in hostile:
+            client.execute_command("ACL", "SETUSER", name, "on", ">pw", "+ping")
+    url = f"redis://admin@127.0.0.1:{server.port}"
+    env = {"REDIS_PASSWORD": "admin-secret"}
+    table = run_redkeep("users", "list", "--url", url, env=env)
+    assert table.returncode == 0, table.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in table.stdout
+    shown = table.stdout.replace("\n", "")  # the name column folds long names
+    assert "\\x1b]0;pwned\\x07title" in shown and "admin\\u202egnp.exe" in shown
+    assert "[red]markup" in shown
+    assert "x" * 5000 not in shown and "(5000 characters)" in shown
+    whole = run_redkeep("users", "list", "--json", "--url", url, env=env)
+    assert set(hostile) <= {user["name"] for user in json.loads(whole.stdout)}

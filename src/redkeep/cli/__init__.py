@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from redkeep import __version__
-from redkeep.app import Application
+from redkeep.app import Application, visible
 from redkeep.errors import ConfigError, ExitStatus, RedkeepError
 from redkeep.signals import interrupted_by_signals
 
@@ -96,19 +96,19 @@ def run(args: list[str]) -> int:
         if debug:
             traceback.print_exc()
         where = f"{error.filename}: " if error.filename else ""
-        print(f"redkeep: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(visible(f"redkeep: error: {where}{error.strerror or error}"), file=sys.stderr)
         return ExitStatus.FAILURE
     except Exception as error:  # the last line of defence: one line, no traceback by default
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (run with --debug for a traceback)"
-        print(f"redkeep: error: {type(error).__name__}: {error}{hint}", file=sys.stderr)
+        print(visible(f"redkeep: error: {type(error).__name__}: {error}{hint}"), file=sys.stderr)
         return ExitStatus.FAILURE
     return int(result) if isinstance(result, int) else ExitStatus.OK
 
 
 def report(error: RedkeepError) -> None:
-    print(f"redkeep: error: {error.message}", file=sys.stderr)
+    print(f"redkeep: error: {visible(error.message)}", file=sys.stderr)
     if isinstance(error, ConfigError):
         for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {visible(problem)}", file=sys.stderr)

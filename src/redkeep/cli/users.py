@@ -16,6 +16,8 @@ from redkeep.cli.options import connection_options, dir_option, json_option
 from redkeep.errors import ExitStatus
 from redkeep.redis.target import ConnectionOptions
 
+NAME_SHOWN = 64  # characters of a user name a table or message shows
+
 
 @click.group(name="users")
 def users_group() -> None:
@@ -57,7 +59,7 @@ def list_command(
         return ExitStatus.OK
     rows = [
         (
-            user.name,
+            shown_name(user.name),
             "on" if user.enabled else "off",
             "nopass" if user.nopass else str(user.password_count),
             user.keys,
@@ -93,7 +95,7 @@ def _show_deployment(app: Application, found: DeploymentUsers, as_json: bool) ->
         for user in (user for user in found.users if user.group == group):
             for variant in user.variants:
                 rows.append(
-                    (user.name, "same" if user.same else "DIFFERS", *_cells(variant),
+                    (shown_name(user.name), "same" if user.same else "DIFFERS", *_cells(variant),
                      _where(variant, found.group_size(group)))
                 )  # fmt: skip
         if rows:
@@ -109,12 +111,20 @@ def _show_deployment(app: Application, found: DeploymentUsers, as_json: bool) ->
             seen = seen or variant.user is not None
             versions.append(f"{label} on {', '.join(variant.nodes)}")
         app.error(
-            f"redkeep: '{user.name}' differs between the {GROUP_TITLES[user.group]} "
+            f"redkeep: '{shown_name(user.name)}' differs between the {GROUP_TITLES[user.group]} "
             f"({', '.join(user.differs_in)}): {'; '.join(versions)}"
         )
     if found.unread:
         return ExitStatus.UNREACHABLE
     return ExitStatus.FAILURE if found.differing else ExitStatus.OK
+
+
+def shown_name(name: str) -> str:
+    """A user name as a table or message shows it: cut after NAME_SHOWN characters (ACL
+    names have no length limit; --json has them whole)."""
+    if len(name) <= NAME_SHOWN:
+        return name
+    return f"{name[:NAME_SHOWN]}... ({len(name)} characters)"
 
 
 def _cells(variant: Variant) -> tuple[str, ...]:
