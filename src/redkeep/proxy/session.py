@@ -298,7 +298,9 @@ class ClientSide(Side):
 
     def eof_received(self) -> bool | None:
         self.session.client_finished()
-        return True  # keep the transport open: replies may still be on their way
+        # Keep a TCP transport open: replies may still be on their way. A TLS transport closes
+        # after the peer's close_notify whatever we return (asyncio warns about True there).
+        return None if self.session.tls_version else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.close("client")

@@ -254,6 +254,26 @@ def test_old_tls_versions_are_refused(tls_redis, pki, start_proxy, redis_factory
         assert accepted.version() == "TLSv1.1"
 
 
+def test_a_tls_client_that_closes_its_side_leaves_no_warning(tls_redis, pki, start_proxy):
+    """A TLS client sends a request, then close_notify: the proxy closes the session quietly
+    (asyncio warns when eof_received() asks to keep a TLS transport open)."""
+    proxy = start_proxy(
+        f"--tls-cert={pki.server_cert}", f"--tls-key={pki.server_key}",
+        f"--upstream-tls-ca={pki.ca_cert}", upstream=tls_redis.tls_port,
+    )  # fmt: skip
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+    for _ in range(3):
+        tls = context.wrap_socket(proxy.connect(), server_hostname="localhost")
+        tls.sendall(command("PING"))
+        assert len(read_replies(tls, 1)) == 1  # (NOAUTH: the point is the close)
+        tls.unwrap().close()  # close_notify, then the TCP close
+    deadline = time.monotonic() + 10
+    while len(access_entries(proxy.access_log)) < 3:  # one line per session, when it ends
+        assert time.monotonic() < deadline, access_entries(proxy.access_log)
+        time.sleep(0.05)
+    assert "no effect" not in proxy.log.read_text()
+
+
 def test_upstream_restart(redis_factory, start_proxy):
     server = redis_factory()
     proxy = start_proxy(upstream=server.port)
