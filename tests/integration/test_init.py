@@ -32,6 +32,8 @@ from redkeep.fsutil import mode_of
 from redkeep.monitoring.rules import alerts
 from redkeep.pki import issue
 from redkeep.pki.files import write_pair
+from redkeep.redis.target import parse_host_port
+from redkeep.render import nodes as bundle_nodes
 from redkeep.render.acl import hashes_in, password_hash
 from redkeep.render.image import dependencies, package_files
 from tests.conftest import run_redkeep
@@ -488,3 +490,35 @@ def test_the_check_server_dies_with_a_killed_init(tmp_path):
     init.wait()
     assert wait_for_exit(server), "the check server outlived init"
     assert not process_alive(server)
+
+
+def test_helper_ports_follow_the_tls_port(tmp_path, cli):
+    """Two bundles a few TLS ports apart share no port: the proxy, its metrics and the
+    exporter keep their distance from the default TLS port; a port set by the user stays."""
+
+    def ports(root: Path) -> set[int]:
+        settings = Bundle(root).settings
+        nodes = {node.port for node in bundle_nodes.planned(settings)}
+        helpers = (settings.proxy.listen, settings.proxy.metrics_listen, settings.exporter.listen)
+        return nodes | {parse_host_port(listen)[1] for listen in helpers}
+
+    made = {}
+    for name, args in {
+        "default": (),
+        "a": ("--tls-port", "7000"),
+        "b": ("--tls-port", "7002"),
+        "ha": ("--topology", "sentinel", "--tls-port", "7010"),
+    }.items():
+        result = cli("init", tmp_path / name, *args)
+        assert result.code == 0, result.err
+        made[name] = ports(tmp_path / name)
+    assert made["default"] == {6380, 6381, 9121, 9122}
+    assert made["a"] == {7000, 7001, 9741, 9742}
+    assert not made["a"] & made["b"] and not (made["a"] | made["b"]) & made["ha"]
+    assert 7009 in made["ha"]  # a sentinel bundle's proxy: just below its nodes
+    kept = cli(
+        "init", tmp_path / "kept", "--tls-port", "7100",
+        env={"REDKEEP_EXPORTER__LISTEN": "127.0.0.1:9500"},
+    )  # fmt: skip
+    assert kept.code == 0, kept.err
+    assert Bundle(tmp_path / "kept").settings.exporter.listen == "127.0.0.1:9500"

@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from redkeep.actions.stack import proxy_clash
 from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.config.deployment import plan_nodes
+from redkeep.config.exporter import ExporterSettings
 from redkeep.config.load import format_problem, load_settings
+from redkeep.config.proxy import ProxySettings
 from redkeep.config.schema import Settings
 from redkeep.envfile import generate_password, parse_env, read_env, update_env
 from redkeep.errors import ConfigError, RedkeepError, UsageError
@@ -47,6 +49,8 @@ from redkeep.render.sentinel_conf import render_sentinel_conf
 from redkeep.stack import redis_server
 from redkeep.stack.children import end_child
 
+DEFAULT_TLS_PORT = 6380  # redis.tls_port's default; the helpers' default ports are set from it
+MAX_PORT = 65535
 KEY_NAMES = {"ecdsa-p256": "ECDSA secp256r1", "rsa-3072": "RSA 3072"}
 # What init creates besides files at the top: removed again when init fails.
 BUNDLE_DIRS = ("tls", "keys", "data", "run", "redis", "prometheus", "alertmanager", "grafana",
@@ -267,6 +271,8 @@ def _settings(
             raise ConfigError(
                 f"{bundle.root}: {len(problems)} invalid setting(s)", problems
             ) from None
+    if path is None and tls_port is not None:
+        settings = _helpers_follow_tls_port(settings)
     if path is None and proxy_clash(settings) and settings.redis.tls_port > 1:
         settings = _proxy_moved(settings)
     now, before = settings.deployment.topology, on_file.deployment.topology
@@ -277,6 +283,36 @@ def _settings(
             f"`redkeep init NEWDIR --topology {now}` and restore a backup into it"
         )
     return settings, path is None or settings != on_file
+
+
+def _helpers_follow_tls_port(settings: Settings) -> Settings:
+    """A new bundle's proxy, proxy metrics and exporter ports move with --tls-port, keeping
+    their distance from the default TLS port (6380: 6381, 9122, 9121), so that bundles
+    whose TLS ports are a few apart do not share them. Ports set in the file or the
+    environment stay as set."""
+    tls_port = settings.redis.tls_port
+    if tls_port == DEFAULT_TLS_PORT:
+        return settings
+
+    def moved(listen: str | None, default: str | None) -> str | None:
+        if listen is None or listen != default:
+            return listen
+        host, port = parse_host_port(listen)
+        offset = port - DEFAULT_TLS_PORT
+        port = tls_port + offset if tls_port + offset <= MAX_PORT else tls_port - offset
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    proxy_defaults, exporter_defaults = ProxySettings(), ExporterSettings()
+    proxy = settings.proxy.model_copy(
+        update={
+            "listen": moved(settings.proxy.listen, proxy_defaults.listen),
+            "metrics_listen": moved(settings.proxy.metrics_listen, proxy_defaults.metrics_listen),
+        }
+    )
+    exporter = settings.exporter.model_copy(
+        update={"listen": moved(settings.exporter.listen, exporter_defaults.listen)}
+    )
+    return settings.model_copy(update={"proxy": proxy, "exporter": exporter})
 
 
 def _proxy_moved(settings: Settings) -> Settings:
