@@ -3,6 +3,7 @@
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -28,6 +29,14 @@ def atomic_write(path: Path, data: str | bytes, mode: int = PUBLIC_MODE) -> None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """`path` opened for appending, readable by its owner only (made so if it was not): a
+    log may quote what a server said."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SECRET_MODE)
+    os.fchmod(fd, SECRET_MODE)
+    return os.fdopen(fd, "ab")
 
 
 def ensure_private_dir(path: Path) -> None:

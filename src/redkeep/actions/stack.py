@@ -23,7 +23,7 @@ from redkeep.bundle import CONFIG_NAME, Bundle
 from redkeep.config.deployment import plan_nodes
 from redkeep.config.schema import Settings
 from redkeep.errors import RedkeepError, UsageError
-from redkeep.fsutil import ensure_private_dir
+from redkeep.fsutil import SECRET_MODE, atomic_write, ensure_private_dir, open_private_log
 from redkeep.redis.client import client_for, connect
 from redkeep.redis.target import Target, parse_host_port
 from redkeep.render.redis_conf import local_paths, render_redis_conf
@@ -232,7 +232,7 @@ def bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome:
     if service is REDIS:
         if located.pid is not None:
             wait_until_healthy(bundle, located.pid, None, bundle.run_dir / "redis.log")
-            located.pidfile.write_text(f"{located.pid}\n")  # it may have been lost
+            atomic_write(located.pidfile, f"{located.pid}\n", SECRET_MODE)  # it may have been lost
             return Outcome(REDIS, located.pid, "kept")
         process = start_redis(bundle)
         report.redis_process = process
@@ -241,7 +241,7 @@ def bring_up_one(bundle: Bundle, located: Located, report: UpReport) -> Outcome:
         return Outcome(service, start_helper(bundle, service), "started")
     why = _why_not_serving(bundle, service, located.pid)
     if why is None:
-        located.pidfile.write_text(f"{located.pid}\n")
+        atomic_write(located.pidfile, f"{located.pid}\n", SECRET_MODE)
         return Outcome(service, located.pid, "kept")
     # Running but not serving as configured now: a new one serves the bundle.
     stop_or_raise(bundle, service, located.pid)
@@ -371,7 +371,7 @@ def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEO
         processes.ensure_free(listen, f"{service.name}.listen", service.label)
     options = (str(bundle.settings.backup.interval_minutes),) if service is BACKUP else ()
     log = bundle.run_dir / f"{service.name}.log"
-    with log.open("ab") as output:
+    with open_private_log(log) as output:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "redkeep", *service.command),
@@ -384,7 +384,7 @@ def start_helper(bundle: Bundle, service: Service, timeout: float = HELPER_TIMEO
             umask=0o077,
         )
     pidfile = bundle.run_dir / f"{service.name}.pid"
-    pidfile.write_text(f"{process.pid}\n")
+    atomic_write(pidfile, f"{process.pid}\n", SECRET_MODE)
     try:
         deadline = time.monotonic() + timeout
         while port is not None and port not in processes.listening_ports(process.pid):

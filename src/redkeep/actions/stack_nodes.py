@@ -39,6 +39,7 @@ from redkeep.actions.stack import (
 )
 from redkeep.bundle import Bundle
 from redkeep.errors import RedkeepError, UsageError
+from redkeep.fsutil import SECRET_MODE, atomic_write
 from redkeep.redis.deployment import Node
 from redkeep.redis.observe import DeploymentView
 from redkeep.render.nodes import LOOPBACK, planned
@@ -94,7 +95,8 @@ def bring_up_nodes(
                         bundle, located.pid, None, log, target=targets[service.name],
                         service=service,
                     )  # fmt: skip
-                    located.pidfile.write_text(f"{located.pid}\n")  # it may have been lost
+                    # It may have been lost.
+                    atomic_write(located.pidfile, f"{located.pid}\n", SECRET_MODE)
                     report.outcomes.append(Outcome(service, located.pid, "kept"))
                     continue
                 process = nodes.start(bundle, binary, service)
