@@ -112,6 +112,8 @@ def test_up_without_directory_creates_redkeep_stack_here(tmp_path, redis_binary)
     env = {
         "REDKEEP_REDIS__TLS_PORT": str(free_port()),
         "REDKEEP_EXPORTER__LISTEN": f"127.0.0.1:{free_port()}",
+        "REDKEEP_PROXY__LISTEN": f"127.0.0.1:{free_port()}",
+        "REDKEEP_PROXY__METRICS_LISTEN": f"127.0.0.1:{free_port()}",
     }
     result = run_redkeep("up", "--detach", cwd=tmp_path, env=env)
     bundle = Bundle(tmp_path / "redkeep-stack")
