@@ -271,7 +271,7 @@ def _settings(
             raise ConfigError(
                 f"{bundle.root}: {len(problems)} invalid setting(s)", problems
             ) from None
-    if path is None and tls_port is not None:
+    if path is None:  # a new bundle: --tls-port or REDKEEP_REDIS__TLS_PORT
         settings = _helpers_follow_tls_port(settings)
     if path is None and proxy_clash(settings) and settings.redis.tls_port > 1:
         settings = _proxy_moved(settings)
