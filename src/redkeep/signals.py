@@ -16,13 +16,16 @@ STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def interrupted_by_signals() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt as Ctrl-C does."""
+def interrupted_by_signals(sigint: bool = False) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt as Ctrl-C does. With
+    `sigint` (a foreground `up` waiting to be stopped) so does SIGINT, even when inherited
+    ignored: a process started in the background by a non-interactive shell keeps SIGINT
+    ignored, and a `kill -INT` meant to stop it was lost."""
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    stopping = (signal.SIGTERM, signal.SIGHUP)
+    stopping = STOPPING if sigint else (signal.SIGTERM, signal.SIGHUP)
     previous = {signum: signal.signal(signum, interrupt) for signum in stopping}
     try:
         yield

@@ -567,7 +567,7 @@ def run_until_stopped(
 
 def run_foreground(process: subprocess.Popen, log_path: Path) -> None:
     """Wait for Ctrl-C, SIGTERM or SIGHUP (then return); raise if redis-server stops by itself."""
-    with interrupted_by_signals():
+    with interrupted_by_signals(sigint=True):
         try:
             while process.poll() is None:
                 time.sleep(0.2)

@@ -286,7 +286,7 @@ def _watch(
 ) -> None:
     told: set[str] = set()
     data = {name for name in started if not name.startswith("sentinel-")}
-    with interrupted_by_signals():
+    with interrupted_by_signals(sigint=True):
         try:
             while True:
                 for name, process in started.items():
