@@ -24,6 +24,7 @@ from redkeep.exporter.background import Background
 from redkeep.exporter.deployment_metrics import DeploymentMetrics
 from redkeep.exporter.discovery import NodeDiscovery
 from redkeep.exporter.http import Endpoint, Limits, make_server
+from redkeep.exporter.primary import connect_primary
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import allowed_targets, key_of
 from redkeep.redis.deployment import Role
@@ -67,10 +68,10 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
     target = None if no_main else target_for(connection, bundle, "exporter")
     checks_file = request.app_checks_file
     app_checks = load_app_checks(checks_file) if checks_file else settings.checks
-    data_nodes = nodes[sentinel_count:]
     background = _background(
-        settings, app_checks, request.app_checks_url, target, connection, bundle, data_nodes
-    )
+        settings, app_checks, request.app_checks_url, target, connection, bundle, nodes,
+        sentinel_count,
+    )  # fmt: skip
     backup_metrics = bundle.root / bundle.settings.backup.metrics_file if bundle else None
 
     def refresh() -> Target:  # after `users rotate exporter`, .env holds the new password
@@ -167,12 +168,15 @@ def _background(
     target: Target | None,
     connection: ConnectionOptions,
     bundle: Bundle | None,
-    data_nodes: list[Target],
+    nodes: list[Target],
+    sentinel_count: int,
 ) -> Background:
     """The background thread: app checks on their own connection, posture probes of `target`.
 
-    A Sentinel or cluster bundle has no main target: the checks start at its data nodes, the
-    first that answers (in a cluster each key then goes to its slot's primary)."""
+    A Sentinel or cluster bundle has no main target: a cluster's checks start at its data
+    nodes, the first that answers (each key then goes to its slot's primary); a Sentinel
+    deployment's run on the primary its Sentinels name now, never a replica."""
+    sentinels, data_nodes = nodes[:sentinel_count], nodes[sentinel_count:]
     runner = None
     app_checks_options = None
     if app_checks_url or settings.checks_url:
@@ -205,6 +209,8 @@ def _background(
         def connect(address: tuple[str, int] | None) -> RawConnection:
             """The configured node (address None), else that address as the same user."""
             configured = app_checks_target()
+            if configured is None and sentinels and address is None:
+                return connect_primary(sentinels, bundle.settings.deployment.master_name, login)
             seeds = [configured] if configured is not None else data_nodes
             if address is not None:
                 return login(peer(seeds[0], *address))  # announced by IP: the seed's name
@@ -221,6 +227,7 @@ def _background(
             settings.checks_budget_seconds,
             settings.checks_scan_count,
             settings.checks_max_commands,
+            primary_only=app_checks_target() is None and bool(sentinels),
         )
     probe = (lambda: posture.probe_posture(target)) if target is not None else None
     return Background(runner, probe, settings.posture_interval_seconds)
