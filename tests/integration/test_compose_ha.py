@@ -18,20 +18,22 @@ import click
 import pytest
 import redis
 import yaml
+from pydantic import TypeAdapter
 from redis.sentinel import Sentinel
 
 from redkeep.actions import backup_commands
 from redkeep.actions.backup_context import BackupContext
 from redkeep.actions.backup_requests import RunRequest
-from redkeep.actions.exporter import _deployment_nodes
+from redkeep.actions.exporter import _background, _deployment_nodes
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.cli import cli
 from redkeep.cli.proxy import proxy_loader
 from redkeep.config.deployment import SENTINEL_PORT_OFFSET
+from redkeep.config.schema import CheckSettings
 from redkeep.envfile import read_env
 from redkeep.exporter.targets import allowed_targets, key_of
-from redkeep.redis.target import parse_host_port, parse_url
+from redkeep.redis.target import ConnectionOptions, parse_host_port, parse_url
 from redkeep.render import nodes as node_files
 from tests.conftest import run_redkeep
 from tests.servers import free_port_span, stop_process
@@ -273,10 +275,24 @@ def test_the_exporter_service_scrapes_every_node_by_service_name(tmp_path, topol
     assert (
         secrets["REDIS_EXPORTER_PASSWORD"] == read_env(bundle.env_path)["REDIS_EXPORTER_PASSWORD"]
     )
-    # The compose view lists the nodes itself: the loopback plan is not used there.
-    assert _deployment_nodes(seen, secrets) == ([], 0)
-    allowed = allowed_targets(seen.settings.exporter, secrets, view)
+    # The compose view reaches the planned nodes by service name (never the loopback plan),
+    # Sentinels first: what a Sentinel bundle's app checks ask for the primary.
     planned = node_files.planned(bundle.settings)
+    nodes, sentinel_count = _deployment_nodes(seen, secrets)
+    assert [(t.host, t.port) for t in nodes] == [
+        (n.name, n.port) for n in sorted(planned, key=lambda n: n.role != "sentinel")
+    ]
+    assert sentinel_count == sum(node.role == "sentinel" for node in planned)
+    assert {t.password for t in nodes} == {secrets["REDIS_EXPORTER_PASSWORD"]}
+    check = TypeAdapter(CheckSettings).validate_python({"name": "k", "type": "exists", "key": "k"})
+    background = _background(
+        seen.settings.exporter, [check], None, None, ConnectionOptions(), seen, nodes,
+        sentinel_count,
+    )  # fmt: skip
+    # Its --url names redis-0, a replica after a failover: a Sentinel bundle's checks follow
+    # the Sentinels instead (tests/integration/exporter/test_appchecks_sentinel.py).
+    assert background.app_checks.primary_only == (topology == "sentinel")
+    allowed = allowed_targets(seen.settings.exporter, secrets, view)
     assert set(allowed) == {f"rediss://{node.name}:{node.port}/0" for node in planned}
     for target in allowed.values():
         assert target.username == "exporter"

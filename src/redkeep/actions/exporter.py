@@ -125,10 +125,12 @@ def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> tuple[list[
     """A Sentinel or cluster bundle's planned nodes as the exporter reaches them, Sentinels
     first (their view of the deployment follows failovers), and how many are Sentinels.
     Nothing for a standalone bundle, and when `exporter.targets` lists the nodes itself
-    (Kubernetes: the pods' own names)."""
-    if bundle is None or bundle.settings.deployment.topology == "standalone":
+    (Kubernetes: the pods' own names) unless the plan names them too (the compose view:
+    `deployment.nodes_by_name`)."""
+    settings = bundle.settings if bundle is not None else None
+    if settings is None or settings.deployment.topology == "standalone":
         return [], 0
-    if bundle.settings.exporter.targets:
+    if settings.exporter.targets and not settings.deployment.nodes_by_name:
         return [], 0
     password = env.get(ALL_PASSWORD_KEYS["exporter"])  # a missing one fails at login, said
     nodes = bundle.deployment("exporter", with_password=False).nodes
@@ -204,13 +206,17 @@ def _background(
             raise
         return raw
 
+    # A Sentinel deployment's checks run on its primary whatever node --url names (the main
+    # target may be a replica by now); --checks-url / exporter.checks_url pins them.
+    follow_sentinels = bool(sentinels) and app_checks_options is None
     if app_checks and (app_checks_target() is not None or data_nodes):
 
         def connect(address: tuple[str, int] | None) -> RawConnection:
             """The configured node (address None), else that address as the same user."""
-            configured = app_checks_target()
-            if configured is None and sentinels and address is None:
+            if follow_sentinels and address is None:
+                assert bundle is not None  # Sentinels come from a bundle's plan
                 return connect_primary(sentinels, bundle.settings.deployment.master_name, login)
+            configured = app_checks_target()
             seeds = [configured] if configured is not None else data_nodes
             if address is not None:
                 return login(peer(seeds[0], *address))  # announced by IP: the seed's name
@@ -227,7 +233,7 @@ def _background(
             settings.checks_budget_seconds,
             settings.checks_scan_count,
             settings.checks_max_commands,
-            primary_only=app_checks_target() is None and bool(sentinels),
+            primary_only=follow_sentinels,
         )
     probe = (lambda: posture.probe_posture(target)) if target is not None else None
     return Background(runner, probe, settings.posture_interval_seconds)
