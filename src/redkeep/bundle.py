@@ -131,7 +131,8 @@ class Bundle:
         for planned in plan_nodes(settings.deployment, settings.redis.tls_port):
             target = Target(
                 "rediss",
-                host=settings.host,
+                # In a container (the compose view) each node is its own service.
+                host=planned.name if settings.deployment.nodes_by_name else settings.host,
                 port=planned.port,
                 username=role,
                 password=password,

@@ -3,7 +3,8 @@
 The cluster's one-shot `cluster-create` service: its script (the one the Kubernetes Job runs
 too) runs here against real redis-server processes started from the bundle's own node
 configurations, forms the cluster over TLS as admin and changes nothing when run again. The
-exporter's and the proxy's commands go through redkeep's own parser and configuration loading
+exporter's, the proxy's and the backup schedule's commands go through redkeep's own parser and
+configuration loading
 as the containers see the bundle (mounted at /bundle, the exporter's redkeep.yaml the compose
 view). And the Docker copy of a Sentinel's file keeps what it learned across a port change."""
 
@@ -17,17 +18,22 @@ import click
 import pytest
 import redis
 import yaml
+from pydantic import TypeAdapter
 from redis.sentinel import Sentinel
 
-from redkeep.actions.exporter import _deployment_nodes
+from redkeep.actions import backup_commands
+from redkeep.actions.backup_context import BackupContext
+from redkeep.actions.backup_requests import RunRequest
+from redkeep.actions.exporter import _background, _deployment_nodes
 from redkeep.app import Application
 from redkeep.bundle import Bundle
 from redkeep.cli import cli
 from redkeep.cli.proxy import proxy_loader
 from redkeep.config.deployment import SENTINEL_PORT_OFFSET
+from redkeep.config.schema import CheckSettings
 from redkeep.envfile import read_env
 from redkeep.exporter.targets import allowed_targets, key_of
-from redkeep.redis.target import parse_host_port, parse_url
+from redkeep.redis.target import ConnectionOptions, parse_host_port, parse_url
 from redkeep.render import nodes as node_files
 from tests.conftest import run_redkeep
 from tests.servers import free_port_span, stop_process
@@ -269,10 +275,24 @@ def test_the_exporter_service_scrapes_every_node_by_service_name(tmp_path, topol
     assert (
         secrets["REDIS_EXPORTER_PASSWORD"] == read_env(bundle.env_path)["REDIS_EXPORTER_PASSWORD"]
     )
-    # The compose view lists the nodes itself: the loopback plan is not used there.
-    assert _deployment_nodes(seen, secrets) == ([], 0)
-    allowed = allowed_targets(seen.settings.exporter, secrets, view)
+    # The compose view reaches the planned nodes by service name (never the loopback plan),
+    # Sentinels first: what a Sentinel bundle's app checks ask for the primary.
     planned = node_files.planned(bundle.settings)
+    nodes, sentinel_count = _deployment_nodes(seen, secrets)
+    assert [(t.host, t.port) for t in nodes] == [
+        (n.name, n.port) for n in sorted(planned, key=lambda n: n.role != "sentinel")
+    ]
+    assert sentinel_count == sum(node.role == "sentinel" for node in planned)
+    assert {t.password for t in nodes} == {secrets["REDIS_EXPORTER_PASSWORD"]}
+    check = TypeAdapter(CheckSettings).validate_python({"name": "k", "type": "exists", "key": "k"})
+    background = _background(
+        seen.settings.exporter, [check], None, None, ConnectionOptions(), seen, nodes,
+        sentinel_count,
+    )  # fmt: skip
+    # Its --url names redis-0, a replica after a failover: a Sentinel bundle's checks follow
+    # the Sentinels instead (tests/integration/exporter/test_appchecks_sentinel.py).
+    assert background.app_checks.primary_only == (topology == "sentinel")
+    allowed = allowed_targets(seen.settings.exporter, secrets, view)
     assert set(allowed) == {f"rediss://{node.name}:{node.port}/0" for node in planned}
     for target in allowed.values():
         assert target.username == "exporter"
@@ -395,3 +415,40 @@ def test_the_env_of_a_sentinel_bundle_reaches_the_primary_both_ways(tmp_path, re
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_the_backup_service_backs_up_every_data_node_by_service_name(
+    tmp_path, topology, monkeypatch
+):
+    """The HA compose file's backup schedule: `backup run --dir` as `redkeep up` runs it, on
+    the compose view (every node by its service name), the password from .env."""
+    bundle = init(tmp_path / "b", "--topology", topology)
+    service = compose(bundle)["services"]["backup"]
+    assert "environment" not in service  # no secret in the compose file, not even a reference
+    view = mounted_bundle(bundle, service, tmp_path)
+    args = [arg.replace("/bundle", str(view)) for arg in service["command"]]
+    assert args[:2] == ["backup", "run"]
+    requests: list[RunRequest] = []  # what the CLI hands the action, which then takes a backup
+    monkeypatch.setattr(backup_commands, "run", lambda request, app: requests.append(request))
+    cli.main(args, standalone_mode=False)
+    (request,) = requests
+    assert request.every == 1440  # backup.interval_minutes 0 in the bundle: once a day
+    context = BackupContext.open(request.where, Application())
+    assert context.bundle.root == view and backup_commands._deployed(context, request) == topology
+    planned = [node for node in node_files.planned(bundle.settings) if node.holds_data]
+    password = read_env(bundle.env_path)["REDIS_BACKUP_PASSWORD"]
+    nodes = context.bundle.deployment("backup").every_node()  # what `backup run` captures
+    assert sorted((n.target.host, n.target.port) for n in nodes) == sorted(
+        (node.name, node.port) for node in planned
+    )
+    for node in nodes:
+        target = node.target
+        assert (target.scheme, target.username, target.password) == ("rediss", "backup", password)
+        assert target.server_name == node.name  # each node's certificate holds its name
+        assert target.tls_ca == view / "tls" / "ca.crt" and target.tls_key.exists()
+    options = backup_commands._run_options(request, context, nodes[0].target, "rdb")
+    assert options.metrics_file == view / bundle.settings.backup.metrics_file
+    assert options.store.url.endswith(str(view / "backups"))
+    # `redkeep up` runs the same command on the bundle itself, whose nodes are on `host`.
+    assert {n.target.host for n in bundle.deployment("backup").nodes} == {bundle.settings.host}

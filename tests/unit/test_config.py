@@ -192,3 +192,14 @@ def test_the_commands_that_run_without_a_bundle_load_no_pydantic():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_replica_gap_of_backups_is_a_setting_of_at_least_zero(tmp_path):
+    assert Settings().backup.max_replica_gap_bytes == 1 << 20
+    assert StandaloneBackup().max_replica_gap_bytes == 1 << 20  # runs without a bundle too
+    (problem,) = problems_of(write(tmp_path, "backup:\n  max_replica_gap_bytes: -1\n"))
+    assert (
+        "At 'backup.max_replica_gap_bytes': Input should be greater than or equal to 0" in problem
+    )
+    settings = load_settings(write(tmp_path, "backup:\n  max_replica_gap_bytes: 0\n"), {})
+    assert settings.backup.max_replica_gap_bytes == 0

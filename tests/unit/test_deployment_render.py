@@ -284,7 +284,11 @@ def test_the_compose_file_follows_the_compose_specification(topology):
     services = compose["services"]
     planned = nodes.planned(config)
     assert {node.name for node in planned} <= set(services)
-    assert "redis" not in services and "backup" not in services  # not half-right
+    assert "redis" not in services  # not half-right
+    # The backup schedule: `backup run --dir` on the compose view, as `redkeep up` runs it.
+    backup = services["backup"]
+    assert backup["command"] == ["backup", "run", "--dir=/bundle", "--every=1440"]
+    assert "./compose/redkeep.yaml:/bundle/redkeep.yaml:ro" in backup["volumes"]
     # The proxy follows the Sentinels; it is no cluster router, so a cluster has none.
     assert ("proxy" in services) == (topology == "sentinel")
     assert ("cluster-create" in services) == (topology == "cluster")

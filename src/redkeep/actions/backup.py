@@ -40,6 +40,7 @@ from redkeep.backup.replication import capture_rdb
 from redkeep.backup.report import BackupFailed, BackupReport, Stored, report_cluster
 from redkeep.backup.serverinfo import read_info
 from redkeep.backup.stores import Store
+from redkeep.config.defaults import BackupDefaults
 from redkeep.errors import RedkeepError, StoreError
 from redkeep.redis.target import Target
 
@@ -70,6 +71,8 @@ class RunOptions:
     replicated: bool = False  # target and seeds are a Sentinel deployment's data nodes
     seeds: tuple[Target, ...] = ()
     settle_timeout: float = 30.0  # seconds to wait for a settled slot map before a capture
+    # Bytes behind its primary a replica may be and still be captured from.
+    max_replica_gap: int = BackupDefaults.max_replica_gap_bytes
 
 
 def run_backup(

@@ -20,14 +20,16 @@ from redkeep.backup.clustermap import Shard, SlotMap
 from redkeep.backup.encryption import Encryption
 from redkeep.backup.manifest import Manifest, StoredObject
 from redkeep.backup.serverinfo import read_info
+from redkeep.config.defaults import BackupDefaults
 from redkeep.errors import RedkeepError, StoreError, UsageError
 from redkeep.redis.target import Target
 
 MAX_LAG = 10  # seconds since the replica's last ACK, as its primary says (min-replicas-max-lag)
-# Bytes of the primary's replication stream a replica may not have processed yet. An ACK lag of
-# a second can hide megabytes under heavy writes; 1 MiB is far above what a healthy replica
-# lags between two INFO readings, and far below what makes a backup visibly older.
-MAX_GAP = 1 << 20
+# Bytes of the primary's replication stream a replica may not have processed yet, by default
+# (backup.max_replica_gap_bytes). An ACK lag of a second can hide megabytes under heavy writes;
+# 1 MiB is far above what a healthy replica lags between two INFO readings, and far below what
+# makes a backup visibly older.
+MAX_GAP = BackupDefaults.max_replica_gap_bytes
 ATTEMPTS = 2
 
 
@@ -114,7 +116,7 @@ def _source(
             lagging.append(f"{address} is marked failed by the cluster")
             continue
         replica_target = clustermap.node_target(seed, replica)
-        why, state = replica_out_of_sync(replica_target, primary_info)
+        why, state = replica_out_of_sync(replica_target, primary_info, options.max_replica_gap)
         if not why:
             return Source(index, shard, replica_target, "replica", address, f"in sync: {state}")
         lagging.append(f"{address} {why}")
@@ -123,13 +125,16 @@ def _source(
     return Source(index, shard, target, "primary", where, f"no replica in sync{detail}")
 
 
-def replica_out_of_sync(target: Target, primary: dict[str, Any] | None) -> tuple[str, str]:
+def replica_out_of_sync(
+    target: Target, primary: dict[str, Any] | None, max_gap: int = MAX_GAP
+) -> tuple[str, str]:
     """Why the replica at `target` is not in sync with its primary ("" when it is), and how far
     behind it is (its gap in bytes and its ACK lag, for the manifest).
 
     In sync: its primary lists it online with a lag (seconds since its last REPLCONF ACK,
     sent every second; what min-replicas-max-lag counts) of at most MAX_LAG, it is at most
-    MAX_GAP bytes of the replication stream behind its primary, and it says its link is up and
+    `max_gap` bytes (backup.max_replica_gap_bytes) of the replication stream behind its primary,
+    and it says its link is up and
     no sync is in progress. (Its own `master_last_io_seconds_ago` is no measure: an idle
     primary pings its replicas only every repl-ping-replica-period, 10 s.) `primary` is the
     primary's INFO, read before the replica's; None when it did not answer.
@@ -146,11 +151,14 @@ def replica_out_of_sync(target: Target, primary: dict[str, Any] | None) -> tuple
         return "is still syncing", ""
     if primary is None:
         return "has a primary that does not answer", ""
-    return replication_state(primary, info, listed_replica(primary, target))
+    return replication_state(primary, info, listed_replica(primary, target), max_gap)
 
 
 def replication_state(
-    primary: dict[str, Any], replica: dict[str, Any], listed: dict[str, str] | None
+    primary: dict[str, Any],
+    replica: dict[str, Any],
+    listed: dict[str, str] | None,
+    max_gap: int = MAX_GAP,
 ) -> tuple[str, str]:
     """Why a replica with its link up is not in sync, by its primary's INFO (read first), its
     own INFO and its entry in the primary's (`listed`); and its gap and lag in words."""
@@ -166,8 +174,8 @@ def replication_state(
     state = f"{gap} bytes behind its primary, last ACK {lag} s ago"
     if not 0 <= lag <= MAX_LAG:
         return f"acknowledged the primary's stream {lag} s ago (more than {MAX_LAG})", state
-    if gap > MAX_GAP:
-        return f"is {gap} bytes behind its primary (more than {MAX_GAP})", state
+    if gap > max_gap:
+        return f"is {gap} bytes behind its primary (more than {max_gap})", state
     return "", state
 
 

@@ -68,6 +68,7 @@ def run(request: RunRequest, app: Application) -> int:
         capture_from=request.capture_from,
         seeds=seeds,
         replicated=topology == "sentinel",
+        max_replica_gap=context.settings.max_replica_gap_bytes,
     )
 
     def once() -> None:

@@ -4,8 +4,8 @@ The data nodes are a Sentinel bundle's, or those a Sentinel (`--url` of a Sentin
 less the replicas it sees down. Their live roles are read from each one (INFO replication):
 exactly one primary, and its replicas in sync - the same replication id as the primary,
 `master_link_status:up`, no sync in progress, listed online by the primary with a lag of at
-most `MAX_LAG` seconds, and at most `MAX_GAP` bytes of the primary's replication stream
-behind (backup_cluster.replication_state). A replica
+most `MAX_LAG` seconds, and at most backup.max_replica_gap_bytes of the primary's replication
+stream behind (backup_cluster.replication_state). A replica
 that lags or lost its link is never captured (it may hold old data, and it is what Sentinel
 must not promote); without an in-sync replica, or with `--from primary`, the primary is.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redkeep.actions import backup as single
-from redkeep.actions.backup_cluster import listed_replica, replication_state
+from redkeep.actions.backup_cluster import MAX_GAP, listed_replica, replication_state
 from redkeep.backup.encryption import Encryption
 from redkeep.backup.manifest import Manifest
 from redkeep.backup.serverinfo import read_info
@@ -50,9 +50,9 @@ def data_nodes(seed: Target) -> list[Target]:
     return [node.target for node in found.deployment.every_node()]
 
 
-def read_topology(nodes: list[Target]) -> Topology:
-    """The primary and its replicas in sync, as the nodes say now; raise when there is not
-    exactly one primary answering."""
+def read_topology(nodes: list[Target], max_gap: int = MAX_GAP) -> Topology:
+    """The primary and its replicas in sync (at most `max_gap` bytes behind), as the nodes say
+    now; raise when there is not exactly one primary answering."""
     infos: dict[Target, dict[str, Any]] = {}
     for node in nodes:
         try:
@@ -78,7 +78,8 @@ def read_topology(nodes: list[Target]) -> Topology:
         except RedkeepError as error:
             lagging.append(f"{node.where} does not answer ({error.message})")
             continue
-        why, state = _out_of_sync(primary_info, info, replid, listed_replica(primary_info, node))
+        listed = listed_replica(primary_info, node)
+        why, state = _out_of_sync(primary_info, info, replid, listed, max_gap)
         if why:
             lagging.append(f"{node.where} {why}")
         else:
@@ -88,7 +89,11 @@ def read_topology(nodes: list[Target]) -> Topology:
 
 
 def _out_of_sync(
-    primary: dict[str, Any], info: dict[str, Any], replid: str, listed: dict[str, str] | None
+    primary: dict[str, Any],
+    info: dict[str, Any],
+    replid: str,
+    listed: dict[str, str] | None,
+    max_gap: int,
 ) -> tuple[str, str]:
     """Why a replica is not in sync (backup_cluster.replica_out_of_sync says what in sync is),
     or "", and its gap and lag in words: the primary's INFO (read first), the replica's, the
@@ -103,14 +108,14 @@ def _out_of_sync(
         return "is still syncing", ""
     if listed is None or listed.get("state") != "online":
         return "is not listed online by the primary", ""
-    return replication_state(primary, info, listed)
+    return replication_state(primary, info, listed, max_gap)
 
 
-def wait_topology(nodes: list[Target], timeout: float) -> Topology:
+def wait_topology(nodes: list[Target], timeout: float, max_gap: int = MAX_GAP) -> Topology:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return read_topology(nodes)
+            return read_topology(nodes, max_gap)
         except RedkeepError as error:
             if time.monotonic() >= deadline:
                 raise RedkeepError(
@@ -133,7 +138,7 @@ def capture_replicated(
     warnings: list[str] = []
     name = single._object_name("dump.rdb", options, encryption)
     for attempt in range(1, ATTEMPTS + 1):
-        before = wait_topology(nodes, options.settle_timeout)
+        before = wait_topology(nodes, options.settle_timeout, options.max_replica_gap)
         source, role, reason = before.primary, "primary", "--from primary"
         if options.capture_from == "replica" and before.in_sync:
             source, role = before.in_sync[0], "replica"
@@ -157,7 +162,7 @@ def capture_replicated(
             warnings.append(f"attempt {attempt}: the capture failed ({error.message}); retried")
             continue
         try:
-            after = read_topology(nodes)
+            after = read_topology(nodes, options.max_replica_gap)
             changed = "" if after.signature() == before.signature() else after.primary.where
         except RedkeepError as error:
             changed = f"no single primary: {error.message}"

@@ -24,6 +24,7 @@ from redkeep.exporter.background import Background
 from redkeep.exporter.deployment_metrics import DeploymentMetrics
 from redkeep.exporter.discovery import NodeDiscovery
 from redkeep.exporter.http import Endpoint, Limits, make_server
+from redkeep.exporter.primary import connect_primary
 from redkeep.exporter.scrape import Scraper
 from redkeep.exporter.targets import allowed_targets, key_of
 from redkeep.redis.deployment import Role
@@ -67,10 +68,10 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
     target = None if no_main else target_for(connection, bundle, "exporter")
     checks_file = request.app_checks_file
     app_checks = load_app_checks(checks_file) if checks_file else settings.checks
-    data_nodes = nodes[sentinel_count:]
     background = _background(
-        settings, app_checks, request.app_checks_url, target, connection, bundle, data_nodes
-    )
+        settings, app_checks, request.app_checks_url, target, connection, bundle, nodes,
+        sentinel_count,
+    )  # fmt: skip
     backup_metrics = bundle.root / bundle.settings.backup.metrics_file if bundle else None
 
     def refresh() -> Target:  # after `users rotate exporter`, .env holds the new password
@@ -124,10 +125,12 @@ def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> tuple[list[
     """A Sentinel or cluster bundle's planned nodes as the exporter reaches them, Sentinels
     first (their view of the deployment follows failovers), and how many are Sentinels.
     Nothing for a standalone bundle, and when `exporter.targets` lists the nodes itself
-    (Kubernetes: the pods' own names)."""
-    if bundle is None or bundle.settings.deployment.topology == "standalone":
+    (Kubernetes: the pods' own names) unless the plan names them too (the compose view:
+    `deployment.nodes_by_name`)."""
+    settings = bundle.settings if bundle is not None else None
+    if settings is None or settings.deployment.topology == "standalone":
         return [], 0
-    if bundle.settings.exporter.targets:
+    if settings.exporter.targets and not settings.deployment.nodes_by_name:
         return [], 0
     password = env.get(ALL_PASSWORD_KEYS["exporter"])  # a missing one fails at login, said
     nodes = bundle.deployment("exporter", with_password=False).nodes
@@ -167,12 +170,15 @@ def _background(
     target: Target | None,
     connection: ConnectionOptions,
     bundle: Bundle | None,
-    data_nodes: list[Target],
+    nodes: list[Target],
+    sentinel_count: int,
 ) -> Background:
     """The background thread: app checks on their own connection, posture probes of `target`.
 
-    A Sentinel or cluster bundle has no main target: the checks start at its data nodes, the
-    first that answers (in a cluster each key then goes to its slot's primary)."""
+    A Sentinel or cluster bundle has no main target: a cluster's checks start at its data
+    nodes, the first that answers (each key then goes to its slot's primary); a Sentinel
+    deployment's run on the primary its Sentinels name now, never a replica."""
+    sentinels, data_nodes = nodes[:sentinel_count], nodes[sentinel_count:]
     runner = None
     app_checks_options = None
     if app_checks_url or settings.checks_url:
@@ -200,10 +206,16 @@ def _background(
             raise
         return raw
 
+    # A Sentinel deployment's checks run on its primary whatever node --url names (the main
+    # target may be a replica by now); --checks-url / exporter.checks_url pins them.
+    follow_sentinels = bool(sentinels) and app_checks_options is None
     if app_checks and (app_checks_target() is not None or data_nodes):
 
         def connect(address: tuple[str, int] | None) -> RawConnection:
             """The configured node (address None), else that address as the same user."""
+            if follow_sentinels and address is None:
+                assert bundle is not None  # Sentinels come from a bundle's plan
+                return connect_primary(sentinels, bundle.settings.deployment.master_name, login)
             configured = app_checks_target()
             seeds = [configured] if configured is not None else data_nodes
             if address is not None:
@@ -221,6 +233,7 @@ def _background(
             settings.checks_budget_seconds,
             settings.checks_scan_count,
             settings.checks_max_commands,
+            primary_only=follow_sentinels,
         )
     probe = (lambda: posture.probe_posture(target)) if target is not None else None
     return Background(runner, probe, settings.posture_interval_seconds)

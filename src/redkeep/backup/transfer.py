@@ -99,9 +99,26 @@ def _partial(written: int) -> str:
 
 
 def _reason(error: Exception) -> str:
-    """Redis's own message, without the command (whose arguments hold the value)."""
+    """Redis's own message with its error code, without the command (whose arguments hold
+    the value): "NOPERM this user has no permissions ...", "OOM command not allowed ..."."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text.split(" caused error: ", 1)[-1][:200]
+    text = text.split(" caused error: ", 1)[-1]
+    code = _error_code(error)
+    if code and not text.startswith(f"{code} "):
+        text = f"{code} {text}"
+    return text[:200]
+
+
+def _error_code(error: Exception) -> str:
+    """The reply's code that redis-py moved out of the message (into `status_code`, and the
+    exception's class: NoPermissionError for NOPERM, OutOfMemoryError for OOM ...)."""
+    code = getattr(error, "status_code", None)  # a recent redis-py
+    if code:
+        return code
+    from redis._parsers.base import BaseParser  # noqa: PLC0415 - an older redis-py only
+
+    codes = [name for name, kind in BaseParser.EXCEPTION_CLASSES.items() if kind is type(error)]
+    return codes[0] if len(codes) == 1 else ""
 
 
 def _batches(client: redis.Redis):

@@ -90,6 +90,13 @@ class BackupDefaults:
     interval_minutes: int = setting(
         0, "`redkeep up` runs a backup every N minutes (0: never).", ge=0
     )
+    max_replica_gap_bytes: int = setting(
+        1 << 20,
+        "Sentinel and cluster deployments: a replica more bytes than this of its primary's "
+        "replication stream behind is not in sync, and is not captured from (0: only one "
+        "that has everything the primary wrote).",
+        ge=0,
+    )
     metrics_file: str = setting(
         "run/metrics/redkeep_backup.prom",
         "Prometheus textfile with the last run's result (relative to the bundle).",

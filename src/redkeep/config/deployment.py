@@ -65,6 +65,12 @@ class DeploymentSettings(Section):
     min_replicas_max_lag: int = Field(
         10, ge=1, description="Seconds a replica may lag and still count for min_replicas_to_write."
     )
+    nodes_by_name: bool = Field(
+        False,
+        description="Reach each node at its own name (its docker-compose service name, which "
+        "its certificate holds) instead of `host`: what redkeep's containers do (the compose "
+        "view of this file sets it); off where `redkeep up` runs the nodes.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "DeploymentSettings":

@@ -9,7 +9,10 @@ a key count SCANs a slice per round and publishes a number only once its pass is
 A scrape only reads the last results, so a slow or hung check never delays `/metrics`.
 
 On a cluster node each key goes to its slot's primary (exporter/slots.py) and a key count
-scans every primary; a MOVED or ASK reply (a failover, a reshard) re-reads the slot map.
+scans every primary; a MOVED or ASK reply (a failover, a reshard) re-reads the slot map. In a
+Sentinel deployment (`primary_only`) the checks run on the primary the Sentinels name
+(exporter/primary.py), and each round first asks that node whether it still is the primary: a
+replica answers reads too, with a replica's values.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from redkeep.errors import ErrorKind, RedkeepError
 from redkeep.exporter.collectors import text
 from redkeep.exporter.exposition import Family
 from redkeep.exporter.info import number
+from redkeep.exporter.primary import is_primary
 from redkeep.exporter.slots import Address, SlotMap
 from redkeep.redis.raw import RawConnection
 
@@ -78,6 +82,7 @@ class AppCheckRunner:
         budget: float,
         scan_count: int,
         max_commands: int = 200,
+        primary_only: bool = False,
     ) -> None:
         # Cheap checks first, key counts last: a long SCAN pass cannot starve the others.
         self.checks = sorted(checks, key=lambda check: check.type == "key_count")
@@ -86,6 +91,9 @@ class AppCheckRunner:
         self.budget = budget
         self.scan_count = scan_count
         self.max_commands = max_commands
+        # A Sentinel deployment: `connect(None)` is the primary the Sentinels name, and a node
+        # that no longer says it is the primary is left (a failover) before a check runs on it.
+        self.primary_only = primary_only
         self.results: dict[str, AppCheckResult] = {}
         self.refused: dict[str, float] = {}  # check -> when NOPERM switched it off
         self._due: dict[str, float] = {}
@@ -106,6 +114,7 @@ class AppCheckRunner:
             return
         deadline = now + self.budget
         self._commands_left = self.max_commands
+        role_checked = not self.primary_only
         for check in self.checks:
             now = time.monotonic()
             if now >= deadline or self._commands_left <= 0:
@@ -116,6 +125,9 @@ class AppCheckRunner:
             if self._due.get(check.name, 0) > now:
                 continue
             try:
+                if not role_checked:
+                    self._still_primary(deadline)
+                    role_checked = True
                 values = self._run(check, deadline)
             except AppCheckRefused as error:
                 self._failed(check, now, error.message, error.kind is ErrorKind.PERMISSION)
@@ -174,6 +186,17 @@ class AppCheckRunner:
             self._connection = self._connect_any()
             self._slots = self._read_slots(deadline)
         return self._connection
+
+    def _still_primary(self, deadline: float) -> None:
+        """Raise (as a connection failure: the next connect asks the Sentinels again) when the
+        node the checks run on is no longer the primary."""
+        connection = self._seed(deadline)
+        self._commands_left -= 1
+        if not is_primary(connection, deadline):
+            raise RedkeepError(
+                f"{connection.target.where} is no longer the primary (a failover); asking the "
+                "Sentinels again"
+            )
 
     def _connect_any(self) -> RawConnection:
         """The configured node, else a primary of the last slot map (it may be the dead one)."""

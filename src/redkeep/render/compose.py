@@ -33,8 +33,9 @@ def render_compose(settings: Settings, uid: int, gid: int) -> str:
     """docker-compose.yml: Redis (TLS port only, health check over TLS + ACL), the proxy, the
     exporter, scheduled backups, Prometheus, Alertmanager and Grafana. A sentinel or cluster
     deployment has one service per node and per Sentinel instead of Redis, a one-shot service
-    that forms a cluster, the exporter scraping every node by name and, behind Sentinel, the
-    proxy that follows the primary (scheduled backups follow in a later release)."""
+    that forms a cluster, the exporter scraping every node by name, behind Sentinel the proxy
+    that follows the primary, and the backup schedule of the whole deployment (`backup run
+    --dir` on the compose view of redkeep.yaml, which reaches every node by name)."""
     topology = settings.deployment.topology
     planned = planned_nodes(settings) if topology != "standalone" else ()
     nodes = [
@@ -88,10 +89,12 @@ def render_compose_cluster_create(settings: Settings) -> str:
 
 
 def render_compose_settings(settings: Settings) -> str:
-    """redkeep.yaml as the exporter in docker-compose reads it: the bundle's settings, with
-    every node and Sentinel listed as a /scrape target by its service name (the name its
-    certificate holds), logged in to as `exporter` with the bundle's client certificate."""
+    """redkeep.yaml as redkeep's containers in docker-compose read it: the bundle's settings,
+    with every node reached by its service name (the name its certificate holds): the
+    exporter's /scrape targets, logged in to as `exporter` with the bundle's client
+    certificate, and the deployment's nodes as `backup run --dir` takes them."""
     data = settings.model_dump(mode="json")
+    data["deployment"]["nodes_by_name"] = True
     data["exporter"] |= {
         "listen": EXPORTER_LISTEN,
         "targets": [
@@ -102,8 +105,9 @@ def render_compose_settings(settings: Settings) -> str:
     }
     checked = Settings.model_validate(data)  # what the container will load must load
     header = (
-        f"# redkeep.yaml of the exporter in docker-compose, rendered by redkeep {__version__} "
-        "from ../redkeep.yaml:\n# edit that file and run `redkeep init DIR --force`, not this "
-        "one. It lists every node by\n# its compose service name as a /scrape target.\n"
+        f"# redkeep.yaml of the exporter and the backups in docker-compose, rendered by redkeep "
+        f"{__version__} from\n# ../redkeep.yaml: edit that file and run `redkeep init DIR "
+        "--force`, not this one. It\n# reaches every node by its compose service name (and "
+        "lists them as /scrape targets).\n"
     )
     return header + yaml.safe_dump(checked.model_dump(mode="json"), sort_keys=False)

@@ -1,5 +1,6 @@
 """A replica whose link is up and whose ACKs are fresh, but which is megabytes behind its
-primary, is not "in sync" for choosing a capture source (cluster and Sentinel alike).
+primary, is not "in sync" for choosing a capture source (cluster and Sentinel alike); how far
+behind is too far is backup.max_replica_gap_bytes (1 MiB unless configured).
 
 The replica reaches its primary through a relay on loopback that can hold the primary's stream
 while passing the replica's ACKs: the primary then lists the replica online with a lag of a
@@ -15,6 +16,7 @@ import pytest
 from redkeep.actions.backup_cluster import MAX_GAP, listed_replica, replica_out_of_sync
 from redkeep.actions.backup_sentinel import read_topology
 from redkeep.backup.serverinfo import read_info
+from redkeep.config.schema import Settings
 from redkeep.redis.client import client_for
 from redkeep.redis.target import Target
 from tests.hanodes import wait_until
@@ -97,6 +99,18 @@ def test_a_replica_megabytes_behind_is_not_captured(held_pair):
 
     link.hold()
     writer = client_for(primary)
+    # 64 KiB behind: in sync by the default gap, not by a smaller configured one.
+    writer.set("small", "x" * (64 << 10))
+    wait_until(lambda: (_gap(primary, replica) or 0) > 64 << 10, "the replica to fall behind")
+    assert replica_out_of_sync(replica, read_info(primary))[0] == ""
+    assert read_topology([primary, replica]).in_sync == (replica,)
+    configured = Settings.model_validate({"backup": {"max_replica_gap_bytes": 16 << 10}})
+    small_gap = configured.backup.max_replica_gap_bytes
+    why, _ = replica_out_of_sync(replica, read_info(primary), small_gap)
+    assert why.startswith("is ") and why.endswith("bytes behind its primary (more than 16384)")
+    topology = read_topology([primary, replica], small_gap)
+    assert topology.in_sync == () and "(more than 16384)" in topology.lagging[0]
+
     writer.set("big", "x" * (4 << 20))  # 4 MiB the replica will not see while held
     wait_until(lambda: (_gap(primary, replica) or 0) > 2 * MAX_GAP, "the replica to fall behind")
     listed = listed_replica(read_info(primary), replica)

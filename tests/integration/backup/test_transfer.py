@@ -46,4 +46,22 @@ def test_a_refused_restore_says_how_many_keys_the_target_now_holds(redis_factory
     written = redis.Redis(port=target.port).dbsize()
     assert written == 5  # every allowed key of the batch went in, before and after the refusal
     assert "RESTORE of key b'denied:" in raised.value.message
+    # Redis's error code, which redis-py moves into the exception's class, is in the message.
+    assert "failed: NOPERM " in raised.value.message
     assert f"; {written} keys were written, so the target now holds part" in raised.value.message
+
+
+def test_a_restore_refused_for_memory_says_oom(redis_factory):
+    source = redis_factory()
+    target = redis_factory(["maxmemory-policy noeviction"])
+    redis.Redis(port=source.port).set("k", "v")
+    redis.Redis(port=target.port).config_set("maxmemory", 1)  # below what it already uses
+    with pytest.raises(RedkeepError) as raised:
+        copy_keys(
+            lambda db: redis.Redis(port=source.port, db=db),
+            lambda db: redis.Redis(port=target.port, db=db),
+            [0],
+            replace=False,
+        )
+    assert "failed: OOM command not allowed when used memory > 'maxmemory'" in raised.value.message
+    assert redis.Redis(port=target.port).dbsize() == 0
