@@ -28,16 +28,22 @@ def rdb(size: int = 100) -> bytes:
 
 
 class Chunks:
-    """Stands in for ReplicaStream.take(): hands out pre-cut chunks."""
+    """Stands in for RawConnection.read_into(): hands out pre-cut chunks (a chunk larger than
+    the reader's buffer is handed out over several reads)."""
 
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = list(chunks)
         self.target = Target("redis", host="fake", port=1)
 
-    def take(self) -> bytes:
+    def read_into(self, view: memoryview) -> int:
         if not self.chunks:
             raise RdbError("fake peer closed")
-        return self.chunks.pop(0)
+        chunk = self.chunks.pop(0)
+        count = min(len(chunk), len(view))
+        view[:count] = chunk[:count]
+        if count < len(chunk):
+            self.chunks.insert(0, chunk[count:])
+        return count
 
 
 @settings(max_examples=200)
