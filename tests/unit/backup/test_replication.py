@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from redkeep.backup import replication
 from redkeep.backup.rdb import RdbError, check_rdb_bytes, crc64
 from redkeep.backup.replication import _read_until_mark, capture_rdb
 from redkeep.errors import RedisCommandError, StreamError
@@ -163,3 +164,22 @@ def test_an_error_reply_to_psync_is_explained():
 
     with pytest.raises(RedisCommandError, match="may not run PSYNC .*NOPERM.*backup user"):
         capture_rdb(Refusing(script).target(), lambda chunk: None)
+
+
+@pytest.mark.parametrize("framing", ["disk", "diskless"])
+def test_a_payload_larger_than_the_read_buffer_arrives_whole(framing):
+    """Several MiB: the reused read buffer is filled, passed on and refilled many times."""
+    payload = rdb(3 * replication.READ_BUFFER + 12345)
+
+    def script(conn):
+        if framing == "disk":
+            conn.sendall(b"$%d\r\n" % len(payload) + payload)
+        else:
+            conn.sendall(b"$EOF:" + MARK + b"\r\n" + payload + MARK)
+        time.sleep(0.2)
+
+    received = bytearray()
+    capture = capture_rdb(Peer(script).target(), received.extend, idle_timeout=2)
+    assert capture.transfer == framing and capture.size == len(payload)
+    assert bytes(received) == payload
+    assert check_rdb_bytes(bytes(received)).checksum == "ok"
