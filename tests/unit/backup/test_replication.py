@@ -8,6 +8,7 @@ same code against real servers.
 import socket
 import threading
 import time
+import unittest.mock
 
 import pytest
 from hypothesis import given, settings
@@ -63,6 +64,29 @@ def test_end_mark_found_wherever_the_reads_split(sizes, trailing_newlines):
     chunks = [chunk for chunk in chunks if chunk]
     received = bytearray()
     size = _read_until_mark(Chunks(chunks), MARK, received.extend)
+    assert bytes(received) == payload
+    assert size == len(payload)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=30),
+    st.integers(1, 120),
+)
+def test_end_mark_found_when_reads_are_gathered_and_passed_on(sizes, pass_on):
+    """Reads are gathered and passed on every PASS_ON bytes (set small here): the bytes kept
+    back for a straddling mark are never lost, doubled or passed on as payload."""
+    payload = rdb(900)
+    stream_bytes = payload + MARK + b"\n"
+    chunks, position = [], 0
+    for size in sizes:
+        chunks.append(stream_bytes[position : position + size])
+        position += size
+    if position < len(stream_bytes):
+        chunks.append(stream_bytes[position:])
+    received = bytearray()
+    with unittest.mock.patch.object(replication, "PASS_ON", pass_on):
+        size = _read_until_mark(Chunks([c for c in chunks if c]), MARK, received.extend)
     assert bytes(received) == payload
     assert size == len(payload)
 
