@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import backup, cluster_backup, exporter, proxy, startup
-from benchmarks.harness import machine, median
+from benchmarks.harness import compile_redkeep, machine, median
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -29,7 +29,8 @@ Peer: `redis-cli --rdb - | zstd -3 | age -r KEY > file`. Ours: `redkeep backup r
 --dest DIR --age-recipient KEY --compress zstd` (RDB over replication, CRC64 check, zstd level 3,
 age, local directory, manifest and report). Same loopback redis-server
 (`repl-diskless-sync-delay 0`, `rdbcompression no`), {result["keys"]:,} keys from
-`DEBUG POPULATE` (RDB {result["rdb_bytes"] / mib:.1f} MiB), runs alternated, {len(result["ours"])} each.
+`DEBUG POPULATE` (RDB {result["rdb_bytes"] / mib:.1f} MiB), runs alternated, {len(result["ours"])} each; load
+average (1 min) {result["load_avg"][0]:.1f} before and {result["load_avg"][1]:.1f} after (the machine's other users).
 
 | | median wall time | runs (s) | stored |
 |---|---|---|---|
@@ -48,6 +49,13 @@ Peak RSS of `redkeep backup run` on a {big["used_memory"] / (1 << 30):.2f} GiB d
 restore into a throw-away redis-server, keyspace comparison, sampled DUMP/RESTORE round trip): median **{verify:.2f} s**
 ({fmt(result["verify"])}), against **{load:.2f} s** ({fmt(result["load"])}) for redis-server
 alone loading the raw RDB: {verify / load:.1f}x.
+
+What changed since the last figures here: the key count per database (a walk of every record
+of the RDB in Python) moved from the capture to `verify` and `restore`, which walk the RDB they
+download (docs/backups.md): so `backup run` got faster and `verify` slower by that walk. The
+capture also reads the replication stream into one reused buffer, without a copy per chunk
+(see Cluster backups). redkeep's bytecode is compiled before timing, as pip does on install.
+Reproduce: `.venv/bin/python -m benchmarks backup`.
 """
 
 
@@ -85,7 +93,8 @@ each; slot map before and after; header and CRC64 check, SHA-256 of the raw and 
 bytes, zstd level 3, age). Same loopback cluster of {result["shards"]}
 primaries without replicas (so both read the primaries), plain TCP for both, {result["keys"]:,}
 keys each (`DEBUG POPULATE` under a hash tag of a slot the node serves, `rdbcompression no`),
-runs alternated, {len(result["ours"])} each. Beside them, not instead of them: ours with
+runs alternated, {len(result["ours"])} each; load average (1 min) {result["load"][0]:.1f} before and
+{result["load"][1]:.1f} after (the machine's other users). Beside them, not instead of them: ours with
 `--compress none --no-encrypt`, and two floors that read the three RDB streams at once and
 discard them: three `redis-cli -p PORT --rdb - >/dev/null` (C, no per-byte work), and
 redkeep's own replication client in a bare Python process (`python -m benchmarks.capture_floor URL...`:
@@ -112,17 +121,43 @@ zstd level 3 {st["zstd3"]:.3f} s, SHA-256 {st["sha256"]:.3f} s, CRC64 {st["crc64
 the compressed bytes {st["age"]:.3f} s; {3 * per_byte:.2f} s for the three shards. So any capture
 that does this work from Python needs at least ({median(servers["ours"]):.2f} servers +
 {median(cpu["floor_python"]):.2f} floor + {3 * per_byte:.2f} per-byte) / 2 = {least:.2f} s,
-**{least / peer:.2f}x** the peer's median: {reach} Ours as built spent
-{median(cpu["ours"]):.2f} s of CPU, {median(cpu["ours"]) - median(cpu["floor_python"]) - 3 * per_byte:.2f} s
-above floor and per-byte work (loading the whole CLI, INFO and slot maps before and after, the
-manifest, a thread and a pipe per stage): its own bound is {bound:.2f} s,
-{bound / peer:.2f}x; the rest of its wall time is waiting (start-up before the first fork, the
-machine's other load).
+**{least / peer:.2f}x** the peer's median: {reach} The servers' CPU alone, spread
+over both cores, is {median(servers["ours"]) / 2 / peer:.2f}x.
 
-What changed (from 1.40x): the key count walk ({st["walk"]:.2f} s of CPU per shard here, pure
+Ours spent {median(cpu["ours"]):.2f} s of CPU, {median(cpu["ours"]) - median(cpu["floor_python"]) - 3 * per_byte:.2f} s
+above floor and per-byte work: its own bound is {bound:.2f} s, {bound / peer:.2f}x; the rest of
+its wall time is waiting (start-up before the first fork, the machine's other load). Where the
+rest goes: start-up, about 0.1 s of CPU and wall time before the first fork (the imports of
+click and the backup actions: 115 ms per start measured alone, `benchmarks/startup.py`
+measures it); INFO and the slot maps before and after, about 15 ms of wall time in all (each
+read is under a millisecond: running them in parallel would not show); and contention: the
+three shard threads (and their age threads) share two cores with the three snapshot forks, so
+each byte costs more than alone: the same three captures through the whole chain in one process
+took 0.69 s of CPU one after another and 0.95 s all at once (medians of 5 alternated rounds,
+wall 1.53 and 1.38 s; a one-off run of `python -m benchmarks.capture_probe URL...` on this
+cluster).
+
+What changed (from 0.94x, measured on another day under other load; on one cluster, the code
+before and after these changes, 7 alternated runs, bytecode compiled for both, load average
+about 2: 1.85 -> 1.57 s wall and 1.48 -> 1.13 s of CPU, medians): the capture reads the replication stream into one reused buffer
+(`recv_into`) and passes views of it down the stages, gathered into chunks of 256 KiB. Before,
+each read allocated a fresh 1 MiB bytes object (its page faults were most of the receiving
+CPU: 0.22 s for one shard, now 0.05 s) and the payload was copied four times on its way to the
+first stage; the bigger chunks cut the hand-offs of the GIL between the shard threads (8
+alternated rounds of the probe's parallel case: 1.13 s of CPU with a chunk per read, 1.03 s
+gathered).
+Start-up: every command imported asyncio (for a type hint) and traceback; now only the servers
+and `--debug` do (13 ms per start). The benchmark compiles redkeep's bytecode before timing,
+as pip does on install: this machine sets `PYTHONDONTWRITEBYTECODE`, so each earlier run had
+compiled redkeep's sources again (about 40 ms of CPU). The stages themselves were already at
+their cost: check, hash, compress and encrypt one shard's RDB in 32 KiB chunks took 0.178 s of
+CPU in a one-off probe against 0.169 s for zstd, SHA-256 and CRC64 each over the whole file at
+once; a bigger pipe to the age thread saved nothing measurable.
+
+Earlier (from 1.40x): the key count walk ({st["walk"]:.2f} s of CPU per shard here, pure
 Python, more than all the other per-byte work together) no longer runs during the capture;
-`verify` and `restore` walk the RDB they download instead (docs/backups.md). The RDB validator no
-longer copies each chunk. Compression level: zstd level 1 or 2 would take {st["zstd1"]:.3f} or
+`verify` and `restore` walk the RDB they download instead (docs/backups.md). Compression
+level: zstd level 1 or 2 would take {st["zstd1"]:.3f} or
 {st["zstd2"]:.3f} s instead of {st["zstd3"]:.3f} s per shard (sizes here
 {st["zstd1_bytes"] / 1e6:.2f}, {st["zstd2_bytes"] / 1e6:.2f} and {st["zstd3_bytes"] / 1e6:.2f} MB
 for levels 1, 2, 3: `DEBUG POPULATE` values are unusually regular). On a mixed dataset (150,000
@@ -308,6 +343,7 @@ def main(chosen: list[str]) -> None:
         sys.exit(
             f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
         )
+    compile_redkeep()
     previous = _sections(OUT.read_text()) if OUT.exists() else {}
     rendered = {}
     for name, (heading, run, render) in SECTIONS.items():

@@ -5,6 +5,7 @@ redis-server loading the raw RDB.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -199,8 +200,10 @@ def run() -> dict:
         need(binary)
     identity = pyrage.x25519.Identity.generate()
     work = Path(tempfile.mkdtemp(prefix="redkeep-bench-backup-"))
+    load_before = os.getloadavg()[0]
     try:
         result = run_time_ratio(work, identity)
+        result["load_avg"] = [load_before, os.getloadavg()[0]]  # the machine is shared
         result["big"] = peak_rss(work, identity)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,6 +15,7 @@ with no compression and no encryption (a tuned variant, never the headline figur
 import hashlib
 import io
 import itertools
+import os
 import resource
 import shutil
 import subprocess
@@ -82,6 +83,7 @@ def start_cluster() -> list[Server]:
 
 
 def run() -> dict:
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="redkeep-bench-cluster-"))
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
@@ -167,6 +169,7 @@ def run() -> dict:
         "ratio": median(times["ours"]) / median(times["peer"]),
         "ours_stored": ours_size,
         "peer_stored": peer_size,
+        "load": [load_before, os.getloadavg()[0]],  # the machine is shared
     }
 
 

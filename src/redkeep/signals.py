@@ -7,10 +7,13 @@ callback, the selector, a thread start) cancels every task mid-flight, and async
 their tracebacks; a stop from the loop lets the server close what it opened and return.
 """
 
-import asyncio
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # every command stops on signals; only the servers load asyncio
+    import asyncio
 
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -36,7 +39,7 @@ def interrupted_by_signals(sigint: bool = False) -> Iterator[None]:
 
 @contextlib.contextmanager
 def stop_on_signals(
-    loop: asyncio.AbstractEventLoop,
+    loop: "asyncio.AbstractEventLoop",
     handler: Callable[[], None],
     signums: tuple[signal.Signals, ...] = STOPPING,
 ) -> Iterator[None]:

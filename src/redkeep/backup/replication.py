@@ -5,8 +5,9 @@ The client poses as a replica that wants only the snapshot: `REPLCONF capa eof`,
 `+FULLRESYNC <replid> <offset>`, sends a newline every second while it prepares the snapshot,
 then either `$<length>` and the file (disk-based) or `$EOF:<40 random bytes>`, the file, and
 the same 40 bytes (diskless). The end mark can straddle reads; the payload is passed on in
-chunks, never held whole. Needs only the ACL rights of the bundle's `backup` user (+replconf
-+psync).
+chunks, never held whole. The chunks are read into one reused buffer and passed on as views of
+it: no copy of the payload is made on the way in. Needs only the ACL rights of the bundle's
+`backup` user (+replconf +psync).
 
 The version: Valkey 9+ writes the snapshot in the RDB version its replica announces, RDB 11
 when none is, and then fails the sync if the data needs more (a hash with field TTLs: "Can't
@@ -25,6 +26,10 @@ from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import Target
 
 EOF_MARK_LENGTH = 40
+READ_BUFFER = 1 << 20  # what one read may bring
+# Reads are gathered into chunks of at least this much before they are passed on: the server
+# sends ~16-64 KiB at a time, and each chunk costs a pass through every stage in Python.
+PASS_ON = 1 << 18
 # Announced as the replica's version: Valkey then writes its own RDB format, not an older one.
 NEWEST_VERSION = "255.255.255"
 # What a backup adds to a failure of its connection: the rights a backup needs...
@@ -51,9 +56,13 @@ class Capture:
 
 
 def capture_rdb(
-    target: Target, write: Callable[[bytes], None], idle_timeout: float = 60.0
+    target: Target, write: Callable[[memoryview], None], idle_timeout: float = 60.0
 ) -> Capture:
-    """Stream a fresh RDB snapshot of `target` into `write`, chunk by chunk."""
+    """Stream a fresh RDB snapshot of `target` into `write`, chunk by chunk.
+
+    Each chunk is a memoryview of a buffer that the next read reuses: `write` must be done
+    with it when it returns (copy what it keeps).
+    """
     stream = RawConnection(target, idle_timeout, hints=CAPTURE_HINTS)
     try:
         stream.login()
@@ -90,31 +99,38 @@ def _fullresync(stream: RawConnection, line: str) -> tuple[str, int]:
     raise RdbError(f"{stream.target.where} answered PSYNC with {line[:60]!r}")
 
 
-def _read_length(stream: RawConnection, length: int, write: Callable[[bytes], None]) -> int:
+def _read_length(stream: RawConnection, length: int, write: Callable[[memoryview], None]) -> int:
+    view = memoryview(bytearray(min(length, READ_BUFFER)))
     remaining = length
     while remaining:
-        data = stream.take()
-        if len(data) > remaining:  # nothing should follow the file; ignore it if it does
-            data = data[:remaining]
-        write(data)
-        remaining -= len(data)
+        end = 0
+        goal = min(remaining, PASS_ON)
+        while end < goal:  # never past the file: nothing should follow it
+            end += stream.read_into(view[end:remaining])
+        write(view[:end])
+        remaining -= end
     return length
 
 
-def _read_until_mark(stream: RawConnection, mark: bytes, write: Callable[[bytes], None]) -> int:
+def _read_until_mark(
+    stream: RawConnection, mark: bytes, write: Callable[[memoryview], None]
+) -> int:
     if len(mark) != EOF_MARK_LENGTH:
         raise RdbError(f"{stream.target.where} sent an end mark of {len(mark)} bytes, not 40")
-    held = b""
+    buffer = bytearray(READ_BUFFER + PASS_ON)
+    view = memoryview(buffer)
+    end = 0  # bytes in the buffer, not yet passed on
     size = 0
     while True:
-        data = held + stream.take()
-        found = data.find(mark)
+        start = max(0, end - (EOF_MARK_LENGTH - 1))  # the mark may straddle two reads
+        end += stream.read_into(view[end : end + READ_BUFFER])
+        found = buffer.find(mark, start, end)
         if found >= 0:
-            write(data[:found])
+            write(view[:found])
             return size + found
-        # The mark may straddle this read and the next: keep its length back.
-        cut = max(0, len(data) - EOF_MARK_LENGTH)
-        if cut:
-            write(data[:cut])
+        cut = end - (EOF_MARK_LENGTH - 1)  # all but what could be the start of the mark
+        if end >= PASS_ON and cut > 0:
+            write(view[:cut])
             size += cut
-        held = data[cut:]
+            end -= cut
+            buffer[:end] = buffer[cut : cut + end]

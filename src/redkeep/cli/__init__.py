@@ -8,7 +8,6 @@ codes"); `--debug` adds the traceback.
 
 import importlib
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
@@ -89,18 +88,18 @@ def run(args: list[str]) -> int:
         return ExitStatus.INTERRUPTED
     except RedkeepError as error:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         report(error)
         return error.status
     except OSError as error:  # a file or directory we cannot use: name it
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         where = f"{error.filename}: " if error.filename else ""
         print(visible(f"redkeep: error: {where}{error.strerror or error}"), file=sys.stderr)
         return ExitStatus.FAILURE
     except Exception as error:  # the last line of defence: one line, no traceback by default
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         hint = "" if debug else " (run with --debug for a traceback)"
         print(visible(f"redkeep: error: {type(error).__name__}: {error}{hint}"), file=sys.stderr)
         return ExitStatus.FAILURE
@@ -112,3 +111,10 @@ def report(error: RedkeepError) -> None:
     if isinstance(error, ConfigError):
         for problem in error.problems:
             print(f"  {visible(problem)}", file=sys.stderr)
+
+
+def _print_traceback() -> None:
+    """--debug's traceback; `traceback` (linecache, tokenize) loads only then."""
+    import traceback  # noqa: PLC0415
+
+    traceback.print_exc()

@@ -8,11 +8,13 @@ same code against real servers.
 import socket
 import threading
 import time
+import unittest.mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from redkeep.backup import replication
 from redkeep.backup.rdb import RdbError, check_rdb_bytes, crc64
 from redkeep.backup.replication import _read_until_mark, capture_rdb
 from redkeep.errors import RedisCommandError, StreamError
@@ -28,16 +30,22 @@ def rdb(size: int = 100) -> bytes:
 
 
 class Chunks:
-    """Stands in for ReplicaStream.take(): hands out pre-cut chunks."""
+    """Stands in for RawConnection.read_into(): hands out pre-cut chunks (a chunk larger than
+    the reader's buffer is handed out over several reads)."""
 
     def __init__(self, chunks: list[bytes]) -> None:
         self.chunks = list(chunks)
         self.target = Target("redis", host="fake", port=1)
 
-    def take(self) -> bytes:
+    def read_into(self, view: memoryview) -> int:
         if not self.chunks:
             raise RdbError("fake peer closed")
-        return self.chunks.pop(0)
+        chunk = self.chunks.pop(0)
+        count = min(len(chunk), len(view))
+        view[:count] = chunk[:count]
+        if count < len(chunk):
+            self.chunks.insert(0, chunk[count:])
+        return count
 
 
 @settings(max_examples=200)
@@ -56,6 +64,29 @@ def test_end_mark_found_wherever_the_reads_split(sizes, trailing_newlines):
     chunks = [chunk for chunk in chunks if chunk]
     received = bytearray()
     size = _read_until_mark(Chunks(chunks), MARK, received.extend)
+    assert bytes(received) == payload
+    assert size == len(payload)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=30),
+    st.integers(1, 120),
+)
+def test_end_mark_found_when_reads_are_gathered_and_passed_on(sizes, pass_on):
+    """Reads are gathered and passed on every PASS_ON bytes (set small here): the bytes kept
+    back for a straddling mark are never lost, doubled or passed on as payload."""
+    payload = rdb(900)
+    stream_bytes = payload + MARK + b"\n"
+    chunks, position = [], 0
+    for size in sizes:
+        chunks.append(stream_bytes[position : position + size])
+        position += size
+    if position < len(stream_bytes):
+        chunks.append(stream_bytes[position:])
+    received = bytearray()
+    with unittest.mock.patch.object(replication, "PASS_ON", pass_on):
+        size = _read_until_mark(Chunks([c for c in chunks if c]), MARK, received.extend)
     assert bytes(received) == payload
     assert size == len(payload)
 
@@ -157,3 +188,22 @@ def test_an_error_reply_to_psync_is_explained():
 
     with pytest.raises(RedisCommandError, match="may not run PSYNC .*NOPERM.*backup user"):
         capture_rdb(Refusing(script).target(), lambda chunk: None)
+
+
+@pytest.mark.parametrize("framing", ["disk", "diskless"])
+def test_a_payload_larger_than_the_read_buffer_arrives_whole(framing):
+    """Several MiB: the reused read buffer is filled, passed on and refilled many times."""
+    payload = rdb(3 * replication.READ_BUFFER + 12345)
+
+    def script(conn):
+        if framing == "disk":
+            conn.sendall(b"$%d\r\n" % len(payload) + payload)
+        else:
+            conn.sendall(b"$EOF:" + MARK + b"\r\n" + payload + MARK)
+        time.sleep(0.2)
+
+    received = bytearray()
+    capture = capture_rdb(Peer(script).target(), received.extend, idle_timeout=2)
+    assert capture.transfer == framing and capture.size == len(payload)
+    assert bytes(received) == payload
+    assert check_rdb_bytes(bytes(received)).checksum == "ok"
