@@ -15,7 +15,7 @@ from redkeep.envfile import read_env
 from redkeep.errors import UsageError
 from redkeep.pki.layout import TLSFiles
 from redkeep.redis.deployment import Deployment, Node, Role, Topology
-from redkeep.redis.target import Target
+from redkeep.redis.target import Target, parse_host_port
 from redkeep.render.env import ALL_PASSWORD_KEYS
 
 if TYPE_CHECKING:
@@ -129,11 +129,17 @@ class Bundle:
         password = self.password(role) if with_password else None
         nodes = []
         for planned in plan_nodes(settings.deployment, settings.redis.tls_port):
+            # In a container (the compose view) each node is its own service; in Kubernetes
+            # its own pod (node_addresses).
+            host = planned.name if settings.deployment.nodes_by_name else settings.host
+            port = planned.port
+            address = settings.deployment.node_addresses.get(planned.name)
+            if address:
+                host, port = parse_host_port(address)
             target = Target(
                 "rediss",
-                # In a container (the compose view) each node is its own service.
-                host=planned.name if settings.deployment.nodes_by_name else settings.host,
-                port=planned.port,
+                host=host,
+                port=port,
                 username=role,
                 password=password,
                 password_source=f"{self.env_path}" if with_password else "",

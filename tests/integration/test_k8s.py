@@ -24,10 +24,12 @@ import pytest
 import yaml
 from cryptography import x509
 
+from redkeep.actions.exporter import _deployment_nodes as deployment_nodes
 from redkeep.bundle import Bundle
 from redkeep.envfile import generate_password, read_env
 from redkeep.fsutil import mode_of
 from redkeep.pki.inspect import load_certificate, subject_alt_names, verify_certificate
+from redkeep.proxy.config import build_config
 from redkeep.render.acl import password_hash
 from tests.conftest import REDKEEP, run_redkeep
 from tests.servers import free_port, require_binary, stop_process
@@ -307,7 +309,8 @@ def test_network_policy_guards_the_data_pods(rendered, topology):
     ]
     # Each admitted selector matches a workload of the deployment (or the client label).
     templates = dict(pod_templates(r))
-    expected = {"exporter"} | ({"proxy"} if topology == "standalone" else {"redis"})
+    expected = {"exporter"} | ({"proxy"} if topology != "cluster" else set())
+    expected |= {"redis"} if topology != "standalone" else set()
     matched = {
         name
         for name, template in templates.items()
@@ -342,6 +345,84 @@ def test_certificates_name_the_pods_and_services(rendered):
             proxy = x509.load_pem_x509_certificate(r.secret("proxy-tls", "tls.crt").encode())
             assert verify_certificate(proxy, ca, now) == []
             assert f"proxy.{NAMESPACE}.svc.{DOMAIN}" in subject_alt_names(proxy)
+
+
+def bundle_of(r: Rendered, name: str, root: Path) -> Bundle:
+    """The bundle directory the proxy or exporter Deployment mounts at /bundle, at `root`:
+    redkeep.yaml from the ConfigMap and the Secret files projected beside it."""
+    pod = r.get("Deployment", name)["spec"]["template"]["spec"]
+    (config,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    root.mkdir()
+    config_map = r.get("ConfigMap", "redkeep-config")["data"]
+    for source in config.get("projected", {"sources": [{"configMap": config.get("configMap")}]})[
+        "sources"
+    ]:
+        kind, ref = next(iter(source.items()))
+        data = config_map if kind == "configMap" else r.get("Secret", ref["name"])["stringData"]
+        for item in ref["items"]:
+            (root / item["path"]).parent.mkdir(exist_ok=True)
+            (root / item["path"]).write_text(data[item["key"]])
+    return Bundle(root)
+
+
+def test_sentinel_proxy_follows_the_sentinel_pods(rendered, tmp_path):
+    """The proxy of a sentinel deployment, as `redkeep proxy` reads its mounted bundle: it
+    asks every Sentinel pod by its DNS name, as app with the bundle's password, over TLS
+    checked against a name the pods' certificate holds; the proxy may reach the Sentinels and
+    the data pods; applications get its URL."""
+    r = rendered["sentinel"]
+    bundle = bundle_of(r, "proxy", tmp_path / "bundle")
+    settings = bundle.settings  # our loader: the schema and the environment overrides
+    config = build_config(settings.proxy, settings, bundle.root, follow_sentinel=True)
+    sentinels = tuple((f"sentinel-{j}.sentinel.{NAMESPACE}.svc.{DOMAIN}", 26379) for j in range(3))
+    assert config.sentinel.addresses == sentinels
+    assert config.sentinel.master_name == r.bundle.settings.deployment.master_name
+    app_password = read_env(r.bundle.env_path)["REDIS_APP_PASSWORD"]
+    assert (config.sentinel.user, config.sentinel.password) == ("app", app_password)
+    server = x509.load_pem_x509_certificate(r.secret("redis-tls", "server.crt").encode())
+    assert config.upstream_tls.server_name in subject_alt_names(server)
+    # Mutual TLS with the files the proxy pod mounts at /tls.
+    proxy = r.get("Deployment", "proxy")["spec"]["template"]["spec"]
+    assert {"name": "tls", "mountPath": "/tls", "readOnly": True} in proxy["containers"][0][
+        "volumeMounts"
+    ]
+    tls = [Path(config.upstream_tls.ca), Path(config.upstream_tls.cert)]
+    assert tls == [Path("/tls/ca.crt"), Path("/tls/client.crt")]
+    # The proxy's pods may reach the Sentinels and the data pods.
+    proxy_labels = r.get("Deployment", "proxy")["spec"]["template"]["metadata"]["labels"]
+    for policy in ("sentinel", "redis"):
+        spec = r.get("NetworkPolicy", policy)["spec"]
+        peers = [
+            peer["podSelector"]["matchLabels"] for rule in spec["ingress"] for peer in rule["from"]
+        ]
+        assert any(labels.items() <= proxy_labels.items() for labels in peers), policy
+    url = r.secret("app-credentials", "url")
+    assert url.endswith(f"@proxy.{NAMESPACE}.svc.{DOMAIN}:{config.listen[1]}")
+    assert r.secret("app-credentials", "sentinels") == (
+        f"sentinel-client.{NAMESPACE}.svc.{DOMAIN}:26379"
+    )
+
+
+def test_sentinel_exporter_checks_follow_the_sentinel_pods(rendered, tmp_path):
+    """The exporter of a sentinel deployment, as it reads its mounted bundle: its app checks
+    start at the Sentinel pods (by DNS name and port) and go to the data pods they name, with
+    the CA and client certificate projected into the bundle; a cluster's stays as it was."""
+    r = rendered["sentinel"]
+    bundle = bundle_of(r, "exporter", tmp_path / "bundle")
+    nodes, sentinel_count = deployment_nodes(bundle, {"REDIS_EXPORTER_PASSWORD": "x"})
+    assert sentinel_count == 3
+    addresses = [(node.host, node.port) for node in nodes]
+    pods = [f"sentinel-{j}.sentinel" for j in range(3)] + ["redis-0.redis", "redis-1.redis"]
+    ports = [26379] * 3 + [r.bundle.settings.redis.tls_port] * 2
+    assert addresses == [
+        (f"{pod}.{NAMESPACE}.svc.{DOMAIN}", port) for pod, port in zip(pods, ports, strict=True)
+    ]
+    for node in nodes:
+        assert (node.username, node.password) == ("exporter", "x")
+        assert Path(node.tls_ca).read_text() == r.secret("redis-tls", "ca.crt")
+        assert Path(node.tls_cert).read_text() == r.secret("redis-tls", "client.crt")
+    cluster = bundle_of(rendered["cluster"], "exporter", tmp_path / "cluster")
+    assert deployment_nodes(cluster, {}) == ([], 0)
 
 
 def test_missing_ha_password_is_a_usage_error(base_bundle, tmp_path):
@@ -425,7 +506,7 @@ class Pods:
         }
         ports = {"16380": self.bus, "26379": self.sentinel_port, "6380": self.port}
         ports |= {"9122": self.proxy_metrics, "9121": self.exporter_port}
-        if self.r.bundle.settings.deployment.topology == "standalone":
+        if self.r.bundle.settings.deployment.topology != "cluster":
             # The bundle's proxy port, as its Service has it.
             service = self.r.get("Service", "proxy")["spec"]["ports"][0]
             ports[str(service["port"])] = self.proxy_port
@@ -508,13 +589,19 @@ class Pods:
             directory.mkdir(mode=0o700, parents=True)
         config = self.r.get("ConfigMap", "redkeep-config")["data"]["redkeep.yaml"]
         (run / "bundle" / "redkeep.yaml").write_text(self.localize(config, name, run, tls))
+        container = pod["containers"][0]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        where = {"/tls": tls, "/bundle": run / "bundle"}
         for volume in pod["volumes"]:
             for source in volume.get("projected", {}).get("sources", []):
+                if "secret" not in source:
+                    continue  # the ConfigMap's redkeep.yaml, written above
                 data = self.r.get("Secret", source["secret"]["name"])["stringData"]
                 for item in source["secret"]["items"]:
-                    (tls / item["path"]).write_text(data[item["key"]])
-                    (tls / item["path"]).chmod(0o600)
-        container = pod["containers"][0]
+                    path = where[mounts[volume["name"]]] / item["path"]
+                    path.parent.mkdir(mode=0o700, exist_ok=True)
+                    path.write_text(data[item["key"]])
+                    path.chmod(0o600)
         env = {"PATH": "/usr/bin:/bin"}
         for variable in container["env"]:
             ref = variable["valueFrom"]["secretKeyRef"]
@@ -612,25 +699,8 @@ def test_proxy_and_exporter_deployments_serve_with_their_config(rendered, pods):
     exporter = deployment.start_redkeep("exporter")
     app_password = r.secret("app-credentials", "password")
 
-    def through_proxy() -> bytes:
-        context = ssl.create_default_context(cafile=str(deployment.tls / "ca.crt"))
-        context.load_cert_chain(deployment.tls / "client.crt", deployment.tls / "client.key")
-        address = (deployment.address("proxy"), deployment.proxy_port)
-        with socket.create_connection(address, timeout=5) as raw:
-            # The name applications use in the cluster, which the proxy's certificate holds.
-            name = f"proxy.{NAMESPACE}.svc.{DOMAIN}"
-            with context.wrap_socket(raw, server_hostname=name) as tls:
-                tls.sendall(f"AUTH app {app_password}\r\nPING\r\n".encode())
-                reply = b""
-                while reply.count(b"\r\n") < 2:
-                    reply += tls.recv(100)
-                return reply
-
     def answers() -> bool:
-        try:
-            return through_proxy() == b"+OK\r\n+PONG\r\n"
-        except OSError:
-            return False
+        return through_proxy(deployment, app_password, "PING") == b"+OK\r\n+PONG\r\n"
 
     deployment.wait(answers, "the app through the proxy", proxy)
 
@@ -643,6 +713,29 @@ def test_proxy_and_exporter_deployments_serve_with_their_config(rendered, pods):
             return ""
 
     deployment.wait(lambda: "\nredis_up 1" in metrics(), "the exporter scrapes", exporter)
+
+
+def through_proxy(deployment: Pods, app_password: str, command: str) -> bytes:
+    """AUTH as app and one inline command through the proxy: the two replies (b"" when the
+    proxy does not answer yet)."""
+    context = ssl.create_default_context(cafile=str(deployment.tls / "ca.crt"))
+    context.load_cert_chain(deployment.tls / "client.crt", deployment.tls / "client.key")
+    address = (deployment.address("proxy"), deployment.proxy_port)
+    try:
+        with socket.create_connection(address, timeout=5) as raw:
+            # The name applications use in the cluster, which the proxy's certificate holds.
+            name = f"proxy.{NAMESPACE}.svc.{DOMAIN}"
+            with context.wrap_socket(raw, server_hostname=name) as tls:
+                tls.sendall(f"AUTH app {app_password}\r\n{command}\r\n".encode())
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = tls.recv(100)
+                    if not chunk:
+                        return b""
+                    reply += chunk
+                return reply
+    except OSError:
+        return b""
 
 
 def test_a_typo_in_a_directive_stops_the_server(rendered, pods):
@@ -686,6 +779,15 @@ def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
             lambda s=sentinel: deployment.probe(s, "ready-sentinel", deployment.sentinel_port) == 0,
             f"{sentinel} sees a quorum",
         )
+    # The proxy asks the Sentinels (as app, over TLS, by their pods' names) for the primary.
+    app_password = r.secret("app-credentials", "password")
+    proxy = deployment.start_redkeep("proxy")
+
+    def writes(key: str) -> bool:
+        return through_proxy(deployment, app_password, f"SET {key} v") == b"+OK\r\n+OK\r\n"
+
+    deployment.wait(lambda: writes("before"), "a write through the proxy", proxy)
+    assert deployment.cli("redis-0", "get", "before").strip() == "v"
     # A data pod that restarts asks the Sentinels whom to follow (the `replication` user).
     deployment.cli("redis-1", "shutdown", "nosave")
     deployment.wait(lambda: deployment.probe("redis-1", "live") != 0, "redis-1 stopped")
@@ -719,6 +821,10 @@ def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
     assert f"names the primary: {new_primary}" in (restarted / "stdout").read_text()
     deployment.wait(lambda: deployment.probe("redis-0", "ready-replicated") == 0, "redis-0 follows")
     assert f"master_host:{new_primary}" in deployment.cli("redis-0", "info", "replication")
+    # The proxy followed: a write through it lands on redis-1 (a replica would refuse it).
+    deployment.wait(lambda: writes("after"), "a write through the proxy after failover", proxy)
+    assert "role:master" in deployment.cli("redis-1", "info", "replication")
+    assert deployment.cli("redis-1", "get", "after").strip() == "v"
 
 
 def test_cluster_pods_form_a_cluster_with_the_job_script(rendered, pods):

@@ -124,13 +124,14 @@ def run_exporter(app: Application, request: ExporterRequest) -> None:
 def _deployment_nodes(bundle: Bundle | None, env: dict[str, str]) -> tuple[list[Target], int]:
     """A Sentinel or cluster bundle's planned nodes as the exporter reaches them, Sentinels
     first (their view of the deployment follows failovers), and how many are Sentinels.
-    Nothing for a standalone bundle, and when `exporter.targets` lists the nodes itself
-    (Kubernetes: the pods' own names) unless the plan names them too (the compose view:
-    `deployment.nodes_by_name`)."""
+    Nothing for a standalone bundle, and when `exporter.targets` lists the nodes
+    itself unless the plan names them too (the compose view: `deployment.nodes_by_name`;
+    Kubernetes: `deployment.node_addresses`, the pods' own names)."""
     settings = bundle.settings if bundle is not None else None
     if settings is None or settings.deployment.topology == "standalone":
         return [], 0
-    if settings.exporter.targets and not settings.deployment.nodes_by_name:
+    by_name = settings.deployment.nodes_by_name or settings.deployment.node_addresses
+    if settings.exporter.targets and not by_name:
         return [], 0
     password = env.get(ALL_PASSWORD_KEYS["exporter"])  # a missing one fails at login, said
     nodes = bundle.deployment("exporter", with_password=False).nodes

@@ -145,8 +145,8 @@ def _notes(bundle: Bundle, layout) -> list[str]:
     notes = []
     if not has_proxy(layout):
         notes.append(
-            f"no proxy: it follows neither a Sentinel failover nor Cluster redirections yet; "
-            f"applications that do connect directly (label their pods "
+            f"no proxy: it is no cluster router (it would pass Cluster redirections to other "
+            f"pods on to clients); applications connect directly (label their pods "
             f"redkeep/client={settings.name})"
         )
     if settings.exporter.tls_cert_file:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from redkeep.config.section import Section
+from redkeep.config.section import HostPort, Section
 
 SENTINEL_PORT_OFFSET = 100  # Sentinel j listens on tls_port + 100 + j
 BUS_PORT_OFFSET = 10000  # the cluster bus of node i: tls_port + 10000 + i (Redis' own convention)
@@ -70,6 +70,12 @@ class DeploymentSettings(Section):
         description="Reach each node at its own name (its docker-compose service name, which "
         "its certificate holds) instead of `host`: what redkeep's containers do (the compose "
         "view of this file sets it); off where `redkeep up` runs the nodes.",
+    )
+    node_addresses: dict[str, HostPort] = Field(
+        default_factory=dict,
+        description="HOST:PORT of each node by its name (redis-0.., sentinel-0..) where it is "
+        "neither at `host` nor at its planned port: the Kubernetes view of this file sets it "
+        "(each pod's DNS name).",
     )
 
     @model_validator(mode="after")

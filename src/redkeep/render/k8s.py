@@ -5,7 +5,7 @@ to a separate file, 0600, for the operator's secret store); the manifests refer 
 by name and never hold a secret. Standalone, sentinel and cluster share one layout: a data
 StatefulSet `redis` behind a headless Service of the same name (pod `redis-0` is
 `redis-0.redis.NAMESPACE.svc.DOMAIN`), Sentinels in a StatefulSet `sentinel`, the exporter
-(and, for standalone, the proxy) as Deployments of the redkeep image the bundle builds.
+(and, but for a cluster, the proxy) as Deployments of the redkeep image the bundle builds.
 `render/k8s_conf.py` writes what runs inside the pods.
 """
 
@@ -20,8 +20,10 @@ import yaml
 
 from redkeep import __version__
 from redkeep.config.schema import MIB, Settings
+from redkeep.envfile import render_env
 from redkeep.errors import UsageError
 from redkeep.redis.target import parse_host_port
+from redkeep.render.env import PASSWORD_KEYS
 from redkeep.render.k8s_conf import (
     CONFIG_DIR,
     DATA,
@@ -55,6 +57,8 @@ TLS_SECRET = "redis-tls"  # noqa: S105 - a Secret's name, not a secret
 USERS_SECRET = "redis-users"  # noqa: S105 - a Secret's name, not a secret
 PROXY_TLS_SECRET = "proxy-tls"  # noqa: S105 - a Secret's name, not a secret
 APP_SECRET = "app-credentials"  # noqa: S105 - a Secret's name, not a secret
+PROXY_ENV = "proxy.env"  # the key of the proxy's .env in the users Secret (sentinel)
+PROXY_ENV_HEADER = "# The proxy's .env in Kubernetes: the password it asks the Sentinels with."
 # Pods that may open connections to the data pods of a sentinel or cluster deployment
 # themselves (clients that follow Sentinel or Cluster redirections) carry this label.
 CLIENT_LABEL = "redkeep/client"
@@ -133,10 +137,10 @@ def layout_of(settings: Settings, options: K8sOptions) -> Layout:
 
 
 def has_proxy(layout: Layout) -> bool:
-    """The proxy is rendered for a standalone deployment only: it is no cluster router, and
-    following a Sentinel failover (`redkeep proxy --sentinel`, docs/proxy.md) is not wired into
-    the manifests yet."""
-    return layout.topology == "standalone"
+    """The proxy is rendered but for a cluster: it is no cluster router (it would pass the
+    MOVED redirections to other pods on to clients). Behind Sentinel it follows the primary the
+    Sentinels name (`redkeep proxy --sentinel`, docs/proxy.md)."""
+    return layout.topology != "cluster"
 
 
 def server_names(layout: Layout) -> list[str]:
@@ -166,12 +170,23 @@ def client_services(layout: Layout) -> list[str]:
 
 
 def entry_point(layout: Layout) -> tuple[str, int]:
-    """Where applications connect: the proxy, the Sentinels, or any node of the cluster."""
+    """Where applications connect: the proxy, or any node of the cluster."""
     if has_proxy(layout):
         return layout.names.service(PROXY), proxy_port(layout)
-    if layout.topology == "sentinel":
-        return layout.names.service(SENTINEL_CLIENT), SENTINEL_PORT
     return layout.names.service(DATA_CLIENT), layout.port
+
+
+def sentinel_addresses(layout: Layout) -> list[str]:
+    """Every Sentinel pod by its DNS name (what they announce and their certificate holds)."""
+    return [f"{layout.sentinel_fqdn(pod)}:{SENTINEL_PORT}" for pod in layout.sentinel_pods]
+
+
+def node_addresses(layout: Layout) -> dict[str, str]:
+    """Each planned node (redis-0.., sentinel-0..) at its pod: where the exporter of a
+    sentinel deployment finds the Sentinels and the primary they name."""
+    found = {pod: f"{layout.data_fqdn(pod)}:{layout.port}" for pod in layout.data_pods}
+    found |= dict(zip(layout.sentinel_pods, sentinel_addresses(layout), strict=True))
+    return found
 
 
 # --- Pieces every object uses ---
@@ -634,6 +649,7 @@ def component_settings_yaml(layout: Layout) -> str:
     data["proxy"] |= {
         "listen": f"0.0.0.0:{proxy_port(layout)}",
         "upstream": f"{layout.names.service(DATA_CLIENT)}:{layout.port}",
+        "sentinels": [],
         "allow": list(dict.fromkeys([*settings.proxy.allow, *PRIVATE_NETWORKS])),
         "tls_cert": f"{TLS_DIR}/tls.crt",
         "tls_key": f"{TLS_DIR}/tls.key",
@@ -645,6 +661,17 @@ def component_settings_yaml(layout: Layout) -> str:
         "access_log": "-",
         "metrics_listen": f"0.0.0.0:{PROXY_METRICS_PORT}",
     }
+    if layout.topology == "sentinel":
+        data["proxy"] |= {
+            "upstream": None,
+            "sentinels": sentinel_addresses(layout),
+            "master_name": settings.deployment.master_name,
+            "sentinel_user": "app",  # its password: the Secret, REDKEEP_SENTINEL_PASSWORD
+            # One certificate serves every pod and Service (server_names): the proxy checks
+            # the Sentinels and the primary by the Sentinels' Service name it holds.
+            "upstream_tls_name": layout.names.service(SENTINEL_CLIENT),
+        }
+        data["deployment"]["node_addresses"] = node_addresses(layout)
     profile = {
         "username": "exporter",
         "password_env": "REDIS_EXPORTER_PASSWORD",
@@ -682,7 +709,10 @@ def redkeep_deployment(
     env: list[Object],
     config_digest: str,
     replicas: int,
+    bundle_files: tuple[Object, ...] | list[Object] = (),
 ) -> Object:
+    """`bundle_files`: Secret sources projected into the bundle directory beside redkeep.yaml
+    (where redkeep looks for .env and tls/ when it reaches the nodes of the plan)."""
     container = {
         "name": name,
         "image": options.image,
@@ -699,8 +729,15 @@ def redkeep_deployment(
             mount("tmp", "/tmp", read_only=False),  # noqa: S108 - the container's own emptyDir
         ],
     }
+    config = config_volume("config", REDKEEP_CONFIG, ["redkeep.yaml"])
+    if bundle_files:
+        yaml_source = {"configMap": {"name": REDKEEP_CONFIG, "items": items(["redkeep.yaml"])}}
+        config = {
+            "name": "config",
+            "projected": {"defaultMode": SECRET_MODE, "sources": [yaml_source, *bundle_files]},
+        }
     all_volumes = [
-        config_volume("config", REDKEEP_CONFIG, ["redkeep.yaml"]),
+        config,
         *volumes,
         {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
     ]
@@ -738,6 +775,12 @@ def proxy_deployment(layout: Layout, options: K8sOptions, config_digest: str) ->
             ],
         },
     }
+    bundle_files = []
+    if layout.topology == "sentinel":
+        # The bundle's .env with app's password: the proxy asks the Sentinels and checks the
+        # primary's role as app (proxy.sentinel_user).
+        env = [{"key": PROXY_ENV, "path": ".env"}]
+        bundle_files.append({"secret": {"name": USERS_SECRET, "items": env}})
     return redkeep_deployment(
         layout,
         options,
@@ -752,17 +795,21 @@ def proxy_deployment(layout: Layout, options: K8sOptions, config_digest: str) ->
         [],
         config_digest,
         replicas=2,
+        bundle_files=bundle_files,
     )
 
 
 def exporter_deployment(layout: Layout, options: K8sOptions, config_digest: str) -> Object:
-    """The exporter: the first data pod on /metrics, every data pod by /scrape?target=."""
+    """The exporter: the first data pod on /metrics, every data pod by /scrape?target=; behind
+    Sentinel its app checks run on the primary the Sentinels name (node_addresses)."""
     if layout.settings.exporter.basic_auth_user:
         # The probe could not send the password without putting it in the manifest.
         probe: Object = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10}
     else:
         probe = {"httpGet": {"path": "/health", "port": "metrics"}, "periodSeconds": 10}
     first = layout.data_fqdn(layout.data_pods[0])
+    sentinel = layout.topology == "sentinel"
+    bundle_tls = [{"key": key, "path": f"tls/{key}"} for key in CLIENT_TLS_KEYS]
     env = [env_secret("REDIS_EXPORTER_PASSWORD", USERS_SECRET, "exporter-password")]
     if layout.settings.exporter.basic_auth_user:
         env.append(env_secret("EXPORTER_BASIC_AUTH_PASSWORD", USERS_SECRET, "exporter-basic-auth"))
@@ -795,6 +842,9 @@ def exporter_deployment(layout: Layout, options: K8sOptions, config_digest: str)
         env,
         config_digest,
         replicas=1,
+        # The CA and client certificate where redkeep looks for them when it reaches the
+        # Sentinels and the primary they name (deployment.node_addresses).
+        bundle_files=[{"secret": {"name": TLS_SECRET, "items": bundle_tls}}] if sentinel else [],
     )
 
 
@@ -858,6 +908,8 @@ def network_policies(layout: Layout) -> list[Object]:
     ]
     if topology == "sentinel":
         sentinel_from = [peer(layout, SENTINEL), peer(layout, DATA), peer(layout, EXPORTER)]
+        if has_proxy(layout):
+            sentinel_from.append(peer(layout, PROXY))  # it asks them for the primary
         sentinel_from.append(clients)
         rule = {"from": sentinel_from, "ports": [{"protocol": tcp, "port": SENTINEL_PORT}]}
         policies.append(policy(layout, SENTINEL, SENTINEL, [rule]))
@@ -903,6 +955,7 @@ def render_secrets(
     if topology != "standalone":
         users["auth.conf"] = render_auth_conf(passwords)
     if topology == "sentinel":
+        users[PROXY_ENV] = render_env(PROXY_ENV_HEADER, {PASSWORD_KEYS["app"]: passwords["app"]})
         users["replication-password"] = passwords["replication"]
         users["sentinel-password"] = passwords["sentinel"]
         users["sentinel-auth.conf"] = render_sentinel_auth(layout, passwords)
@@ -922,12 +975,13 @@ def render_secrets(
         "client.crt": material.client_cert,
         "client.key": material.client_key,
     }
+    # Through the proxy (which follows the Sentinels' primary), or any node of a cluster.
+    app["url"] = f"rediss://app:{passwords['app']}@{entry}:{entry_port}"
     if topology == "sentinel":
-        # Clients ask the Sentinels (as app, the same password) for the primary by this name.
-        app["sentinels"] = f"{entry}:{entry_port}"
+        # Clients that follow Sentinel themselves (pods labelled redkeep/client) ask the
+        # Sentinels (as app, the same password) for the primary by this name.
+        app["sentinels"] = f"{layout.names.service(SENTINEL_CLIENT)}:{SENTINEL_PORT}"
         app["master-name"] = settings.deployment.master_name
-    else:
-        app["url"] = f"rediss://app:{passwords['app']}@{entry}:{entry_port}"
     found = [
         secret(layout, TLS_SECRET, DATA, tls),
         secret(layout, USERS_SECRET, DATA, users),
