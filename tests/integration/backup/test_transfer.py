@@ -31,18 +31,23 @@ def test_big_keys_are_copied_in_small_batches(redis_factory):
     assert other.strlen("big:7") == 10 * MIB and other.get("small") == b"v"
 
 
+def copy_db0(source, target) -> None:
+    """copy_keys of db 0 between two servers, without --replace."""
+    copy_keys(
+        lambda db: redis.Redis(port=source.port, db=db),
+        lambda db: redis.Redis(port=target.port, db=db),
+        [0],
+        replace=False,
+    )
+
+
 def test_a_refused_restore_says_how_many_keys_the_target_now_holds(redis_factory):
     source = redis_factory()
     target = redis_factory(["user default on nopass ~allowed:* +@all"])
     client = redis.Redis(port=source.port)
     client.mset({"denied:1": "a", **{f"allowed:{i}": "b" for i in range(5)}, "denied:2": "c"})
     with pytest.raises(RedkeepError) as raised:
-        copy_keys(
-            lambda db: redis.Redis(port=source.port, db=db),
-            lambda db: redis.Redis(port=target.port, db=db),
-            [0],
-            replace=False,
-        )
+        copy_db0(source, target)
     written = redis.Redis(port=target.port).dbsize()
     assert written == 5  # every allowed key of the batch went in, before and after the refusal
     assert "RESTORE of key b'denied:" in raised.value.message
@@ -57,11 +62,6 @@ def test_a_restore_refused_for_memory_says_oom(redis_factory):
     redis.Redis(port=source.port).set("k", "v")
     redis.Redis(port=target.port).config_set("maxmemory", 1)  # below what it already uses
     with pytest.raises(RedkeepError) as raised:
-        copy_keys(
-            lambda db: redis.Redis(port=source.port, db=db),
-            lambda db: redis.Redis(port=target.port, db=db),
-            [0],
-            replace=False,
-        )
+        copy_db0(source, target)
     assert "failed: OOM command not allowed when used memory > 'maxmemory'" in raised.value.message
     assert redis.Redis(port=target.port).dbsize() == 0

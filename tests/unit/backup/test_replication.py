@@ -48,6 +48,16 @@ class Chunks:
         return count
 
 
+def split_reads(stream_bytes: bytes, sizes: list[int]) -> list[bytes]:
+    """`stream_bytes` as reads of these sizes (the rest in one last read), none empty."""
+    chunks, position = [], 0
+    for size in sizes:
+        chunks.append(stream_bytes[position : position + size])
+        position += size
+    chunks.append(stream_bytes[position:])
+    return [chunk for chunk in chunks if chunk]
+
+
 @settings(max_examples=200)
 @given(
     st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=30), st.integers(0, 3)
@@ -55,13 +65,7 @@ class Chunks:
 def test_end_mark_found_wherever_the_reads_split(sizes, trailing_newlines):
     payload = rdb(300)
     stream_bytes = payload + MARK + b"\n" * trailing_newlines
-    chunks, position = [], 0
-    for size in sizes:
-        chunks.append(stream_bytes[position : position + size])
-        position += size
-    if position < len(stream_bytes):
-        chunks.append(stream_bytes[position:])
-    chunks = [chunk for chunk in chunks if chunk]
+    chunks = split_reads(stream_bytes, sizes)
     received = bytearray()
     size = _read_until_mark(Chunks(chunks), MARK, received.extend)
     assert bytes(received) == payload
@@ -78,15 +82,10 @@ def test_end_mark_found_when_reads_are_gathered_and_passed_on(sizes, pass_on):
     back for a straddling mark are never lost, doubled or passed on as payload."""
     payload = rdb(900)
     stream_bytes = payload + MARK + b"\n"
-    chunks, position = [], 0
-    for size in sizes:
-        chunks.append(stream_bytes[position : position + size])
-        position += size
-    if position < len(stream_bytes):
-        chunks.append(stream_bytes[position:])
+    chunks = split_reads(stream_bytes, sizes)
     received = bytearray()
     with unittest.mock.patch.object(replication, "PASS_ON", pass_on):
-        size = _read_until_mark(Chunks([c for c in chunks if c]), MARK, received.extend)
+        size = _read_until_mark(Chunks(chunks), MARK, received.extend)
     assert bytes(received) == payload
     assert size == len(payload)
 
