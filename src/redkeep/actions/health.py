@@ -14,6 +14,7 @@ import redis
 from redkeep.actions.live import observe_bundle
 from redkeep.actions.locate import load_bundle, target_for
 from redkeep.actions.node_status import summary
+from redkeep.actions.proxy_following import following_problem
 from redkeep.actions.stack import is_deployment
 from redkeep.app import Application
 from redkeep.bundle import Bundle
@@ -82,7 +83,7 @@ def deployment_health(bundle: Bundle) -> HealthResult:
     with a quorum that name it, or cluster_state ok with all 16384 slots served everywhere."""
     started = time.perf_counter()
     view = observe_bundle(bundle)
-    problems = view.problems()
+    problems = view.problems() + proxy_problems(bundle, view)
     target, _ = anchor_node(bundle, view)
     reached = any(node.reached for node in view.nodes)
     latency = round((time.perf_counter() - started) * 1000, 1)
@@ -98,6 +99,17 @@ def deployment_health(bundle: Bundle) -> HealthResult:
         topology=view.topology,
         problems=tuple(problems),
     )
+
+
+def proxy_problems(bundle: Bundle, view: DeploymentView) -> list[str]:
+    """A sentinel bundle's proxy running here must send clients to the live primary and be
+    answered by a majority of the Sentinels (else it misses the next failover)."""
+    if view.topology != "sentinel":
+        return []
+    primary = view.live_primary()
+    where = (primary.host, primary.port) if primary is not None else None
+    problem = following_problem(bundle, where)
+    return [problem] if problem else []
 
 
 def check_health(target: Target) -> HealthResult:

@@ -15,6 +15,7 @@ from redkeep.actions.health import (
     anchor_node,
     check_health,
     misconf_message,
+    proxy_problems,
     save_failure,
 )
 from redkeep.actions.live import observe_bundle
@@ -232,6 +233,8 @@ def deployment_status(bundle: Bundle, now: dt.datetime) -> StatusReport:
         problems += service_problems(
             bundle, {name: item for name, item in services.items() if name in helpers}
         )
+        if "proxy" in services and services["proxy"].serving:  # else said just above
+            problems += proxy_problems(bundle, view)
     pids = {name: item.pid for name, item in services.items()}
     nodes, sentinels = node_statuses(view, pids)
     target, reached = anchor_node(bundle, view)

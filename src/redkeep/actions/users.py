@@ -28,6 +28,7 @@ from redkeep.actions.nodes import (
     config_file,
     every_node,
 )
+from redkeep.actions.proxy_following import follows_sentinels, local_proxy_pid, reload_and_confirm
 from redkeep.actions.rollback import ChangeLog, acl_user, make_private
 from redkeep.app import Application
 from redkeep.bundle import Bundle
@@ -64,6 +65,9 @@ class RotationResult:
     env_path: str  # the bundle's .env
     nodes: list[str] = field(default_factory=list)  # the nodes changed (that have the user)
     links: list[str] = field(default_factory=list)  # stored passwords set: "masterauth on redis-1"
+    # The proxy here that logs in to the Sentinels as this user: "" (none), or what it did.
+    proxy: str = ""
+    proxy_problem: str = ""  # `rotate`: it could not use the new password (nothing rolled back)
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
         raise log.failure(error, f"rotating '{user}' failed", hint, ".env is unchanged") from None
     finally:
         _private_sentinel_configs(bundle, links)
+    proxy, problem = _proxy_after_change(bundle, user)
     return RotationResult(
         user,
         "started",
@@ -191,6 +196,8 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
         str(bundle.env_path),
         nodes=[node.name for node, _ in holders],
         links=[link.label for link in links],
+        proxy=proxy,
+        proxy_problem=problem,
     )
 
 
@@ -235,6 +242,13 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
             )
         for node, _ in holders:
             prove_login(node, user, kept_password, str(bundle.env_path))
+        # Before anything is saved: a proxy that cannot log in any more gets the old back.
+        proxy, problem = _proxy_after_change(bundle, user)
+        if problem:
+            raise RedkeepError(
+                f"{problem}; it must log in with the password in {bundle.env_path} (is "
+                f"REDKEEP_SENTINEL_PASSWORD set for it? update it and restart the proxy)"
+            )
         for node in changed:
             log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
     except RedkeepError as error:
@@ -250,7 +264,27 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
         str(bundle.env_path),
         nodes=[node.name for node in changed],
         links=[link.label for link in links],
+        proxy=proxy,
     )
+
+
+def _proxy_after_change(bundle: Bundle, user: str) -> tuple[str, str]:
+    """Make the bundle's proxy here that logs in to the Sentinels as `user` do so again now
+    (it reads .env at each login) and see a majority of them answer it. (what was done,
+    the problem or "")."""
+    if user != bundle.settings.proxy.sentinel_user or not follows_sentinels(bundle):
+        return "", ""
+    pid = local_proxy_pid(bundle)
+    if pid is None:
+        return (
+            "No proxy of this bundle runs on this machine; a proxy elsewhere reads .env at "
+            "each login (one given REDKEEP_SENTINEL_PASSWORD needs the new password).",
+            "",
+        )
+    problem = reload_and_confirm(bundle)
+    if problem:
+        return f"The proxy (pid {pid}): {problem}.", problem
+    return f"The proxy (pid {pid}) logged in to the Sentinels again with the .env password.", ""
 
 
 def env_key(bundle: Bundle, user: str) -> str:

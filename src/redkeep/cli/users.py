@@ -13,7 +13,7 @@ from redkeep.actions.users import (
 from redkeep.actions.users_list import GROUP_TITLES, DeploymentUsers, Variant, run_list
 from redkeep.app import Application
 from redkeep.cli.options import connection_options, dir_option, json_option
-from redkeep.errors import ExitStatus
+from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.redis.target import ConnectionOptions
 
 NAME_SHOWN = 64  # characters of a user name a table or message shows
@@ -169,7 +169,14 @@ def rotate(
     )
     if result.links:
         app.say(f"Stored passwords switched to it: {', '.join(result.links)}.")
+    if result.proxy and not result.proxy_problem:
+        app.say(result.proxy)
     app.say(f"Move clients to it, then run: redkeep users finish-rotation {user}")
+    if result.proxy_problem:  # the rotation holds; the proxy must be fixed before finishing
+        raise RedkeepError(
+            f"the bundle's proxy cannot log in to the Sentinels with the new password: "
+            f"{result.proxy_problem}; fix it before `finish-rotation`"
+        )
 
 
 @users_group.command(name="finish-rotation")
@@ -189,6 +196,8 @@ def finish_rotation(
     result = run_rotation(app, request, finish=True)
     if result.step == "finished":
         app.say(f"'{user}' now has only the password in {result.env_path}{_on(result)}")
+        if result.proxy:
+            app.say(result.proxy)
     else:
         app.say(f"'{user}' has a single password already; nothing to finish")
 

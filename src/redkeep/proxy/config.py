@@ -12,9 +12,11 @@ from typing import Any
 from redkeep.bundle import Bundle, resolve_path
 from redkeep.config.deployment import plan_nodes
 from redkeep.config.schema import ProxySettings, Settings, TLSSettings
-from redkeep.errors import UsageError
+from redkeep.envfile import read_env
+from redkeep.errors import RedkeepError, UsageError
 from redkeep.proxy.policy import Policy, networks, parse_commands
 from redkeep.redis.target import parse_host_port
+from redkeep.render.env import ALL_PASSWORD_KEYS
 
 EXAMPLE = "127.0.0.1:6381"  # for a HOST:PORT error
 SENTINEL_PASSWORD_ENV = "REDKEEP_SENTINEL_PASSWORD"  # noqa: S105 - a variable's name
@@ -54,6 +56,20 @@ class SentinelConfig:
     master_name: str
     user: str
     password: str | None = field(default=None, repr=False)
+    # The bundle's .env, read again at every login: `users rotate` writes the new password
+    # there and `finish-rotation` removes the old one, while this proxy keeps running.
+    env_file: Path | None = None
+
+    def current_password(self) -> str | None:
+        """The password to log in with now: the .env's when the proxy reads one (the one
+        loaded at start if the file cannot be read), else the fixed one."""
+        if self.env_file is None:
+            return self.password
+        try:
+            secrets = read_env(self.env_file)
+        except (OSError, RedkeepError):
+            return self.password
+        return secrets.get(ALL_PASSWORD_KEYS.get(self.user, "")) or self.password
 
 
 @dataclass(frozen=True)
@@ -213,6 +229,9 @@ def sentinel_config(
     if not name:
         raise UsageError("--sentinel needs --master-name NAME (the name the Sentinels know)")
     password = os.environ.get(SENTINEL_PASSWORD_ENV) or None
+    env_file = None
     if password is None and settings is not None and root is not None:
-        password = Bundle(root).known_passwords().get(proxy.sentinel_user)
-    return SentinelConfig(addresses, name, proxy.sentinel_user, password)
+        bundle = Bundle(root)
+        password = bundle.known_passwords().get(proxy.sentinel_user)
+        env_file = bundle.env_path if password is not None else None
+    return SentinelConfig(addresses, name, proxy.sentinel_user, password, env_file)

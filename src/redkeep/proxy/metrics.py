@@ -164,6 +164,11 @@ def families(proxy: "Proxy") -> list[Family]:
                 "Times the primary moved (Sentinel) and the proxy followed.",
                 counters.upstream_switches,
             ),
+            counter(
+                "redkeep_proxy_sentinel_rounds_total",
+                "Rounds of asking the Sentinels for the primary (start, reload, switch, poll).",
+                follower.rounds,
+            ),
             gauge(
                 "redkeep_proxy_sentinels_answering",
                 "Sentinels that answered the last time they were asked.",

@@ -73,8 +73,9 @@ class Link:
         )
         link = cls(reader, writer)
         try:
-            if config.password is not None:
-                await link.call(b"AUTH", config.user.encode(), config.password.encode())
+            password = config.current_password()
+            if password is not None:
+                await link.call(b"AUTH", config.user.encode(), password.encode())
         except BaseException:
             link.close()
             raise
@@ -127,6 +128,7 @@ class SentinelFollower:
         self.on_primary = on_primary
         self.current: Address | None = None
         self.reached = 0  # Sentinels that answered the last round
+        self.rounds = 0  # rounds of asking finished: a check after a reload waits for one
         self.subscribed: set[Address] = set()
         self._wake = asyncio.Event()
         self._reason = ""
@@ -134,8 +136,10 @@ class SentinelFollower:
         self._last_detail = ""
 
     def update(self, config: SentinelConfig, context: ssl.SSLContext | None, name: str | None):
-        """New settings (SIGHUP): asked and subscribed anew."""
+        """New settings (SIGHUP): asked and subscribed anew. Until the first round with them
+        ends, no Sentinel counts as answering (a check after a reload waits for that round)."""
         self.config, self.context, self.server_name = config, context, name
+        self.reached = 0
         self.stop()
         self.start()
         self.wake("reload")
@@ -179,7 +183,10 @@ class SentinelFollower:
         except Exception:  # a bug here must not stop following: log it, ask again later
             log.exception("asking the Sentinels failed")
             self.current = None
+            self.reached = 0
+            self.rounds += 1
             return
+        self.rounds += 1
         self.reached = result.reached
         if result.primary is None:
             self.current = None
