@@ -92,18 +92,37 @@ def test_environment_url_beats_bundle_unless_the_command_changes_the_bundle():
     assert resolve_target(ConnectionOptions(), env, fallback, prefer_fallback=True).host == "bundle"
 
 
+BUNDLE = Target("rediss", host="h", port=1)  # a bundle's own server (its .env is `known`)
+
+
 def test_password_sources_in_order(tmp_path):
     password_file = tmp_path / "pw"
     password_file.write_text("from-file\nignored\n")
-    url = ConnectionOptions(url="redis://app@h:1")
+    url = ConnectionOptions(url="rediss://app@h:1")
     env = {"REDIS_PASSWORD": "from-env"}
     known = {"app": "from-bundle"}
-    with_file = ConnectionOptions(url="redis://app@h:1", password_file=password_file)
-    assert resolve_target(with_file, env, known_passwords=known).password == "from-file"
-    assert resolve_target(url, env, known_passwords=known).password == "from-bundle"
+    with_file = ConnectionOptions(url="rediss://app@h:1", password_file=password_file)
+    assert resolve_target(with_file, env, BUNDLE, known_passwords=known).password == "from-file"
+    assert resolve_target(url, env, BUNDLE, known_passwords=known).password == "from-bundle"
     assert resolve_target(url, env).password == "from-env"
     in_url = ConnectionOptions(url="redis://app:from-url@h:1", password_file=password_file)
     assert resolve_target(in_url, env).password == "from-url"
+
+
+def test_bundle_passwords_go_only_to_its_own_endpoints_over_tls():
+    known = {"admin": "secret"}
+
+    def password(url: str, **kwargs) -> str | None:
+        options = ConnectionOptions(url=url)
+        return resolve_target(options, {}, BUNDLE, known_passwords=known, **kwargs).password
+
+    assert password("rediss://admin@h:1") == "secret"
+    assert password("rediss://admin@proxy:2", own_endpoints=[("proxy", 2)]) == "secret"
+    assert password("rediss://admin@other:1") is None  # another host
+    assert password("rediss://admin@h:2") is None  # another port
+    assert password("redis://admin@h:1") is None  # plain text: a bundle serves TLS only
+    no_bundle = resolve_target(ConnectionOptions(url="rediss://admin@h:1"), {}, None, known)
+    assert no_bundle.password is None
 
 
 def test_bundle_tls_files_are_the_default_for_the_bundles_own_server():
@@ -127,10 +146,12 @@ def test_bundle_tls_files_are_the_default_for_the_bundles_own_server():
 def test_bundle_password_beats_a_sourced_redis_password():
     known = {"admin": "admin-pw", "app": "app-pw"}
     env = {"REDIS_PASSWORD": "app-pw"}
-    admin = resolve_target(ConnectionOptions(url="redis://admin@h:1"), env, known_passwords=known)
+    admin = resolve_target(
+        ConnectionOptions(url="rediss://admin@h:1"), env, BUNDLE, known_passwords=known
+    )
     assert admin.password == "admin-pw"
     stranger = resolve_target(
-        ConnectionOptions(url="redis://other@h:1"), env, known_passwords=known
+        ConnectionOptions(url="rediss://other@h:1"), env, BUNDLE, known_passwords=known
     )
     assert stranger.password == "app-pw"
 

@@ -30,7 +30,7 @@ from redkeep.exporter.targets import allowed_targets, key_of
 from redkeep.redis.deployment import Role
 from redkeep.redis.discover import peer
 from redkeep.redis.raw import RawConnection
-from redkeep.redis.target import ConnectionOptions, Target, parse_host_port, resolve_target
+from redkeep.redis.target import ConnectionOptions, Target, parse_host_port
 from redkeep.render.env import ALL_PASSWORD_KEYS
 
 if TYPE_CHECKING:
@@ -195,8 +195,8 @@ def _background(
         """Resolved at each (re)connect, so a rotated password in .env is picked up."""
         if app_checks_options is None:
             return target_for(connection, bundle, "exporter") if target is not None else None
-        known = bundle.known_passwords() if bundle else None
-        return resolve_target(app_checks_options, os.environ, target, known_passwords=known)
+        # The bundle's password and TLS files only if the URL is one of its own endpoints.
+        return target_for(app_checks_options, bundle, "exporter")
 
     def login(where: Target) -> RawConnection:
         raw = RawConnection(where, where.timeout)

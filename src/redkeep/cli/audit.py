@@ -72,8 +72,8 @@ def audit(
 ) -> int:
     """Audit the security of one or more live Redis servers (read-only).
 
-    Without URL: the bundle's Redis as its admin user (or REDIS_URL); every node and Sentinel
-    of a sentinel or cluster bundle (REDIS_URL, the app's endpoint, is not used there);
+    Without URL: the bundle's Redis as its admin user (REDIS_URL only without a bundle);
+    every node and Sentinel of a sentinel or cluster bundle;
     with --all-nodes, every node of the URL's deployment, each report naming its node.
     Findings have a severity
     (critical, high, medium, low, info) and the exact redis.conf or ACL line that fixes them;

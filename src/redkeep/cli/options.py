@@ -19,7 +19,7 @@ def connection_options(command: Callable) -> Callable:
     @click.option(
         "--url",
         metavar="URL",
-        help="redis://, rediss:// or unix:// URL (default: REDIS_URL, else the bundle's). "
+        help="redis://, rediss:// or unix:// URL (default: the bundle's, else REDIS_URL). "
         "Put no password here on shared machines: use --password-file or REDIS_PASSWORD.",
     )
     @click.option("--password-file", type=PathType, help="File whose first line is the password.")

@@ -16,7 +16,9 @@ from redkeep.cli.options import connection_options, dir_option, json_option
 from redkeep.errors import ExitStatus, RedkeepError
 from redkeep.redis.target import ConnectionOptions
 
-NAME_SHOWN = 64  # characters of a user name a table or message shows
+# A user name longer than NAME_SHOWN is shown as its head and its tail: names that share a long
+# prefix (app_..._ro, app_..._root) differ at the end. --json has them whole.
+NAME_SHOWN, NAME_HEAD, NAME_TAIL = 64, 40, 16
 
 
 @click.group(name="users")
@@ -120,11 +122,11 @@ def _show_deployment(app: Application, found: DeploymentUsers, as_json: bool) ->
 
 
 def shown_name(name: str) -> str:
-    """A user name as a table or message shows it: cut after NAME_SHOWN characters (ACL
-    names have no length limit; --json has them whole)."""
+    """A user name as a table or message shows it: whole up to NAME_SHOWN characters, else
+    its head and its tail around '…', then its length (ACL names have no length limit)."""
     if len(name) <= NAME_SHOWN:
         return name
-    return f"{name[:NAME_SHOWN]}... ({len(name)} characters)"
+    return f"{name[:NAME_HEAD]}…{name[-NAME_TAIL:]} ({len(name)} characters)"
 
 
 def _cells(variant: Variant) -> tuple[str, ...]:

@@ -1,9 +1,11 @@
 """Where a Redis server is and how to log in: URLs, HOST:PORT, options, environment -> Target.
 
 Sources, first match wins: `--url`, else `REDIS_URL`, else the bundle's URL for the command's
-role. The password comes from the URL, else `--password-file`, else the bundle's `.env` (for
-a user it knows), else `REDIS_PASSWORD`. TLS files come from the options, else from the
-bundle. Secrets are never part of a message: URLs are shown with the password masked.
+role (`actions/locate.py` does not consult `REDIS_URL` when there is a bundle). The password
+comes from the URL, else `--password-file`, else the bundle's `.env` (for a user it knows, and
+only over TLS to the bundle's own endpoints), else `REDIS_PASSWORD`. TLS files come from the
+options, else from the bundle (for its own endpoints). Secrets are never part of a message:
+URLs are shown with the password masked.
 Standard library only: the proxy, the exporter and the config schema import this.
 """
 
@@ -171,11 +173,12 @@ def resolve_target(
     """Combine command-line options, environment and a bundle fallback into one Target.
 
     The URL comes from --url, else REDIS_URL, else `fallback` (the bundle's own endpoint);
-    with `prefer_fallback` (commands that change the bundle) REDIS_URL is not consulted.
-    The password comes from the URL, else --password-file, else REDIS_PASSWORD (for a URL),
-    else `known_passwords` by user name (the bundle's .env). The bundle's TLS files are the
-    default for its server and for `own_endpoints` (HOST, PORT: its other nodes, its proxy).
-    Raise UsageError without a URL.
+    with `prefer_fallback` REDIS_URL is not consulted. The password comes from the URL, else
+    --password-file, else `known_passwords` by user name (the bundle's .env), else
+    REDIS_PASSWORD. The bundle's passwords and TLS files are for its own server only: the
+    fallback and `own_endpoints` (HOST, PORT: its other nodes, its proxy), over TLS. Any
+    other server gets neither, so a stray REDIS_URL or a mistyped --url cannot collect the
+    bundle's secrets. Raise UsageError without a URL.
     """
     if options.url:
         target = parse_url(options.url)
@@ -188,10 +191,12 @@ def resolve_target(
             "no Redis to talk to: pass --url, set REDIS_URL, or run inside a bundle "
             "(a directory with redkeep.yaml, see `redkeep init`)"
         )
-    if target.password is None:
-        target = _with_password(target, options, environ, known_passwords or {})
     ours = [(fallback.host, fallback.port), *own_endpoints] if fallback is not None else []
-    if target.tls and any(_same_endpoint(target, host, port) for host, port in ours):
+    # Plain text never reaches a bundle (it serves TLS only): whatever answers there is not it.
+    own = target.tls and is_one_of(target, ours)
+    if target.password is None:
+        target = _with_password(target, options, environ, (known_passwords or {}) if own else {})
+    if own:
         # A bundle's own CA and client certificate are the sensible default for its server.
         target = replace(
             target,
@@ -233,8 +238,13 @@ def _with_password(
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
+def is_one_of(target: Target, endpoints: Sequence[tuple[str, int]]) -> bool:
+    """Does `target` point at one of the (HOST, PORT) `endpoints` (that port, and that host or
+    both loopback)?"""
+    return any(_same_endpoint(target, host, port) for host, port in endpoints)
+
+
 def _same_endpoint(target: Target, host: str, port: int) -> bool:
-    """Does `target` point at HOST:PORT (that port, and that host or both loopback)?"""
     same_host = target.host == host or (target.host in LOOPBACK_NAMES and host in LOOPBACK_NAMES)
     return target.port == port and same_host
 
