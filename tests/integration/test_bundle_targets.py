@@ -141,6 +141,8 @@ def test_url_naming_another_server_gets_no_password_of_the_bundle(
     # health and status say why in their JSON, audit per check (could_not_verify).
     said = result.stderr if command == "users list" else result.stdout
     assert "NOAUTH" in said, (result.stdout, result.stderr)
+    if command == "audit":  # and one line saying what to do
+        assert "requires a login and none was accepted (NOAUTH)" in result.stderr
 
 
 def test_every_user_the_bundle_knows_is_refused_its_password_elsewhere(running_bundle, recorder):

@@ -264,6 +264,13 @@ def _incomplete(
     A refused read (NOPERM) hides what the server does, and a score resting on fewer than half
     of the checks says little. A check accepted by id is left out: the team has judged it.
     """
+    unauthenticated = [item for item in unknown if item.reason.startswith("NOAUTH")]
+    if unauthenticated:
+        return (
+            f"{len(unauthenticated)} checks could not be verified because the server requires a "
+            "login and none was accepted (NOAUTH); audit as an administrator (--url "
+            "redis://USER@HOST:PORT with --password-file or REDIS_PASSWORD)"
+        )
     denied = [item for item in unknown if "NOPERM" in item.reason and item.id not in accepted]
     if denied:
         return (
