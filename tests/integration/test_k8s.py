@@ -898,6 +898,7 @@ def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
     deployment_metrics = exporter_get(deployment, "/metrics").splitlines()
     assert 'redkeep_exporter_collector_success{collector="background"} 1' in deployment_metrics
     assert not [line for line in deployment_metrics if line.startswith("redis_up")]
+    assert exporter_get(deployment, "/health")  # its probes' path answers 200
     # A data pod that restarts asks the Sentinels whom to follow (the `replication` user).
     deployment.cli("redis-1", "shutdown", "nosave")
     deployment.wait(lambda: deployment.probe("redis-1", "live") != 0, "redis-1 stopped")
