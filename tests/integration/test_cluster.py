@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from redkeep.bundle import Bundle
 from redkeep.config.deployment import BUS_PORT_OFFSET
+from redkeep.pki.inspect import load_certificate
 from redkeep.render import nodes as node_files
 from redkeep.stack import processes
 from redkeep.stack.processes import EXPORTER, node_service
@@ -100,6 +101,10 @@ def run_redkeep_background(*args: object) -> subprocess.Popen:
 def http_get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
         return response.read().decode()
+
+
+def node_serial(bundle: Bundle, name: str) -> int:
+    return load_certificate(bundle.tls.node_cert(name)).serial_number
 
 
 def plaintext_reply(port: int) -> bytes:
@@ -178,6 +183,18 @@ def test_cluster_forms_as_planned_is_tls_only_and_comes_back_with_its_data(tmp_p
             scrape = http_get(f"{exporter}/scrape?target={target}").splitlines()
             assert "redis_up 1" in scrape and "redis_cluster_state 1" in scrape, target
         exporter_pid = processes.locate(EXPORTER, root, bundle.run_dir).pid
+
+        # `certs rotate` renews every node's certificate and, a cluster having no proxy,
+        # reports none and leaves the proxy's (tls/server.crt) as it was.
+        proxy_pair = [bundle.tls.server_cert.read_bytes(), bundle.tls.server_key.read_bytes()]
+        serials = {node.name: node_serial(bundle, node.name) for node in plan}
+        rotated = run_redkeep("certs", "rotate", "--dir", root)
+        assert rotated.returncode == 0, rotated.stderr
+        assert "proxy" not in rotated.stdout + rotated.stderr, rotated.stdout + rotated.stderr
+        assert [bundle.tls.server_cert.read_bytes(), bundle.tls.server_key.read_bytes()] == (
+            proxy_pair
+        )
+        assert all(node_serial(bundle, node.name) != serials[node.name] for node in plan)
 
         # Our own cluster audits clean on every node, but for the server's own release.
         serious = serious_findings(root)

@@ -522,3 +522,39 @@ def test_helper_ports_follow_the_tls_port(tmp_path, cli):
     )  # fmt: skip
     assert kept.code == 0, kept.err
     assert Bundle(tmp_path / "kept").settings.exporter.listen == "127.0.0.1:9500"
+
+
+def test_init_refuses_a_helper_on_a_node_port_and_nodes_past_the_port_range(tmp_path, cli):
+    """A helper port on a node's port (new bundle or --force) and a Sentinel or cluster bus
+    past 65535 are refused up front, in one line that names the port and the fix; the bundle
+    on disk stays as it was, a new one is not created."""
+    root = tmp_path / "s"
+    made = cli("init", root, "--topology", "sentinel", "--tls-port", "12300")
+    assert made.code == 0, made.err
+    assert Bundle(root).settings.proxy.listen == "127.0.0.1:12299"
+    files = {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+    refused = {
+        # --force moves the nodes to 12298.., onto the proxy's port.
+        "force": (cli("init", root, "--force", "--tls-port", "12298"), "127.0.0.1:12299"),
+        # The proxy follows the TLS port to 2, redis-1's; there is no port below 1.
+        "port 1": (
+            cli("init", tmp_path / "t", "--topology", "sentinel", "--tls-port", "1"),
+            "127.0.0.1:2",
+        ),
+    }
+    for name, (result, port) in refused.items():
+        assert result.code == 2, (name, result.err)
+        assert result.err.count("\n") == 1, result.err
+        assert f"proxy.listen {port} is redis-1's port" in result.err, result.err
+        assert "choose another --tls-port" in result.err
+    assert {path: path.read_bytes() for path in root.rglob("*") if path.is_file()} == files
+    assert not (tmp_path / "t").exists()
+
+    high = cli("init", tmp_path / "u", "--topology", "sentinel", "--tls-port", "65500")
+    assert high.code == 2 and high.err.count("\n") == 1, high.err
+    assert "puts sentinel-2 on port 65602, past 65535" in high.err
+    assert "Sentinel j listens on tls_port + 100 + j" in high.err and "at most 65433" in high.err
+    bus = cli("init", tmp_path / "c", "--topology", "cluster", "--tls-port", "60000")
+    assert bus.code == 2 and "redis-5's cluster bus on port 70005" in bus.err, bus.err
+    assert "at most 55530" in bus.err
+    assert not (tmp_path / "u").exists() and not (tmp_path / "c").exists()

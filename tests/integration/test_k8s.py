@@ -10,6 +10,7 @@ is replaced by that address ("localized"); paths become temp dirs.
 
 import copy
 import datetime as dt
+import json
 import re
 import shutil
 import socket
@@ -27,9 +28,13 @@ from cryptography import x509
 from redkeep.actions.exporter import _deployment_nodes as deployment_nodes
 from redkeep.bundle import Bundle
 from redkeep.envfile import generate_password, read_env
+from redkeep.exporter.targets import allowed_targets, key_of
 from redkeep.fsutil import mode_of
+from redkeep.pki import issue
+from redkeep.pki.files import load_ca
 from redkeep.pki.inspect import load_certificate, subject_alt_names, verify_certificate
 from redkeep.proxy.config import build_config
+from redkeep.redis.target import parse_url
 from redkeep.render.acl import password_hash
 from tests.conftest import REDKEEP, run_redkeep
 from tests.servers import free_port, require_binary, stop_process
@@ -173,7 +178,10 @@ def test_strict_validation_refuses_a_misspelt_field(rendered):
 def test_no_secret_in_the_manifests(rendered, topology):
     r = rendered[topology]
     bundle = r.bundle
-    public = (r.out / "namespace.yaml").read_text() + (r.out / "deployment.yaml").read_text()
+    public = "".join(
+        (r.out / name).read_text()
+        for name in ("namespace.yaml", "deployment.yaml", "prometheus-scrape.yml")
+    )
     env = read_env(bundle.env_path)
     values = [value for value in env.values() if len(value) >= 16]
     assert len(values) >= 5  # the passwords and the app's URL
@@ -425,6 +433,46 @@ def test_sentinel_exporter_checks_follow_the_sentinel_pods(rendered, tmp_path):
     assert deployment_nodes(cluster, {}) == ([], 0)
 
 
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_prometheus_jobs_scrape_every_pod_through_the_exporter(rendered, topology, tmp_path):
+    """prometheus-scrape.yml: Prometheus' own check accepts it; behind Sentinel and for a
+    cluster it scrapes every pod at the exporter Service's /scrape, each by a URL the
+    exporter's allow-list accepts (the Sentinels too), and the deployment at /metrics."""
+    r = rendered[topology]
+    path = r.out / "prometheus-scrape.yml"
+    assert mode_of(path) == 0o644
+    check = subprocess.run(
+        [require_binary("promtool"), "check", "config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(path.read_text())["scrape_configs"]}
+    exporter = f"exporter.{NAMESPACE}.svc.{DOMAIN}:9121"
+    if topology == "standalone":
+        assert jobs["redis"]["static_configs"][0]["targets"] == [exporter]
+        return
+    nodes = jobs["redis"]
+    assert nodes["metrics_path"] == "/scrape"
+    assert nodes["http_sd_configs"][0]["url"] == f"http://{exporter}/discover-cluster-nodes"
+    assert {"target_label": "__address__", "replacement": exporter} in nodes["relabel_configs"]
+    assert jobs["redkeep-deployment"]["static_configs"][0]["targets"] == [exporter]
+    port = r.bundle.settings.redis.tls_port
+    pods = [f"redis-{i}.redis" for i in range(6 if topology == "cluster" else 2)]
+    if topology == "sentinel":
+        pods += [f"sentinel-{j}.sentinel" for j in range(3)]
+    urls = [
+        f"rediss://{pod}.{NAMESPACE}.svc.{DOMAIN}:{26379 if 'sentinel' in pod else port}"
+        for pod in pods
+    ]
+    assert nodes["static_configs"][0]["targets"] == urls
+    # What the exporter (its mounted bundle) accepts at /scrape: the same URLs.
+    bundle = bundle_of(r, "exporter", tmp_path / "bundle")
+    env = {"REDIS_EXPORTER_PASSWORD": "x"}  # the pod's, from the Secret
+    allowed = set(allowed_targets(bundle.settings.exporter, env))  # keyed by key_of
+    allowed |= {key_of(node) for node in deployment_nodes(bundle, env)[0]}
+    assert {key_of(parse_url(url)) for url in urls} == allowed
+
+
 def test_missing_ha_password_is_a_usage_error(base_bundle, tmp_path):
     bundle = make_bundle(base_bundle, tmp_path / "b", "cluster")
     env = bundle.env_path.read_text()
@@ -524,6 +572,19 @@ class Pods:
             return replacements.get(found) or str(ports[found])
 
         return re.sub(pattern, swap, text)
+
+    def certify_addresses(self) -> None:
+        """The pods' certificate names the 127.0.0.x addresses that stand for their DNS names
+        here, as it names those names: the exporter checks each pod it scrapes by the name it
+        reaches it at. Before any pod starts."""
+        ca_cert, ca_key = load_ca(self.r.bundle.tls)
+        rendered = load_certificate(self.tls / "server.crt")
+        addresses = [f"127.0.0.{i}" for i in range(1, 33)]  # every pod's (see localize)
+        names = [*subject_alt_names(rendered), *addresses]
+        now = dt.datetime.now(dt.UTC)
+        cert, key = issue.make_server_cert(ca_cert, ca_key, names, "ecdsa-p256", 1, now)
+        (self.tls / "server.crt").write_bytes(issue.cert_pem(cert))
+        (self.tls / "server.key").write_bytes(issue.key_pem(key))
 
     def prepare(self, pod: str) -> Path:
         """The pod's own directory with its localized configs and scripts."""
@@ -738,6 +799,33 @@ def through_proxy(deployment: Pods, app_password: str, command: str) -> bytes:
         return b""
 
 
+def exporter_get(deployment: Pods, path: str) -> str:
+    """The exporter's answer at `path` ("" while it does not answer yet)."""
+    url = f"http://{deployment.address('exporter')}:{deployment.exporter_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def exporter_lists(deployment: Pods) -> set[str]:
+    """The targets of the exporter's /discover-cluster-nodes."""
+    answer = exporter_get(deployment, "/discover-cluster-nodes")
+    return {target for group in json.loads(answer or "[]") for target in group["targets"]}
+
+
+def pod_role(deployment: Pods, target: str) -> str:
+    """The role one /scrape of `target` reports: redis_instance_info's, or "sentinel"."""
+    lines = exporter_get(deployment, f"/scrape?target={target}").splitlines()
+    if "redis_up 1" not in lines:
+        return ""
+    if any(line.startswith("redis_sentinel_masters ") for line in lines):
+        return "sentinel"
+    info = [line for line in lines if line.startswith("redis_instance_info{")]
+    return re.search(r'role="(\w+)"', info[0]).group(1) if info else ""
+
+
 def test_a_typo_in_a_directive_stops_the_server(rendered, pods):
     """The real-server check above can fail: redis-server refuses an unknown directive."""
     deployment = pods(rendered["standalone"])
@@ -754,6 +842,7 @@ def test_a_typo_in_a_directive_stops_the_server(rendered, pods):
 def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
     r = rendered["sentinel"]
     deployment = pods(r)
+    deployment.certify_addresses()
     deployment.start_data("redis-0")
     replica = deployment.start_data("redis-1")
     assert "no Sentinel answered" in (replica / "stdout").read_text()
@@ -788,6 +877,28 @@ def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
 
     deployment.wait(lambda: writes("before"), "a write through the proxy", proxy)
     assert deployment.cli("redis-0", "get", "before").strip() == "v"
+    # The exporter, as `up` runs one for a sentinel bundle: every pod at /scrape, listed by
+    # /discover-cluster-nodes; /metrics holds the deployment's own metrics, no one pod's.
+    exporter = deployment.start_redkeep("exporter")
+    data_port, sentinel_port = deployment.port, deployment.sentinel_port
+    url = {pod: f"rediss://{deployment.address(pod)}:{data_port}" for pod in ("redis-0", "redis-1")}
+    url |= {
+        f"sentinel-{j}": f"rediss://{deployment.address(f'sentinel-{j}')}:{sentinel_port}"
+        for j in range(3)
+    }
+    deployment.wait(
+        lambda: exporter_lists(deployment) == set(url.values()),
+        "the exporter lists every pod",
+        exporter,
+    )
+    roles = {"redis-0": "master", "redis-1": "slave"}
+    assert {pod: pod_role(deployment, target) for pod, target in url.items()} == {
+        pod: roles.get(pod, "sentinel") for pod in url
+    }
+    deployment_metrics = exporter_get(deployment, "/metrics").splitlines()
+    assert 'redkeep_exporter_collector_success{collector="background"} 1' in deployment_metrics
+    assert not [line for line in deployment_metrics if line.startswith("redis_up")]
+    assert exporter_get(deployment, "/health")  # its probes' path answers 200
     # A data pod that restarts asks the Sentinels whom to follow (the `replication` user).
     deployment.cli("redis-1", "shutdown", "nosave")
     deployment.wait(lambda: deployment.probe("redis-1", "live") != 0, "redis-1 stopped")
@@ -821,6 +932,15 @@ def test_sentinel_pods_replicate_reach_quorum_and_fail_over(rendered, pods):
     assert f"names the primary: {new_primary}" in (restarted / "stdout").read_text()
     deployment.wait(lambda: deployment.probe("redis-0", "ready-replicated") == 0, "redis-0 follows")
     assert f"master_host:{new_primary}" in deployment.cli("redis-0", "info", "replication")
+    # The exporter sees the new roles: redis-1 the primary, redis-0 its replica.
+    deployment.wait(
+        lambda: (
+            [pod_role(deployment, url[pod]) for pod in ("redis-1", "redis-0")]
+            == ["master", "slave"]
+        ),
+        "the exporter scrapes redis-1 as the primary",
+        exporter,
+    )
     # The proxy followed: a write through it lands on redis-1 (a replica would refuse it).
     deployment.wait(lambda: writes("after"), "a write through the proxy after failover", proxy)
     assert "role:master" in deployment.cli("redis-1", "info", "replication")

@@ -2,7 +2,8 @@
 an application writes and reads through it, Redis itself holds the write on the primary,
 `status --json` lists the proxy, and `down` stops it with the nodes. Beside it, one exporter
 for every node and Sentinel (each scrape says `redis_up 1`) and the backup schedule, whose
-first run stores a Sentinel backup; `down` leaves no process of any of them.
+first run stores a Sentinel backup; `down` leaves no process of any of them. `up` runs with
+REDKEEP_SENTINEL_PASSWORD set, as docs/proxy.md suggests: it is no setting to refuse.
 """
 
 import json
@@ -12,6 +13,7 @@ import urllib.request
 from redkeep.backup import lastrun
 from redkeep.bundle import Bundle
 from redkeep.config.deployment import SENTINEL_PORT_OFFSET
+from redkeep.proxy.config import SENTINEL_PASSWORD_ENV
 from redkeep.redis.target import parse_host_port
 from redkeep.render import nodes as node_files
 from redkeep.stack import processes
@@ -47,7 +49,7 @@ def test_up_runs_the_proxy_in_front_of_the_sentinels_primary(tmp_path, redis_bin
     bundle = Bundle(root)
     ports = {node.name: node.port for node in node_files.planned(bundle.settings)}
     proxy_port = parse_host_port(bundle.settings.proxy.listen)[1]
-    up = run_redkeep("up", root, "--detach")
+    up = run_redkeep("up", root, "--detach", env={SENTINEL_PASSWORD_ENV: bundle.password("app")})
     try:
         assert up.returncode == 0, up.stderr
         assert f"proxy on {bundle.settings.proxy.listen}" in up.stdout

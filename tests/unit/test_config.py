@@ -10,6 +10,7 @@ from redkeep.config.load import load_settings
 from redkeep.config.sample import render_sample
 from redkeep.config.schema import BackupSettings, ExporterSettings, Settings
 from redkeep.errors import ConfigError
+from redkeep.proxy.config import SENTINEL_PASSWORD_ENV
 
 
 def write(tmp_path, text):
@@ -95,6 +96,20 @@ def test_environment_override_errors_name_the_variable(tmp_path):
 def test_unknown_environment_override_is_an_error_not_ignored(tmp_path):
     (problem,) = problems_of(write(tmp_path, ""), {"REDKEEP_REDIS__TLS_PROT": "1"})
     assert "At 'redis.tls_prot': Extra inputs are not permitted" in problem
+
+
+def test_documented_variables_that_are_no_settings_leave_the_settings_alone(tmp_path):
+    # docs/proxy.md: the proxy's Sentinel password may come from REDKEEP_SENTINEL_PASSWORD.
+    path = write(tmp_path, "proxy:\n  sentinel_user: app\n")
+    settings = load_settings(
+        path, {SENTINEL_PASSWORD_ENV: "s3cret", "REDKEEP_PROXY__MAX_CONNS": "7"}
+    )
+    assert (settings.proxy.sentinel_user, settings.proxy.max_conns) == ("app", 7)
+    # A misspelled setting beside it is still refused, naming the variable.
+    (problem,) = problems_of(path, {SENTINEL_PASSWORD_ENV: "s3cret", "REDKEEP_PROXY__LISTN": "x"})
+    assert problem == (
+        "At 'proxy.listn': Extra inputs are not permitted (from REDKEEP_PROXY__LISTN)"
+    )
 
 
 def test_sample_documents_every_setting_and_loads_back_to_the_defaults(tmp_path):

@@ -397,8 +397,8 @@ class NodeCertificate:
 
 @dataclass(frozen=True)
 class ProxyCertificate:
-    """The proxy of a sentinel or cluster bundle after the rotation of its certificate
-    (tls/server.crt, as for a standalone bundle)."""
+    """The proxy of a sentinel bundle after the rotation of its certificate (tls/server.crt,
+    as for a standalone bundle)."""
 
     path: str
     old_serial: str
@@ -471,9 +471,12 @@ def rotate_nodes(bundle: Bundle, nodes: tuple[Node, ...], now: dt.datetime) -> N
 def _rotate_proxy(bundle: Bundle, client: Target, now: dt.datetime) -> ProxyCertificate | None:
     """Renew tls/server.crt when the bundle's proxy serves it, SIGHUP the proxy this machine
     runs, and handshake with it (`client`: the CA and client certificate to do it with) until
-    it serves the new serial. None when the proxy is off, plaintext or has its own file."""
+    it serves the new serial. None when the proxy is off, plaintext or has its own file, and
+    for a cluster, which has no proxy (it is no cluster router)."""
     proxy = bundle.settings.proxy
     files = bundle.tls
+    if bundle.settings.deployment.topology == "cluster":
+        return None
     if not (proxy.enabled and proxy.tls and _same_file(bundle, proxy.tls_cert, files.server_cert)):
         return None
     tls = bundle.settings.tls

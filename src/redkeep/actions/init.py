@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from redkeep.actions.stack import proxy_clash
 from redkeep.bundle import CONFIG_NAME, Bundle
-from redkeep.config.deployment import plan_nodes
+from redkeep.config.deployment import BUS_PORT_OFFSET, SENTINEL_PORT_OFFSET, plan_nodes
 from redkeep.config.exporter import ExporterSettings
 from redkeep.config.load import format_problem, load_settings
 from redkeep.config.proxy import ProxySettings
@@ -275,6 +275,8 @@ def _settings(
         settings = _helpers_follow_tls_port(settings)
     if path is None and proxy_clash(settings) and settings.redis.tls_port > 1:
         settings = _proxy_moved(settings)
+    _refuse_ports_out_of_range(settings)
+    _refuse_helper_on_node_port(settings)
     now, before = settings.deployment.topology, on_file.deployment.topology
     if path is not None and now != before:
         raise UsageError(
@@ -323,6 +325,58 @@ def _proxy_moved(settings: Settings) -> Settings:
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     proxy = settings.proxy.model_copy(update={"listen": listen})
     return settings.model_copy(update={"proxy": proxy})
+
+
+# Why a node's port is where it is: tls_port plus an offset per role (config/deployment.py).
+PORT_LAYOUT = {
+    "primary": "data node i listens on tls_port + i",
+    "replica": "data node i listens on tls_port + i",
+    "sentinel": f"Sentinel j listens on tls_port + {SENTINEL_PORT_OFFSET} + j",
+    "bus": f"node i's cluster bus is tls_port + {BUS_PORT_OFFSET} + i",
+}
+
+
+def _refuse_ports_out_of_range(settings: Settings) -> None:
+    """Every node's port and cluster bus must exist: say which would not, and why, before
+    redis-server refuses the rendered file."""
+    tls_port = settings.redis.tls_port
+    ports = [
+        (port, node.name, kind)
+        for node in plan_nodes(settings.deployment, tls_port)
+        for port, kind in ((node.port, node.role), (node.bus_port, "bus"))
+        if port
+    ]
+    port, name, kind = max(ports)
+    if port > MAX_PORT:
+        what = f"{name}'s cluster bus" if kind == "bus" else name
+        raise UsageError(
+            f"redis.tls_port {tls_port} puts {what} on port {port}, past {MAX_PORT} "
+            f"({PORT_LAYOUT[kind]}): choose a --tls-port of at most {tls_port - (port - MAX_PORT)}"
+        )
+
+
+def _refuse_helper_on_node_port(settings: Settings) -> None:
+    """The proxy, its metrics and the exporter must not listen on a node's, a Sentinel's or a
+    cluster bus port: `up` would refuse to start, or a helper would take a node's port."""
+    taken = {}
+    for node in plan_nodes(settings.deployment, settings.redis.tls_port):
+        taken[node.port] = f"{node.name}'s port"
+        if node.bus_port:
+            taken[node.bus_port] = f"{node.name}'s cluster bus port"
+    helpers = {"exporter.listen": settings.exporter.listen}
+    if settings.proxy.enabled and settings.deployment.topology != "cluster":
+        helpers |= {
+            "proxy.listen": settings.proxy.listen,
+            "proxy.metrics_listen": settings.proxy.metrics_listen,
+        }
+    for setting, listen in helpers.items():
+        port = parse_host_port(listen, setting)[1] if listen else None
+        if port in taken:
+            raise UsageError(
+                f"{setting} {listen} is {taken[port]} (redis.tls_port "
+                f"{settings.redis.tls_port}): set {setting} in redkeep.yaml to a free port, "
+                "or choose another --tls-port"
+            )
 
 
 def _passwords(

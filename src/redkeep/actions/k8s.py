@@ -27,6 +27,7 @@ from redkeep.render.k8s import (
     layout_of,
     proxy_names,
     render_manifests,
+    render_prometheus_scrape,
     render_secrets,
     server_names,
     to_yaml,
@@ -36,6 +37,7 @@ BASIC_AUTH_KEY = "EXPORTER_BASIC_AUTH_PASSWORD"
 NAMESPACE_FILE = "namespace.yaml"
 MANIFESTS_FILE = "deployment.yaml"
 SECRETS_FILE = "secrets.yaml"
+PROMETHEUS_FILE = "prometheus-scrape.yml"
 
 
 @dataclass
@@ -50,7 +52,8 @@ class K8sReport:
 def render_k8s(
     bundle: Bundle, out: Path, options: K8sOptions, now: dt.datetime | None = None
 ) -> K8sReport:
-    """Write namespace.yaml, deployment.yaml and secrets.yaml (0600) into `out`.
+    """Write namespace.yaml, deployment.yaml, secrets.yaml (0600) and prometheus-scrape.yml
+    (the jobs that scrape every pod through the exporter) into `out`.
 
     Raise UsageError when the bundle lacks a password or its CA key (to sign the pods'
     certificates): nothing is written then.
@@ -70,6 +73,7 @@ def render_k8s(
             to_yaml(render_secrets(settings, options, material), SECRETS_HEADER.format(**values)),
             SECRET_MODE,
         ),
+        (PROMETHEUS_FILE, render_prometheus_scrape(settings, options), PUBLIC_MODE),
     ]
     ensure_private_dir(out)  # it holds the secrets file
     report = K8sReport(out=out, topology=layout.topology, namespace=options.namespace)
@@ -149,6 +153,9 @@ def _notes(bundle: Bundle, layout) -> list[str]:
             f"pods on to clients); applications connect directly (label their pods "
             f"redkeep/client={settings.name})"
         )
+    notes.append(
+        "prometheus-scrape.yml: add its jobs to your Prometheus (every pod through the exporter)"
+    )
     if settings.exporter.tls_cert_file:
         notes.append("the exporter serves plain HTTP in the cluster (HTTPS is not rendered)")
     if not settings.redis.maxmemory_bytes():

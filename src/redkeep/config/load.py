@@ -2,7 +2,8 @@
 
 Environment overrides name a setting by its path: `REDKEEP_REDIS__TLS_PORT=6390` sets
 `redis.tls_port`. Values are read as YAML scalars, so `REDKEEP_TLS__SERVER_NAMES='[a, b]'`
-sets a list. Every problem is reported, each as `At 'path': message`.
+sets a list. Every problem is reported, each as `At 'path': message`. A few documented
+REDKEEP_* variables are no settings (NOT_SETTINGS): the code that needs them reads them.
 """
 
 import os
@@ -18,6 +19,13 @@ from redkeep.errors import ConfigError
 
 ENV_PREFIX = "REDKEEP_"
 ENV_NESTING = "__"
+# Documented REDKEEP_* variables that are read where they are needed, not settings: one of them
+# set must not make every command refuse its configuration.
+NOT_SETTINGS = frozenset(
+    {
+        "REDKEEP_SENTINEL_PASSWORD",  # the proxy's Sentinel password (proxy/config.py)
+    }
+)
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,7 +70,7 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dic
     """Apply REDKEEP_* variables to `data` in place; return {dotted path: variable name}."""
     origins = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         keys = [part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_NESTING)]
         if not all(keys):

@@ -18,10 +18,10 @@ from redkeep.redis.explain import NO_HINTS, ErrorReply, Hints, explain
 from redkeep.redis.target import Target
 from redkeep.redis.tls import context_for
 
-CHUNK = 1 << 20
-# Line-based replies are read through one reused buffer of this size: a fresh 1 MiB bytes per
-# recv() costs page faults on every read (most of a capture's receiving CPU).
-LINE_CHUNK = 1 << 16
+# Replies are read through one reused buffer of this size per connection: a fresh 1 MiB bytes
+# per recv() costs page faults on every read (most of a capture's receiving CPU), and a scrape
+# allocated 1 MiB per read for replies of a few KiB (a TLS read brings at most 16 KiB anyway).
+READ_CHUNK = 1 << 16
 
 
 class RawConnection:
@@ -98,18 +98,19 @@ class RawConnection:
             if remaining <= 0:
                 raise StreamError(f"{where} did not answer in time", kind=ErrorKind.TIMEOUT)
             self.sock.settimeout(remaining)
+            view = self._scratch_view()
             try:
-                data = self.sock.recv(CHUNK)
+                count = self.sock.recv_into(view)
             except TimeoutError:
                 raise StreamError(
                     f"{where} did not answer in time", kind=ErrorKind.TIMEOUT
                 ) from None
             except OSError as error:
                 raise self._broken(f"connection to {where} failed: {error}", error) from None
-            if not data:
+            if not count:
                 raise StreamError(f"{where} closed the connection", kind=ErrorKind.CLOSED)
-            self._received += len(data)
-            reader.feed(data)
+            self._received += count
+            reader.feed(view, 0, count)  # hiredis copies what it is fed
         return replies
 
     def login(self, timeout: float | None = None) -> None:
@@ -194,11 +195,16 @@ class RawConnection:
         self._received += count
         return count
 
-    def _fill(self) -> None:
+    def _scratch_view(self) -> memoryview:
+        """The connection's read buffer, made on first use."""
         if self._scratch is None:
-            self._scratch = memoryview(bytearray(LINE_CHUNK))
-        count = self._recv_into(self._scratch)
-        self._buffer += self._scratch[:count]
+            self._scratch = memoryview(bytearray(READ_CHUNK))
+        return self._scratch
+
+    def _fill(self) -> None:
+        view = self._scratch_view()
+        count = self._recv_into(view)
+        self._buffer += view[:count]
 
     def read_into(self, view: memoryview) -> int:
         """Fill the start of `view` with what is buffered or else with one read from the

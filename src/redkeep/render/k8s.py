@@ -43,6 +43,7 @@ from redkeep.render.k8s_conf import (
     render_sentinel_auth,
     render_sentinel_conf,
 )
+from redkeep.render.monitoring import redis_jobs
 
 Object = dict[str, Any]
 
@@ -80,6 +81,11 @@ HEADER = (
     "# redkeep {version} from the bundle. No secret is in this file: the pods read them from\n"
     "# the Secrets in secrets.yaml. Apply namespace.yaml, then secrets.yaml (through your\n"
     "# secret store), then this file. Validated offline only (see docs/kubernetes.md).\n"
+)
+PROMETHEUS_HEADER = (
+    "# Prometheus scrape_configs for the redkeep deployment in Kubernetes, rendered by redkeep:\n"
+    "# add these jobs to your Prometheus (the exporter Service's annotations name /metrics\n"
+    "# only; every pod is at /scrape?target=, listed by /discover-cluster-nodes).\n"
 )
 SECRETS_HEADER = (
     '# SECRETS of the redkeep deployment "{name}": passwords, the ACL file, TLS keys.\n'
@@ -800,8 +806,11 @@ def proxy_deployment(layout: Layout, options: K8sOptions, config_digest: str) ->
 
 
 def exporter_deployment(layout: Layout, options: K8sOptions, config_digest: str) -> Object:
-    """The exporter: the first data pod on /metrics, every data pod by /scrape?target=; behind
-    Sentinel its app checks run on the primary the Sentinels name (node_addresses)."""
+    """The exporter: every data pod by /scrape?target=, the first one on /metrics. Behind
+    Sentinel as `redkeep up` runs it: no main pod; every data and Sentinel pod
+    (node_addresses) by /scrape?target=, listed by /discover-cluster-nodes from the Sentinels'
+    view (so it follows failovers); /metrics holds the deployment's own metrics, its app
+    checks run on the primary the Sentinels name."""
     if layout.settings.exporter.basic_auth_user:
         # The probe could not send the password without putting it in the manifest.
         probe: Object = {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10}
@@ -823,19 +832,20 @@ def exporter_deployment(layout: Layout, options: K8sOptions, config_digest: str)
             ],
         },
     }
-    return redkeep_deployment(
-        layout,
-        options,
-        EXPORTER,
-        [
-            "exporter",
-            f"--dir={BUNDLE_MOUNT}",
+    args = ["exporter", f"--dir={BUNDLE_MOUNT}"]
+    if not sentinel:  # a sentinel deployment's nodes come from its redkeep.yaml, as with `up`
+        args += [
             f"--url=rediss://exporter@{first}:{layout.port}",
             f"--password-file={TLS_DIR}/exporter-password",
             f"--tls-ca={TLS_DIR}/ca.crt",
             f"--tls-cert={TLS_DIR}/client.crt",
             f"--tls-key={TLS_DIR}/client.key",
-        ],
+        ]
+    return redkeep_deployment(
+        layout,
+        options,
+        EXPORTER,
+        args,
         [{"name": "metrics", "containerPort": EXPORTER_PORT, "protocol": "TCP"}],
         {"livenessProbe": probe, "readinessProbe": probe},
         [tls],
@@ -846,6 +856,19 @@ def exporter_deployment(layout: Layout, options: K8sOptions, config_digest: str)
         # Sentinels and the primary they name (deployment.node_addresses).
         bundle_files=[{"secret": {"name": TLS_SECRET, "items": bundle_tls}}] if sentinel else [],
     )
+
+
+def render_prometheus_scrape(settings: Settings, options: K8sOptions) -> str:
+    """scrape_configs for the operator's Prometheus: every pod through the exporter Service
+    (its /scrape?target= and /discover-cluster-nodes; annotations can only name /metrics)."""
+    layout = layout_of(settings, options)
+    exporter = f"{layout.names.service(EXPORTER)}:{EXPORTER_PORT}"
+    if layout.topology == "sentinel":
+        urls = [f"rediss://{address}" for address in node_addresses(layout).values()]
+    else:
+        urls = [f"rediss://{layout.data_fqdn(pod)}:{layout.port}" for pod in layout.data_pods]
+    jobs = redis_jobs(settings, exporter, urls)
+    return PROMETHEUS_HEADER + yaml.safe_dump({"scrape_configs": jobs}, sort_keys=False)
 
 
 def disruption_budgets(layout: Layout) -> list[Object]:

@@ -15,13 +15,16 @@ def _yaml(header: str, data: dict) -> str:
     return f"# {header}\n" + yaml.safe_dump(data, sort_keys=False, width=100)
 
 
-def to_exporter() -> list[dict]:
+COMPOSE_EXPORTER = f"exporter:{EXPORTER_PORT}"  # the exporter service of docker-compose.yml
+
+
+def to_exporter(exporter: str = COMPOSE_EXPORTER) -> list[dict]:
     """The multi-target pattern: the Redis URL becomes ?target= and the instance label, while
     the request itself goes to the exporter. (Fresh each time: YAML would alias a shared one.)"""
     return [
         {"source_labels": ["__address__"], "target_label": "__param_target"},
         {"source_labels": ["__param_target"], "target_label": "instance"},
-        {"target_label": "__address__", "replacement": f"exporter:{EXPORTER_PORT}"},
+        {"target_label": "__address__", "replacement": exporter},
     ]
 
 
@@ -32,31 +35,37 @@ def node_urls(settings: Settings) -> list[str]:
     return [f"rediss://{node.name}:{node.port}" for node in planned]
 
 
-def _redis_job(settings: Settings) -> dict:
+def redis_jobs(settings: Settings, exporter: str, urls: list[str]) -> list[dict]:
+    """The jobs that scrape the deployment through the exporter at `exporter` (HOST:PORT).
+
+    Standalone: its Redis at /metrics. Sentinel and cluster: every node (`urls`, as the
+    exporter's /scrape accepts them) at /scrape?target=, and the deployment's own metrics
+    (application checks, backup and audit results) once at /metrics: RedkeepBackupTooOld and
+    the check alerts read them."""
+    labels = {"cluster": settings.name}
     if settings.deployment.topology == "standalone":
-        return {
-            "job_name": "redis",
-            "static_configs": [
-                {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
-            ],
-        }
+        return [
+            {"job_name": "redis", "static_configs": [{"targets": [exporter], "labels": labels}]}
+        ]
     # Discovery follows the deployment (nodes added later, Sentinels); the plan's nodes stay
     # listed when discovery cannot answer (every node down at once, the exporter restarting).
-    return {
+    nodes = {
         "job_name": "redis",
         "metrics_path": "/scrape",
         "http_sd_configs": [
-            {
-                "url": f"http://exporter:{EXPORTER_PORT}/discover-cluster-nodes",
-                "refresh_interval": "1m",
-            }
+            {"url": f"http://{exporter}/discover-cluster-nodes", "refresh_interval": "1m"}
         ],
-        "static_configs": [{"targets": node_urls(settings)}],
+        "static_configs": [{"targets": urls}],
         "relabel_configs": [
-            *to_exporter(),
+            *to_exporter(exporter),
             {"target_label": "cluster", "replacement": settings.name},
         ],
     }
+    deployment = {
+        "job_name": "redkeep-deployment",
+        "static_configs": [{"targets": [exporter], "labels": labels}],
+    }
+    return [nodes, deployment]
 
 
 def render_prometheus(settings: Settings) -> str:
@@ -64,18 +73,7 @@ def render_prometheus(settings: Settings) -> str:
 
     A standalone bundle's exporter serves its Redis at /metrics; a Sentinel or cluster bundle's
     serves each node at /scrape?target=, the nodes listed by /discover-cluster-nodes."""
-    jobs = [_redis_job(settings)]
-    if settings.deployment.topology != "standalone":
-        # The deployment's own metrics (application checks, backup and audit results), served
-        # once at the exporter's /metrics: RedkeepBackupTooOld and the check alerts read them.
-        jobs.append(
-            {
-                "job_name": "redkeep-deployment",
-                "static_configs": [
-                    {"targets": [f"exporter:{EXPORTER_PORT}"], "labels": {"cluster": settings.name}}
-                ],
-            }
-        )
+    jobs = redis_jobs(settings, COMPOSE_EXPORTER, node_urls(settings))
     # A cluster bundle runs no proxy (it is no cluster router): no job that could only fail.
     if settings.proxy.enabled and settings.deployment.topology != "cluster":
         jobs.append(
