@@ -672,7 +672,7 @@ def component_settings_yaml(layout: Layout) -> str:
             "upstream": None,
             "sentinels": sentinel_addresses(layout),
             "master_name": settings.deployment.master_name,
-            "sentinel_user": "app",  # its password: the Secret, REDKEEP_SENTINEL_PASSWORD
+            "sentinel_user": "app",  # its password: .env projected from the Secret
             # One certificate serves every pod and Service (server_names): the proxy checks
             # the Sentinels and the primary by the Sentinels' Service name it holds.
             "upstream_tls_name": layout.names.service(SENTINEL_CLIENT),
