@@ -60,9 +60,9 @@ def run(request: RunRequest, app: Application) -> int:
     else:
         # A bundle's backups are of its own Redis: a sourced .env's REDIS_URL (the app) must
         # not win.
-        target = target_for(request.connection, context.bundle, "backup", prefer_bundle=True)
+        target = target_for(request.connection, context.bundle, "backup")
         if context.bundle and kind != "rdb":  # the AOF step needs CONFIG SET: the admin
-            aof_target = target_for(request.connection, context.bundle, "admin", prefer_bundle=True)
+            aof_target = target_for(request.connection, context.bundle, "admin")
     options = dataclasses.replace(
         _run_options(request, context, target, kind),
         capture_from=request.capture_from,

@@ -102,7 +102,7 @@ def run_rotate(
     bundle = load_bundle(app, directory)
     if not is_standalone(bundle):
         return rotate_nodes(bundle, every_node(bundle, connection, "admin"), _now())
-    target = target_for(connection, bundle, "admin", prefer_bundle=True)
+    target = target_for(connection, bundle, "admin")
     with session(target) as client:
         return rotate_server(bundle, client, target, _now())
 

@@ -21,15 +21,13 @@ def target_for(
     connection: ConnectionOptions,
     bundle: Bundle | None,
     role: str,
-    prefer_bundle: bool = True,
 ) -> Target:
     """The Redis to talk to as `role`: --url, else the bundle's own endpoint, else REDIS_URL.
 
     A bundle (--dir, or found in the current directory) is talked to as the bundle, whatever
     REDIS_URL says, as sentinel and cluster bundles always were: a sourced .env's REDIS_URL is
     the app's (too weak for users list or audit), and another bundle's, sourced in the same
-    shell, names another server. `prefer_bundle` is unused: it is kept for the callers that
-    still pass it (commands that change the bundle), now that every command prefers it.
+    shell, names another server.
     """
     if bundle is None:
         return resolve_target(connection, os.environ)

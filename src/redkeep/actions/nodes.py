@@ -68,7 +68,7 @@ def every_node(bundle: Bundle, connection: ConnectionOptions, role: str) -> tupl
     """Every node of the bundle (data nodes, then Sentinels) reached as `role` with the
     options given (TLS files, timeout, --password-file)."""
     if is_standalone(bundle):
-        target = target_for(connection, bundle, role, prefer_bundle=True)
+        target = target_for(connection, bundle, role)
         return (replace(bundle.deployment(role, with_password=False).primary(), target=target),)
     if connection.url:
         raise UsageError(
