@@ -45,7 +45,17 @@ def read_env(path: Path) -> dict[str, str]:
     """Read a `.env` file; a missing file is an empty mapping."""
     if not path.exists():
         return {}
-    return parse_env(path.read_text(), source=str(path))
+    return parse_env(_text(path), source=str(path))
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}); fix the file or restore it from "
+            "your secret store"
+        ) from None
 
 
 def render_env(header: str, values: dict[str, str]) -> str:
@@ -71,13 +81,15 @@ def update_env(path: Path, updates: dict[str, str]) -> None:
 
 
 def _update(path: Path, updates: dict[str, str]) -> None:
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = _text(path).splitlines() if path.exists() else []
     pending = dict(updates)
     out = []
     for line in lines:
         key = line.split("=", 1)[0].strip().removeprefix("export ").strip()
-        if "=" in line and not line.lstrip().startswith("#") and key in pending:
-            out.append(f"{key}={pending.pop(key)}")
+        if "=" in line and not line.lstrip().startswith("#") and key in updates:
+            # Every line of the key, not only the first: readers take the last one.
+            if key in pending:
+                out.append(f"{key}={pending.pop(key)}")
         else:
             out.append(line)
     out.extend(f"{key}={value}" for key, value in pending.items())

@@ -9,6 +9,7 @@ from redkeep.pki import issue
 from redkeep.pki.files import TLSFiles, init_tls, load_ca, write_pair
 from redkeep.redis.client import connect
 from redkeep.redis.client import explain_failure as explain_command_error
+from redkeep.redis.explain import STALLED_OR_PLAINTEXT
 from redkeep.redis.target import ConnectionOptions, resolve_target
 from tests.servers import free_port, tls_lines
 
@@ -113,7 +114,7 @@ def test_tls_client_on_plaintext_port(plain_redis, pki):
                 {},
             )
         )
-    assert "timed out after 0.5s; if it is a plaintext port, use redis://" in caught.value.message
+    assert "timed out after 0.5s" + STALLED_OR_PLAINTEXT in caught.value.message
 
 
 def test_unknown_ca(tls_redis):

@@ -13,6 +13,7 @@ import redis
 from redkeep.errors import ConnectError, ErrorKind, RedisCommandError, RedkeepError
 from redkeep.exporter.scrape import Scraper
 from redkeep.redis.client import connect, explain_failure
+from redkeep.redis.explain import STALLED_OR_PLAINTEXT
 from redkeep.redis.raw import RawConnection
 from redkeep.redis.target import ConnectionOptions, Target, resolve_target
 from tests.integration.exporter.conftest import parse, value
@@ -134,7 +135,7 @@ def test_tls_client_at_a_plaintext_port_times_out_with_a_hint(plain_redis, pki):
     where = target(f"rediss://localhost:{plain_redis.port}", pki, timeout=0.5)
     raw = raw_failure(where)
     assert_same(raw, client_failure(where), ErrorKind.TIMEOUT)
-    assert raw.message.endswith("timed out after 0.5s; if it is a plaintext port, use redis://")
+    assert raw.message.endswith("timed out after 0.5s" + STALLED_OR_PLAINTEXT)
     assert scrape_error(where) == "timeout"
 
 

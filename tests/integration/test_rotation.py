@@ -95,10 +95,24 @@ def test_rotating_the_app_updates_the_application_url(running_bundle):
         run_redkeep("users", "finish-rotation", "app", "--dir", running_bundle.root).returncode == 0
     )
     again = run_redkeep("users", "finish-rotation", "app", "--dir", running_bundle.root)
-    assert (again.returncode, again.stdout.strip()) == (
+    assert (again.returncode, again.stdout.splitlines()[0]) == (
         0,
         "'app' has a single password already; nothing to finish",
     )
+
+    # A finish killed after removing the old password live but before ACL SAVE: the file still
+    # holds it, and a restart would bring it back. Finishing again saves what the server holds.
+    admin = client_as(running_bundle, "admin")
+    leftover = "a-password-a-killed-finish-left-in-the-file"
+    admin.execute_command("ACL", "SETUSER", "app", f">{leftover}")
+    admin.execute_command("ACL", "SAVE")
+    admin.execute_command("ACL", "SETUSER", "app", f"<{leftover}")
+    assert password_hash(leftover) in running_bundle.acl_path.read_text()
+    repaired = run_redkeep("users", "finish-rotation", "app", "--dir", running_bundle.root)
+    assert repaired.returncode == 0, repaired.stderr
+    assert password_hash(leftover) not in running_bundle.acl_path.read_text()
+    assert password_hash(running_bundle.password("app")) in running_bundle.acl_path.read_text()
+    admin.close()
 
 
 def test_rotation_refuses_a_user_redkeep_does_not_manage(running_bundle):

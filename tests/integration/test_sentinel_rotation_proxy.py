@@ -10,6 +10,7 @@ the Sentinels stop taking its password, `health` names the proxy.
 
 import os
 import signal
+import subprocess
 
 import redis
 
@@ -20,7 +21,7 @@ from redkeep.render import nodes as node_files
 from redkeep.render.acl import password_hash
 from redkeep.stack import processes
 from redkeep.stack.processes import PROXY
-from tests.conftest import run_redkeep
+from tests.conftest import REDKEEP, run_redkeep
 from tests.integration.test_sentinel import FAST, client, poll
 from tests.servers import free_port_span, wait_for_exit
 
@@ -109,6 +110,34 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
         assert healed.returncode == 0, healed.stderr
         poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
 
+        # SIGTERM while finish-rotation waits on a frozen proxy (after every node saved its
+        # file without the old password): every node gets it back, live and in its file.
+        assert run_redkeep("users", "rotate", "app", "--dir", root).returncode == 0
+        old, new = new, bundle.password("app")
+        files = {name: bundle.node_dir(name) / "users.acl" for name in ports}
+        os.kill(proxy_pid, signal.SIGSTOP)
+        try:
+            finishing = subprocess.Popen(  # noqa: S603 - our own console script
+                [REDKEEP, "users", "finish-rotation", "app", "--dir", str(root)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            poll(
+                lambda: all(password_hash(old) not in f.read_text() for f in files.values()),
+                "every node saved its ACL file without the old password",
+            )
+            finishing.send_signal(signal.SIGTERM)
+            _, stderr = finishing.communicate(timeout=60)
+        finally:
+            os.kill(proxy_pid, signal.SIGCONT)
+        assert finishing.returncode == 1, stderr
+        assert "interrupted" in stderr and "rolled back" in stderr, stderr
+        for name, port in ports.items():
+            assert logs_in(bundle, port, "app", old) and logs_in(bundle, port, "app", new), name
+            assert password_hash(old) in files[name].read_text(), name
+        finished = run_redkeep("users", "finish-rotation", "app", "--dir", root)
+        assert finished.returncode == 0, finished.stderr
+        new = bundle.password("app")
+
         # A proxy given the password in its environment does not follow .env: finishing
         # would lock it out, so finish-rotation refuses and every node keeps both passwords.
         restart_proxy(root, bundle, env={"REDKEEP_SENTINEL_PASSWORD": new})
@@ -137,6 +166,14 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
             return result.returncode == 1 and "Sentinels answer the proxy" in result.stderr
 
         poll(proxy_named, "health naming the proxy that no Sentinel answers")
+
+        # A dead proxy: every client of REDIS_URL is refused, and health says so.
+        dead = processes.locate(PROXY, root, bundle.run_dir).pid
+        os.kill(dead, signal.SIGKILL)
+        assert wait_for_exit(dead)
+        health = run_redkeep("health", "--dir", root)
+        assert health.returncode == 1
+        assert "the proxy is not running" in health.stderr, health.stderr
     finally:
         down = run_redkeep("down", root)
     assert down.returncode == 0, down.stderr

@@ -54,3 +54,22 @@ def test_read_env_of_missing_file_is_empty(tmp_path):
 )
 def test_render_then_parse_round_trips(values):
     assert parse_env(render_env("# header", values)) == values
+
+
+def test_update_env_sets_every_line_of_a_repeated_key(tmp_path):
+    # Readers take the last line of a key: an update of the first alone would change nothing.
+    path = tmp_path / ".env"
+    path.write_text("REDIS_APP_PASSWORD=first\nOTHER=x\nREDIS_APP_PASSWORD=second\n")
+    update_env(path, {"REDIS_APP_PASSWORD": "new"})
+    assert read_env(path) == {"REDIS_APP_PASSWORD": "new", "OTHER": "x"}
+    assert path.read_text().count("REDIS_APP_PASSWORD") == 1
+
+
+def test_a_env_that_is_not_utf8_is_named_as_a_config_error(tmp_path):
+    path = tmp_path / ".env"
+    path.write_bytes(b"REDIS_APP_PASSWORD=\xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"\.env: not UTF-8 text \(byte 19\)"):
+        read_env(path)
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        update_env(path, {"REDIS_APP_PASSWORD": "new"})
+    assert path.read_bytes() == b"REDIS_APP_PASSWORD=\xff\xfe\n"

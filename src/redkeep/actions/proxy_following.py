@@ -31,19 +31,15 @@ class ProxyView:
     primary_known: bool
     answering: int  # Sentinels that answered its last round
     rounds: int  # rounds of asking finished since it started (a cancelled one not counted)
+    rounds_since_reload: int  # ... begun after its last reload (SIGHUP)
     reloads: int
 
 
 def follows_sentinels(bundle: Bundle) -> bool:
-    """A sentinel bundle whose proxy follows the Sentinels and serves its metrics."""
+    """A sentinel bundle whose proxy follows the Sentinels."""
     settings = bundle.settings
     proxy = settings.proxy
-    return (
-        settings.deployment.topology == "sentinel"
-        and proxy.enabled
-        and not proxy.upstream
-        and bool(proxy.metrics_listen)
-    )
+    return settings.deployment.topology == "sentinel" and proxy.enabled and not proxy.upstream
 
 
 def sentinel_count(bundle: Bundle) -> int:
@@ -54,6 +50,10 @@ def local_proxy_pid(bundle: Bundle) -> int | None:
     """The pid of this bundle's proxy on this machine, None when it does not run here."""
     located = processes.locate(PROXY, bundle.root, bundle.run_dir)
     return located.pid if located.running else None
+
+
+def has_metrics(bundle: Bundle) -> bool:
+    return bool(bundle.settings.proxy.metrics_listen)
 
 
 def read_view(bundle: Bundle, timeout: float = probe.PROBE_TIMEOUT) -> ProxyView | str:
@@ -88,6 +88,7 @@ def read_view(bundle: Bundle, timeout: float = probe.PROBE_TIMEOUT) -> ProxyView
         primary_known=values.get("redkeep_proxy_primary_known") == 1,
         answering=int(values.get("redkeep_proxy_sentinels_answering", 0)),
         rounds=int(values["redkeep_proxy_sentinel_rounds_total"]),
+        rounds_since_reload=int(values.get("redkeep_proxy_sentinel_rounds_since_reload", 0)),
         reloads=int(values.get("redkeep_proxy_reloads_total", 0)),
     )
 
@@ -95,8 +96,18 @@ def read_view(bundle: Bundle, timeout: float = probe.PROBE_TIMEOUT) -> ProxyView
 def following_problem(bundle: Bundle, primary: tuple[str, int] | None) -> str | None:
     """What keeps the bundle's proxy here from sending clients to `primary` (the live
     primary's host and port); None when it does, or when no proxy of the bundle runs here."""
-    if not follows_sentinels(bundle) or local_proxy_pid(bundle) is None:
+    if not follows_sentinels(bundle):
         return None
+    located = processes.locate(PROXY, bundle.root, bundle.run_dir)
+    if not located.running:
+        if located.stale is None:  # never started here (or stopped by `down`)
+            return None
+        return (
+            f"the proxy is not running (its pid file {located.stale}): clients of "
+            f"REDIS_URL are refused; `redkeep up --detach {bundle.root}` starts it"
+        )
+    if not has_metrics(bundle):
+        return None  # nothing to ask it; status still probes it with a PING
     view = read_view(bundle)
     if isinstance(view, str):
         return f"the proxy cannot be asked whom it follows: {view}"
@@ -107,7 +118,8 @@ def _judge(view: ProxyView, sentinels: int, primary: tuple[str, int] | None) -> 
     if view.answering * 2 <= sentinels:
         return (
             f"only {view.answering} of the {sentinels} Sentinels answer the proxy: it will not "
-            "follow the next failover (see its log: a password it cannot use?)"
+            "follow the next failover (see its log: a password they refuse? a proxy started "
+            "with REDKEEP_SENTINEL_PASSWORD keeps that one)"
         )
     if not view.primary_known:
         return "the proxy knows no primary to send clients to"
@@ -128,6 +140,11 @@ def _same_address(upstream: str | None, host: str, port: int) -> bool:
     return same_host and shown_port == str(port)
 
 
+def reload_proxy(bundle: Bundle, pid: int) -> bool:
+    """SIGHUP: it reads redkeep.yaml, .env and its certificates again and asks the Sentinels."""
+    return processes.send_signal(pid, PROXY, bundle.root, signal.SIGHUP)
+
+
 def reload_and_confirm(bundle: Bundle, timeout: float = CONFIRM_TIMEOUT) -> str | None:
     """Make the bundle's proxy here read .env again and ask the Sentinels now (SIGHUP); wait
     for a round that started after the signal. A problem, or None when a majority of the
@@ -135,24 +152,26 @@ def reload_and_confirm(bundle: Bundle, timeout: float = CONFIRM_TIMEOUT) -> str 
     if not follows_sentinels(bundle):
         return None
     pid = local_proxy_pid(bundle)
-    if pid is None:
+    if pid is None or not has_metrics(bundle):
         return None
     before = read_view(bundle)
     if isinstance(before, str):
         return f"the proxy (pid {pid}) cannot be asked: {before}"
-    if not processes.send_signal(pid, PROXY, bundle.root, signal.SIGHUP):
+    if not reload_proxy(bundle, pid):
         return f"the proxy (pid {pid}) could not be signalled"
     deadline = time.monotonic() + timeout
     view: ProxyView | str = before
-    # A reload sets the answering count to 0: only a round begun after it raises it again.
+    # Judged on a round begun after the reload (one under way at the signal is cancelled).
     while time.monotonic() < deadline:
         view = read_view(bundle)
-        reloaded = not isinstance(view, str) and view.reloads > before.reloads
-        if reloaded and view.answering * 2 > sentinel_count(bundle):
+        reloaded = isinstance(view, ProxyView) and view.reloads > before.reloads
+        if reloaded and view.rounds_since_reload >= 1:
             break
         time.sleep(POLL)
     if isinstance(view, str):
         return f"the proxy (pid {pid}) cannot be asked: {view}"
     if view.reloads <= before.reloads:
         return f"the proxy (pid {pid}) did not reload within {timeout:g}s (see its log)"
+    if view.rounds_since_reload < 1:
+        return f"the proxy (pid {pid}) did not finish asking the Sentinels within {timeout:g}s"
     return _judge(view, sentinel_count(bundle), None)

@@ -8,7 +8,7 @@ could not be undone is said, node by node.
 """
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,17 @@ class ChangeLog:
             if not same_user(now, self.before[name]):
                 problems[name] = f"ACL GETUSER {self.user} differs from before the change"
         return problems
+
+    @contextlib.contextmanager
+    def undone_on_failure(self, what: str, hint: str, note: str = "") -> Iterator[None]:
+        """Within the block, a failure or an interruption (Ctrl-C, SIGTERM, SIGHUP) rolls every
+        node back and raises the one line `failure` makes of it."""
+        try:
+            yield
+        except RedkeepError as error:
+            raise self.failure(error, what, hint, note) from None
+        except KeyboardInterrupt:
+            raise self.failure(RedkeepError("interrupted"), what, hint, note) from None
 
     def failure(self, error: RedkeepError, what: str, hint: str, note: str = "") -> RedkeepError:
         """Roll back, then one line: where `what` failed, which nodes were changed and rolled

@@ -28,7 +28,13 @@ from redkeep.actions.nodes import (
     config_file,
     every_node,
 )
-from redkeep.actions.proxy_following import follows_sentinels, local_proxy_pid, reload_and_confirm
+from redkeep.actions.proxy_following import (
+    follows_sentinels,
+    has_metrics,
+    local_proxy_pid,
+    reload_and_confirm,
+    reload_proxy,
+)
 from redkeep.actions.rollback import ChangeLog, acl_user, make_private
 from redkeep.app import Application
 from redkeep.bundle import Bundle
@@ -67,6 +73,7 @@ class RotationResult:
     links: list[str] = field(default_factory=list)  # stored passwords set: "masterauth on redis-1"
     # The proxy here that logs in to the Sentinels as this user: "" (none), or what it did.
     proxy: str = ""
+    saved: list[str] = field(default_factory=list)  # "nothing to finish": files saved again
     proxy_problem: str = ""  # `rotate`: it could not use the new password (nothing rolled back)
 
 
@@ -161,30 +168,29 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
     log = ChangeLog(
         user, before={node.name: found for node, found in holders}, secrets=(new, current)
     )
+    hint = (
+        f"run `redkeep users finish-rotation {user}` once it answers: it removes the "
+        "password .env does not hold"
+    )
+    updates = {key: new}
+    if user == "app":
+        updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
     try:
-        for node, _ in holders:
-            log.change(
-                node,
-                "ACL SETUSER",
-                ("ACL", "SETUSER", user, f">{new}"),
-                ("ACL", "SETUSER", user, f"<{new}"),
-            )
-        for node, _ in holders:
-            prove_login(node, user, new, "the rotation")
-        for node, _ in holders:
-            log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
-        for link in links:
-            _switch(bundle, log, link, new, undo_to=link.current or current)
-        updates = {key: new}
-        if user == "app":
-            updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
-        _write_env(bundle, updates)
-    except RedkeepError as error:
-        hint = (
-            f"run `redkeep users finish-rotation {user}` once it answers: it removes the "
-            "password .env does not hold"
-        )
-        raise log.failure(error, f"rotating '{user}' failed", hint, ".env is unchanged") from None
+        with log.undone_on_failure(f"rotating '{user}' failed", hint, ".env is unchanged"):
+            for node, _ in holders:
+                log.change(
+                    node,
+                    "ACL SETUSER",
+                    ("ACL", "SETUSER", user, f">{new}"),
+                    ("ACL", "SETUSER", user, f"<{new}"),
+                )
+            for node, _ in holders:
+                prove_login(node, user, new, "the rotation")
+            for node, _ in holders:
+                log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
+            for link in links:
+                _switch(bundle, log, link, new, undo_to=link.current or current)
+            _write_env(bundle, updates)
     finally:
         _private_sentinel_configs(bundle, links)
     proxy, problem = _proxy_after_change(bundle, user)
@@ -222,38 +228,43 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
         for node, found in holders
     }
     if not any(old.values()):
-        return RotationResult(user, "nothing to finish", 1, [], str(bundle.env_path))
+        # A finish killed between removing the old passwords and saving left them in the
+        # nodes' files, for a restart to bring back: each node saves what it holds now.
+        for node, _ in holders:
+            save_acl(bundle, node)
+        saved = [node.name for node, _ in holders]
+        return RotationResult(user, "nothing to finish", 1, [], str(bundle.env_path), saved=saved)
     links = links_for(sessions, user, bundle.settings.deployment.master_name)
     secrets = (kept_password, *(link.current for link in links if link.current))
     log = ChangeLog(user, before={node.name: found for node, found in holders}, secrets=secrets)
+    what = f"finishing the rotation of '{user}' failed"
+    hint = f"run `redkeep users finish-rotation {user}` again once it answers"
     try:
-        for link in links:
-            if link.current != kept_password:
-                _switch(bundle, log, link, kept_password, undo_to=link.current or kept_password)
-        changed = [node for node, _ in holders if old[node.name]]
-        for node in changed:
-            removals = tuple(f"!{digest}" for digest in old[node.name])
-            restores = tuple(f"#{digest}" for digest in old[node.name])
-            log.change(
-                node,
-                "ACL SETUSER",
-                ("ACL", "SETUSER", user, *removals),
-                ("ACL", "SETUSER", user, *restores),
-            )
-        for node, _ in holders:
-            prove_login(node, user, kept_password, str(bundle.env_path))
-        # Before anything is saved: a proxy that cannot log in any more gets the old back.
-        proxy, problem = _proxy_after_change(bundle, user)
-        if problem:
-            raise RedkeepError(
-                f"{problem}; it must log in with the password in {bundle.env_path} (is "
-                f"REDKEEP_SENTINEL_PASSWORD set for it? update it and restart the proxy)"
-            )
-        for node in changed:
-            log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
-    except RedkeepError as error:
-        hint = f"run `redkeep users finish-rotation {user}` again once it answers"
-        raise log.failure(error, f"finishing the rotation of '{user}' failed", hint) from None
+        with log.undone_on_failure(what, hint):
+            for link in links:
+                if link.current != kept_password:
+                    _switch(bundle, log, link, kept_password, undo_to=link.current or kept_password)
+            changed = [node for node, _ in holders if old[node.name]]
+            for node in changed:
+                removals = tuple(f"!{digest}" for digest in old[node.name])
+                restores = tuple(f"#{digest}" for digest in old[node.name])
+                log.change(
+                    node,
+                    "ACL SETUSER",
+                    ("ACL", "SETUSER", user, *removals),
+                    ("ACL", "SETUSER", user, *restores),
+                )
+            for node, _ in holders:
+                prove_login(node, user, kept_password, str(bundle.env_path))
+            for node in changed:
+                log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
+            # A proxy that could not log in any more would miss the next failover: the old
+            # passwords go back (live and in the files) until it can.
+            proxy, problem = _proxy_after_change(bundle, user)
+            if problem:
+                raise RedkeepError(
+                    f"{problem}; the old passwords stay until it logs in with .env's"
+                )
     finally:
         _private_sentinel_configs(bundle, links)
     return RotationResult(
@@ -275,6 +286,13 @@ def _proxy_after_change(bundle: Bundle, user: str) -> tuple[str, str]:
     if user != bundle.settings.proxy.sentinel_user or not follows_sentinels(bundle):
         return "", ""
     pid = local_proxy_pid(bundle)
+    if pid is not None and not has_metrics(bundle):
+        reload_proxy(bundle, pid)
+        return (
+            f"The proxy (pid {pid}) was told to log in again (SIGHUP); not confirmed: "
+            "proxy.metrics_listen is off, so it cannot be asked.",
+            "",
+        )
     if pid is None:
         return (
             "No proxy of this bundle runs on this machine; a proxy elsewhere reads .env at "

@@ -202,6 +202,8 @@ def finish_rotation(
             app.say(result.proxy)
     else:
         app.say(f"'{user}' has a single password already; nothing to finish")
+        if result.saved:  # a finish cut short may have left the old one in the files
+            app.say(f"Each node saved its ACL file again: {', '.join(result.saved)}.")
 
 
 def _on(result: RotationResult) -> str:

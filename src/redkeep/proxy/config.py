@@ -4,6 +4,7 @@
 redkeep.yaml are relative to the bundle; a bundle fills in its own certificates and Redis.
 """
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from redkeep.redis.target import parse_host_port
 from redkeep.render.env import ALL_PASSWORD_KEYS
 
 EXAMPLE = "127.0.0.1:6381"  # for a HOST:PORT error
+log = logging.getLogger("redkeep.proxy")
 SENTINEL_PASSWORD_ENV = "REDKEEP_SENTINEL_PASSWORD"  # noqa: S105 - a variable's name
 
 
@@ -59,17 +61,25 @@ class SentinelConfig:
     # The bundle's .env, read again at every login: `users rotate` writes the new password
     # there and `finish-rotation` removes the old one, while this proxy keeps running.
     env_file: Path | None = None
+    # The last password read from env_file: while the file cannot be read (being replaced,
+    # broken), that one is used, not the one from start, which a rotation may have revoked.
+    last_read: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def current_password(self) -> str | None:
-        """The password to log in with now: the .env's when the proxy reads one (the one
-        loaded at start if the file cannot be read), else the fixed one."""
+        """The password to log in with now: the .env's when the proxy reads one (the last
+        one read while the file cannot be), else the fixed one."""
         if self.env_file is None:
             return self.password
         try:
-            secrets = read_env(self.env_file)
-        except (OSError, RedkeepError):
-            return self.password
-        return secrets.get(ALL_PASSWORD_KEYS.get(self.user, "")) or self.password
+            found = read_env(self.env_file).get(ALL_PASSWORD_KEYS.get(self.user, ""))
+        except (OSError, RedkeepError) as error:
+            log.warning(
+                "cannot read %s (%s): logging in with the last password read", self.env_file, error
+            )
+            return self.last_read.get("password", self.password)
+        if found:
+            self.last_read["password"] = found
+        return found or self.last_read.get("password", self.password)
 
 
 @dataclass(frozen=True)

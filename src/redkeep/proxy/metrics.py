@@ -170,6 +170,11 @@ def families(proxy: "Proxy") -> list[Family]:
                 follower.rounds,
             ),
             gauge(
+                "redkeep_proxy_sentinel_rounds_since_reload",
+                "Rounds of asking the Sentinels begun since the last reload (SIGHUP) and ended.",
+                follower.rounds_since_update,
+            ),
+            gauge(
                 "redkeep_proxy_sentinels_answering",
                 "Sentinels that answered the last time they were asked.",
                 follower.reached,

@@ -128,7 +128,8 @@ class SentinelFollower:
         self.on_primary = on_primary
         self.current: Address | None = None
         self.reached = 0  # Sentinels that answered the last round
-        self.rounds = 0  # rounds of asking finished: a check after a reload waits for one
+        self.rounds = 0  # rounds of asking finished
+        self.rounds_since_update = 0  # ... begun after the last reload: a check waits for one
         self.subscribed: set[Address] = set()
         self._wake = asyncio.Event()
         self._reason = ""
@@ -136,10 +137,10 @@ class SentinelFollower:
         self._last_detail = ""
 
     def update(self, config: SentinelConfig, context: ssl.SSLContext | None, name: str | None):
-        """New settings (SIGHUP): asked and subscribed anew. Until the first round with them
-        ends, no Sentinel counts as answering (a check after a reload waits for that round)."""
+        """New settings (SIGHUP): asked and subscribed anew. A round under way is cancelled
+        (never counted): the next one to end began with the new settings."""
         self.config, self.context, self.server_name = config, context, name
-        self.reached = 0
+        self.rounds_since_update = 0
         self.stop()
         self.start()
         self.wake("reload")
@@ -184,9 +185,9 @@ class SentinelFollower:
             log.exception("asking the Sentinels failed")
             self.current = None
             self.reached = 0
-            self.rounds += 1
+            self._count_round()
             return
-        self.rounds += 1
+        self._count_round()
         self.reached = result.reached
         if result.primary is None:
             self.current = None
@@ -197,6 +198,10 @@ class SentinelFollower:
         self._last_detail = ""
         self.current = result.primary
         self.on_primary(result.primary, reason)
+
+    def _count_round(self) -> None:
+        self.rounds += 1
+        self.rounds_since_update += 1
 
     async def resolve(self) -> Resolution:
         """Ask every Sentinel at once; take the address more than half of the configured

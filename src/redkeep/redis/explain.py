@@ -142,9 +142,12 @@ def _connection(error: BaseException, target: Target) -> ConnectError:
     return ConnectError(f"cannot connect to {where}: {first_line(str(error))}")
 
 
+STALLED_OR_PLAINTEXT = " (a stopped or overloaded server; or a plaintext port: use redis://)"
+
+
 def _timeout(target: Target) -> ConnectError:
     # A plaintext server reads a TLS ClientHello as a command and waits for the rest.
-    hint = "; if it is a plaintext port, use redis://" if target.tls else ""
+    hint = STALLED_OR_PLAINTEXT if target.tls else ""
     return ConnectError(
         f"cannot connect to {target.where}: timed out after {target.timeout:g}s{hint}",
         kind=ErrorKind.TIMEOUT,
