@@ -133,6 +133,22 @@ def test_rotate_and_finish_reach_every_node_with_no_failed_login(deployment):
     assert "redis-0, redis-1, redis-2, sentinel-0" in started.stdout
 
 
+def test_finishing_after_a_killed_finish_saves_the_nodes_it_no_longer_changes(deployment):
+    # A finish SIGKILLed after redis-0 dropped the old password live, before it saved: the
+    # next finish changes only the others, and must save redis-0 too.
+    bundle = deployment.bundle
+    old = bundle.password("app")
+    assert redkeep(deployment, "users", "rotate", "app").returncode == 0
+    new = bundle.password("app")
+    with deployment.client("redis-0") as client:
+        client.execute_command("ACL", "SETUSER", "app", f"!{password_hash(old)}")
+    assert password_hash(old) in saved_passwords(deployment, "app")["redis-0"]
+    finished = redkeep(deployment, "users", "finish-rotation", "app")
+    assert finished.returncode == 0, finished.stderr
+    holders = passwords_on(deployment, "app")
+    assert saved_passwords(deployment, "app") == dict.fromkeys(holders, {password_hash(new)})
+
+
 def reconnect_replicas(deployment: HandMadeDeployment) -> None:
     """Make every replica log in to the primary again (with its masterauth), and wait for it."""
     for name in deployment.data_nodes[1:]:

@@ -53,6 +53,21 @@ def write_through_proxy(bundle: Bundle, port: int, key: str) -> bool:
         return False
 
 
+def stored_passwords(bundle: Bundle, name: str, file: str) -> set:
+    """The passwords the bundle's own copy of a node's config file stores (masterauth, or a
+    Sentinel's auth-pass and sentinel-pass): the last word of those lines, unquoted."""
+    lines = (bundle.node_dir(name) / file).read_text().splitlines()
+    stored = set()
+    for words in map(str.split, lines):
+        if words[:1] == ["masterauth"] or words[:2] in (
+            ["sentinel", "auth-pass"],
+            ["sentinel", "sentinel-pass"],
+        ):
+            stored.add(words[-1].strip('"'))
+    assert stored, f"no stored password in {name}'s {file}"
+    return stored
+
+
 def restart_proxy(root, bundle: Bundle, env: dict | None = None) -> None:
     pid = processes.locate(PROXY, root, bundle.run_dir).pid
     os.kill(pid, signal.SIGTERM)
@@ -76,6 +91,21 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
     try:
         assert up.returncode == 0, up.stderr
         proxy_pid = processes.locate(PROXY, root, bundle.run_dir).pid
+
+        # The links' users: `up` runs each node from its run/ copy, which the node rewrites;
+        # the bundle's own copies (what docker compose mounts) must follow too.
+        for user in ("replication", "sentinel"):
+            for step in ("rotate", "finish-rotation"):
+                done = run_redkeep("users", step, user, "--dir", root)
+                assert done.returncode == 0, done.stderr
+        for name in ports:
+            if name.startswith("sentinel"):
+                stored = stored_passwords(bundle, name, "sentinel.conf")
+                assert stored == {bundle.password("sentinel")}, name
+            else:
+                stored = stored_passwords(bundle, name, "redis.conf")
+                assert stored == {bundle.password("replication")}, name
+
         old = bundle.password("app")
 
         rotated = run_redkeep("users", "rotate", "app", "--dir", root)
@@ -166,6 +196,16 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
             return result.returncode == 1 and "Sentinels answer the proxy" in result.stderr
 
         poll(proxy_named, "health naming the proxy that no Sentinel answers")
+
+        # The same proxy without its metrics: health asks through it what a client lands on.
+        config = bundle.config_path.read_text()
+        listen = bundle.settings.proxy.metrics_listen
+        assert config.count(f'"{listen}"') == 1
+        bundle.config_path.write_text(config.replace(f'"{listen}"', "null"))
+        restart_proxy(root, Bundle(root), env={"REDKEEP_SENTINEL_PASSWORD": pinned})
+        health = run_redkeep("health", "--dir", root)
+        assert health.returncode == 1, health.stdout
+        assert "a new client of the proxy lands on a server that says it is" in health.stderr
 
         # A dead proxy: every client of REDIS_URL is refused, and health says so.
         dead = processes.locate(PROXY, root, bundle.run_dir).pid

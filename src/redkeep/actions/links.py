@@ -10,9 +10,13 @@ link ever holds a password some node refuses.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redkeep.actions.nodes import NodeSession
+from redkeep.bundle import Bundle
+from redkeep.fsutil import SECRET_MODE, atomic_write
+from redkeep.render import conf_quote
 
 REPLICATION_USER = "replication"
 SENTINEL_USER = "sentinel"
@@ -77,3 +81,35 @@ def config_pairs(reply: Any) -> dict[str, str]:
     if isinstance(reply, Mapping):
         return {str(key): str(value) for key, value in reply.items()}
     return {str(key): str(value) for key, value in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def refresh_rendered(bundle: Bundle, links: list[Link], password: str) -> None:
+    """Write `password` into the bundle's own copy of each link's config file (the one
+    docker-compose mounts) where it still names another: a node run by `up` rewrites its run
+    copy (CONFIG REWRITE, SENTINEL SET), so this one would start a container with a revoked
+    password. Atomic, 0600; a missing file is left alone."""
+    for path in {_rendered_file(bundle, link) for link in links}:
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        changed = [_with_password(line, password) for line in lines]
+        if changed != lines:
+            atomic_write(path, "\n".join(changed) + "\n", SECRET_MODE)
+
+
+def _rendered_file(bundle: Bundle, link: Link) -> Path:
+    name = "sentinel.conf" if link.session.is_sentinel else "redis.conf"
+    return bundle.node_dir(link.session.name) / name
+
+
+def _with_password(line: str, password: str) -> str:
+    words = line.split()
+    if words and words[-1].strip('"') == password:  # already (a node rewrote its own file)
+        return line
+    if words[:1] == ["masterauth"]:
+        return f"masterauth {conf_quote(password)}"
+    if words[:2] == ["sentinel", "auth-pass"] and len(words) >= 4:
+        return f"sentinel auth-pass {words[2]} {conf_quote(password)}"
+    if words[:2] == ["sentinel", "sentinel-pass"]:
+        return f"sentinel sentinel-pass {conf_quote(password)}"
+    return line

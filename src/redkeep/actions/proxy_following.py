@@ -11,9 +11,13 @@ import http.client
 import re
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import redis
 
 from redkeep.bundle import Bundle
+from redkeep.redis.client import client_for
+from redkeep.redis.explain import first_line
 from redkeep.stack import probe, processes
 from redkeep.stack.processes import PROXY
 
@@ -106,8 +110,11 @@ def following_problem(bundle: Bundle, primary: tuple[str, int] | None) -> str | 
             f"the proxy is not running (its pid file {located.stale}): clients of "
             f"REDIS_URL are refused; `redkeep up --detach {bundle.root}` starts it"
         )
-    if not has_metrics(bundle):
-        return None  # nothing to ask it; status still probes it with a PING
+    if not has_metrics(bundle):  # no view to ask for: what a new client lands on, at least
+        role = role_through_proxy(bundle)
+        if role != "master":
+            return f"a new client of the proxy lands on a server that says it is {role}"
+        return None
     view = read_view(bundle)
     if isinstance(view, str):
         return f"the proxy cannot be asked whom it follows: {view}"
@@ -138,6 +145,22 @@ def _same_address(upstream: str | None, host: str, port: int) -> bool:
     loopback = {"localhost", "127.0.0.1", "[::1]", "::1"}
     same_host = shown_host == host or (shown_host in loopback and host in loopback)
     return same_host and shown_port == str(port)
+
+
+def role_through_proxy(bundle: Bundle) -> str:
+    """What a new client of the proxy lands on says it is (HELLO's role, as `exporter`), or
+    why it could not be asked."""
+    host, port = probe.connect_host(bundle.settings.proxy.listen)
+    target = replace(bundle.target("exporter"), host=host, port=port, tls_name=bundle.settings.host)
+    client = client_for(target)
+    try:
+        reply = client.execute_command("HELLO", "2")
+    except (redis.RedisError, OSError) as error:
+        return f"unreachable through it ({first_line(str(error))})"
+    finally:
+        client.close()
+    fields = dict(zip(reply[::2], reply[1::2], strict=False))
+    return str(fields.get("role", "unknown"))
 
 
 def reload_proxy(bundle: Bundle, pid: int) -> bool:

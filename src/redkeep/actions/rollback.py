@@ -8,6 +8,7 @@ could not be undone is said, node by node.
 """
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,15 +110,23 @@ class ChangeLog:
         return problems
 
     @contextlib.contextmanager
-    def undone_on_failure(self, what: str, hint: str, note: str = "") -> Iterator[None]:
+    def undone_on_failure(
+        self, what: str, hint: str, note: str = "", done: Callable[[], bool] | None = None
+    ) -> Iterator[None]:
         """Within the block, a failure or an interruption (Ctrl-C, SIGTERM, SIGHUP) rolls every
-        node back and raises the one line `failure` makes of it."""
+        node back and raises the one line `failure` makes of it; a second signal does not cut
+        the rollback short. `done`: the change took effect already (an interruption after its
+        last step): then nothing is rolled back."""
         try:
             yield
         except RedkeepError as error:
-            raise self.failure(error, what, hint, note) from None
+            with _signals_held():
+                raise self.failure(error, what, hint, note) from None
         except KeyboardInterrupt:
-            raise self.failure(RedkeepError("interrupted"), what, hint, note) from None
+            if done is not None and done():
+                raise
+            with _signals_held():
+                raise self.failure(RedkeepError("interrupted"), what, hint, note) from None
 
     def failure(self, error: RedkeepError, what: str, hint: str, note: str = "") -> RedkeepError:
         """Roll back, then one line: where `what` failed, which nodes were changed and rolled
@@ -146,6 +155,19 @@ class ChangeLog:
             if secret:
                 text = text.replace(secret, "<password>")
         return text
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP ignored while a rollback runs (it is bounded by the nodes'
+    timeouts): stopping it half-way would leave nodes unlike each other and unsaid."""
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _attempt(session: NodeSession, action: Callable[[], object]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from redkeep.actions.links import Link, links_for
+from redkeep.actions.links import Link, links_for, refresh_rendered
 from redkeep.actions.locate import load_bundle
 from redkeep.actions.nodes import (
     NodeError,
@@ -176,7 +176,8 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
     if user == "app":
         updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
     try:
-        with log.undone_on_failure(f"rotating '{user}' failed", hint, ".env is unchanged"):
+        done = lambda: bundle_password(bundle, user) == new  # noqa: E731 - .env written
+        with log.undone_on_failure(f"rotating '{user}' failed", hint, ".env is unchanged", done):
             for node, _ in holders:
                 log.change(
                     node,
@@ -193,6 +194,7 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
             _write_env(bundle, updates)
     finally:
         _private_sentinel_configs(bundle, links)
+    refresh_rendered(bundle, links, new)
     proxy, problem = _proxy_after_change(bundle, user)
     return RotationResult(
         user,
@@ -256,7 +258,9 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
                 )
             for node, _ in holders:
                 prove_login(node, user, kept_password, str(bundle.env_path))
-            for node in changed:
+            # Every holder, changed now or not: a finish killed part-way may have left the old
+            # password in the file of a node that had already dropped it.
+            for node, _ in holders:
                 log.write_files(node, "ACL SAVE", lambda node=node: save_acl(bundle, node))
             # A proxy that could not log in any more would miss the next failover: the old
             # passwords go back (live and in the files) until it can.
@@ -267,6 +271,7 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
                 )
     finally:
         _private_sentinel_configs(bundle, links)
+    refresh_rendered(bundle, links, kept_password)
     return RotationResult(
         user,
         "finished",

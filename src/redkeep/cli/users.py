@@ -176,7 +176,7 @@ def rotate(
     app.say(f"Move clients to it, then run: redkeep users finish-rotation {user}")
     if result.proxy_problem:  # the rotation holds; the proxy must be fixed before finishing
         raise RedkeepError(
-            f"the bundle's proxy cannot log in to the Sentinels with the new password: "
+            f"the bundle's proxy was not seen following the Sentinels after the rotation: "
             f"{result.proxy_problem}; fix it before `finish-rotation`"
         )
 

@@ -73,10 +73,13 @@ class SentinelConfig:
         try:
             found = read_env(self.env_file).get(ALL_PASSWORD_KEYS.get(self.user, ""))
         except (OSError, RedkeepError) as error:
-            log.warning(
-                "cannot read %s (%s): logging in with the last password read", self.env_file, error
-            )
+            if self.last_read.get("error") != str(error):  # once per kind of failure
+                log.warning(
+                    "cannot read %s (%s): using the last password read", self.env_file, error
+                )
+                self.last_read["error"] = str(error)
             return self.last_read.get("password", self.password)
+        self.last_read.pop("error", None)
         if found:
             self.last_read["password"] = found
         return found or self.last_read.get("password", self.password)
