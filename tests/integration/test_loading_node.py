@@ -1,6 +1,6 @@
 """A cluster node that is loading its dataset into memory answers INFO and refuses everything
 else (LOADING): forming the cluster waits until it has loaded, and `health` and `status` say
-it is loading.
+it is loading; so do they for the primary of a Sentinel deployment.
 
 A cluster as `up` runs it; then one primary, its data in the AOF's RDB base, is restarted
 with Redis's own test knobs: `key-load-delay` (microseconds per key loaded) and
@@ -9,6 +9,7 @@ loads for as long as the test needs, and finishes as soon as the test sets the d
 Judged by what the node answers (its LOADING refusals counted in INFO errorstats).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import redis
 from redis.crc import key_slot
 
 from redkeep.bundle import Bundle
-from redkeep.config.deployment import BUS_PORT_OFFSET
+from redkeep.config.deployment import BUS_PORT_OFFSET, SENTINEL_PORT_OFFSET
 from redkeep.errors import RedkeepError
 from redkeep.render.nodes import LOOPBACK, planned
 from redkeep.stack import forming, nodes, processes, redis_server
@@ -42,19 +43,8 @@ def test_forming_waits_for_a_loading_node_and_health_says_it_is_loading(tmp_path
         up = run_redkeep("up", root, "--detach")
         assert up.returncode == 0, up.stderr
         bundle = Bundle(root)
-        primary = node_client(bundle, base)  # redis-0: slots 0-5460
         tag = next(str(i) for i in range(100) if key_slot(str(i).encode()) <= 5460)
-        pipe = primary.pipeline(transaction=False)
-        for index in range(KEYS):
-            pipe.set(f"{{{tag}}}:{index}", VALUE)
-        pipe.execute()
-        primary.bgrewriteaof()  # the keys into the AOF's RDB base (loaded with the knobs)
-        poll(lambda: _rewritten(primary), "the AOF rewrite to finish")
-        primary.close()
-
-        restarted.append(_restart_loading_slowly(bundle, "redis-0"))
-        loading = node_client(bundle, base)
-        poll(lambda: _is_loading(loading), "redis-0 to listen again, loading")
+        loading = _load_slowly(bundle, base, f"{{{tag}}}", restarted)  # redis-0: slots 0-5460
 
         health = run_redkeep("health", "--dir", root)
         said = health.stdout + health.stderr
@@ -82,13 +72,66 @@ def test_forming_waits_for_a_loading_node_and_health_says_it_is_loading(tmp_path
         assert loading.info("persistence")["loading"] == 0
         assert loading.dbsize() == KEYS
         loading.close()
-        after = run_redkeep("health", "--dir", root)
-        assert after.returncode == 0, after.stdout + after.stderr
+        poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
     finally:
         down = run_redkeep("down", root)
         for process in restarted:
             process.wait(timeout=30)
         assert down.returncode == 0, down.stderr
+
+
+def test_a_loading_primary_of_a_sentinel_deployment_is_said_loading(tmp_path, redis_binary):
+    base = free_port_span([0, 1, 2, SENTINEL_PORT_OFFSET, SENTINEL_PORT_OFFSET + 2])
+    root = tmp_path / "sentinel"
+    init = run_redkeep("init", root, "--topology", "sentinel", "--tls-port", base)
+    assert init.returncode == 0, init.stderr
+    restarted: list[subprocess.Popen] = []
+    try:
+        up = run_redkeep("up", root, "--detach")
+        assert up.returncode == 0, up.stderr
+        loading = _load_slowly(Bundle(root), base, "", restarted)
+
+        health = run_redkeep("health", "--dir", root)
+        said = health.stdout + health.stderr
+        assert health.returncode == 1, said
+        assert f"redis-0 (localhost:{base}) is loading its dataset into memory" in said
+        # It answers INFO but not PING: status reported it, it did not stop at "cannot connect".
+        status = run_redkeep("status", "--dir", root, "--json")
+        assert "Traceback" not in status.stderr + health.stderr
+        details = {node["name"]: node["detail"] for node in json.loads(status.stdout)["nodes"]}
+        assert "is loading its dataset into memory" in details["redis-0"]
+        assert details["redis-1"] == "ok"
+        assert _is_loading(loading)  # all the above was said while it loaded
+
+        loading.config_set("key-load-delay", 0)
+        poll(lambda: not _is_loading(loading), "redis-0 to finish loading")
+        assert loading.dbsize() == KEYS
+        loading.close()
+        poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
+    finally:
+        down = run_redkeep("down", root)
+        for process in restarted:
+            process.wait(timeout=30)
+        assert down.returncode == 0, down.stderr
+
+
+def _load_slowly(
+    bundle: Bundle, port: int, prefix: str, restarted: list[subprocess.Popen]
+) -> redis.Redis:
+    """Write KEYS keys to redis-0 (at `port`), restart it to load them slowly; a client to it
+    once it is loading."""
+    primary = node_client(bundle, port)
+    pipe = primary.pipeline(transaction=False)
+    for index in range(KEYS):
+        pipe.set(f"{prefix}:{index}", VALUE)
+    pipe.execute()
+    primary.bgrewriteaof()  # the keys into the AOF's RDB base (loaded with the knobs)
+    poll(lambda: _rewritten(primary), "the AOF rewrite to finish")
+    primary.close()
+    restarted.append(_restart_loading_slowly(bundle, "redis-0"))
+    loading = node_client(bundle, port)
+    poll(lambda: _is_loading(loading), "redis-0 to listen again, loading")
+    return loading
 
 
 def _rewritten(client) -> bool:
