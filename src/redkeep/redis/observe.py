@@ -5,6 +5,10 @@ every Sentinel (SENTINEL MASTER, CKQUORUM), as the bundle's read-only `exporter`
 roles here are the live ones: after a failover the primary is whichever node says it is, not
 the one the plan started with. `DeploymentView.problems` is what `health` and `up` judge by:
 an empty list means the whole deployment is healthy.
+
+A node that is loading its dataset into memory (after a restart, or a replica at the end of a
+full sync) answers INFO but refuses everything else with LOADING: it is said to be loading,
+and counts as not reached (nothing else can be asked of it yet).
 """
 
 import dataclasses
@@ -35,6 +39,7 @@ class NodeView:
     port: int
     reached: bool
     error: str = ""  # why it could not be asked
+    loading: bool = False  # not reached because it is loading its dataset into memory
     role: str | None = None  # live: "primary" or "replica"
     primary: str | None = None  # a replica: the node it replicates (a name, else host:port)
     link: str | None = None  # a replica: "up" or "down" (master_link_status)
@@ -105,7 +110,7 @@ class DeploymentView:
     def findings(self) -> list[tuple[str, str]]:
         """(the node or Sentinel it is about, "" for the deployment as a whole; the problem)."""
         found = [
-            (node.name, f"{node.name} ({node.host}:{node.port}) does not answer: {node.error}")
+            (node.name, f"{node.name} ({node.host}:{node.port}) {_why_unreached(node)}")
             for node in self.nodes
             if not node.reached
         ]
@@ -201,6 +206,18 @@ class DeploymentView:
         return found
 
 
+def _why_unreached(node: NodeView) -> str:
+    return node.error if node.loading else f"does not answer: {node.error}"
+
+
+def loading_progress(persistence: dict[str, Any]) -> str:
+    """How far a node that is loading has got, from its INFO persistence: " (42% loaded)"."""
+    done = persistence.get("loading_loaded_perc")
+    if not persistence.get("loading") or done is None:
+        return ""
+    return f" ({float(done):.0f}% loaded)"
+
+
 def observe(deployment: Deployment, master_name: str = "") -> DeploymentView:
     """Ask every node and Sentinel of `deployment` (reached as its targets say) what it is."""
     names = _names(deployment.nodes)
@@ -280,11 +297,16 @@ def _ask_node(
     try:
         client = _quick(node)
         try:
+            persistence = client.info("persistence")
+            if persistence.get("loading"):
+                return _loading(base, loading_progress(persistence)), {}
             info = client.info("replication")
             if cluster:
                 facts = client.cluster("info") | {"nodes": client.cluster("nodes")}
         finally:
             client.close()
+    except redis.BusyLoadingError:  # it began loading after INFO persistence said it did not
+        return _loading(base, ""), {}
     except (redis.RedisError, OSError, RedkeepError) as error:
         return NodeView(reached=False, error=_failure(error, node), **base), {}
     replica = info.get("role") == "slave"
@@ -311,6 +333,11 @@ def _ask_node(
             slots=tuple(_ranges(myself.get("slots", []))),
         )
     return view, facts
+
+
+def _loading(base: dict[str, Any], progress: str) -> NodeView:
+    text = f"is loading its dataset into memory{progress}: it serves no commands until then"
+    return NodeView(reached=False, loading=True, error=text, **base)
 
 
 def _myself(nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -6,12 +6,17 @@ replicas by its own rule (spreading them over hosts), whereas the plan names eac
 primary and replicas, and the roles `status` compares against are the plan's. Every step is
 skipped where the cluster already has it, so a cluster that was formed before (its nodes.conf
 files) is only waited for, and a node that lost its data joins again in its planned place.
+
+A node that is loading its dataset into memory refuses every CLUSTER command (LOADING) and
+may start to at any moment: a replica's full sync ends with a load. Each command waits that
+out (`ClusterNode.cluster`), up to the forming timeout.
 """
 
 import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -19,7 +24,7 @@ from redkeep.config.deployment import PlannedNode
 from redkeep.errors import RedkeepError
 from redkeep.redis.client import client_for
 from redkeep.redis.deployment import Deployment
-from redkeep.redis.observe import CLUSTER_SLOTS
+from redkeep.redis.observe import CLUSTER_SLOTS, loading_progress
 
 FORM_TIMEOUT = 30.0  # seconds for every node to learn of every other
 
@@ -34,6 +39,31 @@ class ClusterNode:
     planned: PlannedNode
     client: redis.Redis
     node_id: str = ""
+    timeout: float = FORM_TIMEOUT  # seconds to wait for it to finish loading, per command
+    sleep: Callable[[float], None] = time.sleep
+
+    def cluster(self, *args: Any) -> Any:
+        """CLUSTER ARGS, asked again while the node refuses it because it is loading its
+        dataset (Redis refuses before it runs the command, so asking again is safe)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self.client.cluster(*args)
+            except redis.BusyLoadingError:
+                if time.monotonic() >= deadline:
+                    raise self._still_loading() from None
+                self.sleep(0.1)
+
+    def _still_loading(self) -> RedkeepError:
+        name = self.planned.name
+        try:
+            progress = loading_progress(self.client.info("persistence"))
+        except (redis.RedisError, OSError):
+            progress = ""
+        return RedkeepError(
+            f"the cluster did not form: {name} is still loading its dataset into memory after "
+            f"{self.timeout:g}s{progress}; run up again once it has loaded (see run/{name}.log)"
+        )
 
 
 def form_cluster(
@@ -53,18 +83,21 @@ def form_cluster(
     """
     targets = {node.name: node.target for node in deployment.every_node()}
     data = [item for item in planned if item.holds_data]
-    nodes = [ClusterNode(item, client_for(targets[item.name])) for item in data]
+    nodes = [
+        ClusterNode(item, client_for(targets[item.name]), timeout=timeout, sleep=sleep)
+        for item in data
+    ]
     try:
         for node in nodes:
-            node.node_id = str(node.client.cluster("myid"))
+            node.node_id = str(node.cluster("myid"))
         done: list[str] = []
         assigned: dict[int, str] = {}
         new = all(len(_cluster_nodes(node)) == 1 and not _served(node) for node in nodes)
         if new:
             for epoch, node in enumerate(nodes, start=1):
                 # Set before by an `up` cut short here: a second SET-CONFIG-EPOCH is refused.
-                if int(node.client.cluster("info").get("cluster_my_epoch", 0)) == 0:
-                    node.client.cluster("set-config-epoch", epoch)
+                if int(node.cluster("info").get("cluster_my_epoch", 0)) == 0:
+                    node.cluster("set-config-epoch", epoch)
             assigned, done = _assign_slots(nodes, {})
         done = _meet(nodes, announce) + done
         _wait(lambda: _all_know_all(nodes), "every node to know every other", timeout, sleep)
@@ -89,7 +122,7 @@ def _meet(nodes: list[ClusterNode], announce: str) -> list[str]:
             planned = other.planned
             # An error: a handshake with it is under way already (gossip); waited for below.
             with contextlib.suppress(redis.ResponseError):
-                node.client.cluster("meet", announce, planned.port, planned.bus_port)
+                node.cluster("meet", announce, planned.port, planned.bus_port)
             if planned.name not in joined:
                 joined.append(planned.name)
     return [f"{name} joined the cluster" for name in joined]
@@ -109,7 +142,7 @@ def _forget_gone(nodes: list[ClusterNode]) -> list[str]:
         for node in nodes:
             # An error: this node did not know it (the gossip carried it elsewhere only).
             with contextlib.suppress(redis.ResponseError):
-                node.client.cluster("forget", node_id)
+                node.cluster("forget", node_id)
     return [f"the cluster forgot node {node_id[:8]}: no node has that id now" for node_id in gone]
 
 
@@ -126,7 +159,7 @@ def _assign_slots(
         start, end = shard_slots(node.planned.shard, shards)
         if any(slot in served for slot in range(start, end + 1)):
             continue  # assigned before (perhaps to a replica that took over): leave it
-        node.client.cluster("addslotsrange", start, end)
+        node.cluster("addslotsrange", start, end)
         assigned[start] = node.node_id
         done.append(f"{node.planned.name} serves slots {start}-{end}")
     return assigned, done
@@ -146,14 +179,14 @@ def _attach_replicas(nodes: list[ClusterNode], assigned: dict[int, str]) -> list
         primary = served.get(start)
         if primary is None or primary == node.node_id:
             continue
-        node.client.cluster("replicate", primary)
+        node.cluster("replicate", primary)
         name = next(item.planned.name for item in nodes if item.node_id == primary)
         done.append(f"{node.planned.name} replicates {name}")
     return done
 
 
 def _cluster_nodes(node: ClusterNode) -> dict:
-    return node.client.cluster("nodes")
+    return node.cluster("nodes")
 
 
 def _served(node: ClusterNode) -> dict[int, str]:
