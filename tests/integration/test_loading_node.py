@@ -14,11 +14,13 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 import redis
 from redis.crc import key_slot
 
+from redkeep.actions import stack
 from redkeep.bundle import Bundle
 from redkeep.config.deployment import BUS_PORT_OFFSET, SENTINEL_PORT_OFFSET
 from redkeep.errors import RedkeepError
@@ -103,8 +105,20 @@ def test_a_loading_primary_of_a_sentinel_deployment_is_said_loading(tmp_path, re
         assert details["redis-1"] == "ok"
         assert _is_loading(loading)  # all the above was said while it loaded
 
+        # `up` waiting for it: past its timeout, still waiting, for the node is loading.
+        pid = restarted[0].pid
+        waited: dict[str, object] = {}
+        waiter = threading.Thread(target=_wait_into, args=(Bundle(root), pid, waited), daemon=True)
+        refused = _loading_refusals(loading)
+        waiter.start()
+        time.sleep(2 * WAIT_TIMEOUT)  # past the timeout it was given (not a measure)
+        poll(lambda: _loading_refusals(loading) > refused + 1, "the wait to meet LOADING")
+        assert waiter.is_alive() and _is_loading(loading), waited
+
         loading.config_set("key-load-delay", 0)
         poll(lambda: not _is_loading(loading), "redis-0 to finish loading")
+        waiter.join(timeout=60)
+        assert waited == {"done": True}, waited
         assert loading.dbsize() == KEYS
         loading.close()
         poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
@@ -174,6 +188,21 @@ def _form(bundle: Bundle, timeout: float = forming.FORM_TIMEOUT) -> list[str]:
     return forming.form_cluster(
         bundle.deployment("admin"), planned(bundle.settings), LOOPBACK, timeout=timeout
     )
+
+
+WAIT_TIMEOUT = 0.5
+
+
+def _wait_into(bundle: Bundle, pid: int, outcome: dict[str, object]) -> None:
+    node = next(n for n in bundle.deployment("exporter").nodes if n.name == "redis-0")
+    try:
+        stack.wait_until_healthy(
+            bundle, pid, None, bundle.run_dir / "redis-0.log", timeout=WAIT_TIMEOUT,
+            target=node.target, service=nodes.node_service("redis-0"),
+        )  # fmt: skip
+        outcome["done"] = True
+    except Exception as error:  # noqa: BLE001 - reported to the test's thread
+        outcome["error"] = repr(error)
 
 
 def _form_into(bundle: Bundle, outcome: dict[str, object]) -> None:

@@ -85,7 +85,7 @@ def deployment_health(bundle: Bundle) -> HealthResult:
     view = observe_bundle(bundle)
     problems = view.problems() + proxy_problems(bundle, view)
     target, _ = anchor_node(bundle, view)
-    reached = any(node.reached for node in view.nodes)
+    reached = any(node.reached or node.loading for node in view.nodes)  # loading: it answers
     latency = round((time.perf_counter() - started) * 1000, 1)
     if not problems:
         return HealthResult(

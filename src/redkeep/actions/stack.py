@@ -308,6 +308,9 @@ def start_redis(bundle: Bundle) -> subprocess.Popen:
     return process
 
 
+LOADING_TIMEOUT = 3600.0  # seconds a server loading its dataset is waited for, at most
+
+
 def wait_until_healthy(
     bundle: Bundle,
     pid: int,
@@ -325,7 +328,8 @@ def wait_until_healthy(
     count. Raise with the log's reason if the process exits.
     """
     target = target or bundle.target("exporter")
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last_error = ""
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -352,6 +356,8 @@ def wait_until_healthy(
                 f"port {target.port} is answered by another redis-server (pid {answering}), "
                 f"not pid {pid}"
             )
+        if "loading the dataset" in last_error:  # a big dataset takes minutes: it is working
+            deadline = max(deadline, min(started + LOADING_TIMEOUT, time.monotonic() + timeout))
         sleep(0.1)
     raise RedkeepError(
         f"redis-server pid {pid} did not answer within {timeout:g}s: {last_error} (see {log_path})"

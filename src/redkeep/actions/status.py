@@ -240,7 +240,7 @@ def deployment_status(bundle: Bundle, now: dt.datetime) -> StatusReport:
     target, reached = anchor_node(bundle, view)
     anchor = next((node for node in nodes if node.port == target.port), None)
     server = server_summary(target) if reached else None
-    any_reached = any(node.reached for node in view.nodes)
+    any_reached = any(node.reached or node.loading for node in view.nodes)
     return StatusReport(
         bundle=str(bundle.root),
         url=target.display_url,
