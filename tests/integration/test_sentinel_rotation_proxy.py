@@ -140,11 +140,27 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
         assert healed.returncode == 0, healed.stderr
         poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
 
+        # SIGINT while rotate waits on a frozen proxy: the rotation stands, and is said so.
+        files = {name: bundle.node_dir(name) / "users.acl" for name in ports}
+        os.kill(proxy_pid, signal.SIGSTOP)
+        try:
+            rotating = subprocess.Popen(  # noqa: S603 - our own console script
+                [REDKEEP, "users", "rotate", "app", "--dir", str(root)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            poll(lambda: bundle.password("app") != new, ".env to hold the new password")
+            rotating.send_signal(signal.SIGINT)
+            _, stderr = rotating.communicate(timeout=60)
+        finally:
+            os.kill(proxy_pid, signal.SIGCONT)
+        assert rotating.returncode == 1, stderr
+        assert "interrupted" in stderr and "'app' has both passwords on every node" in stderr
+        old, new = new, bundle.password("app")
+        for name, port in ports.items():
+            assert logs_in(bundle, port, "app", old) and logs_in(bundle, port, "app", new), name
+
         # SIGTERM while finish-rotation waits on a frozen proxy (after every node saved its
         # file without the old password): every node gets it back, live and in its file.
-        assert run_redkeep("users", "rotate", "app", "--dir", root).returncode == 0
-        old, new = new, bundle.password("app")
-        files = {name: bundle.node_dir(name) / "users.acl" for name in ports}
         os.kill(proxy_pid, signal.SIGSTOP)
         try:
             finishing = subprocess.Popen(  # noqa: S603 - our own console script

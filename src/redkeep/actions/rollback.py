@@ -111,12 +111,17 @@ class ChangeLog:
 
     @contextlib.contextmanager
     def undone_on_failure(
-        self, what: str, hint: str, note: str = "", done: Callable[[], bool] | None = None
+        self,
+        what: str,
+        hint: str,
+        note: str = "",
+        done: Callable[[], bool] | None = None,
+        after: str = "",
     ) -> Iterator[None]:
         """Within the block, a failure or an interruption (Ctrl-C, SIGTERM, SIGHUP) rolls every
         node back and raises the one line `failure` makes of it; a second signal does not cut
         the rollback short. `done`: the change took effect already (an interruption after its
-        last step): then nothing is rolled back."""
+        last step): then nothing is rolled back, and `after` says where things stand."""
         try:
             yield
         except RedkeepError as error:
@@ -124,7 +129,7 @@ class ChangeLog:
                 raise self.failure(error, what, hint, note) from None
         except KeyboardInterrupt:
             if done is not None and done():
-                raise
+                raise RedkeepError(f"interrupted after the last step: {after}") from None
             with _signals_held():
                 raise self.failure(RedkeepError("interrupted"), what, hint, note) from None
 

@@ -44,6 +44,9 @@ STOP_TIMEOUT = {REDIS: 30.0, BACKUP: 60.0}  # a backup in progress finishes or a
 HELPER_STOP_TIMEOUT = 10.0
 # What redis-server logs when it will not exit because its final save failed (6.x to 8.x).
 SHUTDOWN_REFUSED = ("can't exit", "Errors trying to shut down")
+SAVE_WORDS = ("save", "saving", "rdb", "disk", "no space", "fsync")  # a refusal about saving
+# Warnings that say nothing about a shutdown (a client's TLS handshake failing, the request).
+LOG_NOISE = ("accepting a client connection", "User requested shutdown")
 
 
 def stack_dir(directory: Path | None, cwd: Path) -> Path:
@@ -356,7 +359,8 @@ def wait_until_healthy(
                 f"port {target.port} is answered by another redis-server (pid {answering}), "
                 f"not pid {pid}"
             )
-        if "loading the dataset" in last_error:  # a big dataset takes minutes: it is working
+        # Loading a big dataset takes minutes, answering LOADING or nothing meanwhile.
+        if "loading the dataset" in last_error or redis_server.loading_by_log(log_path):
             deadline = max(deadline, min(started + LOADING_TIMEOUT, time.monotonic() + timeout))
         sleep(0.1)
     raise RedkeepError(
@@ -496,12 +500,21 @@ def stop_redis_server(
         pidfile.unlink(missing_ok=True)
         return []
     refusal = _refusal(log, start)
-    why = f"its final save failed: {refusal}" if refusal else f"it did not exit within {timeout:g}s"
+    saving = refusal is not None and any(word in refusal.lower() for word in SAVE_WORDS)
+    if refusal is None:
+        why = f"it did not exit within {timeout:g}s"
+    else:
+        why = f"its final save failed: {refusal}" if saving else f"it refused: {refusal}"
     if not force:
+        fix = (
+            f"free disk space in {bundle.data_dir} (see {log}) and"
+            if saving
+            else (f"let it finish what it is doing (see {log}), then")
+        )
         advice = (
-            f"free disk space in {bundle.data_dir} (see {log}) and run `redkeep down "
-            f"{bundle.root}` again, or `redkeep down --force {bundle.root}` to stop it without "
-            "saving (writes since its last successful save are lost unless the AOF has them)"
+            f"{fix} run `redkeep down {bundle.root}` again, or `redkeep down --force "
+            f"{bundle.root}` to stop it without saving (writes since its last successful save "
+            "are lost unless the AOF has them)"
         )
         raise RedkeepError(f"{service.label} pid {pid} refuses to stop: {why}; {advice}")
     _shutdown_nosave(bundle, pid, admin)
@@ -520,12 +533,15 @@ def _refusal(log: Path, start: int) -> str | None:
     if not any(mark in text for mark in SHUTDOWN_REFUSED):
         return None
     warnings = [line.split(" # ", 1)[1] for line in text.splitlines() if " # " in line]
-    reasons = [
-        line
-        for line in warnings
-        if not any(mark in line for mark in (*SHUTDOWN_REFUSED, "User requested shutdown"))
-    ]
-    return reasons[0] if reasons else "see the log"
+    before: list[str] = []  # the warnings before the refusal, the last one its reason
+    for line in warnings:
+        if "can't exit" in line:  # the warning before it says why, else this line does
+            return before[-1] if before else line
+        if any(mark in line for mark in SHUTDOWN_REFUSED):
+            break
+        if not any(noise in line for noise in LOG_NOISE):
+            before.append(line)
+    return before[-1] if before else "see the log"
 
 
 def _shutdown_nosave(bundle: Bundle, pid: int, admin: Target | None = None) -> None:

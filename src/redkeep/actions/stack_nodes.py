@@ -21,6 +21,7 @@ from pathlib import Path
 
 from redkeep.actions.live import observe_bundle
 from redkeep.actions.stack import (
+    LOADING_TIMEOUT,
     STOP_TIMEOUT,
     DownReport,
     Outcome,
@@ -110,7 +111,11 @@ def bring_up_nodes(
             with interrupted_by_signals():
                 if topology == "cluster":
                     report.notes += forming.form_cluster(
-                        bundle.deployment("admin"), planned(bundle.settings), LOOPBACK
+                        bundle.deployment("admin"),
+                        planned(bundle.settings),
+                        LOOPBACK,
+                        log_dir=bundle.run_dir,
+                        loading_timeout=LOADING_TIMEOUT,
                     )
                 report.live = wait_until_whole(bundle, healthy_timeout)
             for service in helpers:  # once there is a primary to follow

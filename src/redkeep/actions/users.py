@@ -177,7 +177,12 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
         updates |= {"REDIS_PASSWORD": new, "REDIS_URL": app_url(bundle.settings, new)}
     try:
         done = lambda: bundle_password(bundle, user) == new  # noqa: E731 - .env written
-        with log.undone_on_failure(f"rotating '{user}' failed", hint, ".env is unchanged", done):
+        taken = (
+            f"'{user}' has both passwords on every node and .env holds the new one; run "
+            f"`redkeep users finish-rotation {user}` once clients have moved"
+        )
+        what = f"rotating '{user}' failed"
+        with log.undone_on_failure(what, hint, ".env is unchanged", done, after=taken):
             for node, _ in holders:
                 log.change(
                     node,
@@ -195,7 +200,10 @@ def rotate(bundle: Bundle, sessions: list[NodeSession], user: str) -> RotationRe
     finally:
         _private_sentinel_configs(bundle, links)
     refresh_rendered(bundle, links, new)
-    proxy, problem = _proxy_after_change(bundle, user)
+    try:
+        proxy, problem = _proxy_after_change(bundle, user)
+    except KeyboardInterrupt:  # the rotation stands: say so, not only "interrupted"
+        raise RedkeepError(f"interrupted while asking the proxy: {taken}") from None
     return RotationResult(
         user,
         "started",
@@ -229,14 +237,15 @@ def finish_rotation(bundle: Bundle, sessions: list[NodeSession], user: str) -> R
         node.name: [digest for digest in found.passwords if digest != keep]
         for node, found in holders
     }
+    links = links_for(sessions, user, bundle.settings.deployment.master_name)
     if not any(old.values()):
         # A finish killed between removing the old passwords and saving left them in the
         # nodes' files, for a restart to bring back: each node saves what it holds now.
         for node, _ in holders:
             save_acl(bundle, node)
+        refresh_rendered(bundle, links, kept_password)
         saved = [node.name for node, _ in holders]
         return RotationResult(user, "nothing to finish", 1, [], str(bundle.env_path), saved=saved)
-    links = links_for(sessions, user, bundle.settings.deployment.master_name)
     secrets = (kept_password, *(link.current for link in links if link.current))
     log = ChangeLog(user, before={node.name: found for node, found in holders}, secrets=secrets)
     what = f"finishing the rotation of '{user}' failed"

@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -25,6 +26,7 @@ from redkeep.errors import RedkeepError
 from redkeep.redis.client import client_for
 from redkeep.redis.deployment import Deployment
 from redkeep.redis.observe import CLUSTER_SLOTS, loading_progress
+from redkeep.stack import redis_server
 
 FORM_TIMEOUT = 30.0  # seconds for every node to learn of every other
 
@@ -41,18 +43,25 @@ class ClusterNode:
     node_id: str = ""
     timeout: float = FORM_TIMEOUT  # seconds to wait for it to finish loading, per command
     sleep: Callable[[float], None] = time.sleep
+    log: Path | None = None  # its log: says whether it is loading when it does not answer
+    loading_timeout: float | None = None  # `timeout` unless given: a big dataset takes long
 
     def cluster(self, *args: Any) -> Any:
         """CLUSTER ARGS, asked again while the node refuses it because it is loading its
-        dataset (Redis refuses before it runs the command, so asking again is safe)."""
-        deadline = time.monotonic() + self.timeout
+        dataset (Redis refuses before it runs the command, so asking again is safe), or does
+        not answer in time while its log says it is loading (it answers only now and then)."""
+        deadline = time.monotonic() + (self.loading_timeout or self.timeout)
         while True:
             try:
                 return self.client.cluster(*args)
             except redis.BusyLoadingError:
-                if time.monotonic() >= deadline:
-                    raise self._still_loading() from None
-                self.sleep(0.1)
+                pass
+            except (redis.TimeoutError, redis.ConnectionError):
+                if self.log is None or not redis_server.loading_by_log(self.log):
+                    raise
+            if time.monotonic() >= deadline:
+                raise self._still_loading() from None
+            self.sleep(0.1)
 
     def _still_loading(self) -> RedkeepError:
         name = self.planned.name
@@ -62,7 +71,8 @@ class ClusterNode:
             progress = ""
         return RedkeepError(
             f"the cluster did not form: {name} is still loading its dataset into memory after "
-            f"{self.timeout:g}s{progress}; run up again once it has loaded (see run/{name}.log)"
+            f"{self.loading_timeout or self.timeout:g}s{progress}; run up again once it has "
+            f"loaded (see run/{name}.log)"
         )
 
 
@@ -72,6 +82,8 @@ def form_cluster(
     announce: str,
     timeout: float = FORM_TIMEOUT,
     sleep: Callable[[float], None] = time.sleep,
+    log_dir: Path | None = None,
+    loading_timeout: float | None = None,
 ) -> list[str]:
     """Join every data node of `deployment` (reached as admin) into one cluster, give each
     shard's planned primary its slots unless some node serves them, and make each node
@@ -84,7 +96,14 @@ def form_cluster(
     targets = {node.name: node.target for node in deployment.every_node()}
     data = [item for item in planned if item.holds_data]
     nodes = [
-        ClusterNode(item, client_for(targets[item.name]), timeout=timeout, sleep=sleep)
+        ClusterNode(
+            item,
+            client_for(targets[item.name]),
+            timeout=timeout,
+            sleep=sleep,
+            log=log_dir / f"{item.name}.log" if log_dir else None,
+            loading_timeout=loading_timeout,
+        )
         for item in data
     ]
     try:

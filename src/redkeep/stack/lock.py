@@ -42,7 +42,7 @@ def stack_lock(
             if time.monotonic() >= deadline:
                 raise RedkeepError(
                     f"{path.parent.parent} is busy: {holder} holds {path}; let it finish "
-                    "and run this again"
+                    "and run this again (or stop it with SIGTERM: it undoes what it started)"
                 )
             if not told:
                 on_wait(holder)

@@ -97,3 +97,33 @@ def log_tail(log_path: Path, lines: int = 5) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+# What redis-server logs when it starts and ends loading a dataset (at start, or a replica's
+# full sync): between them it answers clients only now and then, so a connection may time out.
+LOADING_STARTS = ("Loading RDB produced by", "Reading RDB base file", "Loading DB in memory")
+LOADING_ENDS = (
+    "DB loaded from",
+    "Done loading RDB",
+    "Finished with success",
+    "Failed trying to load",
+    "Ready to accept connections",
+    "Server initialized",
+)
+
+
+def loading_by_log(log_path: Path) -> bool:
+    """Whether the server's log says it is loading a dataset now (its last word on loading
+    is a start); False when the log cannot be read."""
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(max(0, log_path.stat().st_size - 65536))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return False
+    for line in reversed(lines):
+        if any(mark in line for mark in LOADING_ENDS):
+            return False
+        if any(mark in line for mark in LOADING_STARTS):
+            return True
+    return False
