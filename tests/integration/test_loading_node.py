@@ -9,12 +9,14 @@ loads for as long as the test needs, and finishes as soon as the test sets the d
 Judged by what the node answers (its LOADING refusals counted in INFO errorstats).
 """
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -40,10 +42,7 @@ def test_forming_waits_for_a_loading_node_and_health_says_it_is_loading(tmp_path
     root = tmp_path / "cluster"
     init = run_redkeep("init", root, "--topology", "cluster", "--tls-port", base)
     assert init.returncode == 0, init.stderr
-    restarted: list[subprocess.Popen] = []
-    try:
-        up = run_redkeep("up", root, "--detach")
-        assert up.returncode == 0, up.stderr
+    with _running(root) as restarted:
         bundle = Bundle(root)
         tag = next(str(i) for i in range(100) if key_slot(str(i).encode()) <= 5460)
         loading = _load_slowly(bundle, base, f"{{{tag}}}", restarted)  # redis-0: slots 0-5460
@@ -75,11 +74,6 @@ def test_forming_waits_for_a_loading_node_and_health_says_it_is_loading(tmp_path
         assert loading.dbsize() == KEYS
         loading.close()
         poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
-    finally:
-        down = run_redkeep("down", root)
-        for process in restarted:
-            process.wait(timeout=30)
-        assert down.returncode == 0, down.stderr
 
 
 def test_a_loading_primary_of_a_sentinel_deployment_is_said_loading(tmp_path, redis_binary):
@@ -87,10 +81,7 @@ def test_a_loading_primary_of_a_sentinel_deployment_is_said_loading(tmp_path, re
     root = tmp_path / "sentinel"
     init = run_redkeep("init", root, "--topology", "sentinel", "--tls-port", base)
     assert init.returncode == 0, init.stderr
-    restarted: list[subprocess.Popen] = []
-    try:
-        up = run_redkeep("up", root, "--detach")
-        assert up.returncode == 0, up.stderr
+    with _running(root) as restarted:
         loading = _load_slowly(Bundle(root), base, "", restarted)
 
         health = run_redkeep("health", "--dir", root)
@@ -122,6 +113,17 @@ def test_a_loading_primary_of_a_sentinel_deployment_is_said_loading(tmp_path, re
         assert loading.dbsize() == KEYS
         loading.close()
         poll(lambda: run_redkeep("health", "--dir", root).returncode == 0, "healthy again")
+
+
+@contextlib.contextmanager
+def _running(root) -> Iterator[list[subprocess.Popen]]:
+    """The deployment `up` runs; the nodes the test restarts go in the list, and `down`
+    stops them all at the end."""
+    restarted: list[subprocess.Popen] = []
+    try:
+        up = run_redkeep("up", root, "--detach")
+        assert up.returncode == 0, up.stderr
+        yield restarted
     finally:
         down = run_redkeep("down", root)
         for process in restarted:

@@ -68,6 +68,23 @@ def stored_passwords(bundle: Bundle, name: str, file: str) -> set:
     return stored
 
 
+def interrupted_with_the_proxy_frozen(root, proxy_pid: int, step: str, signum, ready) -> tuple:
+    """`users STEP app` run while the proxy is stopped (SIGSTOP: it waits on it), sent `signum`
+    once `ready` = (condition, what) holds; its exit status and stderr."""
+    os.kill(proxy_pid, signal.SIGSTOP)
+    try:
+        command = subprocess.Popen(  # noqa: S603 - our own console script
+            [REDKEEP, "users", step, "app", "--dir", str(root)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        poll(*ready)
+        command.send_signal(signum)
+        _, stderr = command.communicate(timeout=60)
+    finally:
+        os.kill(proxy_pid, signal.SIGCONT)
+    return command.returncode, stderr
+
+
 def restart_proxy(root, bundle: Bundle, env: dict | None = None) -> None:
     pid = processes.locate(PROXY, root, bundle.run_dir).pid
     os.kill(pid, signal.SIGTERM)
@@ -142,18 +159,11 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
 
         # SIGINT while rotate waits on a frozen proxy: the rotation stands, and is said so.
         files = {name: bundle.node_dir(name) / "users.acl" for name in ports}
-        os.kill(proxy_pid, signal.SIGSTOP)
-        try:
-            rotating = subprocess.Popen(  # noqa: S603 - our own console script
-                [REDKEEP, "users", "rotate", "app", "--dir", str(root)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            poll(lambda: bundle.password("app") != new, ".env to hold the new password")
-            rotating.send_signal(signal.SIGINT)
-            _, stderr = rotating.communicate(timeout=60)
-        finally:
-            os.kill(proxy_pid, signal.SIGCONT)
-        assert rotating.returncode == 1, stderr
+        code, stderr = interrupted_with_the_proxy_frozen(
+            root, proxy_pid, "rotate", signal.SIGINT,
+            (lambda: bundle.password("app") != new, ".env to hold the new password"),
+        )  # fmt: skip
+        assert code == 1, stderr
         assert "interrupted" in stderr and "'app' has both passwords on every node" in stderr
         old, new = new, bundle.password("app")
         for name, port in ports.items():
@@ -161,21 +171,14 @@ def test_the_proxy_follows_a_failover_after_its_password_rotated(tmp_path, redis
 
         # SIGTERM while finish-rotation waits on a frozen proxy (after every node saved its
         # file without the old password): every node gets it back, live and in its file.
-        os.kill(proxy_pid, signal.SIGSTOP)
-        try:
-            finishing = subprocess.Popen(  # noqa: S603 - our own console script
-                [REDKEEP, "users", "finish-rotation", "app", "--dir", str(root)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            poll(
-                lambda: all(password_hash(old) not in f.read_text() for f in files.values()),
-                "every node saved its ACL file without the old password",
-            )
-            finishing.send_signal(signal.SIGTERM)
-            _, stderr = finishing.communicate(timeout=60)
-        finally:
-            os.kill(proxy_pid, signal.SIGCONT)
-        assert finishing.returncode == 1, stderr
+        def saved() -> bool:
+            return all(password_hash(old) not in f.read_text() for f in files.values())
+
+        code, stderr = interrupted_with_the_proxy_frozen(
+            root, proxy_pid, "finish-rotation", signal.SIGTERM,
+            (saved, "every node saved its ACL file without the old password"),
+        )  # fmt: skip
+        assert code == 1, stderr
         assert "interrupted" in stderr and "rolled back" in stderr, stderr
         for name, port in ports.items():
             assert logs_in(bundle, port, "app", old) and logs_in(bundle, port, "app", new), name

@@ -4,7 +4,7 @@ from redkeep.actions.proxy_following import ProxyView, _judge, _same_address
 
 
 def view(upstream="127.0.0.1:7001", known=True, answering=3) -> ProxyView:
-    return ProxyView(upstream, known, answering, rounds=4, rounds_since_reload=1, reloads=0)
+    return ProxyView(upstream, known, answering, rounds_since_reload=1, reloads=0)
 
 
 def test_a_proxy_on_the_live_primary_answered_by_a_majority_is_fine():

@@ -7,7 +7,6 @@ its view with the live primary; `users rotate` and `finish-rotation` of the prox
 user make it ask again at once (SIGHUP) and roll back a password it cannot use.
 """
 
-import http.client
 import re
 import signal
 import time
@@ -34,8 +33,7 @@ class ProxyView:
     upstream: str | None  # HOST:PORT new clients go to
     primary_known: bool
     answering: int  # Sentinels that answered its last round
-    rounds: int  # rounds of asking finished since it started (a cancelled one not counted)
-    rounds_since_reload: int  # ... begun after its last reload (SIGHUP)
+    rounds_since_reload: int  # rounds of asking begun after its last reload (SIGHUP), ended
     reloads: int
 
 
@@ -44,10 +42,6 @@ def follows_sentinels(bundle: Bundle) -> bool:
     settings = bundle.settings
     proxy = settings.proxy
     return settings.deployment.topology == "sentinel" and proxy.enabled and not proxy.upstream
-
-
-def sentinel_count(bundle: Bundle) -> int:
-    return bundle.settings.deployment.sentinels
 
 
 def local_proxy_pid(bundle: Bundle) -> int | None:
@@ -63,20 +57,12 @@ def has_metrics(bundle: Bundle) -> bool:
 def read_view(bundle: Bundle, timeout: float = probe.PROBE_TIMEOUT) -> ProxyView | str:
     """The proxy's view, or why it could not be read."""
     host, port = probe.connect_host(bundle.settings.proxy.metrics_listen)
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request("GET", "/metrics", headers={"Connection": "close"})
-        response = connection.getresponse()
-        body = response.read().decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException) as error:
-        return f"its metrics at {host}:{port} do not answer ({error})"
-    finally:
-        connection.close()
-    if response.status != 200:
-        return f"its metrics at {host}:{port} answer HTTP {response.status}"
+    answer = probe.http_get(host, port, "/metrics", False, timeout)
+    if answer.status != 200:
+        return f"its metrics at {host}:{port} do not answer as expected ({answer.detail})"
     values: dict[str, float] = {}
     upstream = None
-    for line in body.splitlines():
+    for line in answer.body.decode("utf-8", "replace").splitlines():
         match = _LINE.match(line)
         if not match:
             continue
@@ -91,7 +77,6 @@ def read_view(bundle: Bundle, timeout: float = probe.PROBE_TIMEOUT) -> ProxyView
         upstream=upstream,
         primary_known=values.get("redkeep_proxy_primary_known") == 1,
         answering=int(values.get("redkeep_proxy_sentinels_answering", 0)),
-        rounds=int(values["redkeep_proxy_sentinel_rounds_total"]),
         rounds_since_reload=int(values.get("redkeep_proxy_sentinel_rounds_since_reload", 0)),
         reloads=int(values.get("redkeep_proxy_reloads_total", 0)),
     )
@@ -118,7 +103,7 @@ def following_problem(bundle: Bundle, primary: tuple[str, int] | None) -> str | 
     view = read_view(bundle)
     if isinstance(view, str):
         return f"the proxy cannot be asked whom it follows: {view}"
-    return _judge(view, sentinel_count(bundle), primary)
+    return _judge(view, bundle.settings.deployment.sentinels, primary)
 
 
 def _judge(view: ProxyView, sentinels: int, primary: tuple[str, int] | None) -> str | None:
@@ -197,4 +182,4 @@ def reload_and_confirm(bundle: Bundle, timeout: float = CONFIRM_TIMEOUT) -> str 
         return f"the proxy (pid {pid}) did not reload within {timeout:g}s (see its log)"
     if view.rounds_since_reload < 1:
         return f"the proxy (pid {pid}) did not finish asking the Sentinels within {timeout:g}s"
-    return _judge(view, sentinel_count(bundle), None)
+    return _judge(view, bundle.settings.deployment.sentinels, None)

@@ -19,6 +19,8 @@ PROBE_TIMEOUT = 3.0
 class Answer:
     answering: bool
     detail: str  # what it answered, or why there was no answer
+    status: int | None = None  # an HTTP answer's status ...
+    body: bytes = b""  # ... and body
 
 
 def http_get(host: str, port: int, path: str, tls: bool, timeout: float = PROBE_TIMEOUT) -> Answer:
@@ -32,14 +34,15 @@ def http_get(host: str, port: int, path: str, tls: bool, timeout: float = PROBE_
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", path, headers={"Connection": "close"})
-        status = connection.getresponse().status
+        response = connection.getresponse()
+        body = response.read()
     except TimeoutError:
         return Answer(False, f"no answer to {request} within {timeout:g}s")
     except (OSError, http.client.HTTPException) as error:
         return Answer(False, f"{request} failed: {_reason(error)}")
     finally:
         connection.close()
-    return Answer(True, f"HTTP {status} to {request}")
+    return Answer(True, f"HTTP {response.status} to {request}", response.status, body)
 
 
 def redis_ping(
